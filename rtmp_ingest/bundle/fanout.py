@@ -1,0 +1,231 @@
+# Theory of operation
+# -------------------
+# Fan-out from a source to its readers (outputs, players) through one bounded
+# queue per reader.  The source calls into this module synchronously for every
+# frame it puts on its output timeline; nothing here can block or raise into
+# ingest, and the cost per frame is O(readers) appends (SPEC.md §3, STYLE 10).
+#
+# The common case is inlined by the source: queue not full, reader not gating
+# → `deque.append`.  Everything else lands in `Reader._offer_slow` or
+# `Reader._overflow`:
+#
+# * Lag, source with video: the frame that finds the queue full is dropped and
+#   the reader enters *skip* mode for that source: every frame of the source is
+#   dropped (counted) until the source's next sync frame (a keyframe of its
+#   primary video track) finds room.  If configuration or metadata frames were
+#   dropped meanwhile, the source's current ones are queued before that
+#   keyframe, so the reader never misses a codec change.  Other video layers of
+#   the source are then *gated*: each resumes at its own next keyframe.
+# * Lag, audio-only source: drop-oldest — the oldest queued frame is discarded
+#   if it is a coded audio frame of the same source, otherwise the new frame is.
+# * A new reader starts from the GOP cache (configuration frames, the last
+#   metadata frame, frames since the last keyframe) or, with StartMode.LIVE or
+#   when the cache is unusable or larger than the queue, from the configuration
+#   frames with every video track gated until its next keyframe.
+#
+# The wakeup hook is called when a reader's queue turns non-empty; a driver
+# sets a trio.Event there.  An exception from it is counted and the hook is
+# dropped: a broken reader must not break ingest.
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from rtmp_ingest.bundle.events import ReaderStatistics
+from rtmp_ingest.bundle.records import Media, OutputFrame
+
+if TYPE_CHECKING:
+    from rtmp_ingest.bundle.source import Source
+
+_VIDEO = Media.VIDEO
+_AUDIO = Media.AUDIO
+
+
+class Reader:
+    """A bounded queue of output frames for one stream or one source of it.
+
+    Obtained from `Registry.subscribe`; the registry fills it, the driver
+    empties it with `get_nowait`/`drain_nowait` when the wakeup hook fires.
+    """
+
+    __slots__ = (
+        "stream_path",
+        "source_id",
+        "_queue",
+        "_max_frames",
+        "_wakeup",
+        "_slow",
+        "_skipping",
+        "_gate",
+        "_missed_config",
+        "_delivered",
+        "_dropped",
+        "_skips",
+        "_wakeup_errors",
+        "_closed",
+        "_on_close",
+    )
+
+    def __init__(
+        self,
+        stream_path: str,
+        source_id: str | None,
+        *,
+        max_frames: int,
+        on_close: Callable[[Reader], None],
+    ) -> None:
+        self.stream_path = stream_path
+        #: None: every source of the stream; frames carry their source id.
+        self.source_id = source_id
+        self._queue: deque[OutputFrame] = deque()
+        self._max_frames = max_frames
+        self._wakeup: Callable[[], None] | None = None
+        self._slow = False  # True while _skipping or _gate is non-empty
+        self._skipping: set[str] = set()  # source ids waiting for their next sync frame
+        self._gate: set[tuple[str, str]] = set()  # (source id, video track) awaiting a keyframe
+        self._missed_config: set[str] = set()
+        self._delivered = 0
+        self._dropped = 0
+        self._skips = 0
+        self._wakeup_errors = 0
+        self._closed = False
+        self._on_close = on_close
+
+    # -- driver side -------------------------------------------------------
+
+    def get_nowait(self) -> OutputFrame | None:
+        """The oldest queued frame, or None when the queue is empty."""
+        if not self._queue:
+            return None
+        self._delivered += 1
+        return self._queue.popleft()
+
+    def drain_nowait(self) -> list[OutputFrame]:
+        """Every queued frame, oldest first (possibly none)."""
+        queue = self._queue
+        frames = list(queue)
+        queue.clear()
+        self._delivered += len(frames)
+        return frames
+
+    def set_wakeup(self, wakeup: Callable[[], None] | None) -> None:
+        """Call `wakeup()` whenever the queue turns non-empty (now, if it already is).
+
+        It runs inside the registry's call and must only signal (e.g. set a
+        trio.Event); an exception is counted and removes the hook.
+        """
+        self._wakeup = wakeup
+        if wakeup is not None and self._queue:
+            self._wake()
+
+    def close(self) -> None:
+        """Detach from the registry and forget queued frames; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.clear()
+        self._wakeup = None
+        self._on_close(self)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def statistics(self) -> ReaderStatistics:
+        return ReaderStatistics(
+            stream_path=self.stream_path,
+            source_id=self.source_id,
+            delivered=self._delivered,
+            dropped=self._dropped,
+            skips=self._skips,
+            queued=len(self._queue),
+            max_frames=self._max_frames,
+            closed=self._closed,
+        )
+
+    # -- bundle side ---------------------------------------------------------
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is None:
+            return
+        try:
+            wakeup()
+        except Exception:
+            self._wakeup_errors += 1
+            self._wakeup = None
+
+    def _push(self, out: OutputFrame, source: Source) -> None:
+        """Queue `out` or apply the lag policy (the general path)."""
+        queue = self._queue
+        if len(queue) < self._max_frames:
+            queue.append(out)
+            if len(queue) == 1:
+                self._wake()
+        else:
+            self._overflow(out, source)
+
+    def _overflow(self, out: OutputFrame, source: Source) -> None:
+        """The queue is full: lose a frame, counted (see the module comment)."""
+        self._dropped += 1
+        frame = out.frame
+        sid = out.source_id
+        if source._gating_line is None and frame.media is _AUDIO and not frame.config:
+            oldest = self._queue[0]
+            if oldest.source_id == sid and oldest.frame.media is _AUDIO and not oldest.frame.config:
+                self._queue.popleft()
+                self._queue.append(out)
+            return
+        self._skips += 1
+        self._skipping.add(sid)
+        if frame.config or frame.media is Media.DATA:
+            self._missed_config.add(sid)
+        self._slow = True
+
+    def _offer_slow(self, out: OutputFrame, sync: bool, source: Source) -> None:
+        """Deliver while skipping or gating some track."""
+        sid = out.source_id
+        frame = out.frame
+        if sid in self._skipping:
+            if not sync or len(self._queue) >= self._max_frames:
+                self._dropped += 1
+                if frame.config or frame.media is Media.DATA:
+                    self._missed_config.add(sid)
+                return
+            self._skipping.discard(sid)
+            if sid in self._missed_config:
+                self._missed_config.discard(sid)
+                for config in source._current_side_frames():
+                    self._push(config, source)
+            for track_id in source._video_track_ids():
+                if track_id != frame.track_id:
+                    self._gate.add((sid, track_id))
+            self._slow = bool(self._skipping or self._gate)
+        elif self._gate and frame.media is _VIDEO and not frame.config:
+            key = (sid, frame.track_id)
+            if key in self._gate:
+                if not frame.keyframe:
+                    self._dropped += 1
+                    return
+                self._gate.discard(key)
+                self._slow = bool(self._skipping or self._gate)
+        self._push(out, source)
+
+    def _start(self, source: Source, *, from_gop: bool) -> None:
+        """Queue what a new reader of a live `source` needs to start at once."""
+        sid = source.source_id
+        side = source._current_side_frames()
+        cached = source._cache_frames if from_gop else None
+        if cached is not None and len(side) + len(cached) <= self._max_frames:
+            self._queue.extend(side)
+            self._queue.extend(cached)
+            gated = source._cache_skip
+        else:
+            self._queue.extend(side[: self._max_frames])
+            gated = source._video_track_ids()
+        for track_id in gated:
+            self._gate.add((sid, track_id))
+        self._slow = bool(self._skipping or self._gate)
+        if self._queue:
+            self._wake()

@@ -1,0 +1,145 @@
+# Theory of operation
+# -------------------
+# A feed is one publishing session (SPEC.md §3): the handle a driver gets on
+# admission and passes back with every frame.  It is a mutable object owned by
+# its source; drivers read only its public attributes and `state`.
+#
+# Per feed the bundle keeps what a switch needs (the latest configuration frame
+# per track, the last metadata frame, which video track's keyframes are sync
+# frames, the timestamp offset onto the source's timeline) and what the control
+# API shows (SPEC.md §4: bytes, frames, keyframes, bitrate, tracks, uptime).
+# Bitrate is measured without per-frame clock arithmetic: once a second (of
+# `now_s`) the feed records its byte count, and the bitrate is the growth since
+# the oldest record inside the window.
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from rtmp_ingest.bundle.events import FeedStatistics
+from rtmp_ingest.bundle.records import (
+    BITRATE_WINDOW_S,
+    EndReason,
+    FeedState,
+    Frame,
+    Media,
+    TrackDescription,
+)
+
+if TYPE_CHECKING:
+    from rtmp_ingest.bundle.source import Source
+
+
+class Feed:
+    """Handle of one publishing session; pass it to `push_frame` and `end_feed`."""
+
+    __slots__ = (
+        "feed_id",
+        "stream_path",
+        "source_id",
+        "priority",
+        "remote_addr",
+        "query",
+        "started_at_s",
+        "_source",
+        "_state",
+        "_end_reason",
+        "_offset_ms",
+        "_switch_in_ms",
+        "_tracks",
+        "_configs",
+        "_metadata",
+        "_gating_track",
+        "_bytes",
+        "_frames",
+        "_keyframes",
+        "_dropped",
+        "_marks",
+        "_next_mark_s",
+    )
+
+    def __init__(
+        self,
+        *,
+        feed_id: int,
+        stream_path: str,
+        source_id: str,
+        priority: int,
+        remote_addr: str,
+        query: tuple[tuple[str, str], ...],
+        now_s: float,
+        source: Source,
+    ) -> None:
+        self.feed_id = feed_id
+        self.stream_path = stream_path
+        self.source_id = source_id
+        self.priority = priority
+        self.remote_addr = remote_addr
+        self.query = query
+        self.started_at_s = now_s
+        self._source = source
+        self._state = FeedState.PENDING
+        self._end_reason: EndReason | None = None
+        self._offset_ms = 0
+        self._switch_in_ms = 0  # feed DTS of its sync frame (or of its last re-anchor)
+        self._tracks: dict[str, TrackDescription] = {}
+        self._configs: dict[str, Frame] = {}  # latest configuration frame per track
+        self._metadata: Frame | None = None
+        self._gating_track: str | None = None  # first video track: its keyframes are sync
+        self._bytes = 0
+        self._frames = 0
+        self._keyframes = 0
+        self._dropped = 0
+        # (second, bytes_in at its start) once a second the feed sends: bitrate window.
+        self._marks: deque[tuple[float, int]] = deque([(now_s, 0)], maxlen=BITRATE_WINDOW_S + 1)
+        self._next_mark_s = now_s + 1.0
+
+    @property
+    def state(self) -> FeedState:
+        return self._state
+
+    @property
+    def end_reason(self) -> EndReason | None:
+        return self._end_reason
+
+    def _mark(self, now_s: float) -> None:
+        self._marks.append((now_s, self._bytes))
+        self._next_mark_s = now_s + 1.0
+
+    def _note_track(self, frame: Frame) -> bool:
+        """Record the track `frame` belongs to; True if its description changed."""
+        track_id = frame.track_id
+        known = self._tracks.get(track_id)
+        info = frame.track_info if frame.track_info is not None else (known and known.info)
+        if known is not None and known.codec == frame.codec and known.info == info:
+            return False
+        self._tracks[track_id] = TrackDescription(track_id, frame.media, frame.codec, info)
+        if frame.media is Media.VIDEO and self._gating_track is None:
+            self._gating_track = track_id
+        return True
+
+    def statistics(self, *, now_s: float) -> FeedStatistics:
+        since_s, since_bytes = self._marks[-1]  # silent for the whole window
+        for mark_s, mark_bytes in self._marks:
+            if mark_s >= now_s - BITRATE_WINDOW_S:
+                since_s, since_bytes = mark_s, mark_bytes
+                break
+        span_s = now_s - since_s
+        bitrate_kbps = (self._bytes - since_bytes) * 8 / 1000 / span_s if span_s > 0 else 0.0
+        return FeedStatistics(
+            feed_id=self.feed_id,
+            stream_path=self.stream_path,
+            source_id=self.source_id,
+            priority=self.priority,
+            state=self._state,
+            remote_addr=self.remote_addr,
+            started_at_s=self.started_at_s,
+            uptime_s=max(0.0, now_s - self.started_at_s),
+            bytes_in=self._bytes,
+            frames_in=self._frames,
+            keyframes_in=self._keyframes,
+            frames_dropped=self._dropped,
+            bitrate_kbps=bitrate_kbps,
+            tracks=tuple(self._tracks.values()),
+            end_reason=self._end_reason,
+        )
