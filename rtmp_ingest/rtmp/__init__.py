@@ -1,0 +1,19 @@
+"""Sans-IO RTMP: handshake, chunk codec, AMF0/AMF3, messages, server and client roles.
+
+Standard library only (plus attrs for records). Feed bytes with
+`receive_data()`, read events with `next_event()`, write `data_to_send()`.
+"""
+
+from .address import StreamAddress, parse_address
+from .client import ClientConnection
+from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from .events import *  # noqa: F403
+from .events import NEED_DATA, PAUSED
+from .limits import DEFAULT_LIMITS, Limits
+from .server import ConnState, ServerConnection, StreamState
+
+__all__ = [
+    "NEED_DATA", "PAUSED", "ClientConnection", "ConnState", "DEFAULT_LIMITS", "Limits",
+    "LocalProtocolError", "ProtocolError", "RemoteProtocolError", "ServerConnection",
+    "StreamAddress", "StreamState", "parse_address",
+]
