@@ -170,9 +170,9 @@ class Registry:
         self._deadlines.pop(source, None)
 
     def _remove_source(self, source: Source) -> None:
-        stream = self._streams[source.stream_path]
-        if stream.sources.get(source.source_id) is not source:
-            return
+        stream = self._streams.get(source.stream_path)
+        if stream is None or stream.sources.get(source.source_id) is not source:
+            return  # already removed
         del stream.sources[source.source_id]
         self._deadlines.pop(source, None)
         source._targets = ()

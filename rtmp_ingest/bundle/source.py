@@ -360,7 +360,6 @@ class Source:
             out_dts = self._last_dts + int(max(self._frame_ms, gap_ms))
         new._offset_ms = out_dts - sync_frame.dts_ms
         new._switch_in_ms = sync_frame.dts_ms
-        self._last_now_s = now_s
         if self._deadline_s is not None:
             self._deadline_s = None
             registry._cancel_deadline(self)
