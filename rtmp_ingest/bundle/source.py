@@ -200,7 +200,7 @@ class Source:
             if sync:
                 self._cache_frames = [out]
                 self._cache_bytes = len(frame.payload)
-                if len(self._lines) > 2:
+                if len(self._lines) > 1:
                     self._cache_skip = set(self._video_track_ids()) - {line.track_id}
             elif self._cache_frames is not None:
                 self._cache_add(out, frame)
