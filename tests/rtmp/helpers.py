@@ -12,6 +12,7 @@ from rtmp_ingest.rtmp import messages as msg
 from rtmp_ingest.rtmp.chunk import ChunkDecoder, ChunkEncoder
 from rtmp_ingest.rtmp.client import ClientConnection
 from rtmp_ingest.rtmp.connection import Connection
+from rtmp_ingest.rtmp.errors import RemoteProtocolError
 from rtmp_ingest.rtmp.events import (
     NEED_DATA, PAUSED, ConnectionClosed, ConnectRequested, PlayRequested, PublishRequested,
 )
@@ -75,6 +76,8 @@ class AcceptingDriver:
         self.server = server or ServerConnection()
         self.accept = accept
         self.events: list[Any] = []
+        #: the RemoteProtocolError that stopped the server (next_event keeps raising it)
+        self.error: RemoteProtocolError | None = None
 
     def decide(self, event: Any) -> None:
         if not self.accept:
@@ -89,7 +92,11 @@ class AcceptingDriver:
     def pump_events(self) -> list[Any]:
         new: list[Any] = []
         while True:
-            event = self.server.next_event()
+            try:
+                event = self.server.next_event()
+            except RemoteProtocolError as exc:
+                self.error = exc
+                break
             if event is NEED_DATA or event is PAUSED:
                 break
             new.append(event)
