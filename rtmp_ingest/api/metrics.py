@@ -1,0 +1,83 @@
+"""Prometheus metrics, read live from the daemon at every scrape.
+
+A custom collector (no per-event bookkeeping on the hot path): counters come
+from the daemon's `Metrics` record, gauges from the registry and sessions.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import trio
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+if TYPE_CHECKING:
+    from rtmp_ingest.server.daemon import Daemon
+
+
+class DaemonCollector:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def collect(self) -> Iterator[Metric]:
+        daemon = self.daemon
+        m = daemon.metrics
+        registry = daemon.registry
+        now = trio.current_time()
+        yield GaugeMetricFamily("rtmp_ingest_connections", "Open RTMP connections",
+                                value=len(daemon.sessions))
+        yield CounterMetricFamily("rtmp_ingest_connections", "RTMP connections accepted",
+                                  value=m.connections_total)
+        yield CounterMetricFamily("rtmp_ingest_connections_refused",
+                                  "RTMP connections refused by connection limits",
+                                  value=m.connections_refused)
+        yield CounterMetricFamily("rtmp_ingest_protocol_errors", "RTMP protocol errors",
+                                  value=m.protocol_errors)
+        stats = registry.statistics()
+        yield GaugeMetricFamily("rtmp_ingest_streams", "Live streams", value=stats.streams)
+        yield GaugeMetricFamily("rtmp_ingest_sources", "Sources of live streams", value=stats.sources)
+        feeds = GaugeMetricFamily("rtmp_ingest_feeds", "Feeds by state", labels=["state"])
+        by_state: Counter[str] = Counter()
+        live_bytes = 0
+        dropped_frames = 0
+        for path in registry.stream_paths():
+            stream = registry.stream_statistics(path, now_s=now)
+            if stream is None:
+                continue
+            for source in stream.sources:
+                for feed in source.feeds:
+                    by_state[feed.state.value] += 1
+                    live_bytes += feed.bytes_in
+        for state in ("on-air", "pending", "standby"):
+            feeds.add_metric([state], by_state.get(state, 0))
+        yield feeds
+        yield CounterMetricFamily("rtmp_ingest_bytes_in", "Media bytes received from publishers",
+                                  value=m.bytes_in_ended + live_bytes)
+        out = daemon.output_statistics()
+        yield CounterMetricFamily("rtmp_ingest_bytes_out", "Bytes sent to players",
+                                  value=out.get("bytes_out", 0))
+        dropped_frames = out.get("frames_dropped", 0)
+        yield CounterMetricFamily("rtmp_ingest_reader_frames_dropped",
+                                  "Frames slow readers lost (skipped to the next keyframe)",
+                                  value=dropped_frames)
+        yield GaugeMetricFamily("rtmp_ingest_players", "Connected players (RTMP and HTTP-FLV)",
+                                value=out.get("players", 0))
+        yield CounterMetricFamily("rtmp_ingest_publishes", "Publishes admitted", value=m.publishes)
+        refused = CounterMetricFamily("rtmp_ingest_publishes_refused", "Publishes refused",
+                                      labels=["reason"])
+        for reason, count in sorted(m.refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
+        yield CounterMetricFamily("rtmp_ingest_supersedes", "Feeds superseded by a newer feed",
+                                  value=m.supersedes)
+        yield GaugeMetricFamily("rtmp_ingest_event_subscribers", "Event-stream subscribers",
+                                value=daemon.hub.subscribers)
+
+
+def make_registry(daemon: Daemon) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DaemonCollector(daemon))  # type: ignore[arg-type]
+    return registry

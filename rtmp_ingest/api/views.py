@@ -1,0 +1,70 @@
+"""JSON views of the bundle for the control API (SPEC.md §4)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from rtmp_ingest.bundle import FeedState, FeedStatistics, SourceStatistics, StreamStatistics
+from rtmp_ingest.server.events import track_json
+
+
+def iso(unix_s: float | None) -> str | None:
+    if unix_s is None:
+        return None
+    return dt.datetime.fromtimestamp(unix_s, dt.timezone.utc).isoformat(timespec="milliseconds") \
+        .replace("+00:00", "Z")
+
+
+def feed_json(feed: FeedStatistics, *, wall_origin_s: float) -> dict[str, Any]:
+    return {
+        "id": feed.feed_id,
+        "state": feed.state.value,
+        "remoteAddr": feed.remote_addr,
+        "priority": feed.priority,
+        "startedAt": iso(wall_origin_s + feed.started_at_s),
+        "uptimeS": round(feed.uptime_s, 3),
+        "bytesIn": feed.bytes_in,
+        "bitrateKbps": round(feed.bitrate_kbps, 1),
+        "frames": feed.frames_in,
+        "keyframes": feed.keyframes_in,
+        "framesDropped": feed.frames_dropped,
+        "tracks": [track_json(t) for t in feed.tracks if t.media.value != "data"],
+    }
+
+
+def source_json(source: SourceStatistics, *, wall_origin_s: float, urls: dict[str, str] | None = None
+                ) -> dict[str, Any]:
+    on_air = next((f for f in source.feeds if f.feed_id == source.on_air_feed_id), None)
+    out: dict[str, Any] = {
+        "sourceId": source.source_id,
+        "state": source.state.value,
+        "onAir": feed_json(on_air, wall_origin_s=wall_origin_s) if on_air else None,
+        "pending": [feed_json(f, wall_origin_s=wall_origin_s) for f in source.feeds
+                    if f.state is FeedState.PENDING],
+        "standby": [feed_json(f, wall_origin_s=wall_origin_s) for f in source.feeds
+                    if f.state is FeedState.STANDBY],
+        "tracks": [track_json(t) for t in source.tracks if t.media.value != "data"],
+        "supersedeCount": source.supersede_count,
+        "framesOut": source.frames_out,
+        "readers": source.readers,
+        "timelineOrigin": iso(source.timeline_origin_wall_s),
+    }
+    if source.reconnect_deadline_s is not None:
+        out["reconnectDeadline"] = iso(wall_origin_s + source.reconnect_deadline_s)
+    if urls is not None:
+        out["urls"] = urls
+    return out
+
+
+def stream_json(stream: StreamStatistics, *, wall_origin_s: float,
+                urls: Any = None) -> dict[str, Any]:
+    return {
+        "path": stream.stream_path,
+        "createdAt": iso(wall_origin_s + stream.created_at_s),
+        "sources": [
+            source_json(s, wall_origin_s=wall_origin_s,
+                        urls=urls(stream.stream_path, s.source_id) if urls else None)
+            for s in stream.sources
+        ],
+    }

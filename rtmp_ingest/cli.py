@@ -1,0 +1,172 @@
+"""The `rtmp-ingest` command: serve, config, token.
+
+    rtmp-ingest serve [--config FILE] [--rtmp HOST:PORT] [--rtmps HOST:PORT]
+                      [--http HOST:PORT] [--data-dir DIR]
+    rtmp-ingest config --print-default
+    rtmp-ingest token create --stream PATTERN [--multisource] [--source-id ID]...
+                             [--network CIDR]... [--ttl 24h] [--label TEXT]
+    rtmp-ingest token inspect TOKEN
+
+A bad configuration prints one line naming the key and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from rtmp_ingest import config as config_mod
+from rtmp_ingest import tokens
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rtmp-ingest", description="RTMP ingest for multisource streams")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--config", help="TOML file (overrides the embedded default)")
+    serve.add_argument("--rtmp", help="RTMP listen address HOST:PORT")
+    serve.add_argument("--rtmps", help="RTMPS listen address HOST:PORT (needs rtmps.cert_file/key_file)")
+    serve.add_argument("--http", help="HTTP listen address HOST:PORT")
+    serve.add_argument("--data-dir", help="data directory")
+    cfg = sub.add_parser("config", help="configuration helpers")
+    cfg.add_argument("--print-default", action="store_true", help="print the embedded default TOML")
+    cfg.add_argument("--check", metavar="FILE", help="validate a configuration file")
+    token = sub.add_parser("token", help="publish tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="mint a token (signed with the server secret)")
+    create.add_argument("--config", help="TOML file (for auth.secret / data_dir)")
+    create.add_argument("--data-dir", help="data directory (holds the generated secret)")
+    create.add_argument("--stream", action="append", required=True, metavar="PATTERN",
+                        help="stream path or pattern with * (repeatable)")
+    create.add_argument("--multisource", action="store_true", help="allow sourceId (multisource)")
+    create.add_argument("--source-id", action="append", metavar="ID", help="allowed sourceId (repeatable)")
+    create.add_argument("--network", action="append", metavar="CIDR", help="allowed client network")
+    create.add_argument("--ttl", help="lifetime, e.g. 90m, 24h, 7d (default: no expiry)")
+    create.add_argument("--label", default="", help="label shown in logs and the API")
+    inspect = token_sub.add_parser("inspect", help="show and verify a token's claims")
+    inspect.add_argument("token")
+    inspect.add_argument("--config", help="TOML file (for auth.secret / data_dir)")
+    inspect.add_argument("--data-dir", help="data directory (holds the generated secret)")
+    return parser
+
+
+def _load(args: argparse.Namespace) -> config_mod.Config:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "rtmp", None):
+        overrides.setdefault("rtmp", {})["listen"] = args.rtmp
+    if getattr(args, "rtmps", None):
+        overrides.setdefault("rtmps", {})["listen"] = args.rtmps
+    if getattr(args, "http", None):
+        overrides.setdefault("http", {})["listen"] = args.http
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    return config_mod.load(getattr(args, "config", None), overrides=overrides)
+
+
+def _secret(config: config_mod.Config) -> bytes:
+    if config.auth.secret:
+        return config.auth.secret.encode("utf-8")
+    return tokens.load_or_create_secret(Path(config.data_dir) / "secret")
+
+
+async def _serve(config: config_mod.Config) -> None:
+    from rtmp_ingest.server.daemon import Daemon  # noqa: PLC0415 - keep `config`/`token` light
+
+    daemon = Daemon(config)
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            nursery.start_soon(_watch_signals, signals, daemon, nursery.cancel_scope)
+            await daemon.run()
+            nursery.cancel_scope.cancel()
+
+
+async def _watch_signals(signals: Any, daemon: Any, scope: trio.CancelScope) -> None:
+    count = 0
+    async for signum in signals:
+        count += 1
+        if count == 1:
+            logging.getLogger("rtmp_ingest").info("%s received: shutting down",
+                                                  signal.Signals(signum).name)
+            daemon.shutdown()
+        else:
+            scope.cancel()  #: a second signal: stop now
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "config":
+        if args.check:
+            try:
+                config_mod.load(args.check)
+            except config_mod.ConfigError as exc:
+                print(f"rtmp-ingest: config error: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
+            print(f"{args.check}: OK")
+            return 0
+        print(config_mod.DEFAULT_TOML, end="")
+        return 0
+    try:
+        config = _load(args)
+    except config_mod.ConfigError as exc:
+        print(f"rtmp-ingest: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "token":
+        return _token(args, config)
+    logging.basicConfig(level=config.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("hypercorn").setLevel(logging.WARNING)
+    try:
+        trio.run(_serve, config)
+    except OSError as exc:
+        print(f"rtmp-ingest: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _token(args: argparse.Namespace, config: config_mod.Config) -> int:
+    from rtmp_ingest.api.http import claims_from_request  # noqa: PLC0415
+
+    secret = _secret(config)
+    if args.token_command == "create":
+        body: dict[str, Any] = {"streams": args.stream, "multisource": args.multisource,
+                                "label": args.label}
+        if args.source_id:
+            body["sourceIds"] = args.source_id
+        if args.network:
+            body["networks"] = args.network
+        if args.ttl:
+            body["ttl"] = args.ttl
+        try:
+            claims = claims_from_request(body)
+        except ValueError as exc:
+            print(f"rtmp-ingest: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        print(tokens.mint(claims, secret))
+        return 0
+    try:
+        claims = tokens.decode(args.token, secret)
+    except tokens.TokenError as exc:
+        print(f"rtmp-ingest: invalid token: {exc}", file=sys.stderr)
+        return 1
+    info = claims.to_json()
+    revocations = tokens.Revocations(Path(config.data_dir) / "revoked_tokens.json")
+    info["revoked"] = claims.token_id in revocations
+    info["expired"] = claims.expires_at is not None and time.time() >= claims.expires_at
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

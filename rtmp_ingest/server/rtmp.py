@@ -1,0 +1,270 @@
+"""The RTMP connection driver: one trio task per connection around the sans-IO core.
+
+Shape (trio-websocket): one reader loop feeds socket bytes to the core and acts
+on its events; writes go through a `StrictFIFOLock` with a write timeout; every
+wait on the peer has a deadline — the handshake (`handshake_timeout_s`), the
+commands up to publish/play (`command_timeout_s`), and for a publisher the idle
+timeout, pushed forward by every media message. A player's reads have no
+deadline (players may send nothing for hours); its writes do.
+
+Publishing: the address and token become a `PublishRequest`; the bundle admits
+or refuses it. A refusal sends the error status and closes the connection
+(librtmp clients hang otherwise). An admitted feed's media is parsed into
+frames and pushed into the bundle synchronously — the bundle never blocks.
+When the bundle supersedes the feed, the operator kicks it, or the server
+shuts down, `kick()` cancels the reader loop; the session then tells the
+publisher why (an error status it will log) and closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import trio
+
+from rtmp_ingest.bundle import Admitted, EndReason, Permissions, PublishRequest, Refused
+from rtmp_ingest.rtmp import (
+    NEED_DATA, PAUSED, RemoteProtocolError, ServerConnection, StreamState,
+)
+from rtmp_ingest.rtmp import events as ev
+from rtmp_ingest.server.media import FeedMedia
+from rtmp_ingest.tokens import TokenError
+
+if TYPE_CHECKING:
+    from rtmp_ingest.bundle import Feed
+    from rtmp_ingest.server.daemon import Daemon
+
+log = logging.getLogger("rtmp_ingest.rtmp")
+
+#: Bytes per socket read: several video chunks at once keeps per-read overhead low.
+RECEIVE_BYTES = 65536
+#: How long the goodbye (status + close) to a kicked or refused client may take.
+GOODBYE_TIMEOUT_S = 2.0
+#: The onStatus codes encoders log for each refusal kind.
+CODE_REJECTED = "NetStream.Publish.Rejected"
+CODE_BAD_NAME = "NetStream.Publish.BadName"
+
+
+class RtmpSession:
+    """One RTMP connection: a publisher (or a player, see outputs)."""
+
+    def __init__(self, daemon: Daemon, stream: trio.abc.Stream, remote: str, *, secure: bool) -> None:
+        self.daemon = daemon
+        self.stream = stream
+        self.remote = remote
+        self.remote_ip = remote.rsplit(":", 1)[0].strip("[]")
+        self.secure = secure
+        self.conn = ServerConnection(limits=daemon.config.rtmp.limits())
+        self.lock = trio.StrictFIFOLock()
+        self.feed: Feed | None = None
+        self.publish_stream_id: int | None = None
+        self.stream_path = ""
+        self.source_id = ""
+        self.media = FeedMedia()
+        self.reconnect_capable = False
+        self._scope = trio.CancelScope()
+        self._deadline = trio.CancelScope()
+        self._kick: tuple[EndReason, str] | None = None
+        self._closing = False
+        self.app = ""
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        config = self.daemon.config.rtmp
+        reason = EndReason.DISCONNECT
+        try:
+            with self._scope:
+                self._deadline.deadline = trio.current_time() + config.handshake_timeout_s
+                with self._deadline:
+                    await self._serve()
+                if self._deadline.cancelled_caught:
+                    reason = EndReason.IDLE_TIMEOUT if self.feed is not None else EndReason.DISCONNECT
+                    what = "no media" if self.feed is not None else (
+                        "handshake" if not self.conn.handshake_complete else "publish/play")
+                    log.info("timeout remote=%s stream=%s sourceId=%r waiting for %s",
+                             self.remote, self.stream_path or "-", self.source_id, what)
+                elif self.feed is not None and self.feed.end_reason is None and self._kick is None:
+                    reason = EndReason.DISCONNECT
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except trio.TooSlowError:
+            log.info("write timeout remote=%s stream=%s sourceId=%r: peer too slow, dropped",
+                     self.remote, self.stream_path or "-", self.source_id)
+        finally:
+            await self._finish(reason)
+
+    def kick(self, reason: EndReason, description: str) -> None:
+        """Ends this session from outside (supersede, operator, shutdown); idempotent."""
+        if self._kick is None:
+            self._kick = (reason, description)
+        self._scope.cancel()
+
+    async def _finish(self, reason: EndReason) -> None:
+        daemon = self.daemon
+        if self._kick is not None:
+            reason, description = self._kick
+            if self.publish_stream_id is not None and self.conn.stream_state(self.publish_stream_id) in (
+                StreamState.PUBLISHING, StreamState.PUBLISH_PENDING
+            ):
+                self.conn.end_publish(self.publish_stream_id, description)
+        if self.feed is not None:
+            daemon.end_feed(self, reason)
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(GOODBYE_TIMEOUT_S):
+                try:
+                    await self._flush()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+                    pass
+            await trio.aclose_forcefully(self.stream)
+
+    async def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            async with self.lock:
+                with trio.fail_after(self.daemon.config.rtmp.write_timeout_s):
+                    await self.stream.send_all(data)
+
+    # -- the reader loop -----------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        conn = self.conn
+        while not self._closing:
+            data = await self.stream.receive_some(RECEIVE_BYTES)
+            conn.receive_data(data)
+            if not conn.handshake_complete and data:
+                await self._flush()
+                continue
+            self._handle_events()
+            await self._flush()
+            if not data:
+                return
+
+    def _handle_events(self) -> None:
+        conn = self.conn
+        registry = self.daemon.registry
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                log.info("protocol error remote=%s stream=%s sourceId=%r: %s", self.remote,
+                         self.stream_path or "-", self.source_id, exc.message)
+                self.daemon.metrics.protocol_errors += 1
+                self._closing = True
+                return
+            if event is NEED_DATA or event is PAUSED:
+                return
+            cls = type(event)
+            if cls is ev.VideoData or cls is ev.AudioData:
+                feed = self.feed
+                if feed is None:
+                    continue
+                frames = (self.media.video if cls is ev.VideoData else self.media.audio)(
+                    event.timestamp_ms, event.payload)
+                now = trio.current_time()
+                for frame in frames:
+                    registry.push_frame(feed, frame, now_s=now)
+                self._deadline.deadline = now + self.daemon.config.rtmp.idle_timeout_s
+                if self.media.first_error is not None and self.media.dropped == 1:
+                    log.warning("malformed media dropped remote=%s stream=%s sourceId=%r: %s",
+                                self.remote, self.stream_path, self.source_id, self.media.first_error)
+            elif cls is ev.DataMessage:
+                if self.feed is not None:
+                    now = trio.current_time()
+                    for frame in self.media.data(event.timestamp_ms, event.name, event.values,
+                                                 event.payload):
+                        registry.push_frame(self.feed, frame, now_s=now)
+            elif cls is ev.ConnectRequested:
+                self._on_connect(event)
+            elif cls is ev.PublishRequested:
+                self._on_publish(event)
+            elif cls is ev.PlayRequested:
+                self._on_play(event)
+            elif cls is ev.Unpublished:
+                if self.feed is not None and event.stream_id == self.publish_stream_id:
+                    self.daemon.end_feed(self, EndReason.UNPUBLISH)
+            elif cls is ev.ConnectionClosed:
+                self._closing = True
+                return
+            if conn.state.value == "closed":
+                self._closing = True
+                return
+
+    # -- decisions -----------------------------------------------------------------------
+
+    def _on_connect(self, event: ev.ConnectRequested) -> None:
+        self.app = event.app.partition("?")[0].partition("/")[0]
+        self.reconnect_capable = bool(event.caps_ex & 0x1)
+        self.conn.accept_connect()
+        self._deadline.deadline = trio.current_time() + self.daemon.config.rtmp.command_timeout_s
+        log.debug("connect remote=%s app=%r tcUrl=%r flashVer=%r", self.remote, event.app,
+                  event.tc_url, event.properties.get("flashVer"))
+
+    def _refuse(self, stream_id: int, code: str, reason_code: str, description: str) -> None:
+        self.conn.reject_publish(stream_id, description, code=code)
+        self.daemon.metrics.refused[reason_code] = self.daemon.metrics.refused.get(reason_code, 0) + 1
+        log.info("refused stream=%s sourceId=%r remote=%s reason=%s: %s", self.stream_path or "-",
+                 self.source_id, self.remote, reason_code, description)
+        self._closing = True
+
+    def _on_publish(self, event: ev.PublishRequested) -> None:
+        daemon = self.daemon
+        address = event.address
+        self.stream_path = address.path
+        self.source_id = address.query.get("sourceId", "")
+        if self.feed is not None:
+            self._refuse(event.stream_id, CODE_BAD_NAME, "already-publishing",
+                         "This connection already publishes a stream.")
+            return
+        if not address.stream:
+            self._refuse(event.stream_id, CODE_BAD_NAME, "no-stream-name",
+                         "No stream name: publish to rtmp://HOST/APP/STREAM.")
+            return
+        priority_text = address.query.get("priority", "0") or "0"
+        try:
+            priority = int(priority_text)
+        except ValueError:
+            self._refuse(event.stream_id, CODE_BAD_NAME, "bad-priority",
+                         f"priority must be an integer, got {priority_text!r}.")
+            return
+        app_multisource = daemon.config.app(address.app).multisource
+        if daemon.config.auth.mode == "open":
+            permissions = Permissions(app_multisource=app_multisource, token_multisource=True)
+        else:
+            token = address.query.get("token", "")
+            if not token:
+                self._refuse(event.stream_id, CODE_REJECTED, "no-token",
+                             "A publish token is required: add ?token=... to the stream key.")
+                return
+            try:
+                claims = daemon.verify_token(token, stream_path=address.path,
+                                             source_id=self.source_id, remote_ip=self.remote_ip)
+            except TokenError as exc:
+                self._refuse(event.stream_id, CODE_REJECTED, "bad-token", f"Publish refused: {exc}.")
+                return
+            permissions = Permissions(
+                app_multisource=app_multisource, token_multisource=claims.multisource,
+                allowed_source_ids=frozenset(claims.source_ids) if claims.source_ids is not None else None,
+            )
+        request = PublishRequest(
+            stream_path=address.path, source_id=self.source_id, priority=priority,
+            permissions=permissions, remote_addr=self.remote, query=tuple(address.query.items()),
+        )
+        result = daemon.registry.request_publish(request, now_s=trio.current_time())
+        if isinstance(result, Refused):
+            code = CODE_BAD_NAME if result.code.value.startswith("invalid") else CODE_REJECTED
+            self._refuse(event.stream_id, code, result.code.value, result.reason)
+            return
+        assert isinstance(result, Admitted)
+        self.conn.accept_publish(event.stream_id)
+        self.feed = result.feed
+        self.publish_stream_id = event.stream_id
+        daemon.feed_started(self)
+        self._deadline.deadline = trio.current_time() + daemon.config.rtmp.idle_timeout_s
+        log.info("publish stream=%s sourceId=%r remote=%s feed=%d priority=%d state=%s%s",
+                 address.path, self.source_id, self.remote, result.feed.feed_id, priority,
+                 result.state.value, " tls" if self.secure else "")
+
+    def _on_play(self, event: ev.PlayRequested) -> None:
+        self.daemon.start_player(self, event)
