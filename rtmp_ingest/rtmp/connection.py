@@ -124,6 +124,8 @@ class Connection:
                 raw.clear()
         if events:
             return events.popleft()
+        if self._error_at_dispatch is None and self._paused():
+            return PAUSED
         error = self._error_at_dispatch or self._error
         if error is not None:
             raise error

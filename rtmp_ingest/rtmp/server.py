@@ -135,6 +135,8 @@ class ServerConnection(Connection):
         return stream.state if stream is not None else None
 
     def _stream_advance(self, stream_id: int, action: str) -> _Stream:
+        if self.state is not ConnState.CONNECTED:
+            raise LocalProtocolError(f"{action} not allowed in connection state {self.state.value}")
         stream = self._streams.get(stream_id)
         if stream is None:
             raise LocalProtocolError(f"{action}: no message stream {stream_id}")

@@ -281,8 +281,6 @@ def test_next_event_is_paused_while_connect_is_undecided(manual):
     assert drain(manual.server) == [StreamCreated(1)]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: next_event() returns NEED_DATA, not PAUSED, while a "
-                   "decision is owed and no further message is buffered")
 def test_next_event_is_paused_while_a_decision_is_owed_even_with_nothing_buffered(manual):
     manual.connect()
     assert isinstance(manual.server_events[-1], ConnectRequested)
@@ -513,7 +511,7 @@ def test_every_connection_state_and_peer_command_pair_is_handled(state, name, tx
     if state == "await_connect":
         assert name == "connect" and [type(e) for e in events] == [ConnectRequested]
         assert server.state is ConnState.CONNECT_PENDING
-        # PAUSED once more input is buffered (see the xfail test below for an empty buffer)
+        # PAUSED once more input is buffered (and with an empty buffer, see below)
         assert server.next_event() in (PAUSED, NEED_DATA)
     elif state == "connect_pending":
         assert events == [] and server.next_event() is PAUSED  # waits behind the owed decision
@@ -596,8 +594,6 @@ def test_every_connection_state_and_connection_decision_pair(state, decision):
         assert server.state is expected
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: reject_publish on a CLOSED connection changes the "
-                   "stream state and queues an onStatus before raising LocalProtocolError")
 def test_decision_on_a_closed_connection_changes_nothing():
     server, stream_id = stream_in(StreamState.PUBLISH_PENDING)
     server.close()
