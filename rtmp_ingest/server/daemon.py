@@ -236,7 +236,7 @@ class Daemon:
             rtmp_host, rtmp_port = parse_host_port(config.rtmp.listen, key="rtmp.listen")
             listeners = await trio.open_tcp_listeners(rtmp_port, host=rtmp_host)
             rtmp_bound = listeners[0].socket.getsockname()[:2]
-            nursery.start_soon(self._serve, listeners, False)
+            nursery.start_soon(self._serve, listeners, False, nursery)
             rtmps_bound = None
             if config.rtmps.listen:
                 host, port = parse_host_port(config.rtmps.listen, key="rtmps.listen")
@@ -245,7 +245,7 @@ class Daemon:
                 tcp = await trio.open_tcp_listeners(port, host=host)
                 rtmps_bound = tcp[0].socket.getsockname()[:2]
                 tls = [trio.SSLListener(t, context, https_compatible=False) for t in tcp]
-                nursery.start_soon(self._serve, tls, True)
+                nursery.start_soon(self._serve, tls, True, nursery)
             http_bound = await nursery.start(serve_http, self)
             self.bound = Bound(rtmp=rtmp_bound, rtmps=rtmps_bound, http=http_bound)
             log.info("listening rtmp=%s:%d%s http=%s:%d", *rtmp_bound,
@@ -255,11 +255,13 @@ class Daemon:
             await self._drain()
             nursery.cancel_scope.cancel()
 
-    async def _serve(self, listeners: list[Any], secure: bool) -> None:
+    async def _serve(self, listeners: list[Any], secure: bool, connections: trio.Nursery) -> None:
+        """Accepts until shutdown; connections live in `connections`, so they outlast this."""
         with trio.CancelScope() as scope:
             self._listener_scopes.append(scope)
             await trio.serve_listeners(
-                lambda stream: self._handle_rtmp(stream, secure=secure), listeners)
+                lambda stream: self._handle_rtmp(stream, secure=secure), listeners,
+                handler_nursery=connections)
 
     def shutdown(self) -> None:
         """Starts a graceful shutdown (safe to call from a signal handler task)."""

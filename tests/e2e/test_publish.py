@@ -1,0 +1,110 @@
+"""End to end: real encoders publish multisource streams to the real daemon on loopback."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+import trio
+
+from tests.tools import clients
+
+pytestmark = pytest.mark.e2e
+
+needs_ffmpeg = pytest.mark.skipif(not clients.have("ffmpeg"), reason="ffmpeg CLI not installed")
+needs_gst = pytest.mark.skipif(not clients.have_gst_element("rtmp2sink"), reason="GStreamer not installed")
+needs_rtmpsink = pytest.mark.skipif(not clients.have_gst_element("rtmpsink"), reason="librtmp sink missing")
+
+
+async def on_air(running, stream, source_id):
+    async def check():
+        source = (await running.sources(stream)).get(source_id)
+        return source if source and source["state"] == "live" and source["onAir"] else None
+    return check
+
+
+async def test_pyav_publisher_without_source_id_is_the_default_source(running, spawn):
+    client = await spawn(clients.pyav(running.url("live/plain"), 4))
+    source = await running.wait_for(await on_air(running, "live/plain", ""))
+    assert source["sourceId"] == ""
+    codecs = {t["media"]: t["codec"] for t in source["tracks"]}
+    assert codecs == {"video": "h264", "audio": "aac"}
+    video = next(t for t in source["tracks"] if t["media"] == "video")
+    assert (video["width"], video["height"]) == (320, 180)
+    assert await client.wait() == 0
+
+
+@needs_ffmpeg
+@needs_gst
+@needs_rtmpsink
+async def test_four_real_clients_publish_four_sources_of_one_stream(running, spawn):
+    stream = "live/show"
+    publishers = [
+        await spawn(clients.pyav(running.url(stream, sourceId="pyav"), 6), "pyav"),
+        await spawn(clients.ffmpeg(running.url(stream, sourceId="ffmpeg"), 6), "ffmpeg"),
+        await spawn(clients.gstreamer(running.url(stream, sourceId="gst2"), 6, "rtmp2sink"), "gst2"),
+        await spawn(clients.gstreamer(running.url(stream, sourceId="librtmp"), 6, "rtmpsink"), "librtmp"),
+    ]
+
+    async def all_live():
+        sources = await running.sources(stream)
+        live = {sid for sid, s in sources.items() if s["state"] == "live"}
+        return sources if live == {"pyav", "ffmpeg", "gst2", "librtmp"} else None
+
+    sources = await running.wait_for(all_live, timeout_s=20)
+    for source in sources.values():
+        assert {(t["media"], t["codec"]) for t in source["tracks"]} == {("video", "h264"), ("audio", "aac")}
+        assert source["onAir"]["bytesIn"] > 0
+    for publisher in publishers:
+        assert await publisher.wait() == 0, publisher.name
+
+
+async def read_events(running, stream, into, *, task_status=trio.TASK_STATUS_IGNORED):
+    async with httpx.AsyncClient(base_url=running.http, timeout=None) as client:
+        async with client.stream("GET", "/api/v1/events", params={"stream": stream}) as response:
+            task_status.started()
+            name = None
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: ") and name:
+                    into.append((name, json.loads(line[6:])))
+
+
+async def test_republish_with_the_same_source_id_supersedes_the_old_feed(running, spawn, nursery):
+    stream = "live/swap"
+    events: list = []
+    await nursery.start(read_events, running, stream, events)
+    first = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 15))
+    source = await running.wait_for(await on_air(running, stream, "cam1"))
+    first_feed = source["onAir"]["id"]
+    second = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 3))
+
+    async def new_feed_on_air():
+        source = (await running.sources(stream)).get("cam1")
+        return source if source and source["onAir"] and source["onAir"]["id"] != first_feed else None
+
+    source = await running.wait_for(new_feed_on_air)
+    assert source["supersedeCount"] == 1
+    assert await first.wait(timeout_s=10) != 0, "the superseded encoder must see an error"
+    assert await second.wait() == 0
+    await running.wait_for(lambda: _has(events, "superseded"))
+    names = [name for name, _ in events]
+    assert names.index("active") < names.index("superseded")
+    superseded = next(p for n, p in events if n == "superseded")
+    assert superseded == {"stream": stream, "sourceId": "cam1", "feedId": first_feed,
+                          "byFeedId": source["onAir"]["id"]}
+
+
+async def _has(events, name):
+    return any(n == name for n, _ in events)
+
+
+async def test_supersede_keeps_the_default_source_single_feed(running, spawn):
+    first = await spawn(clients.pyav(running.url("live/single"), 15))
+    await running.wait_for(await on_air(running, "live/single", ""))
+    second = await spawn(clients.pyav(running.url("live/single"), 2))
+    assert await first.wait(timeout_s=10) != 0
+    assert await second.wait() == 0
+    assert set(await running.sources("live/single")) <= {""}
