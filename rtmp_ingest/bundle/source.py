@@ -363,16 +363,6 @@ class Source:
         if self._deadline_s is not None:
             self._deadline_s = None
             registry._cancel_deadline(self)
-        for loser in losers:
-            self._supersedes += 1
-            self._emit(
-                Superseded(
-                    stream_path=self.stream_path,
-                    source_id=self.source_id,
-                    feed_id=loser.feed_id,
-                    by_feed_id=new.feed_id,
-                )
-            )
         self._install(new, out_dts)
         if old is None or not self._active:
             self._active = True
@@ -386,8 +376,17 @@ class Source:
                     timeline_origin_wall_s=self._origin_wall_s,
                 )
             )
-        else:
-            self._report_tracks()
+        for loser in losers:
+            self._supersedes += 1
+            self._emit(
+                Superseded(
+                    stream_path=self.stream_path,
+                    source_id=self.source_id,
+                    feed_id=loser.feed_id,
+                    by_feed_id=new.feed_id,
+                )
+            )
+        self._report_tracks()
 
     def _install(self, new: Feed, out_dts: int) -> None:
         """Re-point the track lines at `new`; deliver its changed configurations."""
