@@ -51,6 +51,9 @@ max_message_bytes = 33554432
 max_pending_bytes = 67108864
 # Chunk size we send with (the client picks its own).
 chunk_size = 4096
+# A player of a stream or source that is not live waits this long for it (also after
+# it goes away, for a reconnect) before play ends.
+play_wait_s = 30.0
 
 [rtmps]
 # RTMP over TLS; empty listen = off. PEM certificate chain and key.
@@ -112,6 +115,7 @@ class RtmpConfig:
     max_message_bytes: int = 32 * 1024 * 1024
     max_pending_bytes: int = 64 * 1024 * 1024
     chunk_size: int = 4096
+    play_wait_s: float = 30.0
 
     def limits(self) -> Limits:
         return Limits(max_message_bytes=self.max_message_bytes,

@@ -80,6 +80,28 @@ class Api:
     def _wall(self) -> float:
         return self.daemon.registry.wall_origin_s
 
+    def _source_extra(self, request: Request) -> Any:
+        """Per-source fields from the outputs: viewer URLs (on the host the caller used) and stats."""
+        host = request.url.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+
+        def extra(path: str, source_id: str) -> dict[str, Any]:
+            players = self.daemon.players_of(path, source_id)
+            return {
+                "urls": self.daemon.source_urls(path, source_id, host=host),
+                "outputs": {
+                    "players": len(players),
+                    "rtmpPlayers": sum(1 for p in players if p.kind == "rtmp"),
+                    "flvPlayers": sum(1 for p in players if p.kind == "flv"),
+                    "bytesOut": sum(p.track.bytes for p in players),
+                    "framesDropped": sum(p.dropped() for p in players),
+                    "skips": sum(p.skips() for p in players),
+                },
+            }
+
+        return extra
+
     async def streams(self, request: Request) -> Response:
         if (denied := self._guard(request)) is not None:
             return denied
@@ -90,7 +112,7 @@ class Api:
             stats = registry.stream_statistics(path, now_s=now)
             if stats is not None:
                 streams.append(stream_json(stats, wall_origin_s=self._wall(),
-                                           urls=self.daemon.source_urls))
+                                           extra=self._source_extra(request)))
         return JSONResponse({"streams": streams})
 
     async def stream(self, request: Request) -> Response:
@@ -100,7 +122,8 @@ class Api:
         stats = self.daemon.registry.stream_statistics(path, now_s=trio.current_time())
         if stats is None:
             return error(404, f"no live stream {path!r}")
-        return JSONResponse(stream_json(stats, wall_origin_s=self._wall(), urls=self.daemon.source_urls))
+        return JSONResponse(stream_json(stats, wall_origin_s=self._wall(),
+                                        extra=self._source_extra(request)))
 
     async def source(self, request: Request) -> Response:
         if (denied := self._guard(request)) is not None:
@@ -116,7 +139,7 @@ class Api:
                 return error(409, f"source {source_id!r} of {path!r} has no feed on air")
             return JSONResponse({"kicked": True, "stream": path, "sourceId": source_id})
         return JSONResponse(source_json(stats, wall_origin_s=self._wall(),
-                                        urls=self.daemon.source_urls(path, source_id)))
+                                        extra=self._source_extra(request)(path, source_id)))
 
     async def mint_token(self, request: Request) -> Response:
         if (denied := self._guard(request)) is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from rtmp_ingest.bundle import FeedState, FeedStatistics, SourceStatistics, StreamStatistics
@@ -33,8 +34,8 @@ def feed_json(feed: FeedStatistics, *, wall_origin_s: float) -> dict[str, Any]:
     }
 
 
-def source_json(source: SourceStatistics, *, wall_origin_s: float, urls: dict[str, str] | None = None
-                ) -> dict[str, Any]:
+def source_json(source: SourceStatistics, *, wall_origin_s: float,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
     on_air = next((f for f in source.feeds if f.feed_id == source.on_air_feed_id), None)
     out: dict[str, Any] = {
         "sourceId": source.source_id,
@@ -52,19 +53,19 @@ def source_json(source: SourceStatistics, *, wall_origin_s: float, urls: dict[st
     }
     if source.reconnect_deadline_s is not None:
         out["reconnectDeadline"] = iso(wall_origin_s + source.reconnect_deadline_s)
-    if urls is not None:
-        out["urls"] = urls
+    out.update(extra or {})
     return out
 
 
 def stream_json(stream: StreamStatistics, *, wall_origin_s: float,
-                urls: Any = None) -> dict[str, Any]:
+                extra: Callable[[str, str], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A stream; `extra(path, source_id)` adds fields to each source (urls, outputs)."""
     return {
         "path": stream.stream_path,
         "createdAt": iso(wall_origin_s + stream.created_at_s),
         "sources": [
             source_json(s, wall_origin_s=wall_origin_s,
-                        urls=urls(stream.stream_path, s.source_id) if urls else None)
+                        extra=extra(stream.stream_path, s.source_id) if extra else None)
             for s in stream.sources
         ],
     }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+from urllib.parse import quote
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from rtmp_ingest.bundle import (
 )
 from rtmp_ingest.config import Config, parse_host_port
 from rtmp_ingest.server.events import EventHub
+from rtmp_ingest.server.play import Player
 from rtmp_ingest.server.rtmp import RtmpSession
 
 log = logging.getLogger("rtmp_ingest")
@@ -50,6 +52,8 @@ class Metrics:
     publishes: int = 0
     supersedes: int = 0
     bytes_in_ended: int = 0  #: bytes of feeds that have ended (live feeds are added at scrape)
+    player_bytes_ended: int = 0  #: bytes sent to players that have left
+    player_dropped_ended: int = 0  #: frames dropped for players that have left
     refused: dict[str, int] = attrs.Factory(dict)
 
 
@@ -72,6 +76,9 @@ class Daemon:
         self.metrics = Metrics()
         self.hub = EventHub()
         self.sessions: set[RtmpSession] = set()
+        self.players: set[Player] = set()
+        #: set (and replaced) whenever the bundle changed; players wait on it for a source
+        self.bundle_changed = trio.Event()
         self.publishers: dict[int, RtmpSession] = {}
         self.per_address: Counter[str] = Counter()
         self.started_at = time.time()
@@ -132,22 +139,36 @@ class Daemon:
                  session.remote, stats.on_air_feed_id)
         return True
 
-    def start_player(self, session: RtmpSession, event: Any) -> None:
-        """RTMP play is served by the outputs (see rtmp_ingest/outputs)."""
-        session.conn.reject_play(event.stream_id, "Play is not available on this server.",
-                                 code="NetStream.Play.Failed")
-
-    def source_urls(self, stream_path: str, source_id: str) -> dict[str, str] | None:
-        """Where viewers get a source (the outputs add theirs)."""
-        return None
+    def source_urls(self, stream_path: str, source_id: str, *, host: str = "") -> dict[str, str]:
+        """Where viewers get a source: absolute with `host` (the API request's), else relative."""
+        query = f"?sourceId={quote(source_id, safe='')}" if source_id else ""
+        name = quote(stream_path)
+        assert self.bound is not None
+        http_port = self.bound.http[1]
+        rtmp_port = self.bound.rtmp[1]
+        if host:
+            return {"rtmp": f"rtmp://{host}:{rtmp_port}/{name}{query}",
+                    "flv": f"http://{host}:{http_port}/{name}.flv{query}"}
+        return {"rtmp": f"rtmp://:{rtmp_port}/{name}{query}", "flv": f"/{name}.flv{query}"}
 
     def http_routes(self) -> list[Any]:
-        """HTTP routes of the outputs (HTTP-FLV, HLS)."""
-        return []
+        """HTTP routes of the outputs (HTTP-FLV)."""
+        from rtmp_ingest.api.httpflv import routes  # noqa: PLC0415 - api depends on server
+
+        return routes(self)
 
     def output_statistics(self) -> dict[str, int]:
         """players, bytes_out, frames_dropped over every output."""
-        return {"players": 0, "bytes_out": 0, "frames_dropped": 0}
+        players = list(self.players)
+        return {
+            "players": len(players),
+            "bytes_out": self.metrics.player_bytes_ended + sum(p.track.bytes for p in players),
+            "frames_dropped": self.metrics.player_dropped_ended + sum(p.dropped() for p in players),
+        }
+
+    def players_of(self, stream_path: str, source_id: str) -> list[Player]:
+        return [p for p in self.players if p.stream_path == stream_path and
+                p.reader is not None and p.reader.source_id == source_id]
 
     # -- tasks -----------------------------------------------------------------------
 
@@ -161,6 +182,8 @@ class Daemon:
             self.registry.set_event_wakeup(wake.set)
             for event in self.registry.drain_events():
                 self._on_bundle_event(event)
+            self.bundle_changed.set()
+            self.bundle_changed = trio.Event()
 
     def _on_bundle_event(self, event: Any) -> None:
         if isinstance(event, Superseded):
@@ -213,6 +236,10 @@ class Daemon:
                     return
             await session.run()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await trio.aclose_forcefully(stream)
+        except Exception:  # noqa: BLE001 - one broken connection must never stop the server
+            log.exception("internal error on connection remote=%s stream=%s; connection closed",
+                          remote, session.stream_path or "-")
             await trio.aclose_forcefully(stream)
         finally:
             self.sessions.discard(session)

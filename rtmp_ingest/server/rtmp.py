@@ -28,7 +28,9 @@ from rtmp_ingest.rtmp import (
     NEED_DATA, PAUSED, RemoteProtocolError, ServerConnection, StreamState,
 )
 from rtmp_ingest.rtmp import events as ev
+from rtmp_ingest.outputs.flv import PlayerTrack
 from rtmp_ingest.server.media import FeedMedia
+from rtmp_ingest.server.play import Player, play_batches
 from rtmp_ingest.tokens import TokenError
 
 if TYPE_CHECKING:
@@ -68,6 +70,10 @@ class RtmpSession:
         self._kick: tuple[EndReason, str] | None = None
         self._closing = False
         self.app = ""
+        self.fourcc_list: list[str] = []
+        self._nursery: trio.Nursery | None = None
+        self._play_scope: trio.CancelScope | None = None
+        self.player: Player | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -77,21 +83,23 @@ class RtmpSession:
         try:
             with self._scope:
                 self._deadline.deadline = trio.current_time() + config.handshake_timeout_s
-                with self._deadline:
-                    await self._serve()
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    try:
+                        with self._deadline:
+                            await self._serve()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
+                    except trio.TooSlowError:
+                        log.info("write timeout remote=%s stream=%s sourceId=%r: peer too slow, "
+                                 "dropped", self.remote, self.stream_path or "-", self.source_id)
+                    nursery.cancel_scope.cancel()
                 if self._deadline.cancelled_caught:
                     reason = EndReason.IDLE_TIMEOUT if self.feed is not None else EndReason.DISCONNECT
-                    what = "no media" if self.feed is not None else (
-                        "handshake" if not self.conn.handshake_complete else "publish/play")
+                    what = "media" if self.feed is not None else (
+                        "the handshake" if not self.conn.handshake_complete else "publish/play")
                     log.info("timeout remote=%s stream=%s sourceId=%r waiting for %s",
                              self.remote, self.stream_path or "-", self.source_id, what)
-                elif self.feed is not None and self.feed.end_reason is None and self._kick is None:
-                    reason = EndReason.DISCONNECT
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
-        except trio.TooSlowError:
-            log.info("write timeout remote=%s stream=%s sourceId=%r: peer too slow, dropped",
-                     self.remote, self.stream_path or "-", self.source_id)
         finally:
             await self._finish(reason)
 
@@ -184,6 +192,15 @@ class RtmpSession:
             elif cls is ev.Unpublished:
                 if self.feed is not None and event.stream_id == self.publish_stream_id:
                     self.daemon.end_feed(self, EndReason.UNPUBLISH)
+            elif cls is ev.PlayStopped:
+                if self._play_scope is not None:
+                    self._play_scope.cancel()
+            elif cls is ev.ReceiveMedia:
+                if self.player is not None:
+                    setattr(self.player.track, f"want_{event.media}", event.enabled)
+            elif cls is ev.Paused:
+                if self.player is not None:
+                    self.player.track.want_audio = self.player.track.want_video = not event.paused
             elif cls is ev.ConnectionClosed:
                 self._closing = True
                 return
@@ -196,6 +213,7 @@ class RtmpSession:
     def _on_connect(self, event: ev.ConnectRequested) -> None:
         self.app = event.app.partition("?")[0].partition("/")[0]
         self.reconnect_capable = bool(event.caps_ex & 0x1)
+        self.fourcc_list = event.fourcc_list
         self.conn.accept_connect()
         self._deadline.deadline = trio.current_time() + self.daemon.config.rtmp.command_timeout_s
         log.debug("connect remote=%s app=%r tcUrl=%r flashVer=%r", self.remote, event.app,
@@ -267,4 +285,56 @@ class RtmpSession:
                  result.state.value, " tls" if self.secure else "")
 
     def _on_play(self, event: ev.PlayRequested) -> None:
-        self.daemon.start_player(self, event)
+        address = event.address
+        self.stream_path = address.path
+        requested = address.query.get("sourceId")
+        self.source_id = requested or ""
+        layer = address.query.get("layer", "0") or "0"
+        if self.player is not None or not address.stream or not layer.isdigit():
+            self.conn.reject_play(event.stream_id, "Bad play request: one play per connection, "
+                                  "rtmp://HOST/APP/STREAM[?sourceId=ID][&layer=N].",
+                                  code="NetStream.Play.Failed")
+            return
+        self.conn.accept_play(event.stream_id)
+        self._deadline.deadline = float("inf")  #: players may stay silent for hours
+        self.player = Player("rtmp", address.path, requested, self.remote, PlayerTrack(
+            video_track=f"video{int(layer)}", legacy_only=not self.fourcc_list))
+        assert self._nursery is not None
+        self._nursery.start_soon(self._play, event.stream_id)
+        log.info("play stream=%s sourceId=%r remote=%s layer=%s", address.path, requested,
+                 self.remote, layer)
+
+    async def _play(self, stream_id: int) -> None:
+        assert self.player is not None
+        conn = self.conn
+        senders = {8: conn.send_audio, 9: conn.send_video, 18: conn.send_data}
+        player = self.player
+        reason = "stopped"
+        try:
+            with trio.CancelScope() as scope:
+                self._play_scope = scope
+                try:
+                    async for batch in play_batches(self.daemon, player,
+                                                    wait_s=self.daemon.config.rtmp.play_wait_s):
+                        for type_id, timestamp_ms, body in batch:
+                            senders[type_id](stream_id, timestamp_ms, body)
+                        await self._flush()
+                    reason = player.end_reason
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    reason = "disconnected"
+                    self._scope.cancel()
+                except trio.TooSlowError:
+                    reason = "too-slow"
+                    self._scope.cancel()
+        finally:
+            log.info("play end stream=%s sourceId=%r remote=%s reason=%s bytes=%d dropped=%d",
+                     player.stream_path, player.source_id, self.remote, reason,
+                     player.track.bytes, player.dropped())
+        if reason in ("not-found", "ended") and conn.stream_state(stream_id) is StreamState.PLAYING:
+            description = ("No such stream or source is live." if reason == "not-found"
+                           else "The stream ended.")
+            conn.end_play(stream_id, description,
+                          code="NetStream.Play.StreamNotFound" if reason == "not-found"
+                          else "NetStream.Play.UnpublishNotify")
+            await self._flush()
+            self._scope.cancel()

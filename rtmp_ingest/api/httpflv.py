@@ -1,0 +1,59 @@
+"""HTTP-FLV: `GET /APP/STREAM.flv[?sourceId=ID][&layer=N]`, one source as an endless FLV.
+
+The same play loop as RTMP play (server/play.py): instant start from the GOP
+cache, continuous timestamps through supersedes and reconnects, waiting for a
+stream that is not live yet, skipping to a keyframe when the client reads too
+slowly. Chunked transfer; CORS comes from the app's middleware, so browser
+players (mpegts.js, flv.js) can read it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from rtmp_ingest.outputs.flv import PlayerTrack, flv_header, flv_tag
+from rtmp_ingest.server.play import Player, play_batches, resolve_source, wait_for_source
+
+if TYPE_CHECKING:
+    from rtmp_ingest.server.daemon import Daemon
+
+log = logging.getLogger("rtmp_ingest.flv")
+
+
+def routes(daemon: Daemon) -> list[Any]:
+    async def stream_flv(request: Request) -> Response:
+        path = request.path_params["path"].strip("/")
+        requested = request.query_params.get("sourceId")
+        layer = request.query_params.get("layer", "0") or "0"
+        if "/" not in path or not layer.isdigit():
+            return JSONResponse({"error": "use /APP/STREAM.flv[?sourceId=ID][&layer=N]"}, status_code=400)
+        wait_s = daemon.config.rtmp.play_wait_s
+        if resolve_source(daemon, path, requested) is None and \
+                await wait_for_source(daemon, path, requested, wait_s) is None:
+            what = f"source {requested!r} of {path!r}" if requested is not None else f"stream {path!r}"
+            return JSONResponse({"error": f"{what} is not live"}, status_code=404)
+        remote = f"{request.client.host}:{request.client.port}" if request.client else "unknown"
+        player = Player("flv", path, requested, remote, PlayerTrack(video_track=f"video{int(layer)}"))
+
+        async def body() -> AsyncIterator[bytes]:
+            yield flv_header()
+            log.info("play stream=%s sourceId=%r remote=%s layer=%s http-flv", path, requested,
+                     remote, layer)
+            try:
+                async for batch in play_batches(daemon, player, wait_s=wait_s):
+                    yield b"".join([flv_tag(*message) for message in batch])
+            finally:
+                log.info("play end stream=%s sourceId=%r remote=%s reason=%s bytes=%d dropped=%d "
+                         "http-flv", path, requested, remote, player.end_reason, player.track.bytes,
+                         player.dropped())
+
+        return StreamingResponse(body(), media_type="video/x-flv",
+                                 headers={"Cache-Control": "no-cache"})
+
+    return [Route("/{path:path}.flv", stream_flv, methods=["GET"])]

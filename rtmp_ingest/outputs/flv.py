@@ -1,0 +1,100 @@
+"""One source's frames for one player: track choice, player clock, FLV tags.
+
+RTMP play and HTTP-FLV send the same thing: the tag bodies publishers sent,
+untouched, for one video track (a multitrack layer), one audio track and the
+metadata of a source, on a clock that starts at 0 for this player. The bundle
+has already made the source's timeline continuous across supersedes and
+reconnects; here it is only shifted. Players that did not announce Enhanced
+RTMP get H.264/AAC in legacy framing even when the publisher used E-RTMP;
+other E-RTMP codecs (HEVC, AV1, VP9, Opus) can only go out as E-RTMP.
+
+FLV tags are written by hand: a tag is an 11-byte header, the body and a
+4-byte back pointer (FLV 10.1 §E.3); passing bodies through keeps every codec
+and E-RTMP detail intact, which a remuxing library would not guarantee.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from rtmp_ingest.bundle import Media, OutputFrame
+from rtmp_ingest.flv.tags import TagError, audio_body, parse_audio, parse_video, video_body
+
+TAG_AUDIO = 8
+TAG_VIDEO = 9
+TAG_DATA = 18
+_TYPES = {Media.VIDEO: TAG_VIDEO, Media.AUDIO: TAG_AUDIO, Media.DATA: TAG_DATA}
+_U32 = struct.Struct(">I")
+
+
+def flv_header(*, audio: bool = True, video: bool = True) -> bytes:
+    """FLV file header + PreviousTagSize0 (FLV 10.1 §E.2)."""
+    flags = (0x04 if audio else 0) | (0x01 if video else 0)
+    return b"FLV\x01" + bytes((flags,)) + _U32.pack(9) + _U32.pack(0)
+
+
+def flv_tag(tag_type: int, timestamp_ms: int, body: bytes) -> bytes:
+    """One FLV tag with its back pointer; the timestamp wraps at 2^32 ms."""
+    ts = timestamp_ms & 0xFFFFFFFF
+    size = len(body)
+    header = bytes((tag_type, (size >> 16) & 0xFF, (size >> 8) & 0xFF, size & 0xFF,
+                    (ts >> 16) & 0xFF, (ts >> 8) & 0xFF, ts & 0xFF, ts >> 24, 0, 0, 0))
+    return header + body + _U32.pack(size + 11)
+
+
+def _is_ex_video(body: bytes) -> bool:
+    return bool(body) and bool(body[0] & 0x80)
+
+
+def _is_ex_audio(body: bytes) -> bool:
+    return bool(body) and body[0] >> 4 == 9
+
+
+class PlayerTrack:
+    """Selects and times the frames of one source for one player."""
+
+    __slots__ = ("video_track", "audio_track", "legacy_only", "base_ms", "frames", "bytes",
+                 "want_audio", "want_video")
+
+    def __init__(self, *, video_track: str = "video0", audio_track: str = "audio0",
+                 legacy_only: bool = False) -> None:
+        self.video_track = video_track
+        self.audio_track = audio_track
+        #: the player announced no E-RTMP support: send H.264/AAC in legacy framing
+        self.legacy_only = legacy_only
+        self.base_ms: int | None = None
+        self.frames = 0
+        self.bytes = 0
+        self.want_audio = True
+        self.want_video = True
+
+    def convert(self, out: OutputFrame) -> tuple[int, int, bytes] | None:
+        """(FLV/RTMP type, player timestamp, body) for a frame this player gets, else None."""
+        frame = out.frame
+        media = frame.media
+        if media is Media.VIDEO:
+            if frame.track_id != self.video_track or not self.want_video:
+                return None
+        elif media is Media.AUDIO:
+            if frame.track_id != self.audio_track or not self.want_audio:
+                return None
+        body = frame.payload
+        if self.legacy_only:
+            body = self._legacy(media, frame.codec, body)
+        if self.base_ms is None:
+            self.base_ms = out.dts_ms
+        ts = out.dts_ms - self.base_ms
+        self.frames += 1
+        self.bytes += len(body)
+        return _TYPES[media], ts if ts > 0 else 0, body
+
+    @staticmethod
+    def _legacy(media: Media, codec: str, body: bytes) -> bytes:
+        try:
+            if media is Media.VIDEO and codec == "h264" and _is_ex_video(body):
+                return video_body(parse_video(body)[0], legacy=True)
+            if media is Media.AUDIO and codec == "aac" and _is_ex_audio(body):
+                return audio_body(parse_audio(body)[0], legacy=True)
+        except (TagError, IndexError):
+            return body
+        return body

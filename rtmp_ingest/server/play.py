@@ -1,0 +1,130 @@
+"""Playing one source: find it (or wait for it), read it, hand frames to a sender.
+
+RTMP play and HTTP-FLV share this loop; they differ only in how a frame goes out
+(`send` writes an RTMP message or an FLV tag). The player asks for
+`APP/STREAM?sourceId=cam1`; with no sourceId it gets the default source, or,
+when the stream has no default source, the live source whose feed on air has
+the highest priority (the oldest among equals). A stream or source that is not
+live yet is waited for up to `play_wait_s` (nginx-rtmp's idle streams); so is
+one that goes away: the reader stays attached across a reconnect, and only
+when nothing comes back within `play_wait_s` does the play end.
+
+A slow player never slows ingest: the bundle's reader queue drops and skips to
+the next keyframe (counted) while `send` is blocked on the socket.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from rtmp_ingest.bundle import SourceState, StartMode
+from rtmp_ingest.outputs.flv import PlayerTrack
+
+if TYPE_CHECKING:
+    from rtmp_ingest.bundle import Reader
+    from rtmp_ingest.server.daemon import Daemon
+
+
+@attrs.define(eq=False)
+class Player:
+    """One viewer connection (RTMP or HTTP-FLV), for statistics and the API."""
+
+    kind: str  #: "rtmp" | "flv"
+    stream_path: str
+    source_id: str | None
+    remote: str
+    track: PlayerTrack
+    started_at: float = attrs.Factory(time.time)
+    reader: Reader | None = None
+    #: reader statistics of readers this player closed
+    dropped_before: int = 0
+    skips_before: int = 0
+    end_reason: str = "closed"
+
+    def dropped(self) -> int:
+        stats = self.reader.statistics() if self.reader is not None else None
+        return self.dropped_before + (stats.dropped if stats else 0)
+
+    def skips(self) -> int:
+        stats = self.reader.statistics() if self.reader is not None else None
+        return self.skips_before + (stats.skips if stats else 0)
+
+
+def resolve_source(daemon: Daemon, stream_path: str, requested: str | None) -> str | None:
+    """The source a player of `stream_path` gets now, or None if it must wait."""
+    registry = daemon.registry
+    stats = registry.stream_statistics(stream_path, now_s=trio.current_time())
+    if stats is None:
+        return None
+    live = [s for s in stats.sources if s.state is SourceState.LIVE and s.on_air_feed_id is not None]
+    if requested is not None:
+        return requested if any(s.source_id == requested for s in live) else None
+    if any(s.source_id == "" for s in live):
+        return ""
+    best = None
+    for source in live:
+        feed = next((f for f in source.feeds if f.feed_id == source.on_air_feed_id), None)
+        if feed is None:
+            continue
+        key = (feed.priority, -feed.feed_id)
+        if best is None or key > best[0]:
+            best = (key, source.source_id)
+    return best[1] if best else None
+
+
+async def wait_for_source(daemon: Daemon, stream_path: str, requested: str | None,
+                          timeout_s: float) -> str | None:
+    """Waits until a source to play is live; None after `timeout_s`."""
+    with trio.move_on_after(timeout_s):
+        while True:
+            changed = daemon.bundle_changed
+            source_id = resolve_source(daemon, stream_path, requested)
+            if source_id is not None:
+                return source_id
+            await changed.wait()
+    return None
+
+
+async def play_batches(daemon: Daemon, player: Player, *, wait_s: float
+                       ) -> AsyncIterator[list[tuple[int, int, bytes]]]:
+    """Yields batches of (type, timestamp, body) for a player until its source is gone.
+
+    Ends when no source turned up within `wait_s` (`player.end_reason` "not-found")
+    or the source stayed away for `wait_s` ("ended"); the consumer may stop earlier.
+    """
+    source_id = await wait_for_source(daemon, player.stream_path, player.source_id, wait_s)
+    if source_id is None:
+        player.end_reason = "not-found"
+        return
+    reader = daemon.registry.subscribe(player.stream_path, source_id, start=StartMode.GOP)
+    player.reader = reader
+    daemon.players.add(player)
+    convert = player.track.convert
+    try:
+        while True:
+            wake = trio.Event()
+            reader.set_wakeup(wake.set)
+            frames = reader.drain_nowait()
+            if frames:
+                batch = [m for m in map(convert, frames) if m is not None]
+                if batch:
+                    yield batch
+                continue
+            with trio.move_on_after(wait_s) as idle:
+                await wake.wait()
+            if idle.cancelled_caught and resolve_source(daemon, player.stream_path, source_id) is None:
+                player.end_reason = "ended"
+                return
+    finally:
+        daemon.players.discard(player)
+        daemon.metrics.player_bytes_ended += player.track.bytes
+        daemon.metrics.player_dropped_ended += reader.statistics().dropped
+        player.dropped_before += reader.statistics().dropped
+        player.skips_before += reader.statistics().skips
+        reader.close()
+        player.reader = None
