@@ -155,7 +155,8 @@ class Source:
 
     def push(self, feed: Feed, frame: Frame, now_s: float) -> None:
         """Take one frame of `feed`; see the module comment for what happens to it."""
-        feed._bytes += len(frame.payload)
+        size = len(frame.payload)
+        feed._bytes += size
         feed._frames += 1
         if frame.keyframe:
             feed._keyframes += 1
@@ -195,19 +196,25 @@ class Source:
         out = OutputFrame(self.source_id, frame, dts, disc)
         self._frames_out += 1
         gating = self._gating_line
-        if line is gating:
-            sync = frame.keyframe
-            if sync:
-                self._cache_frames = [out]
-                self._cache_bytes = len(frame.payload)
-                if len(self._lines) > 1:
-                    self._cache_skip = set(self._video_track_ids()) - {line.track_id}
-            elif self._cache_frames is not None:
-                self._cache_add(out, frame)
+        if line is gating and frame.keyframe:
+            sync = True  # a new GOP: the cache restarts here
+            self._cache_frames = [out]
+            self._cache_bytes = size
+            if len(self._lines) > 1:
+                self._cache_skip = set(self._video_track_ids()) - {line.track_id}
         else:
-            sync = gating is None
-            if self._cache_frames is not None:
+            sync = gating is None  # audio-only: every frame is a place to start
+            cache = self._cache_frames
+            if cache is None:
+                pass
+            elif self._cache_skip:
                 self._cache_add(out, frame)
+            else:
+                cache.append(out)
+                self._cache_bytes += size
+                if self._cache_bytes > self._max_cache_bytes:
+                    self._cache_frames = None  # readers start live until the next keyframe
+                    self._cache_bytes = 0
         for reader in self._targets:
             queue = reader._queue
             if reader._slow:
