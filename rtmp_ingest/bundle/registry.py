@@ -96,9 +96,12 @@ class Registry:
         source = None if stream is None else stream.sources.get(request.source_id)
         if stream is None and len(self._streams) >= self.config.max_streams:
             return refuse_too_many_streams(self.config)
-        if source is None and stream is not None:
-            if len(stream.sources) >= self.config.max_sources_per_stream:
-                return refuse_too_many_sources(request, self.config)
+        if (
+            source is None
+            and stream is not None
+            and len(stream.sources) >= self.config.max_sources_per_stream
+        ):
+            return refuse_too_many_sources(request, self.config)
         if source is not None and len(source._feeds) >= self.config.max_feeds_per_source:
             return refuse_too_many_feeds(request, self.config)
         if stream is None:

@@ -73,6 +73,11 @@ _NO_DTS = -(2**62)
 _FRAME_MS_GAIN = 0.125  # weight of one new DTS step in the frame-duration average
 
 
+def _outranks(feed: Feed, other: Feed) -> bool:
+    """SPEC.md §3.4: higher priority first; among equals the newest (highest id)."""
+    return (feed.priority, feed.feed_id) > (other.priority, other.feed_id)
+
+
 class _TrackLine:
     """One track of a source's output timeline."""
 
@@ -300,7 +305,9 @@ class Source:
         line = self._lines.get(frame.track_id)
         fresh = line is None
         if line is None:
-            line = self._lines[frame.track_id] = _TrackLine(frame.track_id, frame.media, frame.codec)
+            line = self._lines[frame.track_id] = _TrackLine(
+                frame.track_id, frame.media, frame.codec
+            )
         previous = line.config
         changed = (
             fresh
@@ -331,10 +338,7 @@ class Source:
         else:
             ready = feed._gating_track is None  # audio puts on air only a feed without video
         on_air = self._on_air
-        if ready and (
-            on_air is None
-            or (feed.priority, feed.feed_id) > (on_air.priority, on_air.feed_id)
-        ):
+        if ready and (on_air is None or _outranks(feed, on_air)):
             self._switch(feed, frame, now_s)
             return True
         feed._dropped += 1
@@ -474,7 +478,7 @@ class Source:
         for feed in self._feeds:
             if feed is on_air:
                 feed._state = _ON_AIR
-            elif on_air is None or (feed.priority, feed.feed_id) > (on_air.priority, on_air.feed_id):
+            elif on_air is None or _outranks(feed, on_air):
                 feed._state = FeedState.PENDING
             else:
                 feed._state = FeedState.STANDBY

@@ -39,7 +39,11 @@ def video(
 
 def audio(dts_ms: int, *, track: str = "audio0", codec: str = "aac", tag: bytes = b"") -> Frame:
     return Frame(
-        track_id=track, media=Media.AUDIO, codec=codec, dts_ms=dts_ms, payload=tag or b"a%d" % dts_ms
+        track_id=track,
+        media=Media.AUDIO,
+        codec=codec,
+        dts_ms=dts_ms,
+        payload=tag or b"a%d" % dts_ms,
     )
 
 
@@ -57,7 +61,9 @@ def video_config(
     )
 
 
-def audio_config(payload: bytes = b"asc-48k", *, track: str = "audio0", codec: str = "aac") -> Frame:
+def audio_config(
+    payload: bytes = b"asc-48k", *, track: str = "audio0", codec: str = "aac"
+) -> Frame:
     return Frame(
         track_id=track,
         media=Media.AUDIO,

@@ -40,7 +40,7 @@ def registry() -> Registry:
     return Registry(wall_origin_s=1_700_000_000.0)
 
 
-# -- §3.1 default source ----------------------------------------------------------
+# -- §3.1 default source ---------------------------------------------------------------
 
 
 def test_publisher_without_source_id_is_the_default_source(registry):
@@ -68,7 +68,7 @@ def test_default_source_is_superseded_like_any_other(registry):
     assert new.state is FeedState.ON_AIR
 
 
-# -- §3.2 coexistence --------------------------------------------------------------
+# -- §3.2 coexistence ------------------------------------------------------------------
 
 
 def test_sources_with_different_ids_coexist_and_do_not_affect_each_other(registry):
@@ -101,7 +101,7 @@ def test_whole_stream_reader_gets_every_source_tagged_with_its_id(registry):
     ]
 
 
-# -- §3.3 supersede, make-before-break -----------------------------------------------
+# -- §3.3 supersede, make-before-break -------------------------------------------------
 
 
 def test_new_feed_goes_on_air_only_at_its_first_keyframe(registry):
@@ -136,9 +136,12 @@ def test_superseded_feed_is_reported_so_the_driver_can_close_it(registry):
     new = publish(registry, "cam1", now_s=1.0)
     registry.push_frame(new, video(0, key=True), now_s=1.0)
     events = registry.drain_events()
-    assert Superseded(
-        stream_path="live/show", source_id="cam1", feed_id=old.feed_id, by_feed_id=new.feed_id
-    ) in events
+    assert (
+        Superseded(
+            stream_path="live/show", source_id="cam1", feed_id=old.feed_id, by_feed_id=new.feed_id
+        )
+        in events
+    )
     assert registry.find_feed(old.feed_id) is None
     registry.end_feed(old, EndReason.SUPERSEDED, now_s=1.1)  # the driver closes it: a no-op
     assert registry.drain_events() == []
@@ -233,7 +236,7 @@ def test_standby_never_interrupts_a_higher_priority_feed_on_air(registry):
     assert main.state is FeedState.ON_AIR and backup.state is FeedState.STANDBY
 
 
-# -- §3.5 continuity ---------------------------------------------------------------------
+# -- §3.5 continuity -------------------------------------------------------------------
 
 
 def test_switch_continues_the_timeline_by_one_frame_duration(registry):
@@ -363,7 +366,7 @@ def test_each_source_reports_the_wall_clock_time_of_its_timeline_origin(registry
     assert origins == {"cam1": 1_700_000_010.0, "slides": 1_700_000_012.5}
 
 
-# -- §3.6 end of feed and grace ------------------------------------------------------------
+# -- §3.6 end of feed and grace --------------------------------------------------------
 
 
 def test_source_reconnects_for_the_grace_period_then_turns_inactive_and_is_removed(registry):
@@ -446,7 +449,7 @@ def test_stream_lives_until_its_last_source_is_gone(registry):
     assert type(registry.drain_events()[-1]) is Stopped
 
 
-# -- §3.7 multisource permission --------------------------------------------------------------
+# -- §3.7 multisource permission -------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -476,7 +479,9 @@ def test_source_id_outside_the_tokens_allow_list_is_refused(registry):
     )
     assert isinstance(refused, Refused) and refused.code is RefusalCode.SOURCE_ID_NOT_ALLOWED
     for allowed in ("cam1", ""):
-        request = PublishRequest(stream_path="live/show", source_id=allowed, permissions=permissions)
+        request = PublishRequest(
+            stream_path="live/show", source_id=allowed, permissions=permissions
+        )
         assert not isinstance(registry.request_publish(request, now_s=0.0), Refused)
 
 
@@ -494,7 +499,7 @@ def test_refused_publish_changes_nothing(registry):
     assert registry.drain_events() == []
 
 
-# -- §3.8 limits ----------------------------------------------------------------------------------
+# -- §3.8 limits -----------------------------------------------------------------------
 
 
 def test_too_many_sources_is_refused_and_the_others_keep_running():
@@ -541,7 +546,7 @@ def test_source_ids_are_data_any_text_up_to_128_bytes(registry, source_id):
     assert feed.source_id == source_id
 
 
-# -- §3.9 DTX and audio gaps ------------------------------------------------------------------------
+# -- §3.9 DTX and audio gaps -----------------------------------------------------------
 
 
 def test_video_keeps_flowing_while_audio_is_silent_and_audio_resumes_where_it_resumes(registry):
@@ -568,7 +573,7 @@ def test_video_only_and_audio_only_sources_are_first_class(registry):
     assert all(s.state is SourceState.LIVE for s in sources)
 
 
-# -- §3.10 events --------------------------------------------------------------------------------------
+# -- §3.10 events ----------------------------------------------------------------------
 
 
 def test_active_event_lists_tracks_and_codecs(registry):
@@ -608,7 +613,7 @@ def test_event_wakeup_fires_when_the_log_turns_non_empty(registry):
     assert len(calls) == 1 and len(registry.drain_events()) == 2
 
 
-# -- statistics -------------------------------------------------------------------------------------------
+# -- statistics ------------------------------------------------------------------------
 
 
 def test_feed_statistics_count_bytes_frames_keyframes_and_bitrate(registry):

@@ -190,7 +190,9 @@ class BundleMachine(RuleBasedStateMachine):
     @precondition(lambda self: any(m.alive for m in self.models))
     @rule(
         pick=st.integers(0, 1000),
-        what=st.sampled_from(["key", "inter", "inter", "audio", "audio", "config", "layer", "data"]),
+        what=st.sampled_from(
+            ["key", "inter", "inter", "audio", "audio", "config", "layer", "data"]
+        ),
         count=st.integers(1, 12),
         jump=st.sampled_from([0, 0, 0, 0, -15, -5000, 10**6, "reset"]),
         advance_s=st.sampled_from([0.0, 0.01, 0.033, 0.2, 1.5]),
@@ -428,8 +430,7 @@ class BundleMachine(RuleBasedStateMachine):
             assert self.event_state.get(sid, "absent") == expected, (sid, stats)
         for sid, stats in sources.items():
             on_air = [
-                m for m in self.models
-                if m.source_id == sid and m.feed.state is FeedState.ON_AIR
+                m for m in self.models if m.source_id == sid and m.feed.state is FeedState.ON_AIR
             ]
             assert len(on_air) <= 1
             assert stats.on_air_feed_id == (on_air[0].feed.feed_id if on_air else None)
