@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable, Mapping
 
 import attrs
 
@@ -87,9 +88,11 @@ class Frame:
 class OutputFrame:
     """A frame as readers get it: on the source's output timeline.
 
-    `discontinuity` is set on the first frame of a track whose codec or
-    configuration differs from what this source delivered before (a switch to
-    an encoder with other settings, or a mid-stream reconfiguration).
+    `discontinuity` means "(re)initialise this track": it is set on the first
+    configuration and coded frame of a track on a timeline, and on the
+    configuration frame that changes a track's codec or parameters (a switch
+    to an encoder with other settings, a mid-stream reconfiguration) and the
+    coded frame after it.  Presentation time is `dts_ms + frame.cts_ms`.
     """
 
     source_id: str
@@ -150,6 +153,13 @@ class Permissions:
     )
 
 
+def _query_pairs(
+    query: Mapping[str, str] | Iterable[tuple[str, str]],
+) -> tuple[tuple[str, str], ...]:
+    items = query.items() if isinstance(query, Mapping) else query
+    return tuple((str(key), str(value)) for key, value in items)
+
+
 @attrs.frozen(kw_only=True)
 class PublishRequest:
     """A publisher asking to put a feed on a source of a stream."""
@@ -159,7 +169,8 @@ class PublishRequest:
     priority: int = 0
     permissions: Permissions = Permissions()
     remote_addr: str = ""
-    query: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=tuple)
+    #: unknown query keys of the publishing URL, kept for hooks and the API (SPEC.md §2)
+    query: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_query_pairs)
 
 
 class RefusalCode(enum.Enum):

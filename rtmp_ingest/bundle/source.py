@@ -374,7 +374,7 @@ class Source:
         if self._deadline_s is not None:
             self._deadline_s = None
             registry._cancel_deadline(self)
-        self._install(new, out_dts)
+        self._install(new, out_dts, resend=old is None)
         if old is None or not self._active:
             self._active = True
             self._reported_tracks = tuple(new._tracks.values())
@@ -399,8 +399,12 @@ class Source:
             )
         self._report_tracks()
 
-    def _install(self, new: Feed, out_dts: int) -> None:
-        """Re-point the track lines at `new`; deliver its changed configurations."""
+    def _install(self, new: Feed, out_dts: int, *, resend: bool) -> None:
+        """Re-point the track lines at `new`; deliver its configurations.
+
+        On a handover between live feeds only changed configurations are sent;
+        after a silence (`resend`) all are, for readers that joined meanwhile.
+        """
         sid = self.source_id
         for line in self._lines.values():
             if line.track_id not in new._configs:
@@ -420,7 +424,7 @@ class Source:
             line.config = out = OutputFrame(sid, frame, out_dts, changed)
             if changed:
                 line.disc_pending = True
-            if changed or previous is None:
+            if changed or previous is None or resend:
                 self._deliver(out, False)
         self._metadata = None
         if new._metadata is not None:

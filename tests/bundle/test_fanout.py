@@ -230,3 +230,17 @@ def test_get_nowait_returns_frames_in_order_then_none():
     assert [reader.get_nowait().dts_ms, reader.get_nowait().dts_ms] == [0, 33]
     assert reader.get_nowait() is None
     assert reader.statistics().delivered == 2
+
+
+def test_reader_joining_while_the_source_reconnects_gets_the_sequence_headers():
+    registry = Registry()
+    old = live_camera(registry)
+    registry.push_frame(old, video(0, key=True), now_s=0.0)
+    registry.end_feed(old, EndReason.DISCONNECT, now_s=0.5)
+    reader = registry.subscribe("live/show", "cam1")
+    assert reader.drain_nowait() == []
+    new = live_camera(registry)  # same encoder settings as before
+    registry.push_frame(new, video(0, key=True, tag=b"key"), now_s=1.0)
+    frames = reader.drain_nowait()
+    assert payloads(frames) == [b"avcC-720p", b"asc-48k", b"onMetaData", b"key"]
+    assert not any(o.discontinuity for o in frames)  # same settings: nothing to reinitialise
