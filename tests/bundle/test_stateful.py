@@ -372,6 +372,17 @@ class BundleMachine(RuleBasedStateMachine):
             self.source_max[sid] = max(self.source_max.get(sid, out.dts_ms), out.dts_ms)
             self.source_last_now[sid] = record.now_s
 
+    def check_ranks(self, feeds: list) -> None:
+        """SPEC.md §3.4: standby feeds rank below the one on air, pending ones above."""
+        rank = {f.feed_id: (f.priority, f.feed_id) for f in feeds}
+        on_air = [f for f in feeds if f.state is FeedState.ON_AIR]
+        for feed in feeds:
+            if feed.state is FeedState.STANDBY:
+                assert on_air and rank[feed.feed_id] < rank[on_air[0].feed_id]
+            elif feed.state is FeedState.PENDING and on_air:
+                assert rank[feed.feed_id] > rank[on_air[0].feed_id]
+                assert feed.priority > on_air[0].priority or feed.feed_id > on_air[0].feed_id
+
     def check_events(self) -> None:
         for event in self.registry.drain_events():
             if isinstance(event, Stopped):
@@ -437,6 +448,9 @@ class BundleMachine(RuleBasedStateMachine):
         for model in self.models:
             if not model.alive:
                 assert model.feed.state is FeedState.ENDED
+        for sid in sources:
+            self.check_ranks([m.feed for m in self.models if m.alive and m.source_id == sid])
+        assert self.registry.statistics().readers == len(self.readers) + 1
         if not any(m.alive for m in self.models) and self.registry.next_deadline_s() is None:
             assert self.registry.stream_paths() == ()
             statistics = self.registry.statistics()
