@@ -24,6 +24,8 @@ from rtmp_ingest.flv.tags import (
 )
 
 _MEDIA = {"video": Media.VIDEO, "audio": Media.AUDIO}
+_VIDEO = Media.VIDEO
+_AUDIO = Media.AUDIO
 #: packets that carry nothing a viewer needs live (seek commands, end of sequence, HDR
 #: metadata for players we do not feed it to)
 _SKIPPED = (PacketType.COMMAND, PacketType.SEQUENCE_END, PacketType.METADATA)
@@ -52,6 +54,12 @@ class FeedMedia:
             self.first_error = str(exc)
 
     def video(self, timestamp_ms: int, body: bytes) -> list[Frame]:
+        #: fast path: a legacy H.264 coded frame (what nearly every encoder sends)
+        if len(body) > 5 and body[0] & 0x8F == 0x07 and body[1] == 1 and "video0" in self.track_info:
+            frame_type = body[0] >> 4
+            if frame_type == 1 or frame_type == 2:
+                cts = int.from_bytes(body[2:5], "big", signed=True)
+                return [Frame("video0", _VIDEO, "h264", timestamp_ms, body, frame_type == 1, False, cts)]
         try:
             packets = parse_video(body)
         except TagError as exc:
@@ -60,6 +68,9 @@ class FeedMedia:
         return self._frames(packets, timestamp_ms, body)
 
     def audio(self, timestamp_ms: int, body: bytes) -> list[Frame]:
+        #: fast path: a legacy AAC raw frame
+        if len(body) > 2 and body[0] >> 4 == 10 and body[1] == 1 and "audio0" in self.track_info:
+            return [Frame("audio0", _AUDIO, "aac", timestamp_ms, body, True, False, 0)]
         try:
             packets = parse_audio(body)
         except TagError as exc:
