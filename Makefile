@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install bench clean
+.PHONY: run test test-obs install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,8 +20,15 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+test-obs: $(STAMP)
+	bash ../shared/realclients/install.sh --no-pyav
+	RUN_OBS=1 $(BIN)/python -m pytest -q tests/e2e/test_obs.py
+
 bench: $(STAMP)
 	$(BIN)/python bench/bench_chunks.py
+	$(BIN)/python bench/bench_bundle.py
+	$(BIN)/python bench/bench_server.py
+	$(BIN)/python bench/bench_play.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
