@@ -136,10 +136,23 @@ class RtmpSession:
 
     async def _flush(self) -> None:
         data = self.conn.data_to_send()
-        if data:
-            async with self.lock:
-                with trio.fail_after(self.daemon.config.rtmp.write_timeout_s):
-                    await self.stream.send_all(data)
+        if not data:
+            return
+        if self._fd >= 0 and not self.lock.locked():
+            #: plain TCP with no write in progress: try the socket directly; the common case
+            #: (room in the send buffer) then costs one system call and no timer
+            try:
+                sent = os.write(self._fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
+        async with self.lock:
+            with trio.fail_after(self.daemon.config.rtmp.write_timeout_s):
+                await self.stream.send_all(data)
 
     # -- the reader loop -----------------------------------------------------------------
 
