@@ -47,6 +47,19 @@ async def pyav_play(url, seconds, **kwargs):
                                          abandon_on_cancel=True)
 
 
+async def play_together(seconds, **urls):
+    """Several PyAV players at once; {name: PlayResult}."""
+    results = {}
+
+    async def watch(name, url):
+        results[name] = await pyav_play(url, seconds)
+
+    async with trio.open_nursery() as nursery:
+        for name, url in urls.items():
+            nursery.start_soon(watch, name, url)
+    return results
+
+
 def assert_kept_playing(result, *, switch_at, reconnect=False):
     """One av.open, no error, continuous DTS per stream, video decoded after `switch_at`.
 
@@ -211,6 +224,52 @@ async def test_player_clock_starts_near_zero_for_a_late_player(running, spawn):
     assert flv.video().dts_ms[0] < 1000, ("HTTP-FLV clock starts near 0", flv.summary())
 
 
+async def test_a_new_resolution_after_a_supersede_is_signalled_to_players(running, spawn):
+    """SPEC 3.5: a switch may change codec parameters; players get the new sequence header."""
+    stream = "live/resize"
+    with trio.fail_after(30):
+        first = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 20))
+        source = await running.wait_for(on_air(running, stream, "cam1"))
+        results = {}
+
+        async def watch(kind, url):
+            results[kind] = await pyav_play(url, 5.0)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch, "rtmp", running.url(stream, sourceId="cam1"))
+            nursery.start_soon(watch, "flv", flv_url(running, stream, sourceId="cam1"))
+            await trio.sleep(1.0)
+            second = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 8, "--size", "160x90"))
+            await running.wait_for(on_air(running, stream, "cam1", not_feed=source["onAir"]["id"]))
+        first.kill()
+        second.kill()
+    for result in results.values():
+        summary = result.summary()
+        assert result.error is None, summary
+        assert result.frame_sizes == {(320, 180), (160, 90)}, summary
+        assert result.decode_errors == 0, summary
+        assert result.video().backwards() == [], summary
+
+
+async def test_play_without_source_id_gets_the_default_or_the_top_priority_source(running, spawn):
+    stream = "live/pick"
+    with trio.fail_after(30):
+        low = await spawn(clients.pyav(running.url(stream, sourceId="low"), 10))
+        high = await spawn(clients.pyav(running.url(stream, sourceId="high", priority="5"), 10,
+                                        "--size", "160x90"))
+        await running.wait_for(on_air(running, stream, "low"))
+        await running.wait_for(on_air(running, stream, "high"))
+        top = await pyav_play(running.url(stream), 1.0)
+        assert top.error is None and top.frame_sizes == {(160, 90)}, top.summary()
+        default = await spawn(clients.pyav(running.url(stream), 10, "--size", "240x136"))
+        await running.wait_for(on_air(running, stream, ""))
+        results = await play_together(1.0, rtmp=running.url(stream), flv=flv_url(running, stream))
+        for result in results.values():
+            assert result.error is None and result.frame_sizes == {(240, 136)}, result.summary()
+        for publisher in (low, high, default):
+            publisher.kill()
+
+
 # -- 2. instant start ---------------------------------------------------------------------------
 
 
@@ -248,6 +307,7 @@ async def test_play_to_first_decoded_frame_under_100_ms(running, spawn):
             await viewer.aclose()
             assert decoded_at is not None, viewer.status_codes()
             timings.append(decoded_at - viewer.play_sent_at)
+        print(f"play -> first decoded frame: {[round(t * 1000, 1) for t in timings]} ms")
         assert min(timings) < 0.100, timings
         assert sorted(timings)[1] < 0.100, timings
         publisher.kill()
@@ -263,14 +323,8 @@ async def test_enhanced_rtmp_codecs_reach_rtmp_play_and_http_flv(running, spawn,
         publisher = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 8, "--video", codec))
         source = await running.wait_for(on_air(running, stream, "cam1"), timeout_s=20)
         assert {t["codec"] for t in source["tracks"]} == {codec, "aac"}
-        results = {}
-
-        async def watch(kind, url):
-            results[kind] = await pyav_play(url, 2.5)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(watch, "rtmp", running.url(stream, sourceId="cam1"))
-            nursery.start_soon(watch, "flv", flv_url(running, stream, sourceId="cam1"))
+        results = await play_together(2.5, rtmp=running.url(stream, sourceId="cam1"),
+                                      flv=flv_url(running, stream, sourceId="cam1"))
         for result in results.values():
             summary = result.summary()
             assert result.error is None, summary
@@ -298,18 +352,14 @@ async def test_multitrack_layers_are_listed_and_each_plays_at_its_size(running, 
         assert {t["codec"] for t in video.values()} == {"h264"}
         assert (video["video0"].get("width"), video["video0"].get("height")) == (320, 180), video
         assert (video["video1"].get("width"), video["video1"].get("height")) == (160, 90), video
-        results = {}
-
-        async def watch(kind, url):
-            results[kind] = await pyav_play(url, 2.5)
-
-        async with trio.open_nursery() as players:
-            players.start_soon(watch, "default", running.url(stream, sourceId="multi"))
-            players.start_soon(watch, "layer1", running.url(stream, sourceId="multi", layer="1"))
-            players.start_soon(watch, "layer0", running.url(stream, sourceId="multi", layer="0"))
-            players.start_soon(watch, "flv-layer1", flv_url(running, stream, sourceId="multi", layer="1"))
+        results = await play_together(
+            2.5, default=running.url(stream, sourceId="multi"),
+            layer1=running.url(stream, sourceId="multi", layer="1"),
+            layer0=running.url(stream, sourceId="multi", layer="0"),
+            flv_default=flv_url(running, stream, sourceId="multi"),
+            flv_layer1=flv_url(running, stream, sourceId="multi", layer="1"))
         expected = {"default": (320, 180), "layer0": (320, 180), "layer1": (160, 90),
-                    "flv-layer1": (160, 90)}
+                    "flv_default": (320, 180), "flv_layer1": (160, 90)}
         for kind, size in expected.items():
             result = results[kind]
             summary = result.summary()
@@ -438,6 +488,14 @@ async def test_play_of_a_missing_stream_ends_with_stream_not_found_after_the_wai
             assert "error" in response.json(), response.text
             assert 0.9 <= waited < 3.0, (path, waited)
             assert response.headers.get("access-control-allow-origin") in ("*", "http://viewer.example")
+
+        response = await running.get("/live/nothing.flv?layer=x")
+        assert response.status_code == 400, response.text
+        viewer = await RtmpViewer.connect(running, "live/nothing", layer="x")
+        await viewer.play()
+        await viewer.run(lambda event, now: isinstance(event, ev.Status))
+        assert viewer.status_codes() == ["NetStream.Play.Failed"], viewer.status_codes()
+        await viewer.aclose()
 
 
 # -- 7. output statistics ------------------------------------------------------------------------
