@@ -81,9 +81,18 @@ class PlayerTrack:
         body = frame.payload
         if self.legacy_only:
             body = self._legacy(media, frame.codec, body)
-        if self.base_ms is None:
-            self.base_ms = out.dts_ms
-        ts = out.dts_ms - self.base_ms
+        base = self.base_ms
+        if base is None:
+            # The player's clock starts at its first coded frame; the side
+            # frames replayed before it (metadata, sequence headers) carry the
+            # source's old timestamps and go out at 0.
+            if media is Media.DATA or frame.config:
+                ts = 0
+            else:
+                base = self.base_ms = out.dts_ms
+                ts = 0
+        else:
+            ts = out.dts_ms - base
         self.frames += 1
         self.bytes += len(body)
         return _TYPES[media], ts if ts > 0 else 0, body

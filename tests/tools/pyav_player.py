@@ -98,7 +98,9 @@ def _codec(stream: av.stream.Stream) -> str:
 
 
 def _options(url: str) -> tuple[str | None, dict[str, str]]:
-    options = {"analyzeduration": "1000000", "probesize": "500000", "fflags": "nobuffer"}
+    # no "fflags nobuffer": with it libavformat drops the packets it read while
+    # probing (the cached GOP's keyframe among them) and the decoder starts blind
+    options = {"analyzeduration": "1000000", "probesize": "500000"}
     if url.startswith("rtmp"):
         options["rtmp_live"] = "live"
         return None, options

@@ -19,6 +19,7 @@ import sys
 import time
 
 import av
+from av.video.frame import PictureType
 
 ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1", "vp9": "libvpx-vp9",
             "aac": "aac", "opus": "libopus"}
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
                 frame = next(vframes)
                 frame.pts = sent_video
                 frame.time_base = fractions.Fraction(1, args.fps)
+                # lavfi's decoded pictures say "I"; left so, every frame would be
+                # encoded as a keyframe and the --gop setting would mean nothing
+                frame.pict_type = PictureType.NONE
                 for packet in vstream.encode(frame):
                     out.mux(packet)
                 sent_video += 1
