@@ -25,6 +25,8 @@ max_connections_per_address = 1000
 listen = "127.0.0.1:{http_port}"
 [bundle]
 max_streams = 4096
+[hls]
+enabled = {hls}
 """
 
 
@@ -48,8 +50,10 @@ def wait_listening(port: int, timeout_s: float = 15.0) -> None:
 class Server:
     """A server under test: ours (`rtmp-ingest serve`), nginx-rtmp or Node-Media-Server."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, hls: bool = False) -> None:
         self.kind = kind
+        #: ours: LL-HLS on (off by default: ingest and play are measured without outputs)
+        self.hls = hls
         self.port = free_port()
         self.http_port = free_port()
         self.process: subprocess.Popen | None = None
@@ -64,7 +68,8 @@ class Server:
         log = open(os.path.join(self.tmp, "server.log"), "w")
         if self.kind == "ours":
             config = Path(self.tmp) / "config.toml"
-            config.write_text(OUR_CONFIG.format(port=self.port, http_port=self.http_port))
+            config.write_text(OUR_CONFIG.format(port=self.port, http_port=self.http_port,
+                                                 hls="true" if self.hls else "false"))
             exe = REPO / ".venv" / "bin" / "rtmp-ingest"
             self.process = subprocess.Popen(
                 [str(exe), "serve", "--config", str(config), "--data-dir", self.tmp],

@@ -92,10 +92,38 @@ reader_queue_frames = 512
 # Bytes of the current GOP kept so new players start instantly.
 max_gop_cache_bytes = 16777216
 
+[hls]
+# Low-Latency HLS (fMP4) of every source, served at /hls/APP/STREAM/index.m3u8.
+enabled = true
+# Target segment duration (segments are cut at the first keyframe after it) and part duration.
+segment_s = 2.0
+part_s = 0.2
+# Complete segments kept in each media playlist (the sliding window).
+window_segments = 6
+# Seconds the playlists of a source that went off air stay fetchable (with EXT-X-ENDLIST).
+linger_s = 30.0
+# Also write segments and (non-LL) playlists here, for a CDN origin; empty = memory only.
+directory = ""
+
+[record]
+# Where recordings go; empty = <data_dir>/recordings. One folder per stream, one fMP4
+# file per source and period, and a manifest.json per stream.
+directory = ""
+# A new file is started at the first keyframe after this many seconds.
+file_s = 600.0
+# Seconds of media per fMP4 fragment (what a kill -9 can lose at most).
+fragment_s = 1.0
+# Retention: files older than this many seconds (0 = keep) ...
+max_age_s = 604800.0
+# ... and the oldest files beyond this many bytes in total (0 = no limit) are deleted.
+max_total_bytes = 10737418240
+
 # Per-application settings; "*" applies to every app not named.
 [apps."*"]
 # Account-level multisource gate (SPEC.md 3.7): may publishers of this app use sourceId?
 multisource = true
+# Record every source of this app's streams (a token's "record" claim overrides it).
+record = false
 """
 
 
@@ -157,8 +185,28 @@ class BundleSettings:
 
 
 @attrs.frozen(kw_only=True)
+class HlsConfig:
+    enabled: bool = True
+    segment_s: float = 2.0
+    part_s: float = 0.2
+    window_segments: int = 6
+    linger_s: float = 30.0
+    directory: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class RecordConfig:
+    directory: str = ""
+    file_s: float = 600.0
+    fragment_s: float = 1.0
+    max_age_s: float = 7 * 86400.0
+    max_total_bytes: int = 10 * 1024 ** 3
+
+
+@attrs.frozen(kw_only=True)
 class AppConfig:
     multisource: bool = True
+    record: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -170,6 +218,8 @@ class Config:
     http: HttpConfig = HttpConfig()
     auth: AuthConfig = AuthConfig()
     bundle: BundleSettings = BundleSettings()
+    hls: HlsConfig = HlsConfig()
+    record: RecordConfig = RecordConfig()
     apps: dict[str, AppConfig] = attrs.field(factory=lambda: {"*": AppConfig()})
 
     def app(self, name: str) -> AppConfig:
@@ -223,6 +273,20 @@ def _check(config: Config) -> None:
         raise ConfigError("rtmps: listen is set but cert_file/key_file are missing")
     if not 1 <= config.rtmp.chunk_size <= 0x7FFFFFFF:
         raise ConfigError("rtmp.chunk_size: must be 1..2147483647")
+    hls = config.hls
+    if not 0.05 <= hls.part_s <= hls.segment_s / 2:
+        raise ConfigError("hls.part_s: must be at least 0.05 and at most half of hls.segment_s")
+    if not 0.5 <= hls.segment_s <= 60:
+        raise ConfigError("hls.segment_s: must be 0.5..60")
+    if not 2 <= hls.window_segments <= 1000:
+        raise ConfigError("hls.window_segments: must be 2..1000")
+    if hls.linger_s < 0:
+        raise ConfigError("hls.linger_s: must be >= 0")
+    record = config.record
+    if not 0.1 <= record.fragment_s <= record.file_s:
+        raise ConfigError("record.fragment_s: must be at least 0.1 and at most record.file_s")
+    if record.max_age_s < 0 or record.max_total_bytes < 0:
+        raise ConfigError("record: max_age_s and max_total_bytes must be >= 0")
     try:
         config.bundle.bundle_config()
     except ValueError as exc:

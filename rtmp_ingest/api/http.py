@@ -88,7 +88,15 @@ class Api:
 
         def extra(path: str, source_id: str) -> dict[str, Any]:
             players = self.daemon.players_of(path, source_id)
+            hls = self.daemon.hls.sources.get((path, source_id))
             return {
+                "hls": None if hls is None else {
+                    "tracks": [{"track": t.name, "codecs": t.codecs_attr, "segments": len(t.segments),
+                                "bandwidth": t.bandwidth(), "targetDuration": t.target_duration,
+                                "bytesOut": t.bytes_out}
+                               for t in hls.live_tracks()],
+                    "framesSkipped": hls.frames_skipped,
+                },
                 "urls": self.daemon.source_urls(path, source_id, host=host),
                 "outputs": {
                     "players": len(players),
@@ -102,6 +110,12 @@ class Api:
 
         return extra
 
+    def _stream_json(self, stats: Any, request: Request) -> dict[str, Any]:
+        host = request.url.hostname or ""
+        out = stream_json(stats, wall_origin_s=self._wall(), extra=self._source_extra(request))
+        out["hls"] = self.daemon.stream_hls_url(stats.stream_path, host=f"[{host}]" if ":" in host else host)
+        return out
+
     async def streams(self, request: Request) -> Response:
         if (denied := self._guard(request)) is not None:
             return denied
@@ -111,8 +125,7 @@ class Api:
         for path in registry.stream_paths():
             stats = registry.stream_statistics(path, now_s=now)
             if stats is not None:
-                streams.append(stream_json(stats, wall_origin_s=self._wall(),
-                                           extra=self._source_extra(request)))
+                streams.append(self._stream_json(stats, request))
         return JSONResponse({"streams": streams})
 
     async def stream(self, request: Request) -> Response:
@@ -122,8 +135,7 @@ class Api:
         stats = self.daemon.registry.stream_statistics(path, now_s=trio.current_time())
         if stats is None:
             return error(404, f"no live stream {path!r}")
-        return JSONResponse(stream_json(stats, wall_origin_s=self._wall(),
-                                        extra=self._source_extra(request)))
+        return JSONResponse(self._stream_json(stats, request))
 
     async def source(self, request: Request) -> Response:
         if (denied := self._guard(request)) is not None:

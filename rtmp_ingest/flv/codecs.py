@@ -65,13 +65,23 @@ def describe_config(codec: str, data: bytes) -> dict[str, object]:
             return {"profile": str(data[offset]), "level": round(data[offset + 1] / 10, 1)}
         if codec == "opus" and len(data) >= 19 and data[:8] == b"OpusHead":
             return {"channels": data[9], "sample_rate": 48000}
-        if codec == "flac" and len(data) >= 4 + 4 + 18:
-            info = data[8:] if data[:4] == b"fLaC" else data[4:]
+        if codec == "flac" and len(data) >= 18:
+            info = flac_streaminfo(data)
             packed = _bits(info[10:18])
             return {"sample_rate": packed >> 44, "channels": ((packed >> 41) & 0x7) + 1}
     except (IndexError, ValueError):
         return {}
     return {}
+
+
+def flac_streaminfo(data: bytes) -> bytes:
+    """The 34-byte STREAMINFO of a FLAC configuration: raw (what FFmpeg's FLV muxer sends),
+    behind its metadata block header, or behind the "fLaC" marker and that header."""
+    if data[:4] == b"fLaC":
+        return data[8:42]
+    if len(data) == 34:
+        return data
+    return data[4:38]
 
 
 def _aac(asc: bytes) -> dict[str, object]:

@@ -30,7 +30,9 @@ from rtmp_ingest.bundle import (
     EndReason, Registry, Superseded,
 )
 from rtmp_ingest.config import Config, parse_host_port
+from rtmp_ingest.outputs.hls import source_segment
 from rtmp_ingest.server.events import EventHub
+from rtmp_ingest.server.hls import HlsService
 from rtmp_ingest.server.play import Player
 from rtmp_ingest.server.rtmp import RtmpSession
 
@@ -88,6 +90,7 @@ class Daemon:
         self._shutdown = trio.Event()
         self._listener_scopes: list[trio.CancelScope] = []
         self.bound: Bound | None = None
+        self.hls = HlsService(self)
 
     # -- tokens ----------------------------------------------------------------------
 
@@ -146,16 +149,24 @@ class Daemon:
         assert self.bound is not None
         http_port = self.bound.http[1]
         rtmp_port = self.bound.rtmp[1]
+        hls = f"/hls/{name}/{source_segment(source_id)}/index.m3u8"
         if host:
             return {"rtmp": f"rtmp://{host}:{rtmp_port}/{name}{query}",
-                    "flv": f"http://{host}:{http_port}/{name}.flv{query}"}
-        return {"rtmp": f"rtmp://:{rtmp_port}/{name}{query}", "flv": f"/{name}.flv{query}"}
+                    "flv": f"http://{host}:{http_port}/{name}.flv{query}",
+                    "hls": f"http://{host}:{http_port}{hls}"}
+        return {"rtmp": f"rtmp://:{rtmp_port}/{name}{query}", "flv": f"/{name}.flv{query}", "hls": hls}
+
+    def stream_hls_url(self, stream_path: str, *, host: str = "") -> str:
+        """The stream's multivariant playlist (every live source)."""
+        assert self.bound is not None
+        path = f"/hls/{quote(stream_path)}/index.m3u8"
+        return f"http://{host}:{self.bound.http[1]}{path}" if host else path
 
     def http_routes(self) -> list[Any]:
-        """HTTP routes of the outputs (HTTP-FLV)."""
-        from rtmp_ingest.api.httpflv import routes  # noqa: PLC0415 - api depends on server
+        """HTTP routes of the outputs (HLS, HTTP-FLV)."""
+        from rtmp_ingest.api import hls, httpflv  # noqa: PLC0415 - api depends on server
 
-        return routes(self)
+        return hls.routes(self) + httpflv.routes(self)
 
     def output_statistics(self) -> dict[str, int]:
         """players, bytes_out, frames_dropped over every output."""
@@ -202,6 +213,7 @@ class Daemon:
             log.info("%s stream=%s%s", name, event.stream_path,
                      f" sourceId={source!r}" if source is not None else "")
         self.hub.publish(event, wall_origin_s=self.registry.wall_origin_s)
+        self.hls.on_event(event)
 
     async def _clock(self) -> None:
         """Calls registry.tick when a grace period expires."""
@@ -258,6 +270,7 @@ class Daemon:
             log.warning("auth.mode is \"open\": ANYONE can publish to any stream, with multisource. "
                         "Set [auth] mode = \"token\" for production.")
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.hls.run)
             nursery.start_soon(self._pump_events)
             nursery.start_soon(self._clock)
             rtmp_host, rtmp_port = parse_host_port(config.rtmp.listen, key="rtmp.listen")

@@ -1,0 +1,518 @@
+"""Low-Latency HLS (fMP4/CMAF) packaging of one source: segments, parts, playlists.
+
+Synchronous and free of I/O: the trio driver (`server/hls.py`) feeds a
+`SourceHls` the source's frames from the bundle and serves what it holds.
+
+Each track of a source (video layers, audio renditions) has its own media
+playlist (`TrackHls`): its own fMP4 init segment, segments cut at keyframes
+once `segment_s` has passed (audio: at any frame), and parts closed as soon as
+the frame that fills `part_s` has arrived, so a part is fetchable the moment
+its last frame is in. Tracks never wait for one another, so audio gaps (DTX)
+cannot stall video. A codec or parameter change (a supersede by an encoder
+with other settings) starts a new segment with a new init segment and
+`EXT-X-DISCONTINUITY`. Every segment carries `EXT-X-PROGRAM-DATE-TIME` from
+the source's timeline origin on the wall clock, which is common to the sources
+of a stream (bundle continuity), so players can line sources up.
+
+The window keeps `window_segments` complete segments (and parts for the last
+`PARTS_KEPT_SEGMENTS`); a playlist never names a segment or part the track no
+longer holds. `version` grows with every new part, so the driver can wake
+blocked playlist and preload-hint requests.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections import deque
+from collections.abc import Callable
+from urllib.parse import quote
+
+import attrs
+
+from rtmp_ingest.bundle import Frame, Media, OutputFrame, TrackInfo
+from rtmp_ingest.outputs import fmp4
+from rtmp_ingest.outputs.samples import audio_frame_samples, codec_string, coded_payload, track_spec
+
+log = logging.getLogger("rtmp_ingest.outputs")
+
+#: segments (before the current one) whose parts stay listed and fetchable
+PARTS_KEPT_SEGMENTS = 3
+
+
+@attrs.frozen(kw_only=True)
+class HlsSettings:
+    segment_s: float = 2.0
+    part_s: float = 0.2
+    window_segments: int = 6
+    #: a blocked playlist or part request gives up after this many target durations
+    block_timeout_targets: float = 3.0
+
+
+@attrs.frozen
+class Part:
+    index: int
+    data: bytes
+    duration_s: float
+    independent: bool
+
+
+@attrs.define(eq=False)
+class Segment:
+    msn: int
+    init_id: int
+    discontinuity: bool
+    start_ticks: int
+    program_date_time: float  #: unix seconds of its first frame
+    parts: list[Part] = attrs.Factory(list)
+    duration_s: float = 0.0
+    data: bytes | None = None  #: set when complete
+    parts_dropped: bool = False
+
+
+def _pdt(unix_s: float) -> str:
+    moment = datetime.datetime.fromtimestamp(unix_s, datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class TrackHls:
+    """One media playlist: a track (video layer or audio rendition) of one source."""
+
+    def __init__(self, name: str, media: Media, settings: HlsSettings, origin_wall_s: float,
+                 on_change: Callable[[], None]) -> None:
+        self.name = name
+        self.media = media
+        self.settings = settings
+        self.origin_wall_s = origin_wall_s
+        self._on_change = on_change
+        self.spec: fmp4.TrackSpec | None = None
+        self.codec = ""
+        self.codecs_attr = ""  #: RFC 6381 name of the current init
+        self.inits: dict[int, bytes] = {}
+        self.init_id = -1
+        self.segments: deque[Segment] = deque()
+        self.current: Segment | None = None
+        #: media sequence numbers start at the timeline's origin in tenths of a second, so
+        #: a later timeline of the same source never reuses a segment or part URL
+        self.next_msn = max(0, int(origin_wall_s * 10))
+        self.discontinuity_sequence = 0
+        self.fragment_sequence = 1
+        self.version = 0
+        self.ended = False
+        self.bytes_out = 0
+        self.bytes_total = 0  #: media bytes packaged (for BANDWIDTH)
+        self.seconds_total = 0.0
+        self.peak_bps = 0.0
+        self.max_segment_s = 0.0
+        self.frames = 0
+        # the part being filled
+        self._samples: list[fmp4.Sample] = []
+        self._sample_dts: list[int] = []
+        self._part_start: int | None = None
+        self._part_independent = False
+        self._last_dts: int | None = None
+        self._nominal = 0  #: ticks of one frame, from the last frame-to-frame steps
+        self._pending_config = b""
+        self._config = b""
+        self._new_init = True
+        self._discontinuity_next = False
+
+    # -- input -------------------------------------------------------------------------
+
+    def configure(self, config: bytes) -> None:
+        """A configuration record arrived; a different one starts a new init at the next frame."""
+        if config != self._config:
+            self._pending_config = config
+            self._new_init = True
+
+    def push(self, frame: Frame, payload: bytes, dts_ms: int, info: TrackInfo | None,
+             discontinuity: bool) -> None:
+        if self.ended:
+            return
+        if self._new_init or discontinuity and self.spec is not None and frame.codec != self.codec:
+            if not self._start_init(frame, info):
+                return
+        spec = self.spec
+        assert spec is not None
+        scale = spec.timescale
+        video = self.media is Media.VIDEO
+        if video:
+            dts = dts_ms * 90
+            cts = frame.cts_ms * 90
+            keyframe = frame.keyframe
+        else:
+            dts = self._audio_ticks(dts_ms, frame.codec, payload, scale)
+            cts = 0
+            keyframe = True
+        last = self._last_dts
+        if last is not None and dts <= last:
+            dts = last + 1  #: never backwards (the bundle guarantees it; rounding might not)
+        if video and last is not None:
+            step = dts - last
+            self._nominal = step if not self._nominal else (self._nominal * 7 + step) // 8
+        if self._samples:
+            # the previous sample lasts until this one
+            previous = self._samples[-1]
+            self._samples[-1] = fmp4.Sample(previous.data, dts - self._sample_dts[-1], previous.keyframe,
+                                            previous.cts)
+        current = self.current
+        if current is None or (keyframe and (self._new_segment_due(dts))):
+            self._close_segment(dts)
+            if video and not keyframe:
+                return  #: a video segment starts at a keyframe
+            self._open_segment(dts, dts_ms)
+        if self._part_start is None:
+            self._part_start = dts
+            self._part_independent = keyframe
+        elif self._samples and keyframe and video:
+            # a keyframe inside a segment starts its own (independent) part
+            self._close_part(dts)
+            self._part_start = dts
+            self._part_independent = True
+        nominal = self._nominal_ticks(frame.codec, payload, scale)
+        self._samples.append(fmp4.Sample(payload, nominal, keyframe, cts))
+        self._sample_dts.append(dts)
+        self._last_dts = dts
+        self.frames += 1
+        if dts + nominal - self._part_start + nominal > self.settings.part_s * scale:
+            self._close_part(dts + nominal)
+
+    def _nominal_ticks(self, codec: str, payload: bytes, scale: int) -> int:
+        if self.media is Media.VIDEO:
+            return self._nominal or scale // 30
+        return audio_frame_samples(codec, payload, scale) or self._nominal or scale // 50
+
+    def _audio_ticks(self, dts_ms: int, codec: str, payload: bytes, scale: int) -> int:
+        """Sample-exact audio time: the next frame follows the last one unless the stream jumped."""
+        from_ms = dts_ms * scale // 1000
+        last = self._last_dts
+        if last is None:
+            return from_ms
+        previous = self._samples[-1].duration if self._samples else self._nominal
+        expected = last + (previous or (scale // 50))
+        tolerance = scale // 100 + (previous or 0) // 2
+        if abs(from_ms - expected) <= tolerance:
+            self._nominal = previous
+            return expected
+        return from_ms
+
+    def _new_segment_due(self, dts: int) -> bool:
+        current = self.current
+        if current is None or self.spec is None:
+            return True
+        return dts - current.start_ticks >= self.settings.segment_s * self.spec.timescale * 0.999
+
+    def _start_init(self, frame: Frame, info: TrackInfo | None) -> bool:
+        config = self._pending_config or self._config
+        spec = track_spec(1, frame, config, info)
+        if spec is None:
+            if self.spec is None and not self.ended:
+                log.info("hls: track %s codec %s cannot be packaged as fMP4; skipped", self.name, frame.codec)
+            return False
+        try:
+            init = fmp4.init_segment([spec])
+        except ValueError as exc:
+            log.info("hls: track %s: %s; skipped", self.name, exc)
+            return False
+        first = self.spec is None
+        self._close_segment(None)
+        self.spec = spec
+        self.codec = frame.codec
+        self.codecs_attr = codec_string(frame.codec, config)
+        self._config = config
+        self._pending_config = b""
+        self._new_init = False
+        self.init_id += 1
+        self.inits[self.init_id] = init
+        self._last_dts = None
+        self._nominal = 0
+        self._discontinuity_next = not first
+        return True
+
+    # -- parts and segments --------------------------------------------------------------
+
+    def _open_segment(self, dts: int, dts_ms: int) -> None:
+        discontinuity = getattr(self, "_discontinuity_next", False)
+        self._discontinuity_next = False
+        self.current = Segment(msn=self.next_msn, init_id=self.init_id, discontinuity=discontinuity,
+                               start_ticks=dts, program_date_time=self.origin_wall_s + dts_ms / 1000)
+        self.next_msn += 1
+        self._part_start = None
+
+    def _close_part(self, end_ticks: int) -> None:
+        current = self.current
+        if current is None or not self._samples or self.spec is None or self._part_start is None:
+            return
+        data = fmp4.fragment(self.fragment_sequence, [(1, self._part_start, self._samples)])
+        self.fragment_sequence += 1
+        duration = (end_ticks - self._part_start) / self.spec.timescale
+        current.parts.append(Part(len(current.parts), data, duration, self._part_independent))
+        current.duration_s += duration
+        self.bytes_total += len(data)
+        self.seconds_total += duration
+        self._samples = []
+        self._sample_dts = []
+        self._part_start = None
+        self._part_independent = False
+        self.version += 1
+        self._on_change()
+
+    def _close_segment(self, end_ticks: int | None) -> None:
+        current = self.current
+        if current is None:
+            return
+        if self._samples:
+            last = self._sample_dts[-1] + self._samples[-1].duration
+            self._close_part(end_ticks if end_ticks is not None and end_ticks > self._sample_dts[-1] else last)
+        self.current = None
+        if not current.parts:
+            self.next_msn -= 1 if self.next_msn - 1 == current.msn else 0
+            return
+        current.data = b"".join(p.data for p in current.parts)
+        self.max_segment_s = max(self.max_segment_s, current.duration_s)
+        if current.duration_s > 0:
+            self.peak_bps = max(self.peak_bps, len(current.data) * 8 / current.duration_s)
+        self.segments.append(current)
+        while len(self.segments) > self.settings.window_segments:
+            gone = self.segments.popleft()
+            if gone.discontinuity:
+                self.discontinuity_sequence += 1
+            for init_id in list(self.inits):
+                if init_id < self.segments[0].init_id:
+                    del self.inits[init_id]
+        for segment in list(self.segments)[:-PARTS_KEPT_SEGMENTS]:
+            if not segment.parts_dropped:
+                segment.parts_dropped = True
+                segment.parts = [attrs.evolve(p, data=b"") for p in segment.parts]
+        self.version += 1
+        self._on_change()
+
+    def end(self) -> None:
+        """The source is gone: close what is open; the playlist gets EXT-X-ENDLIST."""
+        if self.ended:
+            return
+        self._close_segment(None)
+        self.ended = True
+        self.version += 1
+        self._on_change()
+
+    # -- what is served ------------------------------------------------------------------
+
+    @property
+    def target_duration(self) -> int:
+        #: EXTINF durations rounded to the nearest integer must not exceed it (RFC 8216 4.4.3.1)
+        return max(1, int(max(self.settings.segment_s, self.max_segment_s) + 0.5))
+
+    def last_position(self) -> tuple[int, int]:
+        """(msn, part index) of the newest part in the playlist; (-1, -1) when there is none."""
+        current = self.current
+        if current is not None and current.parts:
+            return current.msn, len(current.parts) - 1
+        if self.segments:
+            last = self.segments[-1]
+            return last.msn, len(last.parts) - 1
+        return -1, -1
+
+    def has(self, msn: int, part: int | None) -> bool:
+        """Whether the playlist already shows segment `msn` complete (`part` None), or its
+        part `part`, or anything later (the _HLS_msn/_HLS_part rule)."""
+        if self.ended or self.segments and self.segments[-1].msn >= msn:
+            return True
+        current = self.current
+        if part is None or current is None or not current.parts:
+            return False
+        return (current.msn, len(current.parts) - 1) >= (msn, part)
+
+    def segment(self, msn: int) -> Segment | None:
+        for segment in self.segments:
+            if segment.msn == msn:
+                return segment
+        return None
+
+    def part(self, msn: int, index: int) -> bytes | None:
+        current = self.current
+        if current is not None and current.msn == msn:
+            return current.parts[index].data if index < len(current.parts) else None
+        segment = self.segment(msn)
+        if segment is None or segment.parts_dropped or index >= len(segment.parts):
+            return None
+        return segment.parts[index].data
+
+    def part_pending(self, msn: int, index: int) -> bool:
+        """Whether the part is the one being filled (what the preload hint names)."""
+        if self.ended:
+            return False
+        current = self.current
+        if current is not None and current.msn == msn:
+            return index == len(current.parts)
+        return msn == self.next_msn and index == 0
+
+    def playlist(self, *, low_latency: bool = True) -> str:
+        settings = self.settings
+        lines = ["#EXTM3U", "#EXT-X-VERSION:9", f"#EXT-X-TARGETDURATION:{self.target_duration}"]
+        if low_latency:
+            lines.append(f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={settings.part_s * 3:.3f}")
+            lines.append(f"#EXT-X-PART-INF:PART-TARGET={settings.part_s:.3f}")
+        segments = list(self.segments)
+        current = self.current if low_latency else None
+        first = segments[0] if segments else current
+        first_msn = first.msn if first is not None else self.next_msn
+        lines.append(f"#EXT-X-MEDIA-SEQUENCE:{first_msn}")
+        lines.append(f"#EXT-X-DISCONTINUITY-SEQUENCE:{self.discontinuity_sequence}")
+        lines.append("#EXT-X-INDEPENDENT-SEGMENTS" if self.media is Media.AUDIO else "")
+        name = quote(self.name)
+        map_id = None
+        shown = segments + ([current] if current is not None and current.parts else [])
+        for segment in shown:
+            if segment.discontinuity:
+                lines.append("#EXT-X-DISCONTINUITY")
+            if segment.init_id != map_id:
+                map_id = segment.init_id
+                lines.append(f'#EXT-X-MAP:URI="{name}/init-{map_id}.mp4"')
+            lines.append(f"#EXT-X-PROGRAM-DATE-TIME:{_pdt(segment.program_date_time)}")
+            if low_latency and not segment.parts_dropped:
+                for part in segment.parts:
+                    extra = ",INDEPENDENT=YES" if part.independent else ""
+                    lines.append(f'#EXT-X-PART:DURATION={part.duration_s:.5f},'
+                                 f'URI="{name}/part-{segment.msn}.{part.index}.m4s"{extra}')
+            if segment.data is not None:
+                lines.append(f"#EXTINF:{segment.duration_s:.5f},")
+                lines.append(f"{name}/seg-{segment.msn}.m4s")
+        if self.ended:
+            lines.append("#EXT-X-ENDLIST")
+        elif low_latency and self.spec is not None:
+            if current is not None:
+                hint = f"part-{current.msn}.{len(current.parts)}.m4s"
+            else:
+                hint = f"part-{self.next_msn}.0.m4s"
+            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{name}/{hint}"')
+        return "\n".join(line for line in lines if line) + "\n"
+
+    def bandwidth(self) -> int:
+        """Peak segment bit rate (average while no segment is complete)."""
+        if self.peak_bps:
+            return int(self.peak_bps)
+        if self.seconds_total > 0:
+            return int(self.bytes_total * 8 / self.seconds_total)
+        return 0
+
+
+class SourceHls:
+    """The HLS output of one source: a TrackHls per video layer and audio track."""
+
+    def __init__(self, stream_path: str, source_id: str, settings: HlsSettings, origin_wall_s: float,
+                 on_change: Callable[[], None]) -> None:
+        self.stream_path = stream_path
+        self.source_id = source_id
+        self.settings = settings
+        self.origin_wall_s = origin_wall_s
+        self._on_change = on_change
+        self.tracks: dict[str, TrackHls] = {}
+        self.info: dict[str, TrackInfo] = {}
+        self.frames_skipped = 0
+        self.ended = False
+
+    def push(self, out: OutputFrame) -> None:
+        frame = out.frame
+        media = frame.media
+        if media is Media.DATA:
+            return
+        if frame.track_info is not None:
+            self.info[frame.track_id] = frame.track_info
+        track = self.tracks.get(frame.track_id)
+        if track is None:
+            track = self.tracks[frame.track_id] = TrackHls(
+                frame.track_id, media, self.settings, self.origin_wall_s, self._on_change)
+        payload = coded_payload(frame)
+        if payload is None:
+            self.frames_skipped += 1
+            return
+        if frame.config:
+            track.configure(payload)
+            return
+        track.push(frame, payload, out.dts_ms, self.info.get(frame.track_id), out.discontinuity)
+
+    def end(self) -> None:
+        self.ended = True
+        for track in self.tracks.values():
+            track.end()
+
+    def live_tracks(self) -> list[TrackHls]:
+        return [t for t in self.tracks.values() if t.spec is not None and (t.segments or t.current)]
+
+
+DEFAULT_SOURCE_IN_PATH = "_"
+
+
+def source_segment(source_id: str) -> str:
+    """A source's path component in HLS URLs (`_` for the default source)."""
+    return quote(source_id, safe="") if source_id else DEFAULT_SOURCE_IN_PATH
+
+
+def _name(source_id: str) -> str:
+    return (source_id or "default").replace('"', "'")
+
+
+def multivariant(sources: list[SourceHls], default_source_id: str | None, *, prefix: bool = True) -> str:
+    """The stream's multivariant playlist: every live source as an alternative rendition.
+
+    Video sources are the renditions of a VIDEO group per layer (`video0`,
+    `video1`, ...), every layer a variant (BANDWIDTH/RESOLUTION of the default
+    source's layer); every audio track is a rendition of the one AUDIO group.
+    The default source (or, without one, the first) is DEFAULT=YES. With
+    `prefix` False the URIs are relative to a source's own directory (a
+    source's multivariant playlist).
+    """
+
+    def uri(source: SourceHls, track: TrackHls) -> str:
+        name = f"{quote(track.name)}.m3u8"
+        return f"{source_segment(source.source_id)}/{name}" if prefix else name
+
+    lines = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    live = [s for s in sources if not s.ended and s.live_tracks()]
+    if default_source_id is None or not any(s.source_id == default_source_id for s in live):
+        default_source_id = live[0].source_id if live else None
+    audio: list[tuple[SourceHls, TrackHls]] = []
+    video: dict[str, list[tuple[SourceHls, TrackHls]]] = {}
+    for source in live:
+        for track in source.live_tracks():
+            if track.media is Media.AUDIO:
+                audio.append((source, track))
+            else:
+                video.setdefault(track.name, []).append((source, track))
+    audio_default = next((a for a in audio if a[0].source_id == default_source_id), audio[0] if audio else None)
+    for source, track in audio:
+        name = _name(source.source_id) + ("" if track.name == "audio0" else f" {track.name}")
+        default = "YES" if (source, track) == audio_default else "NO"
+        lines.append(f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="{name}",DEFAULT={default},'
+                     f'AUTOSELECT=YES,URI="{uri(source, track)}"')
+    audio_codecs = sorted({t.codecs_attr for _, t in audio})
+    audio_bw = max((t.bandwidth() for _, t in audio), default=0)
+    for layer in sorted(video):
+        entries = video[layer]
+        main = next((e for e in entries if e[0].source_id == default_source_id), entries[0])
+        for source, track in entries:
+            default = "YES" if (source, track) == main else "NO"
+            lines.append(f'#EXT-X-MEDIA:TYPE=VIDEO,GROUP-ID="{layer}",NAME="{_name(source.source_id)}",'
+                         f'DEFAULT={default},AUTOSELECT=YES,'
+                         f'URI="{uri(source, track)}"')
+    for layer in sorted(video):
+        entries = video[layer]
+        main_source, main_track = next((e for e in entries if e[0].source_id == default_source_id), entries[0])
+        codecs = ",".join(sorted({t.codecs_attr for _, t in entries}) + audio_codecs)
+        bandwidth = max(t.bandwidth() for _, t in entries) + audio_bw
+        attributes = [f"BANDWIDTH={max(bandwidth, 1)}", f'CODECS="{codecs}"']
+        spec = main_track.spec
+        if spec is not None and spec.width and spec.height:
+            attributes.append(f"RESOLUTION={spec.width}x{spec.height}")
+        attributes.append(f'VIDEO="{layer}"')
+        if audio:
+            attributes.append('AUDIO="audio"')
+        lines.append("#EXT-X-STREAM-INF:" + ",".join(attributes))
+        lines.append(uri(main_source, main_track))
+    if not video and audio_default is not None:
+        source, track = audio_default
+        lines.append(f'#EXT-X-STREAM-INF:BANDWIDTH={max(audio_bw, 1)},CODECS="{",".join(audio_codecs)}",'
+                     f'AUDIO="audio"')
+        lines.append(uri(source, track))
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,209 @@
+"""The HLS service: one packaging task per live source, and waits for blocking requests.
+
+On a source's `active` event a task subscribes to it in the bundle (from the
+cached GOP, so the first segment starts at a keyframe) and feeds its frames
+to a `SourceHls` (outputs/hls.py). The reader is an ordinary bounded bundle
+reader: a packager that falls behind skips to a keyframe like any slow
+player and never holds up ingest. On `inactive` the playlists end
+(`EXT-X-ENDLIST`), the source leaves the multivariant playlist at once and its
+last segments stay fetchable for `linger_s`.
+
+Blocking playlist reloads and preload-hint part requests wait on
+`wait_change(key)`, which every new part or segment of that source sets.
+With `hls.directory` set, complete segments, init segments and (non-LL)
+playlists are also written to disk for a CDN origin.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import trio
+
+from rtmp_ingest.bundle import Active, Inactive, StartMode
+from rtmp_ingest.outputs.hls import HlsSettings, SourceHls, multivariant, source_segment
+
+if TYPE_CHECKING:
+    from rtmp_ingest.server.daemon import Daemon
+
+log = logging.getLogger("rtmp_ingest.hls")
+
+Key = tuple[str, str]
+
+
+class HlsService:
+    def __init__(self, daemon: Daemon) -> None:
+        config = daemon.config.hls
+        self.daemon = daemon
+        self.enabled = config.enabled
+        self.settings = HlsSettings(segment_s=config.segment_s, part_s=config.part_s,
+                                    window_segments=config.window_segments)
+        self.linger_s = config.linger_s
+        self.directory = Path(config.directory) if config.directory else None
+        self.sources: dict[Key, SourceHls] = {}
+        self._changed: dict[Key, trio.Event] = {}
+        self._wake: dict[Key, trio.Event] = {}
+        self._nursery: trio.Nursery | None = None
+        self.requests = {"playlist": 0, "segment": 0, "part": 0, "init": 0, "blocked": 0}
+        self.bytes_out = 0
+        self.errors = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    # -- bundle events -------------------------------------------------------------------
+
+    def on_event(self, event: object) -> None:
+        if not self.enabled or self._nursery is None:
+            return
+        if isinstance(event, Active):
+            key = (event.stream_path, event.source_id)
+            source = self.sources.get(key)
+            if source is None or source.ended:
+                source = SourceHls(event.stream_path, event.source_id, self.settings,
+                                   event.timeline_origin_wall_s, lambda: self._notify(key))
+                self.sources[key] = source
+                self._nursery.start_soon(self._package, key, source)
+        elif isinstance(event, Inactive):
+            key = (event.stream_path, event.source_id)
+            source = self.sources.get(key)
+            if source is not None and not source.ended:
+                source.ended = True
+                if (wake := self._wake.get(key)) is not None:
+                    wake.set()
+
+    def _notify(self, key: Key) -> None:
+        event = self._changed.pop(key, None)
+        if event is not None:
+            event.set()
+
+    async def wait_change(self, key: Key) -> None:
+        """Returns at the next new part, segment or end of the source."""
+        event = self._changed.get(key)
+        if event is None:
+            event = self._changed[key] = trio.Event()
+        await event.wait()
+
+    async def _package(self, key: Key, source: SourceHls) -> None:
+        registry = self.daemon.registry
+        reader = registry.subscribe(key[0], key[1], start=StartMode.GOP)
+        log.info("hls start stream=%s sourceId=%r", *key)
+        failed = False
+        persisted: tuple[int, ...] = ()
+        try:
+            while True:
+                wake = self._wake[key] = trio.Event()
+                reader.set_wakeup(wake.set)
+                frames = reader.drain_nowait()
+                for out in frames:
+                    try:
+                        source.push(out)
+                    except Exception:  # noqa: BLE001 - one bad frame must not end the source's HLS
+                        self.errors += 1
+                        if not failed:
+                            failed = True
+                            log.exception("hls: packaging error stream=%s sourceId=%r (frame skipped)", *key)
+                if self.directory is not None and frames:
+                    signature = _complete_segments(source)
+                    if signature != persisted:
+                        persisted = signature
+                        await self._persist(source)
+                if source.ended:
+                    break
+                if not frames:
+                    await wake.wait()
+        finally:
+            reader.close()
+            self._wake.pop(key, None)
+            source.end()
+            self._notify(key)
+        if self.directory is not None:
+            await self._persist(source)
+        log.info("hls end stream=%s sourceId=%r", *key)
+        await trio.sleep(self.linger_s)
+        if self.sources.get(key) is source:
+            del self.sources[key]
+            if self.directory is not None:
+                await trio.to_thread.run_sync(_remove_tree, self._source_dir(source))
+
+    # -- lookups for the HTTP routes ---------------------------------------------------------
+
+    def stream_sources(self, stream_path: str) -> list[SourceHls]:
+        return sorted((s for (path, _), s in self.sources.items() if path == stream_path),
+                      key=lambda s: s.source_id)
+
+    def has_stream(self, stream_path: str) -> bool:
+        return any(path == stream_path and not s.ended and s.live_tracks()
+                   for (path, _), s in self.sources.items())
+
+    def multivariant(self, stream_path: str) -> str | None:
+        sources = [s for s in self.stream_sources(stream_path) if not s.ended]
+        if not any(s.live_tracks() for s in sources):
+            return None
+        default = "" if any(s.source_id == "" for s in sources) else None
+        return multivariant(sources, default)
+
+    # -- disk (CDN origin) -----------------------------------------------------------------
+
+    def _source_dir(self, source: SourceHls) -> Path:
+        assert self.directory is not None
+        return self.directory / source.stream_path / source_segment(source.source_id)
+
+    async def _persist(self, source: SourceHls) -> None:
+        """Writes what is new since the last call: complete segments, inits, playlists."""
+        base = self._source_dir(source)
+        writes: list[tuple[Path, bytes]] = []
+        keep: set[Path] = set()
+        for track in source.tracks.values():
+            if track.spec is None:
+                continue
+            folder = base / track.name
+            for init_id, data in track.inits.items():
+                path = folder / f"init-{init_id}.mp4"
+                keep.add(path)
+                if not path.exists():
+                    writes.append((path, data))
+            for segment in track.segments:
+                path = folder / f"seg-{segment.msn}.m4s"
+                keep.add(path)
+                if segment.data is not None and not path.exists():
+                    writes.append((path, segment.data))
+            writes.append((base / f"{track.name}.m3u8", track.playlist(low_latency=False).encode()))
+        sources = [s for s in self.stream_sources(source.stream_path) if not s.ended]
+        default = "" if any(s.source_id == "" for s in sources) else None
+        writes.append((self.directory / source.stream_path / "index.m3u8",  # type: ignore[operator]
+                       multivariant(sources, default).encode()))
+        await trio.to_thread.run_sync(_write_all, writes, base, keep)
+
+
+def _complete_segments(source: SourceHls) -> tuple[int, ...]:
+    return tuple(t.segments[-1].msn if t.segments else -1 for t in source.tracks.values())
+
+
+def _write_all(writes: list[tuple[Path, bytes]], base: Path, keep: set[Path]) -> None:
+    for path, data in writes:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    if base.exists():
+        for path in base.glob("*/*.m4s"):
+            if path not in keep:
+                path.unlink(missing_ok=True)
+
+
+def _remove_tree(base: Path) -> None:
+    if not base.exists():
+        return
+    for path in sorted(base.rglob("*"), reverse=True):
+        if path.is_dir():
+            path.rmdir()
+        else:
+            path.unlink(missing_ok=True)
+    base.rmdir()
