@@ -31,6 +31,7 @@ from urllib.parse import quote
 import attrs
 
 from rtmp_ingest.bundle import Frame, Media, OutputFrame, TrackInfo
+from rtmp_ingest.flv.codecs import flac_streaminfo
 from rtmp_ingest.outputs import fmp4
 from rtmp_ingest.outputs.samples import audio_frame_samples, codec_string, coded_payload, track_spec
 
@@ -68,6 +69,18 @@ class Segment:
     duration_s: float = 0.0
     data: bytes | None = None  #: set when complete
     parts_dropped: bool = False
+
+
+def config_key(codec: str, config: bytes) -> bytes:
+    """What of a configuration record makes a new init segment necessary.
+
+    FLAC encoders resend STREAMINFO at the end with frame sizes and the MD5
+    filled in; only rate, channels and sample size matter to a player.
+    """
+    if codec == "flac" and len(config) >= 34:
+        info = flac_streaminfo(config)
+        return info[10:13] + bytes((info[13] & 0xF0,))
+    return config
 
 
 def _pdt(unix_s: float) -> str:
@@ -121,7 +134,7 @@ class TrackHls:
 
     def configure(self, config: bytes) -> None:
         """A configuration record arrived; a different one starts a new init at the next frame."""
-        if config != self._config:
+        if config_key(self.codec, config) != config_key(self.codec, self._config):
             self._pending_config = config
             self._new_init = True
 
@@ -425,11 +438,14 @@ class SourceHls:
                 frame.track_id, media, self.settings, self.origin_wall_s, self._on_change)
         payload = coded_payload(frame)
         if payload is None:
-            self.frames_skipped += 1
+            if not frame.config:  #: config frames without a record (channel layouts) are no loss
+                self.frames_skipped += 1
             return
         if frame.config:
             track.configure(payload)
             return
+        if not payload:
+            return  #: an empty coded frame (an encoder's end-of-stream marker) is no sample
         track.push(frame, payload, out.dts_ms, self.info.get(frame.track_id), out.discontinuity)
 
     def end(self) -> None:

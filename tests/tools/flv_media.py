@@ -56,7 +56,8 @@ def encode_tags(seconds: float = 4.0, *, video: str | None = "h264", audio: str 
                 bframes: int = 0, audio_gaps: tuple[tuple[float, float], ...] = ()) -> tuple[Tag, ...]:
     """FLV tags of `seconds` of media (cached: tests share the encodes)."""
     buffer = io.BytesIO()
-    out = av.open(buffer, "w", format="flv")
+    # video is encoded before audio: let the interleaver hold everything (0 = no limit)
+    out = av.open(buffer, "w", format="flv", container_options={"max_interleave_delta": "0"})
     streams: list[Any] = []
     vstream = astream = None
     if video:

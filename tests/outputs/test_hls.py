@@ -1,0 +1,228 @@
+"""LL-HLS packaging of a source: what a player sees in the playlists and files."""
+
+from __future__ import annotations
+
+import datetime
+import io
+
+import attrs
+import av
+import m3u8
+import pytest
+
+from rtmp_ingest.bundle import Media, OutputFrame
+from rtmp_ingest.outputs.hls import HlsSettings, SourceHls, TrackHls, multivariant
+from tests.outputs.helpers import encoded, frames_of, output_frames
+from tests.tools.flv_media import encode_tags
+
+ORIGIN = 1_800_000_000.0  #: the source's timeline origin on the wall clock
+
+
+def package(outs: list[OutputFrame], *, settings: HlsSettings | None = None, source_id: str = "cam1",
+            origin: float = ORIGIN) -> SourceHls:
+    changes = []
+    source = SourceHls("live/s", source_id, settings or HlsSettings(), origin, lambda: changes.append(1))
+    for out in outs:
+        source.push(out)
+    return source
+
+
+def parse(text: str) -> m3u8.M3U8:
+    playlist = m3u8.loads(text)
+    return playlist
+
+
+def decode_track(track: TrackHls) -> list[tuple[int, int]]:
+    """(dts, pts) in ms of every packet of init + complete segments, as PyAV reads them."""
+    data = track.inits[track.segments[0].init_id] + b"".join(s.data for s in track.segments)
+    container = av.open(io.BytesIO(data), format="mp4")
+    out = []
+    for packet in container.demux():
+        if packet.dts is None:
+            continue
+        base = packet.stream.time_base
+        out.append((round(float(packet.dts * base) * 1000), round(float(packet.pts * base) * 1000)))
+        for _ in packet.stream.codec_context.decode(packet):
+            pass
+    container.close()
+    return out
+
+
+def test_segments_start_at_keyframes_after_the_target_and_parts_stay_under_the_part_target():
+    source = package(encoded(9.0, gop_s=1.0))
+    video = source.tracks["video0"]
+    playlist = parse(video.playlist())
+    assert playlist.target_duration == 2
+    assert playlist.server_control.can_block_reload == "YES"
+    assert playlist.part_inf.part_target == pytest.approx(0.2)
+    complete = [s for s in playlist.segments if s.uri]
+    assert len(complete) >= 3
+    for segment in complete:
+        assert segment.duration == pytest.approx(2.0, abs=0.001)
+    for segment in playlist.segments:
+        for part in segment.parts:
+            assert part.duration <= 0.2 + 1e-6
+        if segment.parts:
+            assert segment.parts[0].independent == "YES", "every segment starts with a keyframe part"
+    assert playlist.preload_hint.hint_type == "PART"
+
+
+def test_a_player_reads_init_plus_segments_with_the_timestamps_the_bundle_gave():
+    outs = encoded(7.0, bframes=2)
+    source = package(outs)
+    video = source.tracks["video0"]
+    got = decode_track(video)
+    sent = [(o.dts_ms, o.dts_ms + o.frame.cts_ms) for o in outs
+            if o.frame.media is Media.VIDEO and not o.frame.config]
+    assert got == sent[:len(got)]
+    assert len(got) > 100
+    audio = decode_track(source.tracks["audio0"])
+    dts = [d for d, _ in audio]
+    assert dts == sorted(dts) and len(dts) > 200
+
+
+def test_parts_concatenate_to_their_segment_and_every_listed_uri_is_fetchable():
+    source = package(encoded(9.0))
+    video = source.tracks["video0"]
+    playlist = parse(video.playlist())
+    for segment in video.segments:
+        if not segment.parts_dropped:
+            assert b"".join(p.data for p in segment.parts) == segment.data
+    for segment in playlist.segments:
+        for part in segment.parts:
+            msn, index = part.uri.rsplit("/part-", 1)[1][:-4].split(".")
+            assert video.part(int(msn), int(index)), part.uri
+        if segment.uri:
+            assert video.segment(int(segment.uri.rsplit("-", 1)[1][:-4])).data
+    assert 0 in video.inits
+
+
+def test_the_sliding_window_forgets_old_segments_and_never_lists_them():
+    settings = HlsSettings(window_segments=3)
+    source = package(encoded(16.0), settings=settings)
+    video = source.tracks["video0"]
+    playlist = parse(video.playlist())
+    complete = [s for s in playlist.segments if s.uri]
+    assert len(complete) == 3
+    first_msn = playlist.media_sequence
+    assert video.segment(first_msn - 1) is None
+    assert video.part(first_msn - 1, 0) is None
+    listed_parts = [p for s in playlist.segments for p in s.parts]
+    # parts are listed for the last few segments only, and those are fetchable
+    assert 0 < len(listed_parts) <= 4 * 10 + 10
+
+
+def test_blocking_reload_positions_and_the_preload_hint():
+    source = package(encoded(5.0))
+    video = source.tracks["video0"]
+    msn, part = video.last_position()
+    assert video.has(msn, part)
+    assert not video.has(msn, part + 1)
+    assert video.part_pending(msn, part + 1), "the hinted part is the one being made"
+    assert not video.part_pending(msn, part + 3)
+    assert video.has(msn - 1, None), "a complete earlier segment"
+    assert not video.has(msn, None)
+    hint = parse(video.playlist()).preload_hint.uri
+    assert hint.endswith(f"part-{msn}.{part + 1}.m4s")
+    video.end()
+    assert video.has(msn + 5, 0), "an ended playlist answers at once"
+    assert video.playlist().rstrip().endswith("#EXT-X-ENDLIST")
+    assert "PRELOAD-HINT" not in video.playlist()
+
+
+def test_a_codec_change_starts_a_new_init_with_a_discontinuity():
+    first = frames_of(encode_tags(4.0, gop_s=1.0, audio=None))
+    second = frames_of(encode_tags(4.0, gop_s=1.0, audio=None, size=(160, 90)), offset_ms=4000)
+    outs = output_frames(first + second)
+    source = package(outs)
+    video = source.tracks["video0"]
+    text = video.playlist()
+    assert text.count("#EXT-X-DISCONTINUITY\n") == 1
+    assert '#EXT-X-MAP:URI="video0/init-0.mp4"' in text and '#EXT-X-MAP:URI="video0/init-1.mp4"' in text
+    assert video.spec.width == 160
+    playlist = parse(text)
+    assert [s.discontinuity for s in playlist.segments].count(True) == 1
+
+
+def test_the_discontinuity_sequence_counts_discontinuities_that_left_the_window():
+    settings = HlsSettings(window_segments=2)
+    first = frames_of(encode_tags(4.0, audio=None))
+    second = frames_of(encode_tags(8.0, audio=None, size=(160, 90)), offset_ms=4000)
+    source = package(output_frames(first + second), settings=settings)
+    playlist = parse(source.tracks["video0"].playlist())
+    assert playlist.discontinuity_sequence == 1
+    assert not any(s.discontinuity for s in playlist.segments)
+    assert 0 not in source.tracks["video0"].inits, "the old init left with its segments"
+
+
+def test_audio_gaps_never_stall_segments_and_video_never_waits_for_audio():
+    outs = encoded(9.0, audio_gaps=((2.0, 5.0),))
+    source = package(outs)
+    audio = source.tracks["audio0"]
+    video = source.tracks["video0"]
+    last_video_ms = max(o.dts_ms for o in outs if o.frame.media is Media.VIDEO)
+    # video is packaged right up to its last frame, whatever audio did
+    assert video.current.start_ticks + sum(p.duration_s for p in video.current.parts) * 90_000 >= \
+        (last_video_ms - 250) * 90
+    playlist = parse(audio.playlist())
+    times = [s.program_date_time for s in playlist.segments if s.uri]
+    assert times == sorted(times)
+    assert any(b - a > datetime.timedelta(seconds=2.5) for a, b in zip(times, times[1:])), \
+        "the gap shows as a jump on the program clock, nothing is padded"
+
+
+def test_program_date_time_is_the_timeline_origin_plus_the_frame_time():
+    outs = encoded(5.0)
+    first_video_ms = next(o.dts_ms for o in outs if o.frame.media is Media.VIDEO and not o.frame.config)
+    source = package(outs, origin=ORIGIN)
+    playlist = parse(source.tracks["video0"].playlist())
+    first = playlist.segments[0].program_date_time.timestamp()
+    assert first == pytest.approx(ORIGIN + first_video_ms / 1000, abs=0.001)
+    assert playlist.segments[1].program_date_time.timestamp() == pytest.approx(first + 2.0, abs=0.001)
+
+
+def test_a_source_that_mp4_cannot_carry_is_skipped_without_harm():
+    outs = encoded(2.0)
+    odd = [attrs.evolve(o, frame=attrs.evolve(o.frame, codec="vp6")) if o.frame.media is Media.VIDEO else o
+           for o in outs]
+    source = package(odd)
+    assert source.tracks["video0"].spec is None
+    assert source.tracks["audio0"].segments, "audio is packaged all the same"
+    assert [t.name for t in source.live_tracks()] == ["audio0"]
+
+
+def test_the_multivariant_playlist_lists_every_source_as_a_rendition():
+    default = package(encoded(5.0), source_id="")
+    cam1 = package(encoded(5.0, size=(160, 90)), source_id="cam 1")
+    voice = package(output_frames(frames_of(encode_tags(5.0, video=None))), source_id="voice")
+    text = multivariant([default, cam1, voice], "")
+    playlist = parse(text)
+    video = [m for m in playlist.media if m.type == "VIDEO"]
+    audio = [m for m in playlist.media if m.type == "AUDIO"]
+    assert {m.name for m in video} == {"default", "cam 1"}
+    assert {m.name for m in audio} == {"default", "cam 1", "voice"}
+    assert [m.name for m in video if m.default == "YES"] == ["default"]
+    assert [m.name for m in audio if m.default == "YES"] == ["default"]
+    assert {m.uri for m in audio} == {"_/audio0.m3u8", "cam%201/audio0.m3u8", "voice/audio0.m3u8"}
+    (variant,) = playlist.playlists
+    assert variant.stream_info.resolution == (320, 180)
+    assert variant.stream_info.bandwidth > 100_000
+    assert variant.stream_info.codecs.startswith("avc1.") and "mp4a.40.2" in variant.stream_info.codecs
+    assert variant.uri == "_/video0.m3u8"
+    cam1.end()
+    assert "cam 1" not in multivariant([default, cam1, voice], "")
+
+
+def test_an_audio_only_stream_gets_an_audio_variant():
+    voice = package(output_frames(frames_of(encode_tags(5.0, video=None))), source_id="")
+    playlist = parse(multivariant([voice], ""))
+    (variant,) = playlist.playlists
+    assert variant.uri == "_/audio0.m3u8"
+    assert variant.stream_info.codecs == "mp4a.40.2"
+
+
+def test_a_source_playlist_uses_uris_relative_to_the_source():
+    cam = package(encoded(5.0), source_id="cam1")
+    playlist = parse(multivariant([cam], "cam1", prefix=False))
+    assert playlist.playlists[0].uri == "video0.m3u8"
+    assert {m.uri for m in playlist.media} == {"video0.m3u8", "audio0.m3u8"}
