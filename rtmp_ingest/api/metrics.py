@@ -75,6 +75,17 @@ class DaemonCollector:
                                   value=m.supersedes)
         yield GaugeMetricFamily("rtmp_ingest_event_subscribers", "Event-stream subscribers",
                                 value=daemon.hub.subscribers)
+        hls = daemon.hls
+        yield GaugeMetricFamily("rtmp_ingest_hls_sources", "Sources packaged as LL-HLS",
+                                value=sum(1 for s in hls.sources.values() if not s.ended))
+        requests = CounterMetricFamily("rtmp_ingest_hls_requests", "HLS requests by kind", labels=["kind"])
+        for kind, count in sorted(hls.requests.items()):
+            requests.add_metric([kind], count)
+        yield requests
+        yield CounterMetricFamily("rtmp_ingest_hls_bytes_out", "HLS segment, part and init bytes served",
+                                  value=hls.bytes_out)
+        yield CounterMetricFamily("rtmp_ingest_hls_errors", "Frames the HLS packager could not use",
+                                  value=hls.errors + sum(s.frames_skipped for s in hls.sources.values()))
 
 
 def make_registry(daemon: Daemon) -> CollectorRegistry:

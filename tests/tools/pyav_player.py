@@ -101,6 +101,8 @@ def _options(url: str) -> tuple[str | None, dict[str, str]]:
     # no "fflags nobuffer": with it libavformat drops the packets it read while
     # probing (the cached GOP's keyframe among them) and the decoder starts blind
     options = {"analyzeduration": "1000000", "probesize": "500000"}
+    if ".m3u8" in url:
+        return None, {"live_start_index": "-2"}
     if url.startswith("rtmp"):
         options["rtmp_live"] = "live"
         return None, options

@@ -1,0 +1,262 @@
+"""LL-HLS end to end: real publishers in, PyAV/ffprobe/m3u8 and plain HTTP out."""
+
+from __future__ import annotations
+
+import functools
+import io
+import shutil
+import struct
+import subprocess
+
+import av
+import httpx
+import m3u8
+import pytest
+import trio
+
+from tests.tools import clients, pyav_player
+from tests.tools.flv_media import encode_tags, publish_tags
+
+FAST = {"bundle": {"reconnect_grace_s": 1.5}, "hls": {"linger_s": 2.0, "window_segments": 12}}
+
+
+async def text(running, path, **params):
+    async with httpx.AsyncClient(base_url=running.http, timeout=15) as client:
+        response = await client.get(path, params=params)
+    return response
+
+
+def hls_live(running, stream, source_ids):
+    async def check():
+        response = await text(running, f"/hls/{stream}/index.m3u8")
+        if response.status_code != 200:
+            return None
+        playlist = m3u8.loads(response.text)
+        names = {m.name for m in playlist.media}
+        return playlist if set(source_ids) <= names else None
+    return check
+
+
+def segments_ready(running, path, count=2):
+    """ffmpeg's HLS reader only reads complete segments: wait for `count` of them."""
+    async def check():
+        response = await text(running, path)
+        return response.status_code == 200 and sum(1 for s in m3u8.loads(response.text).segments if s.uri) >= count
+    return check
+
+
+async def pyav_read(url, seconds):
+    return await trio.to_thread.run_sync(functools.partial(pyav_player.play, url, seconds),
+                                         abandon_on_cancel=True)
+
+
+def ffprobe_ok(url):
+    if not shutil.which("ffprobe"):
+        return True
+    result = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json", url],
+                            capture_output=True, text=True, timeout=30)
+    return result.returncode == 0 and '"codec_type"' in result.stdout
+
+
+async def test_three_sources_are_listed_played_and_dropped_when_one_ends(start_daemon, spawn):
+    running = await start_daemon(**FAST)
+    stream = "live/three"
+    with trio.fail_after(60):
+        cam1 = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 30))
+        cam2 = await spawn(clients.ffmpeg(running.url(stream, sourceId="cam2"), 30)) if clients.have("ffmpeg") \
+            else await spawn(clients.pyav(running.url(stream, sourceId="cam2"), 30))
+        voice = await spawn(clients.pyav(running.url(stream, sourceId="voice"), 30, "--video", "none",
+                                         "--audio-gaps"))
+        playlist = await running.wait_for(hls_live(running, stream, {"cam1", "cam2", "voice"}), 30)
+        video = {m.name for m in playlist.media if m.type == "VIDEO"}
+        audio = {m.name for m in playlist.media if m.type == "AUDIO"}
+        assert video == {"cam1", "cam2"} and audio == {"cam1", "cam2", "voice"}
+        assert playlist.playlists[0].stream_info.codecs.startswith("avc1.")
+        base = f"{running.http}/hls/{stream}"
+        for name, track in (("cam1", "video0"), ("cam2", "video0"), ("voice", "audio0")):
+            await running.wait_for(segments_ready(running, f"/hls/{stream}/{name}/{track}.m3u8"), 15)
+        results = {}
+
+        async def read(name, url):
+            results[name] = await pyav_read(url, 2.5)
+
+        async with trio.open_nursery() as nursery:
+            for name in ("cam1", "cam2"):
+                nursery.start_soon(read, name, f"{base}/{name}/video0.m3u8")
+            nursery.start_soon(read, "voice", f"{base}/voice/audio0.m3u8")
+        for name in ("cam1", "cam2"):
+            assert results[name].frames_decoded > 20, results[name].summary()
+            assert results[name].frame_sizes == {(320, 180)}
+        assert results["voice"].streams and results["voice"].error in (None, "end of stream"), \
+            results["voice"].summary()
+        urls = [f"{base}/index.m3u8", f"{base}/cam1/video0.m3u8", f"{base}/voice/audio0.m3u8",
+                f"{base}/cam2/index.m3u8"]
+        probes = await trio.to_thread.run_sync(lambda: [ffprobe_ok(u) for u in urls])
+        assert all(probes), dict(zip(urls, probes))
+        api = (await running.get(f"/api/v1/streams/{stream}")).json()
+        assert api["hls"].endswith(f"/hls/{stream}/index.m3u8")
+        cam = next(s for s in api["sources"] if s["sourceId"] == "cam1")
+        assert cam["urls"]["hls"].endswith(f"/hls/{stream}/cam1/index.m3u8")
+        assert {t["track"] for t in cam["hls"]["tracks"]} == {"video0", "audio0"}
+        cam2.kill()
+
+        async def cam2_gone():
+            response = await text(running, f"/hls/{stream}/index.m3u8")
+            return "cam2" not in response.text and "cam1" in response.text
+
+        await running.wait_for(cam2_gone, 15)
+        ended = await text(running, f"/hls/{stream}/cam2/video0.m3u8")
+        assert ended.status_code == 200 and "#EXT-X-ENDLIST" in ended.text, "an ended source's playlist ends"
+    metrics = (await running.get("/metrics")).text
+    assert "rtmp_ingest_hls_requests_total" in metrics
+    cam1.kill()
+    voice.kill()
+
+
+def _video_timestamps(init: bytes, segments: list[bytes]) -> list[int]:
+    container = av.open(io.BytesIO(init + b"".join(segments)), format="mp4")
+    out = [packet.dts for packet in container.demux(video=0) if packet.dts is not None]
+    container.close()
+    return out
+
+
+async def test_segment_timestamps_stay_monotonic_across_a_supersede_and_a_reconnect(start_daemon, spawn):
+    running = await start_daemon(**FAST)
+    stream = "live/cont"
+    with trio.fail_after(60):
+        first = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 30))
+        await running.wait_for(hls_live(running, stream, {"cam1"}), 20)
+        await trio.sleep(3)
+        second = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 30))  # supersede
+
+        async def superseded():
+            return (await running.sources(stream)).get("cam1", {}).get("supersedeCount", 0) >= 1
+        await running.wait_for(superseded, 15)
+        await trio.sleep(3)
+        second.kill()  # connection lost; a new encoder comes back inside the grace period
+        await trio.sleep(0.3)
+        third = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 30))
+        await running.wait_for(lambda: _reconnected(running, stream), 15)
+        await trio.sleep(4.5)
+        response = await text(running, f"/hls/{stream}/cam1/video0.m3u8")
+        playlist = m3u8.loads(response.text)
+        assert "#EXT-X-ENDLIST" not in response.text, "the source never ended for HLS viewers"
+        assert not any(s.discontinuity for s in playlist.segments), "same encoder settings: no discontinuity"
+        init = (await text(running, f"/hls/{stream}/cam1/video0/init-0.mp4")).content
+        segments = [(await text(running, f"/hls/{stream}/cam1/{s.uri}")).content
+                    for s in playlist.segments if s.uri]
+        first.kill()
+        third.kill()
+    assert len(segments) >= 4
+    dts = _video_timestamps(init, segments)
+    steps = [b - a for a, b in zip(dts, dts[1:])]
+    assert min(steps) > 0, "decode timestamps strictly increase"
+    assert max(steps) <= 90_000 * 0.7, "no jump over the switches (reconnect gap at most)"
+
+
+async def _reconnected(running, stream):
+    source = (await running.sources(stream)).get("cam1")
+    return source and source["state"] == "live"
+
+
+def _first_pdt(text_: str):
+    return next(s.program_date_time for s in m3u8.loads(text_).segments if s.program_date_time)
+
+
+async def test_program_date_times_of_two_sources_started_five_seconds_apart_differ_by_five_seconds(running):
+    stream = "live/clock"
+    tags = encode_tags(9.0, gop_s=1.0)
+    with trio.fail_after(40):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(publish_tags, running.rtmp_port, f"{stream}?sourceId=a", tags))
+            await trio.sleep(5.0)
+            nursery.start_soon(functools.partial(publish_tags, running.rtmp_port, f"{stream}?sourceId=b", tags))
+            await running.wait_for(hls_live(running, stream, {"a", "b"}), 10)
+            await trio.sleep(2.5)
+            a = (await text(running, f"/hls/{stream}/a/video0.m3u8")).text
+            b = (await text(running, f"/hls/{stream}/b/video0.m3u8")).text
+            nursery.cancel_scope.cancel()
+    # both first segments start at each source's first keyframe: the same media position
+    first_a = m3u8.loads(a).segments[0].program_date_time
+    first_b = m3u8.loads(b).segments[0].program_date_time
+    offset = (first_b - first_a).total_seconds()
+    assert abs(offset - 5.0) <= 0.04, offset  # one frame at 25 fps
+
+
+def _tfdt_and_durations(part: bytes) -> tuple[int, list[int]]:
+    at = 8 + 16 + 8  #: moof, mfhd, traf header
+    at += 16  #: tfhd
+    base = struct.unpack_from(">Q", part, at + 12)[0]
+    at += 20
+    count = struct.unpack_from(">I", part, at + 12)[0]
+    durations = [struct.unpack_from(">I", part, at + 20 + 16 * i)[0] for i in range(count)]
+    return base, durations
+
+
+async def test_a_blocking_reload_returns_within_one_part_of_its_last_frame(running):
+    stream = "live/block"
+    tags = encode_tags(8.0, gop_s=1.0)
+    sent: dict[int, float] = {}
+
+    def on_sent(tag, at):
+        if tag.kind == 9 and tag.body[1] == 1:
+            sent[tag.ts_ms] = at
+
+    delays = []
+    with trio.fail_after(40):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(publish_tags, running.rtmp_port, f"{stream}?sourceId=cam",
+                                                 tags, on_sent=on_sent))
+            url = f"/hls/{stream}/cam/video0.m3u8"
+            await running.wait_for(segments_ready(running, url, 1), 10)
+            first_ts = min(sent)
+            async with httpx.AsyncClient(base_url=running.http, timeout=10) as client:
+                playlist = m3u8.loads((await client.get(url)).text)
+                first_segment = playlist.segments[0]
+                init_first = first_segment.parts[0].uri if first_segment.parts else None
+                assert init_first is not None
+                base0, _ = _tfdt_and_durations((await client.get(f"/hls/{stream}/cam/{init_first}")).content)
+                for _ in range(12):
+                    hint = m3u8.loads((await client.get(url)).text).preload_hint.uri
+                    msn, index = hint.rsplit("part-", 1)[1][:-4].split(".")
+                    response = await client.get(url, params={"_HLS_msn": msn, "_HLS_part": index})
+                    answered = trio.current_time()
+                    assert response.status_code == 200
+                    got = m3u8.loads(response.text)
+                    part_uri = next((p.uri for s in got.segments for p in s.parts if p.uri.endswith(f"part-{msn}.{index}.m4s")), None)
+                    if part_uri is None:
+                        continue  #: the segment ended before that part; the next segment's part 0 came
+                    part = (await client.get(f"/hls/{stream}/cam/{part_uri}")).content
+                    base, durations = _tfdt_and_durations(part)
+                    last_ms = first_ts + round((base + sum(durations[:-1]) - base0) / 90)
+                    assert last_ms in sent, (last_ms, sorted(sent)[-5:])
+                    delays.append(answered - sent[last_ms])
+            nursery.cancel_scope.cancel()
+    assert len(delays) >= 8
+    assert max(delays) <= 0.2, delays  # one part duration
+    assert min(delays) >= 0
+
+
+async def test_hls_errors_are_clear_4xx(running, spawn):
+    assert (await text(running, "/hls/live/nothing/index.m3u8")).status_code == 404
+    stream = "live/errors"
+    with trio.fail_after(30):
+        cam = await spawn(clients.pyav(running.url(stream, sourceId="cam"), 15))
+        url = f"/hls/{stream}/cam/video0.m3u8"
+        await running.wait_for(segments_ready(running, url, 1), 20)
+        bad = await text(running, url, _HLS_msn="x")
+        assert bad.status_code == 400 and "_HLS_msn" in bad.json()["error"]
+        far = await text(running, url, _HLS_msn="99999999999999", _HLS_part="0")
+        assert far.status_code == 400
+        assert (await text(running, f"/hls/{stream}/cam/video0/seg-1.m4s")).status_code == 404
+        assert (await text(running, f"/hls/{stream}/cam/video0/nonsense.txt")).status_code == 404
+        assert (await text(running, f"/hls/{stream}/cam/video7.m3u8")).status_code == 404
+        ok = await text(running, url)
+        assert ok.headers["content-type"].startswith("application/vnd.apple.mpegurl")
+        assert ok.headers["cache-control"] == "no-cache"
+        segment = next(s.uri for s in m3u8.loads(ok.text).segments if s.uri)
+        media = await text(running, f"/hls/{stream}/cam/{segment}")
+        assert media.status_code == 200 and "max-age" in media.headers["cache-control"]
+        cors = await text(running, url)
+        cam.kill()
+    assert cors.status_code == 200
