@@ -6,6 +6,7 @@
     rtmp-ingest token create --stream PATTERN [--multisource] [--source-id ID]...
                              [--network CIDR]... [--ttl 24h] [--label TEXT]
     rtmp-ingest token inspect TOKEN
+    rtmp-ingest export PATH [--from TIME] [--to TIME] --out FILE.mkv [--config FILE] [--data-dir DIR]
 
 A bad configuration prints one line naming the key and exits 2.
 """
@@ -50,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="stream path or pattern with * (repeatable)")
     create.add_argument("--multisource", action="store_true", help="allow sourceId (multisource)")
     create.add_argument("--source-id", action="append", metavar="ID", help="allowed sourceId (repeatable)")
+    create.add_argument("--record", action=argparse.BooleanOptionalAction, default=None,
+                        help="record this token's feeds (default: the app's [apps] record setting)")
     create.add_argument("--network", action="append", metavar="CIDR", help="allowed client network")
     create.add_argument("--ttl", help="lifetime, e.g. 90m, 24h, 7d (default: no expiry)")
     create.add_argument("--label", default="", help="label shown in logs and the API")
@@ -57,7 +60,71 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("token")
     inspect.add_argument("--config", help="TOML file (for auth.secret / data_dir)")
     inspect.add_argument("--data-dir", help="data directory (holds the generated secret)")
+    export = sub.add_parser("export", help="mux every source's recordings of a time range into one file")
+    export.add_argument("path", help="stream path, e.g. live/show")
+    export.add_argument("--from", dest="start", help="range start: ISO 8601 time, Unix seconds, or -10m "
+                                                  "(before now); default: the first recording")
+    export.add_argument("--to", dest="end", help="range end (same forms); default: the last recording")
+    export.add_argument("--out", required=True, help="output file (.mkv)")
+    export.add_argument("--config", help="TOML file (for record.directory / data_dir)")
+    export.add_argument("--data-dir", help="data directory")
+    export.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_time(text: str, *, now: float) -> float:
+    """ISO 8601 (naive = UTC), Unix seconds, or a duration before now (-90s, -10m, -2h)."""
+    text = text.strip()
+    if text.startswith("-") and text[-1:] in _UNITS and text[1:-1].replace(".", "", 1).isdigit():
+        return now - float(text[1:-1]) * _UNITS[text[-1]]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    import datetime  # noqa: PLC0415
+
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 time, Unix seconds or -DURATION") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
+def _export(args: argparse.Namespace, config: config_mod.Config) -> int:
+    from rtmp_ingest.outputs.export import ExportError, export  # noqa: PLC0415 - PyAV only here
+
+    root = Path(config.record.directory) if config.record.directory else Path(config.data_dir) / "recordings"
+    now = time.time()
+    try:
+        start = parse_time(args.start, now=now) if args.start else None
+        end = parse_time(args.end, now=now) if args.end else None
+    except ValueError as exc:
+        print(f"rtmp-ingest: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    show = not args.quiet and sys.stderr.isatty()
+
+    def progress(fraction: float) -> None:
+        if show or fraction >= 1.0 and not args.quiet:
+            width = 30
+            done = round(fraction * width)
+            print(f"\rexport [{'#' * done}{'.' * (width - done)}] {fraction * 100:5.1f}%",
+                  end="\n" if fraction >= 1.0 else "", file=sys.stderr, flush=True)
+
+    try:
+        result = export(root, args.path.strip("/"), Path(args.out), start_unix=start, end_unix=end,
+                        progress=progress)
+    except ExportError as exc:
+        print(f"rtmp-ingest: export: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"out": str(result.path), "tracks": list(result.tracks), "packets": result.packets,
+                      "filesRead": result.files_read, "from": result.start_unix, "to": result.end_unix,
+                      "firstPacketMs": result.first_ms}, indent=2))
+    return 0
 
 
 def _load(args: argparse.Namespace) -> config_mod.Config:
@@ -122,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     if args.command == "token":
         return _token(args, config)
+    if args.command == "export":
+        return _export(args, config)
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("hypercorn").setLevel(logging.WARNING)
@@ -144,6 +213,8 @@ def _token(args: argparse.Namespace, config: config_mod.Config) -> int:
                                 "label": args.label}
         if args.source_id:
             body["sourceIds"] = args.source_id
+        if args.record is not None:
+            body["record"] = args.record
         if args.network:
             body["networks"] = args.network
         if args.ttl:

@@ -49,6 +49,8 @@ class TokenClaims:
     expires_at: float | None = None  #: unix time
     issued_at: float = 0.0
     label: str = ""
+    #: record the feeds of this token (None: the app's setting decides)
+    record: bool | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -56,6 +58,7 @@ class TokenClaims:
             "sourceIds": list(self.source_ids) if self.source_ids is not None else None,
             "networks": list(self.networks) if self.networks is not None else None,
             "expiresAt": self.expires_at, "issuedAt": self.issued_at, "label": self.label,
+            "record": self.record,
         }
 
 
@@ -88,6 +91,8 @@ def mint(claims: TokenClaims, secret: bytes) -> str:
         body["exp"] = int(claims.expires_at)
     if claims.label:
         body["l"] = claims.label
+    if claims.record is not None:
+        body["rec"] = int(claims.record)
     payload = _b64(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
     message = f"{PREFIX}.{payload}"
     return f"{message}.{_sign(secret, message)}"
@@ -118,6 +123,7 @@ def decode(token: str, secret: bytes) -> TokenClaims:
             expires_at=float(body["exp"]) if "exp" in body else None,
             issued_at=float(body.get("iat", 0)),
             label=str(body.get("l", "")),
+            record=bool(body["rec"]) if "rec" in body else None,
         )
     except (ValueError, KeyError, TypeError):
         raise TokenError("malformed token claims") from None

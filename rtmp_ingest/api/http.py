@@ -274,6 +274,9 @@ def claims_from_request(body: dict[str, Any], *, now: float | None = None) -> to
     multisource = body.get("multisource", False)
     if not isinstance(multisource, bool):
         raise ValueError("'multisource' must be true or false")
+    record = body.get("record")
+    if record is not None and not isinstance(record, bool):
+        raise ValueError("'record' must be true, false or null (the app's setting)")
     label = body.get("label", "")
     if not isinstance(label, str) or len(label) > 128:
         raise ValueError("'label' must be a string of at most 128 characters")
@@ -289,6 +292,7 @@ def claims_from_request(body: dict[str, Any], *, now: float | None = None) -> to
         token_id=tokens.new_token_id(), streams=streams, multisource=multisource,
         source_ids=_string_list(body, "sourceIds"), networks=networks,
         expires_at=float(expires_at) if expires_at is not None else None, issued_at=now, label=label,
+        record=record,
     )
 
 

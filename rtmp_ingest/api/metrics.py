@@ -84,6 +84,15 @@ class DaemonCollector:
         yield requests
         yield CounterMetricFamily("rtmp_ingest_hls_bytes_out", "HLS segment, part and init bytes served",
                                   value=hls.bytes_out)
+        record = daemon.recorder.statistics()
+        yield GaugeMetricFamily("rtmp_ingest_record_sources", "Sources being recorded",
+                                value=record["recording"])
+        yield CounterMetricFamily("rtmp_ingest_record_bytes", "Bytes written to recordings",
+                                  value=record["bytesWritten"])
+        yield CounterMetricFamily("rtmp_ingest_record_files_deleted", "Recordings deleted by retention",
+                                  value=record["filesDeleted"])
+        yield CounterMetricFamily("rtmp_ingest_record_errors", "Recording write errors",
+                                  value=record["errors"])
         yield CounterMetricFamily("rtmp_ingest_hls_errors", "Frames the HLS packager could not use",
                                   value=hls.errors + sum(s.frames_skipped for s in hls.sources.values()))
 

@@ -217,7 +217,7 @@ class TrackHls:
 
     def _start_init(self, frame: Frame, info: TrackInfo | None) -> bool:
         config = self._pending_config or self._config
-        spec = track_spec(1, frame, config, info)
+        spec = track_spec(1, frame.media, frame.codec, config, info)
         if spec is None:
             if self.spec is None and not self.ended:
                 log.info("hls: track %s codec %s cannot be packaged as fMP4; skipped", self.name, frame.codec)

@@ -85,12 +85,12 @@ def codec_string(codec: str, config: bytes) -> str:
             "mp3": "mp4a.40.34"}.get(codec, codec)
 
 
-def track_spec(track_number: int, frame: Frame, config: bytes, info: TrackInfo | None) -> TrackSpec | None:
-    """The TrackSpec of a track whose first coded frame is `frame`; None if MP4 cannot carry it."""
-    codec = frame.codec
+def track_spec(track_number: int, media: Media, codec: str, config: bytes,
+               info: TrackInfo | None) -> TrackSpec | None:
+    """The TrackSpec of a track from its configuration record; None if MP4 cannot carry it."""
     if codec not in SUPPORTED:
         return None
-    if frame.media is Media.VIDEO:
+    if media is Media.VIDEO:
         if codec in ("h264", "hevc", "av1") and not config:
             return None
         width = info.width if info and info.width else 0

@@ -33,6 +33,7 @@ from rtmp_ingest.config import Config, parse_host_port
 from rtmp_ingest.outputs.hls import source_segment
 from rtmp_ingest.server.events import EventHub
 from rtmp_ingest.server.hls import HlsService
+from rtmp_ingest.server.record import RecorderService
 from rtmp_ingest.server.play import Player
 from rtmp_ingest.server.rtmp import RtmpSession
 
@@ -91,6 +92,7 @@ class Daemon:
         self._listener_scopes: list[trio.CancelScope] = []
         self.bound: Bound | None = None
         self.hls = HlsService(self)
+        self.recorder = RecorderService(self)
 
     # -- tokens ----------------------------------------------------------------------
 
@@ -214,6 +216,7 @@ class Daemon:
                      f" sourceId={source!r}" if source is not None else "")
         self.hub.publish(event, wall_origin_s=self.registry.wall_origin_s)
         self.hls.on_event(event)
+        self.recorder.on_event(event)
 
     async def _clock(self) -> None:
         """Calls registry.tick when a grace period expires."""
@@ -271,6 +274,7 @@ class Daemon:
                         "Set [auth] mode = \"token\" for production.")
         async with trio.open_nursery() as nursery:
             await nursery.start(self.hls.run)
+            await nursery.start(self.recorder.run)
             nursery.start_soon(self._pump_events)
             nursery.start_soon(self._clock)
             rtmp_host, rtmp_port = parse_host_port(config.rtmp.listen, key="rtmp.listen")
@@ -325,6 +329,10 @@ class Daemon:
         with trio.move_on_after(SHUTDOWN_TIMEOUT_S):
             while self.sessions:
                 await trio.sleep(0.05)
+        self.recorder.close_all()
+        with trio.move_on_after(SHUTDOWN_TIMEOUT_S):
+            while self.recorder.recordings:
+                await trio.sleep(0.02)
         await self.hub.aclose()
 
 

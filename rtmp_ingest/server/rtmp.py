@@ -63,6 +63,8 @@ class RtmpSession:
         self.conn = ServerConnection(limits=daemon.config.rtmp.limits())
         self.lock = trio.StrictFIFOLock()
         self.feed: Feed | None = None
+        #: whether this publisher's feeds are recorded (app setting, or the token's claim)
+        self.record = False
         self.publish_stream_id: int | None = None
         self.stream_path = ""
         self.source_id = ""
@@ -289,6 +291,7 @@ class RtmpSession:
                          f"priority must be an integer, got {priority_text!r}.")
             return
         app_multisource = daemon.config.app(address.app).multisource
+        record = daemon.config.app(address.app).record
         if daemon.config.auth.mode == "open":
             permissions = Permissions(app_multisource=app_multisource, token_multisource=True)
         else:
@@ -303,6 +306,8 @@ class RtmpSession:
             except TokenError as exc:
                 self._refuse(event.stream_id, CODE_REJECTED, "bad-token", f"Publish refused: {exc}.")
                 return
+            if claims.record is not None:
+                record = claims.record
             permissions = Permissions(
                 app_multisource=app_multisource, token_multisource=claims.multisource,
                 allowed_source_ids=frozenset(claims.source_ids) if claims.source_ids is not None else None,
@@ -319,6 +324,7 @@ class RtmpSession:
         assert isinstance(result, Admitted)
         self.conn.accept_publish(event.stream_id)
         self.feed = result.feed
+        self.record = record
         self.publish_stream_id = event.stream_id
         daemon.feed_started(self)
         self._deadline.deadline = trio.current_time() + daemon.config.rtmp.idle_timeout_s

@@ -1,0 +1,298 @@
+"""Recording: each source of a stream to fragmented MP4 files, with a manifest per stream.
+
+`SourceRecording` takes a source's frames from the bundle (one output
+timeline, so it continues across supersedes and reconnects) and writes them
+to `<root>/<stream path>/<source>/<UTC start>.mp4`: an init segment, then one
+self-contained `moof`+`mdat` fragment per `fragment_s` of media, so a file is
+playable up to its last complete fragment even after a `kill -9`. A new file
+starts at the first keyframe after `file_s`, and when a track's codec or
+parameters change or a track appears (a file's tracks are fixed by its init).
+
+`Manifest` is `<root>/<stream path>/manifest.json`: every file of the stream
+with its start and end on the stream's common clock (Unix seconds: the
+source's timeline origin plus the media time, the clock EXT-X-PROGRAM-DATE-TIME
+uses), its tracks and the feeds that produced it. It is rewritten atomically
+whenever a file opens, closes or a new feed takes over the source.
+`apply_retention` deletes files past `max_age_s` and the oldest beyond
+`max_total_bytes`. `rtmp-ingest export` (outputs/export.py) reads all of it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from rtmp_ingest.bundle import Media, OutputFrame, TrackInfo
+from rtmp_ingest.outputs import fmp4
+from rtmp_ingest.outputs.hls import config_key, source_segment
+from rtmp_ingest.outputs.samples import audio_frame_samples, coded_payload, track_spec
+
+log = logging.getLogger("rtmp_ingest.record")
+
+MANIFEST = "manifest.json"
+
+
+@attrs.frozen(kw_only=True)
+class RecordSettings:
+    file_s: float = 600.0
+    fragment_s: float = 1.0
+
+
+def iso(unix_s: float | None) -> str | None:
+    if unix_s is None:
+        return None
+    moment = datetime.datetime.fromtimestamp(unix_s, datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Manifest:
+    """The manifest of one stream's recordings (shared by its sources)."""
+
+    def __init__(self, root: Path, stream_path: str) -> None:
+        self.folder = root / stream_path
+        self.path = self.folder / MANIFEST
+        self.stream_path = stream_path
+        self.files: list[dict[str, Any]] = []
+        if self.path.exists():
+            try:
+                self.files = json.loads(self.path.read_text("utf-8")).get("files", [])
+            except (OSError, ValueError):
+                log.warning("record: unreadable manifest %s; starting a new one", self.path)
+                self.files = []
+
+    def save(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        body = {"stream": self.stream_path, "clock": "unix seconds (UTC), common to the stream's sources",
+                "files": self.files}
+        temporary = self.path.with_name(MANIFEST + ".tmp")
+        temporary.write_text(json.dumps(body, indent=1), "utf-8")
+        os.replace(temporary, self.path)
+
+
+@attrs.define
+class _Track:
+    number: int
+    spec: fmp4.TrackSpec
+    key: bytes
+    samples: list[tuple[int, int, bytes, bool]] = attrs.Factory(list)  #: (dts ms, cts ms, data, key)
+    last_duration: int = 0
+
+
+class SourceRecording:
+    """Writes one source's frames to rotating fMP4 files."""
+
+    def __init__(self, root: Path, stream_path: str, source_id: str, settings: RecordSettings,
+                 origin_wall_s: float, manifest: Manifest) -> None:
+        self.folder = root / stream_path / source_segment(source_id)
+        self.root = root
+        self.stream_path = stream_path
+        self.source_id = source_id
+        self.settings = settings
+        self.origin_wall_s = origin_wall_s
+        self.manifest = manifest
+        self.configs: dict[str, bytes] = {}
+        self.codecs: dict[str, tuple[Media, str]] = {}
+        self.info: dict[str, TrackInfo] = {}
+        self.has_video = False
+        self.feeds: list[dict[str, Any]] = []
+        self.bytes_written = 0
+        self.files_written = 0
+        self.frames_dropped = 0
+        self._file: Any = None
+        self._entry: dict[str, Any] | None = None
+        self._tracks: dict[str, _Track] = {}
+        self._file_start_ms = 0
+        self._fragment_start_ms: int | None = None
+        self._last_ms = 0
+        self._sequence = 1
+        self._rotate = False
+
+    # -- input -----------------------------------------------------------------------------
+
+    def feed_changed(self, feed_id: int, remote_addr: str, at_unix_s: float) -> None:
+        feed = {"feedId": feed_id, "remoteAddr": remote_addr, "from": round(at_unix_s, 3)}
+        self.feeds.append(feed)
+        if self._entry is not None:
+            self._entry["feeds"].append(feed)
+            self.manifest.save()
+
+    def push(self, out: OutputFrame) -> None:
+        frame = out.frame
+        if frame.media is Media.DATA:
+            return
+        if frame.track_info is not None:
+            self.info[frame.track_id] = frame.track_info
+        payload = coded_payload(frame)
+        if payload is None:
+            return
+        track_id = frame.track_id
+        if frame.config:
+            if frame.media is Media.VIDEO:
+                self.has_video = True
+            old = self._tracks.get(track_id)
+            self.configs[track_id] = payload
+            self.codecs[track_id] = (frame.media, frame.codec)
+            if old is not None and config_key(frame.codec, payload) != old.key:
+                self._rotate = True
+            return
+        if not payload:
+            return
+        if frame.media is Media.VIDEO:
+            self.has_video = True
+        self.codecs.setdefault(track_id, (frame.media, frame.codec))
+        dts = out.dts_ms
+        boundary = frame.keyframe if frame.media is Media.VIDEO else not self.has_video
+        if self._file is None:
+            if not boundary:
+                self.frames_dropped += 1
+                return
+            self._open(frame, dts)
+        elif boundary and (self._rotate or track_id not in self._tracks
+                           or dts - self._file_start_ms >= self.settings.file_s * 1000):
+            self.close_file()
+            self._open(frame, dts)
+        track = self._tracks.get(track_id)
+        if track is None:
+            self.frames_dropped += 1  #: a track that appeared mid-file waits for the next file
+            return
+        if self._fragment_start_ms is None:
+            self._fragment_start_ms = dts
+        track.samples.append((dts, frame.cts_ms, payload, frame.keyframe))
+        self._last_ms = max(self._last_ms, dts)
+        if dts - self._fragment_start_ms >= self.settings.fragment_s * 1000:
+            self._flush()
+
+    # -- files -----------------------------------------------------------------------------
+
+    def _open(self, first: Any, dts_ms: int) -> None:
+        tracks: dict[str, _Track] = {}
+        for track_id, (media, codec) in sorted(self.codecs.items()):
+            config = self.configs.get(track_id, b"")
+            spec = track_spec(len(tracks) + 1, media, codec, config, self.info.get(track_id))
+            if spec is not None:
+                tracks[track_id] = _Track(len(tracks) + 1, spec, config_key(codec, config))
+        if first.track_id not in tracks:
+            self.frames_dropped += 1  #: MP4 cannot carry it
+            return
+        start_unix = self.origin_wall_s + dts_ms / 1000
+        name = datetime.datetime.fromtimestamp(start_unix, datetime.UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z.mp4"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / name
+        self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - lives until the file rotates
+        init = fmp4.init_segment([t.spec for t in tracks.values()])
+        self._file.write(init)
+        self._tracks = tracks
+        self._file_start_ms = dts_ms
+        self._fragment_start_ms = None
+        self._last_ms = dts_ms
+        self._rotate = False
+        self.bytes_written += len(init)
+        self.files_written += 1
+        self._entry = {
+            "file": str(path.relative_to(self.root)), "sourceId": self.source_id,
+            "start": round(start_unix, 3), "startIso": iso(start_unix), "end": None, "endIso": None,
+            "bytes": len(init),
+            "tracks": [{"trackId": tid, "mp4TrackId": t.number, "media": t.spec.media, "codec": t.spec.codec,
+                        "width": t.spec.width or None, "height": t.spec.height or None,
+                        "sampleRate": t.spec.sample_rate or None,
+                        "channels": t.spec.channels if t.spec.media == "audio" else None}
+                       for tid, t in tracks.items()],
+            "feeds": list(self.feeds[-1:]),
+        }
+        self.manifest.files.append(self._entry)
+        self.manifest.save()
+        log.info("record start stream=%s sourceId=%r file=%s", self.stream_path, self.source_id, path)
+
+    def _flush(self) -> None:
+        if self._file is None:
+            return
+        runs = []
+        for track in self._tracks.values():
+            if not track.samples:
+                continue
+            scale = track.spec.timescale
+            rows = track.samples
+            ticks = [(dts - self._file_start_ms) * scale // 1000 for dts, _, _, _ in rows]
+            samples = []
+            for i, (_, cts, data, key) in enumerate(rows):
+                if i + 1 < len(rows):
+                    duration = ticks[i + 1] - ticks[i]
+                else:
+                    duration = (audio_frame_samples(track.spec.codec, data, scale) if track.spec.media == "audio"
+                                else None) or track.last_duration or scale // 30
+                track.last_duration = duration if i + 1 < len(rows) else track.last_duration
+                samples.append(fmp4.Sample(data, max(duration, 0), key, cts * scale // 1000))
+            if len(rows) > 1:
+                track.last_duration = ticks[-1] - ticks[-2]
+            runs.append((track.number, max(ticks[0], 0), samples))
+            track.samples = []
+        self._fragment_start_ms = None
+        if not runs:
+            return
+        data = fmp4.fragment(self._sequence, runs)
+        self._sequence += 1
+        self._file.write(data)
+        self.bytes_written += len(data)
+        if self._entry is not None:
+            self._entry["bytes"] += len(data)
+
+    def close_file(self) -> None:
+        if self._file is None:
+            return
+        self._flush()
+        self._file.close()
+        self._file = None
+        self._tracks = {}
+        if self._entry is not None:
+            end = self.origin_wall_s + self._last_ms / 1000
+            self._entry["end"] = round(end, 3)
+            self._entry["endIso"] = iso(end)
+            self.manifest.save()
+            log.info("record end stream=%s sourceId=%r file=%s bytes=%d", self.stream_path, self.source_id,
+                     self._entry["file"], self._entry["bytes"])
+        self._entry = None
+
+    @property
+    def current_file(self) -> str | None:
+        return self._entry["file"] if self._entry is not None else None
+
+
+def apply_retention(root: Path, *, max_age_s: float, max_total_bytes: int, now_unix: float,
+                    active: set[str]) -> list[str]:
+    """Deletes recordings past the limits (never a file being written); returns what it deleted."""
+    manifests = [Manifest(root, str(p.parent.relative_to(root))) for p in root.rglob(MANIFEST)]
+    closed: list[tuple[float, Manifest, dict[str, Any]]] = []
+    total = 0
+    for manifest in manifests:
+        for entry in manifest.files:
+            path = root / entry["file"]
+            size = path.stat().st_size if path.exists() else 0
+            total += size
+            if entry["file"] in active:
+                continue
+            end = entry.get("end") or (path.stat().st_mtime if path.exists() else entry["start"])
+            closed.append((end, manifest, entry))
+    closed.sort(key=lambda item: item[0])
+    doomed: list[tuple[Manifest, dict[str, Any]]] = []
+    for end, manifest, entry in closed:
+        path = root / entry["file"]
+        size = path.stat().st_size if path.exists() else 0
+        too_old = max_age_s > 0 and now_unix - end > max_age_s
+        too_big = max_total_bytes > 0 and total > max_total_bytes
+        if too_old or too_big:
+            doomed.append((manifest, entry))
+            total -= size
+    deleted = []
+    for manifest, entry in doomed:
+        (root / entry["file"]).unlink(missing_ok=True)
+        manifest.files.remove(entry)
+        deleted.append(entry["file"])
+    for manifest in {id(m): m for m, _ in doomed}.values():
+        manifest.save()
+    return deleted
