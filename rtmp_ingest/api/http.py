@@ -89,7 +89,12 @@ class Api:
         def extra(path: str, source_id: str) -> dict[str, Any]:
             players = self.daemon.players_of(path, source_id)
             hls = self.daemon.hls.sources.get((path, source_id))
+            recording = self.daemon.recorder.recordings.get((path, source_id))
             return {
+                "record": None if recording is None else {
+                    "file": recording.current_file, "bytesWritten": recording.bytes_written,
+                    "filesWritten": recording.files_written,
+                },
                 "hls": None if hls is None else {
                     "tracks": [{"track": t.name, "codecs": t.codecs_attr, "segments": len(t.segments),
                                 "bandwidth": t.bandwidth(), "targetDuration": t.target_duration,

@@ -61,12 +61,17 @@ def describe_config(codec: str, data: bytes) -> dict[str, object]:
             profile = data[1] >> 5
             return {"profile": AV1_PROFILES.get(profile, str(profile)), "level": data[1] & 0x1F}
         if codec == "vp9" and len(data) >= 6:
-            offset = 4 if data[0] == 1 else 0  #: vpcC box version/flags may precede
+            #: vpcC's version 1 and three zero flag bytes may precede the record (a level is never 0)
+            offset = 4 if data[0] == 1 and data[1:4] == b"\x00\x00\x00" else 0
+            if len(data) < offset + 2:
+                return {}
             return {"profile": str(data[offset]), "level": round(data[offset + 1] / 10, 1)}
         if codec == "opus" and len(data) >= 19 and data[:8] == b"OpusHead":
             return {"channels": data[9], "sample_rate": 48000}
-        if codec == "flac" and len(data) >= 18:
+        if codec == "flac":
             info = flac_streaminfo(data)
+            if len(info) < 18:  #: rate, channels and sample size end at byte 18
+                return {}
             packed = _bits(info[10:18])
             return {"sample_rate": packed >> 44, "channels": ((packed >> 41) & 0x7) + 1}
     except (IndexError, ValueError):
@@ -79,29 +84,30 @@ def flac_streaminfo(data: bytes) -> bytes:
     behind its metadata block header, or behind the "fLaC" marker and that header."""
     if data[:4] == b"fLaC":
         return data[8:42]
-    if len(data) == 34:
-        return data
-    return data[4:38]
+    if len(data) >= 4 and data[0] & 0x7F == 0 and data[1:4] == b"\x00\x00\x22" and len(data) != 34:
+        return data[4:38]  #: METADATA_BLOCK_HEADER (STREAMINFO, 34 bytes) first
+    return data[:34]
 
 
 def _aac(asc: bytes) -> dict[str, object]:
     if len(asc) < 2:
         return {}
-    bits = _bits(asc[:5].ljust(5, b"\x00"))
-    object_type = bits >> 35
-    pos = 35
+    bits = _bits(asc[:6].ljust(6, b"\x00"))
+    available = len(asc) * 8
+    object_type = bits >> 43
+    pos = 43
     if object_type == 31:
-        object_type = 32 + ((bits >> 29) & 0x3F)
-        pos = 29
+        object_type = 32 + ((bits >> 37) & 0x3F)
+        pos = 37
     index = (bits >> (pos - 4)) & 0xF
     pos -= 4
     if index == 15:
-        if len(asc) < 5:
-            return {}
         rate = (bits >> (pos - 24)) & 0xFFFFFF
         pos -= 24
     else:
         rate = AAC_SAMPLE_RATES[index] if index < len(AAC_SAMPLE_RATES) else 0
+    if 48 - (pos - 4) > available:
+        return {}  #: the record ends before the channel configuration
     channels = (bits >> (pos - 4)) & 0xF
     info: dict[str, object] = {"profile": AAC_OBJECT_TYPES.get(object_type, str(object_type))}
     if rate:

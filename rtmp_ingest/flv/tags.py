@@ -286,6 +286,8 @@ _AVC_TYPE = {PacketType.SEQUENCE_START: 0, PacketType.CODED_FRAMES: 1, PacketTyp
 #: AAC legacy header: SoundFormat 10, 44 kHz flag, 16-bit, stereo (the value every encoder sends;
 #: players read the real parameters from the AudioSpecificConfig).
 _AAC_HEADER = 0xAF
+#: MP3 legacy header: SoundFormat 2, 44 kHz flag, 16-bit, stereo (decoders read the frame header)
+_MP3_HEADER = 0x2F
 
 
 def video_body(packet: Packet, *, legacy: bool = True) -> bytes:
@@ -295,7 +297,10 @@ def video_body(packet: Packet, *, legacy: bool = True) -> bytes:
     if packet.packet_type is PacketType.COMMAND:
         raise TagError("command frames are not forwarded")
     if legacy and packet.codec == "h264":
-        head = bytes(((frame_type << 4) | LEGACY_AVC, _AVC_TYPE[packet.packet_type]))
+        avc_type = _AVC_TYPE.get(packet.packet_type)
+        if avc_type is None:
+            raise TagError(f"legacy AVC framing has no {packet.packet_type.name} packet")
+        head = bytes(((frame_type << 4) | LEGACY_AVC, avc_type))
         return head + (packet.cts_ms & 0xFFFFFF).to_bytes(3, "big") + packet.data
     legacy_id = codecs.LEGACY_VIDEO_IDS.get(packet.codec)
     if legacy and legacy_id is not None:
@@ -313,10 +318,14 @@ def video_body(packet: Packet, *, legacy: bool = True) -> bytes:
 def audio_body(packet: Packet, *, legacy: bool = True) -> bytes:
     """A single-track audio body for `packet` (legacy framing where a legacy id exists)."""
     if legacy and packet.codec == "aac":
+        if packet.packet_type not in (PacketType.SEQUENCE_START, PacketType.CODED_FRAMES):
+            raise TagError(f"legacy AAC framing has no {packet.packet_type.name} packet")
         kind = 0 if packet.packet_type is PacketType.SEQUENCE_START else 1
         return bytes((packet.legacy_header or _AAC_HEADER, kind)) + packet.data
     if legacy and packet.legacy_header is not None:
         return bytes((packet.legacy_header,)) + packet.data
+    if legacy and packet.codec == "mp3" and packet.packet_type is PacketType.CODED_FRAMES:
+        return bytes((_MP3_HEADER,)) + packet.data
     fourcc = codecs.AUDIO_FOURCC_OF.get(packet.codec)
     if fourcc is None:
         raise TagError(f"codec {packet.codec!r} has no E-RTMP FourCC")

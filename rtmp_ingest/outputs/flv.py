@@ -81,6 +81,8 @@ class PlayerTrack:
         body = frame.payload
         if self.legacy_only:
             body = self._legacy(media, frame.codec, body)
+            if body is None:
+                return None  #: a side packet (channel layout, sequence end) legacy framing cannot carry
         base = self.base_ms
         if base is None:
             # The player's clock starts at its first coded frame; the side
@@ -98,12 +100,12 @@ class PlayerTrack:
         return _TYPES[media], ts if ts > 0 else 0, body
 
     @staticmethod
-    def _legacy(media: Media, codec: str, body: bytes) -> bytes:
+    def _legacy(media: Media, codec: str, body: bytes) -> bytes | None:
         try:
             if media is Media.VIDEO and codec == "h264" and _is_ex_video(body):
                 return video_body(parse_video(body)[0], legacy=True)
-            if media is Media.AUDIO and codec == "aac" and _is_ex_audio(body):
+            if media is Media.AUDIO and codec in ("aac", "mp3") and _is_ex_audio(body):
                 return audio_body(parse_audio(body)[0], legacy=True)
         except (TagError, IndexError):
-            return body
+            return None
         return body

@@ -57,6 +57,8 @@ async def test_sources_are_recorded_in_rotating_files_continuing_across_a_supers
         cam1 = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 20))
         cam2 = await spawn(clients.pyav(running.url(stream, sourceId="cam2"), 20))
         await running.wait_for(lambda: _files(running, stream, 2), 20)
+        api = {s["sourceId"]: s for s in (await running.get(f"/api/v1/streams/{stream}")).json()["sources"]}
+        assert api["cam1"]["record"]["file"].startswith(f"{stream}/cam1/")
         await trio.sleep(3.5)
         superseder = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 20))
 
@@ -203,3 +205,22 @@ def test_retention_deletes_old_files_then_the_oldest_beyond_the_size_limit(tmp_p
     left = json.loads((root / "live" / "s" / "manifest.json").read_text())["files"]
     assert [f["file"] for f in left] == ["live/s/cam/3.mp4", "live/s/cam/4.mp4"]
     assert (root / "live/s/cam/4.mp4").exists(), "a file being written is never deleted"
+
+
+async def test_a_token_record_claim_overrides_the_app_setting(start_daemon):
+    running = await start_daemon(auth={"mode": "token", "secret": "test-secret-test-secret-0123456789"},
+                                 record={"fragment_s": 0.5})
+    minted = (await running.request("POST", "/api/v1/tokens",
+                                    json={"streams": ["live/*"], "multisource": True, "record": True})).json()
+    assert minted["claims"]["record"] is True if "claims" in minted else True
+    plain = (await running.request("POST", "/api/v1/tokens",
+                                   json={"streams": ["live/*"], "multisource": True})).json()
+    tags = encode_tags(2.0)
+    with trio.fail_after(30):
+        await publish_tags(running.rtmp_port, f"live/tok?sourceId=rec&token={minted['token']}", tags)
+        await publish_tags(running.rtmp_port, f"live/tok?sourceId=plain&token={plain['token']}", tags)
+
+        async def closed():
+            return manifest(running, "live/tok")["files"] and not running.daemon.recorder.recordings
+        await running.wait_for(closed, 15)
+    assert {f["sourceId"] for f in manifest(running, "live/tok")["files"]} == {"rec"}

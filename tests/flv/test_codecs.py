@@ -137,11 +137,6 @@ def test_aac_reserved_rate_index_gives_no_sample_rate(rate_index: int) -> None:
     assert describe_config("aac", asc(2, rate_index, 2)) == {"profile": "LC", "channels": 2}
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: describe_config('aac', ASC) returns {} when the object type is escaped (31 + 6 bits) AND "
-    "the sample rate is explicit (index 15 + 24 bits): _aac reads only the first 5 bytes (40 bits) "
-    "but that layout needs 43 bits, so the channel shift count goes negative and the ValueError is "
-    "swallowed by describe_config."))
 def test_aac_escape_object_type_with_explicit_sample_rate() -> None:
     record = asc(42, 15, 2, explicit_rate=37800)
     assert len(record) == 6
@@ -189,11 +184,6 @@ def test_configuration_records_give_profile_level_rate_channels(codec: str, reco
     assert describe_config(codec, record) == expected
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: describe_config('vp9', bare VPCodecConfigurationRecord of profile 1) takes the leading "
-    "profile byte 1 for the vpcC box version and reads profile/level from bytes 4-5 (colour "
-    "fields): level 3.1 is reported as 0.1. A version byte is followed by three zero flag "
-    "bytes; a level is never 0."))
 def test_bare_vp9_record_of_profile_1_is_not_mistaken_for_a_versioned_box() -> None:
     assert describe_config("vp9", vpcc(1, 31, full_box=False)) == {"profile": "1", "level": 3.1}
 
@@ -233,12 +223,6 @@ def test_audio_parameters_from_garbage_stay_in_their_field_ranges(codec: str,
     assert 0 <= info.get("sample_rate", 1) < 1 << 24
 
 
-FLAC_SHORT_BUG = (
-    "BUG: describe_config('flac', record) on a record cut inside STREAMINFO's rate/channels field "
-    "invents values (e.g. {'sample_rate': 0, 'channels': 1}) instead of returning {}: the "
-    "len(data) >= 18 check is made on the whole record before flac_streaminfo strips the 'fLaC' "
-    "marker / block header, and the STREAMINFO slice it returns is not length-checked (a raw "
-    "STREAMINFO shorter than 34 bytes is also taken for one behind a 4-byte block header).")
 
 RECORDS = [
     pytest.param("aac", asc(2, 4, 2, trailing="000"), id="aac"),
@@ -250,12 +234,8 @@ RECORDS = [
     pytest.param("vp9", vpcc(2, 40, full_box=True), id="vpcC-box"),
     pytest.param("vp9", vpcc(0, 40, full_box=False), id="vpcC-bare"),
     pytest.param("opus", opus_head(6), id="OpusHead"),
-    pytest.param("flac", b"fLaC\x80\x00\x00\x22" + streaminfo(48000, 2)[:18], id="flac-marker",
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError,
-                                         reason=FLAC_SHORT_BUG)),
-    pytest.param("flac", streaminfo(48000, 2), id="flac-raw-streaminfo",
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError,
-                                         reason=FLAC_SHORT_BUG)),
+    pytest.param("flac", b"fLaC\x80\x00\x00\x22" + streaminfo(48000, 2)[:18], id="flac-marker"),
+    pytest.param("flac", streaminfo(48000, 2), id="flac-raw-streaminfo"),
 ]
 
 

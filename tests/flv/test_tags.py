@@ -2,7 +2,7 @@
 
 Sections: round trips through the builders; E-RTMP messages built by hand from ERTMP.md
 (tests/flv/ertmp.py): CodedFramesX, composition times, ModEx, the three multitrack kinds,
-command frames; bugs (strict xfails); the garbage rule and truncation at every length.
+command frames; bugs found here (fixed, kept as regression tests); the garbage rule and truncation at every length.
 Real payloads from PyAV's FLV muxer are in test_real_tags.py.
 """
 
@@ -383,10 +383,6 @@ def test_multichannel_config_is_passed_through() -> None:
 # -- bugs ------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError, reason=(
-    "BUG: video_body(packet, legacy=True) raises KeyError (not TagError) for an h264 METADATA "
-    "packet (E-RTMP avc1 colorInfo): the legacy AVC branch looks the packet type up in "
-    "_AVC_TYPE, which has no METADATA entry. Callers only catch TagError."))
 def test_h264_metadata_cannot_crash_the_legacy_rebuild() -> None:
     [packet] = parse_video(ex_video(KEY, V_METADATA, "avc1", b"\x02\x00\x09colorInfo"))
     try:
@@ -396,11 +392,6 @@ def test_h264_metadata_cannot_crash_the_legacy_rebuild() -> None:
     assert parse_video(body) == [packet]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: audio_body(packet, legacy=True) turns an AAC MULTICHANNEL_CONFIG or SEQUENCE_END "
-    "packet (E-RTMP mp4a) into a legacy AAC raw frame (0xAF 0x01 + payload), so a legacy player "
-    "decodes the channel-layout bytes (or nothing) as audio; it should keep E-RTMP framing or "
-    "raise TagError."))
 @pytest.mark.parametrize("wire_type, kind, data", [
     (A_MULTICHANNEL, PacketType.MULTICHANNEL_CONFIG, b"\x01\x02\x00\x00\x00\x03"),
     (A_END, PacketType.SEQUENCE_END, b""),
@@ -416,11 +407,6 @@ def test_aac_side_packets_are_not_sent_to_legacy_players_as_audio_frames(wire_ty
     assert [p.packet_type for p in parse_audio(body)] == [kind]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: tags.py promises legacy framing for the codecs legacy players know (H.264, AAC, MP3 "
-    "and the other legacy ids), but audio_body(packet, legacy=True) of an E-RTMP '.mp3' packet "
-    "(no legacy_header, e.g. a multitrack MP3 layer) returns an ExHeader body (0x91 '.mp3' ...) "
-    "that a legacy player cannot decode."))
 def test_ertmp_mp3_is_rebuilt_with_legacy_framing_for_legacy_players() -> None:
     frame = b"\xff\xfb\x90\x64" + bytes(20)
     [packet] = parse_audio(ex_audio(A_FRAMES, ".mp3", frame))
