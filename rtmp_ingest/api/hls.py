@@ -150,7 +150,7 @@ def routes(daemon: Daemon) -> list[Any]:
     return [Route("/hls/{rest:path}", hls, methods=["GET"])]
 
 
-def _media(data: bytes, media_type: str, service: HlsService, track: TrackHls) -> Response:
+def _media(data: bytes | memoryview, media_type: str, service: HlsService, track: TrackHls) -> Response:
     service.bytes_out += len(data)
     track.bytes_out += len(data)
-    return Response(data, media_type=media_type, headers=IMMUTABLE)
+    return Response(bytes(data), media_type=media_type, headers=IMMUTABLE)

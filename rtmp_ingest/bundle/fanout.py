@@ -112,8 +112,10 @@ class Reader:
     def set_wakeup(self, wakeup: Callable[[], None] | None) -> None:
         """Call `wakeup()` whenever the queue turns non-empty (now, if it already is).
 
-        It runs inside the registry's call and must only signal (e.g. set a
-        trio.Event); an exception is counted and removes the hook.
+        It runs inside the registry's call (the publisher's push). It may signal
+        (e.g. set a trio.Event) or drain this reader at once (`drain_nowait`), but
+        must not call anything else of the registry; an exception is counted and
+        removes the hook.
         """
         self._wakeup = wakeup
         if wakeup is not None and self._queue:

@@ -39,6 +39,10 @@ log = logging.getLogger("rtmp_ingest.outputs")
 
 #: segments (before the current one) whose parts stay listed and fetchable
 PARTS_KEPT_SEGMENTS = 3
+#: PART-TARGET is `part_s` plus this share, so that whole frames of common rates fit it:
+#: six frames at 30 fps with millisecond timestamps last 200.4 ms, a part MUST NOT
+#: exceed PART-TARGET (RFC 8216bis 4.4.4.9)
+PART_TARGET_SLACK = 0.02
 
 
 @attrs.frozen(kw_only=True)
@@ -48,6 +52,11 @@ class HlsSettings:
     window_segments: int = 6
     #: a blocked playlist or part request gives up after this many target durations
     block_timeout_targets: float = 3.0
+
+    @property
+    def part_target_s(self) -> float:
+        """The advertised PART-TARGET: no part is longer."""
+        return round(self.part_s * (1 + PART_TARGET_SLACK), 3)
 
 
 @attrs.frozen
@@ -129,6 +138,7 @@ class TrackHls:
         self._config = b""
         self._new_init = True
         self._discontinuity_next = False
+        self._part_limit = 0
 
     # -- input -------------------------------------------------------------------------
 
@@ -163,32 +173,37 @@ class TrackHls:
         if video and last is not None:
             step = dts - last
             self._nominal = step if not self._nominal else (self._nominal * 7 + step) // 8
-        if self._samples:
-            # the previous sample lasts until this one
+        limit = self._part_limit
+        if self._samples and self._part_start is not None:
+            # the previous sample lasts until this one, but never past the part's limit
+            # (after a gap the next part's decode time says where media resumes)
             previous = self._samples[-1]
-            self._samples[-1] = fmp4.Sample(previous.data, dts - self._sample_dts[-1], previous.keyframe,
-                                            previous.cts)
+            room = self._part_start + limit - self._sample_dts[-1]
+            self._samples[-1] = fmp4.Sample(previous.data, max(1, min(dts - self._sample_dts[-1], room)),
+                                            previous.keyframe, previous.cts)
         current = self.current
         if current is None or (keyframe and (self._new_segment_due(dts))):
-            self._close_segment(dts)
+            self._close_segment()
             if video and not keyframe:
                 return  #: a video segment starts at a keyframe
             self._open_segment(dts, dts_ms)
+        nominal = self._nominal_ticks(frame.codec, payload, scale)
         if self._part_start is None:
             self._part_start = dts
             self._part_independent = keyframe
-        elif self._samples and keyframe and video:
-            # a keyframe inside a segment starts its own (independent) part
-            self._close_part(dts)
+        elif self._samples and (keyframe and video or dts + nominal - self._part_start > limit):
+            # a keyframe inside a segment starts its own (independent) part; a frame that
+            # does not fit (it came late) starts the next one
+            self._close_part()
             self._part_start = dts
-            self._part_independent = True
-        nominal = self._nominal_ticks(frame.codec, payload, scale)
-        self._samples.append(fmp4.Sample(payload, nominal, keyframe, cts))
+            self._part_independent = keyframe
+        duration = max(1, min(nominal, self._part_start + limit - dts))
+        self._samples.append(fmp4.Sample(payload, duration, keyframe, cts))
         self._sample_dts.append(dts)
         self._last_dts = dts
         self.frames += 1
-        if dts + nominal - self._part_start + nominal > self.settings.part_s * scale:
-            self._close_part(dts + nominal)
+        if dts + duration - self._part_start + nominal > limit:
+            self._close_part()  #: another frame would not fit: the part is complete now
 
     def _nominal_ticks(self, codec: str, payload: bytes, scale: int) -> int:
         if self.media is Media.VIDEO:
@@ -228,7 +243,7 @@ class TrackHls:
             log.info("hls: track %s: %s; skipped", self.name, exc)
             return False
         first = self.spec is None
-        self._close_segment(None)
+        self._close_segment()
         self.spec = spec
         self.codec = frame.codec
         self.codecs_attr = codec_string(frame.codec, config)
@@ -237,6 +252,7 @@ class TrackHls:
         self._new_init = False
         self.init_id += 1
         self.inits[self.init_id] = init
+        self._part_limit = round(self.settings.part_target_s * spec.timescale)
         self._last_dts = None
         self._nominal = 0
         self._discontinuity_next = not first
@@ -252,12 +268,13 @@ class TrackHls:
         self.next_msn += 1
         self._part_start = None
 
-    def _close_part(self, end_ticks: int) -> None:
+    def _close_part(self) -> None:
         current = self.current
         if current is None or not self._samples or self.spec is None or self._part_start is None:
             return
         data = fmp4.fragment(self.fragment_sequence, [(1, self._part_start, self._samples)])
         self.fragment_sequence += 1
+        end_ticks = self._sample_dts[-1] + self._samples[-1].duration
         duration = (end_ticks - self._part_start) / self.spec.timescale
         current.parts.append(Part(len(current.parts), data, duration, self._part_independent))
         current.duration_s += duration
@@ -270,18 +287,25 @@ class TrackHls:
         self.version += 1
         self._on_change()
 
-    def _close_segment(self, end_ticks: int | None) -> None:
+    def _close_segment(self) -> None:
         current = self.current
         if current is None:
             return
-        if self._samples:
-            last = self._sample_dts[-1] + self._samples[-1].duration
-            self._close_part(end_ticks if end_ticks is not None and end_ticks > self._sample_dts[-1] else last)
+        self._close_part()
         self.current = None
         if not current.parts:
             self.next_msn -= 1 if self.next_msn - 1 == current.msn else 0
             return
-        current.data = b"".join(p.data for p in current.parts)
+        current.data = data = b"".join(p.data for p in current.parts)
+        # the parts become views of the segment: each byte is held once
+        view = memoryview(data)
+        offset = 0
+        parts = []
+        for part in current.parts:
+            size = len(part.data)
+            parts.append(attrs.evolve(part, data=view[offset:offset + size]))
+            offset += size
+        current.parts = parts
         self.max_segment_s = max(self.max_segment_s, current.duration_s)
         if current.duration_s > 0:
             self.peak_bps = max(self.peak_bps, len(current.data) * 8 / current.duration_s)
@@ -304,7 +328,7 @@ class TrackHls:
         """The source is gone: close what is open; the playlist gets EXT-X-ENDLIST."""
         if self.ended:
             return
-        self._close_segment(None)
+        self._close_segment()
         self.ended = True
         self.version += 1
         self._on_change()
@@ -364,8 +388,9 @@ class TrackHls:
         settings = self.settings
         lines = ["#EXTM3U", "#EXT-X-VERSION:9", f"#EXT-X-TARGETDURATION:{self.target_duration}"]
         if low_latency:
-            lines.append(f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={settings.part_s * 3:.3f}")
-            lines.append(f"#EXT-X-PART-INF:PART-TARGET={settings.part_s:.3f}")
+            target = settings.part_target_s
+            lines.append(f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={target * 3:.3f}")
+            lines.append(f"#EXT-X-PART-INF:PART-TARGET={target:.3f}")
         segments = list(self.segments)
         current = self.current if low_latency else None
         first = segments[0] if segments else current

@@ -11,12 +11,19 @@ when nothing comes back within `play_wait_s` does the play end.
 
 A slow player never slows ingest: the bundle's reader queue drops and skips to
 the next keyframe (counted) while `send` is blocked on the socket.
+
+Eager delivery (RTMP play on plain TCP): the consumer may pass `deliver`, which
+the reader's wakeup calls synchronously, inside the publisher's push, to send
+the new frames at once (one non-blocking write) instead of waking the player's
+task one scheduler round later. It returns False when it cannot finish (the
+socket is full, a write is in progress): the task is woken as usual and gets an
+empty batch, its cue to flush what `deliver` left over.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 import attrs
@@ -77,6 +84,17 @@ def resolve_source(daemon: Daemon, stream_path: str, requested: str | None) -> s
     return best[1] if best else None
 
 
+def _eager_hook(deliver: Callable[[Reader], bool], reader: Reader, wake: trio.Event) -> Callable[[], None]:
+    def hook() -> None:
+        try:
+            if deliver(reader):
+                return
+        except Exception:  # noqa: BLE001 - never into the publisher's push: the task reports it
+            pass
+        wake.set()
+    return hook
+
+
 async def wait_for_source(daemon: Daemon, stream_path: str, requested: str | None,
                           timeout_s: float) -> str | None:
     """Waits until a source to play is live; None after `timeout_s`."""
@@ -90,7 +108,8 @@ async def wait_for_source(daemon: Daemon, stream_path: str, requested: str | Non
     return None
 
 
-async def play_batches(daemon: Daemon, player: Player, *, wait_s: float
+async def play_batches(daemon: Daemon, player: Player, *, wait_s: float,
+                       deliver: Callable[[Reader], bool] | None = None,
                        ) -> AsyncIterator[list[tuple[int, int, bytes]]]:
     """Yields batches of (type, timestamp, body) for a player until its source is gone.
 
@@ -108,7 +127,10 @@ async def play_batches(daemon: Daemon, player: Player, *, wait_s: float
     try:
         while True:
             wake = trio.Event()
-            reader.set_wakeup(wake.set)
+            if deliver is None:
+                reader.set_wakeup(wake.set)
+            else:
+                reader.set_wakeup(_eager_hook(deliver, reader, wake))
             frames = reader.drain_nowait()
             if frames:
                 batch = [m for m in map(convert, frames) if m is not None]
@@ -117,9 +139,12 @@ async def play_batches(daemon: Daemon, player: Player, *, wait_s: float
                 continue
             with trio.move_on_after(wait_s) as idle:
                 await wake.wait()
-            if idle.cancelled_caught and resolve_source(daemon, player.stream_path, source_id) is None:
-                player.end_reason = "ended"
-                return
+            if idle.cancelled_caught:
+                if resolve_source(daemon, player.stream_path, source_id) is None:
+                    player.end_reason = "ended"
+                    return
+            elif deliver is not None:
+                yield []  #: `deliver` could not finish: the consumer flushes what it left
     finally:
         daemon.players.discard(player)
         daemon.metrics.player_bytes_ended += player.track.bytes

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -83,6 +83,8 @@ class RtmpSession:
         #: the socket's descriptor for the fast read path (-1: TLS, use the stream)
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._idle_timeout_s = daemon.config.rtmp.idle_timeout_s
+        #: bytes an eager delivery to this player could not write (sent first by _flush)
+        self._backlog = b""
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -138,6 +140,10 @@ class RtmpSession:
 
     async def _flush(self) -> None:
         data = self.conn.data_to_send()
+        if self._backlog:
+            #: what an eager delivery could not write goes first
+            data = self._backlog + data
+            self._backlog = b""
         if not data:
             return
         if self._fd >= 0 and not self.lock.locked():
@@ -358,12 +364,37 @@ class RtmpSession:
         senders = {8: conn.send_audio, 9: conn.send_video, 18: conn.send_data}
         player = self.player
         reason = "stopped"
+        convert = player.track.convert
+        fd = self._fd
+
+        def deliver(reader: Any) -> bool:
+            """Sends new frames now, from inside the publisher's push (see play.py)."""
+            if self._backlog or self.lock.locked() or self._closing:
+                return False
+            for message in map(convert, reader.drain_nowait()):
+                if message is not None:
+                    senders[message[0]](stream_id, message[1], message[2])
+            data = conn.data_to_send()
+            if not data:
+                return True
+            try:
+                sent = os.write(fd, data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                sent = 0  #: the task's flush meets the error and ends the play
+            if sent == len(data):
+                return True
+            self._backlog = data[sent:]
+            return False
+
         try:
             with trio.CancelScope() as scope:
                 self._play_scope = scope
                 try:
                     async for batch in play_batches(self.daemon, player,
-                                                    wait_s=self.daemon.config.rtmp.play_wait_s):
+                                                    wait_s=self.daemon.config.rtmp.play_wait_s,
+                                                    deliver=deliver if fd >= 0 else None):
                         for type_id, timestamp_ms, body in batch:
                             senders[type_id](stream_id, timestamp_ms, body)
                         await self._flush()

@@ -45,7 +45,8 @@ def write_mp4(outs, per_fragment: int = 5) -> tuple[bytes, dict[str, list[tuple[
         if not payload:
             continue
         if frame.track_id not in specs:
-            spec = track_spec(len(specs) + 1, frame, configs.get(frame.track_id, b""), frame.track_info)
+            spec = track_spec(len(specs) + 1, frame.media, frame.codec, configs.get(frame.track_id, b""),
+                              frame.track_info)
             assert spec is not None, frame.codec
             specs[frame.track_id] = spec
         samples.setdefault(frame.track_id, []).append((out.dts_ms, frame.cts_ms, payload, frame.keyframe))
@@ -204,6 +205,6 @@ def test_audio_frame_durations_come_from_the_bitstream():
 def test_a_track_mp4_cannot_carry_is_refused_not_broken():
     frame = next(o.frame for o in encoded(0.2) if o.frame.media is Media.VIDEO and not o.frame.config)
     import attrs
-    assert track_spec(1, attrs.evolve(frame, codec="vp6"), b"", None) is None
+    assert track_spec(1, frame.media, "vp6", b"", None) is None
     with pytest.raises(ValueError):
         fmp4.sample_entry(fmp4.TrackSpec(track_id=1, media="audio", codec="speex", timescale=16000))

@@ -54,14 +54,14 @@ def test_segments_start_at_keyframes_after_the_target_and_parts_stay_under_the_p
     playlist = parse(video.playlist())
     assert playlist.target_duration == 2
     assert playlist.server_control.can_block_reload == "YES"
-    assert playlist.part_inf.part_target == pytest.approx(0.2)
+    assert playlist.part_inf.part_target == pytest.approx(0.204), "part_s + 2 % so whole frames fit"
     complete = [s for s in playlist.segments if s.uri]
     assert len(complete) >= 3
     for segment in complete:
         assert segment.duration == pytest.approx(2.0, abs=0.001)
     for segment in playlist.segments:
         for part in segment.parts:
-            assert part.duration <= 0.2 + 1e-6
+            assert part.duration <= playlist.part_inf.part_target
         if segment.parts:
             assert segment.parts[0].independent == "YES", "every segment starts with a keyframe part"
     assert playlist.preload_hint.hint_type == "PART"
@@ -226,3 +226,29 @@ def test_a_source_playlist_uses_uris_relative_to_the_source():
     playlist = parse(multivariant([cam], "cam1", prefix=False))
     assert playlist.playlists[0].uri == "video0.m3u8"
     assert {m.uri for m in playlist.media} == {"video0.m3u8", "audio0.m3u8"}
+
+
+@pytest.mark.parametrize("fps", [25, 30, 50, 60])
+def test_parts_never_exceed_part_target_and_fill_it_with_whole_frames(fps):
+    source = package(encoded(6.0, fps=fps, audio=None))
+    playlist = parse(source.tracks["video0"].playlist())
+    target = playlist.part_inf.part_target
+    for segment in playlist.segments:
+        parts = list(segment.parts)
+        for index, part in enumerate(parts):
+            assert part.duration <= target, (fps, part.duration)
+            if index < len(parts) - 1 or segment.uri:
+                # all but a segment's last part carry at least 85 % of the target
+                assert part.duration >= 0.85 * target or index == len(parts) - 1, (fps, part.duration)
+        if segment.uri:
+            assert len(parts) == 10, (fps, [p.duration for p in parts])
+
+
+def test_a_late_frame_starts_a_new_part_instead_of_stretching_one():
+    outs = encoded(4.0, audio=None)
+    late = [attrs.evolve(o, dts_ms=o.dts_ms + (150 if o.dts_ms >= 1500 else 0)) for o in outs]
+    source = package(late)
+    playlist = parse(source.tracks["video0"].playlist())
+    for segment in playlist.segments:
+        for part in segment.parts:
+            assert part.duration <= playlist.part_inf.part_target
