@@ -24,11 +24,14 @@ test-obs: $(STAMP)
 	bash ../shared/realclients/install.sh --no-pyav
 	RUN_OBS=1 $(BIN)/python -m pytest -q tests/e2e/test_obs.py
 
+# the benches import tests/ helpers (pyrtmp installs a top-level `tests` package too)
+bench: export PYTHONPATH := $(CURDIR)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_chunks.py
 	$(BIN)/python bench/bench_bundle.py
 	$(BIN)/python bench/bench_server.py
 	$(BIN)/python bench/bench_play.py
+	$(BIN)/python bench/bench_hls.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

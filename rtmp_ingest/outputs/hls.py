@@ -204,6 +204,8 @@ class TrackHls:
         self.frames += 1
         if dts + duration - self._part_start + nominal > limit:
             self._close_part()  #: another frame would not fit: the part is complete now
+        elif not video and self._new_segment_due(dts + duration):
+            self._close_part()  #: audio: the next frame starts a segment, this part is complete
 
     def _nominal_ticks(self, codec: str, payload: bytes, scale: int) -> int:
         if self.media is Media.VIDEO:
