@@ -260,3 +260,27 @@ async def test_hls_errors_are_clear_4xx(running, spawn):
         cors = await text(running, url)
         cam.kill()
     assert cors.status_code == 200
+
+
+async def test_hls_can_also_be_written_to_disk_for_a_cdn_origin(start_daemon, tmp_path):
+    origin = tmp_path / "origin"
+    running = await start_daemon(hls={"directory": str(origin), "linger_s": 1.0, "window_segments": 3},
+                                 bundle={"reconnect_grace_s": 0.5})
+    stream = "live/cdn"
+    with trio.fail_after(40):
+        await publish_tags(running.rtmp_port, f"{stream}?sourceId=cam", encode_tags(9.0, gop_s=1.0))
+        folder = origin / "live" / "cdn"
+        playlist = m3u8.loads((folder / "cam" / "video0.m3u8").read_text())
+        assert "#EXT-X-PART" not in playlist.dumps(), "the disk copy is plain HLS"
+        listed = [s.uri for s in playlist.segments]
+        assert 1 <= len(listed) <= 3
+        for uri in listed:
+            assert (folder / "cam" / uri).stat().st_size > 1000, uri
+        on_disk = sorted(p.name for p in (folder / "cam" / "video0").glob("seg-*.m4s"))
+        assert on_disk == sorted(u.rsplit("/", 1)[1] for u in listed), "old segments leave the disk too"
+        assert (folder / "cam" / "video0" / "init-0.mp4").exists()
+        assert "cam/video0.m3u8" in (folder / "index.m3u8").read_text()
+
+        async def removed():
+            return not (folder / "cam").exists()
+        await running.wait_for(removed, 15)
