@@ -15,6 +15,10 @@ uses), its tracks and the feeds that produced it. It is rewritten atomically
 whenever a file opens, closes or a new feed takes over the source.
 `apply_retention` deletes files past `max_age_s` and the oldest beyond
 `max_total_bytes`. `rtmp-ingest export` (outputs/export.py) reads all of it.
+
+File writes are not made here: they queue up as `FileOp`s (`take_ops`), which
+the driver carries out in a worker thread, so a slow disk never holds up the
+event loop (and with it ingest). `apply_ops` runs them in order.
 """
 
 from __future__ import annotations
@@ -36,6 +40,30 @@ from rtmp_ingest.outputs.samples import audio_frame_samples, coded_payload, trac
 log = logging.getLogger("rtmp_ingest.record")
 
 MANIFEST = "manifest.json"
+
+
+@attrs.frozen
+class FileOp:
+    """open (data = init segment), write, or close one recording file."""
+
+    kind: str  #: "open" | "write" | "close"
+    path: Path
+    data: bytes = b""
+
+
+def apply_ops(ops: list[FileOp], files: dict[Path, Any]) -> None:
+    """Carries out file operations in order (in a worker thread); `files` holds the open ones."""
+    for op in ops:
+        if op.kind == "open":
+            op.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = files[op.path] = open(op.path, "wb", buffering=0)  # noqa: SIM115 - closed by "close"
+            handle.write(op.data)
+        elif op.kind == "write":
+            files[op.path].write(op.data)
+        else:
+            handle = files.pop(op.path, None)
+            if handle is not None:
+                handle.close()
 
 
 @attrs.frozen(kw_only=True)
@@ -104,7 +132,8 @@ class SourceRecording:
         self.bytes_written = 0
         self.files_written = 0
         self.frames_dropped = 0
-        self._file: Any = None
+        self._file: Path | None = None
+        self._ops: list[FileOp] = []
         self._entry: dict[str, Any] | None = None
         self._tracks: dict[str, _Track] = {}
         self._file_start_ms = 0
@@ -182,11 +211,10 @@ class SourceRecording:
             return
         start_unix = self.origin_wall_s + dts_ms / 1000
         name = datetime.datetime.fromtimestamp(start_unix, datetime.UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z.mp4"
-        self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / name
-        self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - lives until the file rotates
         init = fmp4.init_segment([t.spec for t in tracks.values()])
-        self._file.write(init)
+        self._file = path
+        self._ops.append(FileOp("open", path, init))
         self._tracks = tracks
         self._file_start_ms = dts_ms
         self._fragment_start_ms = None
@@ -237,7 +265,7 @@ class SourceRecording:
             return
         data = fmp4.fragment(self._sequence, runs)
         self._sequence += 1
-        self._file.write(data)
+        self._ops.append(FileOp("write", self._file, data))
         self.bytes_written += len(data)
         if self._entry is not None:
             self._entry["bytes"] += len(data)
@@ -246,7 +274,7 @@ class SourceRecording:
         if self._file is None:
             return
         self._flush()
-        self._file.close()
+        self._ops.append(FileOp("close", self._file))
         self._file = None
         self._tracks = {}
         if self._entry is not None:
@@ -257,6 +285,11 @@ class SourceRecording:
             log.info("record end stream=%s sourceId=%r file=%s bytes=%d", self.stream_path, self.source_id,
                      self._entry["file"], self._entry["bytes"])
         self._entry = None
+
+    def take_ops(self) -> list[FileOp]:
+        """The file operations queued since the last call, in order."""
+        ops, self._ops = self._ops, []
+        return ops
 
     @property
     def current_file(self) -> str | None:

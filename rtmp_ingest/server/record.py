@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING
 import trio
 
 from rtmp_ingest.bundle import Active, Inactive, StartMode, Superseded
-from rtmp_ingest.outputs.record import Manifest, RecordSettings, SourceRecording, apply_retention
+from rtmp_ingest.outputs.record import (
+    Manifest, RecordSettings, SourceRecording, apply_ops, apply_retention,
+)
 
 if TYPE_CHECKING:
     from rtmp_ingest.server.daemon import Daemon
@@ -119,6 +121,21 @@ class RecorderService:
         reader = self.daemon.registry.subscribe(key[0], key[1], start=StartMode.GOP)
         stop = self._stop[key]
         failed = False
+        files: dict[Path, object] = {}  #: open file objects, used only by the worker thread
+
+        async def write() -> None:
+            nonlocal failed
+            ops = recording.take_ops()
+            if not ops:
+                return
+            try:
+                await trio.to_thread.run_sync(apply_ops, ops, files)
+            except OSError as exc:
+                self.errors += 1
+                if not failed:
+                    failed = True
+                    log.error("record: cannot write stream=%s sourceId=%r: %s", *key, exc)
+
         try:
             while not stop.is_set():
                 wake = trio.Event()
@@ -127,24 +144,22 @@ class RecorderService:
                 for out in frames:
                     try:
                         recording.push(out)
-                    except OSError as exc:
-                        self.errors += 1
-                        if not failed:
-                            failed = True
-                            log.error("record: cannot write stream=%s sourceId=%r: %s", *key, exc)
                     except Exception:  # noqa: BLE001 - a bad frame must not end the recording
                         self.errors += 1
                         if not failed:
                             failed = True
                             log.exception("record: error stream=%s sourceId=%r (frame skipped)", *key)
+                await write()
                 if not frames:
                     async with trio.open_nursery() as waiter:
                         waiter.start_soon(_wait_then_cancel, wake, waiter.cancel_scope)
                         waiter.start_soon(_wait_then_cancel, stop, waiter.cancel_scope)
         finally:
             reader.close()
+            recording.close_file()
             try:
-                recording.close_file()
+                # the last writes of the file, here and now (this may run during cancellation)
+                apply_ops(recording.take_ops(), files)
             except OSError as exc:
                 log.error("record: cannot close stream=%s sourceId=%r: %s", *key, exc)
             self.bytes_written_ended += recording.bytes_written

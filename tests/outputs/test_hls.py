@@ -252,3 +252,20 @@ def test_a_late_frame_starts_a_new_part_instead_of_stretching_one():
     for segment in playlist.segments:
         for part in segment.parts:
             assert part.duration <= playlist.part_inf.part_target
+
+
+def test_multitrack_layers_become_variants_of_one_rendition_group_each():
+    high = frames_of(encode_tags(5.0, audio=None, size=(640, 360)))
+    low = [attrs.evolve(f, track_id="video1") for f in frames_of(encode_tags(5.0, size=(320, 180)))
+           if f.track_id == "video0"]
+    audio = [f for f in frames_of(encode_tags(5.0)) if f.track_id == "audio0"]
+    merged = sorted(high + low + audio, key=lambda f: f.dts_ms)
+    source = package(output_frames(merged), source_id="")
+    playlist = parse(multivariant([source], ""))
+    variants = {p.uri: p.stream_info for p in playlist.playlists}
+    assert set(variants) == {"_/video0.m3u8", "_/video1.m3u8"}
+    assert variants["_/video0.m3u8"].resolution == (640, 360)
+    assert variants["_/video1.m3u8"].resolution == (320, 180)
+    assert variants["_/video0.m3u8"].bandwidth > variants["_/video1.m3u8"].bandwidth
+    assert {m.group_id for m in playlist.media if m.type == "VIDEO"} == {"video0", "video1"}
+    assert all(v.audio == "audio" for v in variants.values())
