@@ -70,6 +70,8 @@ admin_key = ""
 protect_metrics = false
 # Access-Control-Allow-Origin for browser players and pages.
 cors_origins = ["*"]
+# hls.js for the multiview page (/view/APP/STREAM); self-host it on networks without internet.
+hlsjs_url = "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js"
 
 [auth]
 # "open": anyone may publish anything (development; the server says so at start).
@@ -163,6 +165,7 @@ class HttpConfig:
     admin_key: str = ""
     protect_metrics: bool = False
     cors_origins: list[str] = attrs.field(factory=lambda: ["*"])
+    hlsjs_url: str = "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js"
 
 
 @attrs.frozen(kw_only=True)

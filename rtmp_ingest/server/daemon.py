@@ -165,10 +165,10 @@ class Daemon:
         return f"http://{host}:{self.bound.http[1]}{path}" if host else path
 
     def http_routes(self) -> list[Any]:
-        """HTTP routes of the outputs (HLS, HTTP-FLV)."""
-        from rtmp_ingest.api import hls, httpflv  # noqa: PLC0415 - api depends on server
+        """HTTP routes of the outputs (HLS, the multiview page, HTTP-FLV)."""
+        from rtmp_ingest.api import hls, httpflv, web  # noqa: PLC0415 - api depends on server
 
-        return hls.routes(self) + httpflv.routes(self)
+        return hls.routes(self) + web.routes(self) + httpflv.routes(self)
 
     def output_statistics(self) -> dict[str, int]:
         """players, bytes_out, frames_dropped over every output."""

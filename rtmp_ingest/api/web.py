@@ -1,0 +1,175 @@
+"""The multiview page: `GET /view/APP/STREAM` shows every source of a stream live.
+
+One tile per source, each playing the source's LL-HLS playlist with hls.js
+(low-latency mode; Safari plays HLS natively), labelled with the sourceId,
+its state and codecs. The page reads `/api/v1/streams/PATH` once and then
+follows `/api/v1/events?stream=PATH` (SSE): a tile appears on `active`, is
+marked on `reconnecting`/`superseded` and goes on `inactive`. hls.js comes
+from `http.hlsjs_url` (a CDN by default; point it at a self-hosted copy for
+networks without internet access). With an admin key set the API needs a
+bearer header the page cannot send, so the page asks for the key once and
+keeps it in the browser's session storage.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from rtmp_ingest.server.daemon import Daemon
+
+_PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>__TITLE__ · multiview</title>
+<style>
+  body { margin: 0; background: #111; color: #eee; font: 14px system-ui, sans-serif; }
+  header { padding: 8px 12px; display: flex; gap: 16px; align-items: baseline; }
+  header h1 { font-size: 16px; margin: 0; }
+  #status { color: #9a9; }
+  #grid { display: grid; gap: 6px; padding: 6px;
+          grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); }
+  .tile { background: #000; position: relative; aspect-ratio: 16 / 9; }
+  .tile video { width: 100%; height: 100%; object-fit: contain; background: #000; }
+  .label { position: absolute; left: 6px; top: 6px; background: rgba(0,0,0,.6);
+           padding: 2px 6px; border-radius: 3px; }
+  .tile.reconnecting .label { background: #a60; }
+  .empty { padding: 24px; color: #888; }
+</style>
+<script src="__HLSJS__"></script>
+</head>
+<body>
+<header><h1>__TITLE__</h1><span id="status">connecting…</span></header>
+<div id="grid"><div class="empty" id="empty">No source is live yet; tiles appear as sources go on air.</div></div>
+<script>
+const STREAM = __STREAM__;
+const grid = document.getElementById("grid");
+const statusLine = document.getElementById("status");
+const tiles = new Map();
+let key = sessionStorage.getItem("rtmp_ingest_admin_key") || "";
+
+function headers() { return key ? {"Authorization": "Bearer " + key} : {}; }
+function name(sourceId) { return sourceId === "" ? "_" : encodeURIComponent(sourceId); }
+function playlist(sourceId) {
+  return "/hls/" + STREAM.split("/").map(encodeURIComponent).join("/") + "/" + name(sourceId) + "/index.m3u8";
+}
+
+function show(sourceId, state, tracks) {
+  let tile = tiles.get(sourceId);
+  if (!tile) {
+    tile = document.createElement("div");
+    tile.className = "tile";
+    const video = document.createElement("video");
+    video.muted = true; video.autoplay = true; video.playsInline = true; video.controls = true;
+    const label = document.createElement("div");
+    label.className = "label";
+    tile.append(video, label);
+    grid.append(tile);
+    tiles.set(sourceId, tile);
+    document.getElementById("empty")?.remove();
+    attach(tile, video, sourceId);
+  }
+  const codecs = (tracks || []).map(t => t.codec + (t.width ? " " + t.width + "x" + t.height : "")).join(", ");
+  tile.querySelector(".label").textContent = (sourceId || "default") + " · " + state + (codecs ? " · " + codecs : "");
+  tile.classList.toggle("reconnecting", state !== "live");
+}
+
+function attach(tile, video, sourceId, attempt = 0) {
+  const url = playlist(sourceId);
+  if (window.Hls && Hls.isSupported()) {
+    const hls = new Hls({lowLatencyMode: true, backBufferLength: 10});
+    tile.hls = hls;
+    hls.on(Hls.Events.ERROR, (_, data) => {
+      if (data.fatal && tiles.get(sourceId) === tile && attempt < 30) {
+        hls.destroy();
+        setTimeout(() => attach(tile, video, sourceId, attempt + 1), 1000);
+      }
+    });
+    hls.loadSource(url);
+    hls.attachMedia(video);
+  } else {
+    video.src = url;  // Safari: native HLS
+  }
+}
+
+function drop(sourceId) {
+  const tile = tiles.get(sourceId);
+  if (!tile) return;
+  tile.hls?.destroy();
+  tile.remove();
+  tiles.delete(sourceId);
+}
+
+async function start() {
+  let response = await fetch("/api/v1/streams/" + STREAM, {headers: headers()});
+  if (response.status === 401) {
+    key = prompt("Admin key for this server's API") || "";
+    sessionStorage.setItem("rtmp_ingest_admin_key", key);
+    response = await fetch("/api/v1/streams/" + STREAM, {headers: headers()});
+  }
+  if (response.ok) {
+    for (const source of (await response.json()).sources) show(source.sourceId, source.state, source.tracks);
+  }
+  follow();
+}
+
+async function follow() {
+  // EventSource cannot send headers, so the stream is read with fetch
+  while (true) {
+    try {
+      const response = await fetch("/api/v1/events?stream=" + encodeURIComponent(STREAM), {headers: headers()});
+      statusLine.textContent = "live";
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = "";
+      while (true) {
+        const {value, done} = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, {stream: true});
+        let cut;
+        while ((cut = buffer.indexOf("\\n\\n")) >= 0) {
+          const block = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
+          const type = (block.match(/^event: (.*)$/m) || [])[1];
+          const data = (block.match(/^data: (.*)$/m) || [])[1];
+          if (!type || !data) continue;
+          const event = JSON.parse(data);
+          if (type === "active" || type === "updated") show(event.sourceId, "live", event.tracks);
+          else if (type === "reconnecting") show(event.sourceId, "reconnecting");
+          else if (type === "inactive") drop(event.sourceId);
+        }
+      }
+    } catch (error) { /* reconnect below */ }
+    statusLine.textContent = "reconnecting…";
+    await new Promise(resolve => setTimeout(resolve, 2000));
+  }
+}
+
+start();
+</script>
+</body>
+</html>
+"""
+
+
+def page(stream_path: str, hlsjs_url: str) -> str:
+    return (_PAGE.replace("__TITLE__", html.escape(stream_path))
+            .replace("__HLSJS__", html.escape(hlsjs_url, quote=True))
+            .replace("__STREAM__", json.dumps(stream_path).replace("</", "<\\/")))
+
+
+def routes(daemon: Daemon) -> list[Any]:
+    async def view(request: Request) -> Response:
+        path = request.path_params["path"].strip("/")
+        if "/" not in path:
+            return HTMLResponse("<p>Use /view/APP/STREAM</p>", status_code=400)
+        return HTMLResponse(page(path, daemon.config.http.hlsjs_url), headers={"Cache-Control": "no-cache"})
+
+    return [Route("/view/{path:path}", view, methods=["GET"])]
