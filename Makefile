@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-obs install bench clean
+.PHONY: run test test-obs test-browser install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 test-obs: $(STAMP)
 	bash ../shared/realclients/install.sh --no-pyav
 	RUN_OBS=1 $(BIN)/python -m pytest -q tests/e2e/test_obs.py
+
+test-browser: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	mkdir -p .browser && cd .browser && npm install --silent --no-save hls.js@1 playwright-core
+	RUN_BROWSER=1 $(BIN)/python -m pytest -q tests/e2e/test_browser.py
 
 # the benches import tests/ helpers (pyrtmp installs a top-level `tests` package too)
 bench: export PYTHONPATH := $(CURDIR)
