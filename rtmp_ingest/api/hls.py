@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from rtmp_ingest.outputs.hls import DEFAULT_SOURCE_IN_PATH, TrackHls, multivariant
+from rtmp_ingest.outputs.hls import DEFAULT_SOURCE_IN_PATH, TrackHls, multivariant, rendition_reports
 
 if TYPE_CHECKING:
     from rtmp_ingest.server.daemon import Daemon
@@ -55,13 +55,20 @@ def routes(daemon: Daemon) -> list[Any]:
         track = source.tracks.get(track_name)
         return track if track is not None and track.spec is not None else None
 
+    def media_playlist(track: TrackHls, key: tuple[str, str]) -> Response:
+        text = track.playlist()
+        source = service.sources.get(key)
+        if source is not None and not track.ended:
+            text += rendition_reports(service.stream_sources(key[0]), source, track)
+        return Response(text, media_type=PLAYLIST_TYPE, headers=NO_CACHE)
+
     async def blocking_playlist(track: TrackHls, key: tuple[str, str], request: Request) -> Response:
         msn_text = request.query_params.get("_HLS_msn")
         part_text = request.query_params.get("_HLS_part")
         if msn_text is None:
             if part_text is not None:
                 return error(400, "_HLS_part needs _HLS_msn")
-            return Response(track.playlist(), media_type=PLAYLIST_TYPE, headers=NO_CACHE)
+            return media_playlist(track, key)
         if not msn_text.isdigit() or (part_text is not None and not part_text.isdigit()):
             return error(400, "_HLS_msn and _HLS_part must be non-negative integers")
         msn = int(msn_text)
@@ -76,7 +83,7 @@ def routes(daemon: Daemon) -> list[Any]:
                 await service.wait_change(key)
         if not track.has(msn, part):
             return error(503, f"segment {msn} part {part} did not arrive within {timeout:.0f} s")
-        return Response(track.playlist(), media_type=PLAYLIST_TYPE, headers=NO_CACHE)
+        return media_playlist(track, key)
 
     async def hls(request: Request) -> Response:
         raw = request.scope.get("raw_path") or request.url.path.encode()

@@ -487,6 +487,25 @@ class SourceHls:
 DEFAULT_SOURCE_IN_PATH = "_"
 
 
+def rendition_reports(sources: list[SourceHls], source: SourceHls, track: TrackHls) -> str:
+    """EXT-X-RENDITION-REPORT lines for the other live tracks of the stream (LL-HLS): where
+    each one's newest part is, so a player switching renditions can ask for the right one."""
+    lines = []
+    for other_source in sources:
+        if other_source.ended:
+            continue
+        for other in other_source.live_tracks():
+            if other is track or other.media is not track.media:
+                continue
+            msn, part = other.last_position()
+            if msn < 0:
+                continue
+            name = f"{quote(other.name)}.m3u8"
+            uri = name if other_source is source else f"../{source_segment(other_source.source_id)}/{name}"
+            lines.append(f'#EXT-X-RENDITION-REPORT:URI="{uri}",LAST-MSN={msn},LAST-PART={part}')
+    return "".join(line + "\n" for line in lines)
+
+
 def source_segment(source_id: str) -> str:
     """A source's path component in HLS URLs (`_` for the default source)."""
     return quote(source_id, safe="") if source_id else DEFAULT_SOURCE_IN_PATH

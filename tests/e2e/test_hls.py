@@ -93,6 +93,9 @@ async def test_three_sources_are_listed_played_and_dropped_when_one_ends(start_d
                 f"{base}/cam2/index.m3u8"]
         probes = await trio.to_thread.run_sync(lambda: [ffprobe_ok(u) for u in urls])
         assert all(probes), dict(zip(urls, probes))
+        cam1_playlist = (await text(running, f"/hls/{stream}/cam1/video0.m3u8")).text
+        assert '#EXT-X-RENDITION-REPORT:URI="../cam2/video0.m3u8"' in cam1_playlist
+        assert '#EXT-X-RENDITION-REPORT:URI="../voice/audio0.m3u8"' not in cam1_playlist, "same media only"
         api = (await running.get(f"/api/v1/streams/{stream}")).json()
         assert api["hls"].endswith(f"/hls/{stream}/index.m3u8")
         cam = next(s for s in api["sources"] if s["sourceId"] == "cam1")

@@ -269,3 +269,18 @@ def test_multitrack_layers_become_variants_of_one_rendition_group_each():
     assert variants["_/video0.m3u8"].bandwidth > variants["_/video1.m3u8"].bandwidth
     assert {m.group_id for m in playlist.media if m.type == "VIDEO"} == {"video0", "video1"}
     assert all(v.audio == "audio" for v in variants.values())
+
+
+def test_rendition_reports_point_at_the_other_renditions_newest_parts():
+    from rtmp_ingest.outputs.hls import rendition_reports
+
+    cam1 = package(encoded(5.0), source_id="cam1")
+    cam2 = package(encoded(5.0, size=(160, 90)), source_id="")
+    text = cam1.tracks["video0"].playlist() + rendition_reports([cam1, cam2], cam1, cam1.tracks["video0"])
+    playlist = parse(text)
+    (report,) = playlist.rendition_reports
+    msn, part = cam2.tracks["video0"].last_position()
+    assert report.uri == "../_/video0.m3u8"
+    assert (report.last_msn, report.last_part) == (msn, part)
+    audio = rendition_reports([cam1, cam2], cam1, cam1.tracks["audio0"])
+    assert audio.count("RENDITION-REPORT") == 1 and 'URI="../_/audio0.m3u8"' in audio
