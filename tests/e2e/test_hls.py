@@ -260,9 +260,11 @@ async def test_hls_errors_are_clear_4xx(running, spawn):
         segment = next(s.uri for s in m3u8.loads(ok.text).segments if s.uri)
         media = await text(running, f"/hls/{stream}/cam/{segment}")
         assert media.status_code == 200 and "max-age" in media.headers["cache-control"]
-        cors = await text(running, url)
+        async with httpx.AsyncClient(base_url=running.http, timeout=15) as client:
+            cors = await client.get(url, headers={"Origin": "https://player.example"})
         cam.kill()
     assert cors.status_code == 200
+    assert cors.headers.get("access-control-allow-origin") in ("*", "https://player.example")
 
 
 async def test_hls_can_also_be_written_to_disk_for_a_cdn_origin(start_daemon, tmp_path):
