@@ -38,6 +38,7 @@ class PacketType(enum.IntEnum):
     METADATA = 4  #: E-RTMP video metadata (colorInfo), AMF-encoded
     MULTICHANNEL_CONFIG = 5  #: E-RTMP audio channel layout
     COMMAND = 6  #: video command frame (seek start/end), no media
+    MPEG2TS_SEQUENCE_START = 7  #: E-RTMP: an AV1 video descriptor for MPEG-TS, not the av1C record
 
 
 #: E-RTMP v2 VideoPacketType / AudioPacketType values.
@@ -170,8 +171,10 @@ def parse_video(body: bytes) -> list[Packet]:
 def _ex_video_packet(codec: str, track_id: int, frame_type: int, packet_type: int, data: bytes,
                      nano: int) -> Packet:
     keyframe = frame_type in (FRAME_KEY, FRAME_GENERATED_KEY)
-    if packet_type in (_V_SEQUENCE_START, _V_MPEG2TS_SEQUENCE_START):
+    if packet_type == _V_SEQUENCE_START:
         return Packet("video", track_id, codec, PacketType.SEQUENCE_START, False, 0, data, nano)
+    if packet_type == _V_MPEG2TS_SEQUENCE_START:
+        return Packet("video", track_id, codec, PacketType.MPEG2TS_SEQUENCE_START, False, 0, data, nano)
     if packet_type == _V_CODED_FRAMES:
         if codec in codecs.CTS_CODECS:
             if len(data) < 3:
@@ -275,6 +278,7 @@ _EX_VIDEO_TYPE = {
     PacketType.CODED_FRAMES: _V_CODED_FRAMES,
     PacketType.SEQUENCE_END: _V_SEQUENCE_END,
     PacketType.METADATA: _V_METADATA,
+    PacketType.MPEG2TS_SEQUENCE_START: _V_MPEG2TS_SEQUENCE_START,
 }
 _EX_AUDIO_TYPE = {
     PacketType.SEQUENCE_START: _A_SEQUENCE_START,

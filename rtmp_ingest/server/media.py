@@ -28,7 +28,9 @@ _VIDEO = Media.VIDEO
 _AUDIO = Media.AUDIO
 #: packets that carry nothing a viewer needs live (seek commands, end of sequence, HDR
 #: metadata for players we do not feed it to)
-_SKIPPED = (PacketType.COMMAND, PacketType.SEQUENCE_END, PacketType.METADATA)
+#: not forwarded: no media, or (MPEG-TS descriptor) nothing RTMP/HLS players use
+_SKIPPED = (PacketType.COMMAND, PacketType.SEQUENCE_END, PacketType.METADATA,
+            PacketType.MPEG2TS_SEQUENCE_START)
 
 
 def _number(value: Any) -> float | None:

@@ -479,3 +479,10 @@ def test_the_corpora_cover_every_message_shape() -> None:
     assert {A_START, A_FRAMES, A_END, A_MULTICHANNEL, A_MULTITRACK, 7} <= audio_ex
     assert {body[1] >> 4 for body in VALID_AUDIO if body[0] == 0x90 | A_MULTITRACK} == \
         {ONE_TRACK, MANY_TRACKS, MANY_TRACKS_MANY_CODECS}
+
+
+def test_an_mpeg2ts_sequence_start_is_not_taken_for_the_av1_configuration() -> None:
+    descriptor = bytes((0x80, 0x04, 0x81, 0x08, 0x0C, 0x00))
+    [packet] = parse_video(ex_video(KEY, 5, "av01", descriptor))
+    assert packet.packet_type is PacketType.MPEG2TS_SEQUENCE_START
+    assert parse_video(video_body(packet, legacy=False)) == [packet]
