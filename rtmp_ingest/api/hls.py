@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 NO_CACHE = {"Cache-Control": "no-cache"}
 IMMUTABLE = {"Cache-Control": "public, max-age=3600"}
-_FILE = re.compile(r"^(?:init-(\d{1,9})\.mp4|seg-(\d{1,18})\.m4s|part-(\d{1,18})\.(\d{1,6})\.m4s)$")
+_FILE = re.compile(r"^(?:init-(\d{1,18})\.mp4|seg-(\d{1,18})\.m4s|part-(\d{1,18})\.(\d{1,6})\.m4s)$")
+_NUMBER = re.compile(r"^[0-9]{1,18}$")
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -69,7 +70,7 @@ def routes(daemon: Daemon) -> list[Any]:
             if part_text is not None:
                 return error(400, "_HLS_part needs _HLS_msn")
             return media_playlist(track, key)
-        if not msn_text.isdigit() or (part_text is not None and not part_text.isdigit()):
+        if not _NUMBER.match(msn_text) or (part_text is not None and not _NUMBER.match(part_text)):
             return error(400, "_HLS_msn and _HLS_part must be non-negative integers")
         msn = int(msn_text)
         part = int(part_text) if part_text is not None else None
@@ -116,6 +117,14 @@ def routes(daemon: Daemon) -> list[Any]:
             key = (stream_path, _source_id(parts[-2]))
             track = find_track(stream_path, parts[-2], unquote(name[:-5]))
             service.requests["playlist"] += 1
+            if track is not None and not track.ready:
+                # a new track's playlist is served from its first complete segment on, when
+                # its target durations are fixed for good; a player asking earlier waits
+                with trio.move_on_after(service.settings.block_timeout_targets * track.target_duration):
+                    while not track.ready and not track.ended:
+                        await service.wait_change(key)
+                if not track.ready:
+                    return error(404, f"HLS track {track.name!r} has no complete segment yet")
             if track is None:
                 return error(404, f"no HLS track {unquote(name[:-5])!r} for source "
                                   f"{key[1]!r} of {stream_path!r}")

@@ -9,6 +9,7 @@ players (mpegts.js, flv.js) can read it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -46,8 +47,9 @@ def routes(daemon: Daemon) -> list[Any]:
             log.info("play stream=%s sourceId=%r remote=%s layer=%s http-flv", path, requested,
                      remote, layer)
             try:
-                async for batch in play_batches(daemon, player, wait_s=wait_s):
-                    yield b"".join([flv_tag(*message) for message in batch])
+                async with contextlib.aclosing(play_batches(daemon, player, wait_s=wait_s)) as batches:
+                    async for batch in batches:
+                        yield b"".join([flv_tag(*message) for message in batch])
             finally:
                 log.info("play end stream=%s sourceId=%r remote=%s reason=%s bytes=%d dropped=%d "
                          "http-flv", path, requested, remote, player.end_reason, player.track.bytes,

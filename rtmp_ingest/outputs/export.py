@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 import av
 
+from rtmp_ingest.outputs.hls import disk_path
 from rtmp_ingest.outputs.record import MANIFEST
 
 log = logging.getLogger("rtmp_ingest.export")
@@ -48,7 +49,7 @@ class ExportResult:
 
 
 def load_manifest(root: Path, stream_path: str) -> list[dict[str, Any]]:
-    path = root / stream_path / MANIFEST
+    path = root / disk_path(stream_path) / MANIFEST
     try:
         return json.loads(path.read_text("utf-8"))["files"]
     except FileNotFoundError:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 from collections import deque
 from collections.abc import Callable
 from urllib.parse import quote
@@ -39,6 +40,9 @@ log = logging.getLogger("rtmp_ingest.outputs")
 
 #: segments (before the current one) whose parts stay listed and fetchable
 PARTS_KEPT_SEGMENTS = 3
+#: segments kept fetchable after they leave the playlist (a player that just read it may
+#: still ask for them: RFC 8216 6.2.2)
+RETIRED_SEGMENTS = 2
 #: PART-TARGET is `part_s` plus this share, so that whole frames of common rates fit it:
 #: six frames at 30 fps with millisecond timestamps last 200.4 ms, a part MUST NOT
 #: exceed PART-TARGET (RFC 8216bis 4.4.4.9)
@@ -111,12 +115,17 @@ class TrackHls:
         self.codec = ""
         self.codecs_attr = ""  #: RFC 6381 name of the current init
         self.inits: dict[int, bytes] = {}
-        self.init_id = -1
         self.segments: deque[Segment] = deque()
+        #: segments that left the playlist but stay fetchable a while (RFC 8216 6.2.2)
+        self.retired: deque[Segment] = deque()
         self.current: Segment | None = None
-        #: media sequence numbers start at the timeline's origin in tenths of a second, so
-        #: a later timeline of the same source never reuses a segment or part URL
+        #: media sequence numbers (and init ids) start at the timeline's origin in tenths of a
+        #: second, so a later timeline of the same source never reuses a URL
         self.next_msn = max(0, int(origin_wall_s * 10))
+        self.init_id = self.next_msn - 1
+        #: fixed once known, never changed afterwards (RFC 8216 6.2.1, 8216bis 4.4.4.9)
+        self.part_target_s: float | None = None
+        self.fixed_target_duration: int | None = None
         self.discontinuity_sequence = 0
         self.fragment_sequence = 1
         self.version = 0
@@ -173,7 +182,7 @@ class TrackHls:
         if video and last is not None:
             step = dts - last
             self._nominal = step if not self._nominal else (self._nominal * 7 + step) // 8
-        limit = self._part_limit
+        limit = self._part_limit or round(self.settings.part_target_s * scale)
         if self._samples and self._part_start is not None:
             # the previous sample lasts until this one, but never past the part's limit
             # (after a gap the next part's decode time says where media resumes)
@@ -182,18 +191,23 @@ class TrackHls:
             self._samples[-1] = fmp4.Sample(previous.data, max(1, min(dts - self._sample_dts[-1], room)),
                                             previous.keyframe, previous.cts)
         current = self.current
-        if current is None or (keyframe and (self._new_segment_due(dts))):
+        if current is None or (keyframe and self._new_segment_due(dts)) or self._too_long(dts, nominal_guess=self._nominal):
             self._close_segment()
             if video and not keyframe:
                 return  #: a video segment starts at a keyframe
             self._open_segment(dts, dts_ms)
         nominal = self._nominal_ticks(frame.codec, payload, scale)
+        if self.part_target_s is None and self._frame_duration_known(frame.codec, payload, scale):
+            self._fix_part_target(nominal, scale)
+            limit = self._part_limit
         if self._part_start is None:
             self._part_start = dts
             self._part_independent = keyframe
-        elif self._samples and (keyframe and video or dts + nominal - self._part_start > limit):
-            # a keyframe inside a segment starts its own (independent) part; a frame that
-            # does not fit (it came late) starts the next one
+        elif self._samples and (keyframe and video and dts - self._part_start >= 0.85 * limit
+                                or dts + nominal - self._part_start > limit):
+            # a keyframe inside a segment starts its own (independent) part unless that would
+            # leave the part before it under 85 % of the target; a frame that does not fit
+            # (it came late) starts the next one
             self._close_part()
             self._part_start = dts
             self._part_independent = keyframe
@@ -205,7 +219,7 @@ class TrackHls:
         if dts + duration - self._part_start + nominal > limit:
             self._close_part()  #: another frame would not fit: the part is complete now
         elif not video and self._new_segment_due(dts + duration):
-            self._close_part()  #: audio: the next frame starts a segment, this part is complete
+            self._close_segment()  #: audio: the next frame starts a segment, this one is complete
 
     def _nominal_ticks(self, codec: str, payload: bytes, scale: int) -> int:
         if self.media is Media.VIDEO:
@@ -225,6 +239,29 @@ class TrackHls:
             self._nominal = previous
             return expected
         return from_ms
+
+    def _frame_duration_known(self, codec: str, payload: bytes, scale: int) -> bool:
+        if self.media is Media.AUDIO and audio_frame_samples(codec, payload, scale):
+            return True
+        return self._nominal > 0  #: from the first frame-to-frame step
+
+    def _fix_part_target(self, nominal: int, scale: int) -> None:
+        """PART-TARGET from the frame duration: the whole frames nearest `part_s` (at least
+        one), plus 1 ms a frame for millisecond timestamps (30 fps arrives as steps of 33
+        and 34 ms); fixed for the playlist's life."""
+        frames = max(1, round(self.settings.part_s * scale / max(nominal, 1)))
+        target = (frames * nominal) / scale + frames * 0.001 + 0.0005
+        self.part_target_s = math.ceil(target * 1000) / 1000
+        self._part_limit = round(self.part_target_s * scale)
+
+    def _too_long(self, dts: int, nominal_guess: int) -> bool:
+        """Once the target duration is fixed, a segment is cut (even between keyframes)
+        rather than let its EXTINF round above it."""
+        current = self.current
+        if current is None or self.fixed_target_duration is None or self.spec is None:
+            return False
+        limit = (self.fixed_target_duration + 0.45) * self.spec.timescale
+        return dts + (nominal_guess or 0) - current.start_ticks > limit
 
     def _new_segment_due(self, dts: int) -> bool:
         current = self.current
@@ -254,7 +291,8 @@ class TrackHls:
         self._new_init = False
         self.init_id += 1
         self.inits[self.init_id] = init
-        self._part_limit = round(self.settings.part_target_s * spec.timescale)
+        if self.part_target_s is not None:
+            self._part_limit = round(self.part_target_s * spec.timescale)
         self._last_dts = None
         self._nominal = 0
         self._discontinuity_next = not first
@@ -309,6 +347,8 @@ class TrackHls:
             offset += size
         current.parts = parts
         self.max_segment_s = max(self.max_segment_s, current.duration_s)
+        if self.fixed_target_duration is None:
+            self.fixed_target_duration = max(1, int(max(self.settings.segment_s, current.duration_s) + 0.5))
         if current.duration_s > 0:
             self.peak_bps = max(self.peak_bps, len(current.data) * 8 / current.duration_s)
         self.segments.append(current)
@@ -316,8 +356,12 @@ class TrackHls:
             gone = self.segments.popleft()
             if gone.discontinuity:
                 self.discontinuity_sequence += 1
+            self.retired.append(gone)
+            while len(self.retired) > RETIRED_SEGMENTS:
+                self.retired.popleft()
+            oldest = self.retired[0].init_id
             for init_id in list(self.inits):
-                if init_id < self.segments[0].init_id:
+                if init_id < oldest:
                     del self.inits[init_id]
         for segment in list(self.segments)[:-PARTS_KEPT_SEGMENTS]:
             if not segment.parts_dropped:
@@ -338,8 +382,16 @@ class TrackHls:
     # -- what is served ------------------------------------------------------------------
 
     @property
+    def ready(self) -> bool:
+        """Whether the playlist can be served: its target duration and part target are fixed
+        (after its first complete segment), so they never change once a player saw them."""
+        return self.fixed_target_duration is not None and self.part_target_s is not None
+
+    @property
     def target_duration(self) -> int:
         #: EXTINF durations rounded to the nearest integer must not exceed it (RFC 8216 4.4.3.1)
+        if self.fixed_target_duration is not None:
+            return self.fixed_target_duration
         return max(1, int(max(self.settings.segment_s, self.max_segment_s) + 0.5))
 
     def last_position(self) -> tuple[int, int]:
@@ -366,13 +418,16 @@ class TrackHls:
         for segment in self.segments:
             if segment.msn == msn:
                 return segment
+        for segment in self.retired:
+            if segment.msn == msn:
+                return segment
         return None
 
     def part(self, msn: int, index: int) -> bytes | None:
         current = self.current
         if current is not None and current.msn == msn:
             return current.parts[index].data if index < len(current.parts) else None
-        segment = self.segment(msn)
+        segment = next((s for s in self.segments if s.msn == msn), None)  #: listed parts only
         if segment is None or segment.parts_dropped or index >= len(segment.parts):
             return None
         return segment.parts[index].data
@@ -390,7 +445,7 @@ class TrackHls:
         settings = self.settings
         lines = ["#EXTM3U", "#EXT-X-VERSION:9", f"#EXT-X-TARGETDURATION:{self.target_duration}"]
         if low_latency:
-            target = settings.part_target_s
+            target = self.part_target_s or settings.part_target_s
             lines.append(f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={target * 3:.3f}")
             lines.append(f"#EXT-X-PART-INF:PART-TARGET={target:.3f}")
         segments = list(self.segments)
@@ -481,7 +536,7 @@ class SourceHls:
             track.end()
 
     def live_tracks(self) -> list[TrackHls]:
-        return [t for t in self.tracks.values() if t.spec is not None and (t.segments or t.current)]
+        return [t for t in self.tracks.values() if t.spec is not None and t.ready and (t.segments or t.current)]
 
 
 DEFAULT_SOURCE_IN_PATH = "_"
@@ -506,13 +561,36 @@ def rendition_reports(sources: list[SourceHls], source: SourceHls, track: TrackH
     return "".join(line + "\n" for line in lines)
 
 
+def path_component(text: str) -> str:
+    """`text` as one URL path / file name component: percent-encoded, and never `_`, `.`,
+    `..` or hidden (those are encoded too), so it cannot collide or climb directories."""
+    encoded = quote(text, safe="")
+    if encoded == DEFAULT_SOURCE_IN_PATH or encoded.startswith("."):
+        encoded = encoded.replace("_", "%5F").replace(".", "%2E")
+    return encoded
+
+
 def source_segment(source_id: str) -> str:
-    """A source's path component in HLS URLs (`_` for the default source)."""
-    return quote(source_id, safe="") if source_id else DEFAULT_SOURCE_IN_PATH
+    """A source's path component in HLS URLs and on disk (`_` for the default source)."""
+    return path_component(source_id) if source_id else DEFAULT_SOURCE_IN_PATH
+
+
+def disk_path(stream_path: str) -> str:
+    """A stream path as a relative directory path (each component made safe)."""
+    return "/".join(path_component(part) if part else "%00" for part in stream_path.split("/"))
 
 
 def _name(source_id: str) -> str:
-    return (source_id or "default").replace('"', "'")
+    return "(default)" if not source_id else source_id.replace('"', "%22")
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """NAME is unique within a rendition group (RFC 8216 4.4.6.1)."""
+    candidate, n = name, 2
+    while candidate in taken:
+        candidate, n = f"{name} ({n})", n + 1
+    taken.add(candidate)
+    return candidate
 
 
 def multivariant(sources: list[SourceHls], default_source_id: str | None, *, prefix: bool = True) -> str:
@@ -543,8 +621,10 @@ def multivariant(sources: list[SourceHls], default_source_id: str | None, *, pre
             else:
                 video.setdefault(track.name, []).append((source, track))
     audio_default = next((a for a in audio if a[0].source_id == default_source_id), audio[0] if audio else None)
+    audio_names: set[str] = set()
     for source, track in audio:
-        name = _name(source.source_id) + ("" if track.name == "audio0" else f" {track.name}")
+        name = _unique(_name(source.source_id) + ("" if track.name == "audio0" else f" {track.name}"),
+                       audio_names)
         default = "YES" if (source, track) == audio_default else "NO"
         lines.append(f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="{name}",DEFAULT={default},'
                      f'AUTOSELECT=YES,URI="{uri(source, track)}"')
@@ -553,9 +633,10 @@ def multivariant(sources: list[SourceHls], default_source_id: str | None, *, pre
     for layer in sorted(video):
         entries = video[layer]
         main = next((e for e in entries if e[0].source_id == default_source_id), entries[0])
+        video_names: set[str] = set()
         for source, track in entries:
             default = "YES" if (source, track) == main else "NO"
-            lines.append(f'#EXT-X-MEDIA:TYPE=VIDEO,GROUP-ID="{layer}",NAME="{_name(source.source_id)}",'
+            lines.append(f'#EXT-X-MEDIA:TYPE=VIDEO,GROUP-ID="{layer}",NAME="{_unique(_name(source.source_id), video_names)}",'
                          f'DEFAULT={default},AUTOSELECT=YES,'
                          f'URI="{uri(source, track)}"')
     for layer in sorted(video):

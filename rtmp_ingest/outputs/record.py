@@ -27,6 +27,7 @@ import datetime
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ import attrs
 
 from rtmp_ingest.bundle import Media, OutputFrame, TrackInfo
 from rtmp_ingest.outputs import fmp4
-from rtmp_ingest.outputs.hls import config_key, source_segment
+from rtmp_ingest.outputs.hls import config_key, disk_path, source_segment
 from rtmp_ingest.outputs.samples import audio_frame_samples, coded_payload, track_spec
 
 log = logging.getLogger("rtmp_ingest.record")
@@ -51,19 +52,30 @@ class FileOp:
     data: bytes = b""
 
 
-def apply_ops(ops: list[FileOp], files: dict[Path, Any]) -> None:
-    """Carries out file operations in order (in a worker thread); `files` holds the open ones."""
+def apply_ops(ops: list[FileOp], files: dict[Path, Any]) -> OSError | None:
+    """Carries out file operations in order (in a worker thread); `files` holds the open ones
+    (None for a file that could not be opened: its writes are skipped). Every operation is
+    tried, so one failure (disk full) never leaves a later file unopened; the first error
+    is returned."""
+    first: OSError | None = None
     for op in ops:
-        if op.kind == "open":
-            op.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = files[op.path] = open(op.path, "wb", buffering=0)  # noqa: SIM115 - closed by "close"
-            handle.write(op.data)
-        elif op.kind == "write":
-            files[op.path].write(op.data)
-        else:
-            handle = files.pop(op.path, None)
-            if handle is not None:
-                handle.close()
+        try:
+            if op.kind == "open":
+                files[op.path] = None
+                op.path.parent.mkdir(parents=True, exist_ok=True)
+                handle = files[op.path] = open(op.path, "wb", buffering=0)  # noqa: SIM115 - closed by "close"
+                handle.write(op.data)
+            elif op.kind == "write":
+                handle = files.get(op.path)
+                if handle is not None:
+                    handle.write(op.data)
+            else:
+                handle = files.pop(op.path, None)
+                if handle is not None:
+                    handle.close()
+        except OSError as exc:
+            first = first or exc
+    return first
 
 
 @attrs.frozen(kw_only=True)
@@ -82,10 +94,11 @@ def iso(unix_s: float | None) -> str | None:
 class Manifest:
     """The manifest of one stream's recordings (shared by its sources)."""
 
-    def __init__(self, root: Path, stream_path: str) -> None:
-        self.folder = root / stream_path
+    def __init__(self, root: Path, stream_path: str, *, folder: Path | None = None) -> None:
+        self.folder = folder if folder is not None else root / disk_path(stream_path)
         self.path = self.folder / MANIFEST
         self.stream_path = stream_path
+        self.save_errors = 0
         self.files: list[dict[str, Any]] = []
         if self.path.exists():
             try:
@@ -94,13 +107,21 @@ class Manifest:
                 log.warning("record: unreadable manifest %s; starting a new one", self.path)
                 self.files = []
 
-    def save(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+    def save(self) -> bool:
+        """Writes the manifest atomically; False (logged once, counted) when the disk refuses."""
         body = {"stream": self.stream_path, "clock": "unix seconds (UTC), common to the stream's sources",
                 "files": self.files}
-        temporary = self.path.with_name(MANIFEST + ".tmp")
-        temporary.write_text(json.dumps(body, indent=1), "utf-8")
-        os.replace(temporary, self.path)
+        temporary = self.path.with_name(f"{MANIFEST}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            temporary.write_text(json.dumps(body, indent=1), "utf-8")
+            os.replace(temporary, self.path)
+        except OSError as exc:
+            if not self.save_errors:
+                log.error("record: cannot write %s: %s", self.path, exc)
+            self.save_errors += 1
+            return False
+        return True
 
 
 @attrs.define
@@ -117,7 +138,7 @@ class SourceRecording:
 
     def __init__(self, root: Path, stream_path: str, source_id: str, settings: RecordSettings,
                  origin_wall_s: float, manifest: Manifest) -> None:
-        self.folder = root / stream_path / source_segment(source_id)
+        self.folder = root / disk_path(stream_path) / source_segment(source_id)
         self.root = root
         self.stream_path = stream_path
         self.source_id = source_id
@@ -169,6 +190,8 @@ class SourceRecording:
             self.codecs[track_id] = (frame.media, frame.codec)
             if old is not None and config_key(frame.codec, payload) != old.key:
                 self._rotate = True
+            elif old is None and self._file is not None:
+                self._rotate = True  #: a track that joined late starts a new file at the next keyframe
             return
         if not payload:
             return
@@ -297,9 +320,18 @@ class SourceRecording:
 
 
 def apply_retention(root: Path, *, max_age_s: float, max_total_bytes: int, now_unix: float,
-                    active: set[str]) -> list[str]:
-    """Deletes recordings past the limits (never a file being written); returns what it deleted."""
-    manifests = [Manifest(root, str(p.parent.relative_to(root))) for p in root.rglob(MANIFEST)]
+                    active: set[str], live_streams: frozenset[str] = frozenset()) -> list[str]:
+    """Deletes recordings past the limits (never a file being written); returns what it deleted.
+
+    Manifests of `live_streams` are not rewritten here: their owner (the recorder, on the
+    event loop) drops the deleted entries and saves, so a manifest has one writer."""
+    manifests = []
+    for path in root.rglob(MANIFEST):
+        try:
+            stream = json.loads(path.read_text("utf-8")).get("stream", "")
+        except (OSError, ValueError):
+            continue
+        manifests.append(Manifest(root, stream, folder=path.parent))
     closed: list[tuple[float, Manifest, dict[str, Any]]] = []
     total = 0
     for manifest in manifests:
@@ -327,5 +359,6 @@ def apply_retention(root: Path, *, max_age_s: float, max_total_bytes: int, now_u
         manifest.files.remove(entry)
         deleted.append(entry["file"])
     for manifest in {id(m): m for m, _ in doomed}.values():
-        manifest.save()
+        if manifest.stream_path not in live_streams:
+            manifest.save()
     return deleted

@@ -16,15 +16,17 @@ playlists are also written to disk for a CDN origin.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
 
 from rtmp_ingest.bundle import Active, Inactive, StartMode
-from rtmp_ingest.outputs.hls import HlsSettings, SourceHls, multivariant, source_segment
+from rtmp_ingest.outputs.hls import HlsSettings, SourceHls, disk_path, multivariant, source_segment
 
 if TYPE_CHECKING:
     from rtmp_ingest.server.daemon import Daemon
@@ -50,6 +52,7 @@ class HlsService:
         self.requests = {"playlist": 0, "segment": 0, "part": 0, "init": 0, "blocked": 0}
         self.bytes_out = 0
         self.errors = 0
+        self._disk_failed = False
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -113,24 +116,28 @@ class HlsService:
                     signature = _complete_segments(source)
                     if signature != persisted:
                         persisted = signature
-                        await self._persist(source)
+                        await self._persist_safely(source)
                 if source.ended:
                     break
                 if not frames:
                     await wake.wait()
         finally:
             reader.close()
-            self._wake.pop(key, None)
+            if self._wake.get(key) is wake:
+                del self._wake[key]
             source.end()
             self._notify(key)
         if self.directory is not None:
-            await self._persist(source)
+            await self._persist_safely(source)
         log.info("hls end stream=%s sourceId=%r", *key)
         await trio.sleep(self.linger_s)
         if self.sources.get(key) is source:
             del self.sources[key]
             if self.directory is not None:
-                await trio.to_thread.run_sync(_remove_tree, self._source_dir(source))
+                try:
+                    await trio.to_thread.run_sync(_remove_tree, self._source_dir(source))
+                except OSError as exc:
+                    log.warning("hls: cannot remove %s: %s", self._source_dir(source), exc)
 
     # -- lookups for the HTTP routes ---------------------------------------------------------
 
@@ -153,7 +160,17 @@ class HlsService:
 
     def _source_dir(self, source: SourceHls) -> Path:
         assert self.directory is not None
-        return self.directory / source.stream_path / source_segment(source.source_id)
+        return self.directory / disk_path(source.stream_path) / source_segment(source.source_id)
+
+    async def _persist_safely(self, source: SourceHls) -> None:
+        """A full or broken disk costs the CDN copy, never the server or in-memory HLS."""
+        try:
+            await self._persist(source)
+        except OSError as exc:
+            self.errors += 1
+            if not self._disk_failed:
+                self._disk_failed = True
+                log.error("hls: cannot write to %s: %s (in-memory HLS goes on)", self.directory, exc)
 
     async def _persist(self, source: SourceHls) -> None:
         """Writes what is new since the last call: complete segments, inits, playlists."""
@@ -161,23 +178,22 @@ class HlsService:
         writes: list[tuple[Path, bytes]] = []
         keep: set[Path] = set()
         for track in source.tracks.values():
-            if track.spec is None:
+            if track.spec is None or not track.ready:
                 continue
             folder = base / track.name
             for init_id, data in track.inits.items():
                 path = folder / f"init-{init_id}.mp4"
                 keep.add(path)
-                if not path.exists():
-                    writes.append((path, data))
+                writes.append((path, data))
             for segment in track.segments:
                 path = folder / f"seg-{segment.msn}.m4s"
                 keep.add(path)
-                if segment.data is not None and not path.exists():
+                if segment.data is not None:
                     writes.append((path, segment.data))
             writes.append((base / f"{track.name}.m3u8", track.playlist(low_latency=False).encode()))
         sources = [s for s in self.stream_sources(source.stream_path) if not s.ended]
         default = "" if any(s.source_id == "" for s in sources) else None
-        writes.append((self.directory / source.stream_path / "index.m3u8",  # type: ignore[operator]
+        writes.append((self.directory / disk_path(source.stream_path) / "index.m3u8",  # type: ignore[operator]
                        multivariant(sources, default).encode()))
         await trio.to_thread.run_sync(_write_all, writes, base, keep)
 
@@ -186,10 +202,17 @@ def _complete_segments(source: SourceHls) -> tuple[int, ...]:
     return tuple(t.segments[-1].msn if t.segments else -1 for t in source.tracks.values())
 
 
+_TEMPORARY = itertools.count()
+
+
 def _write_all(writes: list[tuple[Path, bytes]], base: Path, keep: set[Path]) -> None:
+    """Writes what is not on disk yet (playlists always), each through its own temporary
+    name, so sources of one stream persisting at once never trip over each other."""
     for path, data in writes:
+        if path.suffix in (".m4s", ".mp4") and path.exists():
+            continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.{next(_TEMPORARY)}.tmp")
         temporary.write_bytes(data)
         os.replace(temporary, path)
     if base.exists():

@@ -67,21 +67,23 @@ class RecorderService:
         if not self.root.exists() or not (self.max_age_s or self.max_total_bytes):
             return
         active = {r.current_file for r in self.recordings.values() if r.current_file}
+        live = frozenset(self.manifests)
         try:
             deleted = await trio.to_thread.run_sync(
                 lambda: apply_retention(self.root, max_age_s=self.max_age_s,
                                         max_total_bytes=self.max_total_bytes, now_unix=time.time(),
-                                        active=active))
+                                        active=active, live_streams=live))
         except OSError as exc:
             log.warning("record: retention sweep failed: %s", exc)
             return
         for name in deleted:
             log.info("record retention deleted file=%s", name)
         self.files_deleted += len(deleted)
-        # manifests of live streams were rewritten on disk: reload them
-        for path, manifest in list(self.manifests.items()):
-            fresh = Manifest(self.root, path)
-            manifest.files[:] = [e for e in manifest.files if any(f["file"] == e["file"] for f in fresh.files)]
+        gone = set(deleted)
+        for manifest in self.manifests.values():
+            if any(e["file"] in gone for e in manifest.files):
+                manifest.files[:] = [e for e in manifest.files if e["file"] not in gone]
+                manifest.save()
 
     # -- bundle events ----------------------------------------------------------------------
 
@@ -93,6 +95,8 @@ class RecorderService:
             session = self.daemon.publishers.get(event.feed_id)
             wanted = bool(session is not None and session.record)
             recording = self.recordings.get(key)
+            if recording is not None and self._stop[key].is_set():
+                recording = None  #: still closing its file: the new feed gets a new recording
             if recording is None and wanted:
                 manifest = self.manifests.get(event.stream_path)
                 if manifest is None:
@@ -123,18 +127,20 @@ class RecorderService:
         failed = False
         files: dict[Path, object] = {}  #: open file objects, used only by the worker thread
 
-        async def write() -> None:
+        def report(error: BaseException | None) -> None:
             nonlocal failed
-            ops = recording.take_ops()
-            if not ops:
+            if error is None:
                 return
-            try:
-                await trio.to_thread.run_sync(apply_ops, ops, files)
-            except OSError as exc:
-                self.errors += 1
-                if not failed:
-                    failed = True
-                    log.error("record: cannot write stream=%s sourceId=%r: %s", *key, exc)
+            self.errors += 1
+            if not failed:
+                failed = True
+                log.error("record: cannot write stream=%s sourceId=%r: %s (recording goes on "
+                          "where it can)", *key, error)
+
+        async def write() -> None:
+            ops = recording.take_ops()
+            if ops:
+                report(await trio.to_thread.run_sync(apply_ops, ops, files))
 
         try:
             while not stop.is_set():
@@ -156,12 +162,12 @@ class RecorderService:
                         waiter.start_soon(_wait_then_cancel, stop, waiter.cancel_scope)
         finally:
             reader.close()
-            recording.close_file()
             try:
+                recording.close_file()
                 # the last writes of the file, here and now (this may run during cancellation)
-                apply_ops(recording.take_ops(), files)
-            except OSError as exc:
-                log.error("record: cannot close stream=%s sourceId=%r: %s", *key, exc)
+                report(apply_ops(recording.take_ops(), files))
+            except Exception as exc:  # noqa: BLE001 - never out of the recorder
+                report(exc)
             self.bytes_written_ended += recording.bytes_written
             if self.recordings.get(key) is recording:
                 del self.recordings[key]

@@ -18,6 +18,7 @@ publisher why (an error status it will log) and closes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import TYPE_CHECKING, Any
@@ -85,6 +86,9 @@ class RtmpSession:
         self._idle_timeout_s = daemon.config.rtmp.idle_timeout_s
         #: bytes an eager delivery to this player could not write (sent first by _flush)
         self._backlog = b""
+        #: set before the socket is closed / when play ends (eager delivery checks them)
+        self._closed = False
+        self._play_stopped = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -136,6 +140,7 @@ class RtmpSession:
                     await self._flush()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
                     pass
+            self._closed = True  #: no eager delivery may touch the descriptor from here on
             await trio.aclose_forcefully(self.stream)
 
     async def _flush(self) -> None:
@@ -159,8 +164,12 @@ class RtmpSession:
                 return
             data = memoryview(data)[sent:]
         async with self.lock:
-            with trio.fail_after(self.daemon.config.rtmp.write_timeout_s):
-                await self.stream.send_all(data)
+            # Bytes taken from the core must all go out or the connection is done: a cancel
+            # in the middle (PlayStopped, a kick) would leave the peer's chunk state out of
+            # step. The shield holds at most write_timeout_s.
+            with trio.CancelScope(shield=True):
+                with trio.fail_after(self.daemon.config.rtmp.write_timeout_s):
+                    await self.stream.send_all(data)
 
     # -- the reader loop -----------------------------------------------------------------
 
@@ -243,6 +252,7 @@ class RtmpSession:
                 if self.feed is not None and event.stream_id == self.publish_stream_id:
                     self.daemon.end_feed(self, EndReason.UNPUBLISH)
             elif cls is ev.PlayStopped:
+                self._play_stopped = True
                 if self._play_scope is not None:
                     self._play_scope.cancel()
             elif cls is ev.ReceiveMedia:
@@ -366,10 +376,11 @@ class RtmpSession:
         reason = "stopped"
         convert = player.track.convert
         fd = self._fd
+        self._play_stopped = False
 
         def deliver(reader: Any) -> bool:
             """Sends new frames now, from inside the publisher's push (see play.py)."""
-            if self._backlog or self.lock.locked() or self._closing:
+            if self._backlog or self.lock.locked() or self._closing or self._closed or self._play_stopped:
                 return False
             for message in map(convert, reader.drain_nowait()):
                 if message is not None:
@@ -392,12 +403,15 @@ class RtmpSession:
             with trio.CancelScope() as scope:
                 self._play_scope = scope
                 try:
-                    async for batch in play_batches(self.daemon, player,
-                                                    wait_s=self.daemon.config.rtmp.play_wait_s,
-                                                    deliver=deliver if fd >= 0 else None):
-                        for type_id, timestamp_ms, body in batch:
-                            senders[type_id](stream_id, timestamp_ms, body)
-                        await self._flush()
+                    # aclosing: the reader (and its eager hook) is detached the moment the
+                    # loop ends, not whenever the generator is collected
+                    async with contextlib.aclosing(play_batches(
+                            self.daemon, player, wait_s=self.daemon.config.rtmp.play_wait_s,
+                            deliver=deliver if fd >= 0 else None)) as batches:
+                        async for batch in batches:
+                            for type_id, timestamp_ms, body in batch:
+                                senders[type_id](stream_id, timestamp_ms, body)
+                            await self._flush()
                     reason = player.end_reason
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     reason = "disconnected"
@@ -406,6 +420,7 @@ class RtmpSession:
                     reason = "too-slow"
                     self._scope.cancel()
         finally:
+            self._play_stopped = True
             log.info("play end stream=%s sourceId=%r remote=%s reason=%s bytes=%d dropped=%d",
                      player.stream_path, player.source_id, self.remote, reason,
                      player.track.bytes, player.dropped())

@@ -145,7 +145,8 @@ async def test_segment_timestamps_stay_monotonic_across_a_supersede_and_a_reconn
         playlist = m3u8.loads(response.text)
         assert "#EXT-X-ENDLIST" not in response.text, "the source never ended for HLS viewers"
         assert not any(s.discontinuity for s in playlist.segments), "same encoder settings: no discontinuity"
-        init = (await text(running, f"/hls/{stream}/cam1/video0/init-0.mp4")).content
+        init_uri = next(s.init_section.uri for s in playlist.segments if s.init_section)
+        init = (await text(running, f"/hls/{stream}/cam1/{init_uri}")).content
         segments = [(await text(running, f"/hls/{stream}/cam1/{s.uri}")).content
                     for s in playlist.segments if s.uri]
         first.kill()
@@ -249,6 +250,7 @@ async def test_hls_errors_are_clear_4xx(running, spawn):
         await running.wait_for(segments_ready(running, url, 1), 20)
         bad = await text(running, url, _HLS_msn="x")
         assert bad.status_code == 400 and "_HLS_msn" in bad.json()["error"]
+        assert (await text(running, url, _HLS_msn="\u00b2")).status_code == 400, "a superscript is no number"
         far = await text(running, url, _HLS_msn="99999999999999", _HLS_part="0")
         assert far.status_code == 400
         assert (await text(running, f"/hls/{stream}/cam/video0/seg-1.m4s")).status_code == 404
@@ -283,9 +285,24 @@ async def test_hls_can_also_be_written_to_disk_for_a_cdn_origin(start_daemon, tm
             assert (folder / "cam" / uri).stat().st_size > 1000, uri
         on_disk = sorted(p.name for p in (folder / "cam" / "video0").glob("seg-*.m4s"))
         assert on_disk == sorted(u.rsplit("/", 1)[1] for u in listed), "old segments leave the disk too"
-        assert (folder / "cam" / "video0" / "init-0.mp4").exists()
+        assert list((folder / "cam" / "video0").glob("init-*.mp4"))
         assert "cam/video0.m3u8" in (folder / "index.m3u8").read_text()
 
         async def removed():
             return not (folder / "cam").exists()
         await running.wait_for(removed, 15)
+
+
+async def test_an_unwritable_hls_directory_costs_the_disk_copy_only(start_daemon, tmp_path):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    running = await start_daemon(hls={"directory": str(blocked / "hls")})
+    stream = "live/diskfull"
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(publish_tags, running.rtmp_port, f"{stream}?sourceId=cam",
+                                                 encode_tags(6.0, gop_s=1.0)))
+            url = f"/hls/{stream}/cam/video0.m3u8"
+            await running.wait_for(segments_ready(running, url, 2), 15)
+    assert running.daemon.hls.errors > 0, "the failure is counted"
+    assert (await running.get("/api/v1/streams")).status_code == 200, "the server is still up"

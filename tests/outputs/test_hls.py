@@ -54,7 +54,7 @@ def test_segments_start_at_keyframes_after_the_target_and_parts_stay_under_the_p
     playlist = parse(video.playlist())
     assert playlist.target_duration == 2
     assert playlist.server_control.can_block_reload == "YES"
-    assert playlist.part_inf.part_target == pytest.approx(0.204), "part_s + 2 % so whole frames fit"
+    assert playlist.part_inf.part_target == pytest.approx(0.206), "5 frames at 25 fps + 1 ms a frame + 0.5 ms"
     complete = [s for s in playlist.segments if s.uri]
     assert len(complete) >= 3
     for segment in complete:
@@ -94,7 +94,7 @@ def test_parts_concatenate_to_their_segment_and_every_listed_uri_is_fetchable():
             assert video.part(int(msn), int(index)), part.uri
         if segment.uri:
             assert video.segment(int(segment.uri.rsplit("-", 1)[1][:-4])).data
-    assert 0 in video.inits
+    assert video.init_id in video.inits
 
 
 def test_the_sliding_window_forgets_old_segments_and_never_lists_them():
@@ -105,7 +105,8 @@ def test_the_sliding_window_forgets_old_segments_and_never_lists_them():
     complete = [s for s in playlist.segments if s.uri]
     assert len(complete) == 3
     first_msn = playlist.media_sequence
-    assert video.segment(first_msn - 1) is None
+    assert video.segment(first_msn - 1).data, "a segment that just left stays fetchable a while"
+    assert video.segment(first_msn - 3) is None
     assert video.part(first_msn - 1, 0) is None
     listed_parts = [p for s in playlist.segments for p in s.parts]
     # parts are listed for the last few segments only, and those are fetchable
@@ -138,7 +139,9 @@ def test_a_codec_change_starts_a_new_init_with_a_discontinuity():
     video = source.tracks["video0"]
     text = video.playlist()
     assert text.count("#EXT-X-DISCONTINUITY\n") == 1
-    assert '#EXT-X-MAP:URI="video0/init-0.mp4"' in text and '#EXT-X-MAP:URI="video0/init-1.mp4"' in text
+    first_init = min(video.inits)
+    assert f'#EXT-X-MAP:URI="video0/init-{first_init}.mp4"' in text
+    assert f'#EXT-X-MAP:URI="video0/init-{first_init + 1}.mp4"' in text
     assert video.spec.width == 160
     playlist = parse(text)
     assert [s.discontinuity for s in playlist.segments].count(True) == 1
@@ -152,7 +155,8 @@ def test_the_discontinuity_sequence_counts_discontinuities_that_left_the_window(
     playlist = parse(source.tracks["video0"].playlist())
     assert playlist.discontinuity_sequence == 1
     assert not any(s.discontinuity for s in playlist.segments)
-    assert 0 not in source.tracks["video0"].inits, "the old init left with its segments"
+    track = source.tracks["video0"]
+    assert f"init-{track.init_id - 1}.mp4" not in track.playlist(), "the old init left the playlist"
 
 
 def test_audio_gaps_never_stall_segments_and_video_never_waits_for_audio():
@@ -199,10 +203,10 @@ def test_the_multivariant_playlist_lists_every_source_as_a_rendition():
     playlist = parse(text)
     video = [m for m in playlist.media if m.type == "VIDEO"]
     audio = [m for m in playlist.media if m.type == "AUDIO"]
-    assert {m.name for m in video} == {"default", "cam 1"}
-    assert {m.name for m in audio} == {"default", "cam 1", "voice"}
-    assert [m.name for m in video if m.default == "YES"] == ["default"]
-    assert [m.name for m in audio if m.default == "YES"] == ["default"]
+    assert {m.name for m in video} == {"(default)", "cam 1"}
+    assert {m.name for m in audio} == {"(default)", "cam 1", "voice"}
+    assert [m.name for m in video if m.default == "YES"] == ["(default)"]
+    assert [m.name for m in audio if m.default == "YES"] == ["(default)"]
     assert {m.uri for m in audio} == {"_/audio0.m3u8", "cam%201/audio0.m3u8", "voice/audio0.m3u8"}
     (variant,) = playlist.playlists
     assert variant.stream_info.resolution == (320, 180)
@@ -228,7 +232,7 @@ def test_a_source_playlist_uses_uris_relative_to_the_source():
     assert {m.uri for m in playlist.media} == {"video0.m3u8", "audio0.m3u8"}
 
 
-@pytest.mark.parametrize("fps", [25, 30, 50, 60])
+@pytest.mark.parametrize("fps", [12, 24, 25, 30, 50, 60])
 def test_parts_never_exceed_part_target_and_fill_it_with_whole_frames(fps):
     source = package(encoded(6.0, fps=fps, audio=None))
     playlist = parse(source.tracks["video0"].playlist())
@@ -240,7 +244,7 @@ def test_parts_never_exceed_part_target_and_fill_it_with_whole_frames(fps):
             if index < len(parts) - 1 or segment.uri:
                 # all but a segment's last part carry at least 85 % of the target
                 assert part.duration >= 0.85 * target or index == len(parts) - 1, (fps, part.duration)
-        if segment.uri:
+        if segment.uri and fps % 5 == 0:
             assert len(parts) == 10, (fps, [p.duration for p in parts])
 
 
@@ -284,3 +288,30 @@ def test_rendition_reports_point_at_the_other_renditions_newest_parts():
     assert (report.last_msn, report.last_part) == (msn, part)
     audio = rendition_reports([cam1, cam2], cam1, cam1.tracks["audio0"])
     assert audio.count("RENDITION-REPORT") == 1 and 'URI="../_/audio0.m3u8"' in audio
+
+
+def test_a_gop_longer_than_the_segment_target_fixes_the_target_duration_once():
+    source = package(encoded(16.0, gop_s=5.0, audio=None))
+    video = source.tracks["video0"]
+    playlist = parse(video.playlist())
+    assert playlist.target_duration == 5, "from the first segment, before any player saw the playlist"
+    assert all(round(s.duration) <= playlist.target_duration for s in playlist.segments if s.uri)
+
+
+def test_a_playlist_is_only_offered_once_its_targets_are_fixed():
+    outs = encoded(3.0, audio=None)
+    source = package(outs[:20])
+    assert not source.tracks["video0"].ready and source.live_tracks() == []
+    for out in outs[20:]:
+        source.push(out)
+    assert source.tracks["video0"].ready
+
+
+@pytest.mark.parametrize("source_id, expected", [("", "_"), ("_", "%5F"), ("..", "%2E%2E"), (".", "%2E"),
+                                                 (".hidden", "%2Ehidden"), ("a/b", "a%2Fb"), ("cam 1", "cam%201")])
+def test_source_path_components_never_collide_or_climb(source_id, expected):
+    from rtmp_ingest.outputs.hls import disk_path, source_segment
+
+    assert source_segment(source_id) == expected
+    assert disk_path("live/..") == "live/%2E%2E"
+    assert disk_path("live/show") == "live/show"
