@@ -170,13 +170,23 @@ def _first_pdt(text_: str):
 async def test_program_date_times_of_two_sources_started_five_seconds_apart_differ_by_five_seconds(running):
     stream = "live/clock"
     tags = encode_tags(9.0, gop_s=1.0)
+    first_sent: dict[str, float] = {}
+
+    def sent(source):
+        def note(tag, at):
+            if tag.kind == 9 and tag.body[1] == 1:
+                first_sent.setdefault(source, at)
+        return note
+
     with trio.fail_after(40):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(functools.partial(publish_tags, running.rtmp_port, f"{stream}?sourceId=a", tags))
+            nursery.start_soon(functools.partial(publish_tags, running.rtmp_port, f"{stream}?sourceId=a", tags,
+                                                 on_sent=sent("a")))
             await trio.sleep(5.0)
-            nursery.start_soon(functools.partial(publish_tags, running.rtmp_port, f"{stream}?sourceId=b", tags))
+            nursery.start_soon(functools.partial(publish_tags, running.rtmp_port, f"{stream}?sourceId=b", tags,
+                                                 on_sent=sent("b")))
             await running.wait_for(hls_live(running, stream, {"a", "b"}), 10)
-            await trio.sleep(2.5)
+            await trio.sleep(0.5)
             a = (await text(running, f"/hls/{stream}/a/video0.m3u8")).text
             b = (await text(running, f"/hls/{stream}/b/video0.m3u8")).text
             nursery.cancel_scope.cancel()
@@ -184,7 +194,9 @@ async def test_program_date_times_of_two_sources_started_five_seconds_apart_diff
     first_a = m3u8.loads(a).segments[0].program_date_time
     first_b = m3u8.loads(b).segments[0].program_date_time
     offset = (first_b - first_a).total_seconds()
-    assert abs(offset - 5.0) <= 0.04, offset  # one frame at 25 fps
+    started_apart = first_sent["b"] - first_sent["a"]  #: 5 s plus B's connect time
+    assert abs(started_apart - 5.0) < 0.5
+    assert abs(offset - started_apart) <= 0.04, (offset, started_apart)  # one frame at 25 fps
 
 
 def _tfdt_and_durations(part: bytes) -> tuple[int, list[int]]:
