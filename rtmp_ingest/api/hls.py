@@ -147,7 +147,7 @@ def routes(daemon: Daemon) -> list[Any]:
         if seg is not None:
             service.requests["segment"] += 1
             segment = track.segment(int(seg))
-            if segment is None or segment.data is None:
+            if segment is None or not segment.complete:
                 return error(404, f"segment {seg} is not in the playlist window")
             return _media(segment.data, "video/iso.segment", service, track)
         service.requests["part"] += 1
