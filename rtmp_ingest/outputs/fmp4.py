@@ -194,4 +194,5 @@ def fragment(sequence: int, runs: list[tuple[int, int, list[Sample]]]) -> bytes:
             full_box(b"trun", 1, 0x000F01, _U32.pack(count), _U32.pack(moof_size + 8 + offset), table)))
     moof = box(b"moof", *parts)
     assert len(moof) == moof_size, (len(moof), moof_size)
-    return moof + _U32.pack(8 + mdat_size) + b"mdat" + b"".join(payloads)
+    payloads[:0] = (moof, _U32.pack(8 + mdat_size), b"mdat")
+    return b"".join(payloads)  #: one copy of the media
