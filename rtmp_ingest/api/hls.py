@@ -25,7 +25,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from rtmp_ingest.outputs.hls import DEFAULT_SOURCE_IN_PATH, TrackHls, multivariant, rendition_reports
+from rtmp_ingest.outputs.hls import TrackHls
+from rtmp_ingest.outputs.multivariant import multivariant, rendition_reports
+from rtmp_ingest.outputs.names import DEFAULT_SOURCE_IN_PATH
 
 if TYPE_CHECKING:
     from rtmp_ingest.server.daemon import Daemon

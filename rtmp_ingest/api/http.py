@@ -39,6 +39,7 @@ from rtmp_ingest.api.metrics import make_registry
 from rtmp_ingest.api.views import source_json, stream_json
 from rtmp_ingest.bundle import Active
 from rtmp_ingest.config import parse_host_port
+from rtmp_ingest.outputs.names import DEFAULT_SOURCE_IN_PATH
 from rtmp_ingest.server.events import event_json
 
 if TYPE_CHECKING:
@@ -50,7 +51,6 @@ log = logging.getLogger("rtmp_ingest.http")
 SSE_KEEPALIVE_S = 15.0
 #: Longest token lifetime the API mints.
 MAX_TOKEN_TTL_S = 10 * 365 * 86400
-DEFAULT_SOURCE_IN_PATH = "_"
 
 
 def error(status: int, message: str) -> JSONResponse:

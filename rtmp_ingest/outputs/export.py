@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 import av
 
-from rtmp_ingest.outputs.hls import disk_path
+from rtmp_ingest.outputs.names import disk_path
 from rtmp_ingest.outputs.record import MANIFEST
 
 log = logging.getLogger("rtmp_ingest.export")

@@ -35,8 +35,8 @@ import attrs
 
 from rtmp_ingest.bundle import Media, OutputFrame, TrackInfo
 from rtmp_ingest.outputs import fmp4
-from rtmp_ingest.outputs.hls import config_key, disk_path, source_segment
-from rtmp_ingest.outputs.samples import audio_frame_samples, coded_payload, track_spec
+from rtmp_ingest.outputs.names import disk_path, source_segment
+from rtmp_ingest.outputs.samples import audio_frame_samples, coded_payload, config_key, track_spec
 
 log = logging.getLogger("rtmp_ingest.record")
 

@@ -16,6 +16,7 @@ import logging
 
 from rtmp_ingest.bundle import Frame, Media, TrackInfo
 from rtmp_ingest.flv import codecs
+from rtmp_ingest.flv.codecs import flac_streaminfo
 from rtmp_ingest.flv.tags import PacketType, TagError, parse_audio, parse_video
 from rtmp_ingest.outputs.fmp4 import SUPPORTED, TrackSpec
 
@@ -248,3 +249,15 @@ def audio_frame_samples(codec: str, data: bytes, rate: int) -> int | None:
         if code >= 8:
             return 256 << (code - 8)
     return None
+
+
+def config_key(codec: str, config: bytes) -> bytes:
+    """What of a configuration record makes a new init segment necessary.
+
+    FLAC encoders resend STREAMINFO at the end with frame sizes and the MD5
+    filled in; only rate, channels and sample size matter to a player.
+    """
+    if codec == "flac" and len(config) >= 34:
+        info = flac_streaminfo(config)
+        return info[10:13] + bytes((info[13] & 0xF0,))
+    return config

@@ -30,7 +30,7 @@ from rtmp_ingest.bundle import (
     EndReason, Registry, Superseded,
 )
 from rtmp_ingest.config import Config, parse_host_port
-from rtmp_ingest.outputs.hls import source_segment
+from rtmp_ingest.outputs.names import source_segment
 from rtmp_ingest.server.events import EventHub
 from rtmp_ingest.server.hls import HlsService
 from rtmp_ingest.server.record import RecorderService

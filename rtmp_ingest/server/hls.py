@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING
 import trio
 
 from rtmp_ingest.bundle import Active, Inactive, StartMode
-from rtmp_ingest.outputs.hls import HlsSettings, SourceHls, disk_path, multivariant, source_segment
+from rtmp_ingest.outputs.hls import HlsSettings, SourceHls
+from rtmp_ingest.outputs.multivariant import multivariant
+from rtmp_ingest.outputs.names import disk_path, source_segment
 
 if TYPE_CHECKING:
     from rtmp_ingest.server.daemon import Daemon

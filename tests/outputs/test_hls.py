@@ -11,7 +11,8 @@ import m3u8
 import pytest
 
 from rtmp_ingest.bundle import Media, OutputFrame
-from rtmp_ingest.outputs.hls import HlsSettings, SourceHls, TrackHls, multivariant
+from rtmp_ingest.outputs.hls import HlsSettings, SourceHls, TrackHls
+from rtmp_ingest.outputs.multivariant import multivariant
 from tests.outputs.helpers import encoded, frames_of, output_frames
 from tests.tools.flv_media import encode_tags
 
@@ -276,7 +277,7 @@ def test_multitrack_layers_become_variants_of_one_rendition_group_each():
 
 
 def test_rendition_reports_point_at_the_other_renditions_newest_parts():
-    from rtmp_ingest.outputs.hls import rendition_reports
+    from rtmp_ingest.outputs.multivariant import rendition_reports
 
     cam1 = package(encoded(5.0), source_id="cam1")
     cam2 = package(encoded(5.0, size=(160, 90)), source_id="")
@@ -310,7 +311,7 @@ def test_a_playlist_is_only_offered_once_its_targets_are_fixed():
 @pytest.mark.parametrize("source_id, expected", [("", "_"), ("_", "%5F"), ("..", "%2E%2E"), (".", "%2E"),
                                                  (".hidden", "%2Ehidden"), ("a/b", "a%2Fb"), ("cam 1", "cam%201")])
 def test_source_path_components_never_collide_or_climb(source_id, expected):
-    from rtmp_ingest.outputs.hls import disk_path, source_segment
+    from rtmp_ingest.outputs.names import disk_path, source_segment
 
     assert source_segment(source_id) == expected
     assert disk_path("live/..") == "live/%2E%2E"
