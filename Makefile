@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-obs test-browser install bench clean
+.PHONY: run test lint fmt test-obs test-browser install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,18 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# ruff (rules and format) and mypy: strict on the pure layers, checked on the rest
+STRICT := rtmp_ingest/rtmp rtmp_ingest/flv rtmp_ingest/bundle $(wildcard rtmp_ingest/auth)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy --strict $(STRICT)
+	$(BIN)/mypy rtmp_ingest
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 test-obs: $(STAMP)
 	bash ../shared/realclients/install.sh --no-pyav

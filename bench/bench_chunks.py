@@ -27,11 +27,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from rtmp_ingest.rtmp import NEED_DATA, ClientConnection, ServerConnection  # noqa: E402
-from rtmp_ingest.rtmp import events as ev  # noqa: E402
-from rtmp_ingest.rtmp.chunk import ChunkDecoder, ChunkEncoder  # noqa: E402
-from tests.support.bench_pyrtmp_oracle import synthetic_messages, synthetic_session  # noqa: E402
-from tests.support.pyrtmp_oracle import decode_messages, decode_throughput  # noqa: E402
+from rtmp_ingest.rtmp import NEED_DATA, ClientConnection, ServerConnection
+from rtmp_ingest.rtmp import events as ev
+from rtmp_ingest.rtmp.chunk import ChunkDecoder, ChunkEncoder
+from tests.support.bench_pyrtmp_oracle import synthetic_messages, synthetic_session
+from tests.support.pyrtmp_oracle import decode_messages, decode_throughput
 
 
 def _best(fn, repeat: int) -> float:
@@ -131,18 +131,26 @@ def main() -> None:
             "chunk_size": chunk_size,
             "bytes": len(data),
             "ours_mb_s": round(ours_decoder(data, args.read_bytes, args.repeat, expected), 1),
-            "pyrtmp_mb_s": round(decode_throughput(data, initial_chunk_size=128, repeat=args.repeat), 2),
-            "ours_events_mb_s": round(ours_events(data, args.read_bytes, args.repeat, len(messages)), 1),
+            "pyrtmp_mb_s": round(
+                decode_throughput(data, initial_chunk_size=128, repeat=args.repeat), 2
+            ),
+            "ours_events_mb_s": round(
+                ours_events(data, args.read_bytes, args.repeat, len(messages)), 1
+            ),
             "encoder_mb_s": round(ours_encoder(messages, chunk_size, args.repeat), 1),
         }
         row["ratio"] = round(row["ours_mb_s"] / row["pyrtmp_mb_s"], 1)
         print(json.dumps(row), flush=True)
         rows.append(row)
     print()
-    print(f"{'chunk':>6} {'ours MB/s':>10} {'pyrtmp MB/s':>12} {'ratio':>7} {'events MB/s':>12} {'encoder MB/s':>13}")
+    print(
+        f"{'chunk':>6} {'ours MB/s':>10} {'pyrtmp MB/s':>12} {'ratio':>7} {'events MB/s':>12} {'encoder MB/s':>13}"
+    )
     for r in rows:
-        print(f"{r['chunk_size']:>6} {r['ours_mb_s']:>10} {r['pyrtmp_mb_s']:>12} {r['ratio']:>7} "
-              f"{r['ours_events_mb_s']:>12} {r['encoder_mb_s']:>13}")
+        print(
+            f"{r['chunk_size']:>6} {r['ours_mb_s']:>10} {r['pyrtmp_mb_s']:>12} {r['ratio']:>7} "
+            f"{r['ours_events_mb_s']:>12} {r['encoder_mb_s']:>13}"
+        )
 
 
 if __name__ == "__main__":

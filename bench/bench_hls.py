@@ -45,9 +45,17 @@ import time
 from pathlib import Path
 
 import httpx
-
-from common import (NGINX_HLS_DIR, REPO, SHARED_BENCH, LoadRun, Server, available, rtmp_load,
-                    sleep_until, table)
+from common import (
+    NGINX_HLS_DIR,
+    REPO,
+    SHARED_BENCH,
+    LoadRun,
+    Server,
+    available,
+    rtmp_load,
+    sleep_until,
+    table,
+)
 
 sys.path.insert(0, str(REPO))
 CLIP = SHARED_BENCH / "media" / "test_720p30_3mbps.flv"
@@ -56,7 +64,9 @@ TEMPLATE = "rtmp://127.0.0.1:{port}/live/s{i}?sourceId=cam{i}"
 RECONNECT_GRACE_S = 5.0
 #: bytes at the end of a frame that identify it (the clip's frames all differ there)
 TAIL_BYTES = 32
-_PART = re.compile(r'#EXT-X-PART:DURATION=([\d.]+),URI="[^"]*part-(\d+)\.(\d+)\.m4s"(,INDEPENDENT=YES)?')
+_PART = re.compile(
+    r'#EXT-X-PART:DURATION=([\d.]+),URI="[^"]*part-(\d+)\.(\d+)\.m4s"(,INDEPENDENT=YES)?'
+)
 _HINT = re.compile(r'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="[^"]*part-(\d+)\.(\d+)\.m4s"')
 _SEGMENT = re.compile(r"seg-(\d+)\.m4s")
 _EXTINF = re.compile(r"#EXTINF:([\d.]+),")
@@ -68,11 +78,15 @@ def parse_playlist(text: str) -> dict:
     parts = [(int(m[2]), int(m[3]), float(m[1]), bool(m[4])) for m in _PART.finditer(text)]
     hint = _HINT.search(text)
     target = _PART_TARGET.search(text)
-    return {"parts": parts, "segments": [int(m) for m in _SEGMENT.findall(text)],
-            "durations": [float(d) for d in _EXTINF.findall(text)],
-            "hint": (int(hint[1]), int(hint[2])) if hint else None,
-            "ended": "#EXT-X-ENDLIST" in text, "discontinuities": text.count("#EXT-X-DISCONTINUITY\n"),
-            "part_target": float(target[1]) if target else None}
+    return {
+        "parts": parts,
+        "segments": [int(m) for m in _SEGMENT.findall(text)],
+        "durations": [float(d) for d in _EXTINF.findall(text)],
+        "hint": (int(hint[1]), int(hint[2])) if hint else None,
+        "ended": "#EXT-X-ENDLIST" in text,
+        "discontinuities": text.count("#EXT-X-DISCONTINUITY\n"),
+        "part_target": float(target[1]) if target else None,
+    }
 
 
 def playlist_lag_s(text: str, now_unix_s: float) -> float | None:
@@ -82,7 +96,9 @@ def playlist_lag_s(text: str, now_unix_s: float) -> float | None:
     if not starts:
         return None
     last = starts[-1]
-    moment = datetime.datetime.fromisoformat(lines[last].split(":", 1)[1].replace("Z", "+00:00")).timestamp()
+    moment = datetime.datetime.fromisoformat(
+        lines[last].split(":", 1)[1].replace("Z", "+00:00")
+    ).timestamp()
     tail = "\n".join(lines[last:])
     extinf = _EXTINF.findall(tail)
     duration = float(extinf[0]) if extinf else sum(p[2] for p in parse_playlist(tail)["parts"])
@@ -102,12 +118,19 @@ def check_ours_live(server: Server, n: int) -> dict:
     segments = []
     for stream in streams:
         for source in stream["sources"]:
-            tracks = {t["track"]: t["segments"] for t in ((source.get("hls") or {}).get("tracks") or [])}
+            tracks = {
+                t["track"]: t["segments"] for t in ((source.get("hls") or {}).get("tracks") or [])
+            }
             segments.append(min(tracks.get("video0", 0), tracks.get("audio0", 0)))
     parsed = parse_playlist(text)
-    return {"sources_with_hls": sum(1 for s in segments if s > 0), "segments_min": min(segments, default=0),
-            "lag_s": playlist_lag_s(text, now), "parts_s0": len(parsed["parts"]),
-            "segments_s0": len(parsed["segments"]), "n": n}
+    return {
+        "sources_with_hls": sum(1 for s in segments if s > 0),
+        "segments_min": min(segments, default=0),
+        "lag_s": playlist_lag_s(text, now),
+        "parts_s0": len(parsed["parts"]),
+        "segments_s0": len(parsed["segments"]),
+        "n": n,
+    }
 
 
 def check_ours_after(server: Server, n: int) -> dict:
@@ -133,8 +156,11 @@ def check_ours_after(server: Server, n: int) -> dict:
                 discontinuities += parsed["discontinuities"]
                 if track == "video0":
                     durations += parsed["durations"][:-1]  # the last one was cut by the end
-    return {"playlists_ended": ended, "discontinuities": discontinuities,
-            "video_segment_s": [min(durations), max(durations)] if durations else None}
+    return {
+        "playlists_ended": ended,
+        "discontinuities": discontinuities,
+        "video_segment_s": [min(durations), max(durations)] if durations else None,
+    }
 
 
 def check_nginx(n: int) -> dict:
@@ -150,18 +176,34 @@ def check_nginx(n: int) -> dict:
     lag = None
     if (NGINX_HLS_DIR / "s0.m3u8").exists():
         lag = round(time.time() - (NGINX_HLS_DIR / "s0.m3u8").stat().st_mtime, 3)
-    return {"sources_with_hls": playlists, "segments_min": min(segments, default=0),
-            "fragments": fragments, "playlist_age_s": lag}
+    return {
+        "sources_with_hls": playlists,
+        "segments_min": min(segments, default=0),
+        "fragments": fragments,
+        "playlist_age_s": lag,
+    }
 
 
 def cost_run(kind: str, n: int, seconds: float, wait_quiet: float) -> dict:
     with Server(kind, hls=True) as server:
-        load = LoadRun(server, "-n", str(n), "--seconds", str(seconds), "--wait-quiet", str(wait_quiet),
-                       "--url-template", TEMPLATE, tag=f"-hls-n{n}")
+        load = LoadRun(
+            server,
+            "-n",
+            str(n),
+            "--seconds",
+            str(seconds),
+            "--wait-quiet",
+            str(wait_quiet),
+            "--url-template",
+            TEMPLATE,
+            tag=f"-hls-n{n}",
+        )
         _, end = load.window()
         live: dict = {}
         try:
-            sleep_until(end + 0.15)  # the sampler's last reading is at `end`; publishers stop at end + 0.5
+            sleep_until(
+                end + 0.15
+            )  # the sampler's last reading is at `end`; publishers stop at end + 0.5
             live = check_ours_live(server, n) if kind == "ours" else check_nginx(n)
         except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
             live = {"error": repr(exc)}
@@ -172,17 +214,31 @@ def cost_run(kind: str, n: int, seconds: float, wait_quiet: float) -> dict:
     expected = max(1, min(6 if kind == "ours" else 4, int((3.0 + seconds) / 2.0) - 1))
     hls_ok = live.get("sources_with_hls") == n and live.get("segments_min", 0) >= expected
     if kind == "ours":
-        hls_ok = hls_ok and (live.get("lag_s") is not None and live["lag_s"] < 1.0) \
-            and after.get("playlists_ended") == 2 * n and after.get("discontinuities") == 0
+        hls_ok = (
+            hls_ok
+            and (live.get("lag_s") is not None and live["lag_s"] < 1.0)
+            and after.get("playlists_ended") == 2 * n
+            and after.get("discontinuities") == 0
+        )
     else:  # nginx rewrites the playlist at every fragment (2 s)
         hls_ok = hls_ok and live.get("playlist_age_s") is not None and live["playlist_age_s"] < 4.0
-    row = {"server": kind, "test": "hls cost", "n": n,
-           "cpu_ms_per_mbit": _ms(r.get("cpu_s_per_mbit")),
-           "cpu_pct": r.get("server_cpu_pct"), "rss_mb": r.get("server_rss_MB_max"),
-           "all_connected": r.get("all_connected"), "ingest_mbps": r.get("ingest_mbps"),
-           "other_busy_cores": r.get("other_busy_cores"), "hls_ok": hls_ok,
-           "segments_min": live.get("segments_min"), "segments_expected": expected,
-           "hls_live": live, "hls_after": after, "run_dir": r.get("run_dir")}
+    row = {
+        "server": kind,
+        "test": "hls cost",
+        "n": n,
+        "cpu_ms_per_mbit": _ms(r.get("cpu_s_per_mbit")),
+        "cpu_pct": r.get("server_cpu_pct"),
+        "rss_mb": r.get("server_rss_MB_max"),
+        "all_connected": r.get("all_connected"),
+        "ingest_mbps": r.get("ingest_mbps"),
+        "other_busy_cores": r.get("other_busy_cores"),
+        "hls_ok": hls_ok,
+        "segments_min": live.get("segments_min"),
+        "segments_expected": expected,
+        "hls_live": live,
+        "hls_after": after,
+        "run_dir": r.get("run_dir"),
+    }
     return row
 
 
@@ -197,11 +253,12 @@ def clip_tags(seconds: float) -> list:
     clip's closing AVC end-of-sequence, are left out, as from an encoder that goes on.
     """
     from tests.tools.flv_media import Tag, parse_flv
+
     tags = sorted(parse_flv(CLIP.read_bytes()), key=lambda t: t.ts_ms)
     tags = [t for t in tags if not (t.kind == 9 and t.body[:2] == b"\x17\x02")]
 
     def header(tag: Tag) -> bool:
-        return tag.kind == 18 or tag.kind in (8, 9) and len(tag.body) > 1 and tag.body[1] == 0
+        return tag.kind == 18 or (tag.kind in (8, 9) and len(tag.body) > 1 and tag.body[1] == 0)
 
     body = [t for t in tags if not header(t)]
     video = [t.ts_ms for t in body if t.kind == 9]
@@ -249,8 +306,15 @@ def trun_samples(part: bytes) -> int:
     return struct.unpack_from(">I", part, at + 8)[0] if at >= 0 else 0
 
 
-async def measure_latency(port: int, http_port: int, *, seconds: float, name: str = "lat",
-                          source: str = "x", tracks: tuple[str, ...] = ("video0", "audio0")) -> dict:
+async def measure_latency(
+    port: int,
+    http_port: int,
+    *,
+    seconds: float,
+    name: str = "lat",
+    source: str = "x",
+    tracks: tuple[str, ...] = ("video0", "audio0"),
+) -> dict:
     """Publishes the clip for `seconds`; times each part's blocking playlist response.
 
     Returns per track: `parts` (one record per part seen appear), `late`, `boundary`
@@ -268,8 +332,19 @@ async def measure_latency(port: int, http_port: int, *, seconds: float, name: st
             sent.setdefault((tag.kind, tag.body[-TAIL_BYTES:]), []).append(at)
             sent_order[tag.kind].append(at)
 
-    results = {t: {"parts": [], "late": 0, "boundary": 0, "unmatched": 0, "errors": 0,
-                   "listed": {}, "complete": set(), "part_target": None} for t in tracks}
+    results = {
+        t: {
+            "parts": [],
+            "late": 0,
+            "boundary": 0,
+            "unmatched": 0,
+            "errors": 0,
+            "listed": {},
+            "complete": set(),
+            "part_target": None,
+        }
+        for t in tracks
+    }
     base = f"http://127.0.0.1:{http_port}/hls/live/{name}/{source}"
 
     async def fetch_parts(track: str, client: httpx.AsyncClient, receive) -> None:
@@ -287,13 +362,18 @@ async def measure_latency(port: int, http_port: int, *, seconds: float, name: st
                 continue
             last_frame_at = times[-1]
             next_at = next((t for t in sent_order[kind] if t > last_frame_at), None)
-            out["parts"].append({
-                "msn": msn, "part": index, "frames": trun_samples(r.content),
-                "latency_ms": (responded_at - last_frame_at) * 1000,
-                # a later frame of the track went out before the part showed: the part could
-                # only end when that frame came (a keyframe, or the cut of a segment)
-                "after_next_frame": next_at is not None and next_at < responded_at,
-                "next_frame_ms": None if next_at is None else (next_at - last_frame_at) * 1000})
+            out["parts"].append(
+                {
+                    "msn": msn,
+                    "part": index,
+                    "frames": trun_samples(r.content),
+                    "latency_ms": (responded_at - last_frame_at) * 1000,
+                    # a later frame of the track went out before the part showed: the part could
+                    # only end when that frame came (a keyframe, or the cut of a segment)
+                    "after_next_frame": next_at is not None and next_at < responded_at,
+                    "next_frame_ms": None if next_at is None else (next_at - last_frame_at) * 1000,
+                }
+            )
 
     async def poll(track: str, client: httpx.AsyncClient) -> None:
         out = results[track]
@@ -323,7 +403,9 @@ async def measure_latency(port: int, http_port: int, *, seconds: float, name: st
                     break  # the source's end closed the last part: not a part latency
                 newest = playlist["parts"][-1][:2] if playlist["parts"] else None
                 if newest is None or newest < (msn, part):
-                    out["boundary"] += 1  # the segment before was completed; its parts were all seen
+                    out["boundary"] += (
+                        1  # the segment before was completed; its parts were all seen
+                    )
                 elif newest > (msn, part):
                     out["late"] += 1
                 else:
@@ -334,7 +416,9 @@ async def measure_latency(port: int, http_port: int, *, seconds: float, name: st
         async with trio.open_nursery() as nursery:
             for track in tracks:
                 nursery.start_soon(poll, track, client)
-            await publish(port, f"live/{name}?sourceId={source}", clip_tags(seconds), on_sent=on_sent)
+            await publish(
+                port, f"live/{name}?sourceId={source}", clip_tags(seconds), on_sent=on_sent
+            )
             # the feed is gone; after the reconnect grace the playlists end and the polls stop
             nursery.cancel_scope.deadline = trio.current_time() + 15.0
     return results
@@ -356,8 +440,12 @@ def part_rule_breaks(out: dict) -> dict:
         over += duration > target
         under += duration < 0.85 * target and not independent and index != last_index[msn]
     durations = [d for d, _ in out["listed"].values()]
-    return {"part_target_s": target, "part_s": [min(durations), max(durations)],
-            "parts_over_target": over, "parts_under_85pct": under}
+    return {
+        "part_target_s": target,
+        "part_s": [min(durations), max(durations)],
+        "parts_over_target": over,
+        "parts_under_85pct": under,
+    }
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -367,13 +455,26 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def latency_runs(load_n: int, seconds: float, wait_quiet: float, details: Path | None) -> list[dict]:
+def latency_runs(
+    load_n: int, seconds: float, wait_quiet: float, details: Path | None
+) -> list[dict]:
     import trio
+
     with Server("ours", hls=True) as server:
         load = None
         if load_n:
-            load = LoadRun(server, "-n", str(load_n), "--seconds", str(seconds + 8), "--wait-quiet",
-                           str(wait_quiet), "--url-template", TEMPLATE, tag=f"-hls-lat{load_n}")
+            load = LoadRun(
+                server,
+                "-n",
+                str(load_n),
+                "--seconds",
+                str(seconds + 8),
+                "--wait-quiet",
+                str(wait_quiet),
+                "--url-template",
+                TEMPLATE,
+                tag=f"-hls-lat{load_n}",
+            )
             start, _ = load.window()
             sleep_until(start)
         measure = functools.partial(measure_latency, server.port, server.http_port, seconds=seconds)
@@ -385,19 +486,32 @@ def latency_runs(load_n: int, seconds: float, wait_quiet: float, details: Path |
         lat = [p["latency_ms"] for p in parts]
         own = [p["latency_ms"] for p in parts if not p["after_next_frame"]]
         frames = [p["frames"] for p in parts]
-        rows.append({"server": "ours", "test": "part latency", "track": track, "load_n": load_n,
-                     "parts": len(lat), "median_ms": _r(percentile(lat, 0.5)),
-                     "p95_ms": _r(percentile(lat, 0.95)), "max_ms": _r(max(lat, default=None)),
-                     # parts that ended with the next frame (a keyframe or a segment cut) waited
-                     # one frame interval more; the rest were complete with their own last frame
-                     "after_next_frame": len(lat) - len(own), "max_ms_own_frame": _r(max(own, default=None)),
-                     "p95_ms_own_frame": _r(percentile(own, 0.95)),
-                     "late": out["late"], "boundary": out["boundary"], "unmatched": out["unmatched"],
-                     "errors": out["errors"],
-                     "frames_per_part": [min(frames), max(frames)] if frames else None,
-                     **part_rule_breaks(out),
-                     "load_all_connected": r.get("all_connected"), "cpu_pct": r.get("server_cpu_pct"),
-                     "other_busy_cores": r.get("other_busy_cores")})
+        rows.append(
+            {
+                "server": "ours",
+                "test": "part latency",
+                "track": track,
+                "load_n": load_n,
+                "parts": len(lat),
+                "median_ms": _r(percentile(lat, 0.5)),
+                "p95_ms": _r(percentile(lat, 0.95)),
+                "max_ms": _r(max(lat, default=None)),
+                # parts that ended with the next frame (a keyframe or a segment cut) waited
+                # one frame interval more; the rest were complete with their own last frame
+                "after_next_frame": len(lat) - len(own),
+                "max_ms_own_frame": _r(max(own, default=None)),
+                "p95_ms_own_frame": _r(percentile(own, 0.95)),
+                "late": out["late"],
+                "boundary": out["boundary"],
+                "unmatched": out["unmatched"],
+                "errors": out["errors"],
+                "frames_per_part": [min(frames), max(frames)] if frames else None,
+                **part_rule_breaks(out),
+                "load_all_connected": r.get("all_connected"),
+                "cpu_pct": r.get("server_cpu_pct"),
+                "other_busy_cores": r.get("other_busy_cores"),
+            }
+        )
         if details is not None:
             with details.open("a") as f:
                 for p in parts:
@@ -418,12 +532,23 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="cost: measurement window")
     parser.add_argument("--publishers", type=int, nargs="*", default=[1, 10, 30, 60])
     parser.add_argument("--servers", nargs="+", default=["ours", "nginx"])
-    parser.add_argument("--latency-seconds", type=float, default=20.0, help="latency: publishing time")
-    parser.add_argument("--latency-load", type=int, nargs="*", default=[0, 30],
-                        help="latency: background rtmp_load publishers (runs; none = skip)")
+    parser.add_argument(
+        "--latency-seconds", type=float, default=20.0, help="latency: publishing time"
+    )
+    parser.add_argument(
+        "--latency-load",
+        type=int,
+        nargs="*",
+        default=[0, 30],
+        help="latency: background rtmp_load publishers (runs; none = skip)",
+    )
     parser.add_argument("--wait-quiet", type=float, default=30.0, help="rtmp_load --wait-quiet")
-    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
-                        help="skip ours with HLS off at the largest N")
+    parser.add_argument(
+        "--no-baseline",
+        dest="baseline",
+        action="store_false",
+        help="skip ours with HLS off at the largest N",
+    )
     parser.add_argument("--details", type=Path, help="latency: append one JSON line per part here")
     args = parser.parse_args()
     rows = []
@@ -438,13 +563,28 @@ def main() -> None:
         if kind == "ours" and args.baseline and args.publishers:
             n = max(args.publishers)
             with Server("ours") as server:  # the same ingest without HLS: what packaging adds
-                r = rtmp_load(server, "-n", str(n), "--seconds", str(args.seconds), "--wait-quiet",
-                              str(args.wait_quiet), "--url-template", TEMPLATE)
-            row = {"server": kind, "test": "hls off", "n": n,
-                   "cpu_ms_per_mbit": _ms(r.get("cpu_s_per_mbit")), "cpu_pct": r.get("server_cpu_pct"),
-                   "rss_mb": r.get("server_rss_MB_max"),
-                   "all_connected": r.get("all_connected"), "ingest_mbps": r.get("ingest_mbps"),
-                   "other_busy_cores": r.get("other_busy_cores")}
+                r = rtmp_load(
+                    server,
+                    "-n",
+                    str(n),
+                    "--seconds",
+                    str(args.seconds),
+                    "--wait-quiet",
+                    str(args.wait_quiet),
+                    "--url-template",
+                    TEMPLATE,
+                )
+            row = {
+                "server": kind,
+                "test": "hls off",
+                "n": n,
+                "cpu_ms_per_mbit": _ms(r.get("cpu_s_per_mbit")),
+                "cpu_pct": r.get("server_cpu_pct"),
+                "rss_mb": r.get("server_rss_MB_max"),
+                "all_connected": r.get("all_connected"),
+                "ingest_mbps": r.get("ingest_mbps"),
+                "other_busy_cores": r.get("other_busy_cores"),
+            }
             print(json.dumps(row), flush=True)
             rows.append(row)
     for load_n in args.latency_load:
@@ -452,13 +592,33 @@ def main() -> None:
             print(json.dumps(row), flush=True)
             rows.append(row)
     print()
-    print(table(rows, [("server", "server"), ("test", "test"), ("n", "N"), ("track", "track"),
-                       ("load_n", "load N"), ("cpu_ms_per_mbit", "CPU-ms/Mbit"), ("cpu_pct", "CPU %"),
-                       ("rss_mb", "RSS MB"), ("all_connected", "all connected"), ("hls_ok", "HLS ok"),
-                       ("segments_min", "segments min"), ("parts", "parts"), ("median_ms", "median ms"),
-                       ("p95_ms", "p95 ms"), ("max_ms", "max ms"), ("after_next_frame", "by next frame"),
-                       ("p95_ms_own_frame", "p95 ms own"), ("late", "late"),
-                       ("parts_over_target", "> PART-TARGET"), ("other_busy_cores", "other cores")]))
+    print(
+        table(
+            rows,
+            [
+                ("server", "server"),
+                ("test", "test"),
+                ("n", "N"),
+                ("track", "track"),
+                ("load_n", "load N"),
+                ("cpu_ms_per_mbit", "CPU-ms/Mbit"),
+                ("cpu_pct", "CPU %"),
+                ("rss_mb", "RSS MB"),
+                ("all_connected", "all connected"),
+                ("hls_ok", "HLS ok"),
+                ("segments_min", "segments min"),
+                ("parts", "parts"),
+                ("median_ms", "median ms"),
+                ("p95_ms", "p95 ms"),
+                ("max_ms", "max ms"),
+                ("after_next_frame", "by next frame"),
+                ("p95_ms_own_frame", "p95 ms own"),
+                ("late", "late"),
+                ("parts_over_target", "> PART-TARGET"),
+                ("other_busy_cores", "other cores"),
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -35,34 +35,83 @@ def main() -> None:
             continue
         for n in (1, 30):
             with Server(kind) as server:
-                r = rtmp_load(server, "-n", str(n), "--seconds", str(args.seconds), "--latency",
-                              "--wait-quiet", "30")
+                r = rtmp_load(
+                    server,
+                    "-n",
+                    str(n),
+                    "--seconds",
+                    str(args.seconds),
+                    "--latency",
+                    "--wait-quiet",
+                    "30",
+                )
             lat = r.get("latency") or {}
-            row = {"server": kind, "test": "latency", "n": n, "median_ms": lat.get("median_ms"),
-                   "p95_ms": lat.get("p95_ms"), "max_ms": lat.get("max_ms"),
-                   "first_frame_ms": lat.get("first_video_ms"), "frames": lat.get("frames_used"),
-                   "cpu_ms_per_mbit": round(r["cpu_s_per_mbit"] * 1000, 3) if r.get("cpu_s_per_mbit") else None}
+            row = {
+                "server": kind,
+                "test": "latency",
+                "n": n,
+                "median_ms": lat.get("median_ms"),
+                "p95_ms": lat.get("p95_ms"),
+                "max_ms": lat.get("max_ms"),
+                "first_frame_ms": lat.get("first_video_ms"),
+                "frames": lat.get("frames_used"),
+                "cpu_ms_per_mbit": round(r["cpu_s_per_mbit"] * 1000, 3)
+                if r.get("cpu_s_per_mbit")
+                else None,
+            }
             print(json.dumps(row), flush=True)
             rows.append(row)
         n = args.players_n
         with Server(kind) as server:
             template = "live/s{i}?sourceId=cam{i}"
             players = subprocess.Popen(
-                [sys.executable, str(PLAYERS), "--port", str(server.port), "-n", str(n),
-                 "--seconds", str(args.seconds + 3 + n * 0.05 + 6), "--url-template", template],
-                stdout=subprocess.PIPE, text=True)
+                [
+                    sys.executable,
+                    str(PLAYERS),
+                    "--port",
+                    str(server.port),
+                    "-n",
+                    str(n),
+                    "--seconds",
+                    str(args.seconds + 3 + n * 0.05 + 6),
+                    "--url-template",
+                    template,
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             r = rtmp_load(server, "-n", str(n), "--seconds", str(args.seconds))
             out = json.loads(players.communicate(timeout=120)[0].strip().splitlines()[-1])
-        row = {"server": kind, "test": "with players", "n": n,
-               "cpu_ms_per_mbit": round(r["cpu_s_per_mbit"] * 1000, 3) if r.get("cpu_s_per_mbit") else None,
-               "cpu_pct": r.get("server_cpu_pct"), "players_with_video": out["players_with_video"],
-               "all_connected": r.get("all_connected")}
+        row = {
+            "server": kind,
+            "test": "with players",
+            "n": n,
+            "cpu_ms_per_mbit": round(r["cpu_s_per_mbit"] * 1000, 3)
+            if r.get("cpu_s_per_mbit")
+            else None,
+            "cpu_pct": r.get("server_cpu_pct"),
+            "players_with_video": out["players_with_video"],
+            "all_connected": r.get("all_connected"),
+        }
         print(json.dumps(row), flush=True)
         rows.append(row)
     print()
-    print(table(rows, [("server", "server"), ("test", "test"), ("n", "N"), ("median_ms", "median ms"),
-                       ("p95_ms", "p95 ms"), ("max_ms", "max ms"), ("first_frame_ms", "play→1st frame ms"),
-                       ("cpu_ms_per_mbit", "CPU-ms/Mbit"), ("players_with_video", "players w/ video")]))
+    print(
+        table(
+            rows,
+            [
+                ("server", "server"),
+                ("test", "test"),
+                ("n", "N"),
+                ("median_ms", "median ms"),
+                ("p95_ms", "p95 ms"),
+                ("max_ms", "max ms"),
+                ("first_frame_ms", "play→1st frame ms"),
+                ("cpu_ms_per_mbit", "CPU-ms/Mbit"),
+                ("players_with_video", "players w/ video"),
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -73,27 +73,49 @@ class Server:
         log = open(os.path.join(self.tmp, "server.log"), "w")
         if self.kind == "ours":
             config = Path(self.tmp) / "config.toml"
-            config.write_text(OUR_CONFIG.format(port=self.port, http_port=self.http_port,
-                                                 hls="true" if self.hls else "false"))
+            config.write_text(
+                OUR_CONFIG.format(
+                    port=self.port, http_port=self.http_port, hls="true" if self.hls else "false"
+                )
+            )
             exe = REPO / ".venv" / "bin" / "rtmp-ingest"
             self.process = subprocess.Popen(
                 [str(exe), "serve", "--config", str(config), "--data-dir", self.tmp],
-                stdout=log, stderr=subprocess.STDOUT)
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         elif self.kind == "nginx":
             self.port = 19351
             env = {**os.environ, "FOREGROUND": "1"}
             if self.hls:  # fragments of an earlier run must not count as this run's
                 shutil.rmtree(NGINX_HLS_DIR, ignore_errors=True)
             self.process = subprocess.Popen(
-                ["bash", str(SHARED_BENCH / "servers" / "start_nginx_rtmp.sh"), str(self.port),
-                 *(["hls"] if self.hls else [])],
-                stdout=log, stderr=subprocess.STDOUT, env=env)
+                [
+                    "bash",
+                    str(SHARED_BENCH / "servers" / "start_nginx_rtmp.sh"),
+                    str(self.port),
+                    *(["hls"] if self.hls else []),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         elif self.kind == "nms":
-            env = {**os.environ, "NMS_DIR": os.environ.get(
-                "NMS_DIR", "/tmp/nms/node_modules/node-media-server")}
+            env = {
+                **os.environ,
+                "NMS_DIR": os.environ.get("NMS_DIR", "/tmp/nms/node_modules/node-media-server"),
+            }
             self.process = subprocess.Popen(
-                ["node", str(SHARED_BENCH / "servers" / "nms_server.js"), str(self.port),
-                 str(self.http_port)], stdout=log, stderr=subprocess.STDOUT, env=env)
+                [
+                    "node",
+                    str(SHARED_BENCH / "servers" / "nms_server.js"),
+                    str(self.port),
+                    str(self.http_port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         else:
             raise ValueError(self.kind)
         wait_listening(self.port)
@@ -150,17 +172,31 @@ def available(kind: str) -> bool:
     if kind == "ours":
         return True
     if kind == "nginx":
-        return shutil.which("nginx") is not None and Path("/usr/lib/nginx/modules/ngx_rtmp_module.so").exists()
+        return (
+            shutil.which("nginx") is not None
+            and Path("/usr/lib/nginx/modules/ngx_rtmp_module.so").exists()
+        )
     if kind == "nms":
-        return shutil.which("node") is not None and Path(os.environ.get(
-            "NMS_DIR", "/tmp/nms/node_modules/node-media-server")).exists()
+        return (
+            shutil.which("node") is not None
+            and Path(os.environ.get("NMS_DIR", "/tmp/nms/node_modules/node-media-server")).exists()
+        )
     return False
 
 
 def rtmp_load(server: Server, *args: str, timeout_s: float = 600) -> dict:
     """Runs the shared load generator against `server`; returns its JSON result."""
-    cmd = [sys.executable, str(RTMP_LOAD), "--server-pid", str(server.pid), "--port", str(server.port),
-           "--label", server.kind, *args]
+    cmd = [
+        sys.executable,
+        str(RTMP_LOAD),
+        "--server-pid",
+        str(server.pid),
+        "--port",
+        str(server.port),
+        "--label",
+        server.kind,
+        *args,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if not lines:
@@ -174,10 +210,23 @@ class LoadRun:
     waits for its JSON result."""
 
     def __init__(self, server: Server, *args: str, tag: str = "") -> None:
-        self.run_dir = Path("/tmp/rtmp_bench") / (time.strftime("%Y%m%d-%H%M%S") + f"-{server.kind}{tag}")
+        self.run_dir = Path("/tmp/rtmp_bench") / (
+            time.strftime("%Y%m%d-%H%M%S") + f"-{server.kind}{tag}"
+        )
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, str(RTMP_LOAD), "--server-pid", str(server.pid), "--port", str(server.port),
-               "--label", server.kind, "--run-dir", str(self.run_dir), *args]
+        cmd = [
+            sys.executable,
+            str(RTMP_LOAD),
+            "--server-pid",
+            str(server.pid),
+            "--port",
+            str(server.port),
+            "--label",
+            server.kind,
+            "--run-dir",
+            str(self.run_dir),
+            *args,
+        ]
         self._out = open(self.run_dir / "rtmp_load.out", "w+")
         self.process = subprocess.Popen(cmd, stdout=self._out, stderr=subprocess.STDOUT, text=True)
 

@@ -17,8 +17,8 @@ import trio
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from rtmp_ingest.rtmp import NEED_DATA, ClientConnection  # noqa: E402
-from rtmp_ingest.rtmp import events as ev  # noqa: E402
+from rtmp_ingest.rtmp import NEED_DATA, ClientConnection
+from rtmp_ingest.rtmp import events as ev
 
 
 async def player(url_path: str, port: int, stats: dict, index: int) -> None:
@@ -57,8 +57,16 @@ async def main() -> None:
         async with trio.open_nursery() as nursery:
             for i in range(args.n):
                 nursery.start_soon(player, args.url_template.format(i=i), args.port, stats, i)
-    print(json.dumps({"players": args.n, "players_with_video": len(stats["video"]),
-                      "bytes": stats["bytes"], "seconds": args.seconds}))
+    print(
+        json.dumps(
+            {
+                "players": args.n,
+                "players_with_video": len(stats["video"]),
+                "bytes": stats["bytes"],
+                "seconds": args.seconds,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,12 +31,16 @@ EXIT_CONFIG = 2
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rtmp-ingest", description="RTMP ingest for multisource streams")
+    parser = argparse.ArgumentParser(
+        prog="rtmp-ingest", description="RTMP ingest for multisource streams"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server")
     serve.add_argument("--config", help="TOML file (overrides the embedded default)")
     serve.add_argument("--rtmp", help="RTMP listen address HOST:PORT")
-    serve.add_argument("--rtmps", help="RTMPS listen address HOST:PORT (needs rtmps.cert_file/key_file)")
+    serve.add_argument(
+        "--rtmps", help="RTMPS listen address HOST:PORT (needs rtmps.cert_file/key_file)"
+    )
     serve.add_argument("--http", help="HTTP listen address HOST:PORT")
     serve.add_argument("--data-dir", help="data directory")
     cfg = sub.add_parser("config", help="configuration helpers")
@@ -47,12 +51,23 @@ def _parser() -> argparse.ArgumentParser:
     create = token_sub.add_parser("create", help="mint a token (signed with the server secret)")
     create.add_argument("--config", help="TOML file (for auth.secret / data_dir)")
     create.add_argument("--data-dir", help="data directory (holds the generated secret)")
-    create.add_argument("--stream", action="append", required=True, metavar="PATTERN",
-                        help="stream path or pattern with * (repeatable)")
+    create.add_argument(
+        "--stream",
+        action="append",
+        required=True,
+        metavar="PATTERN",
+        help="stream path or pattern with * (repeatable)",
+    )
     create.add_argument("--multisource", action="store_true", help="allow sourceId (multisource)")
-    create.add_argument("--source-id", action="append", metavar="ID", help="allowed sourceId (repeatable)")
-    create.add_argument("--record", action=argparse.BooleanOptionalAction, default=None,
-                        help="record this token's feeds (default: the app's [apps] record setting)")
+    create.add_argument(
+        "--source-id", action="append", metavar="ID", help="allowed sourceId (repeatable)"
+    )
+    create.add_argument(
+        "--record",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="record this token's feeds (default: the app's [apps] record setting)",
+    )
     create.add_argument("--network", action="append", metavar="CIDR", help="allowed client network")
     create.add_argument("--ttl", help="lifetime, e.g. 90m, 24h, 7d (default: no expiry)")
     create.add_argument("--label", default="", help="label shown in logs and the API")
@@ -60,11 +75,19 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("token")
     inspect.add_argument("--config", help="TOML file (for auth.secret / data_dir)")
     inspect.add_argument("--data-dir", help="data directory (holds the generated secret)")
-    export = sub.add_parser("export", help="mux every source's recordings of a time range into one file")
+    export = sub.add_parser(
+        "export", help="mux every source's recordings of a time range into one file"
+    )
     export.add_argument("path", help="stream path, e.g. live/show")
-    export.add_argument("--from", dest="start", help="range start: ISO 8601 time, Unix seconds, or -10m "
-                                                  "(before now); default: the first recording")
-    export.add_argument("--to", dest="end", help="range end (same forms); default: the last recording")
+    export.add_argument(
+        "--from",
+        dest="start",
+        help="range start: ISO 8601 time, Unix seconds, or -10m "
+        "(before now); default: the first recording",
+    )
+    export.add_argument(
+        "--to", dest="end", help="range end (same forms); default: the last recording"
+    )
     export.add_argument("--out", required=True, help="output file (.mkv)")
     export.add_argument("--config", help="TOML file (for record.directory / data_dir)")
     export.add_argument("--data-dir", help="data directory")
@@ -98,7 +121,11 @@ def parse_time(text: str, *, now: float) -> float:
 def _export(args: argparse.Namespace, config: config_mod.Config) -> int:
     from rtmp_ingest.outputs.export import ExportError, export  # noqa: PLC0415 - PyAV only here
 
-    root = Path(config.record.directory) if config.record.directory else Path(config.data_dir) / "recordings"
+    root = (
+        Path(config.record.directory)
+        if config.record.directory
+        else Path(config.data_dir) / "recordings"
+    )
     now = time.time()
     try:
         start = parse_time(args.start, now=now) if args.start else None
@@ -109,21 +136,42 @@ def _export(args: argparse.Namespace, config: config_mod.Config) -> int:
     show = not args.quiet and sys.stderr.isatty()
 
     def progress(fraction: float) -> None:
-        if show or fraction >= 1.0 and not args.quiet:
+        if show or (fraction >= 1.0 and not args.quiet):
             width = 30
             done = round(fraction * width)
-            print(f"\rexport [{'#' * done}{'.' * (width - done)}] {fraction * 100:5.1f}%",
-                  end="\n" if fraction >= 1.0 else "", file=sys.stderr, flush=True)
+            print(
+                f"\rexport [{'#' * done}{'.' * (width - done)}] {fraction * 100:5.1f}%",
+                end="\n" if fraction >= 1.0 else "",
+                file=sys.stderr,
+                flush=True,
+            )
 
     try:
-        result = export(root, args.path.strip("/"), Path(args.out), start_unix=start, end_unix=end,
-                        progress=progress)
+        result = export(
+            root,
+            args.path.strip("/"),
+            Path(args.out),
+            start_unix=start,
+            end_unix=end,
+            progress=progress,
+        )
     except ExportError as exc:
         print(f"rtmp-ingest: export: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps({"out": str(result.path), "tracks": list(result.tracks), "packets": result.packets,
-                      "filesRead": result.files_read, "from": result.start_unix, "to": result.end_unix,
-                      "firstPacketMs": result.first_ms}, indent=2))
+    print(
+        json.dumps(
+            {
+                "out": str(result.path),
+                "tracks": list(result.tracks),
+                "packets": result.packets,
+                "filesRead": result.files_read,
+                "from": result.start_unix,
+                "to": result.end_unix,
+                "firstPacketMs": result.first_ms,
+            },
+            indent=2,
+        )
+    )
     return 0
 
 
@@ -162,8 +210,9 @@ async def _watch_signals(signals: Any, daemon: Any, scope: trio.CancelScope) -> 
     async for signum in signals:
         count += 1
         if count == 1:
-            logging.getLogger("rtmp_ingest").info("%s received: shutting down",
-                                                  signal.Signals(signum).name)
+            logging.getLogger("rtmp_ingest").info(
+                "%s received: shutting down", signal.Signals(signum).name
+            )
             daemon.shutdown()
         else:
             scope.cancel()  #: a second signal: stop now
@@ -191,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         return _token(args, config)
     if args.command == "export":
         return _export(args, config)
-    logging.basicConfig(level=config.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("hypercorn").setLevel(logging.WARNING)
     try:
         trio.run(_serve, config)
@@ -209,8 +259,11 @@ def _token(args: argparse.Namespace, config: config_mod.Config) -> int:
 
     secret = _secret(config)
     if args.token_command == "create":
-        body: dict[str, Any] = {"streams": args.stream, "multisource": args.multisource,
-                                "label": args.label}
+        body: dict[str, Any] = {
+            "streams": args.stream,
+            "multisource": args.multisource,
+            "label": args.label,
+        }
         if args.source_id:
             body["sourceIds"] = args.source_id
         if args.record is not None:

@@ -16,8 +16,11 @@ from typing import Any
 import attrs
 import cattrs
 from cattrs.errors import (
-    AttributeValidationNote, ClassValidationError, ForbiddenExtraKeysError,
-    IterableValidationError, IterableValidationNote,
+    AttributeValidationNote,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
 )
 
 from rtmp_ingest.bundle import BundleConfig
@@ -148,8 +151,11 @@ class RtmpConfig:
     play_wait_s: float = 30.0
 
     def limits(self) -> Limits:
-        return Limits(max_message_bytes=self.max_message_bytes,
-                      max_pending_bytes=self.max_pending_bytes, out_chunk_size=self.chunk_size)
+        return Limits(
+            max_message_bytes=self.max_message_bytes,
+            max_pending_bytes=self.max_pending_bytes,
+            out_chunk_size=self.chunk_size,
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -203,7 +209,7 @@ class RecordConfig:
     file_s: float = 600.0
     fragment_s: float = 1.0
     max_age_s: float = 7 * 86400.0
-    max_total_bytes: int = 10 * 1024 ** 3
+    max_total_bytes: int = 10 * 1024**3
 
 
 @attrs.frozen(kw_only=True)
@@ -234,9 +240,10 @@ _converter = cattrs.Converter(forbid_extra_keys=True)
 
 def _strict(kind: type, *accepted: type) -> Any:
     def structure(value: Any, _type: Any) -> Any:
-        if isinstance(value, bool) and kind is not bool or not isinstance(value, accepted):
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, accepted):
             raise ValueError(f"expected {kind.__name__}, got {value!r}")
         return kind(value)
+
     return structure
 
 
@@ -268,8 +275,11 @@ def _check(config: Config) -> None:
         raise ConfigError(f'auth.mode: must be "open" or "token", not {config.auth.mode!r}')
     if config.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level: unknown level {config.log_level!r}")
-    for key, value in (("rtmp.listen", config.rtmp.listen), ("http.listen", config.http.listen),
-                       ("rtmps.listen", config.rtmps.listen)):
+    for key, value in (
+        ("rtmp.listen", config.rtmp.listen),
+        ("http.listen", config.http.listen),
+        ("rtmps.listen", config.rtmps.listen),
+    ):
         if value or key != "rtmps.listen":
             parse_host_port(value, key=key)
     if config.rtmps.listen and not (config.rtmps.cert_file and config.rtmps.key_file):

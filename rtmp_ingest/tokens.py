@@ -43,9 +43,11 @@ class TokenClaims:
     streams: tuple[str, ...] = attrs.field(converter=tuple)
     multisource: bool = False
     source_ids: tuple[str, ...] | None = attrs.field(
-        default=None, converter=attrs.converters.optional(tuple))
+        default=None, converter=attrs.converters.optional(tuple)
+    )
     networks: tuple[str, ...] | None = attrs.field(
-        default=None, converter=attrs.converters.optional(tuple))
+        default=None, converter=attrs.converters.optional(tuple)
+    )
     expires_at: float | None = None  #: unix time
     issued_at: float = 0.0
     label: str = ""
@@ -54,10 +56,14 @@ class TokenClaims:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "id": self.token_id, "streams": list(self.streams), "multisource": self.multisource,
+            "id": self.token_id,
+            "streams": list(self.streams),
+            "multisource": self.multisource,
             "sourceIds": list(self.source_ids) if self.source_ids is not None else None,
             "networks": list(self.networks) if self.networks is not None else None,
-            "expiresAt": self.expires_at, "issuedAt": self.issued_at, "label": self.label,
+            "expiresAt": self.expires_at,
+            "issuedAt": self.issued_at,
+            "label": self.label,
             "record": self.record,
         }
 
@@ -151,8 +157,16 @@ def address_allowed(networks: Iterable[str], remote_ip: str) -> bool:
     return False
 
 
-def verify(token: str, secret: bytes, *, stream_path: str, source_id: str, remote_ip: str,
-           revoked: Iterable[str] = (), now: float | None = None) -> TokenClaims:
+def verify(
+    token: str,
+    secret: bytes,
+    *,
+    stream_path: str,
+    source_id: str,
+    remote_ip: str,
+    revoked: Iterable[str] = (),
+    now: float | None = None,
+) -> TokenClaims:
     """Everything a publish needs checked; raises TokenError with the reason."""
     claims = decode(token, secret)
     now = time.time() if now is None else now

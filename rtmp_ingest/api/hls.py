@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 NO_CACHE = {"Cache-Control": "no-cache"}
 IMMUTABLE = {"Cache-Control": "public, max-age=3600"}
-_FILE = re.compile(r"^(?:init-(\d{1,18})\.mp4|seg-(\d{1,18})\.m4s|part-(\d{1,18})\.(\d{1,6})\.m4s)$")
+_FILE = re.compile(
+    r"^(?:init-(\d{1,18})\.mp4|seg-(\d{1,18})\.m4s|part-(\d{1,18})\.(\d{1,6})\.m4s)$"
+)
 _NUMBER = re.compile(r"^[0-9]{1,18}$")
 
 
@@ -65,7 +67,9 @@ def routes(daemon: Daemon) -> list[Any]:
             text += rendition_reports(service.stream_sources(key[0]), source, track)
         return Response(text, media_type=PLAYLIST_TYPE, headers=NO_CACHE)
 
-    async def blocking_playlist(track: TrackHls, key: tuple[str, str], request: Request) -> Response:
+    async def blocking_playlist(
+        track: TrackHls, key: tuple[str, str], request: Request
+    ) -> Response:
         msn_text = request.query_params.get("_HLS_msn")
         part_text = request.query_params.get("_HLS_part")
         if msn_text is None:
@@ -91,7 +95,7 @@ def routes(daemon: Daemon) -> list[Any]:
     async def hls(request: Request) -> Response:
         raw = request.scope.get("raw_path") or request.url.path.encode()
         path = raw.decode("latin-1").split("?", 1)[0]
-        rest = path[len("/hls/"):].strip("/")
+        rest = path[len("/hls/") :].strip("/")
         parts = rest.split("/")
         if len(parts) < 2:
             return error(404, "use /hls/APP/STREAM/index.m3u8")
@@ -109,8 +113,11 @@ def routes(daemon: Daemon) -> list[Any]:
                 stream_path = unquote("/".join(parts[:-2]))
                 source = service.sources.get((stream_path, _source_id(parts[-2])))
                 if source is not None and not source.ended and source.live_tracks():
-                    return Response(multivariant([source], source.source_id, prefix=False),
-                                    media_type=PLAYLIST_TYPE, headers=NO_CACHE)
+                    return Response(
+                        multivariant([source], source.source_id, prefix=False),
+                        media_type=PLAYLIST_TYPE,
+                        headers=NO_CACHE,
+                    )
             return error(404, f"no live HLS stream or source at {unquote('/'.join(parts[:-1]))!r}")
         if name.endswith(".m3u8"):
             if len(parts) < 3:
@@ -122,14 +129,18 @@ def routes(daemon: Daemon) -> list[Any]:
             if track is not None and not track.ready:
                 # a new track's playlist is served from its first complete segment on, when
                 # its target durations are fixed for good; a player asking earlier waits
-                with trio.move_on_after(service.settings.block_timeout_targets * track.target_duration):
+                with trio.move_on_after(
+                    service.settings.block_timeout_targets * track.target_duration
+                ):
                     while not track.ready and not track.ended:
                         await service.wait_change(key)
                 if not track.ready:
                     return error(404, f"HLS track {track.name!r} has no complete segment yet")
             if track is None:
-                return error(404, f"no HLS track {unquote(name[:-5])!r} for source "
-                                  f"{key[1]!r} of {stream_path!r}")
+                return error(
+                    404,
+                    f"no HLS track {unquote(name[:-5])!r} for source {key[1]!r} of {stream_path!r}",
+                )
             return await blocking_playlist(track, key, request)
         match = _FILE.match(name)
         if match is None or len(parts) < 4:
@@ -138,14 +149,18 @@ def routes(daemon: Daemon) -> list[Any]:
         key = (stream_path, _source_id(parts[-3]))
         track = find_track(stream_path, parts[-3], unquote(parts[-2]))
         if track is None:
-            return error(404, f"no HLS track {unquote(parts[-2])!r} for source {key[1]!r} of {stream_path!r}")
+            return error(
+                404, f"no HLS track {unquote(parts[-2])!r} for source {key[1]!r} of {stream_path!r}"
+            )
         init_id, seg, part_msn, part_index = match.groups()
         if init_id is not None:
             service.requests["init"] += 1
             data = track.inits.get(int(init_id))
             if data is None:
                 return error(404, f"init segment {init_id} is gone")
-            return _media(data, "video/mp4" if track.media.value == "video" else "audio/mp4", service, track)
+            return _media(
+                data, "video/mp4" if track.media.value == "video" else "audio/mp4", service, track
+            )
         if seg is not None:
             service.requests["segment"] += 1
             segment = track.segment(int(seg))
@@ -168,7 +183,9 @@ def routes(daemon: Daemon) -> list[Any]:
     return [Route("/hls/{rest:path}", hls, methods=["GET"])]
 
 
-def _media(data: bytes | memoryview, media_type: str, service: HlsService, track: TrackHls) -> Response:
+def _media(
+    data: bytes | memoryview, media_type: str, service: HlsService, track: TrackHls
+) -> Response:
     service.bytes_out += len(data)
     track.bytes_out += len(data)
     return Response(bytes(data), media_type=media_type, headers=IMMUTABLE)

@@ -70,7 +70,9 @@ class Api:
             return True
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), key.encode())
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode(), key.encode()
+        )
 
     def _guard(self, request: Request) -> JSONResponse | None:
         if self._authorized(request):
@@ -91,15 +93,27 @@ class Api:
             hls = self.daemon.hls.sources.get((path, source_id))
             recording = self.daemon.recorder.recordings.get((path, source_id))
             return {
-                "record": None if recording is None else {
-                    "file": recording.current_file, "bytesWritten": recording.bytes_written,
+                "record": None
+                if recording is None
+                else {
+                    "file": recording.current_file,
+                    "bytesWritten": recording.bytes_written,
                     "filesWritten": recording.files_written,
                 },
-                "hls": None if hls is None else {
-                    "tracks": [{"track": t.name, "codecs": t.codecs_attr, "segments": len(t.segments),
-                                "bandwidth": t.bandwidth(), "targetDuration": t.target_duration,
-                                "bytesOut": t.bytes_out}
-                               for t in hls.live_tracks()],
+                "hls": None
+                if hls is None
+                else {
+                    "tracks": [
+                        {
+                            "track": t.name,
+                            "codecs": t.codecs_attr,
+                            "segments": len(t.segments),
+                            "bandwidth": t.bandwidth(),
+                            "targetDuration": t.target_duration,
+                            "bytesOut": t.bytes_out,
+                        }
+                        for t in hls.live_tracks()
+                    ],
                     "framesSkipped": hls.frames_skipped,
                 },
                 "urls": self.daemon.source_urls(path, source_id, host=host),
@@ -118,7 +132,9 @@ class Api:
     def _stream_json(self, stats: Any, request: Request) -> dict[str, Any]:
         host = request.url.hostname or ""
         out = stream_json(stats, wall_origin_s=self._wall(), extra=self._source_extra(request))
-        out["hls"] = self.daemon.stream_hls_url(stats.stream_path, host=f"[{host}]" if ":" in host else host)
+        out["hls"] = self.daemon.stream_hls_url(
+            stats.stream_path, host=f"[{host}]" if ":" in host else host
+        )
         return out
 
     async def streams(self, request: Request) -> Response:
@@ -155,8 +171,13 @@ class Api:
             if not self.daemon.kick_source(path, source_id):
                 return error(409, f"source {source_id!r} of {path!r} has no feed on air")
             return JSONResponse({"kicked": True, "stream": path, "sourceId": source_id})
-        return JSONResponse(source_json(stats, wall_origin_s=self._wall(),
-                                        extra=self._source_extra(request)(path, source_id)))
+        return JSONResponse(
+            source_json(
+                stats,
+                wall_origin_s=self._wall(),
+                extra=self._source_extra(request)(path, source_id),
+            )
+        )
 
     async def mint_token(self, request: Request) -> Response:
         if (denied := self._guard(request)) is not None:
@@ -172,10 +193,16 @@ class Api:
         except ValueError as exc:
             return error(400, str(exc))
         token = tokens.mint(claims, self.daemon.secret)
-        log.info("token minted id=%s label=%r streams=%s multisource=%s", claims.token_id,
-                 claims.label, ",".join(claims.streams), claims.multisource)
-        return JSONResponse({"token": token, "id": claims.token_id, "claims": claims.to_json()},
-                            status_code=201)
+        log.info(
+            "token minted id=%s label=%r streams=%s multisource=%s",
+            claims.token_id,
+            claims.label,
+            ",".join(claims.streams),
+            claims.multisource,
+        )
+        return JSONResponse(
+            {"token": token, "id": claims.token_id, "claims": claims.to_json()}, status_code=201
+        )
 
     async def revoke_token(self, request: Request) -> Response:
         if (denied := self._guard(request)) is not None:
@@ -212,8 +239,11 @@ class Api:
             finally:
                 subscription.close()
 
-        return StreamingResponse(body(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            body(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     def _current_state(self, stream_filter: str | None) -> list[tuple[str, dict[str, Any]]]:
         """`active` events for every source on air now, so a new subscriber starts in sync."""
@@ -227,9 +257,13 @@ class Api:
             for source in stats.sources if stats else ():
                 if source.on_air_feed_id is None or source.timeline_origin_wall_s is None:
                     continue
-                event = Active(stream_path=path, source_id=source.source_id,
-                               feed_id=source.on_air_feed_id, tracks=source.tracks,
-                               timeline_origin_wall_s=source.timeline_origin_wall_s)
+                event = Active(
+                    stream_path=path,
+                    source_id=source.source_id,
+                    feed_id=source.on_air_feed_id,
+                    tracks=source.tracks,
+                    timeline_origin_wall_s=source.timeline_origin_wall_s,
+                )
                 out.append(event_json(event, wall_origin_s=self._wall()))
         return out
 
@@ -274,7 +308,9 @@ def claims_from_request(body: dict[str, Any], *, now: float | None = None) -> to
         if not 0 < ttl_s <= MAX_TOKEN_TTL_S:
             raise ValueError(f"'ttl' must be between 1 s and {MAX_TOKEN_TTL_S} s")
         expires_at = now + ttl_s
-    elif expires_at is not None and (isinstance(expires_at, bool) or not isinstance(expires_at, (int, float))):
+    elif expires_at is not None and (
+        isinstance(expires_at, bool) or not isinstance(expires_at, (int, float))
+    ):
         raise ValueError("'expiresAt' must be a Unix time in seconds")
     multisource = body.get("multisource", False)
     if not isinstance(multisource, bool):
@@ -294,9 +330,14 @@ def claims_from_request(body: dict[str, Any], *, now: float | None = None) -> to
         except ValueError:
             raise ValueError(f"'networks': {network!r} is not an address or CIDR network") from None
     return tokens.TokenClaims(
-        token_id=tokens.new_token_id(), streams=streams, multisource=multisource,
-        source_ids=_string_list(body, "sourceIds"), networks=networks,
-        expires_at=float(expires_at) if expires_at is not None else None, issued_at=now, label=label,
+        token_id=tokens.new_token_id(),
+        streams=streams,
+        multisource=multisource,
+        source_ids=_string_list(body, "sourceIds"),
+        networks=networks,
+        expires_at=float(expires_at) if expires_at is not None else None,
+        issued_at=now,
+        label=label,
         record=record,
     )
 
@@ -305,8 +346,11 @@ def build_app(daemon: Daemon) -> Starlette:
     api = Api(daemon)
     routes = [
         Route("/api/v1/streams", api.streams, methods=["GET"]),
-        Route("/api/v1/streams/{path:path}/sources/{source_id:path}", api.source,
-              methods=["GET", "DELETE"]),
+        Route(
+            "/api/v1/streams/{path:path}/sources/{source_id:path}",
+            api.source,
+            methods=["GET", "DELETE"],
+        ),
         Route("/api/v1/streams/{path:path}", api.stream, methods=["GET"]),
         Route("/api/v1/tokens", api.mint_token, methods=["POST"]),
         Route("/api/v1/tokens/{token_id}/revoke", api.revoke_token, methods=["POST"]),
@@ -314,14 +358,24 @@ def build_app(daemon: Daemon) -> Starlette:
         Route("/metrics", api.metrics, methods=["GET"]),
         *daemon.http_routes(),
     ]
-    middleware = [Middleware(CORSMiddleware, allow_origins=list(daemon.config.http.cors_origins),
-                             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-                             allow_headers=["Authorization", "Content-Type"])]
-    return Starlette(routes=routes, middleware=middleware,
-                     exception_handlers={404: api.not_found, 405: api.method_not_allowed})
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(daemon.config.http.cors_origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={404: api.not_found, 405: api.method_not_allowed},
+    )
 
 
-async def serve_http(daemon: Daemon, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_http(
+    daemon: Daemon, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED
+) -> None:
     host, port = parse_host_port(daemon.config.http.listen, key="http.listen")
     config = HypercornConfig()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]

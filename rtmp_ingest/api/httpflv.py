@@ -33,29 +33,52 @@ def routes(daemon: Daemon) -> list[Any]:
         requested = request.query_params.get("sourceId")
         layer = request.query_params.get("layer", "0") or "0"
         if "/" not in path or not layer.isdigit():
-            return JSONResponse({"error": "use /APP/STREAM.flv[?sourceId=ID][&layer=N]"}, status_code=400)
+            return JSONResponse(
+                {"error": "use /APP/STREAM.flv[?sourceId=ID][&layer=N]"}, status_code=400
+            )
         wait_s = daemon.config.rtmp.play_wait_s
-        if resolve_source(daemon, path, requested) is None and \
-                await wait_for_source(daemon, path, requested, wait_s) is None:
-            what = f"source {requested!r} of {path!r}" if requested is not None else f"stream {path!r}"
+        if (
+            resolve_source(daemon, path, requested) is None
+            and await wait_for_source(daemon, path, requested, wait_s) is None
+        ):
+            what = (
+                f"source {requested!r} of {path!r}" if requested is not None else f"stream {path!r}"
+            )
             return JSONResponse({"error": f"{what} is not live"}, status_code=404)
         remote = f"{request.client.host}:{request.client.port}" if request.client else "unknown"
-        player = Player("flv", path, requested, remote, PlayerTrack(video_track=f"video{int(layer)}"))
+        player = Player(
+            "flv", path, requested, remote, PlayerTrack(video_track=f"video{int(layer)}")
+        )
 
         async def body() -> AsyncIterator[bytes]:
             yield flv_header()
-            log.info("play stream=%s sourceId=%r remote=%s layer=%s http-flv", path, requested,
-                     remote, layer)
+            log.info(
+                "play stream=%s sourceId=%r remote=%s layer=%s http-flv",
+                path,
+                requested,
+                remote,
+                layer,
+            )
             try:
-                async with contextlib.aclosing(play_batches(daemon, player, wait_s=wait_s)) as batches:
+                async with contextlib.aclosing(
+                    play_batches(daemon, player, wait_s=wait_s)
+                ) as batches:
                     async for batch in batches:
                         yield b"".join([flv_tag(*message) for message in batch])
             finally:
-                log.info("play end stream=%s sourceId=%r remote=%s reason=%s bytes=%d dropped=%d "
-                         "http-flv", path, requested, remote, player.end_reason, player.track.bytes,
-                         player.dropped())
+                log.info(
+                    "play end stream=%s sourceId=%r remote=%s reason=%s bytes=%d dropped=%d "
+                    "http-flv",
+                    path,
+                    requested,
+                    remote,
+                    player.end_reason,
+                    player.track.bytes,
+                    player.dropped(),
+                )
 
-        return StreamingResponse(body(), media_type="video/x-flv",
-                                 headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(
+            body(), media_type="video/x-flv", headers={"Cache-Control": "no-cache"}
+        )
 
     return [Route("/{path:path}.flv", stream_flv, methods=["GET"])]

@@ -27,18 +27,25 @@ class DaemonCollector:
         m = daemon.metrics
         registry = daemon.registry
         now = trio.current_time()
-        yield GaugeMetricFamily("rtmp_ingest_connections", "Open RTMP connections",
-                                value=len(daemon.sessions))
-        yield CounterMetricFamily("rtmp_ingest_connections", "RTMP connections accepted",
-                                  value=m.connections_total)
-        yield CounterMetricFamily("rtmp_ingest_connections_refused",
-                                  "RTMP connections refused by connection limits",
-                                  value=m.connections_refused)
-        yield CounterMetricFamily("rtmp_ingest_protocol_errors", "RTMP protocol errors",
-                                  value=m.protocol_errors)
+        yield GaugeMetricFamily(
+            "rtmp_ingest_connections", "Open RTMP connections", value=len(daemon.sessions)
+        )
+        yield CounterMetricFamily(
+            "rtmp_ingest_connections", "RTMP connections accepted", value=m.connections_total
+        )
+        yield CounterMetricFamily(
+            "rtmp_ingest_connections_refused",
+            "RTMP connections refused by connection limits",
+            value=m.connections_refused,
+        )
+        yield CounterMetricFamily(
+            "rtmp_ingest_protocol_errors", "RTMP protocol errors", value=m.protocol_errors
+        )
         stats = registry.statistics()
         yield GaugeMetricFamily("rtmp_ingest_streams", "Live streams", value=stats.streams)
-        yield GaugeMetricFamily("rtmp_ingest_sources", "Sources of live streams", value=stats.sources)
+        yield GaugeMetricFamily(
+            "rtmp_ingest_sources", "Sources of live streams", value=stats.sources
+        )
         feeds = GaugeMetricFamily("rtmp_ingest_feeds", "Feeds by state", labels=["state"])
         by_state: Counter[str] = Counter()
         live_bytes = 0
@@ -54,47 +61,78 @@ class DaemonCollector:
         for state in ("on-air", "pending", "standby"):
             feeds.add_metric([state], by_state.get(state, 0))
         yield feeds
-        yield CounterMetricFamily("rtmp_ingest_bytes_in", "Media bytes received from publishers",
-                                  value=m.bytes_in_ended + live_bytes)
+        yield CounterMetricFamily(
+            "rtmp_ingest_bytes_in",
+            "Media bytes received from publishers",
+            value=m.bytes_in_ended + live_bytes,
+        )
         out = daemon.output_statistics()
-        yield CounterMetricFamily("rtmp_ingest_bytes_out", "Bytes sent to players",
-                                  value=out.get("bytes_out", 0))
+        yield CounterMetricFamily(
+            "rtmp_ingest_bytes_out", "Bytes sent to players", value=out.get("bytes_out", 0)
+        )
         dropped_frames = out.get("frames_dropped", 0)
-        yield CounterMetricFamily("rtmp_ingest_reader_frames_dropped",
-                                  "Frames slow readers lost (skipped to the next keyframe)",
-                                  value=dropped_frames)
-        yield GaugeMetricFamily("rtmp_ingest_players", "Connected players (RTMP and HTTP-FLV)",
-                                value=out.get("players", 0))
+        yield CounterMetricFamily(
+            "rtmp_ingest_reader_frames_dropped",
+            "Frames slow readers lost (skipped to the next keyframe)",
+            value=dropped_frames,
+        )
+        yield GaugeMetricFamily(
+            "rtmp_ingest_players",
+            "Connected players (RTMP and HTTP-FLV)",
+            value=out.get("players", 0),
+        )
         yield CounterMetricFamily("rtmp_ingest_publishes", "Publishes admitted", value=m.publishes)
-        refused = CounterMetricFamily("rtmp_ingest_publishes_refused", "Publishes refused",
-                                      labels=["reason"])
+        refused = CounterMetricFamily(
+            "rtmp_ingest_publishes_refused", "Publishes refused", labels=["reason"]
+        )
         for reason, count in sorted(m.refused.items()):
             refused.add_metric([reason], count)
         yield refused
-        yield CounterMetricFamily("rtmp_ingest_supersedes", "Feeds superseded by a newer feed",
-                                  value=m.supersedes)
-        yield GaugeMetricFamily("rtmp_ingest_event_subscribers", "Event-stream subscribers",
-                                value=daemon.hub.subscribers)
+        yield CounterMetricFamily(
+            "rtmp_ingest_supersedes", "Feeds superseded by a newer feed", value=m.supersedes
+        )
+        yield GaugeMetricFamily(
+            "rtmp_ingest_event_subscribers",
+            "Event-stream subscribers",
+            value=daemon.hub.subscribers,
+        )
         hls = daemon.hls
-        yield GaugeMetricFamily("rtmp_ingest_hls_sources", "Sources packaged as LL-HLS",
-                                value=sum(1 for s in hls.sources.values() if not s.ended))
-        requests = CounterMetricFamily("rtmp_ingest_hls_requests", "HLS requests by kind", labels=["kind"])
+        yield GaugeMetricFamily(
+            "rtmp_ingest_hls_sources",
+            "Sources packaged as LL-HLS",
+            value=sum(1 for s in hls.sources.values() if not s.ended),
+        )
+        requests = CounterMetricFamily(
+            "rtmp_ingest_hls_requests", "HLS requests by kind", labels=["kind"]
+        )
         for kind, count in sorted(hls.requests.items()):
             requests.add_metric([kind], count)
         yield requests
-        yield CounterMetricFamily("rtmp_ingest_hls_bytes_out", "HLS segment, part and init bytes served",
-                                  value=hls.bytes_out)
+        yield CounterMetricFamily(
+            "rtmp_ingest_hls_bytes_out",
+            "HLS segment, part and init bytes served",
+            value=hls.bytes_out,
+        )
         record = daemon.recorder.statistics()
-        yield GaugeMetricFamily("rtmp_ingest_record_sources", "Sources being recorded",
-                                value=record["recording"])
-        yield CounterMetricFamily("rtmp_ingest_record_bytes", "Bytes written to recordings",
-                                  value=record["bytesWritten"])
-        yield CounterMetricFamily("rtmp_ingest_record_files_deleted", "Recordings deleted by retention",
-                                  value=record["filesDeleted"])
-        yield CounterMetricFamily("rtmp_ingest_record_errors", "Recording write errors",
-                                  value=record["errors"])
-        yield CounterMetricFamily("rtmp_ingest_hls_errors", "Frames the HLS packager could not use",
-                                  value=hls.errors + sum(s.frames_skipped for s in hls.sources.values()))
+        yield GaugeMetricFamily(
+            "rtmp_ingest_record_sources", "Sources being recorded", value=record["recording"]
+        )
+        yield CounterMetricFamily(
+            "rtmp_ingest_record_bytes", "Bytes written to recordings", value=record["bytesWritten"]
+        )
+        yield CounterMetricFamily(
+            "rtmp_ingest_record_files_deleted",
+            "Recordings deleted by retention",
+            value=record["filesDeleted"],
+        )
+        yield CounterMetricFamily(
+            "rtmp_ingest_record_errors", "Recording write errors", value=record["errors"]
+        )
+        yield CounterMetricFamily(
+            "rtmp_ingest_hls_errors",
+            "Frames the HLS packager could not use",
+            value=hls.errors + sum(s.frames_skipped for s in hls.sources.values()),
+        )
 
 
 def make_registry(daemon: Daemon) -> CollectorRegistry:

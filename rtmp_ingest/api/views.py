@@ -13,8 +13,11 @@ from rtmp_ingest.server.events import track_json
 def iso(unix_s: float | None) -> str | None:
     if unix_s is None:
         return None
-    return dt.datetime.fromtimestamp(unix_s, dt.timezone.utc).isoformat(timespec="milliseconds") \
+    return (
+        dt.datetime.fromtimestamp(unix_s, dt.UTC)
+        .isoformat(timespec="milliseconds")
         .replace("+00:00", "Z")
+    )
 
 
 def feed_json(feed: FeedStatistics, *, wall_origin_s: float) -> dict[str, Any]:
@@ -34,17 +37,24 @@ def feed_json(feed: FeedStatistics, *, wall_origin_s: float) -> dict[str, Any]:
     }
 
 
-def source_json(source: SourceStatistics, *, wall_origin_s: float,
-                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def source_json(
+    source: SourceStatistics, *, wall_origin_s: float, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     on_air = next((f for f in source.feeds if f.feed_id == source.on_air_feed_id), None)
     out: dict[str, Any] = {
         "sourceId": source.source_id,
         "state": source.state.value,
         "onAir": feed_json(on_air, wall_origin_s=wall_origin_s) if on_air else None,
-        "pending": [feed_json(f, wall_origin_s=wall_origin_s) for f in source.feeds
-                    if f.state is FeedState.PENDING],
-        "standby": [feed_json(f, wall_origin_s=wall_origin_s) for f in source.feeds
-                    if f.state is FeedState.STANDBY],
+        "pending": [
+            feed_json(f, wall_origin_s=wall_origin_s)
+            for f in source.feeds
+            if f.state is FeedState.PENDING
+        ],
+        "standby": [
+            feed_json(f, wall_origin_s=wall_origin_s)
+            for f in source.feeds
+            if f.state is FeedState.STANDBY
+        ],
         "tracks": [track_json(t) for t in source.tracks if t.media.value != "data"],
         "supersedeCount": source.supersede_count,
         "framesOut": source.frames_out,
@@ -57,15 +67,22 @@ def source_json(source: SourceStatistics, *, wall_origin_s: float,
     return out
 
 
-def stream_json(stream: StreamStatistics, *, wall_origin_s: float,
-                extra: Callable[[str, str], dict[str, Any]] | None = None) -> dict[str, Any]:
+def stream_json(
+    stream: StreamStatistics,
+    *,
+    wall_origin_s: float,
+    extra: Callable[[str, str], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """A stream; `extra(path, source_id)` adds fields to each source (urls, outputs)."""
     return {
         "path": stream.stream_path,
         "createdAt": iso(wall_origin_s + stream.created_at_s),
         "sources": [
-            source_json(s, wall_origin_s=wall_origin_s,
-                        extra=extra(stream.stream_path, s.source_id) if extra else None)
+            source_json(
+                s,
+                wall_origin_s=wall_origin_s,
+                extra=extra(stream.stream_path, s.source_id) if extra else None,
+            )
             for s in stream.sources
         ],
     }

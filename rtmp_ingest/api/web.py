@@ -160,9 +160,11 @@ start();
 
 
 def page(stream_path: str, hlsjs_url: str) -> str:
-    return (_PAGE.replace("__TITLE__", html.escape(stream_path))
-            .replace("__HLSJS__", html.escape(hlsjs_url, quote=True))
-            .replace("__STREAM__", json.dumps(stream_path).replace("</", "<\\/")))
+    return (
+        _PAGE.replace("__TITLE__", html.escape(stream_path))
+        .replace("__HLSJS__", html.escape(hlsjs_url, quote=True))
+        .replace("__STREAM__", json.dumps(stream_path).replace("</", "<\\/"))
+    )
 
 
 def routes(daemon: Daemon) -> list[Any]:
@@ -170,6 +172,8 @@ def routes(daemon: Daemon) -> list[Any]:
         path = request.path_params["path"].strip("/")
         if "/" not in path:
             return HTMLResponse("<p>Use /view/APP/STREAM</p>", status_code=400)
-        return HTMLResponse(page(path, daemon.config.http.hlsjs_url), headers={"Cache-Control": "no-cache"})
+        return HTMLResponse(
+            page(path, daemon.config.http.hlsjs_url), headers={"Cache-Control": "no-cache"}
+        )
 
     return [Route("/view/{path:path}", view, methods=["GET"])]

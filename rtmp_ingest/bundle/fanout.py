@@ -50,21 +50,21 @@ class Reader:
     """
 
     __slots__ = (
-        "stream_path",
-        "source_id",
-        "_queue",
-        "_max_frames",
-        "_wakeup",
-        "_slow",
-        "_skipping",
-        "_gate",
-        "_missed_config",
+        "_closed",
         "_delivered",
         "_dropped",
-        "_skips",
-        "_wakeup_errors",
-        "_closed",
+        "_gate",
+        "_max_frames",
+        "_missed_config",
         "_on_close",
+        "_queue",
+        "_skipping",
+        "_skips",
+        "_slow",
+        "_wakeup",
+        "_wakeup_errors",
+        "source_id",
+        "stream_path",
     )
 
     def __init__(
@@ -154,7 +154,7 @@ class Reader:
             return
         try:
             wakeup()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a reader's wakeup must never break the writer
             self._wakeup_errors += 1
             self._wakeup = None
 

@@ -59,7 +59,7 @@ from rtmp_ingest.bundle.source import Source
 class _Stream:
     """A stream path and its sources; exists while it has at least one source."""
 
-    __slots__ = ("stream_path", "created_at_s", "sources", "ever_active")
+    __slots__ = ("created_at_s", "ever_active", "sources", "stream_path")
 
     def __init__(self, stream_path: str, now_s: float) -> None:
         self.stream_path = stream_path
@@ -217,7 +217,7 @@ class Registry:
             return
         try:
             wakeup()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a subscriber's wakeup must never break the registry
             self._event_wakeup = None
 
     # -- readers -------------------------------------------------------------------

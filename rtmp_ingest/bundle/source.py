@@ -81,7 +81,7 @@ def _outranks(feed: Feed, other: Feed) -> bool:
 class _TrackLine:
     """One track of a source's output timeline."""
 
-    __slots__ = ("track_id", "media", "codec", "last_dts", "config", "feed", "disc_pending")
+    __slots__ = ("codec", "config", "disc_pending", "feed", "last_dts", "media", "track_id")
 
     def __init__(self, track_id: str, media: Media, codec: str) -> None:
         self.track_id = track_id
@@ -97,32 +97,32 @@ class Source:
     """One source of a stream: contending feeds, the feed on air, the output timeline."""
 
     __slots__ = (
-        "stream_path",
-        "source_id",
-        "created_at_s",
-        "_registry",
-        "_emit",
-        "_max_jitter_ms",
-        "_max_cache_bytes",
-        "_feeds",
-        "_on_air",
         "_active",
+        "_cache_bytes",
+        "_cache_frames",
+        "_cache_skip",
         "_deadline_s",
-        "_lines",
+        "_emit",
+        "_feeds",
+        "_frame_ms",
+        "_frames_out",
         "_gating_line",
-        "_timing_line",
         "_last_dts",
         "_last_now_s",
-        "_frame_ms",
-        "_origin_wall_s",
+        "_lines",
+        "_max_cache_bytes",
+        "_max_jitter_ms",
         "_metadata",
-        "_cache_frames",
-        "_cache_bytes",
-        "_cache_skip",
+        "_on_air",
+        "_origin_wall_s",
+        "_registry",
         "_reported_tracks",
         "_supersedes",
-        "_frames_out",
         "_targets",
+        "_timing_line",
+        "created_at_s",
+        "source_id",
+        "stream_path",
     )
 
     def __init__(self, registry: Registry, stream_path: str, source_id: str, now_s: float) -> None:

@@ -15,30 +15,71 @@ from __future__ import annotations
 LEGACY_VIDEO = {2: "h263", 3: "screen", 4: "vp6", 5: "vp6a", 6: "screen2", 7: "h264"}
 LEGACY_VIDEO_IDS = {name: cid for cid, name in LEGACY_VIDEO.items() if name != "h264"}
 LEGACY_AUDIO = {
-    0: "pcm", 1: "adpcm", 2: "mp3", 3: "pcm_le", 4: "nellymoser16", 5: "nellymoser8",
-    6: "nellymoser", 7: "g711a", 8: "g711u", 10: "aac", 11: "speex", 14: "mp3_8k",
+    0: "pcm",
+    1: "adpcm",
+    2: "mp3",
+    3: "pcm_le",
+    4: "nellymoser16",
+    5: "nellymoser8",
+    6: "nellymoser",
+    7: "g711a",
+    8: "g711u",
+    10: "aac",
+    11: "speex",
+    14: "mp3_8k",
     15: "device",
 }
-VIDEO_FOURCC = {"avc1": "h264", "hvc1": "hevc", "vvc1": "vvc", "av01": "av1", "vp09": "vp9",
-                "vp08": "vp8"}
+VIDEO_FOURCC = {
+    "avc1": "h264",
+    "hvc1": "hevc",
+    "vvc1": "vvc",
+    "av01": "av1",
+    "vp09": "vp9",
+    "vp08": "vp8",
+}
 VIDEO_FOURCC_OF = {name: fourcc for fourcc, name in VIDEO_FOURCC.items()}
-AUDIO_FOURCC = {"mp4a": "aac", "Opus": "opus", "fLaC": "flac", ".mp3": "mp3", "ac-3": "ac3",
-                "ec-3": "eac3"}
+AUDIO_FOURCC = {
+    "mp4a": "aac",
+    "Opus": "opus",
+    "fLaC": "flac",
+    ".mp3": "mp3",
+    "ac-3": "ac3",
+    "ec-3": "eac3",
+}
 AUDIO_FOURCC_OF = {name: fourcc for fourcc, name in AUDIO_FOURCC.items()}
 #: codecs whose CodedFrames carry an SI24 composition time offset
 CTS_CODECS = frozenset({"h264", "hevc", "vvc"})
 
 #: AudioSpecificConfig samplingFrequencyIndex (ISO/IEC 14496-3 Table 1.18).
-AAC_SAMPLE_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000,
-                    11025, 8000, 7350)
+AAC_SAMPLE_RATES = (
+    96000,
+    88200,
+    64000,
+    48000,
+    44100,
+    32000,
+    24000,
+    22050,
+    16000,
+    12000,
+    11025,
+    8000,
+    7350,
+)
 AAC_OBJECT_TYPES = {1: "Main", 2: "LC", 3: "SSR", 4: "LTP", 5: "HE-AAC", 29: "HE-AACv2"}
-AVC_PROFILES = {66: "Baseline", 77: "Main", 88: "Extended", 100: "High", 110: "High 10",
-                122: "High 4:2:2", 244: "High 4:4:4 Predictive"}
+AVC_PROFILES = {
+    66: "Baseline",
+    77: "Main",
+    88: "Extended",
+    100: "High",
+    110: "High 10",
+    122: "High 4:2:2",
+    244: "High 4:4:4 Predictive",
+}
 HEVC_PROFILES = {1: "Main", 2: "Main 10", 3: "Main Still Picture", 4: "Range Extensions"}
 AV1_PROFILES = {0: "Main", 1: "High", 2: "Professional"}
 #: legacy FLV SoundRate flags (the real rate of AAC is in its AudioSpecificConfig)
 LEGACY_RATES = (5512, 11025, 22050, 44100)
-
 
 
 def _bits(data: bytes) -> int:
@@ -55,8 +96,10 @@ def describe_config(codec: str, data: bytes) -> dict[str, object]:
             return {"profile": profile, "level": round(data[3] / 10, 1)}
         if codec == "hevc" and len(data) >= 13:
             profile_idc = data[1] & 0x1F
-            return {"profile": HEVC_PROFILES.get(profile_idc, str(profile_idc)),
-                    "level": round(data[12] / 30, 1)}
+            return {
+                "profile": HEVC_PROFILES.get(profile_idc, str(profile_idc)),
+                "level": round(data[12] / 30, 1),
+            }
         if codec == "av1" and len(data) >= 4 and data[0] & 0x7F == 1:
             profile = data[1] >> 5
             return {"profile": AV1_PROFILES.get(profile, str(profile)), "level": data[1] & 0x1F}

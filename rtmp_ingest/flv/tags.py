@@ -164,23 +164,36 @@ def parse_video(body: bytes) -> list[Packet]:
         if codec is None:
             raise TagError(f"unknown video FourCC {track_fourcc!r}")
         packet = _ex_video_packet(codec, track_id, frame_type, packet_type, data, nano)
-        packets.append(attrs.evolve(packet, multitrack=True) if multitrack_type is not None else packet)
+        packets.append(
+            attrs.evolve(packet, multitrack=True) if multitrack_type is not None else packet
+        )
     return packets
 
 
-def _ex_video_packet(codec: str, track_id: int, frame_type: int, packet_type: int, data: bytes,
-                     nano: int) -> Packet:
+def _ex_video_packet(
+    codec: str, track_id: int, frame_type: int, packet_type: int, data: bytes, nano: int
+) -> Packet:
     keyframe = frame_type in (FRAME_KEY, FRAME_GENERATED_KEY)
     if packet_type == _V_SEQUENCE_START:
         return Packet("video", track_id, codec, PacketType.SEQUENCE_START, False, 0, data, nano)
     if packet_type == _V_MPEG2TS_SEQUENCE_START:
-        return Packet("video", track_id, codec, PacketType.MPEG2TS_SEQUENCE_START, False, 0, data, nano)
+        return Packet(
+            "video", track_id, codec, PacketType.MPEG2TS_SEQUENCE_START, False, 0, data, nano
+        )
     if packet_type == _V_CODED_FRAMES:
         if codec in codecs.CTS_CODECS:
             if len(data) < 3:
                 raise TagError("truncated composition time")
-            return Packet("video", track_id, codec, PacketType.CODED_FRAMES, keyframe,
-                          _si24(data, 0), data[3:], nano)
+            return Packet(
+                "video",
+                track_id,
+                codec,
+                PacketType.CODED_FRAMES,
+                keyframe,
+                _si24(data, 0),
+                data[3:],
+                nano,
+            )
         return Packet("video", track_id, codec, PacketType.CODED_FRAMES, keyframe, 0, data, nano)
     if packet_type == _V_CODED_FRAMES_X:
         return Packet("video", track_id, codec, PacketType.CODED_FRAMES, keyframe, 0, data, nano)
@@ -206,7 +219,9 @@ def _legacy_video(body: bytes, frame_type: int, codec_id: int) -> Packet:
     if avc_type == 0:
         return Packet("video", 0, codec, PacketType.SEQUENCE_START, False, 0, body[5:])
     if avc_type == 1:
-        return Packet("video", 0, codec, PacketType.CODED_FRAMES, keyframe, _si24(body, 2), body[5:])
+        return Packet(
+            "video", 0, codec, PacketType.CODED_FRAMES, keyframe, _si24(body, 2), body[5:]
+        )
     if avc_type == 2:
         return Packet("video", 0, codec, PacketType.SEQUENCE_END, False, 0, b"")
     raise TagError(f"unknown AVCPacketType {avc_type}")
@@ -249,8 +264,19 @@ def parse_audio(body: bytes) -> list[Packet]:
             kind = PacketType.MULTICHANNEL_CONFIG
         else:
             raise TagError(f"reserved audio packet type {packet_type}")
-        packets.append(Packet("audio", track_id, codec, kind, kind is PacketType.CODED_FRAMES, 0,
-                              data, nano, multitrack=multitrack_type is not None))
+        packets.append(
+            Packet(
+                "audio",
+                track_id,
+                codec,
+                kind,
+                kind is PacketType.CODED_FRAMES,
+                0,
+                data,
+                nano,
+                multitrack=multitrack_type is not None,
+            )
+        )
     return packets
 
 
@@ -262,13 +288,24 @@ def _legacy_audio(body: bytes, sound_format: int) -> Packet:
         if len(body) < 2:
             raise TagError("truncated AAC audio tag header")
         if body[1] == 0:
-            return Packet("audio", 0, codec, PacketType.SEQUENCE_START, False, 0, body[2:],
-                          legacy_header=body[0])
+            return Packet(
+                "audio",
+                0,
+                codec,
+                PacketType.SEQUENCE_START,
+                False,
+                0,
+                body[2:],
+                legacy_header=body[0],
+            )
         if body[1] == 1:
-            return Packet("audio", 0, codec, PacketType.CODED_FRAMES, True, 0, body[2:],
-                          legacy_header=body[0])
+            return Packet(
+                "audio", 0, codec, PacketType.CODED_FRAMES, True, 0, body[2:], legacy_header=body[0]
+            )
         raise TagError(f"unknown AACPacketType {body[1]}")
-    return Packet("audio", 0, codec, PacketType.CODED_FRAMES, True, 0, body[1:], legacy_header=body[0])
+    return Packet(
+        "audio", 0, codec, PacketType.CODED_FRAMES, True, 0, body[1:], legacy_header=body[0]
+    )
 
 
 # -- building single-track bodies ----------------------------------------------------------
@@ -296,8 +333,11 @@ _MP3_HEADER = 0x2F
 
 def video_body(packet: Packet, *, legacy: bool = True) -> bytes:
     """A single-track video body for `packet` (legacy AVC framing for H.264 when `legacy`)."""
-    frame_type = FRAME_KEY if packet.keyframe or packet.packet_type is not PacketType.CODED_FRAMES \
+    frame_type = (
+        FRAME_KEY
+        if packet.keyframe or packet.packet_type is not PacketType.CODED_FRAMES
         else FRAME_INTER
+    )
     if packet.packet_type is PacketType.COMMAND:
         raise TagError("command frames are not forwarded")
     if legacy and packet.codec == "h264":

@@ -58,7 +58,9 @@ def load_manifest(root: Path, stream_path: str) -> list[dict[str, Any]]:
         raise ExportError(f"unreadable manifest {path}: {exc}") from None
 
 
-def _packets(root: Path, entries: list[dict[str, Any]], stats: dict[str, int]) -> Iterator[tuple[float, int, Any, Any, dict[str, Any]]]:
+def _packets(
+    root: Path, entries: list[dict[str, Any]], stats: dict[str, int]
+) -> Iterator[tuple[float, int, Any, Any, dict[str, Any]]]:
     """(unix time of DTS, tiebreak, packet, input stream, manifest entry) of one source, in order."""
     counter = 0
     for entry in entries:
@@ -81,14 +83,26 @@ def _packets(root: Path, entries: list[dict[str, Any]], stats: dict[str, int]) -
                 if packet.dts is None or packet.size == 0:
                     continue
                 counter += 1
-                yield entry["start"] + float(packet.dts * packet.stream.time_base), counter, packet, \
-                    packet.stream, entry
+                yield (
+                    entry["start"] + float(packet.dts * packet.stream.time_base),
+                    counter,
+                    packet,
+                    packet.stream,
+                    entry,
+                )
         finally:
             container.close()
 
 
-def export(root: Path, stream_path: str, out_path: Path, *, start_unix: float | None = None,
-           end_unix: float | None = None, progress: Callable[[float], None] | None = None) -> ExportResult:
+def export(
+    root: Path,
+    stream_path: str,
+    out_path: Path,
+    *,
+    start_unix: float | None = None,
+    end_unix: float | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> ExportResult:
     entries = load_manifest(root, stream_path)
     files = [e for e in entries if (root / e["file"]).exists()]
     if not files:
@@ -105,7 +119,9 @@ def export(root: Path, stream_path: str, out_path: Path, *, start_unix: float | 
     for entry in sorted(chosen, key=lambda e: e["start"]):
         by_source.setdefault(entry["sourceId"], []).append(entry)
     stats = {"files": 0}
-    merged = heapq.merge(*(_packets(root, e, stats) for e in by_source.values()), key=lambda item: (item[0], item[1]))
+    merged = heapq.merge(
+        *(_packets(root, e, stats) for e in by_source.values()), key=lambda item: (item[0], item[1])
+    )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     output = av.open(str(out_path), "w", format="matroska")
     outputs: dict[tuple[Any, ...], Any] = {}
@@ -148,7 +164,11 @@ def export(root: Path, stream_path: str, out_path: Path, *, start_unix: float | 
                     continue
                 started.add(key)
                 first_ms[ostream.metadata.get("title", str(key))] = round((at - start) * 1000)
-            offset = float((packet.pts - packet.dts) * stream.time_base) if packet.pts is not None else 0.0
+            offset = (
+                float((packet.pts - packet.dts) * stream.time_base)
+                if packet.pts is not None
+                else 0.0
+            )
             dts = round((at - start) * 1000)
             if dts <= last_dts.get(key, -1):
                 dts = last_dts[key] + 1
@@ -173,16 +193,33 @@ def export(root: Path, stream_path: str, out_path: Path, *, start_unix: float | 
 
 def _track_key(entry: dict[str, Any], stream: Any) -> tuple[Any, ...]:
     context = stream.codec_context
-    track = next((t["trackId"] for t in entry["tracks"] if t["mp4TrackId"] == stream.index + 1), f"{stream.type}{stream.index}")
+    track = next(
+        (t["trackId"] for t in entry["tracks"] if t["mp4TrackId"] == stream.index + 1),
+        f"{stream.type}{stream.index}",
+    )
     if stream.type == "video":
         # a new SPS (profile, size) needs a new Matroska track; same settings share one
-        return (entry["sourceId"], track, context.name, context.width, context.height,
-                bytes(context.extradata or b""))
+        return (
+            entry["sourceId"],
+            track,
+            context.name,
+            context.width,
+            context.height,
+            bytes(context.extradata or b""),
+        )
     # audio: encoders rewrite side details (FLAC's MD5, frame sizes) in their configuration
-    return (entry["sourceId"], track, context.name, context.sample_rate, getattr(context, "channels", 0))
+    return (
+        entry["sourceId"],
+        track,
+        context.name,
+        context.sample_rate,
+        getattr(context, "channels", 0),
+    )
 
 
 def _label(entry: dict[str, Any], stream: Any, earlier: int) -> str:
     source = entry["sourceId"] or "default"
-    track = next((t["trackId"] for t in entry["tracks"] if t["mp4TrackId"] == stream.index + 1), stream.type)
+    track = next(
+        (t["trackId"] for t in entry["tracks"] if t["mp4TrackId"] == stream.index + 1), stream.type
+    )
     return f"{source} {track}" + (f" ({earlier + 1})" if earlier else "")

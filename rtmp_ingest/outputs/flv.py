@@ -37,8 +37,21 @@ def flv_tag(tag_type: int, timestamp_ms: int, body: bytes) -> bytes:
     """One FLV tag with its back pointer; the timestamp wraps at 2^32 ms."""
     ts = timestamp_ms & 0xFFFFFFFF
     size = len(body)
-    header = bytes((tag_type, (size >> 16) & 0xFF, (size >> 8) & 0xFF, size & 0xFF,
-                    (ts >> 16) & 0xFF, (ts >> 8) & 0xFF, ts & 0xFF, ts >> 24, 0, 0, 0))
+    header = bytes(
+        (
+            tag_type,
+            (size >> 16) & 0xFF,
+            (size >> 8) & 0xFF,
+            size & 0xFF,
+            (ts >> 16) & 0xFF,
+            (ts >> 8) & 0xFF,
+            ts & 0xFF,
+            ts >> 24,
+            0,
+            0,
+            0,
+        )
+    )
     return header + body + _U32.pack(size + 11)
 
 
@@ -53,11 +66,20 @@ def _is_ex_audio(body: bytes) -> bool:
 class PlayerTrack:
     """Selects and times the frames of one source for one player."""
 
-    __slots__ = ("video_track", "audio_track", "legacy_only", "base_ms", "frames", "bytes",
-                 "want_audio", "want_video")
+    __slots__ = (
+        "audio_track",
+        "base_ms",
+        "bytes",
+        "frames",
+        "legacy_only",
+        "video_track",
+        "want_audio",
+        "want_video",
+    )
 
-    def __init__(self, *, video_track: str = "video0", audio_track: str = "audio0",
-                 legacy_only: bool = False) -> None:
+    def __init__(
+        self, *, video_track: str = "video0", audio_track: str = "audio0", legacy_only: bool = False
+    ) -> None:
         self.video_track = video_track
         self.audio_track = audio_track
         #: the player announced no E-RTMP support: send H.264/AAC in legacy framing

@@ -48,7 +48,9 @@ class TrackSpec:
     media: str  #: "video" | "audio"
     codec: str  #: h264 | hevc | av1 | vp9 | aac | opus | flac | mp3
     timescale: int
-    config: bytes = b""  #: the codec configuration record (avcC, hvcC, av1C, vpcC, ASC, OpusHead, …)
+    config: bytes = (
+        b""  #: the codec configuration record (avcC, hvcC, av1C, vpcC, ASC, OpusHead, …)
+    )
     width: int = 0
     height: int = 0
     sample_rate: int = 0
@@ -72,28 +74,60 @@ SUPPORTED = frozenset({"h264", "hevc", "av1", "vp9", "aac", "opus", "flac", "mp3
 def init_segment(tracks: list[TrackSpec] | tuple[TrackSpec, ...]) -> bytes:
     """ftyp + moov for `tracks` (every sample in later fragments)."""
     ftyp = box(b"ftyp", b"iso6", _U32.pack(0), b"iso6cmfcisommp41dash")
-    mvhd = full_box(b"mvhd", 0, 0, struct.pack(">IIII", 0, 0, 1000, 0), _U32.pack(0x00010000),
-                    struct.pack(">H", 0x0100), bytes(10), _MATRIX, bytes(24),
-                    _U32.pack(max(t.track_id for t in tracks) + 1))
+    mvhd = full_box(
+        b"mvhd",
+        0,
+        0,
+        struct.pack(">IIII", 0, 0, 1000, 0),
+        _U32.pack(0x00010000),
+        struct.pack(">H", 0x0100),
+        bytes(10),
+        _MATRIX,
+        bytes(24),
+        _U32.pack(max(t.track_id for t in tracks) + 1),
+    )
     traks = [_trak(t) for t in tracks]
-    mvex = box(b"mvex", *(full_box(b"trex", 0, 0, struct.pack(">IIIII", t.track_id, 1, 0, 0, 0))
-                          for t in tracks))
+    mvex = box(
+        b"mvex",
+        *(full_box(b"trex", 0, 0, struct.pack(">IIIII", t.track_id, 1, 0, 0, 0)) for t in tracks),
+    )
     return ftyp + box(b"moov", mvhd, *traks, mvex)
 
 
 def _trak(t: TrackSpec) -> bytes:
     video = t.media == "video"
-    tkhd = full_box(b"tkhd", 0, 3, struct.pack(">IIII", 0, 0, t.track_id, 0), _U32.pack(0), bytes(8),
-                    struct.pack(">hhhH", 0, 0, 0 if video else 0x0100, 0), _MATRIX,
-                    _U32.pack((t.width if video else 0) << 16), _U32.pack((t.height if video else 0) << 16))
+    tkhd = full_box(
+        b"tkhd",
+        0,
+        3,
+        struct.pack(">IIII", 0, 0, t.track_id, 0),
+        _U32.pack(0),
+        bytes(8),
+        struct.pack(">hhhH", 0, 0, 0 if video else 0x0100, 0),
+        _MATRIX,
+        _U32.pack((t.width if video else 0) << 16),
+        _U32.pack((t.height if video else 0) << 16),
+    )
     mdhd = full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, t.timescale, 0, 0x55C4, 0))
-    hdlr = full_box(b"hdlr", 0, 0, _U32.pack(0), b"vide" if video else b"soun", bytes(12),
-                    b"VideoHandler\x00" if video else b"SoundHandler\x00")
+    hdlr = full_box(
+        b"hdlr",
+        0,
+        0,
+        _U32.pack(0),
+        b"vide" if video else b"soun",
+        bytes(12),
+        b"VideoHandler\x00" if video else b"SoundHandler\x00",
+    )
     media_header = full_box(b"vmhd", 0, 1, bytes(8)) if video else full_box(b"smhd", 0, 0, bytes(4))
     dinf = box(b"dinf", full_box(b"dref", 0, 0, _U32.pack(1), full_box(b"url ", 0, 1)))
-    stbl = box(b"stbl", full_box(b"stsd", 0, 0, _U32.pack(1), sample_entry(t)),
-               full_box(b"stts", 0, 0, _U32.pack(0)), full_box(b"stsc", 0, 0, _U32.pack(0)),
-               full_box(b"stsz", 0, 0, _U32.pack(0), _U32.pack(0)), full_box(b"stco", 0, 0, _U32.pack(0)))
+    stbl = box(
+        b"stbl",
+        full_box(b"stsd", 0, 0, _U32.pack(1), sample_entry(t)),
+        full_box(b"stts", 0, 0, _U32.pack(0)),
+        full_box(b"stsc", 0, 0, _U32.pack(0)),
+        full_box(b"stsz", 0, 0, _U32.pack(0), _U32.pack(0)),
+        full_box(b"stco", 0, 0, _U32.pack(0)),
+    )
     return box(b"trak", tkhd, box(b"mdia", mdhd, hdlr, box(b"minf", media_header, dinf, stbl)))
 
 
@@ -108,10 +142,20 @@ def sample_entry(t: TrackSpec) -> bytes:
         }.get(t.codec, (None, None))
         if kind is None:
             raise ValueError(f"fMP4 cannot carry video codec {t.codec!r}")
-        return box(kind, bytes(6), struct.pack(">H", 1), bytes(16),
-                   struct.pack(">HH", t.width & 0xFFFF, t.height & 0xFFFF),
-                   _U32.pack(0x00480000), _U32.pack(0x00480000), _U32.pack(0), struct.pack(">H", 1),
-                   bytes(32), struct.pack(">Hh", 0x0018, -1), config())
+        return box(
+            kind,
+            bytes(6),
+            struct.pack(">H", 1),
+            bytes(16),
+            struct.pack(">HH", t.width & 0xFFFF, t.height & 0xFFFF),
+            _U32.pack(0x00480000),
+            _U32.pack(0x00480000),
+            _U32.pack(0),
+            struct.pack(">H", 1),
+            bytes(32),
+            struct.pack(">Hh", 0x0018, -1),
+            config(),
+        )
     rate = t.sample_rate if t.sample_rate < 65536 else 0
     if t.codec == "aac":
         kind, config = b"mp4a", esds(0x40, t.config)
@@ -123,19 +167,41 @@ def sample_entry(t: TrackSpec) -> bytes:
         kind, config = b"fLaC", full_box(b"dfLa", 0, 0, dfla_payload(t.config))
     else:
         raise ValueError(f"fMP4 cannot carry audio codec {t.codec!r}")
-    return box(kind, bytes(6), struct.pack(">H", 1), bytes(8),
-               struct.pack(">HHHH", t.channels or 2, 16, 0, 0), _U32.pack(rate << 16), config)
+    return box(
+        kind,
+        bytes(6),
+        struct.pack(">H", 1),
+        bytes(8),
+        struct.pack(">HHHH", t.channels or 2, 16, 0, 0),
+        _U32.pack(rate << 16),
+        config,
+    )
 
 
 def _descriptor(tag: int, payload: bytes) -> bytes:
     size = len(payload)
-    return bytes((tag, 0x80 | (size >> 21) & 0x7F, 0x80 | (size >> 14) & 0x7F,
-                  0x80 | (size >> 7) & 0x7F, size & 0x7F)) + payload
+    return (
+        bytes(
+            (
+                tag,
+                0x80 | (size >> 21) & 0x7F,
+                0x80 | (size >> 14) & 0x7F,
+                0x80 | (size >> 7) & 0x7F,
+                size & 0x7F,
+            )
+        )
+        + payload
+    )
 
 
 def esds(object_type: int, specific: bytes) -> bytes:
-    decoder_config = (bytes((object_type, 0x15)) + bytes(3) + _U32.pack(0) + _U32.pack(0)
-                      + (_descriptor(0x05, specific) if specific else b""))
+    decoder_config = (
+        bytes((object_type, 0x15))
+        + bytes(3)
+        + _U32.pack(0)
+        + _U32.pack(0)
+        + (_descriptor(0x05, specific) if specific else b"")
+    )
     es = struct.pack(">HB", 0, 0) + _descriptor(0x04, decoder_config) + _descriptor(0x06, b"\x02")
     return full_box(b"esds", 0, 0, _descriptor(0x03, es))
 
@@ -156,7 +222,7 @@ def dops_payload(opus_head: bytes) -> bytes:
     family = opus_head[18]
     out = struct.pack(">BBHIhB", 0, channels, pre_skip, rate, gain, family)
     if family:
-        out += opus_head[19:21 + channels]
+        out += opus_head[19 : 21 + channels]
     return out
 
 
@@ -178,7 +244,9 @@ def fragment(sequence: int, runs: list[tuple[int, int, list[Sample]]]) -> bytes:
         table = bytearray()
         pack = struct.Struct(">IIIi").pack
         for s in samples:
-            table += pack(s.duration, len(s.data), SYNC_FLAGS if s.keyframe else NON_SYNC_FLAGS, s.cts)
+            table += pack(
+                s.duration, len(s.data), SYNC_FLAGS if s.keyframe else NON_SYNC_FLAGS, s.cts
+            )
             payloads.append(s.data)
         offsets.append(mdat_size)
         mdat_size += sum(len(s.data) for s in samples)
@@ -187,11 +255,16 @@ def fragment(sequence: int, runs: list[tuple[int, int, list[Sample]]]) -> bytes:
     moof_size = 8 + 16 + sum(8 + 16 + 20 + 20 + len(t[3]) for t in trafs)
     parts = [box(b"mfhd", _U32.pack(0), _U32.pack(sequence))]
     for (track_id, base_time, count, table), offset in zip(trafs, offsets):
-        parts.append(box(
-            b"traf",
-            full_box(b"tfhd", 0, 0x020000, _U32.pack(track_id)),
-            full_box(b"tfdt", 1, 0, struct.pack(">Q", base_time)),
-            full_box(b"trun", 1, 0x000F01, _U32.pack(count), _U32.pack(moof_size + 8 + offset), table)))
+        parts.append(
+            box(
+                b"traf",
+                full_box(b"tfhd", 0, 0x020000, _U32.pack(track_id)),
+                full_box(b"tfdt", 1, 0, struct.pack(">Q", base_time)),
+                full_box(
+                    b"trun", 1, 0x000F01, _U32.pack(count), _U32.pack(moof_size + 8 + offset), table
+                ),
+            )
+        )
     moof = box(b"moof", *parts)
     assert len(moof) == moof_size, (len(moof), moof_size)
     payloads[:0] = (moof, _U32.pack(8 + mdat_size), b"mdat")

@@ -34,7 +34,11 @@ import attrs
 from rtmp_ingest.bundle import Frame, Media, OutputFrame, TrackInfo
 from rtmp_ingest.outputs import fmp4
 from rtmp_ingest.outputs.samples import (
-    audio_frame_samples, codec_string, coded_payload, config_key, track_spec,
+    audio_frame_samples,
+    codec_string,
+    coded_payload,
+    config_key,
+    track_spec,
 )
 
 log = logging.getLogger("rtmp_ingest.outputs")
@@ -105,8 +109,14 @@ def _pdt(unix_s: float) -> str:
 class TrackHls:
     """One media playlist: a track (video layer or audio rendition) of one source."""
 
-    def __init__(self, name: str, media: Media, settings: HlsSettings, origin_wall_s: float,
-                 on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        media: Media,
+        settings: HlsSettings,
+        origin_wall_s: float,
+        on_change: Callable[[], None],
+    ) -> None:
         self.name = name
         self.media = media
         self.settings = settings
@@ -158,11 +168,14 @@ class TrackHls:
             self._pending_config = config
             self._new_init = True
 
-    def push(self, frame: Frame, payload: bytes, dts_ms: int, info: TrackInfo | None,
-             discontinuity: bool) -> None:
+    def push(
+        self, frame: Frame, payload: bytes, dts_ms: int, info: TrackInfo | None, discontinuity: bool
+    ) -> None:
         if self.ended:
             return
-        if self._new_init or discontinuity and self.spec is not None and frame.codec != self.codec:
+        if self._new_init or (
+            discontinuity and self.spec is not None and frame.codec != self.codec
+        ):
             if not self._start_init(frame, info):
                 return
         spec = self.spec
@@ -189,10 +202,18 @@ class TrackHls:
             # (after a gap the next part's decode time says where media resumes)
             previous = self._samples[-1]
             room = self._part_start + limit - self._sample_dts[-1]
-            self._samples[-1] = fmp4.Sample(previous.data, max(1, min(dts - self._sample_dts[-1], room)),
-                                            previous.keyframe, previous.cts)
+            self._samples[-1] = fmp4.Sample(
+                previous.data,
+                max(1, min(dts - self._sample_dts[-1], room)),
+                previous.keyframe,
+                previous.cts,
+            )
         current = self.current
-        if current is None or (keyframe and self._new_segment_due(dts)) or self._too_long(dts, nominal_guess=self._nominal):
+        if (
+            current is None
+            or (keyframe and self._new_segment_due(dts))
+            or self._too_long(dts, nominal_guess=self._nominal)
+        ):
             self._close_segment()
             if video and not keyframe:
                 return  #: a video segment starts at a keyframe
@@ -204,8 +225,10 @@ class TrackHls:
         if self._part_start is None:
             self._part_start = dts
             self._part_independent = keyframe
-        elif self._samples and (keyframe and video and dts - self._part_start >= 0.85 * limit
-                                or dts + nominal - self._part_start > limit):
+        elif self._samples and (
+            (keyframe and video and dts - self._part_start >= 0.85 * limit)
+            or dts + nominal - self._part_start > limit
+        ):
             # a keyframe inside a segment starts its own (independent) part unless that would
             # leave the part before it under 85 % of the target; a frame that does not fit
             # (it came late) starts the next one
@@ -275,7 +298,11 @@ class TrackHls:
         spec = track_spec(1, frame.media, frame.codec, config, info)
         if spec is None:
             if self.spec is None and not self.ended:
-                log.info("hls: track %s codec %s cannot be packaged as fMP4; skipped", self.name, frame.codec)
+                log.info(
+                    "hls: track %s codec %s cannot be packaged as fMP4; skipped",
+                    self.name,
+                    frame.codec,
+                )
             return False
         try:
             init = fmp4.init_segment([spec])
@@ -304,8 +331,13 @@ class TrackHls:
     def _open_segment(self, dts: int, dts_ms: int) -> None:
         discontinuity = getattr(self, "_discontinuity_next", False)
         self._discontinuity_next = False
-        self.current = Segment(msn=self.next_msn, init_id=self.init_id, discontinuity=discontinuity,
-                               start_ticks=dts, program_date_time=self.origin_wall_s + dts_ms / 1000)
+        self.current = Segment(
+            msn=self.next_msn,
+            init_id=self.init_id,
+            discontinuity=discontinuity,
+            start_ticks=dts,
+            program_date_time=self.origin_wall_s + dts_ms / 1000,
+        )
         self.next_msn += 1
         self._part_start = None
 
@@ -341,7 +373,9 @@ class TrackHls:
         current.size = sum(len(p.data) for p in current.parts)
         self.max_segment_s = max(self.max_segment_s, current.duration_s)
         if self.fixed_target_duration is None:
-            self.fixed_target_duration = max(1, int(max(self.settings.segment_s, current.duration_s) + 0.5))
+            self.fixed_target_duration = max(
+                1, int(max(self.settings.segment_s, current.duration_s) + 0.5)
+            )
         if current.duration_s > 0:
             self.peak_bps = max(self.peak_bps, current.size * 8 / current.duration_s)
         self.segments.append(current)
@@ -398,7 +432,7 @@ class TrackHls:
     def has(self, msn: int, part: int | None) -> bool:
         """Whether the playlist already shows segment `msn` complete (`part` None), or its
         part `part`, or anything later (the _HLS_msn/_HLS_part rule)."""
-        if self.ended or self.segments and self.segments[-1].msn >= msn:
+        if self.ended or (self.segments and self.segments[-1].msn >= msn):
             return True
         current = self.current
         if part is None or current is None or not current.parts:
@@ -437,7 +471,9 @@ class TrackHls:
         lines = ["#EXTM3U", "#EXT-X-VERSION:9", f"#EXT-X-TARGETDURATION:{self.target_duration}"]
         if low_latency:
             target = self.part_target_s or settings.part_target_s
-            lines.append(f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={target * 3:.3f}")
+            lines.append(
+                f"#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={target * 3:.3f}"
+            )
             lines.append(f"#EXT-X-PART-INF:PART-TARGET={target:.3f}")
         segments = list(self.segments)
         current = self.current if low_latency else None
@@ -459,8 +495,10 @@ class TrackHls:
             if low_latency and not segment.parts_dropped:
                 for part in segment.parts:
                     extra = ",INDEPENDENT=YES" if part.independent else ""
-                    lines.append(f'#EXT-X-PART:DURATION={part.duration_s:.5f},'
-                                 f'URI="{name}/part-{segment.msn}.{part.index}.m4s"{extra}')
+                    lines.append(
+                        f"#EXT-X-PART:DURATION={part.duration_s:.5f},"
+                        f'URI="{name}/part-{segment.msn}.{part.index}.m4s"{extra}'
+                    )
             if segment.complete:
                 lines.append(f"#EXTINF:{segment.duration_s:.5f},")
                 lines.append(f"{name}/seg-{segment.msn}.m4s")
@@ -486,8 +524,14 @@ class TrackHls:
 class SourceHls:
     """The HLS output of one source: a TrackHls per video layer and audio track."""
 
-    def __init__(self, stream_path: str, source_id: str, settings: HlsSettings, origin_wall_s: float,
-                 on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        stream_path: str,
+        source_id: str,
+        settings: HlsSettings,
+        origin_wall_s: float,
+        on_change: Callable[[], None],
+    ) -> None:
         self.stream_path = stream_path
         self.source_id = source_id
         self.settings = settings
@@ -508,7 +552,8 @@ class SourceHls:
         track = self.tracks.get(frame.track_id)
         if track is None:
             track = self.tracks[frame.track_id] = TrackHls(
-                frame.track_id, media, self.settings, self.origin_wall_s, self._on_change)
+                frame.track_id, media, self.settings, self.origin_wall_s, self._on_change
+            )
         payload = coded_payload(frame)
         if payload is None:
             if not frame.config:  #: config frames without a record (channel layouts) are no loss
@@ -527,4 +572,8 @@ class SourceHls:
             track.end()
 
     def live_tracks(self) -> list[TrackHls]:
-        return [t for t in self.tracks.values() if t.spec is not None and t.ready and (t.segments or t.current)]
+        return [
+            t
+            for t in self.tracks.values()
+            if t.spec is not None and t.ready and (t.segments or t.current)
+        ]

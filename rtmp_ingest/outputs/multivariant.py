@@ -23,7 +23,11 @@ def rendition_reports(sources: list[SourceHls], source: SourceHls, track: TrackH
             if msn < 0:
                 continue
             name = f"{quote(other.name)}.m3u8"
-            uri = name if other_source is source else f"../{source_segment(other_source.source_id)}/{name}"
+            uri = (
+                name
+                if other_source is source
+                else f"../{source_segment(other_source.source_id)}/{name}"
+            )
             lines.append(f'#EXT-X-RENDITION-REPORT:URI="{uri}",LAST-MSN={msn},LAST-PART={part}')
     return "".join(line + "\n" for line in lines)
 
@@ -41,7 +45,9 @@ def _unique(name: str, taken: set[str]) -> str:
     return candidate
 
 
-def multivariant(sources: list[SourceHls], default_source_id: str | None, *, prefix: bool = True) -> str:
+def multivariant(
+    sources: list[SourceHls], default_source_id: str | None, *, prefix: bool = True
+) -> str:
     """The stream's multivariant playlist: every live source as an alternative rendition.
 
     Video sources are the renditions of a VIDEO group per layer (`video0`,
@@ -68,14 +74,20 @@ def multivariant(sources: list[SourceHls], default_source_id: str | None, *, pre
                 audio.append((source, track))
             else:
                 video.setdefault(track.name, []).append((source, track))
-    audio_default = next((a for a in audio if a[0].source_id == default_source_id), audio[0] if audio else None)
+    audio_default = next(
+        (a for a in audio if a[0].source_id == default_source_id), audio[0] if audio else None
+    )
     audio_names: set[str] = set()
     for source, track in audio:
-        name = _unique(_name(source.source_id) + ("" if track.name == "audio0" else f" {track.name}"),
-                       audio_names)
+        name = _unique(
+            _name(source.source_id) + ("" if track.name == "audio0" else f" {track.name}"),
+            audio_names,
+        )
         default = "YES" if (source, track) == audio_default else "NO"
-        lines.append(f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="{name}",DEFAULT={default},'
-                     f'AUTOSELECT=YES,URI="{uri(source, track)}"')
+        lines.append(
+            f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="{name}",DEFAULT={default},'
+            f'AUTOSELECT=YES,URI="{uri(source, track)}"'
+        )
     audio_codecs = sorted({t.codecs_attr for _, t in audio})
     audio_bw = max((t.bandwidth() for _, t in audio), default=0)
     for layer in sorted(video):
@@ -84,12 +96,16 @@ def multivariant(sources: list[SourceHls], default_source_id: str | None, *, pre
         video_names: set[str] = set()
         for source, track in entries:
             default = "YES" if (source, track) == main else "NO"
-            lines.append(f'#EXT-X-MEDIA:TYPE=VIDEO,GROUP-ID="{layer}",NAME="{_unique(_name(source.source_id), video_names)}",'
-                         f'DEFAULT={default},AUTOSELECT=YES,'
-                         f'URI="{uri(source, track)}"')
+            lines.append(
+                f'#EXT-X-MEDIA:TYPE=VIDEO,GROUP-ID="{layer}",NAME="{_unique(_name(source.source_id), video_names)}",'
+                f"DEFAULT={default},AUTOSELECT=YES,"
+                f'URI="{uri(source, track)}"'
+            )
     for layer in sorted(video):
         entries = video[layer]
-        main_source, main_track = next((e for e in entries if e[0].source_id == default_source_id), entries[0])
+        main_source, main_track = next(
+            (e for e in entries if e[0].source_id == default_source_id), entries[0]
+        )
         codecs = ",".join(sorted({t.codecs_attr for _, t in entries}) + audio_codecs)
         bandwidth = max(t.bandwidth() for _, t in entries) + audio_bw
         attributes = [f"BANDWIDTH={max(bandwidth, 1)}", f'CODECS="{codecs}"']
@@ -103,7 +119,9 @@ def multivariant(sources: list[SourceHls], default_source_id: str | None, *, pre
         lines.append(uri(main_source, main_track))
     if not video and audio_default is not None:
         source, track = audio_default
-        lines.append(f'#EXT-X-STREAM-INF:BANDWIDTH={max(audio_bw, 1)},CODECS="{",".join(audio_codecs)}",'
-                     f'AUDIO="audio"')
+        lines.append(
+            f'#EXT-X-STREAM-INF:BANDWIDTH={max(audio_bw, 1)},CODECS="{",".join(audio_codecs)}",'
+            f'AUDIO="audio"'
+        )
         lines.append(uri(source, track))
     return "\n".join(lines) + "\n"

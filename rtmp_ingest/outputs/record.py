@@ -109,8 +109,11 @@ class Manifest:
 
     def save(self) -> bool:
         """Writes the manifest atomically; False (logged once, counted) when the disk refuses."""
-        body = {"stream": self.stream_path, "clock": "unix seconds (UTC), common to the stream's sources",
-                "files": self.files}
+        body = {
+            "stream": self.stream_path,
+            "clock": "unix seconds (UTC), common to the stream's sources",
+            "files": self.files,
+        }
         temporary = self.path.with_name(f"{MANIFEST}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -129,15 +132,24 @@ class _Track:
     number: int
     spec: fmp4.TrackSpec
     key: bytes
-    samples: list[tuple[int, int, bytes, bool]] = attrs.Factory(list)  #: (dts ms, cts ms, data, key)
+    samples: list[tuple[int, int, bytes, bool]] = attrs.Factory(
+        list
+    )  #: (dts ms, cts ms, data, key)
     last_duration: int = 0
 
 
 class SourceRecording:
     """Writes one source's frames to rotating fMP4 files."""
 
-    def __init__(self, root: Path, stream_path: str, source_id: str, settings: RecordSettings,
-                 origin_wall_s: float, manifest: Manifest) -> None:
+    def __init__(
+        self,
+        root: Path,
+        stream_path: str,
+        source_id: str,
+        settings: RecordSettings,
+        origin_wall_s: float,
+        manifest: Manifest,
+    ) -> None:
         self.folder = root / disk_path(stream_path) / source_segment(source_id)
         self.root = root
         self.stream_path = stream_path
@@ -191,7 +203,9 @@ class SourceRecording:
             if old is not None and config_key(frame.codec, payload) != old.key:
                 self._rotate = True
             elif old is None and self._file is not None:
-                self._rotate = True  #: a track that joined late starts a new file at the next keyframe
+                self._rotate = (
+                    True  #: a track that joined late starts a new file at the next keyframe
+                )
             return
         if not payload:
             return
@@ -205,8 +219,11 @@ class SourceRecording:
                 self.frames_dropped += 1
                 return
             self._open(frame, dts)
-        elif boundary and (self._rotate or track_id not in self._tracks
-                           or dts - self._file_start_ms >= self.settings.file_s * 1000):
+        elif boundary and (
+            self._rotate
+            or track_id not in self._tracks
+            or dts - self._file_start_ms >= self.settings.file_s * 1000
+        ):
             self.close_file()
             self._open(frame, dts)
         track = self._tracks.get(track_id)
@@ -233,7 +250,12 @@ class SourceRecording:
             self.frames_dropped += 1  #: MP4 cannot carry it
             return
         start_unix = self.origin_wall_s + dts_ms / 1000
-        name = datetime.datetime.fromtimestamp(start_unix, datetime.UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z.mp4"
+        name = (
+            datetime.datetime.fromtimestamp(start_unix, datetime.UTC).strftime("%Y%m%dT%H%M%S.%f")[
+                :-3
+            ]
+            + "Z.mp4"
+        )
         path = self.folder / name
         init = fmp4.init_segment([t.spec for t in tracks.values()])
         self._file = path
@@ -246,19 +268,33 @@ class SourceRecording:
         self.bytes_written += len(init)
         self.files_written += 1
         self._entry = {
-            "file": str(path.relative_to(self.root)), "sourceId": self.source_id,
-            "start": round(start_unix, 3), "startIso": iso(start_unix), "end": None, "endIso": None,
+            "file": str(path.relative_to(self.root)),
+            "sourceId": self.source_id,
+            "start": round(start_unix, 3),
+            "startIso": iso(start_unix),
+            "end": None,
+            "endIso": None,
             "bytes": len(init),
-            "tracks": [{"trackId": tid, "mp4TrackId": t.number, "media": t.spec.media, "codec": t.spec.codec,
-                        "width": t.spec.width or None, "height": t.spec.height or None,
-                        "sampleRate": t.spec.sample_rate or None,
-                        "channels": t.spec.channels if t.spec.media == "audio" else None}
-                       for tid, t in tracks.items()],
+            "tracks": [
+                {
+                    "trackId": tid,
+                    "mp4TrackId": t.number,
+                    "media": t.spec.media,
+                    "codec": t.spec.codec,
+                    "width": t.spec.width or None,
+                    "height": t.spec.height or None,
+                    "sampleRate": t.spec.sample_rate or None,
+                    "channels": t.spec.channels if t.spec.media == "audio" else None,
+                }
+                for tid, t in tracks.items()
+            ],
             "feeds": list(self.feeds[-1:]),
         }
         self.manifest.files.append(self._entry)
         self.manifest.save()
-        log.info("record start stream=%s sourceId=%r file=%s", self.stream_path, self.source_id, path)
+        log.info(
+            "record start stream=%s sourceId=%r file=%s", self.stream_path, self.source_id, path
+        )
 
     def _flush(self) -> None:
         if self._file is None:
@@ -275,8 +311,15 @@ class SourceRecording:
                 if i + 1 < len(rows):
                     duration = ticks[i + 1] - ticks[i]
                 else:
-                    duration = (audio_frame_samples(track.spec.codec, data, scale) if track.spec.media == "audio"
-                                else None) or track.last_duration or scale // 30
+                    duration = (
+                        (
+                            audio_frame_samples(track.spec.codec, data, scale)
+                            if track.spec.media == "audio"
+                            else None
+                        )
+                        or track.last_duration
+                        or scale // 30
+                    )
                 track.last_duration = duration if i + 1 < len(rows) else track.last_duration
                 samples.append(fmp4.Sample(data, max(duration, 0), key, cts * scale // 1000))
             if len(rows) > 1:
@@ -305,8 +348,13 @@ class SourceRecording:
             self._entry["end"] = round(end, 3)
             self._entry["endIso"] = iso(end)
             self.manifest.save()
-            log.info("record end stream=%s sourceId=%r file=%s bytes=%d", self.stream_path, self.source_id,
-                     self._entry["file"], self._entry["bytes"])
+            log.info(
+                "record end stream=%s sourceId=%r file=%s bytes=%d",
+                self.stream_path,
+                self.source_id,
+                self._entry["file"],
+                self._entry["bytes"],
+            )
         self._entry = None
 
     def take_ops(self) -> list[FileOp]:
@@ -319,8 +367,15 @@ class SourceRecording:
         return self._entry["file"] if self._entry is not None else None
 
 
-def apply_retention(root: Path, *, max_age_s: float, max_total_bytes: int, now_unix: float,
-                    active: set[str], live_streams: frozenset[str] = frozenset()) -> list[str]:
+def apply_retention(
+    root: Path,
+    *,
+    max_age_s: float,
+    max_total_bytes: int,
+    now_unix: float,
+    active: set[str],
+    live_streams: frozenset[str] = frozenset(),
+) -> list[str]:
     """Deletes recordings past the limits (never a file being written); returns what it deleted.
 
     Manifests of `live_streams` are not rewritten here: their owner (the recorder, on the

@@ -81,13 +81,21 @@ def codec_string(codec: str, config: bytes) -> str:
             return f"mp4a.40.{object_type}"
     except IndexError:
         pass
-    return {"h264": "avc1.640028", "hevc": "hvc1.1.6.L120", "av1": "av01.0.08M.08",
-            "vp9": "vp09.00.40.08", "aac": "mp4a.40.2", "opus": "opus", "flac": "fLaC",
-            "mp3": "mp4a.40.34"}.get(codec, codec)
+    return {
+        "h264": "avc1.640028",
+        "hevc": "hvc1.1.6.L120",
+        "av1": "av01.0.08M.08",
+        "vp9": "vp09.00.40.08",
+        "aac": "mp4a.40.2",
+        "opus": "opus",
+        "flac": "fLaC",
+        "mp3": "mp4a.40.34",
+    }.get(codec, codec)
 
 
-def track_spec(track_number: int, media: Media, codec: str, config: bytes,
-               info: TrackInfo | None) -> TrackSpec | None:
+def track_spec(
+    track_number: int, media: Media, codec: str, config: bytes, info: TrackInfo | None
+) -> TrackSpec | None:
     """The TrackSpec of a track from its configuration record; None if MP4 cannot carry it."""
     if codec not in SUPPORTED:
         return None
@@ -98,8 +106,15 @@ def track_spec(track_number: int, media: Media, codec: str, config: bytes,
         height = info.height if info and info.height else 0
         if not (width and height):
             width, height = picture_size(codec, config)
-        return TrackSpec(track_id=track_number, media="video", codec=codec, timescale=VIDEO_TIMESCALE,
-                         config=config, width=width, height=height)
+        return TrackSpec(
+            track_id=track_number,
+            media="video",
+            codec=codec,
+            timescale=VIDEO_TIMESCALE,
+            config=config,
+            width=width,
+            height=height,
+        )
     params = codecs.describe_config(codec, config) if config else {}
     rate = int(params.get("sample_rate") or (info.sample_rate if info and info.sample_rate else 0))
     channels = int(params.get("channels") or (info.channels if info and info.channels else 2))
@@ -111,8 +126,15 @@ def track_spec(track_number: int, media: Media, codec: str, config: bytes,
         return None
     if not rate:
         rate = 44_100
-    return TrackSpec(track_id=track_number, media="audio", codec=codec, timescale=rate, config=config,
-                     sample_rate=rate, channels=channels)
+    return TrackSpec(
+        track_id=track_number,
+        media="audio",
+        codec=codec,
+        timescale=rate,
+        config=config,
+        sample_rate=rate,
+        channels=channels,
+    )
 
 
 def picture_size(codec: str, config: bytes) -> tuple[int, int]:
@@ -175,7 +197,7 @@ def h264_picture_size(avcc: bytes) -> tuple[int, int]:
     if avcc[0] != 1 or avcc[5] & 0x1F == 0:
         raise ValueError("no SPS")
     size = int.from_bytes(avcc[6:8], "big")
-    b = _Bits(_unescape(avcc[8:8 + size])[1:])
+    b = _Bits(_unescape(avcc[8 : 8 + size])[1:])
     profile = b.u(8)
     b.u(16)
     b.ue()
@@ -224,7 +246,9 @@ def h264_picture_size(avcc: bytes) -> tuple[int, int]:
     return width, height
 
 
-_OPUS_FRAME_US = (10_000, 20_000, 40_000, 60_000) * 3 + (10_000, 20_000) * 2 + (2_500, 5_000, 10_000, 20_000) * 4
+_OPUS_FRAME_US = (
+    (10_000, 20_000, 40_000, 60_000) * 3 + (10_000, 20_000) * 2 + (2_500, 5_000, 10_000, 20_000) * 4
+)
 
 
 def audio_frame_samples(codec: str, data: bytes, rate: int) -> int | None:
@@ -238,7 +262,9 @@ def audio_frame_samples(codec: str, data: bytes, rate: int) -> int | None:
     if codec == "opus":
         toc = data[0]
         count = toc & 3
-        frames = 1 if count == 0 else 2 if count in (1, 2) else (data[1] & 0x3F if len(data) > 1 else 0)
+        frames = (
+            1 if count == 0 else 2 if count in (1, 2) else (data[1] & 0x3F if len(data) > 1 else 0)
+        )
         return frames * _OPUS_FRAME_US[toc >> 3] * 48 // 1000 or None
     if codec == "flac" and len(data) > 2 and data[0] == 0xFF and data[1] & 0xFE == 0xF8:
         code = data[2] >> 4

@@ -13,7 +13,17 @@ from .limits import DEFAULT_LIMITS, Limits
 from .server import ConnState, ServerConnection, StreamState
 
 __all__ = [
-    "NEED_DATA", "PAUSED", "ClientConnection", "ConnState", "DEFAULT_LIMITS", "Limits",
-    "LocalProtocolError", "ProtocolError", "RemoteProtocolError", "ServerConnection",
-    "StreamAddress", "StreamState", "parse_address",
+    "DEFAULT_LIMITS",
+    "NEED_DATA",
+    "PAUSED",
+    "ClientConnection",
+    "ConnState",
+    "Limits",
+    "LocalProtocolError",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "ServerConnection",
+    "StreamAddress",
+    "StreamState",
+    "parse_address",
 ]

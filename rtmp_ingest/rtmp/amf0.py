@@ -108,7 +108,7 @@ def _error(message: str) -> RemoteProtocolError:
 class Decoder:
     """Decodes consecutive AMF0 values from one message body."""
 
-    __slots__ = ("_data", "_pos", "_end", "_max_depth", "_max_items", "_depth")
+    __slots__ = ("_data", "_depth", "_end", "_max_depth", "_max_items", "_pos")
 
     def __init__(
         self,
@@ -138,7 +138,9 @@ class Decoder:
         """Reserves `n` bytes and returns their start offset."""
         start = self._pos
         if n < 0 or start + n > self._end:
-            raise _error(f"truncated value: need {n} bytes at offset {start}, have {self._end - start}")
+            raise _error(
+                f"truncated value: need {n} bytes at offset {start}, have {self._end - start}"
+            )
         self._pos = start + n
         return start
 
@@ -194,7 +196,8 @@ class Decoder:
             from . import amf3  # noqa: PLC0415 - AMF3 is rare; keep AMF0 import light
 
             decoder = amf3.Decoder(
-                self._data[self._pos :], max_depth=self._max_depth - self._depth,
+                self._data[self._pos :],
+                max_depth=self._max_depth - self._depth,
                 max_items=self._max_items,
             )
             value = decoder.decode()
@@ -237,7 +240,9 @@ class Decoder:
         if count > self._max_items:
             raise _error(f"strict array of {count} items exceeds max_amf_items={self._max_items}")
         if count > self._end - self._pos:  #: every item takes at least one byte
-            raise _error(f"strict array claims {count} items, only {self._end - self._pos} bytes left")
+            raise _error(
+                f"strict array claims {count} items, only {self._end - self._pos} bytes left"
+            )
         return [self.decode() for _ in range(count)]
 
 

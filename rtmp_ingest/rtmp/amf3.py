@@ -63,11 +63,21 @@ _IN_PROGRESS = object()
 class Decoder:
     """Decodes AMF3 values; each AMF0 switch starts fresh reference tables."""
 
-    __slots__ = ("_data", "_pos", "_end", "_strings", "_objects", "_traits", "_max_depth",
-                 "_max_items", "_depth")
+    __slots__ = (
+        "_data",
+        "_depth",
+        "_end",
+        "_max_depth",
+        "_max_items",
+        "_objects",
+        "_pos",
+        "_strings",
+        "_traits",
+    )
 
-    def __init__(self, data: bytes, *, max_depth: int = MAX_AMF_DEPTH,
-                 max_items: int = MAX_AMF_ITEMS) -> None:
+    def __init__(
+        self, data: bytes, *, max_depth: int = MAX_AMF_DEPTH, max_items: int = MAX_AMF_ITEMS
+    ) -> None:
         self._data = data
         self._pos = 0
         self._end = len(data)
@@ -149,7 +159,9 @@ class Decoder:
         if marker in (XML_DOC, XML, BYTE_ARRAY):
             start = self._take(header)
             raw = self._data[start : start + header]
-            value: Any = raw if marker == BYTE_ARRAY else XmlDocument(raw.decode("utf-8", "replace"))
+            value: Any = (
+                raw if marker == BYTE_ARRAY else XmlDocument(raw.decode("utf-8", "replace"))
+            )
             self._objects.append(value)
             return value
         if marker == DATE:
@@ -217,8 +229,14 @@ def _u29(value: int) -> bytes:
         return bytes(((value >> 7) | 0x80, value & 0x7F))
     if value < 0x200000:
         return bytes(((value >> 14) | 0x80, ((value >> 7) & 0x7F) | 0x80, value & 0x7F))
-    return bytes(((value >> 22) | 0x80, ((value >> 15) & 0x7F) | 0x80,
-                  ((value >> 8) & 0x7F) | 0x80, value & 0xFF))
+    return bytes(
+        (
+            (value >> 22) | 0x80,
+            ((value >> 15) & 0x7F) | 0x80,
+            ((value >> 8) & 0x7F) | 0x80,
+            value & 0xFF,
+        )
+    )
 
 
 def _string(out: bytearray, text: str) -> None:
@@ -259,7 +277,9 @@ def _encode_into(out: bytearray, value: Any) -> None:
         out += b"\x01"
         out += _DOUBLE.pack(value.timestamp_ms)
     elif isinstance(value, (list, tuple, Amf3Array)):
-        associative, dense = (value.associative, value.dense) if isinstance(value, Amf3Array) else ({}, value)
+        associative, dense = (
+            (value.associative, value.dense) if isinstance(value, Amf3Array) else ({}, value)
+        )
         out.append(ARRAY)
         out += _u29((len(dense) << 1) | 1)
         for key, item in associative.items():

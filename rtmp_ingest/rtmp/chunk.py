@@ -49,8 +49,18 @@ _MARKERS = [bytes((i,)) for i in range(256)]
 class _Stream:
     """Per chunk stream state: the last header's fields and the message in progress."""
 
-    __slots__ = ("timestamp", "ts_field", "length", "type_id", "msid", "ext", "has_ext",
-                 "remaining", "pieces", "views")
+    __slots__ = (
+        "ext",
+        "has_ext",
+        "length",
+        "msid",
+        "pieces",
+        "remaining",
+        "timestamp",
+        "ts_field",
+        "type_id",
+        "views",
+    )
 
     def __init__(self) -> None:
         self.timestamp = 0  #: timestamp of the current/last message, mod 2^32
@@ -72,8 +82,15 @@ RawMessage = tuple[int, int, int, int, bytes]
 class ChunkDecoder:
     """Turns a byte stream of chunks into complete messages."""
 
-    __slots__ = ("_buf", "_streams", "chunk_size", "_limits", "_pending_bytes", "_error",
-                 "bytes_received")
+    __slots__ = (
+        "_buf",
+        "_error",
+        "_limits",
+        "_pending_bytes",
+        "_streams",
+        "bytes_received",
+        "chunk_size",
+    )
 
     def __init__(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
         self._buf = bytearray()
@@ -172,7 +189,9 @@ class ChunkDecoder:
                         hpos += 4
             else:
                 if stream is None:
-                    raise self._fail(f"type-{fmt} chunk on chunk stream {csid} before a type-0 header")
+                    raise self._fail(
+                        f"type-{fmt} chunk on chunk stream {csid} before a type-0 header"
+                    )
                 if fmt == 1:
                     if hpos + 7 > n:
                         break
@@ -212,7 +231,9 @@ class ChunkDecoder:
             # -- commit the header
             if stream is None:
                 if len(streams) >= limits.max_chunk_streams:
-                    raise self._fail(f"more than max_chunk_streams={limits.max_chunk_streams} chunk streams")
+                    raise self._fail(
+                        f"more than max_chunk_streams={limits.max_chunk_streams} chunk streams"
+                    )
                 stream = streams[csid] = _Stream()
             if fmt == 3:
                 if not stream.remaining:  #: a new message reusing the previous header
@@ -317,7 +338,7 @@ def _basic_header(fmt: int, csid: int) -> bytes:
 
 
 class _OutStream:
-    __slots__ = ("timestamp", "ts_field", "length", "type_id", "msid", "delta_valid", "type3")
+    __slots__ = ("delta_valid", "length", "msid", "timestamp", "ts_field", "type3", "type_id")
 
     def __init__(self, csid: int) -> None:
         self.timestamp = 0
@@ -332,7 +353,7 @@ class _OutStream:
 class ChunkEncoder:
     """Turns messages into chunks, compressing headers (types 1–3) where valid."""
 
-    __slots__ = ("chunk_size", "_streams")
+    __slots__ = ("_streams", "chunk_size")
 
     def __init__(self) -> None:
         #: our chunk size; change it only together with sending SetChunkSize
@@ -344,8 +365,9 @@ class ChunkEncoder:
             raise ValueError(f"chunk size must be 1..{MAX_CHUNK_SIZE}")
         self.chunk_size = size
 
-    def encode(self, csid: int, msid: int, type_id: int, timestamp: int, body: bytes,
-               out: bytearray) -> None:
+    def encode(
+        self, csid: int, msid: int, type_id: int, timestamp: int, body: bytes, out: bytearray
+    ) -> None:
         """Appends the chunks of one message to `out`."""
         if not 2 <= csid <= 65599:
             raise ValueError(f"chunk stream id {csid} outside 2..65599")

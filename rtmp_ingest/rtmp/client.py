@@ -14,7 +14,13 @@ from . import amf0
 from . import messages as msg
 from .connection import Connection
 from .events import (
-    AudioData, CommandResponse, DataMessage, Status, UnknownCommand, UnknownMessage, VideoData,
+    AudioData,
+    CommandResponse,
+    DataMessage,
+    Status,
+    UnknownCommand,
+    UnknownMessage,
+    VideoData,
 )
 from .handshake import ClientHandshake
 from .limits import DEFAULT_LIMITS, Limits
@@ -36,15 +42,21 @@ class ClientConnection(Connection):
         self._next_txid += 1
         return float(txid)
 
-    def call(self, name: str, *args: Any, stream_id: int = 0, transaction_id: float | None = None) -> float:
+    def call(
+        self, name: str, *args: Any, stream_id: int = 0, transaction_id: float | None = None
+    ) -> float:
         """Sends any command; returns its transaction id (0 = no answer expected)."""
         txid = self._txid() if transaction_id is None else transaction_id
         self._send_command(stream_id, name, txid, *args)
         return txid
 
     def connect(self, app: str, *, tc_url: str, properties: dict[str, Any] | None = None) -> float:
-        props: dict[str, Any] = {"app": app, "type": "nonprivate", "flashVer": FLASH_VERSION,
-                                 "tcUrl": tc_url}
+        props: dict[str, Any] = {
+            "app": app,
+            "type": "nonprivate",
+            "flashVer": FLASH_VERSION,
+            "tcUrl": tc_url,
+        }
         props.update(properties or {})
         return self.call("connect", props)
 
@@ -69,8 +81,9 @@ class ClientConnection(Connection):
         self.call("deleteStream", None, float(stream_id))
 
     def set_buffer_length(self, stream_id: int, length_ms: int) -> None:
-        self._send_control(msg.USER_CONTROL,
-                           msg.user_control_body(msg.SET_BUFFER_LENGTH, stream_id, length_ms))
+        self._send_control(
+            msg.USER_CONTROL, msg.user_control_body(msg.SET_BUFFER_LENGTH, stream_id, length_ms)
+        )
 
     @staticmethod
     def stream_id_of(response: CommandResponse) -> int | None:
@@ -96,10 +109,15 @@ class ClientConnection(Connection):
                 self._events.append(CommandResponse(txid, name == "_result", args))
             elif name in ("onStatus", "onFCPublish", "onFCUnpublish"):
                 info = next((a for a in args if isinstance(a, dict)), {})
-                self._events.append(Status(
-                    msid, str(info.get("level", "")), str(info.get("code", "")),
-                    str(info.get("description", "")), info,
-                ))
+                self._events.append(
+                    Status(
+                        msid,
+                        str(info.get("level", "")),
+                        str(info.get("code", "")),
+                        str(info.get("description", "")),
+                        info,
+                    )
+                )
             else:
                 self._events.append(UnknownCommand(msid, name, txid, args))
         elif type_id in (msg.DATA_AMF0, msg.DATA_AMF3):

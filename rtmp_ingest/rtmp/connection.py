@@ -29,7 +29,7 @@ from .chunk import ChunkDecoder, ChunkEncoder, RawMessage
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import NEED_DATA, PAUSED, ConnectionClosed, PingResponse
 from .handshake import ClientHandshake, ServerHandshake
-from .limits import DEFAULT_LIMITS, Limits
+from .limits import Limits
 
 #: Chunk stream ids we send on (any 2..65599 would do; these match common servers).
 CSID_CONTROL = 2
@@ -96,7 +96,10 @@ class Connection:
                 if not data:
                     return
             self._raw.extend(self._decoder.feed(data))
-            if self._peer_window and self._decoder.bytes_received - self._acked >= self._peer_window:
+            if (
+                self._peer_window
+                and self._decoder.bytes_received - self._acked >= self._peer_window
+            ):
                 self._acked = self._decoder.bytes_received
                 self._send_control(msg.ACKNOWLEDGEMENT, msg.u32_body(self._acked))
         except RemoteProtocolError as exc:
@@ -167,7 +170,9 @@ class Connection:
         if type_id == msg.USER_CONTROL:
             event, value, extra = msg.parse_user_control(body)
             if event == msg.PING_REQUEST:
-                self._send_control(msg.USER_CONTROL, msg.user_control_body(msg.PING_RESPONSE, value))
+                self._send_control(
+                    msg.USER_CONTROL, msg.user_control_body(msg.PING_RESPONSE, value)
+                )
             elif event == msg.PING_RESPONSE:
                 self._events.append(PingResponse(value))
             else:
@@ -203,12 +208,14 @@ class Connection:
         """SetPeerBandwidth: the client role answers it."""
 
     def _decode_command(self, type_id: int, body: bytes) -> tuple[str, float, list[Any]]:
-        return msg.parse_command(type_id, body, max_depth=self.limits.max_amf_depth,
-                                 max_items=self.limits.max_amf_items)
+        return msg.parse_command(
+            type_id, body, max_depth=self.limits.max_amf_depth, max_items=self.limits.max_amf_items
+        )
 
     def _decode_data(self, type_id: int, body: bytes) -> list[Any]:
-        return msg.parse_data(type_id, body, max_depth=self.limits.max_amf_depth,
-                              max_items=self.limits.max_amf_items)
+        return msg.parse_data(
+            type_id, body, max_depth=self.limits.max_amf_depth, max_items=self.limits.max_amf_items
+        )
 
     # -- bytes out -------------------------------------------------------------------
 
@@ -234,7 +241,9 @@ class Connection:
         csid = CSID_COMMAND if msid == 0 else CSID_STREAM_COMMAND
         self._send(csid, msid, msg.COMMAND_AMF0, 0, msg.command_body(name, transaction_id, *values))
 
-    def _send_status(self, msid: int, level: str, code: str, description: str, **extra: Any) -> None:
+    def _send_status(
+        self, msid: int, level: str, code: str, description: str, **extra: Any
+    ) -> None:
         info = {"level": level, "code": code, "description": description, **extra}
         self._send_command(msid, "onStatus", 0, None, info)
 
@@ -263,10 +272,12 @@ class Connection:
 
     def send_data(self, stream_id: int, timestamp_ms: int, payload: bytes) -> None:
         """Sends an AMF0 data message body (e.g. onMetaData) as it is."""
-        self._encoder.encode(CSID_STREAM_COMMAND, stream_id, msg.DATA_AMF0, timestamp_ms, payload,
-                             self._sink())
+        self._encoder.encode(
+            CSID_STREAM_COMMAND, stream_id, msg.DATA_AMF0, timestamp_ms, payload, self._sink()
+        )
 
-    def send_raw_message(self, csid: int, stream_id: int, type_id: int, timestamp_ms: int,
-                         payload: bytes) -> None:
+    def send_raw_message(
+        self, csid: int, stream_id: int, type_id: int, timestamp_ms: int, payload: bytes
+    ) -> None:
         """Sends any message (tests and tools: aggregates, unknown types)."""
         self._send(csid, stream_id, type_id, timestamp_ms, payload)

@@ -211,8 +211,23 @@ class ConnectionClosed:
 
 
 Event = (
-    ConnectRequested | StreamCreated | PublishRequested | PlayRequested | Unpublished
-    | PlayStopped | StreamDeleted | AudioData | VideoData | DataMessage | Paused
-    | ReceiveMedia | BufferLength | PingResponse | UnknownCommand | UnknownMessage
-    | CommandResponse | Status | ConnectionClosed
+    ConnectRequested
+    | StreamCreated
+    | PublishRequested
+    | PlayRequested
+    | Unpublished
+    | PlayStopped
+    | StreamDeleted
+    | AudioData
+    | VideoData
+    | DataMessage
+    | Paused
+    | ReceiveMedia
+    | BufferLength
+    | PingResponse
+    | UnknownCommand
+    | UnknownMessage
+    | CommandResponse
+    | Status
+    | ConnectionClosed
 )

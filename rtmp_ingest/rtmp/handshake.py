@@ -29,9 +29,7 @@ RTMP_VERSION = 3
 SIG_SIZE = 1536
 DIGEST_SIZE = 32
 
-_KEY_TAIL = bytes.fromhex(
-    "f0eec24a8068bee82e00d0d1029e7e576eec5d2d29806fab93b8e636cfeb31ae"
-)
+_KEY_TAIL = bytes.fromhex("f0eec24a8068bee82e00d0d1029e7e576eec5d2d29806fab93b8e636cfeb31ae")
 #: Keys of the Flash digest handshake, as published by librtmp/nginx-rtmp/ffmpeg.
 FMS_KEY = b"Genuine Adobe Flash Media Server 001" + _KEY_TAIL
 FP_KEY = b"Genuine Adobe Flash Player 001" + _KEY_TAIL
@@ -71,10 +69,13 @@ def find_digest(c1: bytes, key: bytes) -> bytes | None:
 
 def make_digest_packet(version: bytes, key: bytes, *, scheme: int = 0) -> bytes:
     """Builds a C1/S1 with a digest: time, version, random data, digest at its offset."""
-    packet = bytearray(_U32.pack(int(time.monotonic() * 1000) & 0xFFFFFFFF) + version
-                       + os.urandom(SIG_SIZE - 8))
+    packet = bytearray(
+        _U32.pack(int(time.monotonic() * 1000) & 0xFFFFFFFF) + version + os.urandom(SIG_SIZE - 8)
+    )
     offset = _digest_offset(packet, scheme)
-    packet[offset : offset + DIGEST_SIZE] = _hmac(key, packet[:offset], packet[offset + DIGEST_SIZE :])
+    packet[offset : offset + DIGEST_SIZE] = _hmac(
+        key, packet[:offset], packet[offset + DIGEST_SIZE :]
+    )
     return bytes(packet)
 
 
@@ -85,7 +86,9 @@ def make_response_packet(peer_digest: bytes, key: bytes) -> bytes:
 
 
 def _plain_packet() -> bytes:
-    return _U32.pack(int(time.monotonic() * 1000) & 0xFFFFFFFF) + bytes(4) + os.urandom(SIG_SIZE - 8)
+    return (
+        _U32.pack(int(time.monotonic() * 1000) & 0xFFFFFFFF) + bytes(4) + os.urandom(SIG_SIZE - 8)
+    )
 
 
 class ServerHandshake:
@@ -148,12 +151,16 @@ class ServerHandshake:
 class ClientHandshake:
     """Client role: sends C0+C1 at once, reads S0+S1+S2, sends C2."""
 
-    __slots__ = ("_buf", "_out", "_stage", "_digest")
+    __slots__ = ("_buf", "_digest", "_out", "_stage")
 
     def __init__(self, *, digest: bool = True) -> None:
         self._buf = bytearray()
         self._digest = digest
-        c1 = make_digest_packet(CLIENT_VERSION, FP_KEY[:FP_KEY_TEXT_LEN]) if digest else _plain_packet()
+        c1 = (
+            make_digest_packet(CLIENT_VERSION, FP_KEY[:FP_KEY_TEXT_LEN])
+            if digest
+            else _plain_packet()
+        )
         self._out = bytearray(bytes((RTMP_VERSION,)) + c1)
         self._stage = 0
 
@@ -175,11 +182,13 @@ class ClientHandshake:
         if len(self._buf) < 1 + 2 * SIG_SIZE:
             return b""
         s1 = bytes(self._buf[1 : 1 + SIG_SIZE])
-        digest = find_digest(s1, FMS_KEY[:FMS_KEY_TEXT_LEN]) if self._digest and s1[4:8] != bytes(4) else None
+        digest = (
+            find_digest(s1, FMS_KEY[:FMS_KEY_TEXT_LEN])
+            if self._digest and s1[4:8] != bytes(4)
+            else None
+        )
         self._out += make_response_packet(digest, FP_KEY) if digest is not None else s1
         rest = bytes(self._buf[1 + 2 * SIG_SIZE :])
         self._buf.clear()
         self._stage = 1
         return rest
-
-

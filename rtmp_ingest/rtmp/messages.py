@@ -88,7 +88,9 @@ def user_control_body(event: int, value: int, extra: int | None = None) -> bytes
     return _U16_U32_U32.pack(event, value & 0xFFFFFFFF, extra & 0xFFFFFFFF)
 
 
-def parse_command(type_id: int, body: bytes, *, max_depth: int, max_items: int) -> tuple[str, float, list[Any]]:
+def parse_command(
+    type_id: int, body: bytes, *, max_depth: int, max_items: int
+) -> tuple[str, float, list[Any]]:
     """Decodes a command message into (name, transaction id, remaining values)."""
     if type_id == COMMAND_AMF3 and body[:1] == b"\x00":
         body = body[1:]  #: type 17: a format byte 0, then AMF0 (with AVM+ switches)

@@ -36,9 +36,21 @@ from .address import parse_address
 from .connection import Connection
 from .errors import LocalProtocolError, RemoteProtocolError
 from .events import (
-    AudioData, BufferLength, ConnectRequested, DataMessage, Paused, PlayRequested, PlayStopped,
-    PublishRequested, ReceiveMedia, StreamCreated, StreamDeleted, UnknownCommand, UnknownMessage,
-    Unpublished, VideoData,
+    AudioData,
+    BufferLength,
+    ConnectRequested,
+    DataMessage,
+    Paused,
+    PlayRequested,
+    PlayStopped,
+    PublishRequested,
+    ReceiveMedia,
+    StreamCreated,
+    StreamDeleted,
+    UnknownCommand,
+    UnknownMessage,
+    Unpublished,
+    VideoData,
 )
 from .handshake import ServerHandshake
 from .limits import DEFAULT_LIMITS, Limits
@@ -94,8 +106,19 @@ MAX_STREAMS_PER_CONNECTION = 8
 #: What we announce in the connect `_result` (what FMS/nginx-rtmp/SRS answer).
 FMS_VERSION = "FMS/3,5,7,7009"
 #: E-RTMP codecs we accept and forward (E-RTMP v2 "Enhancing NetConnection connect").
-SERVER_FOURCC_LIST = ["av01", "vp09", "vp08", "hvc1", "avc1", "Opus", "fLaC", "ac-3", "ec-3",
-                      "mp4a", ".mp3"]
+SERVER_FOURCC_LIST = [
+    "av01",
+    "vp09",
+    "vp08",
+    "hvc1",
+    "avc1",
+    "Opus",
+    "fLaC",
+    "ac-3",
+    "ec-3",
+    "mp4a",
+    ".mp3",
+]
 #: capsEx we support: Reconnect 0x1 | Multitrack 0x2 | ModEx 0x4 | TimestampNanoOffset 0x8.
 SERVER_CAPS_EX = 0x1 | 0x2 | 0x4 | 0x8
 
@@ -162,16 +185,22 @@ class ServerConnection(Connection):
 
     # -- decisions -----------------------------------------------------------------
 
-    def accept_connect(self, *, properties: dict[str, Any] | None = None,
-                       description: str = "Connection succeeded.") -> None:
+    def accept_connect(
+        self,
+        *,
+        properties: dict[str, Any] | None = None,
+        description: str = "Connection succeeded.",
+    ) -> None:
         """Answers `connect` with window/bandwidth/chunk size and `_result`."""
         self._advance("accept_connect", local=True)
         request = self._connect
         assert request is not None
         limits = self.limits
         self.send_window_ack_size(limits.window_ack_size)
-        self._send_control(msg.SET_PEER_BANDWIDTH,
-                           msg.peer_bandwidth_body(limits.window_ack_size, msg.LIMIT_DYNAMIC))
+        self._send_control(
+            msg.SET_PEER_BANDWIDTH,
+            msg.peer_bandwidth_body(limits.window_ack_size, msg.LIMIT_DYNAMIC),
+        )
         self.set_chunk_size(limits.out_chunk_size)
         props: dict[str, Any] = {"fmsVer": FMS_VERSION, "capabilities": 31.0, "mode": 1.0}
         if "fourCcList" in request.properties or "capsEx" in request.properties:
@@ -179,13 +208,18 @@ class ServerConnection(Connection):
             props["capsEx"] = float(SERVER_CAPS_EX)
         props.update(properties or {})
         encoding = request.properties.get("objectEncoding", 0.0)
-        info = {"level": "status", "code": "NetConnection.Connect.Success",
-                "description": description,
-                "objectEncoding": encoding if isinstance(encoding, float) else 0.0}
+        info = {
+            "level": "status",
+            "code": "NetConnection.Connect.Success",
+            "description": description,
+            "objectEncoding": encoding if isinstance(encoding, float) else 0.0,
+        }
         self._send_command(0, "_result", request.transaction_id, props, info)
         self._owed = None
 
-    def reject_connect(self, description: str, *, code: str = "NetConnection.Connect.Rejected") -> None:
+    def reject_connect(
+        self, description: str, *, code: str = "NetConnection.Connect.Rejected"
+    ) -> None:
         """Answers `connect` with `_error`; the connection is then closed."""
         self._advance("reject_connect", local=True)
         assert self._connect is not None
@@ -196,18 +230,25 @@ class ServerConnection(Connection):
     def accept_publish(self, stream_id: int) -> None:
         stream = self._stream_advance(stream_id, "accept_publish")
         self._send_control(msg.USER_CONTROL, msg.user_control_body(msg.STREAM_BEGIN, stream_id))
-        self._send_status(stream_id, "status", "NetStream.Publish.Start",
-                          f"{stream.name} is now published.", details=stream.name)
+        self._send_status(
+            stream_id,
+            "status",
+            "NetStream.Publish.Start",
+            f"{stream.name} is now published.",
+            details=stream.name,
+        )
 
-    def reject_publish(self, stream_id: int, description: str, *,
-                       code: str = "NetStream.Publish.BadName") -> None:
+    def reject_publish(
+        self, stream_id: int, description: str, *, code: str = "NetStream.Publish.BadName"
+    ) -> None:
         """Refuses a publish with an error status the encoder logs; closes the connection."""
         self._stream_advance(stream_id, "reject_publish")
         self._send_status(stream_id, "error", code, description)
         self._advance("reject_publish", local=True)
 
-    def end_publish(self, stream_id: int, description: str, *,
-                    code: str = "NetStream.Publish.BadName") -> None:
+    def end_publish(
+        self, stream_id: int, description: str, *, code: str = "NetStream.Publish.BadName"
+    ) -> None:
         """Ends an accepted publish (superseded, kicked, idle) with a status; closes."""
         self._stream_advance(stream_id, "end_publish")
         self._send_status(stream_id, "error", code, description)
@@ -217,31 +258,46 @@ class ServerConnection(Connection):
         stream = self._stream_advance(stream_id, "accept_play")
         self._send_control(msg.USER_CONTROL, msg.user_control_body(msg.STREAM_BEGIN, stream_id))
         if reset:
-            self._send_status(stream_id, "status", "NetStream.Play.Reset",
-                              f"Playing and resetting {stream.name}.", details=stream.name)
-        self._send_status(stream_id, "status", "NetStream.Play.Start",
-                          f"Started playing {stream.name}.", details=stream.name)
+            self._send_status(
+                stream_id,
+                "status",
+                "NetStream.Play.Reset",
+                f"Playing and resetting {stream.name}.",
+                details=stream.name,
+            )
+        self._send_status(
+            stream_id,
+            "status",
+            "NetStream.Play.Start",
+            f"Started playing {stream.name}.",
+            details=stream.name,
+        )
         self.send_data(stream_id, 0, amf0.encode("|RtmpSampleAccess", True, True))
 
-    def reject_play(self, stream_id: int, description: str, *,
-                    code: str = "NetStream.Play.StreamNotFound") -> None:
+    def reject_play(
+        self, stream_id: int, description: str, *, code: str = "NetStream.Play.StreamNotFound"
+    ) -> None:
         self._stream_advance(stream_id, "reject_play")
         self._send_status(stream_id, "error", code, description)
 
-    def end_play(self, stream_id: int, description: str, *,
-                 code: str = "NetStream.Play.UnpublishNotify") -> None:
+    def end_play(
+        self, stream_id: int, description: str, *, code: str = "NetStream.Play.UnpublishNotify"
+    ) -> None:
         """Ends playback (the stream went away) with a status and StreamEOF."""
         self._stream_advance(stream_id, "end_play")
         self._send_status(stream_id, "status", code, description)
         self._send_control(msg.USER_CONTROL, msg.user_control_body(msg.STREAM_EOF, stream_id))
 
-    def send_reconnect_request(self, *, tc_url: str | None = None,
-                               description: str = "The server asks you to reconnect.") -> None:
+    def send_reconnect_request(
+        self, *, tc_url: str | None = None, description: str = "The server asks you to reconnect."
+    ) -> None:
         """E-RTMP: asks a client that announced capsEx Reconnect to reconnect (to `tc_url`)."""
         if self.state is not ConnState.CONNECTED:
             raise LocalProtocolError("reconnect request before the connection is established")
         extra = {"tcUrl": tc_url} if tc_url else {}
-        self._send_status(0, "status", "NetConnection.Connect.ReconnectRequest", description, **extra)
+        self._send_status(
+            0, "status", "NetConnection.Connect.ReconnectRequest", description, **extra
+        )
 
     def close(self) -> None:
         """Stops processing input; flush data_to_send() and close the socket."""
@@ -254,7 +310,9 @@ class ServerConnection(Connection):
         if state is ConnState.CONNECTED:
             if type_id == msg.VIDEO or type_id == msg.AUDIO:
                 stream = self._streams.get(msid)
-                if stream is not None and (stream.state is S.PUBLISHING or stream.state is S.PUBLISH_PENDING):
+                if stream is not None and (
+                    stream.state is S.PUBLISHING or stream.state is S.PUBLISH_PENDING
+                ):
                     cls = VideoData if type_id == msg.VIDEO else AudioData
                     self._events.append(cls(msid, timestamp, body))
                 return
@@ -322,10 +380,17 @@ class ServerConnection(Connection):
             raise RemoteProtocolError("second connect on one connection")
         self._events.append(UnknownCommand(msid, name, txid, args))
         if txid:
-            self._send_command(0, "_error", txid, None, {
-                "level": "error", "code": "NetConnection.Call.Failed",
-                "description": f"Method not found ({name}).",
-            })
+            self._send_command(
+                0,
+                "_error",
+                txid,
+                None,
+                {
+                    "level": "error",
+                    "code": "NetConnection.Call.Failed",
+                    "description": f"Method not found ({name}).",
+                },
+            )
 
     @staticmethod
     def _string_arg(args: list[Any], index: int) -> str:
@@ -338,15 +403,23 @@ class ServerConnection(Connection):
     def _cmd_fc_publish(self, msid: int, txid: float, args: list[Any]) -> None:
         self._reply(txid, None, amf0.UNDEFINED)
         name = self._string_arg(args, 1)
-        self._send_command(0, "onFCPublish", 0, None,
-                           {"code": "NetStream.Publish.Start", "description": name})
+        self._send_command(
+            0, "onFCPublish", 0, None, {"code": "NetStream.Publish.Start", "description": name}
+        )
 
     def _cmd_create_stream(self, msid: int, txid: float, args: list[Any]) -> None:
         if len(self._streams) >= MAX_STREAMS_PER_CONNECTION:
-            self._send_command(0, "_error", txid, None, {
-                "level": "error", "code": "NetConnection.Call.Failed",
-                "description": f"At most {MAX_STREAMS_PER_CONNECTION} streams per connection.",
-            })
+            self._send_command(
+                0,
+                "_error",
+                txid,
+                None,
+                {
+                    "level": "error",
+                    "code": "NetConnection.Call.Failed",
+                    "description": f"At most {MAX_STREAMS_PER_CONNECTION} streams per connection.",
+                },
+            )
             return
         stream_id = self._new_stream()
         self._send_command(0, "_result", txid, None, float(stream_id))
@@ -364,8 +437,12 @@ class ServerConnection(Connection):
         stream = self._streams.get(msid)
         if stream is None:
             if msid == 0 or len(self._streams) >= MAX_STREAMS_PER_CONNECTION:
-                self._send_status(msid, "error", "NetStream.Failed",
-                                  f"{command} on message stream {msid}, which was not created.")
+                self._send_status(
+                    msid,
+                    "error",
+                    "NetStream.Failed",
+                    f"{command} on message stream {msid}, which was not created.",
+                )
                 return None
             self._new_stream(msid)
             stream = self._streams[msid]
@@ -377,14 +454,21 @@ class ServerConnection(Connection):
             return
         name = self._string_arg(args, 1)
         if stream.state is not S.IDLE:
-            self._send_status(msid, "error", "NetStream.Publish.BadName",
-                              f"This stream is already {stream.state.value.replace('_', ' ')}.")
+            self._send_status(
+                msid,
+                "error",
+                "NetStream.Publish.BadName",
+                f"This stream is already {stream.state.value.replace('_', ' ')}.",
+            )
             return
         publish_type = self._string_arg(args, 2) or "live"
         stream.state = STREAM_TRANSITIONS[(S.IDLE, "publish")]
         stream.name = _key(name)
-        address = parse_address(app=self._connect.app if self._connect else "",
-                                tc_url=self._connect.tc_url if self._connect else None, name=name)
+        address = parse_address(
+            app=self._connect.app if self._connect else "",
+            tc_url=self._connect.tc_url if self._connect else None,
+            name=name,
+        )
         self._owed = msid
         self._events.append(PublishRequested(msid, name, publish_type, address))
 
@@ -406,20 +490,33 @@ class ServerConnection(Connection):
         name = params.get("streamName")
         start = params.get("start")
         duration = params.get("len")
-        self._play(msid, stream, name if isinstance(name, str) else "",
-                   start if amf0.is_number(start) else -2.0,
-                   duration if amf0.is_number(duration) else -1.0, True)
+        self._play(
+            msid,
+            stream,
+            name if isinstance(name, str) else "",
+            start if amf0.is_number(start) else -2.0,
+            duration if amf0.is_number(duration) else -1.0,
+            True,
+        )
 
-    def _play(self, msid: int, stream: _Stream, name: str, start: float, duration: float,
-              reset: bool) -> None:
+    def _play(
+        self, msid: int, stream: _Stream, name: str, start: float, duration: float, reset: bool
+    ) -> None:
         if stream.state is not S.IDLE:
-            self._send_status(msid, "error", "NetStream.Play.Failed",
-                              f"This stream is already {stream.state.value.replace('_', ' ')}.")
+            self._send_status(
+                msid,
+                "error",
+                "NetStream.Play.Failed",
+                f"This stream is already {stream.state.value.replace('_', ' ')}.",
+            )
             return
         stream.state = STREAM_TRANSITIONS[(S.IDLE, "play")]
         stream.name = _key(name)
-        address = parse_address(app=self._connect.app if self._connect else "",
-                                tc_url=self._connect.tc_url if self._connect else None, name=name)
+        address = parse_address(
+            app=self._connect.app if self._connect else "",
+            tc_url=self._connect.tc_url if self._connect else None,
+            name=name,
+        )
         self._owed = msid
         self._events.append(PlayRequested(msid, name, start, duration, reset, address))
 
@@ -434,8 +531,13 @@ class ServerConnection(Connection):
     def _cmd_fc_unpublish(self, msid: int, txid: float, args: list[Any]) -> None:
         self._reply(txid, None, amf0.UNDEFINED)
         name = _key(self._string_arg(args, 1))
-        self._send_command(0, "onFCUnpublish", 0, None,
-                           {"code": "NetStream.Unpublish.Success", "description": name})
+        self._send_command(
+            0,
+            "onFCUnpublish",
+            0,
+            None,
+            {"code": "NetStream.Unpublish.Success", "description": name},
+        )
         for stream_id, stream in self._streams.items():
             if stream.name == name and stream.state in (S.PUBLISHING, S.PUBLISH_PENDING):
                 self._stop(stream_id, stream, "FCUnpublish")
@@ -475,7 +577,9 @@ class ServerConnection(Connection):
         if paused:
             self._send_status(msid, "status", "NetStream.Pause.Notify", f"Paused {stream.name}.")
         else:
-            self._send_status(msid, "status", "NetStream.Unpause.Notify", f"Unpaused {stream.name}.")
+            self._send_status(
+                msid, "status", "NetStream.Unpause.Notify", f"Unpaused {stream.name}."
+            )
 
     def _cmd_get_stream_length(self, msid: int, txid: float, args: list[Any]) -> None:
         self._reply(txid, None, 0.0)

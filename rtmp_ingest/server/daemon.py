@@ -17,24 +17,26 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from urllib.parse import quote
 from collections import Counter
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import attrs
 import trio
 
 from rtmp_ingest import tokens
 from rtmp_ingest.bundle import (
-    EndReason, Registry, Superseded,
+    EndReason,
+    Registry,
+    Superseded,
 )
 from rtmp_ingest.config import Config, parse_host_port
 from rtmp_ingest.outputs.names import source_segment
 from rtmp_ingest.server.events import EventHub
 from rtmp_ingest.server.hls import HlsService
-from rtmp_ingest.server.record import RecorderService
 from rtmp_ingest.server.play import Player
+from rtmp_ingest.server.record import RecorderService
 from rtmp_ingest.server.rtmp import RtmpSession
 
 log = logging.getLogger("rtmp_ingest")
@@ -103,9 +105,17 @@ class Daemon:
             self.secret = tokens.load_or_create_secret(self.data_dir / "secret")
         self.revocations = tokens.Revocations(self.data_dir / "revoked_tokens.json")
 
-    def verify_token(self, token: str, *, stream_path: str, source_id: str, remote_ip: str) -> tokens.TokenClaims:
-        return tokens.verify(token, self.secret, stream_path=stream_path, source_id=source_id,
-                             remote_ip=remote_ip, revoked=self.revocations or ())
+    def verify_token(
+        self, token: str, *, stream_path: str, source_id: str, remote_ip: str
+    ) -> tokens.TokenClaims:
+        return tokens.verify(
+            token,
+            self.secret,
+            stream_path=stream_path,
+            source_id=source_id,
+            remote_ip=remote_ip,
+            revoked=self.revocations or (),
+        )
 
     # -- feeds -----------------------------------------------------------------------
 
@@ -126,9 +136,16 @@ class Daemon:
         self.metrics.bytes_in_ended += stats.bytes_in
         if feed.end_reason is None:
             self.registry.end_feed(feed, reason, now_s=now)
-        log.info("unpublish stream=%s sourceId=%r remote=%s feed=%d reason=%s bytes=%d uptime=%.1fs",
-                 feed.stream_path, feed.source_id, session.remote, feed.feed_id,
-                 (feed.end_reason or reason).value, stats.bytes_in, stats.uptime_s)
+        log.info(
+            "unpublish stream=%s sourceId=%r remote=%s feed=%d reason=%s bytes=%d uptime=%.1fs",
+            feed.stream_path,
+            feed.source_id,
+            session.remote,
+            feed.feed_id,
+            (feed.end_reason or reason).value,
+            stats.bytes_in,
+            stats.uptime_s,
+        )
         self._poke.set()
 
     def kick_source(self, stream_path: str, source_id: str) -> bool:
@@ -140,8 +157,13 @@ class Daemon:
         if session is None:
             return False
         session.kick(EndReason.KICKED, "Your feed was stopped by the server operator.")
-        log.info("kick stream=%s sourceId=%r remote=%s feed=%d", stream_path, source_id,
-                 session.remote, stats.on_air_feed_id)
+        log.info(
+            "kick stream=%s sourceId=%r remote=%s feed=%d",
+            stream_path,
+            source_id,
+            session.remote,
+            stats.on_air_feed_id,
+        )
         return True
 
     def source_urls(self, stream_path: str, source_id: str, *, host: str = "") -> dict[str, str]:
@@ -153,10 +175,16 @@ class Daemon:
         rtmp_port = self.bound.rtmp[1]
         hls = f"/hls/{name}/{source_segment(source_id)}/index.m3u8"
         if host:
-            return {"rtmp": f"rtmp://{host}:{rtmp_port}/{name}{query}",
-                    "flv": f"http://{host}:{http_port}/{name}.flv{query}",
-                    "hls": f"http://{host}:{http_port}{hls}"}
-        return {"rtmp": f"rtmp://:{rtmp_port}/{name}{query}", "flv": f"/{name}.flv{query}", "hls": hls}
+            return {
+                "rtmp": f"rtmp://{host}:{rtmp_port}/{name}{query}",
+                "flv": f"http://{host}:{http_port}/{name}.flv{query}",
+                "hls": f"http://{host}:{http_port}{hls}",
+            }
+        return {
+            "rtmp": f"rtmp://:{rtmp_port}/{name}{query}",
+            "flv": f"/{name}.flv{query}",
+            "hls": hls,
+        }
 
     def stream_hls_url(self, stream_path: str, *, host: str = "") -> str:
         """The stream's multivariant playlist (every live source)."""
@@ -180,8 +208,13 @@ class Daemon:
         }
 
     def players_of(self, stream_path: str, source_id: str) -> list[Player]:
-        return [p for p in self.players if p.stream_path == stream_path and
-                p.reader is not None and p.reader.source_id == source_id]
+        return [
+            p
+            for p in self.players
+            if p.stream_path == stream_path
+            and p.reader is not None
+            and p.reader.source_id == source_id
+        ]
 
     # -- tasks -----------------------------------------------------------------------
 
@@ -203,17 +236,29 @@ class Daemon:
             self.metrics.supersedes += 1
             session = self.publishers.get(event.feed_id)
             remote = session.remote if session else "-"
-            log.info("supersede stream=%s sourceId=%r remote=%s feed=%d by_feed=%d",
-                     event.stream_path, event.source_id, remote, event.feed_id, event.by_feed_id)
+            log.info(
+                "supersede stream=%s sourceId=%r remote=%s feed=%d by_feed=%d",
+                event.stream_path,
+                event.source_id,
+                remote,
+                event.feed_id,
+                event.by_feed_id,
+            )
             if session is not None:
-                session.kick(EndReason.SUPERSEDED,
-                             f"Superseded: a newer feed took over sourceId {event.source_id!r} "
-                             f"of {event.stream_path}.")
+                session.kick(
+                    EndReason.SUPERSEDED,
+                    f"Superseded: a newer feed took over sourceId {event.source_id!r} "
+                    f"of {event.stream_path}.",
+                )
         else:
             name = type(event).__name__.lower()
             source = getattr(event, "source_id", None)
-            log.info("%s stream=%s%s", name, event.stream_path,
-                     f" sourceId={source!r}" if source is not None else "")
+            log.info(
+                "%s stream=%s%s",
+                name,
+                event.stream_path,
+                f" sourceId={source!r}" if source is not None else "",
+            )
         self.hub.publish(event, wall_origin_s=self.registry.wall_origin_s)
         self.hls.on_event(event)
         self.recorder.on_event(event)
@@ -231,10 +276,17 @@ class Daemon:
         remote = _peer(stream)
         ip = remote.rsplit(":", 1)[0]
         rtmp = self.config.rtmp
-        if len(self.sessions) >= rtmp.max_connections or self.per_address[ip] >= rtmp.max_connections_per_address:
+        if (
+            len(self.sessions) >= rtmp.max_connections
+            or self.per_address[ip] >= rtmp.max_connections_per_address
+        ):
             self.metrics.connections_refused += 1
-            log.warning("refused connection remote=%s reason=too-many-connections (%d total, %d from it)",
-                        remote, len(self.sessions), self.per_address[ip])
+            log.warning(
+                "refused connection remote=%s reason=too-many-connections (%d total, %d from it)",
+                remote,
+                len(self.sessions),
+                self.per_address[ip],
+            )
             await trio.aclose_forcefully(stream)
             return
         session = RtmpSession(self, stream, remote, secure=secure)
@@ -252,9 +304,12 @@ class Daemon:
             await session.run()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             await trio.aclose_forcefully(stream)
-        except Exception:  # noqa: BLE001 - one broken connection must never stop the server
-            log.exception("internal error on connection remote=%s stream=%s; connection closed",
-                          remote, session.stream_path or "-")
+        except Exception:
+            log.exception(
+                "internal error on connection remote=%s stream=%s; connection closed",
+                remote,
+                session.stream_path or "-",
+            )
             await trio.aclose_forcefully(stream)
         finally:
             self.sessions.discard(session)
@@ -270,8 +325,10 @@ class Daemon:
         self.registry.wall_origin_s = time.time() - trio.current_time()
         config = self.config
         if config.auth.mode == "open":
-            log.warning("auth.mode is \"open\": ANYONE can publish to any stream, with multisource. "
-                        "Set [auth] mode = \"token\" for production.")
+            log.warning(
+                'auth.mode is "open": ANYONE can publish to any stream, with multisource. '
+                'Set [auth] mode = "token" for production.'
+            )
         async with trio.open_nursery() as nursery:
             await nursery.start(self.hls.run)
             await nursery.start(self.recorder.run)
@@ -292,8 +349,12 @@ class Daemon:
                 nursery.start_soon(self._serve, tls, True, nursery)
             http_bound = await nursery.start(serve_http, self)
             self.bound = Bound(rtmp=rtmp_bound, rtmps=rtmps_bound, http=http_bound)
-            log.info("listening rtmp=%s:%d%s http=%s:%d", *rtmp_bound,
-                     f" rtmps={rtmps_bound[0]}:{rtmps_bound[1]}" if rtmps_bound else "", *http_bound)
+            log.info(
+                "listening rtmp=%s:%d%s http=%s:%d",
+                *rtmp_bound,
+                f" rtmps={rtmps_bound[0]}:{rtmps_bound[1]}" if rtmps_bound else "",
+                *http_bound,
+            )
             task_status.started(self.bound)
             await self._shutdown.wait()
             await self._drain()
@@ -304,8 +365,10 @@ class Daemon:
         with trio.CancelScope() as scope:
             self._listener_scopes.append(scope)
             await trio.serve_listeners(
-                lambda stream: self._handle_rtmp(stream, secure=secure), listeners,
-                handler_nursery=connections)
+                lambda stream: self._handle_rtmp(stream, secure=secure),
+                listeners,
+                handler_nursery=connections,
+            )
 
     def shutdown(self) -> None:
         """Starts a graceful shutdown (safe to call from a signal handler task)."""
@@ -314,7 +377,9 @@ class Daemon:
     async def _drain(self) -> None:
         for scope in self._listener_scopes:
             scope.cancel()
-        log.info("shutting down: %d connections, %d feeds", len(self.sessions), len(self.publishers))
+        log.info(
+            "shutting down: %d connections, %d feeds", len(self.sessions), len(self.publishers)
+        )
         capable = [s for s in self.publishers.values() if s.reconnect_capable]
         for session in capable:
             session.conn.send_reconnect_request(description="Server restarting; reconnect please.")

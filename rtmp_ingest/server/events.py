@@ -22,11 +22,20 @@ SUBSCRIBER_QUEUE_EVENTS = 1024
 
 def track_json(track: TrackDescription) -> dict[str, Any]:
     info = track.info
-    out: dict[str, Any] = {"trackId": track.track_id, "media": track.media.value, "codec": track.codec}
+    out: dict[str, Any] = {
+        "trackId": track.track_id,
+        "media": track.media.value,
+        "codec": track.codec,
+    }
     if info is not None:
-        for key, value in (("width", info.width), ("height", info.height),
-                           ("frameRate", info.frame_rate), ("sampleRate", info.sample_rate),
-                           ("channels", info.channels), ("profile", info.profile)):
+        for key, value in (
+            ("width", info.width),
+            ("height", info.height),
+            ("frameRate", info.frame_rate),
+            ("sampleRate", info.sample_rate),
+            ("channels", info.channels),
+            ("profile", info.profile),
+        ):
             if value is not None:
                 out[key] = value
     return out
@@ -35,21 +44,35 @@ def track_json(track: TrackDescription) -> dict[str, Any]:
 def event_json(event: Any, *, wall_origin_s: float) -> tuple[str, dict[str, Any]]:
     """(event name, JSON payload) for a bundle event."""
     if isinstance(event, Active):
-        return "active", {"stream": event.stream_path, "sourceId": event.source_id,
-                          "feedId": event.feed_id,
-                          "tracks": [track_json(t) for t in event.tracks if t.media.value != "data"],
-                          "timelineOrigin": event.timeline_origin_wall_s}
+        return "active", {
+            "stream": event.stream_path,
+            "sourceId": event.source_id,
+            "feedId": event.feed_id,
+            "tracks": [track_json(t) for t in event.tracks if t.media.value != "data"],
+            "timelineOrigin": event.timeline_origin_wall_s,
+        }
     if isinstance(event, Updated):
-        return "updated", {"stream": event.stream_path, "sourceId": event.source_id,
-                           "feedId": event.feed_id,
-                           "tracks": [track_json(t) for t in event.tracks if t.media.value != "data"]}
+        return "updated", {
+            "stream": event.stream_path,
+            "sourceId": event.source_id,
+            "feedId": event.feed_id,
+            "tracks": [track_json(t) for t in event.tracks if t.media.value != "data"],
+        }
     if isinstance(event, Superseded):
-        return "superseded", {"stream": event.stream_path, "sourceId": event.source_id,
-                              "feedId": event.feed_id, "byFeedId": event.by_feed_id}
+        return "superseded", {
+            "stream": event.stream_path,
+            "sourceId": event.source_id,
+            "feedId": event.feed_id,
+            "byFeedId": event.by_feed_id,
+        }
     if isinstance(event, Reconnecting):
-        return "reconnecting", {"stream": event.stream_path, "sourceId": event.source_id,
-                                "feedId": event.feed_id, "reason": event.reason.value,
-                                "deadline": wall_origin_s + event.deadline_s}
+        return "reconnecting", {
+            "stream": event.stream_path,
+            "sourceId": event.source_id,
+            "feedId": event.feed_id,
+            "reason": event.reason.value,
+            "deadline": wall_origin_s + event.deadline_s,
+        }
     if isinstance(event, Inactive):
         return "inactive", {"stream": event.stream_path, "sourceId": event.source_id}
     if isinstance(event, Stopped):
@@ -63,7 +86,8 @@ class Subscription:
     def __init__(self, hub: EventHub, stream_filter: str | None) -> None:
         self.stream_filter = stream_filter
         self._send, self.receive = trio.open_memory_channel[tuple[str, dict[str, Any]]](
-            SUBSCRIBER_QUEUE_EVENTS)
+            SUBSCRIBER_QUEUE_EVENTS
+        )
         self._hub = hub
 
     def offer(self, name: str, payload: dict[str, Any]) -> bool:

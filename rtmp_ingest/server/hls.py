@@ -45,8 +45,9 @@ class HlsService:
         config = daemon.config.hls
         self.daemon = daemon
         self.enabled = config.enabled
-        self.settings = HlsSettings(segment_s=config.segment_s, part_s=config.part_s,
-                                    window_segments=config.window_segments)
+        self.settings = HlsSettings(
+            segment_s=config.segment_s, part_s=config.part_s, window_segments=config.window_segments
+        )
         self.linger_s = config.linger_s
         self.directory = Path(config.directory) if config.directory else None
         self.sources: dict[Key, SourceHls] = {}
@@ -75,8 +76,13 @@ class HlsService:
             key = (event.stream_path, event.source_id)
             source = self.sources.get(key)
             if source is None or source.ended:
-                source = SourceHls(event.stream_path, event.source_id, self.settings,
-                                   event.timeline_origin_wall_s, lambda: self._notify(key))
+                source = SourceHls(
+                    event.stream_path,
+                    event.source_id,
+                    self.settings,
+                    event.timeline_origin_wall_s,
+                    lambda: self._notify(key),
+                )
                 self.sources[key] = source
                 self._nursery.start_soon(self._package, key, source)
         elif isinstance(event, Inactive):
@@ -115,11 +121,13 @@ class HlsService:
             for out in reader.drain_nowait():
                 try:
                     source.push(out)
-                except Exception:  # noqa: BLE001 - one bad frame must not end the source's HLS
+                except Exception:
                     self.errors += 1
                     if not failed:
                         failed = True
-                        log.exception("hls: packaging error stream=%s sourceId=%r (frame skipped)", *key)
+                        log.exception(
+                            "hls: packaging error stream=%s sourceId=%r (frame skipped)", *key
+                        )
             if self.directory is not None and _complete_segments(source) != persisted:
                 current = self._wake.get(key)
                 if current is not None:
@@ -157,12 +165,16 @@ class HlsService:
     # -- lookups for the HTTP routes ---------------------------------------------------------
 
     def stream_sources(self, stream_path: str) -> list[SourceHls]:
-        return sorted((s for (path, _), s in self.sources.items() if path == stream_path),
-                      key=lambda s: s.source_id)
+        return sorted(
+            (s for (path, _), s in self.sources.items() if path == stream_path),
+            key=lambda s: s.source_id,
+        )
 
     def has_stream(self, stream_path: str) -> bool:
-        return any(path == stream_path and not s.ended and s.live_tracks()
-                   for (path, _), s in self.sources.items())
+        return any(
+            path == stream_path and not s.ended and s.live_tracks()
+            for (path, _), s in self.sources.items()
+        )
 
     def multivariant(self, stream_path: str) -> str | None:
         sources = [s for s in self.stream_sources(stream_path) if not s.ended]
@@ -185,7 +197,9 @@ class HlsService:
             self.errors += 1
             if not self._disk_failed:
                 self._disk_failed = True
-                log.error("hls: cannot write to %s: %s (in-memory HLS goes on)", self.directory, exc)
+                log.error(
+                    "hls: cannot write to %s: %s (in-memory HLS goes on)", self.directory, exc
+                )
 
     async def _persist(self, source: SourceHls) -> None:
         """Writes what is new since the last call: complete segments, inits, playlists."""
@@ -210,8 +224,12 @@ class HlsService:
             writes.append((base / f"{track.name}.m3u8", track.playlist(low_latency=False).encode()))
         sources = [s for s in self.stream_sources(source.stream_path) if not s.ended]
         default = "" if any(s.source_id == "" for s in sources) else None
-        writes.append((self.directory / disk_path(source.stream_path) / "index.m3u8",  # type: ignore[operator]
-                       multivariant(sources, default).encode()))
+        writes.append(
+            (
+                self.directory / disk_path(source.stream_path) / "index.m3u8",  # type: ignore[operator]
+                multivariant(sources, default).encode(),
+            )
+        )
         written.intersection_update(keep)
         await trio.to_thread.run_sync(_write_all, writes, base, keep)
 
@@ -230,7 +248,9 @@ def _write_all(writes: list[tuple[Path, bytes]], base: Path, keep: set[Path]) ->
         if path.suffix in (".m4s", ".mp4") and path.exists():
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.{next(_TEMPORARY)}.tmp")
+        temporary = path.with_name(
+            f"{path.name}.{os.getpid()}.{threading.get_ident()}.{next(_TEMPORARY)}.tmp"
+        )
         temporary.write_bytes(data)
         os.replace(temporary, path)
     if base.exists():

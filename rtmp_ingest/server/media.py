@@ -20,7 +20,13 @@ from typing import Any
 from rtmp_ingest.bundle import Frame, Media, TrackInfo
 from rtmp_ingest.flv import codecs
 from rtmp_ingest.flv.tags import (
-    Packet, PacketType, TagError, audio_body, parse_audio, parse_video, video_body,
+    Packet,
+    PacketType,
+    TagError,
+    audio_body,
+    parse_audio,
+    parse_video,
+    video_body,
 )
 
 _MEDIA = {"video": Media.VIDEO, "audio": Media.AUDIO}
@@ -29,8 +35,12 @@ _AUDIO = Media.AUDIO
 #: packets that carry nothing a viewer needs live (seek commands, end of sequence, HDR
 #: metadata for players we do not feed it to)
 #: not forwarded: no media, or (MPEG-TS descriptor) nothing RTMP/HLS players use
-_SKIPPED = (PacketType.COMMAND, PacketType.SEQUENCE_END, PacketType.METADATA,
-            PacketType.MPEG2TS_SEQUENCE_START)
+_SKIPPED = (
+    PacketType.COMMAND,
+    PacketType.SEQUENCE_END,
+    PacketType.METADATA,
+    PacketType.MPEG2TS_SEQUENCE_START,
+)
 
 
 def _number(value: Any) -> float | None:
@@ -40,7 +50,7 @@ def _number(value: Any) -> float | None:
 class FeedMedia:
     """Parsing state of one feed: per-track parameters, metadata, error counts."""
 
-    __slots__ = ("metadata", "track_info", "dropped", "first_error", "skipped")
+    __slots__ = ("dropped", "first_error", "metadata", "skipped", "track_info")
 
     def __init__(self) -> None:
         self.metadata: dict[str, Any] = {}
@@ -57,11 +67,18 @@ class FeedMedia:
 
     def video(self, timestamp_ms: int, body: bytes) -> list[Frame]:
         #: fast path: a legacy H.264 coded frame (what nearly every encoder sends)
-        if len(body) > 5 and body[0] & 0x8F == 0x07 and body[1] == 1 and "video0" in self.track_info:
+        if (
+            len(body) > 5
+            and body[0] & 0x8F == 0x07
+            and body[1] == 1
+            and "video0" in self.track_info
+        ):
             frame_type = body[0] >> 4
             if frame_type == 1 or frame_type == 2:
                 cts = int.from_bytes(body[2:5], "big", signed=True)
-                return [Frame("video0", _VIDEO, "h264", timestamp_ms, body, frame_type == 1, False, cts)]
+                return [
+                    Frame("video0", _VIDEO, "h264", timestamp_ms, body, frame_type == 1, False, cts)
+                ]
         try:
             packets = parse_video(body)
         except TagError as exc:
@@ -87,12 +104,12 @@ class FeedMedia:
                 self.skipped += 1
                 continue
             track_id = f"{packet.media}{packet.track_id}"
-            config = packet.packet_type is PacketType.SEQUENCE_START or \
-                packet.packet_type is PacketType.MULTICHANNEL_CONFIG
+            config = (
+                packet.packet_type is PacketType.SEQUENCE_START
+                or packet.packet_type is PacketType.MULTICHANNEL_CONFIG
+            )
             info = None
-            if config:
-                info = self._learn(track_id, packet)
-            elif packet.legacy_header is not None and track_id not in self.track_info:
+            if config or (packet.legacy_header is not None and track_id not in self.track_info):
                 info = self._learn(track_id, packet)
             if packet.multitrack:
                 try:
@@ -102,25 +119,41 @@ class FeedMedia:
                     continue
             else:
                 payload = body
-            frames.append(Frame(
-                track_id, _MEDIA[packet.media], packet.codec, timestamp_ms, payload,
-                packet.keyframe, config, packet.cts_ms, info,
-            ))
+            frames.append(
+                Frame(
+                    track_id,
+                    _MEDIA[packet.media],
+                    packet.codec,
+                    timestamp_ms,
+                    payload,
+                    packet.keyframe,
+                    config,
+                    packet.cts_ms,
+                    info,
+                )
+            )
         return frames
 
     def _learn(self, track_id: str, packet: Packet) -> TrackInfo:
         params: dict[str, Any] = {}
         if packet.packet_type is PacketType.SEQUENCE_START:
             params.update(codecs.describe_config(packet.codec, packet.data))
-        if packet.media == "audio" and "sample_rate" not in params and packet.legacy_header is not None \
-                and packet.codec != "aac":
+        if (
+            packet.media == "audio"
+            and "sample_rate" not in params
+            and packet.legacy_header is not None
+            and packet.codec != "aac"
+        ):
             params.update(codecs.legacy_audio_info(packet.legacy_header))
         if packet.media == "video":
             params.update(self._video_metadata(packet.track_id))
         info = TrackInfo(
-            width=params.get("width"), height=params.get("height"),
-            frame_rate=params.get("frame_rate"), sample_rate=params.get("sample_rate"),
-            channels=params.get("channels"), profile=params.get("profile"),
+            width=params.get("width"),
+            height=params.get("height"),
+            frame_rate=params.get("frame_rate"),
+            sample_rate=params.get("sample_rate"),
+            channels=params.get("channels"),
+            profile=params.get("profile"),
         )
         self.track_info[track_id] = info
         return info
@@ -133,8 +166,11 @@ class FeedMedia:
             if not isinstance(meta, dict):
                 return {}
         out: dict[str, Any] = {}
-        width, height, rate = _number(meta.get("width")), _number(meta.get("height")), \
-            _number(meta.get("framerate"))
+        width, height, rate = (
+            _number(meta.get("width")),
+            _number(meta.get("height")),
+            _number(meta.get("framerate")),
+        )
         if width and height and 0 < width < 65536 and 0 < height < 65536:
             out["width"], out["height"] = int(width), int(height)
         if rate and 0 < rate < 1000:

@@ -68,7 +68,9 @@ def resolve_source(daemon: Daemon, stream_path: str, requested: str | None) -> s
     stats = registry.stream_statistics(stream_path, now_s=trio.current_time())
     if stats is None:
         return None
-    live = [s for s in stats.sources if s.state is SourceState.LIVE and s.on_air_feed_id is not None]
+    live = [
+        s for s in stats.sources if s.state is SourceState.LIVE and s.on_air_feed_id is not None
+    ]
     if requested is not None:
         return requested if any(s.source_id == requested for s in live) else None
     if any(s.source_id == "" for s in live):
@@ -84,7 +86,9 @@ def resolve_source(daemon: Daemon, stream_path: str, requested: str | None) -> s
     return best[1] if best else None
 
 
-def _eager_hook(deliver: Callable[[Reader], bool], reader: Reader, wake: trio.Event) -> Callable[[], None]:
+def _eager_hook(
+    deliver: Callable[[Reader], bool], reader: Reader, wake: trio.Event
+) -> Callable[[], None]:
     def hook() -> None:
         try:
             if deliver(reader):
@@ -92,11 +96,13 @@ def _eager_hook(deliver: Callable[[Reader], bool], reader: Reader, wake: trio.Ev
         except Exception:  # noqa: BLE001 - never into the publisher's push: the task reports it
             pass
         wake.set()
+
     return hook
 
 
-async def wait_for_source(daemon: Daemon, stream_path: str, requested: str | None,
-                          timeout_s: float) -> str | None:
+async def wait_for_source(
+    daemon: Daemon, stream_path: str, requested: str | None, timeout_s: float
+) -> str | None:
     """Waits until a source to play is live; None after `timeout_s`."""
     with trio.move_on_after(timeout_s):
         while True:
@@ -108,9 +114,13 @@ async def wait_for_source(daemon: Daemon, stream_path: str, requested: str | Non
     return None
 
 
-async def play_batches(daemon: Daemon, player: Player, *, wait_s: float,
-                       deliver: Callable[[Reader], bool] | None = None,
-                       ) -> AsyncIterator[list[tuple[int, int, bytes]]]:
+async def play_batches(
+    daemon: Daemon,
+    player: Player,
+    *,
+    wait_s: float,
+    deliver: Callable[[Reader], bool] | None = None,
+) -> AsyncIterator[list[tuple[int, int, bytes]]]:
     """Yields batches of (type, timestamp, body) for a player until its source is gone.
 
     Ends when no source turned up within `wait_s` (`player.end_reason` "not-found")

@@ -22,7 +22,11 @@ import trio
 
 from rtmp_ingest.bundle import Active, Inactive, StartMode, Superseded
 from rtmp_ingest.outputs.record import (
-    Manifest, RecordSettings, SourceRecording, apply_ops, apply_retention,
+    Manifest,
+    RecordSettings,
+    SourceRecording,
+    apply_ops,
+    apply_retention,
 )
 
 if TYPE_CHECKING:
@@ -70,9 +74,15 @@ class RecorderService:
         live = frozenset(self.manifests)
         try:
             deleted = await trio.to_thread.run_sync(
-                lambda: apply_retention(self.root, max_age_s=self.max_age_s,
-                                        max_total_bytes=self.max_total_bytes, now_unix=time.time(),
-                                        active=active, live_streams=live))
+                lambda: apply_retention(
+                    self.root,
+                    max_age_s=self.max_age_s,
+                    max_total_bytes=self.max_total_bytes,
+                    now_unix=time.time(),
+                    active=active,
+                    live_streams=live,
+                )
+            )
         except OSError as exc:
             log.warning("record: retention sweep failed: %s", exc)
             return
@@ -100,9 +110,17 @@ class RecorderService:
             if recording is None and wanted:
                 manifest = self.manifests.get(event.stream_path)
                 if manifest is None:
-                    manifest = self.manifests[event.stream_path] = Manifest(self.root, event.stream_path)
-                recording = SourceRecording(self.root, event.stream_path, event.source_id, self.settings,
-                                            event.timeline_origin_wall_s, manifest)
+                    manifest = self.manifests[event.stream_path] = Manifest(
+                        self.root, event.stream_path
+                    )
+                recording = SourceRecording(
+                    self.root,
+                    event.stream_path,
+                    event.source_id,
+                    self.settings,
+                    event.timeline_origin_wall_s,
+                    manifest,
+                )
                 self.recordings[key] = recording
                 self._stop[key] = trio.Event()
                 self._nursery.start_soon(self._record, key, recording)
@@ -110,12 +128,16 @@ class RecorderService:
                 self._stop[key].set()
                 return
             if recording is not None:
-                recording.feed_changed(event.feed_id, session.remote if session else "-", time.time())
+                recording.feed_changed(
+                    event.feed_id, session.remote if session else "-", time.time()
+                )
         elif isinstance(event, Superseded):
             recording = self.recordings.get((event.stream_path, event.source_id))
             if recording is not None:
                 session = self.daemon.publishers.get(event.by_feed_id)
-                recording.feed_changed(event.by_feed_id, session.remote if session else "-", time.time())
+                recording.feed_changed(
+                    event.by_feed_id, session.remote if session else "-", time.time()
+                )
         elif isinstance(event, Inactive):
             stop = self._stop.get((event.stream_path, event.source_id))
             if stop is not None:
@@ -134,8 +156,12 @@ class RecorderService:
             self.errors += 1
             if not failed:
                 failed = True
-                log.error("record: cannot write stream=%s sourceId=%r: %s (recording goes on "
-                          "where it can)", *key, error)
+                log.error(
+                    "record: cannot write stream=%s sourceId=%r: %s (recording goes on "
+                    "where it can)",
+                    *key,
+                    error,
+                )
 
         async def write() -> None:
             ops = recording.take_ops()
@@ -150,11 +176,13 @@ class RecorderService:
                 for out in frames:
                     try:
                         recording.push(out)
-                    except Exception:  # noqa: BLE001 - a bad frame must not end the recording
+                    except Exception:
                         self.errors += 1
                         if not failed:
                             failed = True
-                            log.exception("record: error stream=%s sourceId=%r (frame skipped)", *key)
+                            log.exception(
+                                "record: error stream=%s sourceId=%r (frame skipped)", *key
+                            )
                 await write()
                 if not frames:
                     async with trio.open_nursery() as waiter:
@@ -181,8 +209,12 @@ class RecorderService:
 
     def statistics(self) -> dict[str, int]:
         live = list(self.recordings.values())
-        return {"recording": len(live), "bytesWritten": self.bytes_written_ended + sum(r.bytes_written for r in live),
-                "filesDeleted": self.files_deleted, "errors": self.errors}
+        return {
+            "recording": len(live),
+            "bytesWritten": self.bytes_written_ended + sum(r.bytes_written for r in live),
+            "filesDeleted": self.files_deleted,
+            "errors": self.errors,
+        }
 
 
 async def _wait_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:

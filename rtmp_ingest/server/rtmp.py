@@ -26,11 +26,15 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from rtmp_ingest.bundle import Admitted, EndReason, Permissions, PublishRequest, Refused
+from rtmp_ingest.outputs.flv import PlayerTrack
 from rtmp_ingest.rtmp import (
-    NEED_DATA, PAUSED, RemoteProtocolError, ServerConnection, StreamState,
+    NEED_DATA,
+    PAUSED,
+    RemoteProtocolError,
+    ServerConnection,
+    StreamState,
 )
 from rtmp_ingest.rtmp import events as ev
-from rtmp_ingest.outputs.flv import PlayerTrack
 from rtmp_ingest.server.media import FeedMedia
 from rtmp_ingest.server.play import Player, play_batches
 from rtmp_ingest.tokens import TokenError
@@ -55,7 +59,9 @@ CODE_BAD_NAME = "NetStream.Publish.BadName"
 class RtmpSession:
     """One RTMP connection: a publisher (or a player, see outputs)."""
 
-    def __init__(self, daemon: Daemon, stream: trio.abc.Stream, remote: str, *, secure: bool) -> None:
+    def __init__(
+        self, daemon: Daemon, stream: trio.abc.Stream, remote: str, *, secure: bool
+    ) -> None:
         self.daemon = daemon
         self.stream = stream
         self.remote = remote
@@ -106,15 +112,31 @@ class RtmpSession:
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         pass
                     except trio.TooSlowError:
-                        log.info("write timeout remote=%s stream=%s sourceId=%r: peer too slow, "
-                                 "dropped", self.remote, self.stream_path or "-", self.source_id)
+                        log.info(
+                            "write timeout remote=%s stream=%s sourceId=%r: peer too slow, dropped",
+                            self.remote,
+                            self.stream_path or "-",
+                            self.source_id,
+                        )
                     nursery.cancel_scope.cancel()
                 if self._deadline.cancelled_caught:
-                    reason = EndReason.IDLE_TIMEOUT if self.feed is not None else EndReason.DISCONNECT
-                    what = "media" if self.feed is not None else (
-                        "the handshake" if not self.conn.handshake_complete else "publish/play")
-                    log.info("timeout remote=%s stream=%s sourceId=%r waiting for %s",
-                             self.remote, self.stream_path or "-", self.source_id, what)
+                    reason = (
+                        EndReason.IDLE_TIMEOUT if self.feed is not None else EndReason.DISCONNECT
+                    )
+                    what = (
+                        "media"
+                        if self.feed is not None
+                        else (
+                            "the handshake" if not self.conn.handshake_complete else "publish/play"
+                        )
+                    )
+                    log.info(
+                        "timeout remote=%s stream=%s sourceId=%r waiting for %s",
+                        self.remote,
+                        self.stream_path or "-",
+                        self.source_id,
+                        what,
+                    )
         finally:
             await self._finish(reason)
 
@@ -128,9 +150,9 @@ class RtmpSession:
         daemon = self.daemon
         if self._kick is not None:
             reason, description = self._kick
-            if self.publish_stream_id is not None and self.conn.stream_state(self.publish_stream_id) in (
-                StreamState.PUBLISHING, StreamState.PUBLISH_PENDING
-            ):
+            if self.publish_stream_id is not None and self.conn.stream_state(
+                self.publish_stream_id
+            ) in (StreamState.PUBLISHING, StreamState.PUBLISH_PENDING):
                 self.conn.end_publish(self.publish_stream_id, description)
         if self.feed is not None:
             daemon.end_feed(self, reason)
@@ -212,8 +234,13 @@ class RtmpSession:
             try:
                 event = conn.next_event()
             except RemoteProtocolError as exc:
-                log.info("protocol error remote=%s stream=%s sourceId=%r: %s", self.remote,
-                         self.stream_path or "-", self.source_id, exc.message)
+                log.info(
+                    "protocol error remote=%s stream=%s sourceId=%r: %s",
+                    self.remote,
+                    self.stream_path or "-",
+                    self.source_id,
+                    exc.message,
+                )
                 self.daemon.metrics.protocol_errors += 1
                 self._closing = True
                 return
@@ -225,7 +252,8 @@ class RtmpSession:
                 if feed is None:
                     continue
                 frames = (self.media.video if cls is ev.VideoData else self.media.audio)(
-                    event.timestamp_ms, event.payload)
+                    event.timestamp_ms, event.payload
+                )
                 now = trio.current_time()
                 for frame in frames:
                     registry.push_frame(feed, frame, now_s=now)
@@ -234,13 +262,19 @@ class RtmpSession:
                     self._media_at = now
                     self._deadline.deadline = now + self._idle_timeout_s
                 if self.media.first_error is not None and self.media.dropped == 1:
-                    log.warning("malformed media dropped remote=%s stream=%s sourceId=%r: %s",
-                                self.remote, self.stream_path, self.source_id, self.media.first_error)
+                    log.warning(
+                        "malformed media dropped remote=%s stream=%s sourceId=%r: %s",
+                        self.remote,
+                        self.stream_path,
+                        self.source_id,
+                        self.media.first_error,
+                    )
             elif cls is ev.DataMessage:
                 if self.feed is not None:
                     now = trio.current_time()
-                    for frame in self.media.data(event.timestamp_ms, event.name, event.values,
-                                                 event.payload):
+                    for frame in self.media.data(
+                        event.timestamp_ms, event.name, event.values, event.payload
+                    ):
                         registry.push_frame(self.feed, frame, now_s=now)
             elif cls is ev.ConnectRequested:
                 self._on_connect(event)
@@ -276,14 +310,27 @@ class RtmpSession:
         self.fourcc_list = event.fourcc_list
         self.conn.accept_connect()
         self._deadline.deadline = trio.current_time() + self.daemon.config.rtmp.command_timeout_s
-        log.debug("connect remote=%s app=%r tcUrl=%r flashVer=%r", self.remote, event.app,
-                  event.tc_url, event.properties.get("flashVer"))
+        log.debug(
+            "connect remote=%s app=%r tcUrl=%r flashVer=%r",
+            self.remote,
+            event.app,
+            event.tc_url,
+            event.properties.get("flashVer"),
+        )
 
     def _refuse(self, stream_id: int, code: str, reason_code: str, description: str) -> None:
         self.conn.reject_publish(stream_id, description, code=code)
-        self.daemon.metrics.refused[reason_code] = self.daemon.metrics.refused.get(reason_code, 0) + 1
-        log.info("refused stream=%s sourceId=%r remote=%s reason=%s: %s", self.stream_path or "-",
-                 self.source_id, self.remote, reason_code, description)
+        self.daemon.metrics.refused[reason_code] = (
+            self.daemon.metrics.refused.get(reason_code, 0) + 1
+        )
+        log.info(
+            "refused stream=%s sourceId=%r remote=%s reason=%s: %s",
+            self.stream_path or "-",
+            self.source_id,
+            self.remote,
+            reason_code,
+            description,
+        )
         self._closing = True
 
     def _on_publish(self, event: ev.PublishRequested) -> None:
@@ -292,19 +339,31 @@ class RtmpSession:
         self.stream_path = address.path
         self.source_id = address.query.get("sourceId", "")
         if self.feed is not None:
-            self._refuse(event.stream_id, CODE_BAD_NAME, "already-publishing",
-                         "This connection already publishes a stream.")
+            self._refuse(
+                event.stream_id,
+                CODE_BAD_NAME,
+                "already-publishing",
+                "This connection already publishes a stream.",
+            )
             return
         if not address.stream:
-            self._refuse(event.stream_id, CODE_BAD_NAME, "no-stream-name",
-                         "No stream name: publish to rtmp://HOST/APP/STREAM.")
+            self._refuse(
+                event.stream_id,
+                CODE_BAD_NAME,
+                "no-stream-name",
+                "No stream name: publish to rtmp://HOST/APP/STREAM.",
+            )
             return
         priority_text = address.query.get("priority", "0") or "0"
         try:
             priority = int(priority_text)
         except ValueError:
-            self._refuse(event.stream_id, CODE_BAD_NAME, "bad-priority",
-                         f"priority must be an integer, got {priority_text!r}.")
+            self._refuse(
+                event.stream_id,
+                CODE_BAD_NAME,
+                "bad-priority",
+                f"priority must be an integer, got {priority_text!r}.",
+            )
             return
         app_multisource = daemon.config.app(address.app).multisource
         record = daemon.config.app(address.app).record
@@ -313,24 +372,41 @@ class RtmpSession:
         else:
             token = address.query.get("token", "")
             if not token:
-                self._refuse(event.stream_id, CODE_REJECTED, "no-token",
-                             "A publish token is required: add ?token=... to the stream key.")
+                self._refuse(
+                    event.stream_id,
+                    CODE_REJECTED,
+                    "no-token",
+                    "A publish token is required: add ?token=... to the stream key.",
+                )
                 return
             try:
-                claims = daemon.verify_token(token, stream_path=address.path,
-                                             source_id=self.source_id, remote_ip=self.remote_ip)
+                claims = daemon.verify_token(
+                    token,
+                    stream_path=address.path,
+                    source_id=self.source_id,
+                    remote_ip=self.remote_ip,
+                )
             except TokenError as exc:
-                self._refuse(event.stream_id, CODE_REJECTED, "bad-token", f"Publish refused: {exc}.")
+                self._refuse(
+                    event.stream_id, CODE_REJECTED, "bad-token", f"Publish refused: {exc}."
+                )
                 return
             if claims.record is not None:
                 record = claims.record
             permissions = Permissions(
-                app_multisource=app_multisource, token_multisource=claims.multisource,
-                allowed_source_ids=frozenset(claims.source_ids) if claims.source_ids is not None else None,
+                app_multisource=app_multisource,
+                token_multisource=claims.multisource,
+                allowed_source_ids=frozenset(claims.source_ids)
+                if claims.source_ids is not None
+                else None,
             )
         request = PublishRequest(
-            stream_path=address.path, source_id=self.source_id, priority=priority,
-            permissions=permissions, remote_addr=self.remote, query=tuple(address.query.items()),
+            stream_path=address.path,
+            source_id=self.source_id,
+            priority=priority,
+            permissions=permissions,
+            remote_addr=self.remote,
+            query=tuple(address.query.items()),
         )
         result = daemon.registry.request_publish(request, now_s=trio.current_time())
         if isinstance(result, Refused):
@@ -344,9 +420,16 @@ class RtmpSession:
         self.publish_stream_id = event.stream_id
         daemon.feed_started(self)
         self._deadline.deadline = trio.current_time() + daemon.config.rtmp.idle_timeout_s
-        log.info("publish stream=%s sourceId=%r remote=%s feed=%d priority=%d state=%s%s",
-                 address.path, self.source_id, self.remote, result.feed.feed_id, priority,
-                 result.state.value, " tls" if self.secure else "")
+        log.info(
+            "publish stream=%s sourceId=%r remote=%s feed=%d priority=%d state=%s%s",
+            address.path,
+            self.source_id,
+            self.remote,
+            result.feed.feed_id,
+            priority,
+            result.state.value,
+            " tls" if self.secure else "",
+        )
 
     def _on_play(self, event: ev.PlayRequested) -> None:
         address = event.address
@@ -355,18 +438,31 @@ class RtmpSession:
         self.source_id = requested or ""
         layer = address.query.get("layer", "0") or "0"
         if self.player is not None or not address.stream or not layer.isdigit():
-            self.conn.reject_play(event.stream_id, "Bad play request: one play per connection, "
-                                  "rtmp://HOST/APP/STREAM[?sourceId=ID][&layer=N].",
-                                  code="NetStream.Play.Failed")
+            self.conn.reject_play(
+                event.stream_id,
+                "Bad play request: one play per connection, "
+                "rtmp://HOST/APP/STREAM[?sourceId=ID][&layer=N].",
+                code="NetStream.Play.Failed",
+            )
             return
         self.conn.accept_play(event.stream_id)
         self._deadline.deadline = float("inf")  #: players may stay silent for hours
-        self.player = Player("rtmp", address.path, requested, self.remote, PlayerTrack(
-            video_track=f"video{int(layer)}", legacy_only=not self.fourcc_list))
+        self.player = Player(
+            "rtmp",
+            address.path,
+            requested,
+            self.remote,
+            PlayerTrack(video_track=f"video{int(layer)}", legacy_only=not self.fourcc_list),
+        )
         assert self._nursery is not None
         self._nursery.start_soon(self._play, event.stream_id)
-        log.info("play stream=%s sourceId=%r remote=%s layer=%s", address.path, requested,
-                 self.remote, layer)
+        log.info(
+            "play stream=%s sourceId=%r remote=%s layer=%s",
+            address.path,
+            requested,
+            self.remote,
+            layer,
+        )
 
     async def _play(self, stream_id: int) -> None:
         assert self.player is not None
@@ -380,7 +476,13 @@ class RtmpSession:
 
         def deliver(reader: Any) -> bool:
             """Sends new frames now, from inside the publisher's push (see play.py)."""
-            if self._backlog or self.lock.locked() or self._closing or self._closed or self._play_stopped:
+            if (
+                self._backlog
+                or self.lock.locked()
+                or self._closing
+                or self._closed
+                or self._play_stopped
+            ):
                 return False
             for message in map(convert, reader.drain_nowait()):
                 if message is not None:
@@ -405,9 +507,14 @@ class RtmpSession:
                 try:
                     # aclosing: the reader (and its eager hook) is detached the moment the
                     # loop ends, not whenever the generator is collected
-                    async with contextlib.aclosing(play_batches(
-                            self.daemon, player, wait_s=self.daemon.config.rtmp.play_wait_s,
-                            deliver=deliver if fd >= 0 else None)) as batches:
+                    async with contextlib.aclosing(
+                        play_batches(
+                            self.daemon,
+                            player,
+                            wait_s=self.daemon.config.rtmp.play_wait_s,
+                            deliver=deliver if fd >= 0 else None,
+                        )
+                    ) as batches:
                         async for batch in batches:
                             for type_id, timestamp_ms, body in batch:
                                 senders[type_id](stream_id, timestamp_ms, body)
@@ -421,14 +528,27 @@ class RtmpSession:
                     self._scope.cancel()
         finally:
             self._play_stopped = True
-            log.info("play end stream=%s sourceId=%r remote=%s reason=%s bytes=%d dropped=%d",
-                     player.stream_path, player.source_id, self.remote, reason,
-                     player.track.bytes, player.dropped())
+            log.info(
+                "play end stream=%s sourceId=%r remote=%s reason=%s bytes=%d dropped=%d",
+                player.stream_path,
+                player.source_id,
+                self.remote,
+                reason,
+                player.track.bytes,
+                player.dropped(),
+            )
         if reason in ("not-found", "ended") and conn.stream_state(stream_id) is StreamState.PLAYING:
-            description = ("No such stream or source is live." if reason == "not-found"
-                           else "The stream ended.")
-            conn.end_play(stream_id, description,
-                          code="NetStream.Play.StreamNotFound" if reason == "not-found"
-                          else "NetStream.Play.UnpublishNotify")
+            description = (
+                "No such stream or source is live."
+                if reason == "not-found"
+                else "The stream ended."
+            )
+            conn.end_play(
+                stream_id,
+                description,
+                code="NetStream.Play.StreamNotFound"
+                if reason == "not-found"
+                else "NetStream.Play.UnpublishNotify",
+            )
             await self._flush()
             self._scope.cancel()

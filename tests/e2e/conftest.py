@@ -61,8 +61,11 @@ async def start_daemon(nursery: trio.Nursery, tmp_path: Any) -> AsyncIterator[Ca
     daemons: list[Daemon] = []
 
     async def start(**overrides: Any) -> Running:
-        base: dict[str, Any] = {"rtmp": {"listen": "127.0.0.1:0"}, "http": {"listen": "127.0.0.1:0"},
-                                "data_dir": str(tmp_path / f"data{len(daemons)}")}
+        base: dict[str, Any] = {
+            "rtmp": {"listen": "127.0.0.1:0"},
+            "http": {"listen": "127.0.0.1:0"},
+            "data_dir": str(tmp_path / f"data{len(daemons)}"),
+        }
         for key, value in overrides.items():
             if isinstance(value, dict) and isinstance(base.get(key), dict):
                 base[key].update(value)
@@ -105,8 +108,12 @@ async def spawn(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Any]]:
 
     async def start(argv: list[str], name: str = "client") -> Client:
         process = await trio.lowlevel.open_process(
-            argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": REPO})
+            argv,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": REPO},
+        )
         client = Client(process, name)
         clients.append(client)
         return client

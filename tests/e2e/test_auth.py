@@ -11,7 +11,9 @@ from rtmp_ingest import tokens
 from tests.tools import clients
 
 pytestmark = pytest.mark.e2e
-needs_rtmpsink = pytest.mark.skipif(not clients.have_gst_element("rtmpsink"), reason="librtmp sink missing")
+needs_rtmpsink = pytest.mark.skipif(
+    not clients.have_gst_element("rtmpsink"), reason="librtmp sink missing"
+)
 needs_ffmpeg = pytest.mark.skipif(not clients.have("ffmpeg"), reason="ffmpeg CLI not installed")
 
 TOKEN_MODE = {"auth": {"mode": "token", "secret": "test-secret-test-secret-0123456789"}}
@@ -34,7 +36,8 @@ async def test_token_without_multisource_cannot_publish_a_source_id(start_daemon
     running = await start_daemon(**TOKEN_MODE)
     token = (await mint(running, streams=["live/*"]))["token"]
     code, seconds = await refused_quickly(
-        spawn, clients.pyav(running.url("live/a", sourceId="cam1", token=token), 5))
+        spawn, clients.pyav(running.url("live/a", sourceId="cam1", token=token), 5)
+    )
     assert code != 0 and seconds < 5
     assert await running.sources("live/a") == {}
     text = (await running.get("/metrics")).text
@@ -46,7 +49,8 @@ async def test_librtmp_client_refused_exits_instead_of_hanging(start_daemon, spa
     running = await start_daemon(**TOKEN_MODE)
     token = (await mint(running, streams=["live/*"]))["token"]
     code, seconds = await refused_quickly(
-        spawn, clients.gstreamer(running.url("live/a", sourceId="cam1", token=token), 5, "rtmpsink"))
+        spawn, clients.gstreamer(running.url("live/a", sourceId="cam1", token=token), 5, "rtmpsink")
+    )
     assert code != 0 and seconds < 8
 
 
@@ -64,8 +68,9 @@ async def test_multisource_token_publishes_sources_and_the_default(start_daemon,
     assert await a.wait() == 0 and await b.wait() == 0
 
 
-@pytest.mark.parametrize("case", ["missing", "wrong-stream", "expired", "revoked", "forged",
-                                  "source-not-allowed"])
+@pytest.mark.parametrize(
+    "case", ["missing", "wrong-stream", "expired", "revoked", "forged", "source-not-allowed"]
+)
 async def test_bad_tokens_are_refused(start_daemon, spawn, case):
     running = await start_daemon(**TOKEN_MODE)
     body = {"streams": ["live/ok"], "multisource": True}
@@ -80,8 +85,12 @@ async def test_bad_tokens_are_refused(start_daemon, spawn, case):
         path = "live/other"
     elif case == "expired":
         claims = tokens.decode(token, running.daemon.secret)
-        token = tokens.mint(tokens.TokenClaims(token_id="x", streams=claims.streams, multisource=True,
-                                               expires_at=time.time() - 1), running.daemon.secret)
+        token = tokens.mint(
+            tokens.TokenClaims(
+                token_id="x", streams=claims.streams, multisource=True, expires_at=time.time() - 1
+            ),
+            running.daemon.secret,
+        )
     elif case == "revoked":
         response = await running.request("POST", f"/api/v1/tokens/{minted['id']}/revoke")
         assert response.json()["revoked"] is True
@@ -111,12 +120,12 @@ async def test_rtmps_with_a_self_signed_certificate(start_daemon, spawn, tmp_pat
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
     cert.private_key_pem.write_to_path(str(key_file))
-    running = await start_daemon(rtmps={"listen": "127.0.0.1:0", "cert_file": str(cert_file),
-                                        "key_file": str(key_file)})
+    running = await start_daemon(
+        rtmps={"listen": "127.0.0.1:0", "cert_file": str(cert_file), "key_file": str(key_file)}
+    )
     url = f"rtmps://127.0.0.1:{running.rtmps_port}/live/secure?sourceId=cam1"
     client = await spawn(clients.ffmpeg(url, 3))
-    source = await running.wait_for(
-        lambda: _live(running, "live/secure", "cam1"), timeout_s=15)
+    source = await running.wait_for(lambda: _live(running, "live/secure", "cam1"), timeout_s=15)
     assert source["onAir"]["bytesIn"] > 0
     assert await client.wait() == 0
 

@@ -23,34 +23,56 @@ REPO = Path(__file__).resolve().parents[2]
 MODULES = REPO / ".browser" / "node_modules"
 
 pytestmark = pytest.mark.skipif(
-    os.environ.get("RUN_BROWSER") != "1" or not shutil.which("node") or not (MODULES / "hls.js").exists(),
-    reason="browser test: run `make test-browser`")
+    os.environ.get("RUN_BROWSER") != "1"
+    or not shutil.which("node")
+    or not (MODULES / "hls.js").exists(),
+    reason="browser test: run `make test-browser`",
+)
 
 
 @pytest.fixture
 def hlsjs_url():
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(MODULES / "hls.js" / "dist"))
+    handler = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(MODULES / "hls.js" / "dist")
+    )
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}/hls.min.js"
     server.shutdown()
 
 
-async def test_chromium_plays_every_source_of_a_stream_and_follows_them(start_daemon, spawn, hlsjs_url):
+async def test_chromium_plays_every_source_of_a_stream_and_follows_them(
+    start_daemon, spawn, hlsjs_url
+):
     running = await start_daemon(http={"hlsjs_url": hlsjs_url}, bundle={"reconnect_grace_s": 1.0})
     stream = "live/multiview"
     with trio.fail_after(90):
         await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 25))
-        short = await spawn(clients.pyav(running.url(stream, sourceId="cam2"), 12, "--size", "160x90"))
+        short = await spawn(
+            clients.pyav(running.url(stream, sourceId="cam2"), 12, "--size", "160x90")
+        )
         await trio.sleep(3)
         result = await trio.run_process(
-            ["node", str(REPO / "tests" / "tools" / "browser_check.js"), f"{running.http}/view/{stream}", "8", "9000"],
-            capture_stdout=True, capture_stderr=True, env={**os.environ, "NODE_PATH": str(MODULES)})
+            [
+                "node",
+                str(REPO / "tests" / "tools" / "browser_check.js"),
+                f"{running.http}/view/{stream}",
+                "8",
+                "9000",
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            env={**os.environ, "NODE_PATH": str(MODULES)},
+        )
         short.kill()
-    lines = [json.loads(line) for line in result.stdout.decode().splitlines() if line.startswith("{")]
+    lines = [
+        json.loads(line) for line in result.stdout.decode().splitlines() if line.startswith("{")
+    ]
     last = lines[7]["tiles"]
     assert sorted(t["width"] for t in last) == [160, 320], last
     for tile in last:
         assert tile["ready"] >= 2 and tile["time"] > 2, tile
-        assert tile["latency"] is not None and tile["latency"] < 3.0, tile  #: LL-HLS, not 3 segments
+        assert tile["latency"] is not None and tile["latency"] < 3.0, (
+            tile
+        )  #: LL-HLS, not 3 segments
     assert lines[-1] == {"after": 1}, "the ended source's tile went with its inactive event"

@@ -11,7 +11,6 @@ import subprocess
 import av
 import httpx
 import m3u8
-import pytest
 import trio
 
 from tests.tools import clients, pyav_player
@@ -34,27 +33,38 @@ def hls_live(running, stream, source_ids):
         playlist = m3u8.loads(response.text)
         names = {m.name for m in playlist.media}
         return playlist if set(source_ids) <= names else None
+
     return check
 
 
 def segments_ready(running, path, count=2):
     """ffmpeg's HLS reader only reads complete segments: wait for `count` of them."""
+
     async def check():
         response = await text(running, path)
-        return response.status_code == 200 and sum(1 for s in m3u8.loads(response.text).segments if s.uri) >= count
+        return (
+            response.status_code == 200
+            and sum(1 for s in m3u8.loads(response.text).segments if s.uri) >= count
+        )
+
     return check
 
 
 async def pyav_read(url, seconds):
-    return await trio.to_thread.run_sync(functools.partial(pyav_player.play, url, seconds),
-                                         abandon_on_cancel=True)
+    return await trio.to_thread.run_sync(
+        functools.partial(pyav_player.play, url, seconds), abandon_on_cancel=True
+    )
 
 
 def ffprobe_ok(url):
     if not shutil.which("ffprobe"):
         return True
-    result = subprocess.run(["ffprobe", "-v", "error", "-show_streams", "-of", "json", url],
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_streams", "-of", "json", url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     return result.returncode == 0 and '"codec_type"' in result.stdout
 
 
@@ -63,10 +73,16 @@ async def test_three_sources_are_listed_played_and_dropped_when_one_ends(start_d
     stream = "live/three"
     with trio.fail_after(60):
         cam1 = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 30))
-        cam2 = await spawn(clients.ffmpeg(running.url(stream, sourceId="cam2"), 30)) if clients.have("ffmpeg") \
+        cam2 = (
+            await spawn(clients.ffmpeg(running.url(stream, sourceId="cam2"), 30))
+            if clients.have("ffmpeg")
             else await spawn(clients.pyav(running.url(stream, sourceId="cam2"), 30))
-        voice = await spawn(clients.pyav(running.url(stream, sourceId="voice"), 30, "--video", "none",
-                                         "--audio-gaps"))
+        )
+        voice = await spawn(
+            clients.pyav(
+                running.url(stream, sourceId="voice"), 30, "--video", "none", "--audio-gaps"
+            )
+        )
         playlist = await running.wait_for(hls_live(running, stream, {"cam1", "cam2", "voice"}), 30)
         video = {m.name for m in playlist.media if m.type == "VIDEO"}
         audio = {m.name for m in playlist.media if m.type == "AUDIO"}
@@ -74,7 +90,9 @@ async def test_three_sources_are_listed_played_and_dropped_when_one_ends(start_d
         assert playlist.playlists[0].stream_info.codecs.startswith("avc1.")
         base = f"{running.http}/hls/{stream}"
         for name, track in (("cam1", "video0"), ("cam2", "video0"), ("voice", "audio0")):
-            await running.wait_for(segments_ready(running, f"/hls/{stream}/{name}/{track}.m3u8"), 15)
+            await running.wait_for(
+                segments_ready(running, f"/hls/{stream}/{name}/{track}.m3u8"), 15
+            )
         results = {}
 
         async def read(name, url):
@@ -87,15 +105,22 @@ async def test_three_sources_are_listed_played_and_dropped_when_one_ends(start_d
         for name in ("cam1", "cam2"):
             assert results[name].frames_decoded > 20, results[name].summary()
             assert results[name].frame_sizes == {(320, 180)}
-        assert results["voice"].streams and results["voice"].error in (None, "end of stream"), \
+        assert results["voice"].streams and results["voice"].error in (None, "end of stream"), (
             results["voice"].summary()
-        urls = [f"{base}/index.m3u8", f"{base}/cam1/video0.m3u8", f"{base}/voice/audio0.m3u8",
-                f"{base}/cam2/index.m3u8"]
+        )
+        urls = [
+            f"{base}/index.m3u8",
+            f"{base}/cam1/video0.m3u8",
+            f"{base}/voice/audio0.m3u8",
+            f"{base}/cam2/index.m3u8",
+        ]
         probes = await trio.to_thread.run_sync(lambda: [ffprobe_ok(u) for u in urls])
         assert all(probes), dict(zip(urls, probes))
         cam1_playlist = (await text(running, f"/hls/{stream}/cam1/video0.m3u8")).text
         assert '#EXT-X-RENDITION-REPORT:URI="../cam2/video0.m3u8"' in cam1_playlist
-        assert '#EXT-X-RENDITION-REPORT:URI="../voice/audio0.m3u8"' not in cam1_playlist, "same media only"
+        assert '#EXT-X-RENDITION-REPORT:URI="../voice/audio0.m3u8"' not in cam1_playlist, (
+            "same media only"
+        )
         api = (await running.get(f"/api/v1/streams/{stream}")).json()
         assert api["hls"].endswith(f"/hls/{stream}/index.m3u8")
         cam = next(s for s in api["sources"] if s["sourceId"] == "cam1")
@@ -109,7 +134,9 @@ async def test_three_sources_are_listed_played_and_dropped_when_one_ends(start_d
 
         await running.wait_for(cam2_gone, 15)
         ended = await text(running, f"/hls/{stream}/cam2/video0.m3u8")
-        assert ended.status_code == 200 and "#EXT-X-ENDLIST" in ended.text, "an ended source's playlist ends"
+        assert ended.status_code == 200 and "#EXT-X-ENDLIST" in ended.text, (
+            "an ended source's playlist ends"
+        )
     metrics = (await running.get("/metrics")).text
     assert "rtmp_ingest_hls_requests_total" in metrics
     cam1.kill()
@@ -123,7 +150,9 @@ def _video_timestamps(init: bytes, segments: list[bytes]) -> list[int]:
     return out
 
 
-async def test_segment_timestamps_stay_monotonic_across_a_supersede_and_a_reconnect(start_daemon, spawn):
+async def test_segment_timestamps_stay_monotonic_across_a_supersede_and_a_reconnect(
+    start_daemon, spawn
+):
     running = await start_daemon(**FAST)
     stream = "live/cont"
     with trio.fail_after(60):
@@ -134,6 +163,7 @@ async def test_segment_timestamps_stay_monotonic_across_a_supersede_and_a_reconn
 
         async def superseded():
             return (await running.sources(stream)).get("cam1", {}).get("supersedeCount", 0) >= 1
+
         await running.wait_for(superseded, 15)
         await trio.sleep(3)
         second.kill()  # connection lost; a new encoder comes back inside the grace period
@@ -144,11 +174,16 @@ async def test_segment_timestamps_stay_monotonic_across_a_supersede_and_a_reconn
         response = await text(running, f"/hls/{stream}/cam1/video0.m3u8")
         playlist = m3u8.loads(response.text)
         assert "#EXT-X-ENDLIST" not in response.text, "the source never ended for HLS viewers"
-        assert not any(s.discontinuity for s in playlist.segments), "same encoder settings: no discontinuity"
+        assert not any(s.discontinuity for s in playlist.segments), (
+            "same encoder settings: no discontinuity"
+        )
         init_uri = next(s.init_section.uri for s in playlist.segments if s.init_section)
         init = (await text(running, f"/hls/{stream}/cam1/{init_uri}")).content
-        segments = [(await text(running, f"/hls/{stream}/cam1/{s.uri}")).content
-                    for s in playlist.segments if s.uri]
+        segments = [
+            (await text(running, f"/hls/{stream}/cam1/{s.uri}")).content
+            for s in playlist.segments
+            if s.uri
+        ]
         first.kill()
         third.kill()
     assert len(segments) >= 4
@@ -167,7 +202,9 @@ def _first_pdt(text_: str):
     return next(s.program_date_time for s in m3u8.loads(text_).segments if s.program_date_time)
 
 
-async def test_program_date_times_of_two_sources_started_five_seconds_apart_differ_by_five_seconds(running):
+async def test_program_date_times_of_two_sources_started_five_seconds_apart_differ_by_five_seconds(
+    running,
+):
     stream = "live/clock"
     tags = encode_tags(9.0, gop_s=1.0)
     first_sent: dict[str, float] = {}
@@ -176,15 +213,22 @@ async def test_program_date_times_of_two_sources_started_five_seconds_apart_diff
         def note(tag, at):
             if tag.kind == 9 and tag.body[1] == 1:
                 first_sent.setdefault(source, at)
+
         return note
 
     with trio.fail_after(40):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(functools.partial(publish_tags, running.rtmp_port, f"{stream}?sourceId=a", tags,
-                                                 on_sent=sent("a")))
+            nursery.start_soon(
+                functools.partial(
+                    publish_tags, running.rtmp_port, f"{stream}?sourceId=a", tags, on_sent=sent("a")
+                )
+            )
             await trio.sleep(5.0)
-            nursery.start_soon(functools.partial(publish_tags, running.rtmp_port, f"{stream}?sourceId=b", tags,
-                                                 on_sent=sent("b")))
+            nursery.start_soon(
+                functools.partial(
+                    publish_tags, running.rtmp_port, f"{stream}?sourceId=b", tags, on_sent=sent("b")
+                )
+            )
             await running.wait_for(hls_live(running, stream, {"a", "b"}), 10)
             await trio.sleep(0.5)
             a = (await text(running, f"/hls/{stream}/a/video0.m3u8")).text
@@ -221,8 +265,11 @@ async def test_a_blocking_reload_returns_within_one_part_of_its_last_frame(runni
     delays = []
     with trio.fail_after(40):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(functools.partial(publish_tags, running.rtmp_port, f"{stream}?sourceId=cam",
-                                                 tags, on_sent=on_sent))
+            nursery.start_soon(
+                functools.partial(
+                    publish_tags, running.rtmp_port, f"{stream}?sourceId=cam", tags, on_sent=on_sent
+                )
+            )
             url = f"/hls/{stream}/cam/video0.m3u8"
             await running.wait_for(segments_ready(running, url, 1), 10)
             first_ts = min(sent)
@@ -231,7 +278,9 @@ async def test_a_blocking_reload_returns_within_one_part_of_its_last_frame(runni
                 first_segment = playlist.segments[0]
                 init_first = first_segment.parts[0].uri if first_segment.parts else None
                 assert init_first is not None
-                base0, _ = _tfdt_and_durations((await client.get(f"/hls/{stream}/cam/{init_first}")).content)
+                base0, _ = _tfdt_and_durations(
+                    (await client.get(f"/hls/{stream}/cam/{init_first}")).content
+                )
                 for _ in range(12):
                     hint = m3u8.loads((await client.get(url)).text).preload_hint.uri
                     msn, index = hint.rsplit("part-", 1)[1][:-4].split(".")
@@ -239,7 +288,15 @@ async def test_a_blocking_reload_returns_within_one_part_of_its_last_frame(runni
                     answered = trio.current_time()
                     assert response.status_code == 200
                     got = m3u8.loads(response.text)
-                    part_uri = next((p.uri for s in got.segments for p in s.parts if p.uri.endswith(f"part-{msn}.{index}.m4s")), None)
+                    part_uri = next(
+                        (
+                            p.uri
+                            for s in got.segments
+                            for p in s.parts
+                            if p.uri.endswith(f"part-{msn}.{index}.m4s")
+                        ),
+                        None,
+                    )
                     if part_uri is None:
                         continue  #: the segment ended before that part; the next segment's part 0 came
                     part = (await client.get(f"/hls/{stream}/cam/{part_uri}")).content
@@ -262,7 +319,9 @@ async def test_hls_errors_are_clear_4xx(running, spawn):
         await running.wait_for(segments_ready(running, url, 1), 20)
         bad = await text(running, url, _HLS_msn="x")
         assert bad.status_code == 400 and "_HLS_msn" in bad.json()["error"]
-        assert (await text(running, url, _HLS_msn="\u00b2")).status_code == 400, "a superscript is no number"
+        assert (await text(running, url, _HLS_msn="\u00b2")).status_code == 400, (
+            "a superscript is no number"
+        )
         far = await text(running, url, _HLS_msn="99999999999999", _HLS_part="0")
         assert far.status_code == 400
         assert (await text(running, f"/hls/{stream}/cam/video0/seg-1.m4s")).status_code == 404
@@ -283,8 +342,10 @@ async def test_hls_errors_are_clear_4xx(running, spawn):
 
 async def test_hls_can_also_be_written_to_disk_for_a_cdn_origin(start_daemon, tmp_path):
     origin = tmp_path / "origin"
-    running = await start_daemon(hls={"directory": str(origin), "linger_s": 1.0, "window_segments": 3},
-                                 bundle={"reconnect_grace_s": 0.5})
+    running = await start_daemon(
+        hls={"directory": str(origin), "linger_s": 1.0, "window_segments": 3},
+        bundle={"reconnect_grace_s": 0.5},
+    )
     stream = "live/cdn"
     with trio.fail_after(40):
         await publish_tags(running.rtmp_port, f"{stream}?sourceId=cam", encode_tags(9.0, gop_s=1.0))
@@ -296,12 +357,15 @@ async def test_hls_can_also_be_written_to_disk_for_a_cdn_origin(start_daemon, tm
         for uri in listed:
             assert (folder / "cam" / uri).stat().st_size > 1000, uri
         on_disk = sorted(p.name for p in (folder / "cam" / "video0").glob("seg-*.m4s"))
-        assert on_disk == sorted(u.rsplit("/", 1)[1] for u in listed), "old segments leave the disk too"
+        assert on_disk == sorted(u.rsplit("/", 1)[1] for u in listed), (
+            "old segments leave the disk too"
+        )
         assert list((folder / "cam" / "video0").glob("init-*.mp4"))
         assert "cam/video0.m3u8" in (folder / "index.m3u8").read_text()
 
         async def removed():
             return not (folder / "cam").exists()
+
         await running.wait_for(removed, 15)
 
 
@@ -312,8 +376,14 @@ async def test_an_unwritable_hls_directory_costs_the_disk_copy_only(start_daemon
     stream = "live/diskfull"
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(functools.partial(publish_tags, running.rtmp_port, f"{stream}?sourceId=cam",
-                                                 encode_tags(6.0, gop_s=1.0)))
+            nursery.start_soon(
+                functools.partial(
+                    publish_tags,
+                    running.rtmp_port,
+                    f"{stream}?sourceId=cam",
+                    encode_tags(6.0, gop_s=1.0),
+                )
+            )
             url = f"/hls/{stream}/cam/video0.m3u8"
             await running.wait_for(segments_ready(running, url, 2), 15)
     assert running.daemon.hls.errors > 0, "the failure is counted"

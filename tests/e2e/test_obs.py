@@ -18,7 +18,9 @@ PUBLISH_OBS = Path(__file__).resolve().parents[3] / "shared" / "realclients" / "
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(os.environ.get("RUN_OBS") != "1", reason="OBS test: run `make test-obs`"),
-    pytest.mark.skipif(not PUBLISH_OBS.exists(), reason="shared/realclients/publish_obs.sh missing"),
+    pytest.mark.skipif(
+        not PUBLISH_OBS.exists(), reason="shared/realclients/publish_obs.sh missing"
+    ),
 ]
 
 
@@ -41,5 +43,7 @@ async def test_obs_joins_a_stream_as_a_second_source(running, spawn, layout):
     obs_tracks = {(t["media"], t["codec"]) for t in sources["obs"]["tracks"]}
     assert obs_tracks == {("video", "h264"), ("audio", "aac")}
     code = await obs.wait(timeout_s=90)
-    assert code in (0, 139), f"publish_obs.sh exit {code}"  # 139: OBS's known segfault after the stop
+    assert code in (0, 139), (
+        f"publish_obs.sh exit {code}"
+    )  # 139: OBS's known segfault after the stop
     pyav.kill()

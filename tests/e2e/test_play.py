@@ -30,9 +30,15 @@ pytestmark = pytest.mark.e2e
 def on_air(running, stream, source_id, *, not_feed=None):
     async def check():
         source = (await running.sources(stream)).get(source_id)
-        if source and source["state"] == "live" and source["onAir"] and source["onAir"]["id"] != not_feed:
+        if (
+            source
+            and source["state"] == "live"
+            and source["onAir"]
+            and source["onAir"]["id"] != not_feed
+        ):
             return source
         return None
+
     return check
 
 
@@ -43,8 +49,9 @@ def flv_url(running, stream, **query):
 
 async def pyav_play(url, seconds, **kwargs):
     """pyav_player.play in a worker thread (it stops by itself after `seconds` or a stall)."""
-    return await trio.to_thread.run_sync(functools.partial(pyav_player.play, url, seconds, **kwargs),
-                                         abandon_on_cancel=True)
+    return await trio.to_thread.run_sync(
+        functools.partial(pyav_player.play, url, seconds, **kwargs), abandon_on_cancel=True
+    )
 
 
 async def play_together(seconds, **urls):
@@ -103,7 +110,9 @@ class RtmpViewer:
         await client.connect(app)
         stream_id = await client.create_stream()
         viewer = cls(client, stream_id)
-        viewer.name = stream + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
+        viewer.name = stream + (
+            "?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else ""
+        )
         return viewer
 
     async def play(self) -> None:
@@ -229,8 +238,8 @@ async def read_flv_tags(url, count):
                 data += chunk
                 tags, at = [], 13
                 while at + 11 <= len(data) and len(tags) < count:
-                    size = int.from_bytes(data[at + 1:at + 4], "big")
-                    ts = int.from_bytes(data[at + 4:at + 7], "big") | data[at + 7] << 24
+                    size = int.from_bytes(data[at + 1 : at + 4], "big")
+                    ts = int.from_bytes(data[at + 4 : at + 7], "big") | data[at + 7] << 24
                     tags.append((data[at], ts))
                     at += 11 + size + 4
                 if len(tags) >= count:
@@ -253,7 +262,9 @@ async def test_a_new_resolution_after_a_supersede_is_signalled_to_players(runnin
             nursery.start_soon(watch, "rtmp", running.url(stream, sourceId="cam1"))
             nursery.start_soon(watch, "flv", flv_url(running, stream, sourceId="cam1"))
             await trio.sleep(1.0)
-            second = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 8, "--size", "160x90"))
+            second = await spawn(
+                clients.pyav(running.url(stream, sourceId="cam1"), 8, "--size", "160x90")
+            )
             await running.wait_for(on_air(running, stream, "cam1", not_feed=source["onAir"]["id"]))
         first.kill()
         second.kill()
@@ -269,8 +280,9 @@ async def test_play_without_source_id_gets_the_default_or_the_top_priority_sourc
     stream = "live/pick"
     with trio.fail_after(30):
         low = await spawn(clients.pyav(running.url(stream, sourceId="low"), 10))
-        high = await spawn(clients.pyav(running.url(stream, sourceId="high", priority="5"), 10,
-                                        "--size", "160x90"))
+        high = await spawn(
+            clients.pyav(running.url(stream, sourceId="high", priority="5"), 10, "--size", "160x90")
+        )
         await running.wait_for(on_air(running, stream, "low"))
         await running.wait_for(on_air(running, stream, "high"))
         top = await pyav_play(running.url(stream), 1.0)
@@ -334,11 +346,16 @@ async def test_play_to_first_decoded_frame_under_100_ms(running, spawn):
 async def test_enhanced_rtmp_codecs_reach_rtmp_play_and_http_flv(running, spawn, codec):
     stream = f"live/{codec}"
     with trio.fail_after(30):
-        publisher = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 8, "--video", codec))
+        publisher = await spawn(
+            clients.pyav(running.url(stream, sourceId="cam1"), 8, "--video", codec)
+        )
         source = await running.wait_for(on_air(running, stream, "cam1"), timeout_s=20)
         assert {t["codec"] for t in source["tracks"]} == {codec, "aac"}
-        results = await play_together(2.5, rtmp=running.url(stream, sourceId="cam1"),
-                                      flv=flv_url(running, stream, sourceId="cam1"))
+        results = await play_together(
+            2.5,
+            rtmp=running.url(stream, sourceId="cam1"),
+            flv=flv_url(running, stream, sourceId="cam1"),
+        )
         for result in results.values():
             summary = result.summary()
             assert result.error is None, summary
@@ -356,10 +373,16 @@ async def test_enhanced_rtmp_codecs_reach_rtmp_play_and_http_flv(running, spawn,
 async def test_multitrack_layers_are_listed_and_each_plays_at_its_size(running, nursery):
     stream = "live/layers"
     with trio.fail_after(30):
-        layers = await trio.to_thread.run_sync(functools.partial(
-            ertmp_multitrack.encode_layers, [(320, 180), (160, 90)], fps=25, seconds=6))
-        await nursery.start(functools.partial(
-            ertmp_multitrack.publish, running.rtmp_port, "live", "layers?sourceId=multi", layers))
+        layers = await trio.to_thread.run_sync(
+            functools.partial(
+                ertmp_multitrack.encode_layers, [(320, 180), (160, 90)], fps=25, seconds=6
+            )
+        )
+        await nursery.start(
+            functools.partial(
+                ertmp_multitrack.publish, running.rtmp_port, "live", "layers?sourceId=multi", layers
+            )
+        )
         source = await running.wait_for(on_air(running, stream, "multi"))
         video = {t["trackId"]: t for t in source["tracks"] if t["media"] == "video"}
         assert set(video) == {"video0", "video1"}, source["tracks"]
@@ -367,13 +390,20 @@ async def test_multitrack_layers_are_listed_and_each_plays_at_its_size(running, 
         assert (video["video0"].get("width"), video["video0"].get("height")) == (320, 180), video
         assert (video["video1"].get("width"), video["video1"].get("height")) == (160, 90), video
         results = await play_together(
-            2.5, default=running.url(stream, sourceId="multi"),
+            2.5,
+            default=running.url(stream, sourceId="multi"),
             layer1=running.url(stream, sourceId="multi", layer="1"),
             layer0=running.url(stream, sourceId="multi", layer="0"),
             flv_default=flv_url(running, stream, sourceId="multi"),
-            flv_layer1=flv_url(running, stream, sourceId="multi", layer="1"))
-        expected = {"default": (320, 180), "layer0": (320, 180), "layer1": (160, 90),
-                    "flv_default": (320, 180), "flv_layer1": (160, 90)}
+            flv_layer1=flv_url(running, stream, sourceId="multi", layer="1"),
+        )
+        expected = {
+            "default": (320, 180),
+            "layer0": (320, 180),
+            "layer1": (160, 90),
+            "flv_default": (320, 180),
+            "flv_layer1": (160, 90),
+        }
         for kind, size in expected.items():
             result = results[kind]
             summary = result.summary()
@@ -395,6 +425,7 @@ async def test_fifty_players_follow_a_supersede_without_stalling(running, spawn)
         source = await running.wait_for(on_air(running, stream, "cam1"))
         viewers = []
         async with trio.open_nursery() as nursery:
+
             async def join():
                 viewer = await RtmpViewer.connect(running, stream, sourceId="cam1")
                 await viewer.play()
@@ -441,7 +472,9 @@ async def _players_are(running, stream, source_id, count):
 # -- 6. waiting for a stream, and a missing stream ------------------------------------------------
 
 
-async def test_play_before_publish_waits_and_starts_when_the_publisher_arrives(running, spawn, nursery):
+async def test_play_before_publish_waits_and_starts_when_the_publisher_arrives(
+    running, spawn, nursery
+):
     stream = "live/later"
     with trio.fail_after(30):
         viewer = await RtmpViewer.connect(running, stream, sourceId="cam1")
@@ -452,8 +485,9 @@ async def test_play_before_publish_waits_and_starts_when_the_publisher_arrives(r
         async def flv_wait():
             headers = {"Origin": "http://viewer.example"}
             async with httpx.AsyncClient(timeout=30) as client:
-                async with client.stream("GET", flv_url(running, stream, sourceId="cam1"),
-                                         headers=headers) as response:
+                async with client.stream(
+                    "GET", flv_url(running, stream, sourceId="cam1"), headers=headers
+                ) as response:
                     flv_status["code"] = response.status_code
                     flv_status["headers"] = response.headers
                     data = b""
@@ -475,19 +509,27 @@ async def test_play_before_publish_waits_and_starts_when_the_publisher_arrives(r
         assert first[2][0] & 0x0F == 7 and first[2][1] == 0, "starts with the sequence header"
         assert flv_status["code"] == 200
         assert flv_status["headers"]["content-type"] == "video/x-flv"
-        assert flv_status["headers"].get("access-control-allow-origin") in ("*", "http://viewer.example")
+        assert flv_status["headers"].get("access-control-allow-origin") in (
+            "*",
+            "http://viewer.example",
+        )
         assert flv_status["data"][:3] == b"FLV"
         await viewer.aclose()
         publisher.kill()
 
 
-async def test_play_of_a_missing_stream_ends_with_stream_not_found_after_the_wait(start_daemon, nursery):
+async def test_play_of_a_missing_stream_ends_with_stream_not_found_after_the_wait(
+    start_daemon, nursery
+):
     running = await start_daemon(rtmp={"play_wait_s": 1.0})
     with trio.fail_after(15):
         viewer = await RtmpViewer.connect(running, "live/nothing", sourceId="cam1")
         await viewer.play()
-        await viewer.run(lambda event, now: isinstance(event, ev.Status)
-                         and event.code == "NetStream.Play.StreamNotFound")
+        await viewer.run(
+            lambda event, now: (
+                isinstance(event, ev.Status) and event.code == "NetStream.Play.StreamNotFound"
+            )
+        )
         waited = trio.current_time() - viewer.play_sent_at
         assert "NetStream.Play.StreamNotFound" in viewer.status_codes(), viewer.status_codes()
         assert 0.9 <= waited < 3.0, waited
@@ -501,7 +543,10 @@ async def test_play_of_a_missing_stream_ends_with_stream_not_found_after_the_wai
             assert response.status_code == 404, (path, response.text)
             assert "error" in response.json(), response.text
             assert 0.9 <= waited < 3.0, (path, waited)
-            assert response.headers.get("access-control-allow-origin") in ("*", "http://viewer.example")
+            assert response.headers.get("access-control-allow-origin") in (
+                "*",
+                "http://viewer.example",
+            )
 
         response = await running.get("/live/nothing.flv?layer=x")
         assert response.status_code == 400, response.text
@@ -534,7 +579,9 @@ async def test_api_counts_players_and_bytes_out(running, spawn, nursery):
         async def flv_reader():
             with flv_scope:
                 async with httpx.AsyncClient(timeout=30) as client:
-                    async with client.stream("GET", flv_url(running, stream, sourceId="cam1")) as response:
+                    async with client.stream(
+                        "GET", flv_url(running, stream, sourceId="cam1")
+                    ) as response:
                         async for _ in response.aiter_bytes():
                             pass
 

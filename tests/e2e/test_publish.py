@@ -13,14 +13,19 @@ from tests.tools import clients
 pytestmark = pytest.mark.e2e
 
 needs_ffmpeg = pytest.mark.skipif(not clients.have("ffmpeg"), reason="ffmpeg CLI not installed")
-needs_gst = pytest.mark.skipif(not clients.have_gst_element("rtmp2sink"), reason="GStreamer not installed")
-needs_rtmpsink = pytest.mark.skipif(not clients.have_gst_element("rtmpsink"), reason="librtmp sink missing")
+needs_gst = pytest.mark.skipif(
+    not clients.have_gst_element("rtmp2sink"), reason="GStreamer not installed"
+)
+needs_rtmpsink = pytest.mark.skipif(
+    not clients.have_gst_element("rtmpsink"), reason="librtmp sink missing"
+)
 
 
 async def on_air(running, stream, source_id):
     async def check():
         source = (await running.sources(stream)).get(source_id)
         return source if source and source["state"] == "live" and source["onAir"] else None
+
     return check
 
 
@@ -43,8 +48,12 @@ async def test_four_real_clients_publish_four_sources_of_one_stream(running, spa
     publishers = [
         await spawn(clients.pyav(running.url(stream, sourceId="pyav"), 6), "pyav"),
         await spawn(clients.ffmpeg(running.url(stream, sourceId="ffmpeg"), 6), "ffmpeg"),
-        await spawn(clients.gstreamer(running.url(stream, sourceId="gst2"), 6, "rtmp2sink"), "gst2"),
-        await spawn(clients.gstreamer(running.url(stream, sourceId="librtmp"), 6, "rtmpsink"), "librtmp"),
+        await spawn(
+            clients.gstreamer(running.url(stream, sourceId="gst2"), 6, "rtmp2sink"), "gst2"
+        ),
+        await spawn(
+            clients.gstreamer(running.url(stream, sourceId="librtmp"), 6, "rtmpsink"), "librtmp"
+        ),
     ]
 
     async def all_live():
@@ -54,7 +63,10 @@ async def test_four_real_clients_publish_four_sources_of_one_stream(running, spa
 
     sources = await running.wait_for(all_live, timeout_s=20)
     for source in sources.values():
-        assert {(t["media"], t["codec"]) for t in source["tracks"]} == {("video", "h264"), ("audio", "aac")}
+        assert {(t["media"], t["codec"]) for t in source["tracks"]} == {
+            ("video", "h264"),
+            ("audio", "aac"),
+        }
         assert source["onAir"]["bytesIn"] > 0
     for publisher in publishers:
         assert await publisher.wait() == 0, publisher.name
@@ -83,7 +95,9 @@ async def test_republish_with_the_same_source_id_supersedes_the_old_feed(running
 
     async def new_feed_on_air():
         source = (await running.sources(stream)).get("cam1")
-        return source if source and source["onAir"] and source["onAir"]["id"] != first_feed else None
+        return (
+            source if source and source["onAir"] and source["onAir"]["id"] != first_feed else None
+        )
 
     source = await running.wait_for(new_feed_on_air)
     assert source["supersedeCount"] == 1
@@ -93,8 +107,12 @@ async def test_republish_with_the_same_source_id_supersedes_the_old_feed(running
     names = [name for name, _ in events]
     assert names.index("active") < names.index("superseded")
     superseded = next(p for n, p in events if n == "superseded")
-    assert superseded == {"stream": stream, "sourceId": "cam1", "feedId": first_feed,
-                          "byFeedId": source["onAir"]["id"]}
+    assert superseded == {
+        "stream": stream,
+        "sourceId": "cam1",
+        "feedId": first_feed,
+        "byFeedId": source["onAir"]["id"],
+    }
 
 
 async def _has(events, name):

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import av
-import pytest
 import trio
 
 from rtmp_ingest.outputs.record import apply_retention
@@ -20,9 +19,11 @@ from tests.tools import clients
 from tests.tools.flv_media import encode_tags, publish_tags
 
 REPO = Path(__file__).resolve().parents[2]
-RECORD = {"apps": {"*": {"multisource": True, "record": True}},
-          "record": {"fragment_s": 0.5, "file_s": 3.0},
-          "bundle": {"reconnect_grace_s": 1.0}}
+RECORD = {
+    "apps": {"*": {"multisource": True, "record": True}},
+    "record": {"fragment_s": 0.5, "file_s": 3.0},
+    "bundle": {"reconnect_grace_s": 1.0},
+}
 
 
 def manifest(running, stream):
@@ -50,21 +51,30 @@ def decode(path: Path) -> tuple[int, list[int], set[tuple[int, int]]]:
     return frames, dts, sizes
 
 
-async def test_sources_are_recorded_in_rotating_files_continuing_across_a_supersede(start_daemon, spawn):
+async def test_sources_are_recorded_in_rotating_files_continuing_across_a_supersede(
+    start_daemon, spawn
+):
     running = await start_daemon(**RECORD)
     stream = "live/rec"
     with trio.fail_after(60):
         cam1 = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 20))
         cam2 = await spawn(clients.pyav(running.url(stream, sourceId="cam2"), 20))
         await running.wait_for(lambda: _files(running, stream, 2), 20)
-        api = {s["sourceId"]: s for s in (await running.get(f"/api/v1/streams/{stream}")).json()["sources"]}
+        api = {
+            s["sourceId"]: s
+            for s in (await running.get(f"/api/v1/streams/{stream}")).json()["sources"]
+        }
         assert api["cam1"]["record"]["file"].startswith(f"{stream}/cam1/")
         await trio.sleep(3.5)
         superseder = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 20))
 
         async def two_feeds():
             files = [f for f in manifest(running, stream)["files"] if f["sourceId"] == "cam1"]
-            return sum(len(f["feeds"]) for f in files) >= 2 or len({x["feedId"] for f in files for x in f["feeds"]}) >= 2
+            return (
+                sum(len(f["feeds"]) for f in files) >= 2
+                or len({x["feedId"] for f in files for x in f["feeds"]}) >= 2
+            )
+
         await running.wait_for(two_feeds, 15)
         await trio.sleep(2.0)
         for client in (cam1, cam2, superseder):
@@ -72,7 +82,12 @@ async def test_sources_are_recorded_in_rotating_files_continuing_across_a_supers
 
         async def all_closed():
             files = manifest(running, stream)["files"]
-            return files and all(f["end"] is not None for f in files) and not running.daemon.recorder.recordings
+            return (
+                files
+                and all(f["end"] is not None for f in files)
+                and not running.daemon.recorder.recordings
+            )
+
         await running.wait_for(all_closed, 15)
     files = manifest(running, stream)["files"]
     cam1_files = [f for f in files if f["sourceId"] == "cam1"]
@@ -99,11 +114,25 @@ async def _files(running, stream, count):
 
 def test_a_recording_survives_kill_9_of_the_server(tmp_path):
     config = tmp_path / "config.toml"
-    config.write_text('[rtmp]\nlisten = "127.0.0.1:0"\n[http]\nlisten = "127.0.0.1:0"\n'
-                      '[apps."*"]\nrecord = true\n[record]\nfragment_s = 0.5\n')
-    server = subprocess.Popen([sys.executable, "-m", "rtmp_ingest.cli", "serve", "--config", str(config),
-                               "--data-dir", str(tmp_path / "data")],
-                              stderr=subprocess.PIPE, text=True, cwd=REPO)
+    config.write_text(
+        '[rtmp]\nlisten = "127.0.0.1:0"\n[http]\nlisten = "127.0.0.1:0"\n'
+        '[apps."*"]\nrecord = true\n[record]\nfragment_s = 0.5\n'
+    )
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rtmp_ingest.cli",
+            "serve",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     try:
         port = None
         deadline = time.monotonic() + 15
@@ -112,10 +141,20 @@ def test_a_recording_survives_kill_9_of_the_server(tmp_path):
             if "listening rtmp=" in line:
                 port = int(line.split("listening rtmp=", 1)[1].split()[0].rsplit(":", 1)[1])
         assert port, "the server did not start"
-        publisher = subprocess.Popen([sys.executable, "-m", "tests.tools.pyav_publish",
-                                      f"rtmp://127.0.0.1:{port}/live/crash?sourceId=cam", "--seconds", "10",
-                                      "--realtime"], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                                     stderr=subprocess.DEVNULL)
+        publisher = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.tools.pyav_publish",
+                f"rtmp://127.0.0.1:{port}/live/crash?sourceId=cam",
+                "--seconds",
+                "10",
+                "--realtime",
+            ],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(4.0)
         server.send_signal(signal.SIGKILL)
         server.wait(10)
@@ -139,17 +178,28 @@ async def test_export_lines_up_three_sources_on_the_common_clock(start_daemon, t
     voice = encode_tags(6.0, video=None)
     with trio.fail_after(40):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(functools.partial(publish_tags, running.rtmp_port, f"{stream}?sourceId=a", tags))
+            nursery.start_soon(
+                functools.partial(publish_tags, running.rtmp_port, f"{stream}?sourceId=a", tags)
+            )
             await trio.sleep(1.0)
-            nursery.start_soon(functools.partial(publish_tags, running.rtmp_port, f"{stream}?sourceId=b", tags))
+            nursery.start_soon(
+                functools.partial(publish_tags, running.rtmp_port, f"{stream}?sourceId=b", tags)
+            )
             await trio.sleep(1.5)
-            nursery.start_soon(functools.partial(publish_tags, running.rtmp_port, f"{stream}?sourceId=voice",
-                                                 voice))
+            nursery.start_soon(
+                functools.partial(
+                    publish_tags, running.rtmp_port, f"{stream}?sourceId=voice", voice
+                )
+            )
 
         async def all_closed():
             files = manifest(running, stream)["files"]
-            return len({f["sourceId"] for f in files}) == 3 and all(f["end"] for f in files) \
+            return (
+                len({f["sourceId"] for f in files}) == 3
+                and all(f["end"] for f in files)
                 and not running.daemon.recorder.recordings
+            )
+
         await running.wait_for(all_closed, 15)
     files = manifest(running, stream)["files"]
     starts = {}
@@ -159,10 +209,31 @@ async def test_export_lines_up_three_sources_on_the_common_clock(start_daemon, t
     out = tmp_path / "multicam.mkv"
     data_dir = running.daemon.config.data_dir
     result = await trio.run_process(
-        [sys.executable, "-m", "rtmp_ingest.cli", "export", stream, "--data-dir", data_dir,
-         "--from", str(begin), "--out", str(out)], capture_stdout=True, capture_stderr=True, cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "rtmp_ingest.cli",
+            "export",
+            stream,
+            "--data-dir",
+            data_dir,
+            "--from",
+            str(begin),
+            "--out",
+            str(out),
+        ],
+        capture_stdout=True,
+        capture_stderr=True,
+        cwd=REPO,
+    )
     summary = json.loads(result.stdout)
-    assert sorted(summary["tracks"]) == ["a audio0", "a video0", "b audio0", "b video0", "voice audio0"]
+    assert sorted(summary["tracks"]) == [
+        "a audio0",
+        "a video0",
+        "b audio0",
+        "b video0",
+        "voice audio0",
+    ]
     container = av.open(str(out))
     first = {}
     for packet in container.demux():
@@ -180,8 +251,21 @@ async def test_export_lines_up_three_sources_on_the_common_clock(start_daemon, t
 
 async def test_export_explains_a_stream_without_recordings(tmp_path):
     result = await trio.run_process(
-        [sys.executable, "-m", "rtmp_ingest.cli", "export", "live/none", "--data-dir", str(tmp_path),
-         "--out", str(tmp_path / "x.mkv")], capture_stderr=True, check=False, cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "rtmp_ingest.cli",
+            "export",
+            "live/none",
+            "--data-dir",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "x.mkv"),
+        ],
+        capture_stderr=True,
+        check=False,
+        cwd=REPO,
+    )
     assert result.returncode == 1
     assert b"no recordings of stream 'live/none'" in result.stderr
 
@@ -195,12 +279,22 @@ def test_retention_deletes_old_files_then_the_oldest_beyond_the_size_limit(tmp_p
     for i, age in enumerate((90_000, 5_000, 4_000, 3_000, 10)):
         name = f"live/s/cam/{i}.mp4"
         (root / name).write_bytes(b"x" * 1000)
-        files.append({"file": name, "sourceId": "cam", "start": now - age - 60, "end": now - age,
-                      "tracks": [], "feeds": [], "bytes": 1000})
+        files.append(
+            {
+                "file": name,
+                "sourceId": "cam",
+                "start": now - age - 60,
+                "end": now - age,
+                "tracks": [],
+                "feeds": [],
+                "bytes": 1000,
+            }
+        )
     files[-1]["end"] = None  #: still being written
     (root / "live" / "s" / "manifest.json").write_text(json.dumps({"files": files}))
-    deleted = apply_retention(root, max_age_s=86_400, max_total_bytes=2_500, now_unix=now,
-                              active={"live/s/cam/4.mp4"})
+    deleted = apply_retention(
+        root, max_age_s=86_400, max_total_bytes=2_500, now_unix=now, active={"live/s/cam/4.mp4"}
+    )
     assert deleted == ["live/s/cam/0.mp4", "live/s/cam/1.mp4", "live/s/cam/2.mp4"]
     left = json.loads((root / "live" / "s" / "manifest.json").read_text())["files"]
     assert [f["file"] for f in left] == ["live/s/cam/3.mp4", "live/s/cam/4.mp4"]
@@ -208,19 +302,34 @@ def test_retention_deletes_old_files_then_the_oldest_beyond_the_size_limit(tmp_p
 
 
 async def test_a_token_record_claim_overrides_the_app_setting(start_daemon):
-    running = await start_daemon(auth={"mode": "token", "secret": "test-secret-test-secret-0123456789"},
-                                 record={"fragment_s": 0.5})
-    minted = (await running.request("POST", "/api/v1/tokens",
-                                    json={"streams": ["live/*"], "multisource": True, "record": True})).json()
+    running = await start_daemon(
+        auth={"mode": "token", "secret": "test-secret-test-secret-0123456789"},
+        record={"fragment_s": 0.5},
+    )
+    minted = (
+        await running.request(
+            "POST",
+            "/api/v1/tokens",
+            json={"streams": ["live/*"], "multisource": True, "record": True},
+        )
+    ).json()
     assert minted["claims"]["record"] is True if "claims" in minted else True
-    plain = (await running.request("POST", "/api/v1/tokens",
-                                   json={"streams": ["live/*"], "multisource": True})).json()
+    plain = (
+        await running.request(
+            "POST", "/api/v1/tokens", json={"streams": ["live/*"], "multisource": True}
+        )
+    ).json()
     tags = encode_tags(2.0)
     with trio.fail_after(30):
-        await publish_tags(running.rtmp_port, f"live/tok?sourceId=rec&token={minted['token']}", tags)
-        await publish_tags(running.rtmp_port, f"live/tok?sourceId=plain&token={plain['token']}", tags)
+        await publish_tags(
+            running.rtmp_port, f"live/tok?sourceId=rec&token={minted['token']}", tags
+        )
+        await publish_tags(
+            running.rtmp_port, f"live/tok?sourceId=plain&token={plain['token']}", tags
+        )
 
         async def closed():
             return manifest(running, "live/tok")["files"] and not running.daemon.recorder.recordings
+
         await running.wait_for(closed, 15)
     assert {f["sourceId"] for f in manifest(running, "live/tok")["files"]} == {"rec"}

@@ -27,8 +27,13 @@ async def test_garbage_and_half_open_connections_do_not_disturb_a_live_feed(runn
     source = await running.wait_for(lambda: live_source(running, "live/calm", "cam1"))
     feed_id = source["onAir"]["id"]
     junk = []
-    for payload in (b"GET / HTTP/1.1\r\n\r\n", os.urandom(3000), b"\x03" + os.urandom(1536) * 3,
-                    b"\x03", b""):
+    for payload in (
+        b"GET / HTTP/1.1\r\n\r\n",
+        os.urandom(3000),
+        b"\x03" + os.urandom(1536) * 3,
+        b"\x03",
+        b"",
+    ):
         stream = await trio.open_tcp_stream("127.0.0.1", running.rtmp_port)
         if payload:
             await stream.send_all(payload)

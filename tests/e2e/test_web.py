@@ -33,5 +33,7 @@ def test_a_hostile_stream_name_cannot_break_out_of_the_page():
 def test_the_page_script_is_valid_javascript(tmp_path):
     script = re.findall(r"<script>(.*?)</script>", page("live/show", "hls.js"), re.S)[0]
     (tmp_path / "page.js").write_text(script)
-    result = subprocess.run(["node", "--check", str(tmp_path / "page.js")], capture_output=True, text=True)
+    result = subprocess.run(
+        ["node", "--check", str(tmp_path / "page.js")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr

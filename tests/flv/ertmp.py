@@ -24,8 +24,11 @@ from rtmp_ingest.flv import codecs
 from rtmp_ingest.flv.tags import Packet, PacketType, TagError, parse_video
 
 ROUND_TRIP = settings(max_examples=150, deadline=None)
-FUZZ = settings(max_examples=400, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 #: ERTMP.md wire values
 V_START, V_FRAMES, V_END, V_FRAMES_X, V_METADATA, V_MULTITRACK, V_MODEX = 0, 1, 2, 3, 4, 6, 7
@@ -64,8 +67,9 @@ def ex_audio(packet_type: int, fourcc: str, payload: bytes = b"") -> bytes:
     return bytes((0x90 | packet_type,)) + fourcc.encode("latin-1") + payload
 
 
-def with_modex(body: bytes, prefixes: list[tuple[int, bytes]], *,
-               long_sizes: bool = False) -> bytes:
+def with_modex(
+    body: bytes, prefixes: list[tuple[int, bytes]], *, long_sizes: bool = False
+) -> bytes:
     """`body` (an ExHeader body) behind ModEx prefixes [(ModEx type, data)]; video and audio
     both use PacketType 7 for ModEx. `long_sizes` writes every size in the UI16 form."""
     packet_type = body[0] & 0x0F
@@ -86,8 +90,9 @@ def nano_modex(nano: int) -> tuple[int, bytes]:
     return 0, ui24(nano)
 
 
-def multitrack_body(first_byte: int, multitrack_type: int, packet_type: int,
-                    tracks: list[tuple[str, int, bytes]]) -> bytes:
+def multitrack_body(
+    first_byte: int, multitrack_type: int, packet_type: int, tracks: list[tuple[str, int, bytes]]
+) -> bytes:
     """A multitrack body; `tracks` = [(FourCC, track id, payload)] (one shared FourCC, the
     first track's, unless ManyTracksManyCodecs)."""
     out = bytearray((first_byte, multitrack_type << 4 | packet_type))
@@ -103,28 +108,56 @@ def multitrack_body(first_byte: int, multitrack_type: int, packet_type: int,
     return bytes(out)
 
 
-def video_multitrack(frame_type: int, multitrack_type: int, packet_type: int,
-                     tracks: list[tuple[str, int, bytes]]) -> bytes:
-    return multitrack_body(0x80 | frame_type << 4 | V_MULTITRACK, multitrack_type, packet_type,
-                           tracks)
+def video_multitrack(
+    frame_type: int, multitrack_type: int, packet_type: int, tracks: list[tuple[str, int, bytes]]
+) -> bytes:
+    return multitrack_body(
+        0x80 | frame_type << 4 | V_MULTITRACK, multitrack_type, packet_type, tracks
+    )
 
 
-def audio_multitrack(multitrack_type: int, packet_type: int,
-                     tracks: list[tuple[str, int, bytes]]) -> bytes:
+def audio_multitrack(
+    multitrack_type: int, packet_type: int, tracks: list[tuple[str, int, bytes]]
+) -> bytes:
     return multitrack_body(0x90 | A_MULTITRACK, multitrack_type, packet_type, tracks)
 
 
-def video_packet(codec: str, kind: PacketType, *, keyframe: bool = False, cts: int = 0,
-                 data: bytes = b"", track_id: int = 0, nano: int = 0,
-                 multitrack: bool = False) -> Packet:
+def video_packet(
+    codec: str,
+    kind: PacketType,
+    *,
+    keyframe: bool = False,
+    cts: int = 0,
+    data: bytes = b"",
+    track_id: int = 0,
+    nano: int = 0,
+    multitrack: bool = False,
+) -> Packet:
     return Packet("video", track_id, codec, kind, keyframe, cts, data, nano, None, multitrack)
 
 
-def audio_packet(codec: str, kind: PacketType, *, data: bytes = b"", track_id: int = 0,
-                 nano: int = 0, legacy_header: int | None = None,
-                 multitrack: bool = False) -> Packet:
-    return Packet("audio", track_id, codec, kind, kind is PacketType.CODED_FRAMES, 0, data, nano,
-                  legacy_header, multitrack)
+def audio_packet(
+    codec: str,
+    kind: PacketType,
+    *,
+    data: bytes = b"",
+    track_id: int = 0,
+    nano: int = 0,
+    legacy_header: int | None = None,
+    multitrack: bool = False,
+) -> Packet:
+    return Packet(
+        "audio",
+        track_id,
+        codec,
+        kind,
+        kind is PacketType.CODED_FRAMES,
+        0,
+        data,
+        nano,
+        legacy_header,
+        multitrack,
+    )
 
 
 def parsed(parse, body: bytes) -> list[Packet] | None:
@@ -157,20 +190,31 @@ composition_times = st.integers(SI24_MIN, SI24_MAX)
 track_ids = st.integers(0, 255)
 nanos = st.integers(0, 999_999)
 
-_AUDIO_KINDS = (PacketType.SEQUENCE_START, PacketType.CODED_FRAMES, PacketType.SEQUENCE_END,
-                PacketType.MULTICHANNEL_CONFIG)
+_AUDIO_KINDS = (
+    PacketType.SEQUENCE_START,
+    PacketType.CODED_FRAMES,
+    PacketType.SEQUENCE_END,
+    PacketType.MULTICHANNEL_CONFIG,
+)
 
 
 @st.composite
 def video_packets(draw, codec_names) -> Packet:
     """A single-track video packet as `video_body` accepts it (no commands)."""
     codec = draw(st.sampled_from(sorted(codec_names)))
-    kind = draw(st.sampled_from([PacketType.SEQUENCE_START, PacketType.CODED_FRAMES,
-                                 PacketType.SEQUENCE_END, PacketType.METADATA]))
+    kind = draw(
+        st.sampled_from(
+            [
+                PacketType.SEQUENCE_START,
+                PacketType.CODED_FRAMES,
+                PacketType.SEQUENCE_END,
+                PacketType.METADATA,
+            ]
+        )
+    )
     if kind is PacketType.CODED_FRAMES:
         cts = draw(composition_times) if codec in codecs.CTS_CODECS else 0
-        return video_packet(codec, kind, keyframe=draw(st.booleans()), cts=cts,
-                            data=draw(payloads))
+        return video_packet(codec, kind, keyframe=draw(st.booleans()), cts=cts, data=draw(payloads))
     data = b"" if kind is PacketType.SEQUENCE_END else draw(payloads)
     return video_packet(codec, kind, data=data)
 
@@ -184,8 +228,9 @@ def ertmp_audio_packets(draw, codec_names, kinds=_AUDIO_KINDS) -> Packet:
     return audio_packet(codec, kind, data=data)
 
 
-def _video_track(draw, fourcc: str, wire_type: int, frame_type: int, track_id: int,
-                 multitrack: bool) -> tuple[bytes, Packet]:
+def _video_track(
+    draw, fourcc: str, wire_type: int, frame_type: int, track_id: int, multitrack: bool
+) -> tuple[bytes, Packet]:
     """(payload on the wire, expected packet) of one video track."""
     codec = codecs.VIDEO_FOURCC[fourcc]
     data = b"" if wire_type == V_END else draw(payloads)
@@ -199,8 +244,9 @@ def _video_track(draw, fourcc: str, wire_type: int, frame_type: int, track_id: i
     keyframe = frame_type in (KEY, GENERATED_KEY)
     if wire_type == V_FRAMES and fourcc in CTS_FOURCCS:
         cts = draw(composition_times)
-        packet = video_packet(codec, PacketType.CODED_FRAMES, keyframe=keyframe, cts=cts,
-                              data=data, **common)
+        packet = video_packet(
+            codec, PacketType.CODED_FRAMES, keyframe=keyframe, cts=cts, data=data, **common
+        )
         return si24(cts) + data, packet
     packet = video_packet(codec, PacketType.CODED_FRAMES, keyframe=keyframe, data=data, **common)
     return data, packet
@@ -225,13 +271,16 @@ def _maybe_nano(draw, body: bytes, packets: list[Packet], nano: bool):
     offset = draw(st.none() | nanos) if nano else None
     if offset is None:
         return body, packets
-    return (with_modex(body, [nano_modex(offset)]),
-            [attrs.evolve(packet, nano_offset=offset) for packet in packets])
+    return (
+        with_modex(body, [nano_modex(offset)]),
+        [attrs.evolve(packet, nano_offset=offset) for packet in packets],
+    )
 
 
 @st.composite
-def ertmp_video_messages(draw, *, multitrack: bool | None = None,
-                         nano: bool = True) -> tuple[bytes, list[Packet]]:
+def ertmp_video_messages(
+    draw, *, multitrack: bool | None = None, nano: bool = True
+) -> tuple[bytes, list[Packet]]:
     """(body, expected packets): an E-RTMP video message, single track or multitrack, with
     SequenceStart / CodedFrames / CodedFramesX / SequenceEnd / Metadata, optionally behind a
     TimestampOffsetNano ModEx prefix."""
@@ -254,20 +303,30 @@ def ertmp_video_messages(draw, *, multitrack: bool | None = None,
 
 
 @st.composite
-def ertmp_audio_messages(draw, *, multitrack: bool | None = None,
-                         nano: bool = True) -> tuple[bytes, list[Packet]]:
+def ertmp_audio_messages(
+    draw, *, multitrack: bool | None = None, nano: bool = True
+) -> tuple[bytes, list[Packet]]:
     """(body, expected packets) of an E-RTMP audio message, as `ertmp_video_messages`, with
     SequenceStart / CodedFrames / SequenceEnd / MultichannelConfig."""
     if multitrack is None:
         multitrack = draw(st.booleans())
     wire_type = draw(st.sampled_from([A_START, A_FRAMES, A_END, A_MULTICHANNEL]))
-    kind_of = {A_START: PacketType.SEQUENCE_START, A_FRAMES: PacketType.CODED_FRAMES,
-               A_END: PacketType.SEQUENCE_END, A_MULTICHANNEL: PacketType.MULTICHANNEL_CONFIG}
+    kind_of = {
+        A_START: PacketType.SEQUENCE_START,
+        A_FRAMES: PacketType.CODED_FRAMES,
+        A_END: PacketType.SEQUENCE_END,
+        A_MULTICHANNEL: PacketType.MULTICHANNEL_CONFIG,
+    }
 
     def track(fourcc: str, track_id: int) -> tuple[bytes, Packet]:
         data = b"" if wire_type == A_END else draw(payloads)
-        return data, audio_packet(codecs.AUDIO_FOURCC[fourcc], kind_of[wire_type], data=data,
-                                  track_id=track_id, multitrack=multitrack)
+        return data, audio_packet(
+            codecs.AUDIO_FOURCC[fourcc],
+            kind_of[wire_type],
+            data=data,
+            track_id=track_id,
+            multitrack=multitrack,
+        )
 
     if multitrack:
         kind, tracks, packets = _tracks(draw, AUDIO_FOURCCS, track)
@@ -294,14 +353,15 @@ def mutated(draw, corpus: list[bytes]) -> bytes:
             elif op == "set":
                 body[at] = draw(st.integers(0, 255))
             else:
-                del body[at:at + draw(st.integers(1, 4))]
+                del body[at : at + draw(st.integers(1, 4))]
     return bytes(body)
 
 
 def steered(prefixes: list[bytes]):
     """Random bytes behind first bytes that lead into the interesting branches."""
-    return st.builds(lambda head, tail: head + tail, st.sampled_from(prefixes),
-                     st.binary(max_size=64))
+    return st.builds(
+        lambda head, tail: head + tail, st.sampled_from(prefixes), st.binary(max_size=64)
+    )
 
 
 # -- valid bodies of every shape, for mutation and truncation --------------------------------
@@ -314,8 +374,10 @@ _OPUS_HEAD = b"OpusHead\x01\x02\x38\x01\x80\xbb\x00\x00\x00\x00\x00"
 def _valid_video_bodies() -> list[bytes]:
     hevc_frame = ex_video(KEY, V_FRAMES, "hvc1", si24(-80) + b"\x00\x00\x00\x02\x26\x01")
     av1_frame = ex_video(KEY, V_FRAMES, "av01", b"\x12\x00\x0a\x0b")
-    layers = [("avc1", 0, si24(40) + b"\x00\x00\x00\x01\x65"),
-              ("avc1", 1, si24(40) + b"\x00\x00\x00\x01\x41")]
+    layers = [
+        ("avc1", 0, si24(40) + b"\x00\x00\x00\x01\x65"),
+        ("avc1", 1, si24(40) + b"\x00\x00\x00\x01\x41"),
+    ]
     mixed = [layers[0], ("hvc1", 1, si24(40) + b"\x00\x00\x00\x01\x26")]
     many_codecs = video_multitrack(KEY, MANY_TRACKS_MANY_CODECS, V_FRAMES, mixed)
     return [
@@ -347,8 +409,9 @@ def _valid_video_bodies() -> list[bytes]:
 
 def _valid_audio_bodies() -> list[bytes]:
     opus_frame = ex_audio(A_FRAMES, "Opus", b"\xfc\xff\xfe")
-    mixed_start = audio_multitrack(MANY_TRACKS_MANY_CODECS, A_START,
-                                   [("mp4a", 0, b"\x12\x10"), ("Opus", 1, _OPUS_HEAD)])
+    mixed_start = audio_multitrack(
+        MANY_TRACKS_MANY_CODECS, A_START, [("mp4a", 0, b"\x12\x10"), ("Opus", 1, _OPUS_HEAD)]
+    )
     return [
         b"\xaf\x00\x12\x10",
         b"\xaf\x01\x21\x10\x04\x60",
@@ -372,8 +435,32 @@ def _valid_audio_bodies() -> list[bytes]:
 VALID_VIDEO = _valid_video_bodies()
 VALID_AUDIO = _valid_audio_bodies()
 #: first bytes that steer random bytes into the interesting branches
-VIDEO_PREFIXES = [b"\x17\x01", b"\x57", b"\x91avc1", b"\x93hvc1", b"\x96", b"\x96\x10avc1",
-                  b"\x96\x21", b"\x96\x01av01", b"\x97", b"\x97\x02", b"\x97\xff", b"\xd1",
-                  b"\xd4vp09"]
-AUDIO_PREFIXES = [b"\xaf\x00", b"\xaf\x01", b"\x2f", b"\x91Opus", b"\x95", b"\x95\x11mp4a",
-                  b"\x95\x20", b"\x95\x00Opus", b"\x97", b"\x97\x02", b"\x97\xff", b"\x94fLaC"]
+VIDEO_PREFIXES = [
+    b"\x17\x01",
+    b"\x57",
+    b"\x91avc1",
+    b"\x93hvc1",
+    b"\x96",
+    b"\x96\x10avc1",
+    b"\x96\x21",
+    b"\x96\x01av01",
+    b"\x97",
+    b"\x97\x02",
+    b"\x97\xff",
+    b"\xd1",
+    b"\xd4vp09",
+]
+AUDIO_PREFIXES = [
+    b"\xaf\x00",
+    b"\xaf\x01",
+    b"\x2f",
+    b"\x91Opus",
+    b"\x95",
+    b"\x95\x11mp4a",
+    b"\x95\x20",
+    b"\x95\x00Opus",
+    b"\x97",
+    b"\x97\x02",
+    b"\x97\xff",
+    b"\x94fLaC",
+]

@@ -45,8 +45,9 @@ def real_tags(video: str | None, audio: str | None, bframes: int):
                 av.codec.Codec(table[codec], "w")
             except av.codec.codec.UnknownCodecError:
                 pytest.skip(f"this PyAV build has no {table[codec]} encoder for {codec}")
-    return flv_media.encode_tags(1.0, video=video, audio=audio, size=(64, 64), fps=FPS,
-                                 gop_s=GOP_S, bframes=bframes)
+    return flv_media.encode_tags(
+        1.0, video=video, audio=audio, size=(64, 64), fps=FPS, gop_s=GOP_S, bframes=bframes
+    )
 
 
 def real_packets(video: str | None, audio: str | None, bframes: int) -> list[tuple[object, Packet]]:
@@ -61,8 +62,11 @@ def real_packets(video: str | None, audio: str | None, bframes: int) -> list[tup
 
 
 def coded_video(video: str, audio: str | None, bframes: int) -> list[tuple[object, Packet]]:
-    return [(tag, packet) for tag, packet in real_packets(video, audio, bframes)
-            if packet.media == "video" and packet.packet_type is PacketType.CODED_FRAMES]
+    return [
+        (tag, packet)
+        for tag, packet in real_packets(video, audio, bframes)
+        if packet.media == "video" and packet.packet_type is PacketType.CODED_FRAMES
+    ]
 
 
 def header_size(tag) -> int:
@@ -83,12 +87,13 @@ def test_every_tag_of_a_real_encode_parses_with_its_whole_payload(video, audio, 
     for tag, packet in pairs:
         assert (packet.track_id, packet.nano_offset, packet.multitrack) == (0, 0, False)
         if packet.packet_type is not PacketType.SEQUENCE_END:
-            assert packet.data == tag.body[header_size(tag):]
+            assert packet.data == tag.body[header_size(tag) :]
 
 
 @pytest.mark.parametrize("video, audio, bframes", WITH_VIDEO)
-def test_real_keyframes_match_the_flv_frame_type_and_the_first_frame_is_one(video, audio,
-                                                                            bframes) -> None:
+def test_real_keyframes_match_the_flv_frame_type_and_the_first_frame_is_one(
+    video, audio, bframes
+) -> None:
     coded = coded_video(video, audio, bframes)
     assert len(coded) == FPS
     for tag, packet in coded:
@@ -102,8 +107,9 @@ def test_real_keyframes_match_the_flv_frame_type_and_the_first_frame_is_one(vide
 
 
 @pytest.mark.parametrize("video, audio, bframes", WITH_BFRAMES)
-def test_real_b_frame_composition_times_give_evenly_spaced_presentation_times(video, audio,
-                                                                              bframes) -> None:
+def test_real_b_frame_composition_times_give_evenly_spaced_presentation_times(
+    video, audio, bframes
+) -> None:
     coded = coded_video(video, audio, bframes)
     pts = sorted(tag.ts_ms + packet.cts_ms for tag, packet in coded)
     assert {b - a for a, b in zip(pts, pts[1:])} == {FRAME_MS}
@@ -115,7 +121,7 @@ def test_real_b_frame_composition_times_give_evenly_spaced_presentation_times(vi
 def _avc_expectation(record: bytes) -> dict:
     """Profile and level from the first SPS inside the avcC: NAL header, profile_idc, flags,
     level_idc."""
-    sps = record[8:8 + int.from_bytes(record[6:8], "big")]
+    sps = record[8 : 8 + int.from_bytes(record[6:8], "big")]
     return {"profile": codecs.AVC_PROFILES[sps[1]], "level": round(sps[3] / 10, 1)}
 
 
@@ -151,8 +157,11 @@ def test_real_sequence_starts_describe_what_was_encoded(video, audio, bframes) -
 
 @pytest.mark.parametrize("video", ["hevc", "av1", "vp9"])
 def test_ffmpeg_color_info_metadata_is_a_metadata_packet(video: str) -> None:
-    metadata = [packet for _, packet in real_packets(video, None, 0)
-                if packet.packet_type is PacketType.METADATA]
+    metadata = [
+        packet
+        for _, packet in real_packets(video, None, 0)
+        if packet.packet_type is PacketType.METADATA
+    ]
     assert metadata
     assert all(packet.data.startswith(b"\x02\x00\x09colorInfo") for packet in metadata)
 

@@ -15,17 +15,64 @@ from hypothesis import strategies as st
 
 from rtmp_ingest.flv import codecs
 from rtmp_ingest.flv.tags import (
-    Packet, PacketType, TagError, audio_body, parse_audio, parse_video, video_body,
+    Packet,
+    PacketType,
+    TagError,
+    audio_body,
+    parse_audio,
+    parse_video,
+    video_body,
 )
 
 from .ertmp import (
-    A_END, A_FRAMES, A_MULTICHANNEL, A_MULTITRACK, A_START, AUDIO_PREFIXES, COMMAND, DISPOSABLE,
-    FUZZ, GENERATED_KEY, INTER, KEY, MANY_TRACKS, MANY_TRACKS_MANY_CODECS, ONE_TRACK, ROUND_TRIP,
-    SI24_MAX, SI24_MIN, V_END, V_FRAMES, V_FRAMES_X, V_METADATA, V_MODEX, V_MULTITRACK, V_START,
-    VALID_AUDIO, VALID_VIDEO, VIDEO_PREFIXES, audio_multitrack, audio_packet, ertmp_audio_messages,
-    ertmp_audio_packets, ertmp_video_messages, ex_audio, ex_video, legacy_avc, mutated,
-    nano_modex, nanos, parsed, payloads, si24, steered, ui24, video_multitrack,
-    video_packet, video_packets, with_modex,
+    A_END,
+    A_FRAMES,
+    A_MULTICHANNEL,
+    A_MULTITRACK,
+    A_START,
+    AUDIO_PREFIXES,
+    COMMAND,
+    DISPOSABLE,
+    FUZZ,
+    GENERATED_KEY,
+    INTER,
+    KEY,
+    MANY_TRACKS,
+    MANY_TRACKS_MANY_CODECS,
+    ONE_TRACK,
+    ROUND_TRIP,
+    SI24_MAX,
+    SI24_MIN,
+    V_END,
+    V_FRAMES,
+    V_FRAMES_X,
+    V_METADATA,
+    V_MODEX,
+    V_MULTITRACK,
+    V_START,
+    VALID_AUDIO,
+    VALID_VIDEO,
+    VIDEO_PREFIXES,
+    audio_multitrack,
+    audio_packet,
+    ertmp_audio_messages,
+    ertmp_audio_packets,
+    ertmp_video_messages,
+    ex_audio,
+    ex_video,
+    legacy_avc,
+    mutated,
+    nano_modex,
+    nanos,
+    parsed,
+    payloads,
+    si24,
+    steered,
+    ui24,
+    video_multitrack,
+    video_packet,
+    video_packets,
+    with_modex,
 )
 
 NOT_METADATA = lambda packet: packet.packet_type is not PacketType.METADATA  # noqa: E731
@@ -68,10 +115,14 @@ def test_legacy_only_video_codecs_round_trip(codec: str, keyframe: bool, data: b
 
 
 @ROUND_TRIP
-@given(st.integers(0xA0, 0xAF),
-       st.sampled_from([PacketType.SEQUENCE_START, PacketType.CODED_FRAMES]), payloads)
-def test_legacy_aac_round_trips_with_its_header_flags(header: int, kind: PacketType,
-                                                      data: bytes) -> None:
+@given(
+    st.integers(0xA0, 0xAF),
+    st.sampled_from([PacketType.SEQUENCE_START, PacketType.CODED_FRAMES]),
+    payloads,
+)
+def test_legacy_aac_round_trips_with_its_header_flags(
+    header: int, kind: PacketType, data: bytes
+) -> None:
     packet = audio_packet("aac", kind, data=data, legacy_header=header)
     body = audio_body(packet, legacy=True)
     assert body[:2] == bytes((header, 0 if kind is PacketType.SEQUENCE_START else 1))
@@ -80,12 +131,14 @@ def test_legacy_aac_round_trips_with_its_header_flags(header: int, kind: PacketT
 
 @ROUND_TRIP
 @given(st.sampled_from(sorted(set(codecs.LEGACY_AUDIO) - {10})), st.integers(0, 15), payloads)
-def test_legacy_audio_formats_round_trip_with_their_header_byte(sound_format: int, flags: int,
-                                                               data: bytes) -> None:
+def test_legacy_audio_formats_round_trip_with_their_header_byte(
+    sound_format: int, flags: int, data: bytes
+) -> None:
     """MP3, PCM, Nellymoser, G.711, Speex…: one header byte, then the frame."""
     header = sound_format << 4 | flags
-    packet = audio_packet(codecs.LEGACY_AUDIO[sound_format], PacketType.CODED_FRAMES, data=data,
-                          legacy_header=header)
+    packet = audio_packet(
+        codecs.LEGACY_AUDIO[sound_format], PacketType.CODED_FRAMES, data=data, legacy_header=header
+    )
     assert parse_audio(audio_body(packet, legacy=True)) == [packet]
 
 
@@ -198,8 +251,10 @@ def test_av1_and_vp9_coded_frames_carry_no_composition_time(fourcc: str) -> None
     assert packet.cts_ms == 0 and packet.data == b"\x12\x00\x0a"
 
 
-@pytest.mark.parametrize("frame_type, keyframe", [
-    (KEY, True), (INTER, False), (DISPOSABLE, False), (GENERATED_KEY, True)])
+@pytest.mark.parametrize(
+    "frame_type, keyframe",
+    [(KEY, True), (INTER, False), (DISPOSABLE, False), (GENERATED_KEY, True)],
+)
 def test_keyframe_follows_the_frame_type_in_both_framings(frame_type: int, keyframe: bool) -> None:
     assert parse_video(legacy_avc(frame_type, 1, 0, b"n"))[0].keyframe is keyframe
     assert parse_video(ex_video(frame_type, V_FRAMES_X, "av01", b"o"))[0].keyframe is keyframe
@@ -224,28 +279,59 @@ def test_empty_video_message_is_an_error() -> None:
         parse_video(b"")
 
 
-@pytest.mark.parametrize("body", [
-    legacy_avc(KEY, 3),
-    b"\x1c\x00",
-    ex_video(KEY, V_FRAMES, "xxxx"),
-    ex_video(KEY, 8, "avc1"),
-    ex_video(KEY, V_MODEX, "avc1"),
-    video_multitrack(KEY, 3, V_FRAMES, [("avc1", 1, b"x")]),
-    video_multitrack(KEY, MANY_TRACKS, V_MULTITRACK, [("avc1", 1, b"x")]),
-    video_multitrack(KEY, MANY_TRACKS, V_FRAMES_X, [("avc1", 1, b"x")])[:-2],
-], ids=["avc-packet-type-3", "legacy-codec-12", "unknown-fourcc", "reserved-packet-type-8",
-        "modex-without-data", "multitrack-type-3", "multitrack-in-multitrack", "track-past-end"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        legacy_avc(KEY, 3),
+        b"\x1c\x00",
+        ex_video(KEY, V_FRAMES, "xxxx"),
+        ex_video(KEY, 8, "avc1"),
+        ex_video(KEY, V_MODEX, "avc1"),
+        video_multitrack(KEY, 3, V_FRAMES, [("avc1", 1, b"x")]),
+        video_multitrack(KEY, MANY_TRACKS, V_MULTITRACK, [("avc1", 1, b"x")]),
+        video_multitrack(KEY, MANY_TRACKS, V_FRAMES_X, [("avc1", 1, b"x")])[:-2],
+    ],
+    ids=[
+        "avc-packet-type-3",
+        "legacy-codec-12",
+        "unknown-fourcc",
+        "reserved-packet-type-8",
+        "modex-without-data",
+        "multitrack-type-3",
+        "multitrack-in-multitrack",
+        "track-past-end",
+    ],
+)
 def test_malformed_video_messages_raise_tag_error(body: bytes) -> None:
     with pytest.raises(TagError):
         parse_video(body)
 
 
-@pytest.mark.parametrize("body", [
-    b"\xaf", b"\xaf\x02", b"\xc0", b"\xd0",
-    ex_audio(A_FRAMES, "Opu"), ex_audio(A_FRAMES, "opus"), ex_audio(3, "Opus"), ex_audio(6, "Opus"),
-    audio_multitrack(MANY_TRACKS, A_MULTITRACK, [("Opus", 1, b"x")]),
-], ids=["aac-without-type", "aac-type-2", "format-12", "format-13", "short-fourcc",
-        "fourcc-is-case-sensitive", "reserved-3", "reserved-6", "multitrack-in-multitrack"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\xaf",
+        b"\xaf\x02",
+        b"\xc0",
+        b"\xd0",
+        ex_audio(A_FRAMES, "Opu"),
+        ex_audio(A_FRAMES, "opus"),
+        ex_audio(3, "Opus"),
+        ex_audio(6, "Opus"),
+        audio_multitrack(MANY_TRACKS, A_MULTITRACK, [("Opus", 1, b"x")]),
+    ],
+    ids=[
+        "aac-without-type",
+        "aac-type-2",
+        "format-12",
+        "format-13",
+        "short-fourcc",
+        "fourcc-is-case-sensitive",
+        "reserved-3",
+        "reserved-6",
+        "multitrack-in-multitrack",
+    ],
+)
 def test_malformed_audio_messages_raise_tag_error(body: bytes) -> None:
     with pytest.raises(TagError):
         parse_audio(body)
@@ -255,13 +341,20 @@ def test_malformed_audio_messages_raise_tag_error(body: bytes) -> None:
 
 
 @ROUND_TRIP
-@given(case=st.one_of(ertmp_video_messages(nano=False).map(lambda m: (parse_video, m)),
-                      ertmp_audio_messages(nano=False).map(lambda m: (parse_audio, m))),
-       nano=nanos, extra=st.binary(max_size=4), long_sizes=st.booleans(), data=st.data(),
-       others=st.lists(st.tuples(st.integers(1, 15), st.binary(min_size=1, max_size=300)),
-                       max_size=3))
-def test_timestamp_offset_nano_is_read_among_other_modex_prefixes(case, nano, others, extra,
-                                                                  long_sizes, data) -> None:
+@given(
+    case=st.one_of(
+        ertmp_video_messages(nano=False).map(lambda m: (parse_video, m)),
+        ertmp_audio_messages(nano=False).map(lambda m: (parse_audio, m)),
+    ),
+    nano=nanos,
+    extra=st.binary(max_size=4),
+    long_sizes=st.booleans(),
+    data=st.data(),
+    others=st.lists(st.tuples(st.integers(1, 15), st.binary(min_size=1, max_size=300)), max_size=3),
+)
+def test_timestamp_offset_nano_is_read_among_other_modex_prefixes(
+    case, nano, others, extra, long_sizes, data
+) -> None:
     """ModEx types other than TimestampOffsetNano are skipped; its data may be longer than the
     UI24; sizes of 256 and more take the UI16 form (and smaller ones may)."""
     parse, (body, expected) = case
@@ -273,8 +366,9 @@ def test_timestamp_offset_nano_is_read_among_other_modex_prefixes(case, nano, ot
 
 @pytest.mark.parametrize("size", [255, 256, 257, 4000])
 def test_modex_data_of_256_bytes_and_more_uses_the_16_bit_size(size: int) -> None:
-    body = with_modex(ex_video(KEY, V_FRAMES, "av01", b"obu"),
-                      [(0, ui24(123_456) + bytes(size - 3))])
+    body = with_modex(
+        ex_video(KEY, V_FRAMES, "av01", b"obu"), [(0, ui24(123_456) + bytes(size - 3))]
+    )
     assert body[1] == (size - 1 if size < 256 else 0xFF)
     [packet] = parse_video(body)
     assert (packet.nano_offset, packet.data, packet.keyframe) == (123_456, b"obu", True)
@@ -283,8 +377,10 @@ def test_modex_data_of_256_bytes_and_more_uses_the_16_bit_size(size: int) -> Non
 def test_modex_wraps_a_multitrack_message() -> None:
     inner = video_multitrack(KEY, MANY_TRACKS, V_FRAMES_X, [("av01", 1, b"a"), ("av01", 2, b"bb")])
     packets = parse_video(with_modex(inner, [nano_modex(500_000)]))
-    assert [(p.track_id, p.data, p.nano_offset, p.multitrack) for p in packets] == \
-        [(1, b"a", 500_000, True), (2, b"bb", 500_000, True)]
+    assert [(p.track_id, p.data, p.nano_offset, p.multitrack) for p in packets] == [
+        (1, b"a", 500_000, True),
+        (2, b"bb", 500_000, True),
+    ]
 
 
 def test_audio_modex_timestamp_offset_nano() -> None:
@@ -305,13 +401,15 @@ def test_a_truncated_modex_prefix_is_an_error(cut: int) -> None:
 
 def test_obs_style_simulcast_layers_come_out_as_one_packet_per_track() -> None:
     idr, non_idr = b"\x00\x00\x00\x01\x65", b"\x00\x00\x00\x01\x45"
-    body = video_multitrack(KEY, MANY_TRACKS, V_FRAMES,
-                            [("avc1", 0, si24(40) + idr), ("avc1", 1, si24(40) + non_idr)])
+    body = video_multitrack(
+        KEY, MANY_TRACKS, V_FRAMES, [("avc1", 0, si24(40) + idr), ("avc1", 1, si24(40) + non_idr)]
+    )
     coded = PacketType.CODED_FRAMES
     assert parse_video(body) == [
         video_packet("h264", coded, keyframe=True, cts=40, data=idr, track_id=0, multitrack=True),
-        video_packet("h264", coded, keyframe=True, cts=40, data=non_idr, track_id=1,
-                     multitrack=True),
+        video_packet(
+            "h264", coded, keyframe=True, cts=40, data=non_idr, track_id=1, multitrack=True
+        ),
     ]
 
 
@@ -319,23 +417,30 @@ def test_many_tracks_many_codecs_names_each_tracks_codec() -> None:
     tracks = [("avc1", 0, si24(-40) + b"avc"), ("av01", 1, b"obu"), ("hvc1", 2, si24(0) + b"hevc")]
     packets = parse_video(video_multitrack(INTER, MANY_TRACKS_MANY_CODECS, V_FRAMES, tracks))
     assert [(p.codec, p.track_id, p.cts_ms, p.data, p.keyframe) for p in packets] == [
-        ("h264", 0, -40, b"avc", False), ("av1", 1, 0, b"obu", False),
-        ("hevc", 2, 0, b"hevc", False)]
+        ("h264", 0, -40, b"avc", False),
+        ("av1", 1, 0, b"obu", False),
+        ("hevc", 2, 0, b"hevc", False),
+    ]
 
 
 def test_one_track_payload_runs_to_the_end_of_the_message() -> None:
     body = audio_multitrack(ONE_TRACK, A_FRAMES, [("Opus", 2, b"\xfc" * 300)])
-    assert parse_audio(body) == [audio_packet("opus", PacketType.CODED_FRAMES, data=b"\xfc" * 300,
-                                              track_id=2, multitrack=True)]
+    assert parse_audio(body) == [
+        audio_packet(
+            "opus", PacketType.CODED_FRAMES, data=b"\xfc" * 300, track_id=2, multitrack=True
+        )
+    ]
 
 
 def test_a_second_aac_audio_track_for_vod() -> None:
-    body = audio_multitrack(MANY_TRACKS, A_START, [("mp4a", 0, b"\x12\x10"),
-                                                   ("mp4a", 1, b"\x11\x90")])
+    body = audio_multitrack(
+        MANY_TRACKS, A_START, [("mp4a", 0, b"\x12\x10"), ("mp4a", 1, b"\x11\x90")]
+    )
     packets = parse_audio(body)
     assert [(p.codec, p.track_id, p.packet_type, p.data) for p in packets] == [
         ("aac", 0, PacketType.SEQUENCE_START, b"\x12\x10"),
-        ("aac", 1, PacketType.SEQUENCE_START, b"\x11\x90")]
+        ("aac", 1, PacketType.SEQUENCE_START, b"\x11\x90"),
+    ]
     assert codecs.describe_config("aac", packets[1].data)["sample_rate"] == 48000
 
 
@@ -347,8 +452,9 @@ def test_multitrack_track_ids_are_kept_as_sent_including_the_default_track() -> 
 
 @pytest.mark.parametrize("cut", range(1, 12))
 def test_a_many_tracks_message_cut_inside_a_track_is_an_error(cut: int) -> None:
-    body = video_multitrack(KEY, MANY_TRACKS, V_FRAMES_X,
-                            [("av01", 1, b"0123456789"), ("av01", 2, b"abcdefghij")])
+    body = video_multitrack(
+        KEY, MANY_TRACKS, V_FRAMES_X, [("av01", 1, b"0123456789"), ("av01", 2, b"abcdefghij")]
+    )
     with pytest.raises(TagError):
         parse_video(body[:-cut])
 
@@ -362,22 +468,32 @@ def test_seek_command_frames_in_both_framings(command: int) -> None:
     enhanced = bytes((0x80 | COMMAND << 4 | V_FRAMES, command))
     for body in (legacy, enhanced):
         [packet] = parse_video(body)
-        assert (packet.packet_type, packet.keyframe, packet.data) == \
-            (PacketType.COMMAND, False, bytes((command,)))
+        assert (packet.packet_type, packet.keyframe, packet.data) == (
+            PacketType.COMMAND,
+            False,
+            bytes((command,)),
+        )
 
 
 def test_command_frame_type_with_metadata_packet_type_is_metadata_as_ffmpeg_sends_it() -> None:
     color_info = b"\x02\x00\x09colorInfo\x03\x00\x00\x09"
     [packet] = parse_video(ex_video(COMMAND, V_METADATA, "av01", color_info))
-    assert (packet.packet_type, packet.codec, packet.data) == \
-        (PacketType.METADATA, "av1", color_info)
+    assert (packet.packet_type, packet.codec, packet.data) == (
+        PacketType.METADATA,
+        "av1",
+        color_info,
+    )
 
 
 def test_multichannel_config_is_passed_through() -> None:
     layout = b"\x01\x06\x00\x00\x00\x3f"  # native order, 6 channels, 5.1 mask
     [packet] = parse_audio(ex_audio(A_MULTICHANNEL, "ac-3", layout))
-    assert (packet.packet_type, packet.codec, packet.data, packet.keyframe) == \
-        (PacketType.MULTICHANNEL_CONFIG, "ac3", layout, False)
+    assert (packet.packet_type, packet.codec, packet.data, packet.keyframe) == (
+        PacketType.MULTICHANNEL_CONFIG,
+        "ac3",
+        layout,
+        False,
+    )
 
 
 # -- bugs ------------------------------------------------------------------------------------
@@ -392,12 +508,17 @@ def test_h264_metadata_cannot_crash_the_legacy_rebuild() -> None:
     assert parse_video(body) == [packet]
 
 
-@pytest.mark.parametrize("wire_type, kind, data", [
-    (A_MULTICHANNEL, PacketType.MULTICHANNEL_CONFIG, b"\x01\x02\x00\x00\x00\x03"),
-    (A_END, PacketType.SEQUENCE_END, b""),
-], ids=["multichannel-config", "sequence-end"])
-def test_aac_side_packets_are_not_sent_to_legacy_players_as_audio_frames(wire_type, kind,
-                                                                         data) -> None:
+@pytest.mark.parametrize(
+    "wire_type, kind, data",
+    [
+        (A_MULTICHANNEL, PacketType.MULTICHANNEL_CONFIG, b"\x01\x02\x00\x00\x00\x03"),
+        (A_END, PacketType.SEQUENCE_END, b""),
+    ],
+    ids=["multichannel-config", "sequence-end"],
+)
+def test_aac_side_packets_are_not_sent_to_legacy_players_as_audio_frames(
+    wire_type, kind, data
+) -> None:
     [packet] = parse_audio(ex_audio(wire_type, "mp4a", data))
     assert packet.packet_type is kind
     try:
@@ -443,8 +564,11 @@ def test_mutated_audio_bodies_give_packets_or_tag_error(body: bytes) -> None:
     parsed(parse_audio, body)
 
 
-@pytest.mark.parametrize("parse, corpus", [(parse_video, VALID_VIDEO), (parse_audio, VALID_AUDIO)],
-                         ids=["video", "audio"])
+@pytest.mark.parametrize(
+    "parse, corpus",
+    [(parse_video, VALID_VIDEO), (parse_audio, VALID_AUDIO)],
+    ids=["video", "audio"],
+)
 def test_every_prefix_of_a_valid_body_gives_packets_or_tag_error(parse, corpus) -> None:
     """Legacy, E-RTMP, ModEx and all three multitrack kinds, cut at every length."""
     for body in corpus:
@@ -473,12 +597,18 @@ def test_the_corpora_cover_every_message_shape() -> None:
     """The mutation and truncation corpora hold each framing the parser knows."""
     firsts = {body[0] & 0x0F for body in VALID_VIDEO if body[0] & 0x80}
     assert {V_START, V_FRAMES, V_END, V_FRAMES_X, V_METADATA, V_MULTITRACK, V_MODEX} <= firsts
-    assert {body[1] >> 4 for body in VALID_VIDEO if body[0] & 0x8F == 0x80 | V_MULTITRACK} == \
-        {ONE_TRACK, MANY_TRACKS, MANY_TRACKS_MANY_CODECS}
+    assert {body[1] >> 4 for body in VALID_VIDEO if body[0] & 0x8F == 0x80 | V_MULTITRACK} == {
+        ONE_TRACK,
+        MANY_TRACKS,
+        MANY_TRACKS_MANY_CODECS,
+    }
     audio_ex = {body[0] & 0x0F for body in VALID_AUDIO if body[0] >> 4 == 9}
     assert {A_START, A_FRAMES, A_END, A_MULTICHANNEL, A_MULTITRACK, 7} <= audio_ex
-    assert {body[1] >> 4 for body in VALID_AUDIO if body[0] == 0x90 | A_MULTITRACK} == \
-        {ONE_TRACK, MANY_TRACKS, MANY_TRACKS_MANY_CODECS}
+    assert {body[1] >> 4 for body in VALID_AUDIO if body[0] == 0x90 | A_MULTITRACK} == {
+        ONE_TRACK,
+        MANY_TRACKS,
+        MANY_TRACKS_MANY_CODECS,
+    }
 
 
 def test_an_mpeg2ts_sequence_start_is_not_taken_for_the_av1_configuration() -> None:

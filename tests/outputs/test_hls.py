@@ -19,10 +19,17 @@ from tests.tools.flv_media import encode_tags
 ORIGIN = 1_800_000_000.0  #: the source's timeline origin on the wall clock
 
 
-def package(outs: list[OutputFrame], *, settings: HlsSettings | None = None, source_id: str = "cam1",
-            origin: float = ORIGIN) -> SourceHls:
+def package(
+    outs: list[OutputFrame],
+    *,
+    settings: HlsSettings | None = None,
+    source_id: str = "cam1",
+    origin: float = ORIGIN,
+) -> SourceHls:
     changes = []
-    source = SourceHls("live/s", source_id, settings or HlsSettings(), origin, lambda: changes.append(1))
+    source = SourceHls(
+        "live/s", source_id, settings or HlsSettings(), origin, lambda: changes.append(1)
+    )
     for out in outs:
         source.push(out)
     return source
@@ -55,7 +62,9 @@ def test_segments_start_at_keyframes_after_the_target_and_parts_stay_under_the_p
     playlist = parse(video.playlist())
     assert playlist.target_duration == 2
     assert playlist.server_control.can_block_reload == "YES"
-    assert playlist.part_inf.part_target == pytest.approx(0.206), "5 frames at 25 fps + 1 ms a frame + 0.5 ms"
+    assert playlist.part_inf.part_target == pytest.approx(0.206), (
+        "5 frames at 25 fps + 1 ms a frame + 0.5 ms"
+    )
     complete = [s for s in playlist.segments if s.uri]
     assert len(complete) >= 3
     for segment in complete:
@@ -64,7 +73,9 @@ def test_segments_start_at_keyframes_after_the_target_and_parts_stay_under_the_p
         for part in segment.parts:
             assert part.duration <= playlist.part_inf.part_target
         if segment.parts:
-            assert segment.parts[0].independent == "YES", "every segment starts with a keyframe part"
+            assert segment.parts[0].independent == "YES", (
+                "every segment starts with a keyframe part"
+            )
     assert playlist.preload_hint.hint_type == "PART"
 
 
@@ -73,9 +84,12 @@ def test_a_player_reads_init_plus_segments_with_the_timestamps_the_bundle_gave()
     source = package(outs)
     video = source.tracks["video0"]
     got = decode_track(video)
-    sent = [(o.dts_ms, o.dts_ms + o.frame.cts_ms) for o in outs
-            if o.frame.media is Media.VIDEO and not o.frame.config]
-    assert got == sent[:len(got)]
+    sent = [
+        (o.dts_ms, o.dts_ms + o.frame.cts_ms)
+        for o in outs
+        if o.frame.media is Media.VIDEO and not o.frame.config
+    ]
+    assert got == sent[: len(got)]
     assert len(got) > 100
     audio = decode_track(source.tracks["audio0"])
     dts = [d for d, _ in audio]
@@ -167,29 +181,40 @@ def test_audio_gaps_never_stall_segments_and_video_never_waits_for_audio():
     video = source.tracks["video0"]
     last_video_ms = max(o.dts_ms for o in outs if o.frame.media is Media.VIDEO)
     # video is packaged right up to its last frame, whatever audio did
-    assert video.current.start_ticks + sum(p.duration_s for p in video.current.parts) * 90_000 >= \
-        (last_video_ms - 250) * 90
+    assert (
+        video.current.start_ticks + sum(p.duration_s for p in video.current.parts) * 90_000
+        >= (last_video_ms - 250) * 90
+    )
     playlist = parse(audio.playlist())
     times = [s.program_date_time for s in playlist.segments if s.uri]
     assert times == sorted(times)
-    assert any(b - a > datetime.timedelta(seconds=2.5) for a, b in zip(times, times[1:])), \
+    assert any(b - a > datetime.timedelta(seconds=2.5) for a, b in zip(times, times[1:])), (
         "the gap shows as a jump on the program clock, nothing is padded"
+    )
 
 
 def test_program_date_time_is_the_timeline_origin_plus_the_frame_time():
     outs = encoded(5.0)
-    first_video_ms = next(o.dts_ms for o in outs if o.frame.media is Media.VIDEO and not o.frame.config)
+    first_video_ms = next(
+        o.dts_ms for o in outs if o.frame.media is Media.VIDEO and not o.frame.config
+    )
     source = package(outs, origin=ORIGIN)
     playlist = parse(source.tracks["video0"].playlist())
     first = playlist.segments[0].program_date_time.timestamp()
     assert first == pytest.approx(ORIGIN + first_video_ms / 1000, abs=0.001)
-    assert playlist.segments[1].program_date_time.timestamp() == pytest.approx(first + 2.0, abs=0.001)
+    assert playlist.segments[1].program_date_time.timestamp() == pytest.approx(
+        first + 2.0, abs=0.001
+    )
 
 
 def test_a_source_that_mp4_cannot_carry_is_skipped_without_harm():
     outs = encoded(2.0)
-    odd = [attrs.evolve(o, frame=attrs.evolve(o.frame, codec="vp6")) if o.frame.media is Media.VIDEO else o
-           for o in outs]
+    odd = [
+        attrs.evolve(o, frame=attrs.evolve(o.frame, codec="vp6"))
+        if o.frame.media is Media.VIDEO
+        else o
+        for o in outs
+    ]
     source = package(odd)
     assert source.tracks["video0"].spec is None
     assert source.tracks["audio0"].segments, "audio is packaged all the same"
@@ -212,7 +237,9 @@ def test_the_multivariant_playlist_lists_every_source_as_a_rendition():
     (variant,) = playlist.playlists
     assert variant.stream_info.resolution == (320, 180)
     assert variant.stream_info.bandwidth > 100_000
-    assert variant.stream_info.codecs.startswith("avc1.") and "mp4a.40.2" in variant.stream_info.codecs
+    assert (
+        variant.stream_info.codecs.startswith("avc1.") and "mp4a.40.2" in variant.stream_info.codecs
+    )
     assert variant.uri == "_/video0.m3u8"
     cam1.end()
     assert "cam 1" not in multivariant([default, cam1, voice], "")
@@ -244,7 +271,10 @@ def test_parts_never_exceed_part_target_and_fill_it_with_whole_frames(fps):
             assert part.duration <= target, (fps, part.duration)
             if index < len(parts) - 1 or segment.uri:
                 # all but a segment's last part carry at least 85 % of the target
-                assert part.duration >= 0.85 * target or index == len(parts) - 1, (fps, part.duration)
+                assert part.duration >= 0.85 * target or index == len(parts) - 1, (
+                    fps,
+                    part.duration,
+                )
         if segment.uri and fps % 5 == 0:
             assert len(parts) == 10, (fps, [p.duration for p in parts])
 
@@ -261,8 +291,11 @@ def test_a_late_frame_starts_a_new_part_instead_of_stretching_one():
 
 def test_multitrack_layers_become_variants_of_one_rendition_group_each():
     high = frames_of(encode_tags(5.0, audio=None, size=(640, 360)))
-    low = [attrs.evolve(f, track_id="video1") for f in frames_of(encode_tags(5.0, size=(320, 180)))
-           if f.track_id == "video0"]
+    low = [
+        attrs.evolve(f, track_id="video1")
+        for f in frames_of(encode_tags(5.0, size=(320, 180)))
+        if f.track_id == "video0"
+    ]
     audio = [f for f in frames_of(encode_tags(5.0)) if f.track_id == "audio0"]
     merged = sorted(high + low + audio, key=lambda f: f.dts_ms)
     source = package(output_frames(merged), source_id="")
@@ -281,7 +314,9 @@ def test_rendition_reports_point_at_the_other_renditions_newest_parts():
 
     cam1 = package(encoded(5.0), source_id="cam1")
     cam2 = package(encoded(5.0, size=(160, 90)), source_id="")
-    text = cam1.tracks["video0"].playlist() + rendition_reports([cam1, cam2], cam1, cam1.tracks["video0"])
+    text = cam1.tracks["video0"].playlist() + rendition_reports(
+        [cam1, cam2], cam1, cam1.tracks["video0"]
+    )
     playlist = parse(text)
     (report,) = playlist.rendition_reports
     msn, part = cam2.tracks["video0"].last_position()
@@ -295,7 +330,9 @@ def test_a_gop_longer_than_the_segment_target_fixes_the_target_duration_once():
     source = package(encoded(16.0, gop_s=5.0, audio=None))
     video = source.tracks["video0"]
     playlist = parse(video.playlist())
-    assert playlist.target_duration == 5, "from the first segment, before any player saw the playlist"
+    assert playlist.target_duration == 5, (
+        "from the first segment, before any player saw the playlist"
+    )
     assert all(round(s.duration) <= playlist.target_duration for s in playlist.segments if s.uri)
 
 
@@ -308,8 +345,18 @@ def test_a_playlist_is_only_offered_once_its_targets_are_fixed():
     assert source.tracks["video0"].ready
 
 
-@pytest.mark.parametrize("source_id, expected", [("", "_"), ("_", "%5F"), ("..", "%2E%2E"), (".", "%2E"),
-                                                 (".hidden", "%2Ehidden"), ("a/b", "a%2Fb"), ("cam 1", "cam%201")])
+@pytest.mark.parametrize(
+    "source_id, expected",
+    [
+        ("", "_"),
+        ("_", "%5F"),
+        ("..", "%2E%2E"),
+        (".", "%2E"),
+        (".hidden", "%2Ehidden"),
+        ("a/b", "a%2Fb"),
+        ("cam 1", "cam%201"),
+    ],
+)
 def test_source_path_components_never_collide_or_climb(source_id, expected):
     from rtmp_ingest.outputs.names import disk_path, source_segment
 

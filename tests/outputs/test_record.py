@@ -12,7 +12,9 @@ from tests.tools.flv_media import encode_tags
 
 def record(tmp_path, outs, **settings):
     manifest = Manifest(tmp_path, "live/s")
-    recording = SourceRecording(tmp_path, "live/s", "cam", RecordSettings(**settings), 1_800_000_000.0, manifest)
+    recording = SourceRecording(
+        tmp_path, "live/s", "cam", RecordSettings(**settings), 1_800_000_000.0, manifest
+    )
     files: dict = {}
     for out in outs:
         recording.push(out)
@@ -44,11 +46,23 @@ def test_a_failed_write_does_not_stop_the_next_file_from_opening(tmp_path):
     files: dict = {}
     blocked = tmp_path / "not-a-dir"
     blocked.write_text("x")
-    error = apply_ops([FileOp("open", blocked / "a.mp4", b"init"), FileOp("write", blocked / "a.mp4", b"data"),
-                       FileOp("close", blocked / "a.mp4"), FileOp("open", tmp_path / "b.mp4", b"init")], files)
+    error = apply_ops(
+        [
+            FileOp("open", blocked / "a.mp4", b"init"),
+            FileOp("write", blocked / "a.mp4", b"data"),
+            FileOp("close", blocked / "a.mp4"),
+            FileOp("open", tmp_path / "b.mp4", b"init"),
+        ],
+        files,
+    )
     assert isinstance(error, OSError)
-    assert apply_ops([FileOp("write", tmp_path / "b.mp4", b"+more"), FileOp("close", tmp_path / "b.mp4")],
-                     files) is None
+    assert (
+        apply_ops(
+            [FileOp("write", tmp_path / "b.mp4", b"+more"), FileOp("close", tmp_path / "b.mp4")],
+            files,
+        )
+        is None
+    )
     assert (tmp_path / "b.mp4").read_bytes() == b"init+more"
 
 

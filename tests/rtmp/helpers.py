@@ -14,7 +14,12 @@ from rtmp_ingest.rtmp.client import ClientConnection
 from rtmp_ingest.rtmp.connection import Connection
 from rtmp_ingest.rtmp.errors import RemoteProtocolError
 from rtmp_ingest.rtmp.events import (
-    NEED_DATA, PAUSED, ConnectionClosed, ConnectRequested, PlayRequested, PublishRequested,
+    NEED_DATA,
+    PAUSED,
+    ConnectionClosed,
+    ConnectRequested,
+    PlayRequested,
+    PublishRequested,
 )
 from rtmp_ingest.rtmp.handshake import SIG_SIZE
 from rtmp_ingest.rtmp.server import ServerConnection
@@ -127,9 +132,14 @@ class ConnectionPair:
     by `decide` (default: accept everything, like AcceptingDriver).
     """
 
-    def __init__(self, *, bytewise: bool = False, accept: bool = True,
-                 client: ClientConnection | None = None,
-                 server: ServerConnection | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        bytewise: bool = False,
+        accept: bool = True,
+        client: ClientConnection | None = None,
+        server: ServerConnection | None = None,
+    ) -> None:
         self.client = client or ClientConnection()
         self.driver = AcceptingDriver(server, accept=accept)
         self.server = self.driver.server
@@ -168,7 +178,9 @@ class ConnectionPair:
         events, self.driver.events = self.driver.events, []
         return events
 
-    def connect(self, app: str = "live", tc_url: str = "rtmp://localhost/live", **props: Any) -> None:
+    def connect(
+        self, app: str = "live", tc_url: str = "rtmp://localhost/live", **props: Any
+    ) -> None:
         self.client.connect(app, tc_url=tc_url, properties=props or None)
         self.pump()
 
@@ -204,8 +216,17 @@ def basic_header(fmt: int, csid: int) -> bytes:
     return bytes([(fmt << 6) | 1]) + struct.pack("<H", csid - 64)
 
 
-def chunk(fmt: int, csid: int, payload: bytes = b"", *, ts: int = 0, length: int = 0,
-          type_id: int = 0, msid: int = 0, ext: int | None = None) -> bytes:
+def chunk(
+    fmt: int,
+    csid: int,
+    payload: bytes = b"",
+    *,
+    ts: int = 0,
+    length: int = 0,
+    type_id: int = 0,
+    msid: int = 0,
+    ext: int | None = None,
+) -> bytes:
     """One chunk. `ts` is the timestamp (type 0) or delta (types 1/2); values ≥ 0xFFFFFF
     go to the extended field automatically; `ext` forces extended bytes (type 3)."""
     out = basic_header(fmt, csid)
@@ -224,7 +245,9 @@ def chunk(fmt: int, csid: int, payload: bytes = b"", *, ts: int = 0, length: int
     return out + payload
 
 
-def encode_messages(messages: list[tuple[int, int, int, int, bytes]], chunk_size: int = 128) -> bytes:
+def encode_messages(
+    messages: list[tuple[int, int, int, int, bytes]], chunk_size: int = 128
+) -> bytes:
     """Our encoder over (csid, msid, type, timestamp, body) tuples."""
     encoder = ChunkEncoder()
     encoder.set_chunk_size(chunk_size)

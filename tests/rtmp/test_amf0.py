@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from rtmp_ingest.rtmp import amf0, amf3
 from rtmp_ingest.rtmp.amf0 import (
-    UNDEFINED, Date, EcmaArray, Reference, TypedObject, XmlDocument, decode_all, encode,
+    UNDEFINED,
+    Date,
+    EcmaArray,
+    Reference,
+    TypedObject,
+    XmlDocument,
+    decode_all,
+    encode,
 )
 from rtmp_ingest.rtmp.errors import RemoteProtocolError
 
@@ -190,12 +197,15 @@ def test_nesting_at_max_depth_decodes():
     assert decode_all(encode(value), max_depth=5) == [value]
 
 
-@pytest.mark.parametrize("make", [
-    lambda v: v,  # strict arrays
-    lambda v: {"k": v},
-    lambda v: EcmaArray(k=v),
-    lambda v: TypedObject("T", {"k": v}),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda v: v,  # strict arrays
+        lambda v: {"k": v},
+        lambda v: EcmaArray(k=v),
+        lambda v: TypedObject("T", {"k": v}),
+    ],
+)
 def test_nesting_past_max_depth_names_the_limit(make):
     value = _nested_lists(6)
     with pytest.raises(RemoteProtocolError, match="max_amf_depth"):
@@ -215,11 +225,14 @@ def test_amf3_nesting_through_the_switch_counts_against_max_depth():
         decode_all(data, max_depth=5)
 
 
-@pytest.mark.parametrize("value", [
-    {str(i): 1.0 for i in range(11)},
-    EcmaArray({str(i): 1.0 for i in range(11)}),
-    TypedObject("T", {str(i): 1.0 for i in range(11)}),
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {str(i): 1.0 for i in range(11)},
+        EcmaArray({str(i): 1.0 for i in range(11)}),
+        TypedObject("T", {str(i): 1.0 for i in range(11)}),
+    ],
+)
 def test_too_many_properties_names_max_amf_items(value):
     assert decode_all(encode(value), max_items=11) == [value]
     with pytest.raises(RemoteProtocolError, match="max_amf_items"):

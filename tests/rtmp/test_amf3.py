@@ -29,8 +29,11 @@ def _containers(children):
     return st.one_of(
         st.lists(children, max_size=4),
         st.dictionaries(keys, children, max_size=4),
-        st.builds(Amf3Array, st.dictionaries(keys, children, min_size=1, max_size=3),
-                  st.lists(children, max_size=3)),
+        st.builds(
+            Amf3Array,
+            st.dictionaries(keys, children, min_size=1, max_size=3),
+            st.lists(children, max_size=3),
+        ),
     )
 
 
@@ -55,8 +58,9 @@ def test_integers_outside_29_bits_travel_as_doubles(number):
     assert decoded == number
 
 
-@pytest.mark.parametrize("number", [0, 1, 0x7F, 0x80, 0x3FFF, 0x4000, 0x1FFFFF, 0x200000,
-                                    (1 << 28) - 1, -1, -(1 << 28)])
+@pytest.mark.parametrize(
+    "number", [0, 1, 0x7F, 0x80, 0x3FFF, 0x4000, 0x1FFFFF, 0x200000, (1 << 28) - 1, -1, -(1 << 28)]
+)
 def test_u29_boundaries_roundtrip_as_integers(number):
     data = encode(number)
     assert data[0] == amf3.INTEGER
@@ -121,10 +125,13 @@ def test_amf3_nesting_past_max_depth_names_the_limit():
         Decoder(data, max_depth=5).decode()
 
 
-@pytest.mark.parametrize("value", [
-    {str(i): i for i in range(5)},
-    Amf3Array({str(i): i for i in range(5)}, []),
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        {str(i): i for i in range(5)},
+        Amf3Array({str(i): i for i in range(5)}, []),
+    ],
+)
 def test_amf3_too_many_keys_names_max_amf_items(value):
     assert Decoder(encode(value), max_items=5).decode() == value
     with pytest.raises(RemoteProtocolError, match="max_amf_items"):

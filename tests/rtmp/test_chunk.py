@@ -19,11 +19,17 @@ U32 = 1 << 32
 
 # -- strategies ------------------------------------------------------------------------------
 
-csids = st.one_of(st.integers(2, 63), st.integers(64, 319), st.integers(320, 65599),
-                  st.sampled_from([2, 3, 63, 64, 319, 320, 65599]))
+csids = st.one_of(
+    st.integers(2, 63),
+    st.integers(64, 319),
+    st.integers(320, 65599),
+    st.sampled_from([2, 3, 63, 64, 319, 320, 65599]),
+)
 msids = st.one_of(st.integers(0, 3), st.integers(0, 0xFFFFFFFF))
 type_ids = st.integers(3, 255)  #: 1 and 2 are control messages the decoder obeys
-bodies = st.one_of(st.binary(max_size=0), st.binary(max_size=40), st.binary(min_size=100, max_size=600))
+bodies = st.one_of(
+    st.binary(max_size=0), st.binary(max_size=40), st.binary(min_size=100, max_size=600)
+)
 chunk_sizes = st.one_of(st.integers(1, 16), st.integers(17, 300), st.integers(1, 70000))
 timestamp_steps = st.one_of(
     st.integers(0, 100),  # ordinary deltas
@@ -44,8 +50,16 @@ def sessions(draw, max_messages: int = 12):
             ops.append(("size", draw(chunk_sizes)))
             continue
         clock = max(0, clock + draw(timestamp_steps))
-        ops.append(("msg", draw(st.sampled_from(csid_pool)), draw(msids), draw(type_ids), clock,
-                    draw(bodies)))
+        ops.append(
+            (
+                "msg",
+                draw(st.sampled_from(csid_pool)),
+                draw(msids),
+                draw(type_ids),
+                clock,
+                draw(bodies),
+            )
+        )
     return draw(chunk_sizes), ops
 
 
@@ -104,7 +118,9 @@ def test_encoded_messages_decode_identically_fed_byte_by_byte(session):
 def test_basic_header_forms_roundtrip_at_their_boundaries(csid, bytewise):
     data = encode_messages([(csid, 1, VIDEO, 5, b"v" * 300), (csid, 1, VIDEO, 10, b"w" * 300)])
     assert feed_decoder(ChunkDecoder(), data, bytewise) == [
-        (csid, 1, VIDEO, 5, b"v" * 300), (csid, 1, VIDEO, 10, b"w" * 300)]
+        (csid, 1, VIDEO, 5, b"v" * 300),
+        (csid, 1, VIDEO, 10, b"w" * 300),
+    ]
 
 
 def test_encoder_compresses_headers_and_decoder_follows(bytewise):
@@ -139,9 +155,11 @@ def test_set_chunk_size_ignores_the_high_bit():
 
 
 def test_type1_and_type2_extended_values_are_deltas(bytewise):
-    data = (chunk(0, 4, b"a", ts=1000, length=1, type_id=AUDIO, msid=1)
-            + chunk(1, 4, b"bb", ts=0x1000000, length=2, type_id=AUDIO)
-            + chunk(2, 4, b"cc", ts=0xFFFFFF))
+    data = (
+        chunk(0, 4, b"a", ts=1000, length=1, type_id=AUDIO, msid=1)
+        + chunk(1, 4, b"bb", ts=0x1000000, length=2, type_id=AUDIO)
+        + chunk(2, 4, b"cc", ts=0xFFFFFF)
+    )
     got = feed_decoder(ChunkDecoder(), data, bytewise)
     assert [m[3] for m in got] == [1000, 1000 + 0x1000000, 1000 + 0x1000000 + 0xFFFFFF]
 
@@ -162,33 +180,45 @@ BODY = bytes(range(256)) * 2
 
 
 def test_type3_continuation_with_extended_timestamp_from_ffmpeg_decodes(bytewise):
-    data = _long_message(0x1234567, BODY, ext_on_type3=True) + chunk(0, 4, b"z", length=1, type_id=AUDIO, msid=1)
+    data = _long_message(0x1234567, BODY, ext_on_type3=True) + chunk(
+        0, 4, b"z", length=1, type_id=AUDIO, msid=1
+    )
     got = feed_decoder(ChunkDecoder(), data, bytewise)
     assert got[0] == (6, 1, VIDEO, 0x1234567, BODY)
     assert got[1][4] == b"z"
 
 
 def test_type3_continuation_without_extended_timestamp_from_rtmpdump_decodes(bytewise):
-    data = _long_message(0x1234567, BODY, ext_on_type3=False) + chunk(0, 4, b"z", length=1, type_id=AUDIO, msid=1)
+    data = _long_message(0x1234567, BODY, ext_on_type3=False) + chunk(
+        0, 4, b"z", length=1, type_id=AUDIO, msid=1
+    )
     got = feed_decoder(ChunkDecoder(), data, bytewise)
     assert got[0] == (6, 1, VIDEO, 0x1234567, BODY)
     assert got[1][4] == b"z"
 
 
 def test_type3_starting_a_new_message_after_type2_applies_the_delta(bytewise):
-    data = (chunk(0, 4, b"a", ts=100, length=1, type_id=AUDIO, msid=1)
-            + chunk(2, 4, b"b", ts=40)
-            + chunk(3, 4, b"c")
-            + chunk(3, 4, b"d"))
+    data = (
+        chunk(0, 4, b"a", ts=100, length=1, type_id=AUDIO, msid=1)
+        + chunk(2, 4, b"b", ts=40)
+        + chunk(3, 4, b"c")
+        + chunk(3, 4, b"d")
+    )
     assert [m[3] for m in feed_decoder(ChunkDecoder(), data, bytewise)] == [100, 140, 180, 220]
 
 
 def test_type3_new_message_after_extended_type2_applies_the_extended_delta(bytewise):
     delta = 0x1000000
-    data = (chunk(0, 4, b"a", ts=5, length=1, type_id=AUDIO, msid=1)
-            + chunk(2, 4, b"b", ts=delta)
-            + chunk(3, 4, b"c", ext=delta))
-    assert [m[3] for m in feed_decoder(ChunkDecoder(), data, bytewise)] == [5, 5 + delta, 5 + 2 * delta]
+    data = (
+        chunk(0, 4, b"a", ts=5, length=1, type_id=AUDIO, msid=1)
+        + chunk(2, 4, b"b", ts=delta)
+        + chunk(3, 4, b"c", ext=delta)
+    )
+    assert [m[3] for m in feed_decoder(ChunkDecoder(), data, bytewise)] == [
+        5,
+        5 + delta,
+        5 + 2 * delta,
+    ]
 
 
 def test_type3_new_message_after_type0_adds_the_type0_field_like_ffmpeg(bytewise):
@@ -197,8 +227,9 @@ def test_type3_new_message_after_type0_adds_the_type0_field_like_ffmpeg(bytewise
 
 
 def test_timestamps_wrap_modulo_2_to_the_32(bytewise):
-    data = (chunk(0, 4, b"a", ts=U32 - 10, length=1, type_id=AUDIO, msid=1)
-            + chunk(2, 4, b"b", ts=30))
+    data = chunk(0, 4, b"a", ts=U32 - 10, length=1, type_id=AUDIO, msid=1) + chunk(
+        2, 4, b"b", ts=30
+    )
     assert [m[3] for m in feed_decoder(ChunkDecoder(), data, bytewise)] == [U32 - 10, 20]
 
 
@@ -212,9 +243,11 @@ def test_encoder_backwards_jump_uses_an_absolute_header(bytewise):
 
 
 def test_abort_discards_a_partial_message(bytewise):
-    data = (chunk(0, 6, b"x" * 128, length=300, type_id=VIDEO, msid=1)
-            + chunk(0, 2, struct.pack(">I", 6), length=4, type_id=ABORT)
-            + chunk(0, 6, b"fresh", ts=7, length=5, type_id=VIDEO, msid=1))
+    data = (
+        chunk(0, 6, b"x" * 128, length=300, type_id=VIDEO, msid=1)
+        + chunk(0, 2, struct.pack(">I", 6), length=4, type_id=ABORT)
+        + chunk(0, 6, b"fresh", ts=7, length=5, type_id=VIDEO, msid=1)
+    )
     got = feed_decoder(ChunkDecoder(), data, bytewise)
     assert got == [(2, 0, ABORT, 0, struct.pack(">I", 6)), (6, 1, VIDEO, 7, b"fresh")]
 
@@ -222,23 +255,30 @@ def test_abort_discards_a_partial_message(bytewise):
 def test_abort_of_an_idle_or_unknown_chunk_stream_is_harmless():
     decoder = ChunkDecoder()
     decoder.feed(chunk(0, 2, struct.pack(">I", 40), length=4, type_id=ABORT))
-    assert decoder.feed(chunk(0, 4, b"a", length=1, type_id=AUDIO, msid=1)) == [(4, 1, AUDIO, 0, b"a")]
+    assert decoder.feed(chunk(0, 4, b"a", length=1, type_id=AUDIO, msid=1)) == [
+        (4, 1, AUDIO, 0, b"a")
+    ]
 
 
 def test_interleaved_chunk_streams_reassemble_independently(bytewise):
     video, audio = b"V" * 300, b"A" * 200
-    data = (chunk(0, 6, video[:128], ts=10, length=300, type_id=VIDEO, msid=1)
-            + chunk(0, 4, audio[:128], ts=11, length=200, type_id=AUDIO, msid=1)
-            + chunk(3, 6, video[128:256])
-            + chunk(3, 4, audio[128:])
-            + chunk(3, 6, video[256:]))
+    data = (
+        chunk(0, 6, video[:128], ts=10, length=300, type_id=VIDEO, msid=1)
+        + chunk(0, 4, audio[:128], ts=11, length=200, type_id=AUDIO, msid=1)
+        + chunk(3, 6, video[128:256])
+        + chunk(3, 4, audio[128:])
+        + chunk(3, 6, video[256:])
+    )
     assert feed_decoder(ChunkDecoder(), data, bytewise) == [
-        (4, 1, AUDIO, 11, audio), (6, 1, VIDEO, 10, video)]
+        (4, 1, AUDIO, 11, audio),
+        (6, 1, VIDEO, 10, video),
+    ]
 
 
 def test_new_type0_header_in_mid_message_replaces_the_partial_message(bytewise):
-    data = (chunk(0, 6, b"x" * 128, length=300, type_id=VIDEO, msid=1)
-            + chunk(0, 6, b"new", ts=3, length=3, type_id=VIDEO, msid=1))
+    data = chunk(0, 6, b"x" * 128, length=300, type_id=VIDEO, msid=1) + chunk(
+        0, 6, b"new", ts=3, length=3, type_id=VIDEO, msid=1
+    )
     assert feed_decoder(ChunkDecoder(), data, bytewise) == [(6, 1, VIDEO, 3, b"new")]
 
 
@@ -278,8 +318,10 @@ def test_oversized_message_is_refused_from_its_header_alone():
 
 def test_partial_messages_beyond_max_pending_bytes_name_the_limit():
     decoder = ChunkDecoder(limits=Limits(max_pending_bytes=500))
-    decoder.feed(chunk(0, 4, b"a" * 128, length=250, type_id=AUDIO)
-                 + chunk(0, 5, b"b" * 128, length=250, type_id=AUDIO))
+    decoder.feed(
+        chunk(0, 4, b"a" * 128, length=250, type_id=AUDIO)
+        + chunk(0, 5, b"b" * 128, length=250, type_id=AUDIO)
+    )
     with pytest.raises(RemoteProtocolError, match="max_pending_bytes"):
         decoder.feed(chunk(0, 6, b"c" * 128, length=200, type_id=AUDIO))
 
@@ -306,7 +348,9 @@ def test_decoder_stays_failed_after_an_error():
     assert again.value is first.value
 
 
-@pytest.mark.parametrize("body", [b"", b"\x00\x00\x01", struct.pack(">I", 0), struct.pack(">I", 0x80000000)])
+@pytest.mark.parametrize(
+    "body", [b"", b"\x00\x00\x01", struct.pack(">I", 0), struct.pack(">I", 0x80000000)]
+)
 def test_set_chunk_size_zero_or_short_is_a_protocol_error(body):
     with pytest.raises(RemoteProtocolError):
         ChunkDecoder().feed(chunk(0, 2, body, length=len(body), type_id=SET_CHUNK_SIZE))

@@ -6,8 +6,14 @@ from rtmp_ingest.rtmp import amf0
 from rtmp_ingest.rtmp import messages as msg
 from rtmp_ingest.rtmp.client import ClientConnection
 from rtmp_ingest.rtmp.events import (
-    AudioData, CommandResponse, DataMessage, PlayRequested, Status, UnknownCommand,
-    UnknownMessage, VideoData,
+    AudioData,
+    CommandResponse,
+    DataMessage,
+    PlayRequested,
+    Status,
+    UnknownCommand,
+    UnknownMessage,
+    VideoData,
 )
 
 from .helpers import ConnectionPair, pieces
@@ -54,9 +60,13 @@ def test_playing_client_receives_the_media_the_server_sends(bytewise):
     codes = [s.code for s in of(Status, pair.take_client_events())]
     assert codes == ["NetStream.Play.Reset", "NetStream.Play.Start"]
 
-    sent = [("video", 0, b"\x17\x00" + b"k" * 5000), ("audio", 0, b"\xaf\x00\x12\x10"),
-            ("audio", 23, b"\xaf\x01" + b"a" * 300), ("video", 33, b"\x27\x01" + b"p" * 900),
-            ("video", 66, b"\x27\x01last")]
+    sent = [
+        ("video", 0, b"\x17\x00" + b"k" * 5000),
+        ("audio", 0, b"\xaf\x00\x12\x10"),
+        ("audio", 23, b"\xaf\x01" + b"a" * 300),
+        ("video", 33, b"\x27\x01" + b"p" * 900),
+        ("video", 66, b"\x27\x01last"),
+    ]
     for kind, ts, payload in sent:
         send = pair.server.send_video if kind == "video" else pair.server.send_audio
         send(sid, ts, payload)
@@ -65,10 +75,13 @@ def test_playing_client_receives_the_media_the_server_sends(bytewise):
     pair.pump()
     events = pair.take_client_events()
     media = [e for e in events if isinstance(e, (AudioData, VideoData))]
-    assert [("video" if isinstance(e, VideoData) else "audio", e.timestamp_ms, e.payload)
-            for e in media] == sent
+    assert [
+        ("video" if isinstance(e, VideoData) else "audio", e.timestamp_ms, e.payload) for e in media
+    ] == sent
     assert all(e.stream_id == sid for e in media)
-    assert of(DataMessage, events) == [DataMessage(sid, 0, "onMetaData", [amf0.EcmaArray(width=160.0)], meta)]
+    assert of(DataMessage, events) == [
+        DataMessage(sid, 0, "onMetaData", [amf0.EcmaArray(width=160.0)], meta)
+    ]
 
 
 def test_sample_access_data_message_follows_play_start(bytewise):
@@ -94,8 +107,10 @@ def test_unknown_server_command_and_message_types_become_events(bytewise):
     pair.server.send_raw_message(3, 0, msg.COMMAND_AMF0, 0, msg.command_body("onBWDone", 0, None))
     pair.server.send_raw_message(3, 0, msg.SHARED_OBJECT_AMF0, 5, b"so")
     pair.pump()
-    assert pair.client_events == [UnknownCommand(0, "onBWDone", 0.0, [None]),
-                                  UnknownMessage(0, msg.SHARED_OBJECT_AMF0, 5, b"so")]
+    assert pair.client_events == [
+        UnknownCommand(0, "onBWDone", 0.0, [None]),
+        UnknownMessage(0, msg.SHARED_OBJECT_AMF0, 5, b"so"),
+    ]
 
 
 def test_status_level_is_empty_when_the_server_omits_it(bytewise):

@@ -15,10 +15,12 @@ from hypothesis import strategies as st
 
 from rtmp_ingest.rtmp.chunk import ChunkDecoder, ChunkEncoder
 from tests.support.pyrtmp_oracle import (
-    OracleMessage, decode_messages, encode_chunks_with_pyrtmp,
+    OracleMessage,
+    decode_messages,
+    encode_chunks_with_pyrtmp,
 )
 
-from .helpers import load_fixture, FIXTURE_NAMES, HANDSHAKE_BYTES
+from .helpers import FIXTURE_NAMES, HANDSHAKE_BYTES, load_fixture
 
 SET_CHUNK_SIZE = 1
 SMALL_TS = 10_000_000  #: well below 2^24 - 1, so no sum reaches 0xFFFFFF either
@@ -38,8 +40,16 @@ def message_lists(draw, *, empty_bodies: bool = False):
             ops.append(("size", draw(chunk_sizes)))
         else:
             body = draw(bodies | st.just(b"")) if empty_bodies else draw(bodies)
-            ops.append(("msg", draw(csids), draw(st.integers(0, 5)), draw(type_ids),
-                        draw(st.integers(0, SMALL_TS)), body))
+            ops.append(
+                (
+                    "msg",
+                    draw(csids),
+                    draw(st.integers(0, 5)),
+                    draw(type_ids),
+                    draw(st.integers(0, SMALL_TS)),
+                    body,
+                )
+            )
     return ops
 
 
@@ -101,8 +111,13 @@ def test_pyrtmp_encoded_chunks_decode_with_ours(ops, chunk_size):
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(csids, st.integers(0xFFFFFF, 2**32 - 1), st.binary(max_size=400)),
-                min_size=1, max_size=6))
+@given(
+    st.lists(
+        st.tuples(csids, st.integers(0xFFFFFF, 2**32 - 1), st.binary(max_size=400)),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_pyrtmp_extended_timestamps_on_type0_and_type3_decode_with_ours(items):
     messages = [OracleMessage(csid, 9, 1, ts, body) for csid, ts, body in items]
     data = encode_chunks_with_pyrtmp(messages, 128)

@@ -8,7 +8,7 @@ insertions, deletions and truncations, fed whole or at random split points.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,20 +23,33 @@ from rtmp_ingest.rtmp.events import ConnectionClosed
 from rtmp_ingest.rtmp.limits import Limits
 
 from .helpers import (
-    FIXTURE_NAMES, HANDSHAKE_BYTES, AcceptingDriver, ConnectionPair, drain, load_fixture,
+    FIXTURE_NAMES,
+    HANDSHAKE_BYTES,
+    AcceptingDriver,
+    ConnectionPair,
+    drain,
+    load_fixture,
 )
 
-FUZZ = settings(max_examples=60, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 #: small limits so that garbage hits them too
-SMALL = Limits(max_message_bytes=100_000, max_pending_bytes=200_000, max_chunk_streams=16,
-               max_amf_depth=8, max_amf_items=1000)
+SMALL = Limits(
+    max_message_bytes=100_000,
+    max_pending_bytes=200_000,
+    max_chunk_streams=16,
+    max_amf_depth=8,
+    max_amf_items=1000,
+)
 
 
 # -- inputs ------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=None)
+@cache
 def pair_transcript() -> tuple[bytes, bytes]:
     """(c2s, s2c) of a full ConnectionPair session: publish, media, play, unpublish."""
     pair = ConnectionPair()
@@ -44,7 +57,9 @@ def pair_transcript() -> tuple[bytes, bytes]:
     pair.client.send_data(sid, 0, amf0.encode("@setDataFrame", "onMetaData", amf0.EcmaArray(w=1.0)))
     pair.client.send_video(sid, 0, b"\x17" + bytes(700))
     pair.client.send_audio(sid, 0x1000000, b"\xaf" + bytes(300))
-    pair.client.send_raw_message(8, sid, msg.AGGREGATE, 5, msg.aggregate_body([(9, 0, b"v"), (8, 1, b"a")]))
+    pair.client.send_raw_message(
+        8, sid, msg.AGGREGATE, 5, msg.aggregate_body([(9, 0, b"v"), (8, 1, b"a")])
+    )
     pair.client.ping(5)
     pair.client.set_chunk_size(64)
     pair.client.send_video(sid, 0x1000040, b"\x27" + bytes(200))
@@ -189,22 +204,54 @@ def test_mutated_server_sessions_to_client(data, cuts):
 
 amf_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.floats(), st.text(max_size=10), st.just(amf0.UNDEFINED)),
-    lambda children: st.one_of(st.lists(children, max_size=3),
-                               st.dictionaries(st.text(max_size=5), children, max_size=3)),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
     max_leaves=8,
 )
-COMMAND_NAMES = ["connect", "createStream", "publish", "play", "play2", "deleteStream",
-                 "closeStream", "FCUnpublish", "FCPublish", "releaseStream", "pause",
-                 "receiveAudio", "receiveVideo", "_result", "onStatus", "nonsense"]
+COMMAND_NAMES = [
+    "connect",
+    "createStream",
+    "publish",
+    "play",
+    "play2",
+    "deleteStream",
+    "closeStream",
+    "FCUnpublish",
+    "FCPublish",
+    "releaseStream",
+    "pause",
+    "receiveAudio",
+    "receiveVideo",
+    "_result",
+    "onStatus",
+    "nonsense",
+]
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.one_of(
-    st.tuples(st.just("call"), st.sampled_from(COMMAND_NAMES), st.integers(0, 3),
-              st.sampled_from([0.0, 1.0, 5.0]), st.lists(amf_values, max_size=4)),
-    st.tuples(st.just("raw"), st.integers(3, 64), st.integers(0, 3), st.integers(0, 255),
-              st.integers(0, 2**32 - 1), st.binary(max_size=40)),
-), max_size=12))
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("call"),
+                st.sampled_from(COMMAND_NAMES),
+                st.integers(0, 3),
+                st.sampled_from([0.0, 1.0, 5.0]),
+                st.lists(amf_values, max_size=4),
+            ),
+            st.tuples(
+                st.just("raw"),
+                st.integers(3, 64),
+                st.integers(0, 3),
+                st.integers(0, 255),
+                st.integers(0, 2**32 - 1),
+                st.binary(max_size=40),
+            ),
+        ),
+        max_size=12,
+    )
+)
 def test_well_framed_random_messages_to_both_roles(actions):
     pair = ConnectionPair()
     pair.connect()
@@ -243,10 +290,25 @@ def test_mutated_sessions_to_chunk_decoder(data, cuts):
 amf_bytes = st.one_of(
     st.binary(max_size=300),
     amf_values.map(lambda v: amf0.encode(v)),
-    st.lists(st.sampled_from([b"\x03", b"\x08\x00\x00\x00\x01", b"\x0a\x00\x00\x00\x02", b"\x11",
-                              b"\x11\x09\x03\x01", b"\x11\x0a\x0b\x01", b"\x00\x01a", b"\x09",
-                              b"\x0c\x00\x00\x00\x02", b"\x10\x00\x01T", b"\x05", b"\x02\x00\x01\xff"]),
-             max_size=200).map(b"".join),
+    st.lists(
+        st.sampled_from(
+            [
+                b"\x03",
+                b"\x08\x00\x00\x00\x01",
+                b"\x0a\x00\x00\x00\x02",
+                b"\x11",
+                b"\x11\x09\x03\x01",
+                b"\x11\x0a\x0b\x01",
+                b"\x00\x01a",
+                b"\x09",
+                b"\x0c\x00\x00\x00\x02",
+                b"\x10\x00\x01T",
+                b"\x05",
+                b"\x02\x00\x01\xff",
+            ]
+        ),
+        max_size=200,
+    ).map(b"".join),
 )
 
 
@@ -276,8 +338,12 @@ def test_garbage_to_amf3_decoder(data):
 
 
 def test_deep_amf_nesting_is_refused_not_a_recursion_error():
-    for data in (b"\x0a\x00\x00\x00\x01" * 100_000, b"\x03\x00\x01k" * 100_000,
-                 b"\x11" + b"\x09\x03\x01" * 100_000, b"\x11\x0a\x0b\x01\x00\x01k" * 50_000):
+    for data in (
+        b"\x0a\x00\x00\x00\x01" * 100_000,
+        b"\x03\x00\x01k" * 100_000,
+        b"\x11" + b"\x09\x03\x01" * 100_000,
+        b"\x11\x0a\x0b\x01\x00\x01k" * 50_000,
+    ):
         only_remote_errors(amf0.decode_all, data)
 
 
@@ -290,10 +356,13 @@ def test_garbage_to_split_aggregate(body, timestamp):
 @settings(max_examples=100, deadline=None)
 @given(st.integers(0, 255), st.binary(max_size=60))
 def test_garbage_to_message_parsers(type_id, body):
-    for parse in (lambda: msg.parse_command(type_id, body, max_depth=8, max_items=100),
-                  lambda: msg.parse_data(type_id, body, max_depth=8, max_items=100),
-                  lambda: msg.parse_user_control(body), lambda: msg.parse_peer_bandwidth(body),
-                  lambda: msg.parse_u32(body, "x")):
+    for parse in (
+        lambda: msg.parse_command(type_id, body, max_depth=8, max_items=100),
+        lambda: msg.parse_data(type_id, body, max_depth=8, max_items=100),
+        lambda: msg.parse_user_control(body),
+        lambda: msg.parse_peer_bandwidth(body),
+        lambda: msg.parse_u32(body, "x"),
+    ):
         only_remote_errors(parse)
 
 

@@ -6,8 +6,17 @@ import pytest
 
 from rtmp_ingest.rtmp.errors import RemoteProtocolError
 from rtmp_ingest.rtmp.handshake import (
-    CLIENT_VERSION, FMS_KEY, FMS_KEY_TEXT_LEN, FP_KEY, FP_KEY_TEXT_LEN, SIG_SIZE, ClientHandshake,
-    ServerHandshake, find_digest, make_digest_packet, make_response_packet,
+    CLIENT_VERSION,
+    FMS_KEY,
+    FMS_KEY_TEXT_LEN,
+    FP_KEY,
+    FP_KEY_TEXT_LEN,
+    SIG_SIZE,
+    ClientHandshake,
+    ServerHandshake,
+    find_digest,
+    make_digest_packet,
+    make_response_packet,
 )
 
 from .helpers import pieces

@@ -17,14 +17,21 @@ def test_u32_peer_bandwidth_and_user_control_bodies_roundtrip():
     assert msg.parse_u32(msg.u32_body(2_500_000), "x") == 2_500_000
     assert msg.parse_peer_bandwidth(msg.peer_bandwidth_body(2_500_000, 2)) == (2_500_000, 2)
     assert msg.parse_user_control(msg.user_control_body(msg.PING_REQUEST, 77)) == (6, 77, 0)
-    assert msg.parse_user_control(msg.user_control_body(msg.SET_BUFFER_LENGTH, 1, 3000)) == (3, 1, 3000)
+    assert msg.parse_user_control(msg.user_control_body(msg.SET_BUFFER_LENGTH, 1, 3000)) == (
+        3,
+        1,
+        3000,
+    )
 
 
-@pytest.mark.parametrize("parse", [
-    lambda b: msg.parse_u32(b, "Acknowledgement"),
-    msg.parse_peer_bandwidth,
-    msg.parse_user_control,
-])
+@pytest.mark.parametrize(
+    "parse",
+    [
+        lambda b: msg.parse_u32(b, "Acknowledgement"),
+        msg.parse_peer_bandwidth,
+        msg.parse_user_control,
+    ],
+)
 @pytest.mark.parametrize("body", [b"", b"\x00", b"\x00\x01\x02"])
 def test_short_control_bodies_are_protocol_errors(parse, body):
     with pytest.raises(RemoteProtocolError):
@@ -33,20 +40,41 @@ def test_short_control_bodies_are_protocol_errors(parse, body):
 
 def test_command_roundtrips_name_transaction_id_and_arguments():
     body = msg.command_body("publish", 5, None, "mystream", "live")
-    assert msg.parse_command(msg.COMMAND_AMF0, body, **LIMITS) == ("publish", 5.0, [None, "mystream", "live"])
+    assert msg.parse_command(msg.COMMAND_AMF0, body, **LIMITS) == (
+        "publish",
+        5.0,
+        [None, "mystream", "live"],
+    )
 
 
 def test_amf3_command_skips_its_format_byte():
     body = b"\x00" + msg.command_body("connect", 1, {"app": "live"})
-    assert msg.parse_command(msg.COMMAND_AMF3, body, **LIMITS) == ("connect", 1.0, [{"app": "live"}])
+    assert msg.parse_command(msg.COMMAND_AMF3, body, **LIMITS) == (
+        "connect",
+        1.0,
+        [{"app": "live"}],
+    )
 
 
 def test_command_without_transaction_id_defaults_to_zero():
-    assert msg.parse_command(msg.COMMAND_AMF0, amf0.encode("onBWDone"), **LIMITS) == ("onBWDone", 0.0, [])
+    assert msg.parse_command(msg.COMMAND_AMF0, amf0.encode("onBWDone"), **LIMITS) == (
+        "onBWDone",
+        0.0,
+        [],
+    )
 
 
-@pytest.mark.parametrize("body", [b"", amf0.encode(1.0), amf0.encode(None, 1.0),
-                                  amf0.encode("x", "1"), amf0.encode("x", True), amf0.encode("x", None)])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        amf0.encode(1.0),
+        amf0.encode(None, 1.0),
+        amf0.encode("x", "1"),
+        amf0.encode("x", True),
+        amf0.encode("x", None),
+    ],
+)
 def test_command_without_name_or_numeric_transaction_id_is_a_protocol_error(body):
     with pytest.raises(RemoteProtocolError):
         msg.parse_command(msg.COMMAND_AMF0, body, **LIMITS)
@@ -67,7 +95,11 @@ sub_messages = st.lists(
 
 def test_aggregate_sub_messages_are_timed_relative_to_the_first():
     body = msg.aggregate_body([(9, 1000, b"v1"), (8, 1020, b"a1"), (9, 1040, b"v2")])
-    assert list(msg.split_aggregate(body, 5000)) == [(9, 5000, b"v1"), (8, 5020, b"a1"), (9, 5040, b"v2")]
+    assert list(msg.split_aggregate(body, 5000)) == [
+        (9, 5000, b"v1"),
+        (8, 5020, b"a1"),
+        (9, 5040, b"v2"),
+    ]
 
 
 def test_aggregate_sub_timestamps_use_the_extension_byte():
@@ -85,11 +117,14 @@ def test_aggregate_roundtrips(items, base):
         assert [ts for _, ts, _ in parts] == [(base + t - first) % 2**32 for _, t, _ in items]
 
 
-@pytest.mark.parametrize("body", [
-    b"\x09\x00\x00",  # truncated tag header
-    b"\x09\x00\x00\x10" + bytes(7) + b"short",  # sub-message longer than the aggregate
-    b"\x09\x00\x00\x01" + bytes(7) + b"x" + b"\x00\x00",  # truncated back pointer
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x09\x00\x00",  # truncated tag header
+        b"\x09\x00\x00\x10" + bytes(7) + b"short",  # sub-message longer than the aggregate
+        b"\x09\x00\x00\x01" + bytes(7) + b"x" + b"\x00\x00",  # truncated back pointer
+    ],
+)
 def test_malformed_aggregate_is_a_protocol_error(body):
     with pytest.raises(RemoteProtocolError):
         list(msg.split_aggregate(body, 0))

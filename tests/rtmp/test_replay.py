@@ -12,8 +12,17 @@ import pytest
 
 from rtmp_ingest.rtmp.client import ClientConnection
 from rtmp_ingest.rtmp.events import (
-    AudioData, CommandResponse, ConnectionClosed, ConnectRequested, DataMessage, PublishRequested,
-    Status, StreamCreated, StreamDeleted, Unpublished, VideoData,
+    AudioData,
+    CommandResponse,
+    ConnectionClosed,
+    ConnectRequested,
+    DataMessage,
+    PublishRequested,
+    Status,
+    StreamCreated,
+    StreamDeleted,
+    Unpublished,
+    VideoData,
 )
 from rtmp_ingest.rtmp.server import ConnState, StreamState
 
@@ -80,8 +89,9 @@ def test_recorded_session_media_timestamps_never_go_far_backwards(name):
 def test_media_after_publish_is_held_until_the_publish_is_accepted(name):
     c2s, _, _ = load_fixture(name)
     driver = AcceptingDriver()
-    driver.decide = lambda event: (driver.server.accept_connect()
-                                   if isinstance(event, ConnectRequested) else None)
+    driver.decide = lambda event: (
+        driver.server.accept_connect() if isinstance(event, ConnectRequested) else None
+    )
     driver.feed(c2s)
     assert isinstance(driver.events[-1], PublishRequested)
     sid = driver.events[-1].stream_id

@@ -10,13 +10,34 @@ from rtmp_ingest.rtmp import amf0
 from rtmp_ingest.rtmp import messages as msg
 from rtmp_ingest.rtmp.errors import LocalProtocolError, RemoteProtocolError
 from rtmp_ingest.rtmp.events import (
-    NEED_DATA, PAUSED, AudioData, BufferLength, CommandResponse, ConnectRequested, DataMessage,
-    Paused, PingResponse, PlayRequested, PlayStopped, PublishRequested, ReceiveMedia, Status,
-    StreamCreated, StreamDeleted, UnknownCommand, UnknownMessage, Unpublished, VideoData,
+    NEED_DATA,
+    PAUSED,
+    AudioData,
+    BufferLength,
+    CommandResponse,
+    ConnectRequested,
+    DataMessage,
+    Paused,
+    PingResponse,
+    PlayRequested,
+    PlayStopped,
+    PublishRequested,
+    ReceiveMedia,
+    Status,
+    StreamCreated,
+    StreamDeleted,
+    UnknownCommand,
+    UnknownMessage,
+    Unpublished,
+    VideoData,
 )
 from rtmp_ingest.rtmp.limits import Limits
 from rtmp_ingest.rtmp.server import (
-    CONN_TRANSITIONS, STREAM_TRANSITIONS, ConnState, ServerConnection, StreamState,
+    CONN_TRANSITIONS,
+    STREAM_TRANSITIONS,
+    ConnState,
+    ServerConnection,
+    StreamState,
 )
 
 from .helpers import ConnectionPair, drain
@@ -66,19 +87,29 @@ def test_connect_create_stream_publish_media_unpublish(pair):
     assert publish.address.param("sourceId") == "cam1" and publish.address.param("token") == "abc"
     assert pair.server.stream_state(stream_id) is StreamState.PUBLISHING
 
-    pair.client.send_data(stream_id, 0, amf0.encode("@setDataFrame", "onMetaData", amf0.EcmaArray(width=160.0)))
+    pair.client.send_data(
+        stream_id, 0, amf0.encode("@setDataFrame", "onMetaData", amf0.EcmaArray(width=160.0))
+    )
     pair.client.send_video(stream_id, 0, b"\x17\x00video")
     pair.client.send_audio(stream_id, 23, b"\xaf\x01audio")
     pair.pump()
     data, video, audio = pair.take_server_events()
-    assert data == DataMessage(stream_id, 0, "onMetaData", [amf0.EcmaArray(width=160.0)],
-                               amf0.encode("onMetaData", amf0.EcmaArray(width=160.0)))
+    assert data == DataMessage(
+        stream_id,
+        0,
+        "onMetaData",
+        [amf0.EcmaArray(width=160.0)],
+        amf0.encode("onMetaData", amf0.EcmaArray(width=160.0)),
+    )
     assert video == VideoData(stream_id, 0, b"\x17\x00video")
     assert audio == AudioData(stream_id, 23, b"\xaf\x01audio")
 
     pair.client.unpublish(stream_id, NAME)
     pair.pump()
-    assert pair.take_server_events() == [Unpublished(stream_id, "FCUnpublish"), StreamDeleted(stream_id)]
+    assert pair.take_server_events() == [
+        Unpublished(stream_id, "FCUnpublish"),
+        StreamDeleted(stream_id),
+    ]
     assert pair.server.stream_state(stream_id) is None
 
 
@@ -109,7 +140,10 @@ def test_transaction_id_zero_gets_no_result_like_rtmp2sink_expects(pair):
     pair.pump()
     client = pair.take_client_events()
     assert of(CommandResponse, client) == []
-    assert [s.code for s in of(Status, client)] == ["NetStream.Publish.Start", "NetStream.Publish.Start"]
+    assert [s.code for s in of(Status, client)] == [
+        "NetStream.Publish.Start",
+        "NetStream.Publish.Start",
+    ]
     assert pair.server.stream_state(stream_id) is StreamState.PUBLISHING
 
 
@@ -119,7 +153,10 @@ def test_delete_stream_with_the_stream_name_as_argument_deletes_it(pair):
     pair.client.call("FCUnpublish", None, NAME, transaction_id=0)
     pair.client.call("deleteStream", None, NAME, transaction_id=0)
     pair.pump()
-    assert pair.take_server_events() == [Unpublished(stream_id, "FCUnpublish"), StreamDeleted(stream_id)]
+    assert pair.take_server_events() == [
+        Unpublished(stream_id, "FCUnpublish"),
+        StreamDeleted(stream_id),
+    ]
 
 
 def test_delete_stream_by_name_without_fcunpublish_unpublishes(pair):
@@ -127,7 +164,10 @@ def test_delete_stream_by_name_without_fcunpublish_unpublishes(pair):
     pair.take_server_events()
     pair.client.call("deleteStream", None, NAME, transaction_id=0)
     pair.pump()
-    assert pair.take_server_events() == [Unpublished(stream_id, "deleteStream"), StreamDeleted(stream_id)]
+    assert pair.take_server_events() == [
+        Unpublished(stream_id, "deleteStream"),
+        StreamDeleted(stream_id),
+    ]
 
 
 # -- each command ---------------------------------------------------------------------------------
@@ -140,7 +180,10 @@ def test_release_stream_and_fcpublish_are_answered(pair):
     fc = pair.client.call("FCPublish", None, NAME)
     pair.pump()
     client = pair.take_client_events()
-    assert [(r.transaction_id, r.ok) for r in of(CommandResponse, client)] == [(release, True), (fc, True)]
+    assert [(r.transaction_id, r.ok) for r in of(CommandResponse, client)] == [
+        (release, True),
+        (fc, True),
+    ]
     assert of(Status, client)[0].code == "NetStream.Publish.Start"
 
 
@@ -207,7 +250,9 @@ def test_play_and_play2_request_playback(pair):
     assert ("status", "NetStream.Play.Start") in statuses(pair.take_client_events())
 
     sid2 = pair.create_stream()
-    pair.client.call("play2", None, {"streamName": "other", "start": 5.0, "len": 10.0}, stream_id=sid2)
+    pair.client.call(
+        "play2", None, {"streamName": "other", "start": 5.0, "len": 10.0}, stream_id=sid2
+    )
     pair.pump()
     play2 = of(PlayRequested, pair.take_server_events())[0]
     assert (play2.stream_id, play2.name, play2.start, play2.duration) == (sid2, "other", 5.0, 10.0)
@@ -228,11 +273,17 @@ def test_pause_receive_media_buffer_length_and_stop_of_a_player(pair):
     pair.client.call("closeStream", None, stream_id=sid, transaction_id=0)
     pair.pump()
     assert pair.take_server_events() == [
-        Paused(sid, True, 1500.0), Paused(sid, False, 1500.0), ReceiveMedia(sid, "audio", False),
-        ReceiveMedia(sid, "video", True), BufferLength(sid, 3000), PlayStopped(sid),
+        Paused(sid, True, 1500.0),
+        Paused(sid, False, 1500.0),
+        ReceiveMedia(sid, "audio", False),
+        ReceiveMedia(sid, "video", True),
+        BufferLength(sid, 3000),
+        PlayStopped(sid),
     ]
     assert [c for _, c in statuses(pair.take_client_events())] == [
-        "NetStream.Pause.Notify", "NetStream.Unpause.Notify"]
+        "NetStream.Pause.Notify",
+        "NetStream.Unpause.Notify",
+    ]
 
 
 def test_get_stream_length_and_checkbw_are_answered(pair):
@@ -318,7 +369,11 @@ def test_reject_publish_sends_an_error_status_and_closes_the_connection(manual):
     manual.server.reject_publish(1, "sourceId not allowed")
     manual.pump()
     status = of(Status, manual.client_events)[-1]
-    assert (status.stream_id, status.level, status.code) == (1, "error", "NetStream.Publish.BadName")
+    assert (status.stream_id, status.level, status.code) == (
+        1,
+        "error",
+        "NetStream.Publish.BadName",
+    )
     assert status.description == "sourceId not allowed"
     assert manual.server.state is ConnState.CLOSED
     assert manual.server.next_event() is NEED_DATA  # the audio behind publish is ignored
@@ -405,13 +460,19 @@ def test_ping_request_is_answered_with_a_ping_response(pair):
 def test_aggregate_is_split_into_sub_messages_with_their_timestamps(pair):
     stream_id = pair.publishing()
     pair.take_server_events()
-    body = msg.aggregate_body([(msg.VIDEO, 500, b"v0"), (msg.AUDIO, 520, b"a0"),
-                               (msg.DATA_AMF0, 530, amf0.encode("onCuePoint", 1.0)),
-                               (msg.VIDEO, 540, b"v1")])
+    body = msg.aggregate_body(
+        [
+            (msg.VIDEO, 500, b"v0"),
+            (msg.AUDIO, 520, b"a0"),
+            (msg.DATA_AMF0, 530, amf0.encode("onCuePoint", 1.0)),
+            (msg.VIDEO, 540, b"v1"),
+        ]
+    )
     pair.client.send_raw_message(8, stream_id, msg.AGGREGATE, 10_000, body)
     pair.pump()
     assert pair.take_server_events() == [
-        VideoData(stream_id, 10_000, b"v0"), AudioData(stream_id, 10_020, b"a0"),
+        VideoData(stream_id, 10_000, b"v0"),
+        AudioData(stream_id, 10_020, b"a0"),
         DataMessage(stream_id, 10_030, "onCuePoint", [1.0], amf0.encode("onCuePoint", 1.0)),
         VideoData(stream_id, 10_040, b"v1"),
     ]
@@ -425,7 +486,13 @@ def test_media_timestamps_unwrap_past_2_to_the_32(pair):
         pair.client.send_audio(stream_id, t, b"a")  # the encoder sends t mod 2^32
     pair.pump()
     assert [e.timestamp_ms for e in pair.take_server_events()] == [
-        start, start + 50, start + 100, start + 150, start + 140, start + 2**31]
+        start,
+        start + 50,
+        start + 100,
+        start + 150,
+        start + 140,
+        start + 2**31,
+    ]
 
 
 # -- protocol violations --------------------------------------------------------------------------
@@ -458,24 +525,59 @@ def test_second_connect_is_a_remote_protocol_error(pair):
 
 def test_decision_without_a_request_is_a_local_protocol_error():
     server = ServerConnection()
-    for decide in (server.accept_connect, lambda: server.reject_connect("x"),
-                   lambda: server.accept_publish(1), lambda: server.accept_play(1)):
+    for decide in (
+        server.accept_connect,
+        lambda: server.reject_connect("x"),
+        lambda: server.accept_publish(1),
+        lambda: server.accept_play(1),
+    ):
         with pytest.raises(LocalProtocolError):
             decide()
 
 
 # -- state machine: every (state, input) pair ----------------------------------------------------
 
-PEER_COMMANDS = ["connect", "releaseStream", "FCPublish", "createStream", "publish", "FCUnpublish",
-                 "deleteStream", "closeStream", "play", "play2", "pause", "receiveAudio",
-                 "receiveVideo", "getStreamLength", "checkbw", "_checkbw", "_result", "_error",
-                 "onStatus", "onBWDone", "someUnknownCommand"]
+PEER_COMMANDS = [
+    "connect",
+    "releaseStream",
+    "FCPublish",
+    "createStream",
+    "publish",
+    "FCUnpublish",
+    "deleteStream",
+    "closeStream",
+    "play",
+    "play2",
+    "pause",
+    "receiveAudio",
+    "receiveVideo",
+    "getStreamLength",
+    "checkbw",
+    "_checkbw",
+    "_result",
+    "_error",
+    "onStatus",
+    "onBWDone",
+    "someUnknownCommand",
+]
 CONN_SETUPS = ["await_connect", "connect_pending", "connected", "closed"]
-STREAM_DECISIONS = ["accept_publish", "reject_publish", "end_publish", "accept_play",
-                    "reject_play", "end_play"]
-args_values = st.one_of(st.none(), st.booleans(), st.floats(), st.text(max_size=12),
-                        st.dictionaries(st.text(max_size=6), st.one_of(st.none(), st.text(max_size=6),
-                                                                        st.floats()), max_size=3))
+STREAM_DECISIONS = [
+    "accept_publish",
+    "reject_publish",
+    "end_publish",
+    "accept_play",
+    "reject_play",
+    "end_play",
+]
+args_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.floats(),
+    st.text(max_size=12),
+    st.dictionaries(
+        st.text(max_size=6), st.one_of(st.none(), st.text(max_size=6), st.floats()), max_size=3
+    ),
+)
 
 
 def server_in(state: str) -> ConnectionPair:
@@ -493,17 +595,25 @@ def server_in(state: str) -> ConnectionPair:
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(CONN_SETUPS), st.sampled_from(PEER_COMMANDS),
-       st.sampled_from([0.0, 0.0, 7.0]), st.sampled_from([0, 0, 1, 2]),
-       st.lists(args_values, max_size=5))
-def test_every_connection_state_and_peer_command_pair_is_handled(state, name, txid, stream_id, args):
+@given(
+    st.sampled_from(CONN_SETUPS),
+    st.sampled_from(PEER_COMMANDS),
+    st.sampled_from([0.0, 0.0, 7.0]),
+    st.sampled_from([0, 0, 1, 2]),
+    st.lists(args_values, max_size=5),
+)
+def test_every_connection_state_and_peer_command_pair_is_handled(
+    state, name, txid, stream_id, args
+):
     pair = server_in(state)
     pair.client.call(name, *args, stream_id=stream_id, transaction_id=txid)
     pair.pump()  # the server's events, up to PAUSED or the error, are in pair.server_events
     server, events = pair.server, pair.take_server_events()
     if pair.driver.error is not None:
         # documented: before connect only `connect` is allowed; connect only once
-        assert (state == "await_connect" and name != "connect") or (state == "connected" and name == "connect")
+        assert (state == "await_connect" and name != "connect") or (
+            state == "connected" and name == "connect"
+        )
         assert events == []
         with pytest.raises(RemoteProtocolError):
             server.next_event()  # the error stays
@@ -561,8 +671,14 @@ def decide(server: ServerConnection, decision: str, stream_id: int) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.sampled_from(list(StreamState)), st.sampled_from(STREAM_DECISIONS), st.sampled_from([1, 1, 9]))
-def test_every_stream_state_and_decision_pair_transitions_or_is_a_local_error(state, decision, stream_id):
+@given(
+    st.sampled_from(list(StreamState)),
+    st.sampled_from(STREAM_DECISIONS),
+    st.sampled_from([1, 1, 9]),
+)
+def test_every_stream_state_and_decision_pair_transitions_or_is_a_local_error(
+    state, decision, stream_id
+):
     server, _ = stream_in(state)
     expected = STREAM_TRANSITIONS.get((state, decision)) if stream_id == 1 else None
     if expected is None:

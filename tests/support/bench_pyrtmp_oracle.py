@@ -58,8 +58,10 @@ def main() -> None:
         data = synthetic_session(cs, seconds)
         n = len(decode_messages(data))  # sanity: pyrtmp decodes it completely
         mbps = decode_throughput(data, initial_chunk_size=128, repeat=repeat)
-        print(f"chunk size {cs:5d}: {len(data) / 1e6:6.2f} MB, {n} msgs, pyrtmp {mbps:6.2f} MB/s "
-              f"({len(data) / 1e6 / mbps:.2f} s for {seconds:g} s of media)")
+        print(
+            f"chunk size {cs:5d}: {len(data) / 1e6:6.2f} MB, {n} msgs, pyrtmp {mbps:6.2f} MB/s "
+            f"({len(data) / 1e6 / mbps:.2f} s for {seconds:g} s of media)"
+        )
 
 
 if __name__ == "__main__":

@@ -289,17 +289,29 @@ def _as_chunk(m: Any) -> Chunk:
         cs, mt, ms, ts, payload = m
     elif isinstance(m, dict):
         cs, mt, ms, ts, payload = (
-            m["chunk_stream_id"], m["message_type_id"], m["message_stream_id"],
-            m["timestamp"], m["payload"],
+            m["chunk_stream_id"],
+            m["message_type_id"],
+            m["message_stream_id"],
+            m["timestamp"],
+            m["payload"],
         )
     else:  # any object with the OracleMessage attribute names
         cs, mt, ms, ts, payload = (
-            m.chunk_stream_id, m.message_type_id, m.message_stream_id, m.timestamp, m.payload,
+            m.chunk_stream_id,
+            m.message_type_id,
+            m.message_stream_id,
+            m.timestamp,
+            m.payload,
         )
     payload = bytes(payload)
     return Chunk(
-        chunk_type=0, chunk_id=cs, timestamp=ts, msg_length=len(payload),
-        msg_type_id=mt, msg_stream_id=ms, payload=payload,
+        chunk_type=0,
+        chunk_id=cs,
+        timestamp=ts,
+        msg_length=len(payload),
+        msg_type_id=mt,
+        msg_stream_id=ms,
+        payload=payload,
     )
 
 
@@ -343,8 +355,13 @@ def encode_chunks_with_pyrtmp(
         if not raws:
             raws = [
                 RawChunk(
-                    chunk_type=0, chunk_id=ch.chunk_id, timestamp=ch.timestamp, msg_length=0,
-                    msg_type_id=ch.msg_type_id, msg_stream_id=ch.msg_stream_id, payload=b"",
+                    chunk_type=0,
+                    chunk_id=ch.chunk_id,
+                    timestamp=ch.timestamp,
+                    msg_length=0,
+                    msg_type_id=ch.msg_type_id,
+                    msg_stream_id=ch.msg_stream_id,
+                    payload=b"",
                 )
             ]
         for raw in raws:

@@ -160,7 +160,10 @@ def test_bug2_extended_delta_on_type1_not_read():
         got = decode_messages(data, strict=False)
     except OracleError as e:
         got = e.messages
-    assert got[1:] != [M(6, 9, 1, 1000 + 0x01000000, pat(10, 2)), M(6, 9, 1, 1001 + 0x01000000, pat(10, 3))]
+    assert got[1:] != [
+        M(6, 9, 1, 1000 + 0x01000000, pat(10, 2)),
+        M(6, 9, 1, 1001 + 0x01000000, pat(10, 3)),
+    ]
     assert got[1].payload != pat(10, 2)  # the 4 extended bytes were taken as payload
 
 
@@ -205,7 +208,11 @@ def test_bug7_set_chunk_size_mid_message_on_other_csid():
         got = decode_messages(data, strict=False)
     except OracleError as e:
         got = e.messages
-    assert got != [M(2, 1, 0, 0, struct.pack(">I", 100)), M(6, 9, 1, 0, v), M(4, 8, 1, 0, pat(10, 2))]
+    assert got != [
+        M(2, 1, 0, 0, struct.pack(">I", 100)),
+        M(6, 9, 1, 0, v),
+        M(4, 8, 1, 0, pat(10, 2)),
+    ]
 
 
 def test_bug8_abort_message_ignored():

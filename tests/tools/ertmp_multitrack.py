@@ -52,7 +52,7 @@ def annexb_nalus(data: bytes) -> list[bytes]:
             i += 3
         else:
             i += 1
-    for k, (begin, payload) in enumerate(starts):
+    for k, (_begin, payload) in enumerate(starts):
         end = starts[k + 1][0] if k + 1 < len(starts) else n
         nal = data[payload:end]
         while k + 1 < len(starts) and nal.endswith(b"\x00"):
@@ -87,8 +87,9 @@ class EncodedLayer:
     frames: list[tuple[bool, int, int, bytes]] = field(default_factory=list)
 
 
-def encode_layers(sizes: list[tuple[int, int]], *, fps: int = 25, seconds: float = 5.0,
-                  gop: int | None = None) -> list[EncodedLayer]:
+def encode_layers(
+    sizes: list[tuple[int, int]], *, fps: int = 25, seconds: float = 5.0, gop: int | None = None
+) -> list[EncodedLayer]:
     """Encodes `seconds` of testsrc2 at each size (blocking; run it in a thread)."""
     gop = gop or fps
     count = round(seconds * fps)
@@ -103,8 +104,11 @@ def encode_layers(sizes: list[tuple[int, int]], *, fps: int = 25, seconds: float
         ctx.framerate = fractions.Fraction(fps, 1)
         ctx.gop_size = gop
         ctx.flags |= av.codec.context.Flags.global_header  #: SPS/PPS in extradata, not in frames
-        ctx.options = {"preset": "ultrafast", "tune": "zerolatency",
-                       "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
+        ctx.options = {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
+        }
         encoders.append(ctx)
         layers.append(EncodedLayer(w, h))
 
@@ -154,7 +158,9 @@ def multitrack_video(frame_type: int, packet_type: int, tracks: list[tuple[int, 
 
 
 def sequence_start(layers: list[EncodedLayer]) -> bytes:
-    return multitrack_video(FRAME_KEY, SEQUENCE_START, [(i, layer.avcc) for i, layer in enumerate(layers)])
+    return multitrack_video(
+        FRAME_KEY, SEQUENCE_START, [(i, layer.avcc) for i, layer in enumerate(layers)]
+    )
 
 
 def coded_frames(layers: list[EncodedLayer], index: int) -> tuple[int, bytes]:
@@ -170,17 +176,35 @@ def coded_frames(layers: list[EncodedLayer], index: int) -> tuple[int, bytes]:
 def metadata(layers: list[EncodedLayer], fps: int) -> bytes:
     """@setDataFrame onMetaData: layer 0 at the top level, the others in videoTrackIdInfoMap."""
     first = layers[0]
-    info = {"width": float(first.width), "height": float(first.height), "framerate": float(fps),
-            "videocodecid": float(int.from_bytes(b"avc1", "big")),
-            "videoTrackIdInfoMap": {str(i): {"width": float(layer.width), "height": float(layer.height),
-                                             "framerate": float(fps)}
-                                    for i, layer in enumerate(layers) if i}}
+    info = {
+        "width": float(first.width),
+        "height": float(first.height),
+        "framerate": float(fps),
+        "videocodecid": float(int.from_bytes(b"avc1", "big")),
+        "videoTrackIdInfoMap": {
+            str(i): {
+                "width": float(layer.width),
+                "height": float(layer.height),
+                "framerate": float(fps),
+            }
+            for i, layer in enumerate(layers)
+            if i
+        },
+    }
     return amf0.encode("@setDataFrame", "onMetaData", info)
 
 
-async def publish(port: int, app: str, name: str, layers: list[EncodedLayer], *, fps: int = 25,
-                  realtime: bool = True, host: str = "127.0.0.1",
-                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> int:
+async def publish(
+    port: int,
+    app: str,
+    name: str,
+    layers: list[EncodedLayer],
+    *,
+    fps: int = 25,
+    realtime: bool = True,
+    host: str = "127.0.0.1",
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> int:
     """Publishes the layers to rtmp://host:port/app/name; returns the messages sent.
 
     `task_status.started()` fires once the server accepted the publish. Raises
@@ -245,8 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     name = stream + (f"?{parts.query}" if parts.query else "")
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     layers = encode_layers(sizes, fps=args.fps, seconds=args.seconds)  # type: ignore[arg-type]
-    sent = trio.run(lambda: publish(parts.port or 1935, app, name, layers, fps=args.fps,
-                                    host=parts.hostname or "127.0.0.1"))
+    sent = trio.run(
+        lambda: publish(
+            parts.port or 1935, app, name, layers, fps=args.fps, host=parts.hostname or "127.0.0.1"
+        )
+    )
     print(f"ertmp_multitrack: sent {sent} messages", file=sys.stderr)
     return 0
 

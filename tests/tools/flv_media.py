@@ -43,17 +43,25 @@ def parse_flv(data: bytes) -> list[Tag]:
     at = int.from_bytes(data[5:9], "big") + 4
     while at + 11 <= len(data):
         kind = data[at] & 0x1F
-        size = int.from_bytes(data[at + 1:at + 4], "big")
-        ts = int.from_bytes(data[at + 4:at + 7], "big") | data[at + 7] << 24
-        tags.append(Tag(kind, ts, data[at + 11:at + 11 + size]))
+        size = int.from_bytes(data[at + 1 : at + 4], "big")
+        ts = int.from_bytes(data[at + 4 : at + 7], "big") | data[at + 7] << 24
+        tags.append(Tag(kind, ts, data[at + 11 : at + 11 + size]))
         at += 11 + size + 4
     return tags
 
 
 @functools.lru_cache(maxsize=16)
-def encode_tags(seconds: float = 4.0, *, video: str | None = "h264", audio: str | None = "aac",
-                size: tuple[int, int] = (320, 180), fps: int = 25, gop_s: float = 1.0,
-                bframes: int = 0, audio_gaps: tuple[tuple[float, float], ...] = ()) -> tuple[Tag, ...]:
+def encode_tags(
+    seconds: float = 4.0,
+    *,
+    video: str | None = "h264",
+    audio: str | None = "aac",
+    size: tuple[int, int] = (320, 180),
+    fps: int = 25,
+    gop_s: float = 1.0,
+    bframes: int = 0,
+    audio_gaps: tuple[tuple[float, float], ...] = (),
+) -> tuple[Tag, ...]:
     """FLV tags of `seconds` of media (cached: tests share the encodes)."""
     buffer = io.BytesIO()
     # video is encoded before audio: let the interleaver hold everything (0 = no limit)
@@ -68,11 +76,19 @@ def encode_tags(seconds: float = 4.0, *, video: str | None = "h264", audio: str 
         vstream.codec_context.gop_size = gop
         options = {"g": str(gop), "keyint_min": str(gop), "bf": str(bframes)}
         if video == "h264":
-            options.update({"preset": "ultrafast" if not bframes else "veryfast",
-                            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}"})
+            options.update(
+                {
+                    "preset": "ultrafast" if not bframes else "veryfast",
+                    "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}",
+                }
+            )
         elif video == "hevc":
-            options.update({"preset": "ultrafast",
-                            "x265-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}:log-level=error"})
+            options.update(
+                {
+                    "preset": "ultrafast",
+                    "x265-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}:log-level=error",
+                }
+            )
         elif video == "av1":
             options.update({"preset": "12", "svtav1-params": f"keyint={gop}"})
         elif video == "vp9":
@@ -97,7 +113,9 @@ def encode_tags(seconds: float = 4.0, *, video: str | None = "h264", audio: str 
     if astream is not None:
         rate = astream.rate
         source = av.open(f"sine=frequency=440:sample_rate={rate}", format="lavfi")
-        resampler = av.AudioResampler(format=astream.codec_context.format.name, layout="stereo", rate=rate)
+        resampler = av.AudioResampler(
+            format=astream.codec_context.format.name, layout="stereo", rate=rate
+        )
         pts = 0
         for frame in source.decode(audio=0):
             if pts >= seconds * rate:
@@ -115,12 +133,19 @@ def encode_tags(seconds: float = 4.0, *, video: str | None = "h264", audio: str 
         out.mux(stream.encode(None))
     out.close()
     tags = parse_flv(buffer.getvalue())
-    return tuple(sorted(tags, key=lambda t: (t.ts_ms, t.kind != 18, not (t.body[1:2] == b"\x00"))))
+    return tuple(sorted(tags, key=lambda t: (t.ts_ms, t.kind != 18, t.body[1:2] != b"\x00")))
 
 
-async def publish_tags(port: int, path: str, tags: tuple[Tag, ...] | list[Tag], *, realtime: bool = True,
-                       on_sent: Callable[[Tag, float], None] | None = None,
-                       offset_ms: int = 0, keep_open: bool = False) -> TrioRtmpClient:
+async def publish_tags(
+    port: int,
+    path: str,
+    tags: tuple[Tag, ...] | list[Tag],
+    *,
+    realtime: bool = True,
+    on_sent: Callable[[Tag, float], None] | None = None,
+    offset_ms: int = 0,
+    keep_open: bool = False,
+) -> TrioRtmpClient:
     """Publishes `tags` to rtmp://127.0.0.1:port/APP/NAME?query (path = "APP/NAME?query")."""
     app, name = path.split("/", 1)
     client = await TrioRtmpClient.open(port)

@@ -78,14 +78,26 @@ class PlayResult:
 
     def summary(self) -> dict[str, object]:
         return {
-            "url": self.url, "opens": self.opens, "error": self.error,
-            "frames_decoded": self.frames_decoded, "decode_errors": self.decode_errors,
-            "video_codec": self.video_codec, "frame_sizes": sorted(self.frame_sizes),
+            "url": self.url,
+            "opens": self.opens,
+            "error": self.error,
+            "frames_decoded": self.frames_decoded,
+            "decode_errors": self.decode_errors,
+            "video_codec": self.video_codec,
+            "frame_sizes": sorted(self.frame_sizes),
             "max_frame_gap_s": round(self.max_frame_gap_s(), 3),
-            "streams": {i: {"kind": s.kind, "codec": s.codec, "packets": len(s.dts_ms),
-                            "first_dts": s.dts_ms[:1], "last_dts": s.dts_ms[-1:],
-                            "max_jump_ms": s.max_jump_ms(), "backwards": s.backwards()[:5]}
-                        for i, s in self.streams.items()},
+            "streams": {
+                i: {
+                    "kind": s.kind,
+                    "codec": s.codec,
+                    "packets": len(s.dts_ms),
+                    "first_dts": s.dts_ms[:1],
+                    "last_dts": s.dts_ms[-1:],
+                    "max_jump_ms": s.max_jump_ms(),
+                    "backwards": s.backwards()[:5],
+                }
+                for i, s in self.streams.items()
+            },
         }
 
 
@@ -109,13 +121,21 @@ def _options(url: str) -> tuple[str | None, dict[str, str]]:
     return "flv", options
 
 
-def play(url: str, seconds: float, *, open_timeout_s: float = 10.0, read_timeout_s: float = 5.0,
-         decode: bool = True) -> PlayResult:
+def play(
+    url: str,
+    seconds: float,
+    *,
+    open_timeout_s: float = 10.0,
+    read_timeout_s: float = 5.0,
+    decode: bool = True,
+) -> PlayResult:
     """Opens `url` once and reads (and decodes video) for `seconds` after the open."""
     result = PlayResult(url)
     fmt, options = _options(url)
     try:
-        container = av.open(url, format=fmt, options=options, timeout=(open_timeout_s, read_timeout_s))
+        container = av.open(
+            url, format=fmt, options=options, timeout=(open_timeout_s, read_timeout_s)
+        )
     except Exception as exc:  # noqa: BLE001 - the reason is the result
         result.error = f"open: {type(exc).__name__}: {exc}"
         return result
@@ -135,13 +155,15 @@ def play(url: str, seconds: float, *, open_timeout_s: float = 10.0, read_timeout
                 stream = packet.stream
                 log = result.streams.get(stream.index)
                 if log is None:
-                    log = result.streams[stream.index] = StreamLog(stream.index, stream.type,
-                                                                   _codec(stream))
+                    log = result.streams[stream.index] = StreamLog(
+                        stream.index, stream.type, _codec(stream)
+                    )
                 base = stream.time_base
                 if packet.dts is not None:
                     log.dts_ms.append(round(float(packet.dts * base) * 1000))
-                    log.pts_ms.append(round(float(packet.pts * base) * 1000)
-                                      if packet.pts is not None else None)
+                    log.pts_ms.append(
+                        round(float(packet.pts * base) * 1000) if packet.pts is not None else None
+                    )
                     log.arrival.append(now)
                 if decode and stream.type == "video":
                     try:

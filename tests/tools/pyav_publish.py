@@ -21,8 +21,14 @@ import time
 import av
 from av.video.frame import PictureType
 
-ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1", "vp9": "libvpx-vp9",
-            "aac": "aac", "opus": "libopus"}
+ENCODERS = {
+    "h264": "libx264",
+    "hevc": "libx265",
+    "av1": "libsvtav1",
+    "vp9": "libvpx-vp9",
+    "aac": "aac",
+    "opus": "libopus",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,10 +60,21 @@ def main(argv: list[str] | None = None) -> int:
         vstream.codec_context.gop_size = gop
         options = {"g": str(gop), "keyint_min": str(gop)}
         if args.video == "h264":
-            options.update({"preset": "ultrafast", "tune": "zerolatency", "sc_threshold": "0",
-                            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"})
+            options.update(
+                {
+                    "preset": "ultrafast",
+                    "tune": "zerolatency",
+                    "sc_threshold": "0",
+                    "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0",
+                }
+            )
         elif args.video == "hevc":
-            options.update({"preset": "ultrafast", "x265-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:log-level=error"})
+            options.update(
+                {
+                    "preset": "ultrafast",
+                    "x265-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:log-level=error",
+                }
+            )
         elif args.video == "av1":
             options.update({"preset": "12", "svtav1-params": f"keyint={gop}"})
         elif args.video == "vp9":
@@ -76,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     vframes = video_in.decode(video=0) if video_in else None
     aframes = audio_in.decode(audio=0) if audio_in else None
     next_video = next_audio = 0.0
-    resampler = av.AudioResampler(format="fltp" if args.audio == "opus" else "fltp", layout="stereo",
-                                  rate=astream.rate) if astream else None
+    resampler = (
+        av.AudioResampler(format="fltp", layout="stereo", rate=astream.rate) if astream else None
+    )
     audio_pts = 0
     try:
         while True:
@@ -120,8 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the server refusing or dropping us is the exit status
         print(f"pyav_publish: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    print(f"pyav_publish: sent {sent_video} video and {sent_audio} audio packets in "
-          f"{time.monotonic() - started:.1f} s", file=sys.stderr)
+    print(
+        f"pyav_publish: sent {sent_video} video and {sent_audio} audio packets in "
+        f"{time.monotonic() - started:.1f} s",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -52,13 +52,16 @@ class TrioRtmpClient:
     async def connect(self, app: str, *, properties: dict[str, Any] | None = None) -> Any:
         self.conn.connect(app, tc_url=f"rtmp://127.0.0.1/{app}", properties=properties)
         await self.flush()
-        return await self.wait_for(lambda e: isinstance(e, ev.CommandResponse) and e.transaction_id == 1)
+        return await self.wait_for(
+            lambda e: isinstance(e, ev.CommandResponse) and e.transaction_id == 1
+        )
 
     async def create_stream(self) -> int:
         txid = self.conn.create_stream()
         await self.flush()
         response = await self.wait_for(
-            lambda e: isinstance(e, ev.CommandResponse) and e.transaction_id == txid)
+            lambda e: isinstance(e, ev.CommandResponse) and e.transaction_id == txid
+        )
         stream_id = ClientConnection.stream_id_of(response)
         assert stream_id is not None
         return stream_id
