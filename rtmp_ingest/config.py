@@ -9,6 +9,7 @@ exits 2).
 
 from __future__ import annotations
 
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,9 @@ chunk_size = 4096
 # A player of a stream or source that is not live waits this long for it (also after
 # it goes away, for a reconnect) before play ends.
 play_wait_s = 30.0
+# After a refusal or kick status, seconds to wait for the client to read it and close
+# (the write side is shut at once) before the connection is closed anyway.
+goodbye_s = 2.0
 
 [rtmps]
 # RTMP over TLS; empty listen = off. PEM certificate chain and key.
@@ -149,6 +153,7 @@ class RtmpConfig:
     max_pending_bytes: int = 64 * 1024 * 1024
     chunk_size: int = 4096
     play_wait_s: float = 30.0
+    goodbye_s: float = 2.0
 
     def limits(self) -> Limits:
         return Limits(
@@ -270,7 +275,52 @@ def _first_problem(exc: BaseException, path: str = "") -> str:
     return f"{path or 'top level'}: {exc}"
 
 
+def _check_numbers(value: Any, path: str) -> None:
+    """No limit, size or duration may be negative; the RTMP ones must be positive."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_numbers(item, f"{path}.{key}")
+        return
+    if not attrs.has(type(value)):
+        return
+    for field in attrs.fields(type(value)):
+        item = getattr(value, field.name)
+        key = f"{path}.{field.name}" if path else field.name
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, (int, float)):
+            if item != item or item in (float("inf"), float("-inf")):
+                raise ConfigError(f"{key}: must be a finite number, got {item!r}")
+            if item < 0:
+                raise ConfigError(f"{key}: must be >= 0, got {item!r}")
+            if item == 0 and path == "rtmp":
+                raise ConfigError(f"{key}: must be > 0 (0 would refuse or drop every client)")
+        else:
+            _check_numbers(item, key)
+
+
+def _check_files(config: Config) -> None:
+    """What `serve` would fail to open: the TLS certificate and key."""
+    if not config.rtmps.listen:
+        return
+    for key, name in (
+        ("rtmps.cert_file", config.rtmps.cert_file),
+        ("rtmps.key_file", config.rtmps.key_file),
+    ):
+        if not Path(name).is_file():
+            raise ConfigError(f"{key}: no such file {name!r}")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.rtmps.cert_file, config.rtmps.key_file)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"rtmps.cert_file/key_file: cannot load {config.rtmps.cert_file!r} with "
+            f"{config.rtmps.key_file!r}: {exc}"
+        ) from None
+
+
 def _check(config: Config) -> None:
+    _check_numbers(config, "")
     if config.auth.mode not in ("open", "token"):
         raise ConfigError(f'auth.mode: must be "open" or "token", not {config.auth.mode!r}')
     if config.log_level.lower() not in ("debug", "info", "warning", "error"):
@@ -304,6 +354,7 @@ def _check(config: Config) -> None:
         config.bundle.bundle_config()
     except ValueError as exc:
         raise ConfigError(f"bundle: {exc}") from None
+    _check_files(config)
 
 
 def parse_host_port(text: str, *, key: str = "address") -> tuple[str, int]:

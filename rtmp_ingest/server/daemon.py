@@ -92,6 +92,9 @@ class Daemon:
         self._poke = trio.Event()
         self._shutdown = trio.Event()
         self._listener_scopes: list[trio.CancelScope] = []
+        #: the nursery every connection runs in (cancelled at the shutdown deadline)
+        self._connections: trio.Nursery | None = None
+        self._sessions_changed = trio.Event()
         self.bound: Bound | None = None
         self.hls = HlsService(self)
         self.recorder = RecorderService(self)
@@ -313,6 +316,7 @@ class Daemon:
             await trio.aclose_forcefully(stream)
         finally:
             self.sessions.discard(session)
+            self._sessions_changed.set()
             self.per_address[ip] -= 1
             if not self.per_address[ip]:
                 del self.per_address[ip]
@@ -334,10 +338,12 @@ class Daemon:
             await nursery.start(self.recorder.run)
             nursery.start_soon(self._pump_events)
             nursery.start_soon(self._clock)
+            connections = await nursery.start(_open_nursery)
+            self._connections = connections
             rtmp_host, rtmp_port = parse_host_port(config.rtmp.listen, key="rtmp.listen")
             listeners = await trio.open_tcp_listeners(rtmp_port, host=rtmp_host)
             rtmp_bound = listeners[0].socket.getsockname()[:2]
-            nursery.start_soon(self._serve, listeners, False, nursery)
+            nursery.start_soon(self._serve, listeners, False, connections)
             rtmps_bound = None
             if config.rtmps.listen:
                 host, port = parse_host_port(config.rtmps.listen, key="rtmps.listen")
@@ -346,7 +352,7 @@ class Daemon:
                 tcp = await trio.open_tcp_listeners(port, host=host)
                 rtmps_bound = tcp[0].socket.getsockname()[:2]
                 tls = [trio.SSLListener(t, context, https_compatible=False) for t in tcp]
-                nursery.start_soon(self._serve, tls, True, nursery)
+                nursery.start_soon(self._serve, tls, True, connections)
             http_bound = await nursery.start(serve_http, self)
             self.bound = Bound(rtmp=rtmp_bound, rtmps=rtmps_bound, http=http_bound)
             log.info(
@@ -375,30 +381,46 @@ class Daemon:
         self._shutdown.set()
 
     async def _drain(self) -> None:
+        """Ends every connection within SHUTDOWN_TIMEOUT_S, however stalled its peer.
+
+        Publishers that announced E-RTMP Reconnect are asked to reconnect first (queued
+        to all at once: a peer that does not read delays nobody) and get
+        RECONNECT_GRACE_ON_SHUTDOWN_S to do so; then every session is kicked (its
+        goodbye bounded by `rtmp.goodbye_s`) and the connections' nursery is cancelled
+        at the deadline.
+        """
         for scope in self._listener_scopes:
             scope.cancel()
         log.info(
             "shutting down: %d connections, %d feeds", len(self.sessions), len(self.publishers)
         )
+        deadline = trio.current_time() + SHUTDOWN_TIMEOUT_S
         capable = [s for s in self.publishers.values() if s.reconnect_capable]
         for session in capable:
             session.conn.send_reconnect_request(description="Server restarting; reconnect please.")
-            try:
-                await session._flush()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
-                pass
+            session.queue_output()
         if capable:
             await trio.sleep(RECONNECT_GRACE_ON_SHUTDOWN_S)
         for session in list(self.sessions):
             session.kick(EndReason.SHUTDOWN, "Server shutting down.")
-        with trio.move_on_after(SHUTDOWN_TIMEOUT_S):
+        with trio.move_on_at(deadline):
             while self.sessions:
-                await trio.sleep(0.05)
+                self._sessions_changed = trio.Event()
+                await self._sessions_changed.wait()
+        if self._connections is not None:
+            self._connections.cancel_scope.cancel()
         self.recorder.close_all()
         with trio.move_on_after(SHUTDOWN_TIMEOUT_S):
             while self.recorder.recordings:
                 await trio.sleep(0.02)
         await self.hub.aclose()
+
+
+async def _open_nursery(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
+    """A nursery that lives until cancelled (the connections' one)."""
+    async with trio.open_nursery() as nursery:
+        task_status.started(nursery)
+        await trio.sleep_forever()
 
 
 def _peer(stream: trio.abc.Stream) -> str:

@@ -45,12 +45,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rtmp_ingest.rtmp")
 
+#: Client-supplied text in a log line is cut to this many characters (and escaped).
+LOG_TEXT_MAX = 200
+
+
+def shown(text: str) -> str:
+    """Client text as it may appear in a log line: escaped (no forged lines), clipped."""
+    if len(text) > LOG_TEXT_MAX:
+        text = text[:LOG_TEXT_MAX] + f"…(+{len(text) - LOG_TEXT_MAX} chars)"
+    if text.isprintable():
+        return text
+    return text.encode("unicode_escape").decode("ascii")
+
 #: Bytes per socket read: several video chunks at once keeps per-read overhead low.
 RECEIVE_BYTES = 65536
 #: The idle deadline moves at most this often (it is checked to this precision).
 IDLE_DEADLINE_STEP_S = 1.0
-#: How long the goodbye (status + close) to a kicked or refused client may take.
-GOODBYE_TIMEOUT_S = 2.0
 #: The onStatus codes encoders log for each refusal kind.
 CODE_REJECTED = "NetStream.Publish.Rejected"
 CODE_BAD_NAME = "NetStream.Publish.BadName"
@@ -68,7 +78,16 @@ class RtmpSession:
         self.remote_ip = remote.rsplit(":", 1)[0].strip("[]")
         self.secure = secure
         self.conn = ServerConnection(limits=daemon.config.rtmp.limits())
-        self.lock = trio.StrictFIFOLock()
+        #: bytes taken from the core, not yet on the socket; only `_writer` sends them
+        self._outbox = bytearray()
+        self._out_wake = trio.Event()
+        #: set (and replaced) each time the writer finished a send
+        self._sent = trio.Event()
+        self._writing = False
+        #: the socket failed or a write was cut: nothing more may be written
+        self._broken = False
+        #: a status was sent that the peer must get to read (refusal, kick, shutdown)
+        self._farewell = False
         self.feed: Feed | None = None
         #: whether this publisher's feeds are recorded (app setting, or the token's claim)
         self.record = False
@@ -90,8 +109,6 @@ class RtmpSession:
         #: the socket's descriptor for the fast read path (-1: TLS, use the stream)
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
         self._idle_timeout_s = daemon.config.rtmp.idle_timeout_s
-        #: bytes an eager delivery to this player could not write (sent first by _flush)
-        self._backlog = b""
         #: set before the socket is closed / when play ends (eager delivery checks them)
         self._closed = False
         self._play_stopped = False
@@ -102,23 +119,24 @@ class RtmpSession:
         config = self.daemon.config.rtmp
         reason = EndReason.DISCONNECT
         try:
-            with self._scope:
-                self._deadline.deadline = trio.current_time() + config.handshake_timeout_s
-                async with trio.open_nursery() as nursery:
-                    self._nursery = nursery
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._writer)
+                with self._scope:
+                    self._deadline.deadline = trio.current_time() + config.handshake_timeout_s
                     try:
                         with self._deadline:
                             await self._serve()
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        pass
+                        self._broken = True
                     except trio.TooSlowError:
+                        self._broken = True
                         log.info(
                             "write timeout remote=%s stream=%s sourceId=%r: peer too slow, dropped",
                             self.remote,
-                            self.stream_path or "-",
+                            shown(self.stream_path or "-"),
                             self.source_id,
                         )
-                    nursery.cancel_scope.cancel()
                 if self._deadline.cancelled_caught:
                     reason = (
                         EndReason.IDLE_TIMEOUT if self.feed is not None else EndReason.DISCONNECT
@@ -133,12 +151,20 @@ class RtmpSession:
                     log.info(
                         "timeout remote=%s stream=%s sourceId=%r waiting for %s",
                         self.remote,
-                        self.stream_path or "-",
+                        shown(self.stream_path or "-"),
                         self.source_id,
                         what,
                     )
+                if self._play_scope is not None:
+                    self._play_scope.cancel()
+                reason = self._end_feed_now(reason)
+                if not self._broken:
+                    await self._goodbye()
+                nursery.cancel_scope.cancel()
         finally:
-            await self._finish(reason)
+            self._closed = True  #: no eager delivery may touch the descriptor from here on
+            self._end_feed_now(reason)
+            await trio.aclose_forcefully(self.stream)
 
     def kick(self, reason: EndReason, description: str) -> None:
         """Ends this session from outside (supersede, operator, shutdown); idempotent."""
@@ -146,52 +172,115 @@ class RtmpSession:
             self._kick = (reason, description)
         self._scope.cancel()
 
-    async def _finish(self, reason: EndReason) -> None:
-        daemon = self.daemon
+    def queue_output(self) -> None:
+        """Hands what the core has to send to the writer, without waiting for it."""
+        data = self.conn.data_to_send()
+        if data:
+            self._outbox += data
+            self._out_wake.set()
+
+    def _end_feed_now(self, reason: EndReason) -> EndReason:
+        """Tells the publisher why (if kicked) and ends its feed; returns the reason used."""
         if self._kick is not None:
             reason, description = self._kick
             if self.publish_stream_id is not None and self.conn.stream_state(
                 self.publish_stream_id
             ) in (StreamState.PUBLISHING, StreamState.PUBLISH_PENDING):
                 self.conn.end_publish(self.publish_stream_id, description)
+                self._farewell = True
+            elif self._kick[0] is EndReason.SHUTDOWN or self.player is not None:
+                self._farewell = True
         if self.feed is not None:
-            daemon.end_feed(self, reason)
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(GOODBYE_TIMEOUT_S):
-                try:
-                    await self._flush()
-                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            self.daemon.end_feed(self, reason)
+            self.feed = None
+        return reason
+
+    async def _goodbye(self) -> None:
+        """The last words: status out, write side shut, then wait for the peer to close.
+
+        Closing a socket that still has unread input sends RST, and the peer's stack
+        then drops what it had not yet read — the error status the encoder would log.
+        So after the status the write side is shut (FIN), and input is read and thrown
+        away until the peer closes or `rtmp.goodbye_s` passes. The whole goodbye is
+        bounded by `goodbye_s` however stalled the peer is.
+        """
+        data = self.conn.data_to_send()
+        if data:
+            self._outbox += data
+            self._farewell = True
+        if not self._farewell and not self._outbox and not self._writing:
+            return
+        with trio.move_on_after(self.daemon.config.rtmp.goodbye_s):
+            self._out_wake.set()
+            while self._outbox or self._writing:
+                await self._sent.wait()
+            if self._farewell:
+                send_eof = getattr(self.stream, "send_eof", None)
+                if send_eof is not None:
+                    try:
+                        await send_eof()
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                        return
+                while await self.stream.receive_some(RECEIVE_BYTES):
                     pass
-            self._closed = True  #: no eager delivery may touch the descriptor from here on
-            await trio.aclose_forcefully(self.stream)
+
+    async def _writer(self) -> None:
+        """The one task that writes to the socket: sends the outbox, in order.
+
+        Bytes leave the core only synchronously (`_take`), straight into the outbox, so
+        no cancellation can lose or split a chunk; this task is cancelled only when the
+        session is over, when a half-sent chunk no longer matters.
+        """
+        try:
+            while True:
+                while not self._outbox:
+                    await self._out_wake.wait()
+                    self._out_wake = trio.Event()
+                data = bytes(self._outbox)
+                self._outbox.clear()
+                self._writing = True
+                try:
+                    await self.stream.send_all(data)
+                finally:
+                    self._writing = False
+                    self._sent.set()
+                    self._sent = trio.Event()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._broken = True
+            self._sent.set()
+            self._scope.cancel()
 
     async def _flush(self) -> None:
+        """Sends what the core has to send; returns when it is on the socket.
+
+        Raises TooSlowError when the peer has not taken it within `write_timeout_s`.
+        """
         data = self.conn.data_to_send()
-        if self._backlog:
-            #: what an eager delivery could not write goes first
-            data = self._backlog + data
-            self._backlog = b""
-        if not data:
+        if data:
+            if self._fd >= 0 and not self._outbox and not self._writing:
+                #: plain TCP with no write in progress: try the socket directly; the common
+                #: case (room in the send buffer) then costs one system call and no timer
+                try:
+                    sent = os.write(self._fd, data)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    self._broken = True
+                    raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
+                if sent == len(data):
+                    return
+                data = data[sent:]
+            self._outbox += data
+            self._out_wake.set()
+        if not self._outbox and not self._writing:
             return
-        if self._fd >= 0 and not self.lock.locked():
-            #: plain TCP with no write in progress: try the socket directly; the common case
-            #: (room in the send buffer) then costs one system call and no timer
-            try:
-                sent = os.write(self._fd, data)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                raise trio.BrokenResourceError(f"socket connection broken: {exc}") from exc
-            if sent == len(data):
-                return
-            data = memoryview(data)[sent:]
-        async with self.lock:
-            # Bytes taken from the core must all go out or the connection is done: a cancel
-            # in the middle (PlayStopped, a kick) would leave the peer's chunk state out of
-            # step. The shield holds at most write_timeout_s.
-            with trio.CancelScope(shield=True):
-                with trio.fail_after(self.daemon.config.rtmp.write_timeout_s):
-                    await self.stream.send_all(data)
+        if self._broken:
+            raise trio.BrokenResourceError("socket connection broken")
+        with trio.fail_after(self.daemon.config.rtmp.write_timeout_s):
+            while self._outbox or self._writing:
+                await self._sent.wait()
+                if self._broken:
+                    raise trio.BrokenResourceError("socket connection broken")
 
     # -- the reader loop -----------------------------------------------------------------
 
@@ -477,8 +566,8 @@ class RtmpSession:
         def deliver(reader: Any) -> bool:
             """Sends new frames now, from inside the publisher's push (see play.py)."""
             if (
-                self._backlog
-                or self.lock.locked()
+                self._outbox
+                or self._writing
                 or self._closing
                 or self._closed
                 or self._play_stopped
@@ -498,7 +587,8 @@ class RtmpSession:
                 sent = 0  #: the task's flush meets the error and ends the play
             if sent == len(data):
                 return True
-            self._backlog = data[sent:]
+            self._outbox += data[sent:]
+            self._out_wake.set()
             return False
 
         try:
@@ -525,6 +615,7 @@ class RtmpSession:
                     self._scope.cancel()
                 except trio.TooSlowError:
                     reason = "too-slow"
+                    self._broken = True  #: a full socket: no goodbye to wait for
                     self._scope.cancel()
         finally:
             self._play_stopped = True
@@ -550,5 +641,6 @@ class RtmpSession:
                 if reason == "not-found"
                 else "NetStream.Play.UnpublishNotify",
             )
+            self._farewell = True
             await self._flush()
             self._scope.cancel()
