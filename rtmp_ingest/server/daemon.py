@@ -427,6 +427,6 @@ def _peer(stream: trio.abc.Stream) -> str:
     inner = getattr(stream, "transport_stream", stream)
     try:
         host, port = inner.socket.getpeername()[:2]  # type: ignore[attr-defined]
-    except (OSError, AttributeError):
-        return "unknown"
+    except (OSError, AttributeError, ValueError, TypeError):
+        return "unknown"  #: not an IP socket (a unix socket pair, a test stream)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

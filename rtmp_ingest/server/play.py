@@ -87,11 +87,12 @@ def resolve_source(daemon: Daemon, stream_path: str, requested: str | None) -> s
 
 
 def _eager_hook(
-    deliver: Callable[[Reader], bool], reader: Reader, wake: trio.Event
+    deliver: Callable[[Reader], bool], reader: Reader, wake: trio.Event, delivered: list[int]
 ) -> Callable[[], None]:
     def hook() -> None:
         try:
             if deliver(reader):
+                delivered[0] += 1
                 return
         except Exception:  # noqa: BLE001 - never into the publisher's push: the task reports it
             pass
@@ -134,22 +135,27 @@ async def play_batches(
     player.reader = reader
     daemon.players.add(player)
     convert = player.track.convert
+    #: frames `deliver` sent without waking this task: the idle wait counts from the last
+    delivered = [0]
     try:
         while True:
             wake = trio.Event()
             if deliver is None:
                 reader.set_wakeup(wake.set)
             else:
-                reader.set_wakeup(_eager_hook(deliver, reader, wake))
+                reader.set_wakeup(_eager_hook(deliver, reader, wake, delivered))
             frames = reader.drain_nowait()
             if frames:
                 batch = [m for m in map(convert, frames) if m is not None]
                 if batch:
                     yield batch
                 continue
+            before = delivered[0]
             with trio.move_on_after(wait_s) as idle:
                 await wake.wait()
             if idle.cancelled_caught:
+                if delivered[0] != before:
+                    continue  #: frames went out meanwhile: not idle, wait again from now
                 if resolve_source(daemon, player.stream_path, source_id) is None:
                     player.end_reason = "ended"
                     return

@@ -374,6 +374,10 @@ class RtmpSession:
             elif cls is ev.Unpublished:
                 if self.feed is not None and event.stream_id == self.publish_stream_id:
                     self.daemon.end_feed(self, EndReason.UNPUBLISH)
+                    #: the connection may publish again (OBS does after a stop/start)
+                    self.feed = None
+                    self.publish_stream_id = None
+                    self.media = FeedMedia()
             elif cls is ev.PlayStopped:
                 self._play_stopped = True
                 if self._play_scope is not None:

@@ -1,0 +1,260 @@
+"""The RTMP driver over in-memory streams with a MockClock: cancellation, goodbyes, shutdown.
+
+Server-to-client bytes go in lockstep: a peer that does not read blocks the server's
+writes at once, so
+these tests reach the states a stalled encoder or player puts a session in, with no
+socket and no real time: the clock jumps whenever every task waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from rtmp_ingest import config as config_mod
+from rtmp_ingest.bundle import EndReason
+from rtmp_ingest.rtmp import events as ev
+from rtmp_ingest.server import daemon as daemon_mod
+from rtmp_ingest.server.daemon import Daemon
+from rtmp_ingest.server.rtmp import RtmpSession
+from tests.tools.rtmp_client import TrioRtmpClient
+
+AVC_CONFIG = bytes.fromhex("1700000000014d401effe1000967") + b"\x00" * 8
+AVC_KEY = bytes.fromhex("1701000000") + b"\x00\x00\x00\x05\x65\x88\x84\x00\x00"
+#: a 64 KiB inter frame: a few of these fill any peer that does not read
+AVC_INTER = bytes.fromhex("2701000000") + (65536).to_bytes(4, "big") + b"\x41" + b"\x00" * 65535
+
+
+@pytest.fixture
+def mock_clock() -> trio.testing.MockClock:
+    return trio.testing.MockClock(autojump_threshold=0)
+
+
+@pytest.fixture
+async def daemon(tmp_path: Any, nursery: trio.Nursery) -> AsyncIterator[Daemon]:
+    config = config_mod.load(
+        None,
+        overrides={
+            "data_dir": str(tmp_path),
+            "rtmp": {"goodbye_s": 2.0, "write_timeout_s": 10.0},
+        },
+    )
+    daemon = Daemon(config)
+    connections = await nursery.start(daemon_mod._open_nursery)
+    daemon._connections = connections
+    nursery.start_soon(daemon._pump_events)
+    yield daemon
+
+
+def connect_session(daemon: Daemon) -> tuple[TrioRtmpClient, Any]:
+    """A session served in the daemon's connections nursery; the client's stream."""
+    #: client → server buffered (an encoder's writes rarely block); server → client in
+    #: lockstep: a client that does not read blocks the server's write at once
+    up_send, up_receive = trio.testing.memory_stream_one_way_pair()
+    down_send, down_receive = trio.testing.lockstep_stream_one_way_pair()
+    client_end = trio.StapledStream(up_send, down_receive)
+    server_end = trio.StapledStream(down_send, up_receive)
+    assert daemon._connections is not None
+    daemon._connections.start_soon(lambda: daemon._handle_rtmp(server_end, secure=False))
+    return TrioRtmpClient(client_end), server_end  # type: ignore[arg-type]
+
+
+async def publish(daemon: Daemon, name: str) -> tuple[TrioRtmpClient, int]:
+    client, _ = connect_session(daemon)
+    await client.connect("live")
+    stream_id = await client.create_stream()
+    status = await client.publish(stream_id, name)
+    assert status.code == "NetStream.Publish.Start"
+    client.conn.send_video(stream_id, 0, AVC_CONFIG)
+    client.conn.send_video(stream_id, 0, AVC_KEY)
+    await client.flush()
+    return client, stream_id
+
+
+def session_of(daemon: Daemon, stream_path: str) -> RtmpSession:
+    return next(s for s in daemon.sessions if s.stream_path == stream_path)
+
+
+async def read_all(client: TrioRtmpClient, nbytes: int = 65536) -> list[Any]:
+    """Reads (nbytes at a time) until the server closes; the events the client parsed."""
+    events: list[Any] = []
+    while True:
+        data = await client.stream.receive_some(nbytes)
+        client.conn.receive_data(data)
+        while True:
+            event = client.conn.next_event()
+            if event is ev.NEED_DATA or isinstance(event, ev.ConnectionClosed):
+                break
+            events.append(event)
+        if not data:
+            return events
+
+
+async def test_a_kicked_publisher_that_reads_slowly_gets_the_whole_status(
+    mock_clock: trio.testing.MockClock, daemon: Daemon
+) -> None:
+    client, stream_id = await publish(daemon, "a")
+    session = session_of(daemon, "live/a")
+    session.kick(EndReason.KICKED, "Your feed was stopped by the server operator.")
+    # ten bytes a read: every write of the goodbye is partial, none may be cut short
+    events = await read_all(client, nbytes=10)
+    statuses = [e for e in events if isinstance(e, ev.Status)]
+    assert [s.description for s in statuses] == ["Your feed was stopped by the server operator."]
+    assert not daemon.publishers
+
+
+async def test_the_goodbye_to_a_peer_that_never_reads_is_bounded(
+    mock_clock: trio.testing.MockClock, daemon: Daemon
+) -> None:
+    client, stream_id = await publish(daemon, "a")
+    session = session_of(daemon, "live/a")
+    started = trio.current_time()
+    session.kick(EndReason.KICKED, "Your feed was stopped by the server operator.")
+    with trio.fail_after(30):
+        while daemon.sessions:
+            await trio.sleep(0.01)
+    elapsed = trio.current_time() - started
+    assert daemon.config.rtmp.goodbye_s <= elapsed < daemon.config.rtmp.goodbye_s + 0.5
+    assert not daemon.publishers
+
+
+async def test_a_kick_while_a_write_to_a_player_is_blocked_ends_within_the_goodbye(
+    mock_clock: trio.testing.MockClock, daemon: Daemon
+) -> None:
+    publisher, stream_id = await publish(daemon, "a")
+    player, _ = connect_session(daemon)
+    await player.connect("live")
+    play_id = await player.create_stream()
+    await player.play(play_id, "a")
+    await player.wait_for(lambda e: isinstance(e, ev.Status) and "Start" in e.code)
+    # the player stops reading; the publisher goes on until the player's writes block
+    session = next(s for s in daemon.sessions if s.feed is not None)
+    player_session = next(s for s in daemon.sessions if s.player is not None)
+    for ts in range(40, 40 * 40, 40):
+        publisher.conn.send_video(stream_id, ts, AVC_INTER)
+        await publisher.flush()
+        if player_session._writing:
+            break
+    assert player_session._writing, "the player's write never blocked"
+    started = trio.current_time()
+    player_session.kick(EndReason.SHUTDOWN, "Server shutting down.")
+    with trio.fail_after(30):
+        while player_session in daemon.sessions:
+            await trio.sleep(0.01)
+    # not the 10 s write timeout: the goodbye's 2 s bound holds during a blocked write
+    assert trio.current_time() - started < daemon.config.rtmp.goodbye_s + 0.5
+    assert session in daemon.sessions  # the publisher is undisturbed
+
+
+async def test_shutdown_with_twenty_stalled_players_ends_within_the_deadline(
+    mock_clock: trio.testing.MockClock, daemon: Daemon
+) -> None:
+    publisher, stream_id = await publish(daemon, "a")
+    players = []
+    for _ in range(20):
+        player, _end = connect_session(daemon)
+        await player.connect("live")
+        play_id = await player.create_stream()
+        await player.play(play_id, "a")
+        await player.wait_for(lambda e: isinstance(e, ev.Status) and "Start" in e.code)
+        players.append(player)
+    # nobody reads any more; the publisher's frames stall every player's writes
+    for ts in range(40, 40 * 10, 40):
+        publisher.conn.send_video(stream_id, ts, AVC_INTER)
+        with trio.move_on_after(1):
+            await publisher.flush()
+    stalled = [s for s in daemon.sessions if s.player is not None and s._writing]
+    assert len(stalled) == 20
+    started = trio.current_time()
+    await daemon._drain()
+    assert trio.current_time() - started <= daemon_mod.SHUTDOWN_TIMEOUT_S + 0.1
+    with trio.fail_after(1):
+        while daemon.sessions:
+            await trio.sleep(0.01)
+
+
+async def test_a_republish_on_the_same_connection_after_unpublish_is_accepted(
+    mock_clock: trio.testing.MockClock, daemon: Daemon
+) -> None:
+    client, stream_id = await publish(daemon, "a")
+    client.conn.unpublish(stream_id, "a")
+    await client.flush()
+    stream_id = await client.create_stream()  #: reads the server's answers meanwhile
+    assert not daemon.publishers
+    status = await client.publish(stream_id, "a")
+    assert status.code == "NetStream.Publish.Start", status.description
+    client.conn.send_video(stream_id, 1000, AVC_CONFIG)
+    client.conn.send_video(stream_id, 1000, AVC_KEY)
+    await client.flush()
+    assert len(daemon.publishers) == 1
+
+
+def connect_socket_session(daemon: Daemon) -> TrioRtmpClient:
+    """A session on a real socket pair (the eager delivery path needs a descriptor)."""
+    a, b = trio.socket.socketpair()
+    assert daemon._connections is not None
+    server_end = trio.SocketStream(b)
+    daemon._connections.start_soon(lambda: daemon._handle_rtmp(server_end, secure=False))
+    return TrioRtmpClient(trio.SocketStream(a))
+
+
+async def feed_for(client: TrioRtmpClient, stream_id: int, start_ms: int, seconds: float) -> None:
+    """Sends a keyframe then inter frames every 40 ms for `seconds` (mock time)."""
+    client.conn.send_video(stream_id, start_ms, AVC_CONFIG)
+    client.conn.send_video(stream_id, start_ms, AVC_KEY)
+    for n in range(1, int(seconds / 0.04)):
+        client.conn.send_video(stream_id, start_ms + 40 * n, AVC_INTER[:200])
+        await client.flush()
+        await trio.sleep(0.04)
+
+
+async def test_an_rtmp_player_stays_through_a_reconnect_inside_grace(
+    mock_clock: trio.testing.MockClock, tmp_path: Any, nursery: trio.Nursery
+) -> None:
+    # play_wait_s shorter than the time the player has been fed eagerly: the idle wait
+    # must count from the last frame delivered, not from the task's last wakeup
+    config = config_mod.load(
+        None,
+        overrides={"data_dir": str(tmp_path), "rtmp": {"play_wait_s": 2.0}},
+    )
+    daemon = Daemon(config)
+    daemon._connections = await nursery.start(daemon_mod._open_nursery)
+    nursery.start_soon(daemon._pump_events)
+    nursery.start_soon(daemon._clock)
+
+    async def publish_on_socket() -> tuple[TrioRtmpClient, int]:
+        client = connect_socket_session(daemon)
+        await client.connect("live")
+        stream_id = await client.create_stream()
+        assert (await client.publish(stream_id, "a")).code == "NetStream.Publish.Start"
+        return client, stream_id
+
+    first, first_id = await publish_on_socket()
+    player = connect_socket_session(daemon)
+    await player.connect("live")
+    play_id = await player.create_stream()
+    await player.play(play_id, "a")
+    video_after: list[float] = []
+
+    async def keep_reading() -> None:
+        while not player.closed:
+            await player._read_once()
+            for event in player.events:
+                if isinstance(event, ev.VideoData):
+                    video_after.append(trio.current_time())
+            player.events.clear()
+
+    nursery.start_soon(keep_reading)
+    await feed_for(first, first_id, 0, 3.0)
+    await first.aclose()  #: the encoder drops; the source waits in grace (5 s)
+    await trio.sleep(1.5)
+    second, second_id = await publish_on_socket()
+    reconnected_at = trio.current_time()
+    await feed_for(second, second_id, 10_000, 3.0)
+    assert not player.closed, "the RTMP player was ended during the reconnect"
+    assert any(t > reconnected_at + 1.0 for t in video_after)
+    daemon._connections.cancel_scope.cancel()
