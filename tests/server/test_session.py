@@ -97,7 +97,7 @@ async def read_all(client: TrioRtmpClient, nbytes: int = 65536) -> list[Any]:
 async def test_a_kicked_publisher_that_reads_slowly_gets_the_whole_status(
     mock_clock: trio.testing.MockClock, daemon: Daemon
 ) -> None:
-    client, stream_id = await publish(daemon, "a")
+    client, _stream_id = await publish(daemon, "a")
     session = session_of(daemon, "live/a")
     session.kick(EndReason.KICKED, "Your feed was stopped by the server operator.")
     # ten bytes a read: every write of the goodbye is partial, none may be cut short
@@ -110,7 +110,7 @@ async def test_a_kicked_publisher_that_reads_slowly_gets_the_whole_status(
 async def test_the_goodbye_to_a_peer_that_never_reads_is_bounded(
     mock_clock: trio.testing.MockClock, daemon: Daemon
 ) -> None:
-    client, stream_id = await publish(daemon, "a")
+    _client, _stream_id = await publish(daemon, "a")
     session = session_of(daemon, "live/a")
     started = trio.current_time()
     session.kick(EndReason.KICKED, "Your feed was stopped by the server operator.")
