@@ -35,6 +35,8 @@ from rtmp_ingest.config import Config, parse_host_port
 from rtmp_ingest.outputs.names import source_segment
 from rtmp_ingest.server.events import EventHub
 from rtmp_ingest.server.hls import HlsService
+from rtmp_ingest.server.ingest import IngestSession
+from rtmp_ingest.server.logtext import quoted, shown
 from rtmp_ingest.server.play import Player
 from rtmp_ingest.server.record import RecorderService
 from rtmp_ingest.server.rtmp import RtmpSession
@@ -84,7 +86,7 @@ class Daemon:
         self.players: set[Player] = set()
         #: set (and replaced) whenever the bundle changed; players wait on it for a source
         self.bundle_changed = trio.Event()
-        self.publishers: dict[int, RtmpSession] = {}
+        self.publishers: dict[int, IngestSession] = {}
         self.per_address: Counter[str] = Counter()
         self.started_at = time.time()
         self.secret = b""
@@ -122,13 +124,13 @@ class Daemon:
 
     # -- feeds -----------------------------------------------------------------------
 
-    def feed_started(self, session: RtmpSession) -> None:
+    def feed_started(self, session: IngestSession) -> None:
         assert session.feed is not None
         self.publishers[session.feed.feed_id] = session
         self.metrics.publishes += 1
         self._poke.set()
 
-    def end_feed(self, session: RtmpSession, reason: EndReason) -> None:
+    def end_feed(self, session: IngestSession, reason: EndReason) -> None:
         feed = session.feed
         if feed is None:
             return
@@ -140,14 +142,17 @@ class Daemon:
         if feed.end_reason is None:
             self.registry.end_feed(feed, reason, now_s=now)
         log.info(
-            "unpublish stream=%s sourceId=%r remote=%s feed=%d reason=%s bytes=%d uptime=%.1fs",
-            feed.stream_path,
-            feed.source_id,
+            "unpublish stream=%s sourceId=%s protocol=%s remote=%s feed=%d reason=%s bytes=%d "
+            "uptime=%.1fs%s",
+            shown(feed.stream_path),
+            quoted(feed.source_id),
+            session.protocol,
             session.remote,
             feed.feed_id,
             (feed.end_reason or reason).value,
             stats.bytes_in,
             stats.uptime_s,
+            f" malformed={session.malformed}" if session.malformed else "",
         )
         self._poke.set()
 
@@ -161,9 +166,9 @@ class Daemon:
             return False
         session.kick(EndReason.KICKED, "Your feed was stopped by the server operator.")
         log.info(
-            "kick stream=%s sourceId=%r remote=%s feed=%d",
-            stream_path,
-            source_id,
+            "kick stream=%s sourceId=%s remote=%s feed=%d",
+            shown(stream_path),
+            quoted(source_id),
             session.remote,
             stats.on_air_feed_id,
         )
@@ -240,9 +245,9 @@ class Daemon:
             session = self.publishers.get(event.feed_id)
             remote = session.remote if session else "-"
             log.info(
-                "supersede stream=%s sourceId=%r remote=%s feed=%d by_feed=%d",
-                event.stream_path,
-                event.source_id,
+                "supersede stream=%s sourceId=%s remote=%s feed=%d by_feed=%d",
+                shown(event.stream_path),
+                quoted(event.source_id),
                 remote,
                 event.feed_id,
                 event.by_feed_id,
@@ -259,8 +264,8 @@ class Daemon:
             log.info(
                 "%s stream=%s%s",
                 name,
-                event.stream_path,
-                f" sourceId={source!r}" if source is not None else "",
+                shown(event.stream_path),
+                f" sourceId={quoted(source)}" if source is not None else "",
             )
         self.hub.publish(event, wall_origin_s=self.registry.wall_origin_s)
         self.hls.on_event(event)
@@ -311,7 +316,7 @@ class Daemon:
             log.exception(
                 "internal error on connection remote=%s stream=%s; connection closed",
                 remote,
-                session.stream_path or "-",
+                shown(session.stream_path or "-"),
             )
             await trio.aclose_forcefully(stream)
         finally:
@@ -371,7 +376,7 @@ class Daemon:
         with trio.CancelScope() as scope:
             self._listener_scopes.append(scope)
             await trio.serve_listeners(
-                lambda stream: self._handle_rtmp(stream, secure=secure),
+                lambda stream: self._handle_rtmp(stream, secure=secure),  # type: ignore[arg-type]
                 listeners,
                 handler_nursery=connections,
             )
@@ -395,7 +400,7 @@ class Daemon:
             "shutting down: %d connections, %d feeds", len(self.sessions), len(self.publishers)
         )
         deadline = trio.current_time() + SHUTDOWN_TIMEOUT_S
-        capable = [s for s in self.publishers.values() if s.reconnect_capable]
+        capable = [s for s in self.sessions if s.feed is not None and s.reconnect_capable]
         for session in capable:
             session.conn.send_reconnect_request(description="Server restarting; reconnect please.")
             session.queue_output()
@@ -423,10 +428,10 @@ async def _open_nursery(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
         await trio.sleep_forever()
 
 
-def _peer(stream: trio.abc.Stream) -> str:
+def _peer(stream: Any) -> str:
     inner = getattr(stream, "transport_stream", stream)
     try:
-        host, port = inner.socket.getpeername()[:2]  # type: ignore[attr-defined]
+        host, port = inner.socket.getpeername()[:2]
     except (OSError, AttributeError, ValueError, TypeError):
         return "unknown"  #: not an IP socket (a unix socket pair, a test stream)
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

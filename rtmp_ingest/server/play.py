@@ -23,7 +23,7 @@ empty batch, its cue to flush what `deliver` left over.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING
 
 import attrs
@@ -121,7 +121,7 @@ async def play_batches(
     *,
     wait_s: float,
     deliver: Callable[[Reader], bool] | None = None,
-) -> AsyncIterator[list[tuple[int, int, bytes]]]:
+) -> AsyncGenerator[list[tuple[int, int, bytes]]]:
     """Yields batches of (type, timestamp, body) for a player until its source is gone.
 
     Ends when no source turned up within `wait_s` (`player.end_reason` "not-found")

@@ -35,6 +35,7 @@ from rtmp_ingest.rtmp import (
     StreamState,
 )
 from rtmp_ingest.rtmp import events as ev
+from rtmp_ingest.server.logtext import quoted, shown
 from rtmp_ingest.server.media import FeedMedia
 from rtmp_ingest.server.play import Player, play_batches
 from rtmp_ingest.tokens import TokenError
@@ -45,17 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rtmp_ingest.rtmp")
 
-#: Client-supplied text in a log line is cut to this many characters (and escaped).
-LOG_TEXT_MAX = 200
-
-
-def shown(text: str) -> str:
-    """Client text as it may appear in a log line: escaped (no forged lines), clipped."""
-    if len(text) > LOG_TEXT_MAX:
-        text = text[:LOG_TEXT_MAX] + f"…(+{len(text) - LOG_TEXT_MAX} chars)"
-    if text.isprintable():
-        return text
-    return text.encode("unicode_escape").decode("ascii")
 
 #: Bytes per socket read: several video chunks at once keeps per-read overhead low.
 RECEIVE_BYTES = 65536
@@ -77,6 +67,7 @@ class RtmpSession:
         self.remote = remote
         self.remote_ip = remote.rsplit(":", 1)[0].strip("[]")
         self.secure = secure
+        self.protocol = "rtmps" if secure else "rtmp"
         self.conn = ServerConnection(limits=daemon.config.rtmp.limits())
         #: bytes taken from the core, not yet on the socket; only `_writer` sends them
         self._outbox = bytearray()
@@ -88,6 +79,8 @@ class RtmpSession:
         self._broken = False
         #: a status was sent that the peer must get to read (refusal, kick, shutdown)
         self._farewell = False
+        #: the first malformed media message of the feed was logged (later ones are counted)
+        self._drop_logged = False
         self.feed: Feed | None = None
         #: whether this publisher's feeds are recorded (app setting, or the token's claim)
         self.record = False
@@ -132,10 +125,10 @@ class RtmpSession:
                     except trio.TooSlowError:
                         self._broken = True
                         log.info(
-                            "write timeout remote=%s stream=%s sourceId=%r: peer too slow, dropped",
+                            "write timeout remote=%s stream=%s sourceId=%s: peer too slow, dropped",
                             self.remote,
                             shown(self.stream_path or "-"),
-                            self.source_id,
+                            quoted(self.source_id),
                         )
                 if self._deadline.cancelled_caught:
                     reason = (
@@ -149,10 +142,10 @@ class RtmpSession:
                         )
                     )
                     log.info(
-                        "timeout remote=%s stream=%s sourceId=%r waiting for %s",
+                        "timeout remote=%s stream=%s sourceId=%s waiting for %s",
                         self.remote,
                         shown(self.stream_path or "-"),
-                        self.source_id,
+                        quoted(self.source_id),
                         what,
                     )
                 if self._play_scope is not None:
@@ -165,6 +158,10 @@ class RtmpSession:
             self._closed = True  #: no eager delivery may touch the descriptor from here on
             self._end_feed_now(reason)
             await trio.aclose_forcefully(self.stream)
+
+    @property
+    def malformed(self) -> int:
+        return self.media.dropped
 
     def kick(self, reason: EndReason, description: str) -> None:
         """Ends this session from outside (supersede, operator, shutdown); idempotent."""
@@ -305,7 +302,7 @@ class RtmpSession:
         less CPU per publisher on loopback at 60 publishers). TLS goes through the stream.
         """
         if self._fd < 0:
-            return await self.stream.receive_some(RECEIVE_BYTES)
+            return bytes(await self.stream.receive_some(RECEIVE_BYTES))
         fd = self._fd
         while True:
             await trio.lowlevel.wait_readable(fd)
@@ -324,10 +321,10 @@ class RtmpSession:
                 event = conn.next_event()
             except RemoteProtocolError as exc:
                 log.info(
-                    "protocol error remote=%s stream=%s sourceId=%r: %s",
+                    "protocol error remote=%s stream=%s sourceId=%s: %s",
                     self.remote,
-                    self.stream_path or "-",
-                    self.source_id,
+                    shown(self.stream_path or "-"),
+                    quoted(self.source_id),
                     exc.message,
                 )
                 self.daemon.metrics.protocol_errors += 1
@@ -350,13 +347,15 @@ class RtmpSession:
                     #: moving a trio deadline re-sorts the timer heap: do it about once a second
                     self._media_at = now
                     self._deadline.deadline = now + self._idle_timeout_s
-                if self.media.first_error is not None and self.media.dropped == 1:
+                if self.media.dropped and not self._drop_logged:
+                    #: once per feed; the count goes into the unpublish line
+                    self._drop_logged = True
                     log.warning(
-                        "malformed media dropped remote=%s stream=%s sourceId=%r: %s",
+                        "malformed media dropped remote=%s stream=%s sourceId=%s: %s",
                         self.remote,
-                        self.stream_path,
-                        self.source_id,
-                        self.media.first_error,
+                        shown(self.stream_path),
+                        quoted(self.source_id),
+                        shown(self.media.first_error or ""),
                     )
             elif cls is ev.DataMessage:
                 if self.feed is not None:
@@ -378,6 +377,7 @@ class RtmpSession:
                     self.feed = None
                     self.publish_stream_id = None
                     self.media = FeedMedia()
+                    self._drop_logged = False
             elif cls is ev.PlayStopped:
                 self._play_stopped = True
                 if self._play_scope is not None:
@@ -404,11 +404,11 @@ class RtmpSession:
         self.conn.accept_connect()
         self._deadline.deadline = trio.current_time() + self.daemon.config.rtmp.command_timeout_s
         log.debug(
-            "connect remote=%s app=%r tcUrl=%r flashVer=%r",
+            "connect remote=%s app=%s tcUrl=%s flashVer=%s",
             self.remote,
-            event.app,
-            event.tc_url,
-            event.properties.get("flashVer"),
+            quoted(event.app),
+            quoted(event.tc_url),
+            quoted(str(event.properties.get("flashVer"))),
         )
 
     def _refuse(self, stream_id: int, code: str, reason_code: str, description: str) -> None:
@@ -417,12 +417,12 @@ class RtmpSession:
             self.daemon.metrics.refused.get(reason_code, 0) + 1
         )
         log.info(
-            "refused stream=%s sourceId=%r remote=%s reason=%s: %s",
-            self.stream_path or "-",
-            self.source_id,
+            "refused stream=%s sourceId=%s remote=%s reason=%s: %s",
+            shown(self.stream_path or "-"),
+            quoted(self.source_id),
             self.remote,
             reason_code,
-            description,
+            shown(description),
         )
         self._closing = True
 
@@ -489,7 +489,7 @@ class RtmpSession:
             permissions = Permissions(
                 app_multisource=app_multisource,
                 token_multisource=claims.multisource,
-                allowed_source_ids=frozenset(claims.source_ids)
+                allowed_source_ids=frozenset[str](claims.source_ids)
                 if claims.source_ids is not None
                 else None,
             )
@@ -514,9 +514,9 @@ class RtmpSession:
         daemon.feed_started(self)
         self._deadline.deadline = trio.current_time() + daemon.config.rtmp.idle_timeout_s
         log.info(
-            "publish stream=%s sourceId=%r remote=%s feed=%d priority=%d state=%s%s",
-            address.path,
-            self.source_id,
+            "publish stream=%s sourceId=%s remote=%s feed=%d priority=%d state=%s%s",
+            shown(address.path),
+            quoted(self.source_id),
             self.remote,
             result.feed.feed_id,
             priority,
@@ -550,9 +550,9 @@ class RtmpSession:
         assert self._nursery is not None
         self._nursery.start_soon(self._play, event.stream_id)
         log.info(
-            "play stream=%s sourceId=%r remote=%s layer=%s",
-            address.path,
-            requested,
+            "play stream=%s sourceId=%s remote=%s layer=%s",
+            shown(address.path),
+            quoted(requested),
             self.remote,
             layer,
         )
@@ -569,13 +569,7 @@ class RtmpSession:
 
         def deliver(reader: Any) -> bool:
             """Sends new frames now, from inside the publisher's push (see play.py)."""
-            if (
-                self._outbox
-                or self._writing
-                or self._closing
-                or self._closed
-                or self._play_stopped
-            ):
+            if self._outbox or self._writing or self._closing or self._closed or self._play_stopped:
                 return False
             for message in map(convert, reader.drain_nowait()):
                 if message is not None:
@@ -624,9 +618,9 @@ class RtmpSession:
         finally:
             self._play_stopped = True
             log.info(
-                "play end stream=%s sourceId=%r remote=%s reason=%s bytes=%d dropped=%d",
-                player.stream_path,
-                player.source_id,
+                "play end stream=%s sourceId=%s remote=%s reason=%s bytes=%d dropped=%d",
+                shown(player.stream_path),
+                quoted(player.source_id),
                 self.remote,
                 reason,
                 player.track.bytes,
