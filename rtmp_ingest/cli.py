@@ -24,8 +24,8 @@ from typing import Any
 
 import trio
 
+from rtmp_ingest import __version__, tokens
 from rtmp_ingest import config as config_mod
-from rtmp_ingest import tokens
 
 EXIT_CONFIG = 2
 
@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtmp-ingest", description="RTMP ingest for multisource streams"
     )
+    parser.add_argument("--version", action="version", version=f"rtmp-ingest {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the server")
     serve.add_argument("--config", help="TOML file (overrides the embedded default)")
@@ -46,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="configuration helpers")
     cfg.add_argument("--print-default", action="store_true", help="print the embedded default TOML")
     cfg.add_argument("--check", metavar="FILE", help="validate a configuration file")
+    cfg.add_argument(
+        "--print-effective",
+        metavar="FILE",
+        help="print the merged configuration (embedded default + FILE) as TOML, secrets masked",
+    )
     token = sub.add_parser("token", help="publish tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create", help="mint a token (signed with the server secret)")
@@ -96,6 +102,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _join_negative_times(argv: list[str]) -> list[str]:
+    """`--from -10m` as `--from=-10m`: argparse would take -10m for an option."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg in ("--from", "--to") and i + 1 < len(argv) and argv[i + 1].startswith("-"):
+            out.append(f"{arg}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
 
 
 def parse_time(text: str, *, now: float) -> float:
@@ -219,8 +240,16 @@ async def _watch_signals(signals: Any, daemon: Any, scope: trio.CancelScope) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_join_negative_times(sys.argv[1:] if argv is None else argv))
     if args.command == "config":
+        if args.print_effective:
+            try:
+                effective = config_mod.load(args.print_effective)
+            except config_mod.ConfigError as exc:
+                print(f"rtmp-ingest: config error: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
+            print(config_mod.to_toml(config_mod.masked(effective)), end="")
+            return 0
         if args.check:
             try:
                 config_mod.load(args.check)
@@ -246,12 +275,30 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("hypercorn").setLevel(logging.WARNING)
     try:
         trio.run(_serve, config)
-    except OSError as exc:
-        print(f"rtmp-ingest: cannot listen: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except BaseException as exc:  #: start-up failures become one line, the rest re-raise
+        failure = _startup_failure(exc)
+        if failure is None:
+            raise
+        print(f"rtmp-ingest: cannot start: {failure}", file=sys.stderr)
+        return EXIT_CONFIG
     return 0
+
+
+def _startup_failure(exc: BaseException) -> str | None:
+    """The one line for a start-up failure inside `exc` (nurseries wrap it), else None."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _startup_failure(inner)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, config_mod.ConfigError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.filename}: {exc.strerror}"
+    return None
 
 
 def _token(args: argparse.Namespace, config: config_mod.Config) -> int:

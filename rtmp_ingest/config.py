@@ -140,6 +140,10 @@ class ConfigError(ValueError):
     """A configuration problem, worded for the operator (names the key)."""
 
 
+class StartupError(ConfigError):
+    """What `serve` met while starting (a port in use, an unreadable file): one line."""
+
+
 @attrs.frozen(kw_only=True)
 class RtmpConfig:
     listen: str = "0.0.0.0:1935"
@@ -400,3 +404,60 @@ def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
             _merge(into[key], value)
         else:
             into[key] = value
+
+
+#: Keys whose values `masked` hides (API and `config --print-effective`).
+SECRET_KEYS = frozenset({"secret", "admin_key", "passphrase", "passphrases"})
+
+
+def masked(config: Config) -> dict[str, Any]:
+    """The configuration as plain data, every secret replaced by "***" (empty stays empty)."""
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                key: ("***" if key in SECRET_KEYS and item else walk(item))
+                for key, item in value.items()
+            }
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        return value
+
+    data: dict[str, Any] = walk(_converter.unstructure(config))
+    return data
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """TOML for a configuration dict (scalars, lists of scalars, nested tables)."""
+    lines: list[str] = []
+
+    def scalar(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (int, float)):
+            return repr(value)
+        if isinstance(value, str):
+            return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(scalar(item) for item in value) + "]"
+        raise TypeError(f"cannot write {value!r} as TOML")
+
+    def table(prefix: str, values: dict[str, Any]) -> None:
+        plain = {k: v for k, v in values.items() if not isinstance(v, dict)}
+        nested = {k: v for k, v in values.items() if isinstance(v, dict)}
+        if prefix and plain:
+            lines.append(f"\n[{prefix}]")
+        for key, value in plain.items():
+            if value is not None:
+                lines.append(f"{_toml_key(key)} = {scalar(value)}")
+        for key, value in nested.items():
+            table(f"{prefix}.{_toml_key(key)}" if prefix else _toml_key(key), value)
+
+    table("", data)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def _toml_key(key: str) -> str:
+    if key and all(c.isalnum() or c in "-_" for c in key):
+        return key
+    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'

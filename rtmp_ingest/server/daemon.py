@@ -31,7 +31,7 @@ from rtmp_ingest.bundle import (
     Registry,
     Superseded,
 )
-from rtmp_ingest.config import Config, parse_host_port
+from rtmp_ingest.config import Config, StartupError, parse_host_port
 from rtmp_ingest.outputs.names import source_segment
 from rtmp_ingest.server.events import EventHub
 from rtmp_ingest.server.hls import HlsService
@@ -346,19 +346,30 @@ class Daemon:
             connections = await nursery.start(_open_nursery)
             self._connections = connections
             rtmp_host, rtmp_port = parse_host_port(config.rtmp.listen, key="rtmp.listen")
-            listeners = await trio.open_tcp_listeners(rtmp_port, host=rtmp_host)
+            listeners = await _listen("rtmp.listen", rtmp_host, rtmp_port)
             rtmp_bound = listeners[0].socket.getsockname()[:2]
             nursery.start_soon(self._serve, listeners, False, connections)
             rtmps_bound = None
             if config.rtmps.listen:
                 host, port = parse_host_port(config.rtmps.listen, key="rtmps.listen")
                 context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                context.load_cert_chain(config.rtmps.cert_file, config.rtmps.key_file)
-                tcp = await trio.open_tcp_listeners(port, host=host)
+                try:
+                    context.load_cert_chain(config.rtmps.cert_file, config.rtmps.key_file)
+                except (OSError, ssl.SSLError) as exc:
+                    raise StartupError(
+                        f"rtmps.cert_file/key_file: cannot load {config.rtmps.cert_file!r}: {exc}"
+                    ) from None
+                tcp = await _listen("rtmps.listen", host, port)
                 rtmps_bound = tcp[0].socket.getsockname()[:2]
                 tls = [trio.SSLListener(t, context, https_compatible=False) for t in tcp]
                 nursery.start_soon(self._serve, tls, True, connections)
-            http_bound = await nursery.start(serve_http, self)
+            try:
+                http_bound = await nursery.start(serve_http, self)
+            except* OSError as group:
+                exc = _first_leaf(group)
+                raise StartupError(
+                    f"http.listen {config.http.listen}: {getattr(exc, 'strerror', None) or exc}"
+                ) from None
             self.bound = Bound(rtmp=rtmp_bound, rtmps=rtmps_bound, http=http_bound)
             log.info(
                 "listening rtmp=%s:%d%s http=%s:%d",
@@ -419,6 +430,21 @@ class Daemon:
             while self.recorder.recordings:
                 await trio.sleep(0.02)
         await self.hub.aclose()
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def _listen(key: str, host: str, port: int) -> list[trio.SocketListener]:
+    """TCP listeners on host:port; a failure is a one-line StartupError naming the key."""
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        shown_host = f"[{host}]" if ":" in host else host
+        raise StartupError(f"{key} {shown_host}:{port}: {exc.strerror or exc}") from None
 
 
 async def _open_nursery(*, task_status: trio.TaskStatus[trio.Nursery]) -> None:
