@@ -88,6 +88,14 @@ class DaemonCollector:
         for reason, count in sorted(m.refused.items()):
             refused.add_metric([reason], count)
         yield refused
+        output_errors = CounterMetricFamily(
+            "rtmp_ingest_output_errors",
+            "Failures contained in one output's handling of a bundle event",
+            labels=["output"],
+        )
+        for output, count in sorted(m.output_errors.items()):
+            output_errors.add_metric([output], count)
+        yield output_errors
         yield CounterMetricFamily(
             "rtmp_ingest_supersedes", "Feeds superseded by a newer feed", value=m.supersedes
         )

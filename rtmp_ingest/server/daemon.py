@@ -62,6 +62,8 @@ class Metrics:
     player_bytes_ended: int = 0  #: bytes sent to players that have left
     player_dropped_ended: int = 0  #: frames dropped for players that have left
     refused: dict[str, int] = attrs.Factory(dict)
+    #: exceptions contained in one output's handling of a bundle event, per output
+    output_errors: dict[str, int] = attrs.Factory(dict)
 
 
 @attrs.frozen
@@ -97,6 +99,8 @@ class Daemon:
         #: the nursery every connection runs in (cancelled at the shutdown deadline)
         self._connections: trio.Nursery | None = None
         self._sessions_changed = trio.Event()
+        #: (output, stream) pairs whose failure was logged already
+        self._output_failures: set[tuple[str, str]] = set()
         self.bound: Bound | None = None
         self.hls = HlsService(self)
         self.recorder = RecorderService(self)
@@ -267,9 +271,39 @@ class Daemon:
                 shown(event.stream_path),
                 f" sourceId={quoted(source)}" if source is not None else "",
             )
-        self.hub.publish(event, wall_origin_s=self.registry.wall_origin_s)
-        self.hls.on_event(event)
-        self.recorder.on_event(event)
+        self._deliver("events", self.hub.publish, event)
+        self._deliver("hls", self.hls.on_event, event)
+        self._deliver("record", self.recorder.on_event, event)
+
+    def _deliver(self, output: str, handler: Any, event: Any) -> None:
+        """Hands a bundle event to one output; a failure there stays there.
+
+        An exception (a file name the file system refuses, a full disk, a bug) is
+        logged once per output and stream, counted in
+        `rtmp_ingest_output_errors_total{output=...}`, and never reaches the pump:
+        every other stream and output carries on.
+        """
+        try:
+            if output == "events":
+                handler(event, wall_origin_s=self.registry.wall_origin_s)
+            else:
+                handler(event)
+        except Exception as exc:  #: one stream's output must never stop the daemon
+            self.metrics.output_errors[output] = self.metrics.output_errors.get(output, 0) + 1
+            stream_path = getattr(event, "stream_path", "")
+            key = (output, stream_path)
+            if key not in self._output_failures:
+                self._output_failures.add(key)
+                log.error(
+                    "output error output=%s stream=%s event=%s: %s: %s "
+                    "(logged once per output and stream; counted in metrics)",
+                    output,
+                    shown(stream_path),
+                    type(event).__name__,
+                    type(exc).__name__,
+                    shown(str(exc)),
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
 
     async def _clock(self) -> None:
         """Calls registry.tick when a grace period expires."""

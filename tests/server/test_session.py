@@ -258,3 +258,25 @@ async def test_an_rtmp_player_stays_through_a_reconnect_inside_grace(
     assert not player.closed, "the RTMP player was ended during the reconnect"
     assert any(t > reconnected_at + 1.0 for t in video_after)
     daemon._connections.cancel_scope.cancel()
+
+
+async def test_an_output_failing_on_one_stream_is_contained(
+    mock_clock: trio.testing.MockClock, daemon: Daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[str] = []
+
+    def recorder_on_event(event: Any) -> None:
+        if event.stream_path == "live/bad":
+            raise OSError(36, "File name too long")
+        seen.append(event.stream_path)
+
+    daemon.recorder.on_event = recorder_on_event  # type: ignore[method-assign]
+    _bad, _ = await publish(daemon, "bad")
+    _good, _ = await publish(daemon, "good")
+    with trio.fail_after(5):
+        while "live/good" not in seen:
+            await trio.sleep(0.01)
+    assert len(daemon.publishers) == 2  # both feeds still publish
+    assert daemon.metrics.output_errors["record"] >= 1
+    errors = [r for r in caplog.records if "output error" in r.getMessage()]
+    assert len(errors) == 1 and "output=record stream=live/bad" in errors[0].getMessage()
