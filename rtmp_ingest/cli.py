@@ -215,20 +215,27 @@ def _secret(config: config_mod.Config) -> bytes:
     return tokens.load_or_create_secret(Path(config.data_dir) / "secret")
 
 
-async def _serve(config: config_mod.Config) -> None:
+async def _serve(config: config_mod.Config, reload: Any) -> None:
     from rtmp_ingest.server.daemon import Daemon  # noqa: PLC0415 - keep `config`/`token` light
 
     daemon = Daemon(config)
     async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            nursery.start_soon(_watch_signals, signals, daemon, nursery.cancel_scope)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            nursery.start_soon(_watch_signals, signals, daemon, nursery.cancel_scope, reload)
             await daemon.run()
             nursery.cancel_scope.cancel()
 
 
-async def _watch_signals(signals: Any, daemon: Any, scope: trio.CancelScope) -> None:
+async def _watch_signals(signals: Any, daemon: Any, scope: trio.CancelScope, reload: Any) -> None:
     count = 0
+    log = logging.getLogger("rtmp_ingest")
     async for signum in signals:
+        if signum == signal.SIGHUP:
+            try:
+                daemon.reload(reload())
+            except config_mod.ConfigError as exc:
+                log.error("SIGHUP: reload refused, configuration kept: %s", exc)
+            continue
         count += 1
         if count == 1:
             logging.getLogger("rtmp_ingest").info(
@@ -274,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("hypercorn").setLevel(logging.WARNING)
     try:
-        trio.run(_serve, config)
+        trio.run(_serve, config, lambda: _load(args))
     except KeyboardInterrupt:
         return 130
     except BaseException as exc:  #: start-up failures become one line, the rest re-raise

@@ -103,3 +103,44 @@ def test_export_accepts_a_negative_duration_with_or_without_equals(form: list[st
         cli._join_negative_times(["export", "live/x", *form, "--out", "x.mkv"])
     )
     assert args.start == "-10m"
+
+
+def test_sighup_reloads_app_settings_and_keeps_serving(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    path = tmp_path / "c.toml"
+    path.write_text('[apps."*"]\nmultisource = true\n')
+    process = subprocess.Popen(
+        [
+            *BIN,
+            "serve",
+            "--config",
+            str(path),
+            "--rtmp",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        deadline = time.monotonic() + 30
+        for line in process.stderr:
+            if "listening" in line:
+                break
+            assert time.monotonic() < deadline
+        path.write_text('[apps."*"]\nmultisource = false\n[rtmp]\nplay_wait_s = 3.0\n')
+        process.send_signal(signal.SIGHUP)
+        for line in process.stderr:
+            if "reloaded" in line:
+                assert "apps=1" in line and "needs a restart: rtmp" in line
+                break
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

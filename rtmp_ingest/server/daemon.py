@@ -126,6 +126,28 @@ class Daemon:
             revoked=self.revocations or (),
         )
 
+    def reload(self, new: Config) -> None:
+        """SIGHUP: takes the app settings and log level of `new`, re-reads revocations.
+
+        Feeds, players and listeners carry on. Every other changed section is named in
+        the log line as needing a restart (listeners, limits and outputs are built once).
+        """
+        restart = [
+            field.name
+            for field in attrs.fields(Config)
+            if field.name not in ("apps", "log_level")
+            and getattr(new, field.name) != getattr(self.config, field.name)
+        ]
+        self.config = attrs.evolve(self.config, apps=new.apps, log_level=new.log_level)
+        logging.getLogger("rtmp_ingest").setLevel(new.log_level.upper())
+        self.revocations = tokens.Revocations(self.data_dir / "revoked_tokens.json")
+        log.info(
+            "reloaded apps=%d revocations=%d%s",
+            len(new.apps),
+            len(self.revocations),
+            f"; changed, needs a restart: {', '.join(restart)}" if restart else "",
+        )
+
     # -- feeds -----------------------------------------------------------------------
 
     def feed_started(self, session: IngestSession) -> None:
