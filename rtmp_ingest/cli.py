@@ -216,9 +216,9 @@ def _secret(config: config_mod.Config) -> bytes:
 
 
 async def _serve(config: config_mod.Config, reload: Any) -> None:
-    from rtmp_ingest.server.daemon import Daemon  # noqa: PLC0415 - keep `config`/`token` light
+    from rtmp_ingest.app import App  # noqa: PLC0415 - keep `config`/`token` light
 
-    daemon = Daemon(config)
+    daemon = App(config)
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             nursery.start_soon(_watch_signals, signals, daemon, nursery.cancel_scope, reload)

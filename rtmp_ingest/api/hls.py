@@ -30,7 +30,7 @@ from rtmp_ingest.outputs.multivariant import multivariant, rendition_reports
 from rtmp_ingest.outputs.names import DEFAULT_SOURCE_IN_PATH
 
 if TYPE_CHECKING:
-    from rtmp_ingest.server.daemon import Daemon
+    from rtmp_ingest.app import App as Daemon
     from rtmp_ingest.server.hls import HlsService
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"

@@ -43,7 +43,7 @@ from rtmp_ingest.outputs.names import DEFAULT_SOURCE_IN_PATH
 from rtmp_ingest.server.events import event_json
 
 if TYPE_CHECKING:
-    from rtmp_ingest.server.daemon import Daemon
+    from rtmp_ingest.app import App as Daemon
 
 log = logging.getLogger("rtmp_ingest.http")
 

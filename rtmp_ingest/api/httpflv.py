@@ -22,7 +22,7 @@ from rtmp_ingest.outputs.flv import PlayerTrack, flv_header, flv_tag
 from rtmp_ingest.server.play import Player, play_batches, resolve_source, wait_for_source
 
 if TYPE_CHECKING:
-    from rtmp_ingest.server.daemon import Daemon
+    from rtmp_ingest.app import App as Daemon
 
 log = logging.getLogger("rtmp_ingest.flv")
 
@@ -38,8 +38,8 @@ def routes(daemon: Daemon) -> list[Any]:
             )
         wait_s = daemon.config.rtmp.play_wait_s
         if (
-            resolve_source(daemon, path, requested) is None
-            and await wait_for_source(daemon, path, requested, wait_s) is None
+            resolve_source(daemon.feeds, path, requested) is None
+            and await wait_for_source(daemon.feeds, path, requested, wait_s) is None
         ):
             what = (
                 f"source {requested!r} of {path!r}" if requested is not None else f"stream {path!r}"
@@ -61,7 +61,7 @@ def routes(daemon: Daemon) -> list[Any]:
             )
             try:
                 async with contextlib.aclosing(
-                    play_batches(daemon, player, wait_s=wait_s)
+                    play_batches(daemon.feeds, player, wait_s=wait_s)
                 ) as batches:
                     async for batch in batches:
                         yield b"".join([flv_tag(*message) for message in batch])

@@ -33,7 +33,7 @@ from rtmp_ingest.outputs.multivariant import multivariant
 from rtmp_ingest.outputs.names import disk_path, source_segment
 
 if TYPE_CHECKING:
-    from rtmp_ingest.server.daemon import Daemon
+    from rtmp_ingest.app import App as Daemon
 
 log = logging.getLogger("rtmp_ingest.hls")
 

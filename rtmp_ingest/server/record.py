@@ -30,7 +30,7 @@ from rtmp_ingest.outputs.record import (
 )
 
 if TYPE_CHECKING:
-    from rtmp_ingest.server.daemon import Daemon
+    from rtmp_ingest.app import App as Daemon
 
 log = logging.getLogger("rtmp_ingest.record")
 

@@ -42,7 +42,7 @@ from rtmp_ingest.tokens import TokenError
 
 if TYPE_CHECKING:
     from rtmp_ingest.bundle import Feed
-    from rtmp_ingest.server.daemon import Daemon
+    from rtmp_ingest.server.listener import RtmpListener
 
 log = logging.getLogger("rtmp_ingest.rtmp")
 
@@ -60,15 +60,15 @@ class RtmpSession:
     """One RTMP connection: a publisher (or a player, see outputs)."""
 
     def __init__(
-        self, daemon: Daemon, stream: trio.abc.Stream, remote: str, *, secure: bool
+        self, server: RtmpListener, stream: trio.abc.Stream, remote: str, *, secure: bool
     ) -> None:
-        self.daemon = daemon
+        self.server = server
         self.stream = stream
         self.remote = remote
         self.remote_ip = remote.rsplit(":", 1)[0].strip("[]")
         self.secure = secure
         self.protocol = "rtmps" if secure else "rtmp"
-        self.conn = ServerConnection(limits=daemon.config.rtmp.limits())
+        self.conn = ServerConnection(limits=server.config.rtmp.limits())
         #: bytes taken from the core, not yet on the socket; only `_writer` sends them
         self._outbox = bytearray()
         self._out_wake = trio.Event()
@@ -101,7 +101,7 @@ class RtmpSession:
         self._media_at = 0.0
         #: the socket's descriptor for the fast read path (-1: TLS, use the stream)
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
-        self._idle_timeout_s = daemon.config.rtmp.idle_timeout_s
+        self._idle_timeout_s = server.config.rtmp.idle_timeout_s
         #: set before the socket is closed / when play ends (eager delivery checks them)
         self._closed = False
         self._play_stopped = False
@@ -109,7 +109,7 @@ class RtmpSession:
     # -- lifecycle -------------------------------------------------------------------
 
     async def run(self) -> None:
-        config = self.daemon.config.rtmp
+        config = self.server.config.rtmp
         reason = EndReason.DISCONNECT
         try:
             async with trio.open_nursery() as nursery:
@@ -188,7 +188,7 @@ class RtmpSession:
             elif self._kick[0] is EndReason.SHUTDOWN or self.player is not None:
                 self._farewell = True
         if self.feed is not None:
-            self.daemon.end_feed(self, reason)
+            self.server.feeds.end_feed(self, reason)
             self.feed = None
         return reason
 
@@ -207,7 +207,7 @@ class RtmpSession:
             self._farewell = True
         if not self._farewell and not self._outbox and not self._writing:
             return
-        with trio.move_on_after(self.daemon.config.rtmp.goodbye_s):
+        with trio.move_on_after(self.server.config.rtmp.goodbye_s):
             self._out_wake.set()
             while self._outbox or self._writing:
                 await self._sent.wait()
@@ -273,7 +273,7 @@ class RtmpSession:
             return
         if self._broken:
             raise trio.BrokenResourceError("socket connection broken")
-        with trio.fail_after(self.daemon.config.rtmp.write_timeout_s):
+        with trio.fail_after(self.server.config.rtmp.write_timeout_s):
             while self._outbox or self._writing:
                 await self._sent.wait()
                 if self._broken:
@@ -315,7 +315,7 @@ class RtmpSession:
 
     def _handle_events(self) -> None:
         conn = self.conn
-        registry = self.daemon.registry
+        registry = self.server.registry
         while True:
             try:
                 event = conn.next_event()
@@ -327,7 +327,7 @@ class RtmpSession:
                     quoted(self.source_id),
                     exc.message,
                 )
-                self.daemon.metrics.protocol_errors += 1
+                self.server.metrics.protocol_errors += 1
                 self._closing = True
                 return
             if event is NEED_DATA or event is PAUSED:
@@ -372,7 +372,7 @@ class RtmpSession:
                 self._on_play(event)
             elif cls is ev.Unpublished:
                 if self.feed is not None and event.stream_id == self.publish_stream_id:
-                    self.daemon.end_feed(self, EndReason.UNPUBLISH)
+                    self.server.feeds.end_feed(self, EndReason.UNPUBLISH)
                     #: the connection may publish again (OBS does after a stop/start)
                     self.feed = None
                     self.publish_stream_id = None
@@ -402,7 +402,7 @@ class RtmpSession:
         self.reconnect_capable = bool(event.caps_ex & 0x1)
         self.fourcc_list = event.fourcc_list
         self.conn.accept_connect()
-        self._deadline.deadline = trio.current_time() + self.daemon.config.rtmp.command_timeout_s
+        self._deadline.deadline = trio.current_time() + self.server.config.rtmp.command_timeout_s
         log.debug(
             "connect remote=%s app=%s tcUrl=%s flashVer=%s",
             self.remote,
@@ -413,8 +413,8 @@ class RtmpSession:
 
     def _refuse(self, stream_id: int, code: str, reason_code: str, description: str) -> None:
         self.conn.reject_publish(stream_id, description, code=code)
-        self.daemon.metrics.refused[reason_code] = (
-            self.daemon.metrics.refused.get(reason_code, 0) + 1
+        self.server.metrics.refused[reason_code] = (
+            self.server.metrics.refused.get(reason_code, 0) + 1
         )
         log.info(
             "refused stream=%s sourceId=%s remote=%s reason=%s: %s",
@@ -427,7 +427,6 @@ class RtmpSession:
         self._closing = True
 
     def _on_publish(self, event: ev.PublishRequested) -> None:
-        daemon = self.daemon
         address = event.address
         self.stream_path = address.path
         self.source_id = address.query.get("sourceId", "")
@@ -458,9 +457,9 @@ class RtmpSession:
                 f"priority must be an integer, got {priority_text!r}.",
             )
             return
-        app_multisource = daemon.config.app(address.app).multisource
-        record = daemon.config.app(address.app).record
-        if daemon.config.auth.mode == "open":
+        app_multisource = self.server.config.app(address.app).multisource
+        record = self.server.config.app(address.app).record
+        if self.server.config.auth.mode == "open":
             permissions = Permissions(app_multisource=app_multisource, token_multisource=True)
         else:
             token = address.query.get("token", "")
@@ -473,7 +472,7 @@ class RtmpSession:
                 )
                 return
             try:
-                claims = daemon.verify_token(
+                claims = self.server.verify_token(
                     token,
                     stream_path=address.path,
                     source_id=self.source_id,
@@ -501,7 +500,7 @@ class RtmpSession:
             remote_addr=self.remote,
             query=tuple(address.query.items()),
         )
-        result = daemon.registry.request_publish(request, now_s=trio.current_time())
+        result = self.server.registry.request_publish(request, now_s=trio.current_time())
         if isinstance(result, Refused):
             code = CODE_BAD_NAME if result.code.value.startswith("invalid") else CODE_REJECTED
             self._refuse(event.stream_id, code, result.code.value, result.reason)
@@ -511,8 +510,8 @@ class RtmpSession:
         self.feed = result.feed
         self.record = record
         self.publish_stream_id = event.stream_id
-        daemon.feed_started(self)
-        self._deadline.deadline = trio.current_time() + daemon.config.rtmp.idle_timeout_s
+        self.server.feeds.feed_started(self)
+        self._deadline.deadline = trio.current_time() + self.server.config.rtmp.idle_timeout_s
         log.info(
             "publish stream=%s sourceId=%s remote=%s feed=%d priority=%d state=%s%s",
             shown(address.path),
@@ -597,9 +596,9 @@ class RtmpSession:
                     # loop ends, not whenever the generator is collected
                     async with contextlib.aclosing(
                         play_batches(
-                            self.daemon,
+                            self.server.feeds,
                             player,
-                            wait_s=self.daemon.config.rtmp.play_wait_s,
+                            wait_s=self.server.config.rtmp.play_wait_s,
                             deliver=deliver if fd >= 0 else None,
                         )
                     ) as batches:

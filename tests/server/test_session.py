@@ -16,10 +16,10 @@ import trio
 import trio.testing
 
 from rtmp_ingest import config as config_mod
+from rtmp_ingest.app import App
 from rtmp_ingest.bundle import EndReason
 from rtmp_ingest.rtmp import events as ev
-from rtmp_ingest.server import daemon as daemon_mod
-from rtmp_ingest.server.daemon import Daemon
+from rtmp_ingest.server import listener as listener_mod
 from rtmp_ingest.server.rtmp import RtmpSession
 from tests.tools.rtmp_client import TrioRtmpClient
 
@@ -35,22 +35,21 @@ def mock_clock() -> trio.testing.MockClock:
 
 
 @pytest.fixture
-async def daemon(tmp_path: Any, nursery: trio.Nursery) -> AsyncIterator[Daemon]:
+async def daemon(tmp_path: Any, nursery: trio.Nursery) -> AsyncIterator[App]:
     config = config_mod.load(
         None,
         overrides={
             "data_dir": str(tmp_path),
-            "rtmp": {"goodbye_s": 2.0, "write_timeout_s": 10.0},
+            "rtmp": {"goodbye_s": 2.0, "write_timeout_s": 10.0, "listen": "127.0.0.1:0"},
         },
     )
-    daemon = Daemon(config)
-    connections = await nursery.start(daemon_mod._open_nursery)
-    daemon._connections = connections
-    nursery.start_soon(daemon._pump_events)
+    daemon = App(config)
+    await nursery.start(daemon.feeds.run)
+    await nursery.start(daemon.rtmp.run)
     yield daemon
 
 
-def connect_session(daemon: Daemon) -> tuple[TrioRtmpClient, Any]:
+def connect_session(daemon: App) -> tuple[TrioRtmpClient, Any]:
     """A session served in the daemon's connections nursery; the client's stream."""
     #: client → server buffered (an encoder's writes rarely block); server → client in
     #: lockstep: a client that does not read blocks the server's write at once
@@ -58,12 +57,12 @@ def connect_session(daemon: Daemon) -> tuple[TrioRtmpClient, Any]:
     down_send, down_receive = trio.testing.lockstep_stream_one_way_pair()
     client_end = trio.StapledStream(up_send, down_receive)
     server_end = trio.StapledStream(down_send, up_receive)
-    assert daemon._connections is not None
-    daemon._connections.start_soon(lambda: daemon._handle_rtmp(server_end, secure=False))
+    assert daemon.rtmp._connections is not None
+    daemon.rtmp._connections.start_soon(lambda: daemon.rtmp.handle(server_end, secure=False))
     return TrioRtmpClient(client_end), server_end  # type: ignore[arg-type]
 
 
-async def publish(daemon: Daemon, name: str) -> tuple[TrioRtmpClient, int]:
+async def publish(daemon: App, name: str) -> tuple[TrioRtmpClient, int]:
     client, _ = connect_session(daemon)
     await client.connect("live")
     stream_id = await client.create_stream()
@@ -75,7 +74,7 @@ async def publish(daemon: Daemon, name: str) -> tuple[TrioRtmpClient, int]:
     return client, stream_id
 
 
-def session_of(daemon: Daemon, stream_path: str) -> RtmpSession:
+def session_of(daemon: App, stream_path: str) -> RtmpSession:
     return next(s for s in daemon.sessions if s.stream_path == stream_path)
 
 
@@ -95,7 +94,7 @@ async def read_all(client: TrioRtmpClient, nbytes: int = 65536) -> list[Any]:
 
 
 async def test_a_kicked_publisher_that_reads_slowly_gets_the_whole_status(
-    mock_clock: trio.testing.MockClock, daemon: Daemon
+    mock_clock: trio.testing.MockClock, daemon: App
 ) -> None:
     client, _stream_id = await publish(daemon, "a")
     session = session_of(daemon, "live/a")
@@ -108,7 +107,7 @@ async def test_a_kicked_publisher_that_reads_slowly_gets_the_whole_status(
 
 
 async def test_the_goodbye_to_a_peer_that_never_reads_is_bounded(
-    mock_clock: trio.testing.MockClock, daemon: Daemon
+    mock_clock: trio.testing.MockClock, daemon: App
 ) -> None:
     _client, _stream_id = await publish(daemon, "a")
     session = session_of(daemon, "live/a")
@@ -123,7 +122,7 @@ async def test_the_goodbye_to_a_peer_that_never_reads_is_bounded(
 
 
 async def test_a_kick_while_a_write_to_a_player_is_blocked_ends_within_the_goodbye(
-    mock_clock: trio.testing.MockClock, daemon: Daemon
+    mock_clock: trio.testing.MockClock, daemon: App
 ) -> None:
     publisher, stream_id = await publish(daemon, "a")
     player, _ = connect_session(daemon)
@@ -151,7 +150,7 @@ async def test_a_kick_while_a_write_to_a_player_is_blocked_ends_within_the_goodb
 
 
 async def test_shutdown_with_twenty_stalled_players_ends_within_the_deadline(
-    mock_clock: trio.testing.MockClock, daemon: Daemon
+    mock_clock: trio.testing.MockClock, daemon: App
 ) -> None:
     publisher, stream_id = await publish(daemon, "a")
     players = []
@@ -170,15 +169,15 @@ async def test_shutdown_with_twenty_stalled_players_ends_within_the_deadline(
     stalled = [s for s in daemon.sessions if s.player is not None and s._writing]
     assert len(stalled) == 20
     started = trio.current_time()
-    await daemon._drain()
-    assert trio.current_time() - started <= daemon_mod.SHUTDOWN_TIMEOUT_S + 0.1
+    await daemon.rtmp.drain()
+    assert trio.current_time() - started <= listener_mod.SHUTDOWN_TIMEOUT_S + 0.1
     with trio.fail_after(1):
         while daemon.sessions:
             await trio.sleep(0.01)
 
 
 async def test_a_republish_on_the_same_connection_after_unpublish_is_accepted(
-    mock_clock: trio.testing.MockClock, daemon: Daemon
+    mock_clock: trio.testing.MockClock, daemon: App
 ) -> None:
     client, stream_id = await publish(daemon, "a")
     client.conn.unpublish(stream_id, "a")
@@ -193,12 +192,12 @@ async def test_a_republish_on_the_same_connection_after_unpublish_is_accepted(
     assert len(daemon.publishers) == 1
 
 
-def connect_socket_session(daemon: Daemon) -> TrioRtmpClient:
+def connect_socket_session(daemon: App) -> TrioRtmpClient:
     """A session on a real socket pair (the eager delivery path needs a descriptor)."""
     a, b = trio.socket.socketpair()
-    assert daemon._connections is not None
+    assert daemon.rtmp._connections is not None
     server_end = trio.SocketStream(b)
-    daemon._connections.start_soon(lambda: daemon._handle_rtmp(server_end, secure=False))
+    daemon.rtmp._connections.start_soon(lambda: daemon.rtmp.handle(server_end, secure=False))
     return TrioRtmpClient(trio.SocketStream(a))
 
 
@@ -219,12 +218,14 @@ async def test_an_rtmp_player_stays_through_a_reconnect_inside_grace(
     # must count from the last frame delivered, not from the task's last wakeup
     config = config_mod.load(
         None,
-        overrides={"data_dir": str(tmp_path), "rtmp": {"play_wait_s": 2.0}},
+        overrides={
+            "data_dir": str(tmp_path),
+            "rtmp": {"play_wait_s": 2.0, "listen": "127.0.0.1:0"},
+        },
     )
-    daemon = Daemon(config)
-    daemon._connections = await nursery.start(daemon_mod._open_nursery)
-    nursery.start_soon(daemon._pump_events)
-    nursery.start_soon(daemon._clock)
+    daemon = App(config)
+    await nursery.start(daemon.feeds.run)
+    await nursery.start(daemon.rtmp.run)
 
     async def publish_on_socket() -> tuple[TrioRtmpClient, int]:
         client = connect_socket_session(daemon)
@@ -257,11 +258,12 @@ async def test_an_rtmp_player_stays_through_a_reconnect_inside_grace(
     await feed_for(second, second_id, 10_000, 3.0)
     assert not player.closed, "the RTMP player was ended during the reconnect"
     assert any(t > reconnected_at + 1.0 for t in video_after)
-    daemon._connections.cancel_scope.cancel()
+    assert daemon.rtmp._connections is not None
+    daemon.rtmp._connections.cancel_scope.cancel()
 
 
 async def test_an_output_failing_on_one_stream_is_contained(
-    mock_clock: trio.testing.MockClock, daemon: Daemon, caplog: pytest.LogCaptureFixture
+    mock_clock: trio.testing.MockClock, daemon: App, caplog: pytest.LogCaptureFixture
 ) -> None:
     seen: list[str] = []
 
@@ -270,7 +272,9 @@ async def test_an_output_failing_on_one_stream_is_contained(
             raise OSError(36, "File name too long")
         seen.append(event.stream_path)
 
-    daemon.recorder.on_event = recorder_on_event  # type: ignore[method-assign]
+    daemon.feeds._sinks = [
+        (n, recorder_on_event if n == "record" else h) for n, h in daemon.feeds._sinks
+    ]
     _bad, _ = await publish(daemon, "bad")
     _good, _ = await publish(daemon, "good")
     with trio.fail_after(5):
