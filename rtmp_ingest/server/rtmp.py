@@ -51,6 +51,8 @@ log = logging.getLogger("rtmp_ingest.rtmp")
 RECEIVE_BYTES = 65536
 #: The idle deadline moves at most this often (it is checked to this precision).
 IDLE_DEADLINE_STEP_S = 1.0
+#: How often a paused player is pinged to see that it still reads.
+PAUSED_PING_INTERVAL_S = 5.0
 #: The onStatus codes encoders log for each refusal kind.
 CODE_REJECTED = "NetStream.Publish.Rejected"
 CODE_BAD_NAME = "NetStream.Publish.BadName"
@@ -79,6 +81,9 @@ class RtmpSession:
         self._broken = False
         #: a status was sent that the peer must get to read (refusal, kick, shutdown)
         self._farewell = False
+        #: a player that paused: pinged, and dropped if it stops answering (see below)
+        self._paused = False
+        self._pong = trio.Event()
         #: the first malformed media message of the feed was logged (later ones are counted)
         self._drop_logged = False
         self.feed: Feed | None = None
@@ -168,6 +173,30 @@ class RtmpSession:
         if self._kick is None:
             self._kick = (reason, description)
         self._scope.cancel()
+
+    async def _check_paused_peer(self) -> None:
+        """While a player is paused nothing is written, so nothing would notice a peer that
+        stopped reading: it is pinged every PAUSED_PING_INTERVAL_S and dropped when an
+        answer does not come within `rtmp.write_timeout_s`, like any peer that does not
+        read (players answer pings while paused: librtmp, FFmpeg, OBS do)."""
+        timeout_s = self.server.config.rtmp.write_timeout_s
+        while self._paused and not self._closing:
+            self._pong = trio.Event()
+            self.conn.ping(int(trio.current_time() * 1000) & 0xFFFFFFFF)
+            self.queue_output()
+            with trio.move_on_after(timeout_s) as waited:
+                await self._pong.wait()
+            if waited.cancelled_caught:
+                log.info(
+                    "paused player not answering remote=%s stream=%s: dropped after %.0fs",
+                    self.remote,
+                    shown(self.stream_path or "-"),
+                    timeout_s,
+                )
+                self._broken = True
+                self._scope.cancel()
+                return
+            await trio.sleep(PAUSED_PING_INTERVAL_S)
 
     def queue_output(self) -> None:
         """Hands what the core has to send to the writer, without waiting for it."""
@@ -388,6 +417,11 @@ class RtmpSession:
             elif cls is ev.Paused:
                 if self.player is not None:
                     self.player.track.want_audio = self.player.track.want_video = not event.paused
+                    self._paused = event.paused
+                    if event.paused and self._nursery is not None:
+                        self._nursery.start_soon(self._check_paused_peer)
+            elif cls is ev.PingResponse:
+                self._pong.set()
             elif cls is ev.ConnectionClosed:
                 self._closing = True
                 return

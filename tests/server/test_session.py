@@ -20,6 +20,7 @@ from rtmp_ingest.app import App
 from rtmp_ingest.bundle import EndReason
 from rtmp_ingest.rtmp import events as ev
 from rtmp_ingest.server import listener as listener_mod
+from rtmp_ingest.server import rtmp as rtmp_mod
 from rtmp_ingest.server.rtmp import RtmpSession
 from tests.tools.rtmp_client import TrioRtmpClient
 
@@ -284,3 +285,45 @@ async def test_an_output_failing_on_one_stream_is_contained(
     assert daemon.metrics.output_errors["record"] >= 1
     errors = [r for r in caplog.records if "output error" in r.getMessage()]
     assert len(errors) == 1 and "output=record stream=live/bad" in errors[0].getMessage()
+
+
+async def paused_player(daemon: App) -> TrioRtmpClient:
+    player, _ = connect_session(daemon)
+    await player.connect("live")
+    play_id = await player.create_stream()
+    await player.play(play_id, "a")
+    await player.wait_for(lambda e: isinstance(e, ev.Status) and "Start" in e.code)
+    player.conn.call("pause", None, True, 0.0, stream_id=play_id, transaction_id=0)
+    await player.flush()
+    await player.wait_for(lambda e: isinstance(e, ev.Status) and e.code == "NetStream.Pause.Notify")
+    return player
+
+
+async def test_a_paused_player_that_stops_reading_is_dropped_after_the_write_timeout(
+    mock_clock: trio.testing.MockClock, daemon: App
+) -> None:
+    await publish(daemon, "a")
+    await paused_player(daemon)  # and never reads again
+    started = trio.current_time()
+    with trio.fail_after(60):
+        while any(s.player is not None for s in daemon.sessions):
+            await trio.sleep(0.1)
+    timeout_s = daemon.config.rtmp.write_timeout_s
+    assert trio.current_time() - started <= timeout_s + rtmp_mod.PAUSED_PING_INTERVAL_S + 1
+
+
+async def test_a_paused_player_that_keeps_reading_stays(
+    mock_clock: trio.testing.MockClock, daemon: App, nursery: trio.Nursery
+) -> None:
+    await publish(daemon, "a")
+    player = await paused_player(daemon)
+
+    async def keep_reading() -> None:
+        while not player.closed:
+            await player._read_once()
+
+    nursery.start_soon(keep_reading)
+    # several ping rounds past the write timeout (the publisher's idle timeout is 30 s)
+    await trio.sleep(25)
+    assert any(s.player is not None for s in daemon.sessions)
+    assert not player.closed
