@@ -93,8 +93,13 @@ class Daemon:
         self._shutdown = trio.Event()
         self._listener_scopes: list[trio.CancelScope] = []
         self.bound: Bound | None = None
-        self.hls = HlsService(self)
-        self.recorder = RecorderService(self)
+        self.hls = HlsService(config=config.hls, registry=self.registry)
+        self.recorder = RecorderService(
+            config=config.record,
+            registry=self.registry,
+            feeds=self.publishers,
+            data_dir=self.data_dir,
+        )
 
     # -- tokens ----------------------------------------------------------------------
 
