@@ -656,7 +656,10 @@ class SourceHls:
             # media time counts from this source's playlist origin, not the timeline's (whose
             # start may be long ago); PROGRAM-DATE-TIME stays on the stream's common clock
             track = self.tracks[frame.track_id] = TrackHls(
-                frame.track_id, media, self.settings, self.origin_wall_s + origin / 1000,
+                frame.track_id,
+                media,
+                self.settings,
+                self.origin_wall_s + origin / 1000,
                 self._on_change,
             )
         payload = coded_payload(frame)

@@ -86,7 +86,7 @@ def _write_fully(handle: Any, data: bytes) -> int:
 
 
 def _open_new(path: Path) -> Any:
-    return open(path, "wb", buffering=0)  # noqa: SIM115 - closed by the "close" op
+    return open(path, "wb", buffering=0)
 
 
 def apply_ops(
@@ -108,7 +108,9 @@ def apply_ops(
             elif op.kind == "write":
                 handle = files.get(op.path)
                 if handle is None:
-                    result.failed.append((op, 0))  #: its file never opened: nothing reached the disk
+                    result.failed.append(
+                        (op, 0)
+                    )  #: its file never opened: nothing reached the disk
                     continue
                 result.bytes_written += _write_fully(handle, op.data)
             elif op.kind == "manifest":
@@ -179,9 +181,7 @@ class Manifest:
         with self._lock:
             if op.version <= self._written_version:
                 return  #: a newer snapshot is on disk already
-            temporary = self.path.with_name(
-                f"{MANIFEST}.{os.getpid()}.{threading.get_ident()}.tmp"
-            )
+            temporary = self.path.with_name(f"{MANIFEST}.{os.getpid()}.{threading.get_ident()}.tmp")
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
                 temporary.write_bytes(op.data)

@@ -31,6 +31,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+
 import trio
 
 from rtmp_ingest.bundle import Active, Inactive, StartMode

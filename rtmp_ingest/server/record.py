@@ -187,9 +187,7 @@ class RecorderService:
             recording = self.recordings.get((event.stream_path, event.source_id))
             if recording is not None:
                 feed = self.feeds.get(event.by_feed_id)
-                recording.feed_changed(
-                    event.by_feed_id, feed.remote if feed else "-", time.time()
-                )
+                recording.feed_changed(event.by_feed_id, feed.remote if feed else "-", time.time())
         elif isinstance(event, Inactive):
             key = (event.stream_path, event.source_id)
             self.failed.discard(key)

@@ -24,7 +24,9 @@ def source_of(settings: HlsSettings | None = None) -> SourceHls:
 
 
 def test_a_publisher_whose_timestamps_never_advance_cannot_grow_hls_memory_past_the_bound():
-    settings = HlsSettings(max_segment_bytes=2 * MiB, max_part_bytes=256 * 1024, max_window_bytes=6 * MiB)
+    settings = HlsSettings(
+        max_segment_bytes=2 * MiB, max_part_bytes=256 * 1024, max_window_bytes=6 * MiB
+    )
     source = source_of(settings)
     outs = output_frames(frames_of(encode_tags(1.0, audio=None)))
     config = next(o for o in outs if o.frame.config)
@@ -45,7 +47,9 @@ def test_a_publisher_whose_timestamps_never_advance_cannot_grow_hls_memory_past_
     assert peak <= bound, (peak, bound)
     video = source.tracks["video0"]
     assert all(s.size <= settings.max_segment_bytes for s in video.segments)
-    assert all(len(p.data) <= settings.max_part_bytes + 60_000 for s in video.segments for p in s.parts)
+    assert all(
+        len(p.data) <= settings.max_part_bytes + 60_000 for s in video.segments for p in s.parts
+    )
     assert video.segments and video.playlist().count("#EXTINF") == len(video.segments)
     source.end()
     assert source.held_bytes() <= settings.max_window_bytes + settings.max_segment_bytes, (

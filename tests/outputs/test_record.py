@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import json
+
 import av
 import pytest
 
 from rtmp_ingest.bundle import Media
-import errno
-import json
-
 from rtmp_ingest.outputs.names import MAX_FILE_NAME_BYTES, disk_path, disk_source_segment
 from rtmp_ingest.outputs.record import FileOp, Manifest, RecordSettings, SourceRecording, apply_ops
 from tests.outputs.helpers import frames_of, output_frames

@@ -14,7 +14,7 @@ import trio
 from rtmp_ingest.bundle import Active, Inactive, OutputFrame
 from rtmp_ingest.config import HlsConfig, RecordConfig
 from rtmp_ingest.outputs.seams import OutputCounters
-from rtmp_ingest.server.hls import DISK_WRITE_ATTEMPTS, HlsService
+from rtmp_ingest.server.hls import HlsService
 from rtmp_ingest.server.record import RecorderService
 from tests.outputs.helpers import encoded
 
