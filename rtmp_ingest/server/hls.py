@@ -14,8 +14,8 @@ Blocking playlist reloads and preload-hint part requests wait on
 `wait_change(key)`, which every new part or segment of that source sets.
 With `hls.directory` set, complete segments, init segments and (non-LL)
 playlists are also written to disk for a CDN origin; a file whose write failed
-is tried again at the next write of its source, up to `DISK_WRITE_ATTEMPTS`
-times in all.
+is tried again `DISK_RETRY_DELAY_S` later (or with the next segment), up to
+`DISK_WRITE_ATTEMPTS` times in all.
 
 Whatever goes wrong while handling one source's event (a bug, a file system
 that refuses a name) stops that source's HLS output only: logged once,
@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import threading
 from pathlib import Path
@@ -48,6 +49,8 @@ Key = tuple[str, str]
 #: tries of one disk-copy file before it is given up (a full disk that frees up in time
 #: gets the file; one that stays full costs the CDN copy of that file only)
 DISK_WRITE_ATTEMPTS = 3
+#: seconds before a failed disk-copy write is tried again (if no new segment came first)
+DISK_RETRY_DELAY_S = 0.5
 
 
 class HlsService:
@@ -206,11 +209,13 @@ class HlsService:
         try:
             reader.set_wakeup(package_now)
             while not source.ended:
-                await wake.wait()
+                retry = bool(self._attempts.get(key))  #: a failed disk write waits for a retry
+                with trio.move_on_after(DISK_RETRY_DELAY_S if retry else math.inf):
+                    await wake.wait()
                 wake = self._wake[key] = trio.Event()
                 if self.directory is not None:
                     signature = _complete_segments(source)
-                    if signature != persisted:
+                    if signature != persisted or retry:
                         persisted = signature
                         await self._persist_safely(source)
         finally:
@@ -324,10 +329,11 @@ class HlsService:
                 attempts.pop(path, None)
                 continue
             tries = attempts[path] = attempts.get(path, 0) + 1
-            if tries >= DISK_WRITE_ATTEMPTS and path.suffix in (".m4s", ".mp4"):
-                written.add(path)  #: given up: never tried again
-                del attempts[path]
-                self.disk_files_given_up += 1
+            if tries >= DISK_WRITE_ATTEMPTS:
+                del attempts[path]  #: given up (a playlist is written anew with the next segment)
+                if path.suffix in (".m4s", ".mp4"):
+                    written.add(path)  #: never tried again
+                    self.disk_files_given_up += 1
         for path in list(attempts):
             if path not in keep and path.suffix in (".m4s", ".mp4"):
                 del attempts[path]  #: left the window meanwhile
