@@ -63,8 +63,13 @@ class App:
         self.secret = b""
         self.revocations: tokens.Revocations | None = None
         self.rtmp = RtmpListener(config, self.feeds, self.verify_token)
-        self.hls = HlsService(self)
-        self.recorder = RecorderService(self)
+        self.hls = HlsService(config=config.hls, registry=self.registry)
+        self.recorder = RecorderService(
+            config=config.record,
+            registry=self.registry,
+            feeds=self.feeds.publishers,
+            data_dir=self.data_dir,
+        )
         self.feeds.add_sink(
             "events",
             lambda event: self.hub.publish(event, wall_origin_s=self.registry.wall_origin_s),

@@ -113,6 +113,12 @@ window_segments = 6
 linger_s = 30.0
 # Also write segments and (non-LL) playlists here, for a CDN origin; empty = memory only.
 directory = ""
+# Memory bounds per track (like MediaMTX's hlsSegmentMaxSize): a segment or part is also
+# cut at this many bytes (a video segment then resumes at the next keyframe), and the
+# oldest segments leave the window once it holds more than max_window_bytes.
+max_segment_bytes = 33554432
+max_part_bytes = 4194304
+max_window_bytes = 100663296
 
 [record]
 # Where recordings go; empty = <data_dir>/recordings. One folder per stream, one fMP4
@@ -210,6 +216,9 @@ class HlsConfig:
     window_segments: int = 6
     linger_s: float = 30.0
     directory: str = ""
+    max_segment_bytes: int = 32 * 1024**2
+    max_part_bytes: int = 4 * 1024**2
+    max_window_bytes: int = 96 * 1024**2
 
 
 @attrs.frozen(kw_only=True)
@@ -349,6 +358,10 @@ def _check(config: Config) -> None:
         raise ConfigError("hls.window_segments: must be 2..1000")
     if hls.linger_s < 0:
         raise ConfigError("hls.linger_s: must be >= 0")
+    if not 64 * 1024 <= hls.max_part_bytes <= hls.max_segment_bytes <= hls.max_window_bytes:
+        raise ConfigError(
+            "hls: need 65536 <= max_part_bytes <= max_segment_bytes <= max_window_bytes"
+        )
     record = config.record
     if not 0.1 <= record.fragment_s <= record.file_s:
         raise ConfigError("record.fragment_s: must be at least 0.1 and at most record.file_s")
