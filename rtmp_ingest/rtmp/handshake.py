@@ -107,6 +107,11 @@ class ServerHandshake:
     def complete(self) -> bool:
         return self._stage == 2
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Handshake bytes received and not yet consumed."""
+        return len(self._buf)
+
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
         self._out.clear()
@@ -167,6 +172,11 @@ class ClientHandshake:
     @property
     def complete(self) -> bool:
         return self._stage == 1
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Handshake bytes received and not yet consumed."""
+        return len(self._buf)
 
     def data_to_send(self) -> bytes:
         out = bytes(self._out)

@@ -155,13 +155,15 @@ def test_node_limit_counts_values_and_keys():
 
 def test_amf3_object_references_cannot_multiply_the_tree():
     """[x, x] where x = [y, y] …: 30 bytes that would expand to 2^20 values."""
-    data = bytearray(b"\x09\x05\x01\x01\x01")  #: innermost: dense array [null, null]
-    for level in range(1, 20):
-        #: array of 2 items, both a reference to the array just before (index level-1)
-        inner = bytes(data)
-        data = bytearray(b"\x09\x05\x01") + inner + bytes((0x09, (level - 1) << 1))
+    levels = 20
+    data = b"\x09\x05\x01\x01\x01"  #: innermost (object index levels-1): [null, null]
+    for index in range(levels - 2, -1, -1):
+        #: array `index` = [its child inline (index+1), a reference to that child]
+        data = b"\x09\x05\x01" + data + bytes((0x09, (index + 1) << 1))
+    #: the same tree with a generous limit decodes: the bound is on the expansion
+    assert len(amf3.Decoder(data, max_nodes=1 << 22, max_depth=64).decode()) == 2
     with pytest.raises(RemoteProtocolError, match="max_amf_nodes"):
-        amf3.Decoder(bytes(data), max_nodes=4096, max_depth=64).decode()
+        amf3.Decoder(data, max_nodes=4096, max_depth=64).decode()
 
 
 def test_amf3_string_references_cannot_multiply_the_text():
@@ -255,8 +257,14 @@ def test_connection_pending_bytes_is_the_decoders_plus_the_handshake():
     pair = ConnectionPair()
     pair.connect()
     assert pair.server.pending_bytes == 0
-    pair.server.receive_data(chunk(0, 6, b"v" * 100, length=500, type_id=VIDEO, msid=1))
-    assert pair.server.pending_bytes == 100
+    partial_chunk = chunk(0, 6, b"v" * 100, length=500, type_id=VIDEO, msid=1)
+    pair.server.receive_data(partial_chunk)  #: 100 of the first chunk's 128 body bytes
+    assert pair.server.pending_bytes == len(partial_chunk)
+    pair.server.receive_data(b"v" * 28)
+    assert pair.server.pending_bytes == 128
+    fresh = ServerConnection()
+    fresh.receive_data(b"\x03" + bytes(1000))  #: part of C0+C1
+    assert fresh.pending_bytes == 1001
 
 
 def test_buffers_are_given_back_after_a_big_message():
