@@ -19,6 +19,7 @@ and counts it. Nothing here allocates more than the body's size.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 
 import attrs
 
@@ -107,7 +108,9 @@ def _fourcc(body: bytes, pos: int) -> tuple[str, int]:
     return body[pos : pos + 4].decode("latin-1"), pos + 4
 
 
-def _tracks(body: bytes, pos: int, multitrack_type: int | None, fourcc: str | None):
+def _tracks(
+    body: bytes, pos: int, multitrack_type: int | None, fourcc: str | None
+) -> Iterator[tuple[str | None, int, bytes]]:
     """Yields (fourcc, track id, payload) for each track of the message."""
     end = len(body)
     if multitrack_type is None:

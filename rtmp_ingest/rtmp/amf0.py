@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Any
+from typing import Any, TypeGuard
 
 from . import amf3
 from .amf_values import UNDEFINED, Date, EcmaArray, Reference, TypedObject, XmlDocument
@@ -330,6 +330,6 @@ def encode(*values: Any) -> bytes:
     return bytes(out)
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: object) -> TypeGuard[float]:
     """True for an AMF number that is finite (transaction ids, stream ids)."""
     return isinstance(value, float) and math.isfinite(value)

@@ -32,7 +32,7 @@ class _Undefined:
 UNDEFINED = _Undefined()
 
 
-class EcmaArray(dict):  # type: ignore[type-arg]
+class EcmaArray(dict[str, Any]):
     """An AMF0 ECMA array (associative array): a dict that encodes as marker 0x08."""
 
 

@@ -174,12 +174,12 @@ class ChunkDecoder:
         if pos:
             del buf[:pos]  #: CPython gives the memory back once less than half is in use
         if not self.admitted and partial + len(buf) > self._limits.max_pending_bytes_unadmitted:
-            exc = self._fail(
+            error = self._fail(
                 f"{partial + len(buf)} bytes held before a publish is admitted exceed "
                 f"max_pending_bytes_unadmitted={self._limits.max_pending_bytes_unadmitted}"
             )
-            self._die(exc)
-            raise exc
+            self._die(error)
+            raise error
         return out
 
     def _die(self, exc: RemoteProtocolError) -> None:

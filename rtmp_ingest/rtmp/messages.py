@@ -56,7 +56,8 @@ _U32_U8 = struct.Struct(">IB")
 def parse_u32(body: bytes, what: str) -> int:
     if len(body) < 4:
         raise RemoteProtocolError(f"{what} message shorter than 4 bytes")
-    return _U32.unpack_from(body)[0]
+    value: int = _U32.unpack_from(body)[0]
+    return value
 
 
 def parse_peer_bandwidth(body: bytes) -> tuple[int, int]:

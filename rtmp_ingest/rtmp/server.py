@@ -41,7 +41,7 @@ from . import amf0
 from . import messages as msg
 from .address import parse_address
 from .connection import Connection
-from .errors import LocalProtocolError, RemoteProtocolError
+from .errors import RemoteProtocolError
 from .events import (
     AudioData,
     BufferLength,
@@ -614,7 +614,9 @@ class ServerConnection(Connection):
                 stream_id = next(iter(self._streams))
         elif msid in self._streams:
             stream_id = msid
-        stream = self._streams.get(stream_id) if stream_id is not None else None
+        if stream_id is None:
+            return
+        stream = self._streams.get(stream_id)
         if stream is None:
             return
         self._stop(stream_id, stream, "deleteStream")
@@ -643,7 +645,10 @@ class ServerConnection(Connection):
             self._events.append(BufferLength(value, extra))
 
 
-def _receive_handler(media: str) -> Any:
+_Handler = Callable[[ServerConnection, int, float, list[Any]], None]
+
+
+def _receive_handler(media: str) -> _Handler:
     """receiveAudio/receiveVideo(flag): the player wants (or not) one kind of media."""
 
     def handler(self: ServerConnection, msid: int, txid: float, args: list[Any]) -> None:
@@ -653,7 +658,7 @@ def _receive_handler(media: str) -> Any:
     return handler
 
 
-_COMMANDS = {
+_COMMANDS: dict[str, _Handler] = {
     "releaseStream": ServerConnection._cmd_release_stream,
     "FCPublish": ServerConnection._cmd_fc_publish,
     "createStream": ServerConnection._cmd_create_stream,

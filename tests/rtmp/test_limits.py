@@ -18,7 +18,6 @@ from rtmp_ingest.rtmp import amf0, amf3
 from rtmp_ingest.rtmp import messages as msg
 from rtmp_ingest.rtmp.chunk import ChunkDecoder
 from rtmp_ingest.rtmp.errors import RemoteProtocolError
-from rtmp_ingest.rtmp.server import ServerConnection
 from rtmp_ingest.rtmp.limits import (
     MAX_AMF_NODES,
     MAX_COMMAND_BYTES,
@@ -27,6 +26,7 @@ from rtmp_ingest.rtmp.limits import (
     RTMP_MAX_MESSAGE_BYTES,
     Limits,
 )
+from rtmp_ingest.rtmp.server import ServerConnection
 
 from .helpers import ConnectionPair, chunk
 
@@ -193,7 +193,7 @@ def test_connection_passes_the_node_limit_to_commands():
 def test_unadmitted_allowance_default_is_much_smaller():
     limits = Limits()
     assert limits.max_pending_bytes_unadmitted == MAX_PENDING_BYTES_UNADMITTED
-    assert MAX_PENDING_BYTES_UNADMITTED <= limits.max_pending_bytes // 16
+    assert limits.max_pending_bytes // 16 >= MAX_PENDING_BYTES_UNADMITTED
 
 
 def _big_video_start(stream_id: int, length: int, sent: int) -> bytes:

@@ -36,9 +36,9 @@ from rtmp_ingest.rtmp.server import (
     CONN_TRANSITIONS,
     STREAM_TRANSITIONS,
     ConnInput,
-    StreamInput,
     ConnState,
     ServerConnection,
+    StreamInput,
     StreamState,
 )
 
