@@ -5,7 +5,8 @@ string/long string ↔ str (the encoder picks long string past 65 535 UTF-8 byte
 object ↔ dict, ECMA array ↔ `EcmaArray`, strict array ↔ list, null ↔ None,
 undefined ↔ `UNDEFINED`, reference ↔ `Reference`, date ↔ `Date`,
 XML document ↔ `XmlDocument`, typed object ↔ `TypedObject`, and the AVM+ switch
-(0x11) ↔ the AMF3 value it carries (see amf3.py).
+(0x11) ↔ the AMF3 value it carries (see amf3.py); bytes and `amf3.Amf3Array`, which
+only AMF3 can express, encode through that switch.
 
 The decoder never trusts a length or a count: it checks every read against the
 data left, bounds nesting depth and element counts (`Limits`), and raises
@@ -318,6 +319,10 @@ def _encode_into(out: bytearray, value: Any) -> None:
         out.append(TYPED_OBJECT)
         _encode_str_body(out, value.class_name.encode("utf-8"))
         _encode_properties(out, value.properties)
+    elif isinstance(value, (bytes, bytearray, amf3.Amf3Array)):
+        #: values only AMF3 has (ByteArray, arrays with an associative part): the AVM+ switch
+        out.append(AVMPLUS)
+        out += amf3.encode(value)
     else:
         raise TypeError(f"cannot encode {type(value).__name__} as AMF0")
 

@@ -154,6 +154,27 @@ class Connection:
         an event (accept_publish, …) applies to every message after it. Raising the
         error puts the connection in ERROR; every later call raises it again.
         """
+        event = self._next_event(fail=True)
+        return NEED_DATA if event is None else event  #: None only when fail=False
+
+    def events(self) -> list[Event]:
+        """Every event available until NEED_DATA or PAUSED.
+
+        A protocol error behind the events is left for the next call (the connection
+        is not in ERROR until it is raised, so the events can still be answered); with
+        no event before it, it is raised like next_event does.
+        """
+        out: list[Event] = []
+        while True:
+            event = self._next_event(fail=not out)
+            if event is None or event is NEED_DATA or event is PAUSED:
+                return out
+            out.append(event)
+            if isinstance(event, ConnectionClosed):
+                return out
+
+    def _next_event(self, *, fail: bool) -> Event | Sentinel | None:
+        """next_event(); when the error is next and `fail` is false, None instead."""
         if self._failed is not None:
             raise self._failed
         events = self._events
@@ -172,27 +193,13 @@ class Connection:
             return PAUSED
         error = self._error_at_dispatch or self._error
         if error is not None:
+            if not fail:
+                return None
             self._enter_error(error)
             raise error
         if self._eof:
             return ConnectionClosed()
         return NEED_DATA
-
-    def events(self) -> list[Event]:
-        """Every event available until NEED_DATA or PAUSED (raises the error like next_event)."""
-        out: list[Event] = []
-        while True:
-            try:
-                event = self.next_event()
-            except ProtocolError:
-                if out:
-                    return out
-                raise
-            if event is NEED_DATA or event is PAUSED:
-                return out
-            out.append(event)
-            if isinstance(event, ConnectionClosed):
-                return out
 
     # -- the ERROR state -------------------------------------------------------------
 

@@ -184,3 +184,18 @@ def test_next_event_is_typed_as_events_or_sentinels_without_any():
 def test_protocol_errors_share_one_base():
     assert issubclass(LocalProtocolError, ProtocolError)
     assert issubclass(RemoteProtocolError, ProtocolError)
+
+
+def test_events_leaves_a_trailing_error_for_the_next_call():
+    """events() returns what came before the error without entering ERROR yet."""
+    pair = ConnectionPair(accept=False)
+    pair.pump()
+    body = command("connect", 1.0, {"app": "live"})
+    pair.server.receive_data(chunk(0, 3, body, length=len(body), type_id=20) + GARBAGE_TYPE3)
+    (event,) = pair.server.events()
+    assert isinstance(event, ev.ConnectRequested)
+    assert pair.server.error is None
+    pair.server.accept_connect()
+    with pytest.raises(RemoteProtocolError):
+        pair.server.events()
+    assert pair.server.state is ConnState.ERROR

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rtmp_ingest.rtmp import amf0
+from rtmp_ingest.rtmp import amf0, amf3
 from rtmp_ingest.rtmp import messages as msg
 from rtmp_ingest.rtmp.errors import LocalProtocolError, RemoteProtocolError
 from rtmp_ingest.rtmp.events import (
@@ -722,3 +722,15 @@ def test_decision_on_a_closed_connection_changes_no_stream_and_sends_nothing():
     assert server.stream_state(stream_id) is StreamState.PUBLISH_PENDING
     assert server.data_to_send() == b""
     assert server.state is ConnState.ERROR
+
+
+def test_amf3_data_message_with_amf3_only_values_becomes_an_event(pair):
+    """@setDataFrame in a type-15 message carrying a ByteArray: re-encoded, not a crash."""
+    stream_id = pair.publishing()
+    byte_array = b"\x11" + amf3.encode(b"\x01\x02")
+    body = b"\x00" + amf0.encode("@setDataFrame", "onMetaData") + byte_array
+    pair.client.send_raw_message(5, stream_id, msg.DATA_AMF3, 0, body)
+    pair.pump()
+    (data,) = of(DataMessage, pair.take_server_events())
+    assert data.name == "onMetaData" and data.values == [b"\x01\x02"]
+    assert amf0.decode_all(data.payload) == ["onMetaData", b"\x01\x02"]
