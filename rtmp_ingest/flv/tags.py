@@ -1,7 +1,7 @@
 """FLV / Enhanced RTMP v2 audio and video message bodies (RTMP types 8 and 9).
 
 One RTMP media message carries one FLV tag body. Legacy bodies (FLV 10.1 §E.4.2,
-§E.4.3) name the codec by a 4-bit id; Enhanced RTMP v2 (shared/ERTMP.md) sets the
+§E.4.3) name the codec by a 4-bit id; Enhanced RTMP v2 (docs/ertmp.md) sets the
 ExHeader bit and names it by FourCC, may wrap the packet in ModEx prefixes
 (TimestampOffsetNano), and may carry several tracks in one message
 (Multitrack: OneTrack, ManyTracks, ManyTracksManyCodecs).

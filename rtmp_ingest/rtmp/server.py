@@ -21,7 +21,7 @@ Until a decision is made, `next_event()` returns PAUSED and the messages behind
 the request wait (an encoder may send media right after `publish`). After reject_connect, reject_publish, end_publish or
 close() the connection is CLOSED: input is dropped undecoded and the driver should flush
 `data_to_send()` and close the socket (librtmp clients hang on an error status
-otherwise — FINDINGS.md §3).
+otherwise — docs/clients.md §3).
 
 Everything else is answered here: releaseStream, FCPublish (+ onFCPublish),
 createStream, FCUnpublish, deleteStream (numeric id, or the stream name as
