@@ -3,8 +3,10 @@
 Shape (h11/h2): `receive_data(data)` takes bytes (`b""` = the peer closed),
 `next_event()` returns the next event, `PAUSED` while the caller owes a
 decision, `NEED_DATA`, or raises the `RemoteProtocolError` that stopped the
-connection (after every event decoded before it), and `data_to_send()` returns what the core wants written: handshake
-replies, acknowledgements, ping responses, command replies, media.
+connection (after every event decoded before it), and `data_to_send()` returns
+what the core wants written: handshake replies, acknowledgements, ping
+responses, command replies, media. `pending_bytes` is what the peer's input
+costs the connection now (for a budget across connections).
 
 `receive_data` decodes a whole socket read into messages in one pass;
 `next_event` turns them into events one by one, so decisions (accept/reject)

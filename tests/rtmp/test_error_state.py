@@ -52,7 +52,14 @@ def sends(server: ServerConnection, stream_id: int) -> list[typing.Callable[[], 
         lambda: server.accept_publish(stream_id),
         lambda: server.reject_publish(stream_id, "no"),
         lambda: server.accept_play(stream_id),
+        lambda: server.reject_play(stream_id, "no"),
+        lambda: server.end_play(stream_id, "gone"),
+        lambda: server.accept_connect(),
+        lambda: server.reject_connect("no"),
     ]
+
+
+SENDS = len(sends(ServerConnection(), 1))
 
 
 def fail_remotely(pair: ConnectionPair) -> RemoteProtocolError:
@@ -62,7 +69,7 @@ def fail_remotely(pair: ConnectionPair) -> RemoteProtocolError:
     return info.value
 
 
-@pytest.mark.parametrize("index", range(13))
+@pytest.mark.parametrize("index", range(SENDS))
 def test_after_a_remote_error_every_send_is_refused(index):
     pair, stream_id = publishing_pair()
     pair.server.data_to_send()
@@ -118,6 +125,30 @@ def test_a_local_error_puts_the_connection_in_error():
     with pytest.raises(LocalProtocolError) as again:
         pair.server.next_event()
     assert again.value is error
+
+
+DECISION_ARGS = {
+    ConnInput.ACCEPT_CONNECT: (),
+    ConnInput.REJECT_CONNECT: ("no",),
+    ConnInput.REJECT_PUBLISH: (1, "no"),
+    ConnInput.END_PUBLISH: (1, "bye"),
+}
+
+
+@pytest.mark.parametrize("decision", list(ConnInput))
+def test_every_connection_input_in_error_follows_the_table(decision):
+    pair, _ = publishing_pair()
+    fail_remotely(pair)
+    assert CONN_TRANSITIONS.get((ConnState.ERROR, decision)) in (None, ConnState.ERROR)
+    method = getattr(pair.server, decision.value, None)
+    if method is None:  #: not a call: the peer's connect, the handshake, an error
+        return
+    if CONN_TRANSITIONS.get((ConnState.ERROR, decision)) is None:
+        with pytest.raises(LocalProtocolError, match="ERROR"):
+            method(*DECISION_ARGS[decision])
+    else:
+        method()
+    assert pair.server.state is ConnState.ERROR
 
 
 def test_close_in_error_stays_in_error():
