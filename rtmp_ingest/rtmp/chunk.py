@@ -179,6 +179,8 @@ class ChunkDecoder:
                 f"max_pending_bytes_unadmitted={self._limits.max_pending_bytes_unadmitted}"
             )
             self._die(error)
+            if out:
+                return out
             raise error
         return out
 

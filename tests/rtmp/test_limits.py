@@ -299,3 +299,16 @@ def test_buffers_are_given_back_after_a_big_message_in_many_reads():
     decoder = pair.server._decoder  # the retained capacity is what this test is about
     assert sys.getsizeof(decoder._buf) < 64 * 1024
     assert all(not s.pieces and not s.views for s in decoder._streams.values())
+
+
+def test_messages_before_the_allowance_is_exceeded_are_still_returned():
+    decoder = ChunkDecoder(limits=Limits(max_pending_bytes_unadmitted=1000))
+    decoder.admitted = False
+    small = chunk(0, 4, b"a" * 10, length=10, type_id=AUDIO, msid=1)
+    big = chunk(0, 6, b"v" * 128, length=100_000, type_id=VIDEO, msid=1)
+    (message,) = decoder.feed(small + big + (b"\xc6" + b"v" * 128) * 8)
+    assert message[4] == b"a" * 10
+    assert decoder.error is not None and "max_pending_bytes_unadmitted" in decoder.error.message
+    assert decoder.pending_bytes == 0  #: a dead decoder lets go of what it held
+    with pytest.raises(RemoteProtocolError, match="max_pending_bytes_unadmitted"):
+        decoder.feed(b"x")
