@@ -187,6 +187,10 @@ class ChunkDecoder:
     def _die(self, exc: RemoteProtocolError) -> None:
         """Remembers the error and lets go of everything held."""
         self._error = exc
+        self.release()
+
+    def release(self) -> None:
+        """Lets go of every byte held (the owner stops feeding: its connection failed)."""
         self._buf = bytearray()
         self._partial_bytes = 0
         self._pending_bytes = 0

@@ -65,6 +65,7 @@ class Connection:
         self._deferred = bytearray()
         self._events: deque[Event] = deque()
         self._raw: deque[RawMessage] = deque()
+        self._raw_bytes = 0  #: body bytes of the messages in _raw
         self._error_at_dispatch: RemoteProtocolError | None = None
         self._error: RemoteProtocolError | None = None
         #: the error that put the connection in ERROR (raised by next_event/receive_data)
@@ -102,7 +103,7 @@ class Connection:
 
         Cheap (no scan): a driver may sum it over its connections for a global budget.
         """
-        return self._decoder.pending_bytes + self._handshake.buffered_bytes
+        return self._raw_bytes + self._decoder.pending_bytes + self._handshake.buffered_bytes
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feeds bytes from the peer; `b""` means the peer closed the connection.
@@ -128,10 +129,14 @@ class Connection:
                 if not data:
                     return
             decoder = self._decoder
-            self._raw.extend(decoder.feed(data))
+            messages = decoder.feed(data)
+            if messages:
+                self._raw.extend(messages)
+                self._raw_bytes += sum([len(m[4]) for m in messages])
             if decoder.error is not None:  #: after messages completed before the bad bytes
                 self._error = decoder.error
                 return
+            self._check_held(decoder)
             if (
                 self._peer_window
                 and self._decoder.bytes_received - self._acked >= self._peer_window
@@ -140,6 +145,17 @@ class Connection:
                 self._send_control(msg.ACKNOWLEDGEMENT, msg.u32_body(self._acked))
         except RemoteProtocolError as exc:
             self._error = exc
+
+    def _check_held(self, decoder: ChunkDecoder) -> None:
+        """Input held (also messages waiting behind an owed decision) within its limit."""
+        limits = self.limits
+        if decoder.admitted:
+            name, limit = "max_pending_bytes", limits.max_pending_bytes
+        else:
+            name, limit = "max_pending_bytes_unadmitted", limits.max_pending_bytes_unadmitted
+        held = self._raw_bytes + decoder.pending_bytes
+        if held > limit:
+            raise RemoteProtocolError(f"{held} bytes of input held exceed {name}={limit}")
 
     def _paused(self) -> bool:
         """True while a decision (accept/reject) is owed; the roles override it."""
@@ -184,11 +200,14 @@ class Connection:
         while not events and raw and self._error_at_dispatch is None:
             if self._paused():
                 return PAUSED
+            message = raw.popleft()
+            self._raw_bytes -= len(message[4])
             try:
-                self._dispatch(raw.popleft())
+                self._dispatch(message)
             except RemoteProtocolError as exc:
                 self._error_at_dispatch = exc
                 raw.clear()
+                self._raw_bytes = 0
         if events:
             return events.popleft()
         if self._error_at_dispatch is None and self._paused():
@@ -211,8 +230,10 @@ class Connection:
             return
         self._failed = error
         self._raw.clear()
+        self._raw_bytes = 0
         self._events.clear()
         self._deferred = bytearray()
+        self._decoder.release()
         self._on_error()
 
     def _on_error(self) -> None:

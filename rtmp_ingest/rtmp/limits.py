@@ -4,11 +4,12 @@ Every number that bounds memory or work per connection lives here with its unit
 and its reason. `Limits` bundles them so a config file can override each one;
 exceeding a limit is a `RemoteProtocolError` that names it.
 
-Memory a peer can make one connection hold: before a publish is admitted, at most
-`max_pending_bytes_unadmitted` of partial messages and unparsed input (plus one
-socket read); after, `max_pending_bytes` declared by partial messages, each at
-most `max_message_bytes`. Work: a command or data message is at most
-`max_command_bytes` and decodes at most `max_amf_nodes` values.
+Memory a peer can make one connection hold (`pending_bytes`: partial messages,
+unparsed chunks, complete messages waiting behind an owed decision): before a
+publish is admitted at most `max_pending_bytes_unadmitted` (plus one socket read);
+after, at most `max_pending_bytes`, which also bounds the lengths partial
+messages declare, each at most `max_message_bytes`. Work: a command or data
+message is at most `max_command_bytes` and decodes at most `max_amf_nodes` values.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ MAX_MESSAGE_BYTES = RTMP_MAX_MESSAGE_BYTES
 #: A connect or onMetaData is a few hundred bytes; a 16 MiB command of 4 M AMF items would
 #: stall the event loop for seconds before authentication. Checked from the chunk header.
 MAX_COMMAND_BYTES = 64 * KiB
-#: Bytes declared by all partially received messages of one admitted connection together.
-#: Bounds what interleaved chunk streams can make us hold at once.
+#: Bytes declared by all partially received messages of one admitted connection together,
+#: and bytes of its input held at once. Bounds what interleaved chunk streams can cost.
 MAX_PENDING_BYTES = 64 * MiB
-#: Bytes a connection may hold in partial messages and unparsed input until a publish is
-#: admitted: a stranger (no token checked yet) costs at most this, not MAX_PENDING_BYTES.
+#: Bytes of input a connection may hold until a publish is admitted: a stranger (no token
+#: checked yet) costs at most this (plus one socket read), not MAX_PENDING_BYTES.
 MAX_PENDING_BYTES_UNADMITTED = 1 * MiB
 #: Distinct chunk stream ids one peer may use. Real encoders use fewer than ten.
 MAX_CHUNK_STREAMS = 64

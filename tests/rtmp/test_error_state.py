@@ -230,3 +230,11 @@ def test_events_leaves_a_trailing_error_for_the_next_call():
     with pytest.raises(RemoteProtocolError):
         pair.server.events()
     assert pair.server.state is ConnState.ERROR
+
+
+def test_error_lets_go_of_the_input_held():
+    pair, stream_id = publishing_pair()
+    pair.server.receive_data(chunk(0, 6, b"v" * 128, length=5000, type_id=9, msid=stream_id))
+    assert pair.server.pending_bytes == 128
+    fail_remotely(pair)
+    assert pair.server.pending_bytes == 0

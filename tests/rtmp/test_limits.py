@@ -17,6 +17,7 @@ from rtmp_ingest.rtmp import amf0, amf3
 from rtmp_ingest.rtmp import messages as msg
 from rtmp_ingest.rtmp.chunk import ChunkDecoder
 from rtmp_ingest.rtmp.errors import RemoteProtocolError
+from rtmp_ingest.rtmp.events import PAUSED
 from rtmp_ingest.rtmp.limits import (
     MAX_AMF_NODES,
     MAX_COMMAND_BYTES,
@@ -27,7 +28,7 @@ from rtmp_ingest.rtmp.limits import (
 )
 from rtmp_ingest.rtmp.server import ServerConnection
 
-from .helpers import ConnectionPair, chunk
+from .helpers import ConnectionPair, chunk, drain
 
 AUDIO, VIDEO = msg.AUDIO, msg.VIDEO
 NON_MEDIA_TYPES = [
@@ -312,3 +313,31 @@ def test_messages_before_the_allowance_is_exceeded_are_still_returned():
     assert decoder.pending_bytes == 0  #: a dead decoder lets go of what it held
     with pytest.raises(RemoteProtocolError, match="max_pending_bytes_unadmitted"):
         decoder.feed(b"x")
+
+
+def test_pending_bytes_counts_messages_waiting_behind_an_owed_decision():
+    pair = ConnectionPair(accept=False)
+    pair.pump()
+    pair.connect()  #: connect is owed a decision: the rest waits
+    assert pair.server.next_event() is PAUSED
+    audio = chunk(0, 4, b"a" * 100, length=100, type_id=AUDIO, msid=1)
+    pair.server.receive_data(audio * 10)
+    assert pair.server.pending_bytes == 1000
+    pair.server.accept_connect()
+    assert drain(pair.server) == []  #: media before a publish is dropped
+    assert pair.server.pending_bytes == 0
+
+
+def test_a_flood_behind_an_owed_decision_is_bounded_by_the_allowance():
+    limits = Limits(max_pending_bytes_unadmitted=10_000)
+    pair = ConnectionPair(accept=False, server=ServerConnection(limits=limits))
+    pair.pump()
+    pair.connect()
+    audio = chunk(0, 4, b"a" * 100, length=100, type_id=AUDIO, msid=1)
+    for _ in range(99):
+        pair.server.receive_data(audio)
+    assert pair.server.next_event() is PAUSED
+    pair.server.receive_data(audio * 2)
+    pair.server.accept_connect()  #: the events before the error can still be answered
+    with pytest.raises(RemoteProtocolError, match="max_pending_bytes_unadmitted"):
+        drain(pair.server)
