@@ -49,8 +49,9 @@ write_timeout_s = 10.0
 # Connections at once, in total and from one remote address.
 max_connections = 1000
 max_connections_per_address = 100
-# Largest RTMP message (bytes). 4K keyframes exceed nginx-rtmp's 1 MiB.
-max_message_bytes = 33554432
+# Largest RTMP media message (bytes), at most 16777215 (RTMP's 24-bit length).
+# 4K keyframes exceed nginx-rtmp's 1 MiB.
+max_message_bytes = 16777215
 # Bytes all partially received messages of one connection may hold.
 max_pending_bytes = 67108864
 # Chunk size we send with (the client picks its own).
@@ -159,7 +160,7 @@ class RtmpConfig:
     write_timeout_s: float = 10.0
     max_connections: int = 1000
     max_connections_per_address: int = 100
-    max_message_bytes: int = 32 * 1024 * 1024
+    max_message_bytes: int = 16 * 1024 * 1024 - 1
     max_pending_bytes: int = 64 * 1024 * 1024
     chunk_size: int = 4096
     play_wait_s: float = 30.0
