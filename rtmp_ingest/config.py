@@ -52,8 +52,16 @@ max_connections_per_address = 100
 # Largest RTMP media message (bytes), at most 16777215 (RTMP's 24-bit length).
 # 4K keyframes exceed nginx-rtmp's 1 MiB.
 max_message_bytes = 16777215
-# Bytes all partially received messages of one connection may hold.
+# Largest command or data message (connect, publish, @setDataFrame, ...), checked from
+# the chunk header before any of it is kept: a stranger cannot make the server parse MBs.
+max_command_bytes = 65536
+# Bytes all partially received messages of one connection may hold once it publishes,
+# and before (a connection that has not been admitted to publish is a stranger).
 max_pending_bytes = 67108864
+max_pending_bytes_unadmitted = 1048576
+# Bytes of partial input all connections together may hold; over it the connection
+# that grows is dropped (a stranger before an admitted publisher).
+max_pending_bytes_total = 268435456
 # Chunk size we send with (the client picks its own).
 chunk_size = 4096
 # A player of a stream or source that is not live waits this long for it (also after
@@ -161,7 +169,10 @@ class RtmpConfig:
     max_connections: int = 1000
     max_connections_per_address: int = 100
     max_message_bytes: int = 16 * 1024 * 1024 - 1
+    max_command_bytes: int = 64 * 1024
     max_pending_bytes: int = 64 * 1024 * 1024
+    max_pending_bytes_unadmitted: int = 1024 * 1024
+    max_pending_bytes_total: int = 256 * 1024 * 1024
     chunk_size: int = 4096
     play_wait_s: float = 30.0
     goodbye_s: float = 2.0
@@ -170,6 +181,8 @@ class RtmpConfig:
         return Limits(
             max_message_bytes=self.max_message_bytes,
             max_pending_bytes=self.max_pending_bytes,
+            max_command_bytes=self.max_command_bytes,
+            max_pending_bytes_unadmitted=self.max_pending_bytes_unadmitted,
             out_chunk_size=self.chunk_size,
         )
 
@@ -350,6 +363,10 @@ def _check(config: Config) -> None:
         raise ConfigError("rtmps: listen is set but cert_file/key_file are missing")
     if not 1 <= config.rtmp.chunk_size <= 0x7FFFFFFF:
         raise ConfigError("rtmp.chunk_size: must be 1..2147483647")
+    try:
+        config.rtmp.limits()
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"rtmp: {exc}") from None
     hls = config.hls
     if not 0.05 <= hls.part_s <= hls.segment_s / 2:
         raise ConfigError("hls.part_s: must be at least 0.05 and at most half of hls.segment_s")

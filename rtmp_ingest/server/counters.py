@@ -17,6 +17,8 @@ class Metrics:
     bytes_in_ended: int = 0  #: bytes of feeds that have ended (live feeds are added at scrape)
     player_bytes_ended: int = 0  #: bytes sent to players that have left
     player_dropped_ended: int = 0  #: frames dropped for players that have left
+    #: connections dropped because all partial input exceeded rtmp.max_pending_bytes_total
+    budget_drops: int = 0
     refused: dict[str, int] = attrs.Factory(dict)
     #: exceptions contained in one output's handling of a bundle event, per output
     output_errors: dict[str, int] = attrs.Factory(dict)

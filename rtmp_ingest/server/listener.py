@@ -46,6 +46,8 @@ class RtmpListener:
         self.metrics = feeds.metrics
         self.verify_token = verify_token
         self.sessions: set[RtmpSession] = set()
+        #: partial input bytes all connections hold (see RtmpSession._account_pending)
+        self.pending_total = 0
         self.per_address: Counter[str] = Counter()
         self._listener_scopes: list[trio.CancelScope] = []
         #: the nursery every connection runs in (cancelled at the shutdown deadline)

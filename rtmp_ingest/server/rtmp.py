@@ -81,6 +81,8 @@ class RtmpSession:
         self._broken = False
         #: a status was sent that the peer must get to read (refusal, kick, shutdown)
         self._farewell = False
+        #: this connection's share of the listener's `pending_total` (partial input bytes)
+        self._pending = 0
         #: a player that paused: pinged, and dropped if it stops answering (see below)
         self._paused = False
         self._pong = trio.Event()
@@ -161,6 +163,8 @@ class RtmpSession:
                 nursery.cancel_scope.cancel()
         finally:
             self._closed = True  #: no eager delivery may touch the descriptor from here on
+            self.server.pending_total -= self._pending
+            self._pending = 0
             self._end_feed_now(reason)
             await trio.aclose_forcefully(self.stream)
 
@@ -319,9 +323,49 @@ class RtmpSession:
                 await self._flush()
                 continue
             self._handle_events()
+            if conn.pending_bytes != self._pending:
+                self._account_pending()
             await self._flush()
             if not data:
                 return
+
+    def _account_pending(self) -> None:
+        """Keeps the listener's total of partial input; over budget, someone is dropped.
+
+        `rtmp.max_pending_bytes_total` bounds what all connections' partial messages hold
+        together. When this connection's growth crosses it: a stranger (not publishing)
+        is dropped itself; an admitted publisher instead has the largest stranger
+        dropped, and is dropped itself only when no stranger holds anything.
+        """
+        server = self.server
+        pending = self.conn.pending_bytes
+        server.pending_total += pending - self._pending
+        grew = pending > self._pending
+        self._pending = pending
+        budget = server.config.rtmp.max_pending_bytes_total
+        if not grew or server.pending_total <= budget:
+            return
+        victim: RtmpSession = self
+        if self.feed is not None:
+            strangers = [s for s in server.sessions if s.feed is None and s._pending > 0]
+            if strangers:
+                victim = max(strangers, key=lambda s: s._pending)
+        server.metrics.budget_drops += 1
+        log.warning(
+            "memory budget remote=%s stream=%s: dropped, holding %d bytes of partial input "
+            "(all connections: %d > rtmp.max_pending_bytes_total=%d)",
+            victim.remote,
+            shown(victim.stream_path or "-"),
+            victim._pending,
+            server.pending_total,
+            budget,
+        )
+        #: its share is released now (its memory goes with it), so it is dropped once
+        server.pending_total -= victim._pending
+        victim._pending = 0
+        victim._broken = True  #: no goodbye: it is the input that is too much
+        victim._closing = True
+        victim._scope.cancel()
 
     async def _receive(self) -> bytes:
         """The next bytes from the peer (b"" at EOF).

@@ -327,3 +327,66 @@ async def test_a_paused_player_that_keeps_reading_stays(
     await trio.sleep(25)
     assert any(s.player is not None for s in daemon.sessions)
     assert not player.closed
+
+
+async def stranger_holding(daemon: App, nbytes: int) -> TrioRtmpClient:
+    """A connection past the handshake that sends `nbytes` of a command it never finishes."""
+    client, _ = connect_session(daemon)
+    await client.connect("live")
+    client.conn.send_raw_message(3, 0, 20, 0, b"\x02" + b"x" * (nbytes + 1000))
+    await client.stream.send_all(client.conn.data_to_send()[:nbytes])
+    return client
+
+
+def budget_app(tmp_path: Any, total: int) -> App:
+    return App(
+        config_mod.load(
+            None,
+            overrides={
+                "data_dir": str(tmp_path),
+                "rtmp": {"listen": "127.0.0.1:0", "max_pending_bytes_total": total},
+            },
+        )
+    )
+
+
+async def test_strangers_over_the_global_memory_budget_are_dropped_first(
+    mock_clock: trio.testing.MockClock, tmp_path: Any, nursery: trio.Nursery
+) -> None:
+    daemon = budget_app(tmp_path, 150_000)
+    await nursery.start(daemon.feeds.run)
+    await nursery.start(daemon.rtmp.run)
+    publisher, stream_id = await publish(daemon, "a")
+    first = await stranger_holding(daemon, 60_000)
+    second = await stranger_holding(daemon, 60_000)
+    await trio.sleep(0.1)
+    assert 110_000 <= daemon.rtmp.pending_total <= 150_000
+    third = await stranger_holding(daemon, 60_000)  # over the budget: this one goes
+    await trio.sleep(0.1)
+    assert daemon.metrics.budget_drops == 1
+    assert len(daemon.sessions) == 3 and daemon.rtmp.pending_total <= 150_000
+    assert await third.stream.receive_some(100) == b""
+    # an admitted publisher's big keyframe in progress pushes the strangers out, not itself
+    publisher.conn.send_video(stream_id, 40, AVC_INTER * 2)
+    await publisher.stream.send_all(publisher.conn.data_to_send()[:70_000])
+    await trio.sleep(0.1)
+    assert daemon.metrics.budget_drops == 2
+    assert len(daemon.publishers) == 1
+    assert [s.feed is not None for s in daemon.sessions].count(False) == 1
+    del first, second
+    daemon.rtmp._connections.cancel_scope.cancel()  # type: ignore[union-attr]
+
+
+async def test_a_closed_connection_returns_its_share_of_the_budget(
+    mock_clock: trio.testing.MockClock, tmp_path: Any, nursery: trio.Nursery
+) -> None:
+    daemon = budget_app(tmp_path, 10_000_000)
+    await nursery.start(daemon.feeds.run)
+    await nursery.start(daemon.rtmp.run)
+    stranger = await stranger_holding(daemon, 60_000)
+    await trio.sleep(0.1)
+    assert daemon.rtmp.pending_total >= 55_000
+    await stranger.aclose()
+    await trio.sleep(0.1)
+    assert daemon.rtmp.pending_total == 0
+    daemon.rtmp._connections.cancel_scope.cancel()  # type: ignore[union-attr]
