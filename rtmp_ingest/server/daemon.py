@@ -25,7 +25,7 @@ from urllib.parse import quote
 import attrs
 import trio
 
-from rtmp_ingest import tokens
+from rtmp_ingest.auth import Keyring, TokenClaims
 from rtmp_ingest.bundle import (
     EndReason,
     Registry,
@@ -88,7 +88,8 @@ class Daemon:
         self.per_address: Counter[str] = Counter()
         self.started_at = time.time()
         self.secret = b""
-        self.revocations: tokens.Revocations | None = None
+        #: the keyring (secret + revocations); `revocations` is the same object (its revoke())
+        self.revocations: Keyring | None = None
         self._poke = trio.Event()
         self._shutdown = trio.Event()
         self._listener_scopes: list[trio.CancelScope] = []
@@ -99,22 +100,20 @@ class Daemon:
     # -- tokens ----------------------------------------------------------------------
 
     def _load_auth(self) -> None:
-        if self.config.auth.secret:
-            self.secret = self.config.auth.secret.encode("utf-8")
-        else:
-            self.secret = tokens.load_or_create_secret(self.data_dir / "secret")
-        self.revocations = tokens.Revocations(self.data_dir / "revoked_tokens.json")
+        keyring = Keyring.load(self.data_dir, secret=self.config.auth.secret)
+        self.secret = keyring.secret
+        self.revocations = keyring
 
     def verify_token(
         self, token: str, *, stream_path: str, source_id: str, remote_ip: str
-    ) -> tokens.TokenClaims:
-        return tokens.verify(
+    ) -> TokenClaims:
+        assert self.revocations is not None
+        return self.revocations.verify(
             token,
-            self.secret,
             stream_path=stream_path,
             source_id=source_id,
             remote_ip=remote_ip,
-            revoked=self.revocations or (),
+            now_s=time.time(),
         )
 
     # -- feeds -----------------------------------------------------------------------

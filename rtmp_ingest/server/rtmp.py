@@ -37,7 +37,7 @@ from rtmp_ingest.rtmp import (
 from rtmp_ingest.rtmp import events as ev
 from rtmp_ingest.server.media import FeedMedia
 from rtmp_ingest.server.play import Player, play_batches
-from rtmp_ingest.tokens import TokenError
+from rtmp_ingest.auth import TokenError
 
 if TYPE_CHECKING:
     from rtmp_ingest.bundle import Feed
