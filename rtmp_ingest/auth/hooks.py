@@ -77,6 +77,8 @@ class HookClient:
         self._nursery = nursery
         self._actions = frozenset(settings.actions) if settings.url else frozenset()
         self._pending = 0
+        #: failed calls in a row (the outage is logged when it starts and when it ends)
+        self._failing = 0
         self._calls = self._allowed = self._denied = self._failures = self._dropped = 0
 
     @property
@@ -99,13 +101,21 @@ class HookClient:
         """POSTs the payload; the answer (never raises for the hook's failures)."""
         self._calls += 1
         answer = await self._post({"action": action, **payload})
+        if answer.outcome is Outcome.FAILED:
+            self._failures += 1
+            self._failing += 1
+            if self._failing == 1:  #: once per outage, not once per publish
+                log.warning(
+                    "hook %s failed (%s on failure): %s", action, self.on_failure, answer.reason
+                )
+            return answer
+        if self._failing:
+            log.info("hook answers again after %d failed calls", self._failing)
+            self._failing = 0
         if answer.outcome is Outcome.ALLOWED:
             self._allowed += 1
-        elif answer.outcome is Outcome.DENIED:
-            self._denied += 1
         else:
-            self._failures += 1
-            log.warning("publish hook %s failed: %s", action, answer.reason)
+            self._denied += 1
         return answer
 
     def notify_nowait(self, action: str, payload: Mapping[str, object]) -> bool:
