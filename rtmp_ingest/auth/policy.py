@@ -204,7 +204,7 @@ class PublishAttempt:
         """`protocol=... stream=... sourceId=... remote=...` for log lines (escaped)."""
         return (
             f"protocol={self.protocol} stream={shown(self.stream_path)} "
-            f"sourceId={shown(self.source_id)} remote={shown(self.remote or self.remote_ip)}"
+            f"sourceId={shown(self.source_id)} remote={self.remote or self.remote_ip or '-'}"
         )
 
 
@@ -312,21 +312,25 @@ def _byte_length(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
+def _too_long(text: str, max_bytes: int) -> bool:
+    #: a character is at least one byte: a long text is refused without encoding it
+    return len(text) > max_bytes or _byte_length(text) > max_bytes
+
+
 def _check_shape(attempt: PublishAttempt, settings: PolicySettings) -> Refusal | None:
     path, source_id = attempt.stream_path, attempt.source_id
     url = _URL_FORM.get(attempt.protocol, "APP/STREAM")
-    if _byte_length(path) > settings.max_stream_path_bytes:
+    if _too_long(path, settings.max_stream_path_bytes):
         return Refusal.of(
             RefusalCode.INVALID_STREAM_PATH,
-            f"Stream name is {_byte_length(path)} bytes long; the limit is "
-            f"{settings.max_stream_path_bytes} bytes.",
+            f"Stream name is longer than {settings.max_stream_path_bytes} bytes.",
             attempt=attempt,
         )
-    if _byte_length(source_id) > settings.max_source_id_bytes:
+    if _too_long(source_id, settings.max_source_id_bytes):
         return Refusal.of(
             RefusalCode.INVALID_SOURCE_ID,
-            f"Source id {shown(source_id, max_chars=40)} is {_byte_length(source_id)} bytes "
-            f"long; the limit is {settings.max_source_id_bytes} bytes.",
+            f"Source id {shown(source_id, max_chars=40)} is longer than "
+            f"{settings.max_source_id_bytes} bytes.",
             attempt=attempt,
         )
     token = attempt.token
@@ -365,6 +369,25 @@ def _priority(attempt: PublishAttempt) -> int | Refusal:
     )
 
 
+def _banned(attempt: PublishAttempt, bans: BanList, now_s: float) -> Refusal | None:
+    until_s = bans.banned_until(
+        stream_path=attempt.stream_path,
+        source_id=attempt.source_id,
+        remote_ip=normalize_ip(attempt.remote_ip),
+        now_s=now_s,
+    )
+    if until_s is None:
+        return None
+    wait_s = until_s - now_s
+    return Refusal.of(
+        RefusalCode.BANNED,
+        f"Publish refused: an operator removed this source; it may not publish "
+        f"from your address for another {wait_s:.0f} s.",
+        attempt=attempt,
+        retry_after_s=wait_s,
+    )
+
+
 def decide(
     attempt: PublishAttempt,
     *,
@@ -383,26 +406,8 @@ def decide(
     priority = _priority(attempt)
     if isinstance(priority, Refusal):
         return priority
-    if (
-        bans is not None
-        and (
-            until_s := bans.banned_until(
-                stream_path=attempt.stream_path,
-                source_id=attempt.source_id,
-                remote_ip=normalize_ip(attempt.remote_ip),
-                now_s=now_s,
-            )
-        )
-        is not None
-    ):
-        wait_s = until_s - now_s
-        return Refusal.of(
-            RefusalCode.BANNED,
-            f"Publish refused: an operator removed this source; it may not publish "
-            f"from your address for another {wait_s:.0f} s.",
-            attempt=attempt,
-            retry_after_s=wait_s,
-        )
+    if bans is not None and (refusal := _banned(attempt, bans, now_s)) is not None:
+        return refusal
     rules = settings.app(attempt.app)
     claims: TokenClaims | None = None
     if settings.mode == "token":
