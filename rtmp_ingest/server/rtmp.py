@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from rtmp_ingest.auth import TokenError
 from rtmp_ingest.bundle import Admitted, EndReason, Permissions, PublishRequest, Refused
 from rtmp_ingest.outputs.flv import PlayerTrack
 from rtmp_ingest.rtmp import (
@@ -37,7 +38,6 @@ from rtmp_ingest.rtmp import (
 from rtmp_ingest.rtmp import events as ev
 from rtmp_ingest.server.media import FeedMedia
 from rtmp_ingest.server.play import Player, play_batches
-from rtmp_ingest.auth import TokenError
 
 if TYPE_CHECKING:
     from rtmp_ingest.bundle import Feed
