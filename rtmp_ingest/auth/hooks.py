@@ -136,7 +136,8 @@ class HookClient:
             self._pending -= 1
 
     async def _post(self, body: Mapping[str, object]) -> HookAnswer:
-        content = json.dumps(body, ensure_ascii=False, default=str).encode("utf-8")
+        #: ASCII JSON: a lone surrogate in client text is escaped, not an encoding error
+        content = json.dumps(body, ensure_ascii=True, default=str).encode("ascii")
         with trio.move_on_after(self.settings.timeout_s) as scope:
             try:
                 async with self._client.stream(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import attrs
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rtmp_ingest.auth import tokens
 from rtmp_ingest.auth.bans import BanList
@@ -313,3 +315,36 @@ def test_configure_swaps_the_app_rules_for_new_publishes():
 )
 def test_split_remote(remote, ip):
     assert split_remote(remote) == ip
+
+
+texts = st.text(max_size=40) | st.sampled_from(["", "live/x", "live/../x", "a/b/c", "live/"])
+
+
+@given(
+    mode=st.sampled_from(["open", "token"]),
+    path=texts,
+    source_id=st.text(max_size=20),
+    priority=st.none() | st.text(max_size=12) | st.integers().map(str),
+    token=st.none() | st.sampled_from(sorted(TOKENS)) | st.text(max_size=60),
+    remote=st.sampled_from(["10.1.2.3:1", "[::1]:2", "", "garbage", "192.0.2.1:3"]),
+    protocol=st.sampled_from(["rtmp", "rtmps", "srt", "webrtc"]),
+)
+def test_any_attempt_gets_a_permit_or_a_refusal(
+    mode, path, source_id, priority, token, remote, protocol
+):
+    query = {"sourceId": source_id} if source_id else {}
+    if priority is not None:
+        query["priority"] = priority
+    case = attempt(path, token=token, remote=remote, protocol=protocol, **query)
+    decision = _policy(mode).decide(case, now_s=NOW)
+    if isinstance(decision, Refusal):
+        assert "\n" not in decision.log_text and "\r" not in decision.log_text
+        assert decision.http_status in (400, 401, 403, 409, 429, 503)
+        return
+    assert isinstance(decision, Permit)
+    result = Registry(BundleConfig()).request_publish(decision.request, now_s=0.0)
+    if isinstance(result, Refused):  #: control characters: the bundle's own name rule
+        assert refusal_from_bundle(result, attempt=case).code in (
+            RefusalCode.INVALID_STREAM_PATH,
+            RefusalCode.INVALID_SOURCE_ID,
+        )
