@@ -153,7 +153,7 @@ class HookClient:
                         if len(data) >= MAX_BODY_BYTES:
                             break
                     status = response.status_code
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
                 return HookAnswer(
                     outcome=Outcome.FAILED, reason=plain_text(f"{type(exc).__name__}: {exc}")
                 )
