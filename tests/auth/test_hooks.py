@@ -7,6 +7,7 @@ import socket
 import pytest
 import trio
 
+from rtmp_ingest.auth import hooks as hooks_mod
 from rtmp_ingest.auth import tokens
 from rtmp_ingest.auth.authorize import Authorizer, PlayAttempt
 from rtmp_ingest.auth.hooks import MAX_REASON_CHARS, open_hook_client, plain_text
@@ -210,3 +211,18 @@ def test_plain_text():
     assert plain_text(b"a\x00b\r\nc\t d") == "a b c d"
     assert plain_text(b"\xff ok") == "\ufffd ok"
     assert plain_text("x" * 500, max_chars=10) == "xxxxxxx..."
+
+
+async def test_notifications_beyond_the_bound_are_dropped_and_counted(monkeypatch):
+    monkeypatch.setattr(hooks_mod, "MAX_PENDING_NOTIFICATIONS", 2)
+    async with trio.open_nursery() as nursery:
+        server, settings = await _with_hook(nursery, lambda _: None)  #: never answers
+        async with open_hook_client(settings) as hook:
+            auth = authorizer(hook)
+            for _ in range(5):
+                auth.unpublished(publish(), reason="disconnect")
+            with trio.fail_after(TIMEOUT_S):
+                await server.received.receive()
+                await server.received.receive()
+            assert hook.statistics().notifications_dropped == 3
+        nursery.cancel_scope.cancel()
