@@ -26,7 +26,7 @@ from urllib.parse import quote
 import attrs
 import trio
 
-from rtmp_ingest import tokens
+from rtmp_ingest.auth import Authorizer, BanList, Keyring, KeyringError, Policy, PolicySettings
 from rtmp_ingest.bundle import Registry
 from rtmp_ingest.config import Config, StartupError
 from rtmp_ingest.outputs.names import source_segment
@@ -60,9 +60,12 @@ class App:
         self.metrics = Metrics()
         self.hub = EventHub()
         self.feeds = Feeds(self.registry, self.metrics)
-        self.secret = b""
-        self.revocations: tokens.Revocations | None = None
-        self.rtmp = RtmpListener(config, self.feeds, self.verify_token)
+        #: the secret, revocations and issued-token log (loaded when run starts)
+        self.keyring: Keyring | None = None
+        self.bans = BanList(max_bans=config.auth.max_bans, max_ban_s=config.auth.max_ban_s)
+        #: the one publish policy (and hook) every ingest driver asks; set when run starts
+        self.authorizer: Authorizer | None = None
+        self.rtmp = RtmpListener(config, self.feeds)
         self.hls = HlsService(config=config.hls, registry=self.registry)
         self.recorder = RecorderService(
             config=config.record,
@@ -154,26 +157,30 @@ class App:
 
         return hls.routes(self) + web.routes(self) + httpflv.routes(self)
 
-    # -- tokens ----------------------------------------------------------------------
+    # -- auth ------------------------------------------------------------------------
 
-    def _load_auth(self) -> None:
-        if self.config.auth.secret:
-            self.secret = self.config.auth.secret.encode("utf-8")
-        else:
-            self.secret = tokens.load_or_create_secret(self.data_dir / "secret")
-        self.revocations = tokens.Revocations(self.data_dir / "revoked_tokens.json")
+    @property
+    def secret(self) -> bytes:
+        assert self.keyring is not None
+        return self.keyring.secret
 
-    def verify_token(
-        self, token: str, *, stream_path: str, source_id: str, remote_ip: str
-    ) -> tokens.TokenClaims:
-        return tokens.verify(
-            token,
-            self.secret,
-            stream_path=stream_path,
-            source_id=source_id,
-            remote_ip=remote_ip,
-            revoked=self.revocations or (),
-        )
+    @property
+    def revocations(self) -> Keyring | None:
+        """The keyring (its revoke() and revoked ids), as the API uses it."""
+        return self.keyring
+
+    def _policy_settings(self, config: Config) -> PolicySettings:
+        return PolicySettings(mode=config.auth.mode, apps=config.apps)  # type: ignore[arg-type]
+
+    def open_auth(self, hook: Any = None) -> None:
+        """Loads the keyring and sets up the publish policy (with `hook`) for every driver."""
+        try:
+            self.keyring = Keyring.load(self.data_dir, secret=self.config.auth.secret)
+        except KeyringError as exc:
+            raise StartupError(str(exc)) from None
+        policy = Policy(self._policy_settings(self.config), verifier=self.keyring, bans=self.bans)
+        self.authorizer = Authorizer(policy, hook=hook)
+        self.rtmp.authorizer = self.authorizer
 
     def reload(self, new: Config) -> None:
         """SIGHUP: takes the app settings and log level of `new`, re-reads revocations.
@@ -190,11 +197,18 @@ class App:
         self.config = attrs.evolve(self.config, apps=new.apps, log_level=new.log_level)
         self.rtmp.config = self.config
         logging.getLogger("rtmp_ingest").setLevel(new.log_level.upper())
-        self.revocations = tokens.Revocations(self.data_dir / "revoked_tokens.json")
+        revoked = 0
+        if self.keyring is not None:
+            try:
+                revoked = self.keyring.reload()
+            except KeyringError as exc:
+                log.error("reload: revocation list kept as it was: %s", exc)
+        if self.authorizer is not None:
+            self.authorizer.policy.configure(self._policy_settings(self.config))
         log.info(
             "reloaded apps=%d revocations=%d%s",
             len(new.apps),
-            len(self.revocations),
+            revoked,
             f"; changed, needs a restart: {', '.join(restart)}" if restart else "",
         )
 
@@ -202,7 +216,6 @@ class App:
 
     async def run(self, *, task_status: trio.TaskStatus[Bound] = trio.TASK_STATUS_IGNORED) -> None:
         """Serves until shutdown() (or cancellation)."""
-        self._load_auth()
         self.registry.wall_origin_s = time.time() - trio.current_time()
         config = self.config
         if config.auth.mode == "open":
@@ -211,6 +224,12 @@ class App:
                 'Set [auth] mode = "token" for production.'
             )
         async with trio.open_nursery() as nursery:
+            hook = None
+            if config.auth.hooks.url:
+                from rtmp_ingest.auth.hooks import open_hook_client  # noqa: PLC0415 - httpx
+
+                hook = await nursery.start(_run_hook_client, open_hook_client, config.auth.hooks)
+            self.open_auth(hook)
             await nursery.start(self.hls.run)
             await nursery.start(self.recorder.run)
             await nursery.start(self.feeds.run)
@@ -250,3 +269,12 @@ class App:
     def shutdown(self) -> None:
         """Starts a graceful shutdown (safe to call from a signal handler task)."""
         self._shutdown.set()
+
+
+async def _run_hook_client(
+    opener: Any, settings: Any, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Holds the publish hook's HTTP client open for the server's lifetime."""
+    async with opener(settings) as hook:
+        task_status.started(hook)
+        await trio.sleep_forever()

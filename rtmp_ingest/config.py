@@ -24,6 +24,9 @@ from cattrs.errors import (
     IterableValidationNote,
 )
 
+from rtmp_ingest.auth.authorize import check_hook_settings
+from rtmp_ingest.auth.bans import MAX_BAN_S, MAX_BANS
+from rtmp_ingest.auth.tokens import MIN_SECRET_BYTES
 from rtmp_ingest.bundle import BundleConfig
 from rtmp_ingest.rtmp.limits import Limits
 
@@ -93,8 +96,24 @@ hlsjs_url = "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js"
 # "open": anyone may publish anything (development; the server says so at start).
 # "token": a publish needs ?token=... signed with the server secret.
 mode = "open"
-# Secret for signing tokens; empty = generated once into <data_dir>/secret.
+# Secret for signing tokens (at least 16 bytes); empty = generated once into
+# <data_dir>/secret.
 secret = ""
+# Longest ban (seconds) a kick's ban_s may ask for, and the bans held at once.
+max_ban_s = 604800.0
+max_bans = 10000
+
+[auth.hooks]
+# POSTed a JSON object {action, protocol, app, stream, sourceId, query, remoteAddr}
+# for each publish, unpublish and play: a 2xx answer allows, anything else refuses
+# with the answer's body as the reason. Empty = no hook.
+url = ""
+# Which actions are sent ("unpublish" is a notification; its answer is ignored).
+actions = ["publish", "unpublish", "play"]
+# Seconds to wait for the answer.
+timeout_s = 5.0
+# When the hook cannot be reached or does not answer in time: "deny" or "allow".
+on_failure = "deny"
 
 [bundle]
 # Seconds a source whose feed ended waits for a reconnect before it turns inactive.
@@ -204,9 +223,20 @@ class HttpConfig:
 
 
 @attrs.frozen(kw_only=True)
+class HooksConfig:
+    url: str = ""
+    actions: list[str] = attrs.field(factory=lambda: ["publish", "unpublish", "play"])
+    timeout_s: float = 5.0
+    on_failure: str = "deny"
+
+
+@attrs.frozen(kw_only=True)
 class AuthConfig:
     mode: str = "open"
     secret: str = ""
+    max_ban_s: float = MAX_BAN_S
+    max_bans: int = MAX_BANS
+    hooks: HooksConfig = HooksConfig()
 
 
 @attrs.frozen(kw_only=True)
@@ -350,6 +380,14 @@ def _check(config: Config) -> None:
     _check_numbers(config, "")
     if config.auth.mode not in ("open", "token"):
         raise ConfigError(f'auth.mode: must be "open" or "token", not {config.auth.mode!r}')
+    if config.auth.secret and len(config.auth.secret.encode("utf-8")) < MIN_SECRET_BYTES:
+        raise ConfigError(f"auth.secret: must be at least {MIN_SECRET_BYTES} bytes (or empty)")
+    if not 0 < config.auth.max_ban_s <= 365 * 86400.0:
+        raise ConfigError("auth.max_ban_s: must be more than 0 and at most 31536000 (a year)")
+    if config.auth.max_bans < 1:
+        raise ConfigError("auth.max_bans: must be at least 1")
+    if (problem := check_hook_settings(config.auth.hooks)) is not None:
+        raise ConfigError(problem)
     if config.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level: unknown level {config.log_level!r}")
     for key, value in (

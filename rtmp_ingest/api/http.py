@@ -34,9 +34,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from rtmp_ingest import tokens
 from rtmp_ingest.api.metrics import make_registry
 from rtmp_ingest.api.views import source_json, stream_json
+from rtmp_ingest.auth import tokens
 from rtmp_ingest.bundle import Active
 from rtmp_ingest.config import parse_host_port
 from rtmp_ingest.outputs.names import DEFAULT_SOURCE_IN_PATH

@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 import ssl
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import trio
 
+from rtmp_ingest.auth import Authorizer
 from rtmp_ingest.bundle import EndReason
 from rtmp_ingest.config import Config, StartupError, parse_host_port
 from rtmp_ingest.server.feeds import Feeds
@@ -38,13 +38,14 @@ Address = tuple[str, int]
 class RtmpListener:
     """RTMP (and RTMPS) ingest and play: what an `RtmpSession` works with."""
 
-    def __init__(self, config: Config, feeds: Feeds, verify_token: Callable[..., Any]) -> None:
+    def __init__(self, config: Config, feeds: Feeds) -> None:
         #: replaced on SIGHUP (app settings); sessions read it when they decide
         self.config = config
         self.feeds = feeds
         self.registry = feeds.registry
         self.metrics = feeds.metrics
-        self.verify_token = verify_token
+        #: the publish policy and hook (the composition root sets it before listening)
+        self.authorizer: Authorizer | None = None
         self.sessions: set[RtmpSession] = set()
         #: partial input bytes all connections hold (see RtmpSession._account_pending)
         self.pending_total = 0

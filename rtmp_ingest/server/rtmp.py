@@ -25,7 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from rtmp_ingest.bundle import Admitted, EndReason, Permissions, PublishRequest, Refused
+from rtmp_ingest.auth import (
+    Permit,
+    PublishAttempt,
+    Refusal,
+    RefusalCode,
+    TokenClaims,
+    refusal_from_bundle,
+)
+from rtmp_ingest.bundle import Admitted, EndReason, Refused
 from rtmp_ingest.outputs.flv import PlayerTrack
 from rtmp_ingest.rtmp import (
     NEED_DATA,
@@ -38,7 +46,6 @@ from rtmp_ingest.rtmp import events as ev
 from rtmp_ingest.server.logtext import quoted, shown
 from rtmp_ingest.server.media import FeedMedia
 from rtmp_ingest.server.play import Player, play_batches
-from rtmp_ingest.tokens import TokenError
 
 if TYPE_CHECKING:
     from rtmp_ingest.bundle import Feed
@@ -53,9 +60,6 @@ RECEIVE_BYTES = 65536
 IDLE_DEADLINE_STEP_S = 1.0
 #: How often a paused player is pinged to see that it still reads.
 PAUSED_PING_INTERVAL_S = 5.0
-#: The onStatus codes encoders log for each refusal kind.
-CODE_REJECTED = "NetStream.Publish.Rejected"
-CODE_BAD_NAME = "NetStream.Publish.BadName"
 
 
 class RtmpSession:
@@ -81,6 +85,9 @@ class RtmpSession:
         self._broken = False
         #: a status was sent that the peer must get to read (refusal, kick, shutdown)
         self._farewell = False
+        #: the publish as the policy saw it, and the token's claims (for the unpublish hook)
+        self._attempt: PublishAttempt | None = None
+        self._claims: TokenClaims | None = None
         #: this connection's share of the listener's `pending_total` (partial input bytes)
         self._pending = 0
         #: a player that paused: pinged, and dropped if it stops answering (see below)
@@ -221,8 +228,7 @@ class RtmpSession:
             elif self._kick[0] is EndReason.SHUTDOWN or self.player is not None:
                 self._farewell = True
         if self.feed is not None:
-            self.server.feeds.end_feed(self, reason)
-            self.feed = None
+            self._feed_ended(reason)
         return reason
 
     async def _goodbye(self) -> None:
@@ -445,9 +451,8 @@ class RtmpSession:
                 self._on_play(event)
             elif cls is ev.Unpublished:
                 if self.feed is not None and event.stream_id == self.publish_stream_id:
-                    self.server.feeds.end_feed(self, EndReason.UNPUBLISH)
+                    self._feed_ended(EndReason.UNPUBLISH)
                     #: the connection may publish again (OBS does after a stop/start)
-                    self.feed = None
                     self.publish_stream_id = None
                     self.media = FeedMedia()
                     self._drop_logged = False
@@ -489,117 +494,98 @@ class RtmpSession:
             quoted(str(event.properties.get("flashVer"))),
         )
 
-    def _refuse(self, stream_id: int, code: str, reason_code: str, description: str) -> None:
-        self.conn.reject_publish(stream_id, description, code=code)
-        self.server.metrics.refused[reason_code] = (
-            self.server.metrics.refused.get(reason_code, 0) + 1
-        )
-        log.info(
-            "refused stream=%s sourceId=%s remote=%s reason=%s: %s",
-            shown(self.stream_path or "-"),
-            quoted(self.source_id),
-            self.remote,
-            reason_code,
-            shown(description),
-        )
+    def _refuse(self, stream_id: int, refusal: Refusal) -> None:
+        """Tells the encoder why (its log shows the status text) and ends the session."""
+        self.conn.reject_publish(stream_id, refusal.status_text, code=refusal.rtmp_code)
+        self.server.metrics.count_refusal(refusal.code.value)
+        log.info("%s", refusal.log_text)
         self._closing = True
 
     def _on_publish(self, event: ev.PublishRequested) -> None:
         address = event.address
         self.stream_path = address.path
         self.source_id = address.query.get("sourceId", "")
+        attempt = PublishAttempt.from_query(
+            protocol=self.protocol,  # type: ignore[arg-type]
+            stream_path=address.path,
+            query=address.query,
+            remote=self.remote,
+        )
         if self.feed is not None:
             self._refuse(
                 event.stream_id,
-                CODE_BAD_NAME,
-                "already-publishing",
-                "This connection already publishes a stream.",
+                Refusal.of(
+                    RefusalCode.ALREADY_PUBLISHING,
+                    "This connection already publishes a stream.",
+                    attempt=attempt,
+                ),
             )
             return
-        if not address.stream:
-            self._refuse(
-                event.stream_id,
-                CODE_BAD_NAME,
-                "no-stream-name",
-                "No stream name: publish to rtmp://HOST/APP/STREAM.",
-            )
+        authorizer = self.server.authorizer
+        assert authorizer is not None
+        hook = authorizer.hook
+        if hook is not None and hook.wants("publish"):
+            #: the hook answers over HTTP: decide in a task; the core holds the media
+            #: behind the publish (PAUSED) until then, within the stranger's allowance
+            assert self._nursery is not None
+            self._nursery.start_soon(self._authorize_then_decide, event, attempt)
             return
-        priority_text = address.query.get("priority", "0") or "0"
+        self._decided(event, attempt, authorizer.decide_nowait(attempt))
+
+    async def _authorize_then_decide(
+        self, event: ev.PublishRequested, attempt: PublishAttempt
+    ) -> None:
+        assert self.server.authorizer is not None
+        decision = await self.server.authorizer.authorize(attempt)
+        self._decided(event, attempt, decision)
+        self._handle_events()  #: what the publisher sent after `publish`, now decided
+        if self._closing:
+            self._scope.cancel()  #: the reader may be waiting for input: end the session
+            return
         try:
-            priority = int(priority_text)
-        except ValueError:
-            self._refuse(
-                event.stream_id,
-                CODE_BAD_NAME,
-                "bad-priority",
-                f"priority must be an integer, got {priority_text!r}.",
-            )
+            await self._flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            self._scope.cancel()
+
+    def _decided(
+        self, event: ev.PublishRequested, attempt: PublishAttempt, decision: Permit | Refusal
+    ) -> None:
+        if isinstance(decision, Refusal):
+            self._refuse(event.stream_id, decision)
             return
-        app_multisource = self.server.config.app(address.app).multisource
-        record = self.server.config.app(address.app).record
-        if self.server.config.auth.mode == "open":
-            permissions = Permissions(app_multisource=app_multisource, token_multisource=True)
-        else:
-            token = address.query.get("token", "")
-            if not token:
-                self._refuse(
-                    event.stream_id,
-                    CODE_REJECTED,
-                    "no-token",
-                    "A publish token is required: add ?token=... to the stream key.",
-                )
-                return
-            try:
-                claims = self.server.verify_token(
-                    token,
-                    stream_path=address.path,
-                    source_id=self.source_id,
-                    remote_ip=self.remote_ip,
-                )
-            except TokenError as exc:
-                self._refuse(
-                    event.stream_id, CODE_REJECTED, "bad-token", f"Publish refused: {exc}."
-                )
-                return
-            if claims.record is not None:
-                record = claims.record
-            permissions = Permissions(
-                app_multisource=app_multisource,
-                token_multisource=claims.multisource,
-                allowed_source_ids=frozenset[str](claims.source_ids)
-                if claims.source_ids is not None
-                else None,
-            )
-        request = PublishRequest(
-            stream_path=address.path,
-            source_id=self.source_id,
-            priority=priority,
-            permissions=permissions,
-            remote_addr=self.remote,
-            query=tuple(address.query.items()),
-        )
-        result = self.server.registry.request_publish(request, now_s=trio.current_time())
+        result = self.server.registry.request_publish(decision.request, now_s=trio.current_time())
         if isinstance(result, Refused):
-            code = CODE_BAD_NAME if result.code.value.startswith("invalid") else CODE_REJECTED
-            self._refuse(event.stream_id, code, result.code.value, result.reason)
+            self._refuse(event.stream_id, refusal_from_bundle(result, attempt=attempt))
             return
         assert isinstance(result, Admitted)
         self.conn.accept_publish(event.stream_id)
         self.feed = result.feed
-        self.record = record
+        self.record = decision.record
         self.publish_stream_id = event.stream_id
+        self._attempt = attempt
+        self._claims = decision.claims
         self.server.feeds.feed_started(self)
         self._deadline.deadline = trio.current_time() + self.server.config.rtmp.idle_timeout_s
         log.info(
-            "publish stream=%s sourceId=%s remote=%s feed=%d priority=%d state=%s%s",
-            shown(address.path),
+            "publish stream=%s sourceId=%s protocol=%s remote=%s feed=%d priority=%d state=%s",
+            shown(decision.request.stream_path),
             quoted(self.source_id),
+            self.protocol,
             self.remote,
             result.feed.feed_id,
-            priority,
+            decision.request.priority,
             result.state.value,
-            " tls" if self.secure else "",
         )
+
+    def _feed_ended(self, reason: EndReason) -> None:
+        """The feed is over (any reason): the bundle, the metrics, the hook hear it."""
+        self.server.feeds.end_feed(self, reason)
+        authorizer = self.server.authorizer
+        if authorizer is not None and self._attempt is not None:
+            authorizer.unpublished(self._attempt, reason=reason.value, claims=self._claims)
+        self._attempt = None
+        self._claims = None
+        self.feed = None
 
     def _on_play(self, event: ev.PlayRequested) -> None:
         address = event.address

@@ -7,7 +7,7 @@ import time
 import pytest
 import trio
 
-from rtmp_ingest import tokens
+from rtmp_ingest.auth import tokens
 from tests.tools import clients
 
 pytestmark = pytest.mark.e2e

@@ -45,6 +45,7 @@ async def daemon(tmp_path: Any, nursery: trio.Nursery) -> AsyncIterator[App]:
         },
     )
     daemon = App(config)
+    daemon.open_auth()
     await nursery.start(daemon.feeds.run)
     await nursery.start(daemon.rtmp.run)
     yield daemon
@@ -225,6 +226,7 @@ async def test_an_rtmp_player_stays_through_a_reconnect_inside_grace(
         },
     )
     daemon = App(config)
+    daemon.open_auth()
     await nursery.start(daemon.feeds.run)
     await nursery.start(daemon.rtmp.run)
 
@@ -354,6 +356,7 @@ async def test_strangers_over_the_global_memory_budget_are_dropped_first(
     mock_clock: trio.testing.MockClock, tmp_path: Any, nursery: trio.Nursery
 ) -> None:
     daemon = budget_app(tmp_path, 150_000)
+    daemon.open_auth()
     await nursery.start(daemon.feeds.run)
     await nursery.start(daemon.rtmp.run)
     publisher, stream_id = await publish(daemon, "a")
@@ -381,6 +384,7 @@ async def test_a_closed_connection_returns_its_share_of_the_budget(
     mock_clock: trio.testing.MockClock, tmp_path: Any, nursery: trio.Nursery
 ) -> None:
     daemon = budget_app(tmp_path, 10_000_000)
+    daemon.open_auth()
     await nursery.start(daemon.feeds.run)
     await nursery.start(daemon.rtmp.run)
     stranger = await stranger_holding(daemon, 60_000)
