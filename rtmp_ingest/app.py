@@ -101,10 +101,30 @@ class App:
     def sessions(self) -> set[Any]:
         return self.rtmp.sessions
 
-    def kick_source(self, stream_path: str, source_id: str) -> bool:
-        return self.feeds.kick_source(stream_path, source_id)
+    def kick_source(self, stream_path: str, source_id: str, *, ban_s: float = 0.0) -> bool:
+        """Ends the feed on air of a source; with `ban_s`, its client may not publish that
+        source again for that long (an auto-reconnecting encoder stays away)."""
+        stats = self.registry.source_statistics(stream_path, source_id, now_s=trio.current_time())
+        if stats is None or stats.on_air_feed_id is None:
+            return False
+        return self.kick_feed(stats.on_air_feed_id, ban_s=ban_s)
 
-    def kick_feed(self, feed_id: int) -> bool:
+    def kick_feed(self, feed_id: int, *, ban_s: float = 0.0) -> bool:
+        """Ends one feed, on air or standby (see `kick_source` for `ban_s`); False if none.
+
+        Raises ValueError when `ban_s` is negative, not finite or over `auth.max_ban_s`.
+        """
+        session = self.feeds.publishers.get(feed_id)
+        if session is None or session.feed is None:
+            return False
+        if ban_s:
+            self.bans.ban(
+                stream_path=session.feed.stream_path,
+                source_id=session.feed.source_id,
+                remote_ip=session.remote.rsplit(":", 1)[0].strip("[]"),
+                duration_s=ban_s,
+                now_s=time.time(),
+            )
         return self.feeds.kick_feed(feed_id)
 
     def output_statistics(self) -> dict[str, int]:

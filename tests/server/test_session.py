@@ -394,3 +394,23 @@ async def test_a_closed_connection_returns_its_share_of_the_budget(
     await trio.sleep(0.1)
     assert daemon.rtmp.pending_total == 0
     daemon.rtmp._connections.cancel_scope.cancel()  # type: ignore[union-attr]
+
+
+async def test_a_kick_with_a_ban_keeps_an_auto_reconnecting_encoder_away(
+    mock_clock: trio.testing.MockClock, daemon: App
+) -> None:
+    first, _ = await publish(daemon, "a")
+    (feed_id,) = daemon.publishers
+    assert daemon.kick_feed(feed_id, ban_s=60)
+    await read_all(first)
+    # the encoder reconnects at once, as OBS does: refused, with the reason in its log
+    again, _ = connect_session(daemon)
+    await again.connect("live")
+    stream_id = await again.create_stream()
+    status = await again.publish(stream_id, "a")
+    assert status.code == "NetStream.Publish.Rejected"
+    assert "may not publish from your address" in status.description
+    assert daemon.metrics.refused == {"banned": 1}
+    await trio.sleep(61)  # the ban ends
+    _later, _ = await publish(daemon, "a")
+    assert len(daemon.publishers) == 1
