@@ -123,7 +123,7 @@ class App:
                 source_id=session.feed.source_id,
                 remote_ip=session.remote.rsplit(":", 1)[0].strip("[]"),
                 duration_s=ban_s,
-                now_s=time.time(),
+                now_s=self.unix_now(),
             )
         return self.feeds.kick_feed(feed_id)
 
@@ -192,6 +192,10 @@ class App:
     def _policy_settings(self, config: Config) -> PolicySettings:
         return PolicySettings(mode=config.auth.mode, apps=config.apps)  # type: ignore[arg-type]
 
+    def unix_now(self) -> float:
+        """Unix time on trio's clock (the registry's origin), so tests can move it."""
+        return self.registry.wall_origin_s + trio.current_time()
+
     def open_auth(self, hook: Any = None) -> None:
         """Loads the keyring and sets up the publish policy (with `hook`) for every driver."""
         try:
@@ -199,7 +203,7 @@ class App:
         except KeyringError as exc:
             raise StartupError(str(exc)) from None
         policy = Policy(self._policy_settings(self.config), verifier=self.keyring, bans=self.bans)
-        self.authorizer = Authorizer(policy, hook=hook)
+        self.authorizer = Authorizer(policy, hook=hook, clock=self.unix_now)
         self.rtmp.authorizer = self.authorizer
 
     def reload(self, new: Config) -> None:
