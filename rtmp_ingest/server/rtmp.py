@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
@@ -413,11 +413,13 @@ class RtmpSession:
                 return
             cls = type(event)
             if cls is ev.VideoData or cls is ev.AudioData:
+                #: the hot path: one type() test for both media kinds
+                media = cast("ev.VideoData | ev.AudioData", event)
                 feed = self.feed
                 if feed is None:
                     continue
                 frames = (self.media.video if cls is ev.VideoData else self.media.audio)(
-                    event.timestamp_ms, event.payload
+                    media.timestamp_ms, media.payload
                 )
                 now = trio.current_time()
                 for frame in frames:
@@ -436,42 +438,42 @@ class RtmpSession:
                         quoted(self.source_id),
                         shown(self.media.first_error or ""),
                     )
-            elif cls is ev.DataMessage:
+            elif isinstance(event, ev.DataMessage):
                 if self.feed is not None:
                     now = trio.current_time()
                     for frame in self.media.data(
                         event.timestamp_ms, event.name, event.values, event.payload
                     ):
                         registry.push_frame(self.feed, frame, now_s=now)
-            elif cls is ev.ConnectRequested:
+            elif isinstance(event, ev.ConnectRequested):
                 self._on_connect(event)
-            elif cls is ev.PublishRequested:
+            elif isinstance(event, ev.PublishRequested):
                 self._on_publish(event)
-            elif cls is ev.PlayRequested:
+            elif isinstance(event, ev.PlayRequested):
                 self._on_play(event)
-            elif cls is ev.Unpublished:
+            elif isinstance(event, ev.Unpublished):
                 if self.feed is not None and event.stream_id == self.publish_stream_id:
                     self._feed_ended(EndReason.UNPUBLISH)
                     #: the connection may publish again (OBS does after a stop/start)
                     self.publish_stream_id = None
                     self.media = FeedMedia()
                     self._drop_logged = False
-            elif cls is ev.PlayStopped:
+            elif isinstance(event, ev.PlayStopped):
                 self._play_stopped = True
                 if self._play_scope is not None:
                     self._play_scope.cancel()
-            elif cls is ev.ReceiveMedia:
+            elif isinstance(event, ev.ReceiveMedia):
                 if self.player is not None:
                     setattr(self.player.track, f"want_{event.media}", event.enabled)
-            elif cls is ev.Paused:
+            elif isinstance(event, ev.Paused):
                 if self.player is not None:
                     self.player.track.want_audio = self.player.track.want_video = not event.paused
                     self._paused = event.paused
                     if event.paused and self._nursery is not None:
                         self._nursery.start_soon(self._check_paused_peer)
-            elif cls is ev.PingResponse:
+            elif isinstance(event, ev.PingResponse):
                 self._pong.set()
-            elif cls is ev.ConnectionClosed:
+            elif isinstance(event, ev.ConnectionClosed):
                 self._closing = True
                 return
             if conn.state.value == "closed":
