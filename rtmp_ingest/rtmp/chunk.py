@@ -104,6 +104,7 @@ class ChunkDecoder:
         "admitted",
         "bytes_received",
         "chunk_size",
+        "completed_bytes",
     )
 
     def __init__(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
@@ -121,6 +122,8 @@ class ChunkDecoder:
         self._partial_bytes = 0  #: body bytes received of the messages in progress
         self._error: RemoteProtocolError | None = None
         self.bytes_received = 0
+        #: body bytes of the messages the last feed returned
+        self.completed_bytes = 0
         #: False: hold at most max_pending_bytes_unadmitted (the owner sets it, see above)
         self.admitted = True
 
@@ -153,6 +156,7 @@ class ChunkDecoder:
         buf = self._buf
         buf += data
         out: list[RawMessage] = []
+        self.completed_bytes = 0
         mv = memoryview(buf)
         try:
             pos = self._parse(buf, mv, out)
@@ -210,6 +214,7 @@ class ChunkDecoder:
         pair_from = _U32_PAIR.unpack_from
         n = len(buf)
         pos = 0
+        completed = 0
         while pos < n:
             b0 = buf[pos]
             fmt = b0 >> 6
@@ -355,6 +360,8 @@ class ChunkDecoder:
             if msid == 0 and type_id <= MSG_ABORT:
                 self._control(type_id, body)
             out.append((csid, msid, type_id, stream.timestamp, body))
+            completed += length
+            self.completed_bytes = completed
         return pos
 
     def _too_long(self, length: int, type_id: int) -> RemoteProtocolError:

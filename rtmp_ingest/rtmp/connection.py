@@ -48,6 +48,10 @@ CSID_STREAM_COMMAND = 5
 CSID_AUDIO = 6
 CSID_VIDEO = 7
 
+#: What one complete message waiting in the queue is charged on top of its body: about
+#: what its tuple and bytes object cost CPython, so that empty messages count too.
+QUEUED_MESSAGE_BYTES = 128
+
 _HALF = 0x80000000
 _WRAP = 0x100000000
 
@@ -65,7 +69,10 @@ class Connection:
         self._deferred = bytearray()
         self._events: deque[Event] = deque()
         self._raw: deque[RawMessage] = deque()
-        self._raw_bytes = 0  #: body bytes of the messages in _raw
+        #: what the messages in _raw cost: bodies plus QUEUED_MESSAGE_BYTES each
+        self._raw_bytes = 0
+        #: input the connection may hold now (_set_admitted switches it)
+        self._held_limit = limits.max_pending_bytes
         self._error_at_dispatch: RemoteProtocolError | None = None
         self._error: RemoteProtocolError | None = None
         #: the error that put the connection in ERROR (raised by next_event/receive_data)
@@ -132,11 +139,12 @@ class Connection:
             messages = decoder.feed(data)
             if messages:
                 self._raw.extend(messages)
-                self._raw_bytes += sum([len(m[4]) for m in messages])
+                self._raw_bytes += decoder.completed_bytes + QUEUED_MESSAGE_BYTES * len(messages)
             if decoder.error is not None:  #: after messages completed before the bad bytes
                 self._error = decoder.error
                 return
-            self._check_held(decoder)
+            if self._raw_bytes + decoder.pending_bytes > self._held_limit:
+                raise self._over_held()
             if (
                 self._peer_window
                 and self._decoder.bytes_received - self._acked >= self._peer_window
@@ -146,16 +154,21 @@ class Connection:
         except RemoteProtocolError as exc:
             self._error = exc
 
-    def _check_held(self, decoder: ChunkDecoder) -> None:
-        """Input held (also messages waiting behind an owed decision) within its limit."""
+    def _set_admitted(self, admitted: bool) -> None:
+        """Switches between the small and the normal allowance of input held."""
+        self._decoder.admitted = admitted
         limits = self.limits
-        if decoder.admitted:
-            name, limit = "max_pending_bytes", limits.max_pending_bytes
+        self._held_limit = (
+            limits.max_pending_bytes if admitted else limits.max_pending_bytes_unadmitted
+        )
+
+    def _over_held(self) -> RemoteProtocolError:
+        held = self._raw_bytes + self._decoder.pending_bytes
+        if self._decoder.admitted:
+            name, limit = "max_pending_bytes", self.limits.max_pending_bytes
         else:
-            name, limit = "max_pending_bytes_unadmitted", limits.max_pending_bytes_unadmitted
-        held = self._raw_bytes + decoder.pending_bytes
-        if held > limit:
-            raise RemoteProtocolError(f"{held} bytes of input held exceed {name}={limit}")
+            name, limit = "max_pending_bytes_unadmitted", self.limits.max_pending_bytes_unadmitted
+        return RemoteProtocolError(f"{held} bytes of input held exceed {name}={limit}")
 
     def _paused(self) -> bool:
         """True while a decision (accept/reject) is owed; the roles override it."""
@@ -172,27 +185,6 @@ class Connection:
         an event (accept_publish, …) applies to every message after it. Raising the
         error puts the connection in ERROR; every later call raises it again.
         """
-        event = self._next_event(fail=True)
-        return NEED_DATA if event is None else event  #: None only when fail=False
-
-    def events(self) -> list[Event]:
-        """Every event available until NEED_DATA or PAUSED.
-
-        A protocol error behind the events is left for the next call (the connection
-        is not in ERROR until it is raised, so the events can still be answered); with
-        no event before it, it is raised like next_event does.
-        """
-        out: list[Event] = []
-        while True:
-            event = self._next_event(fail=not out)
-            if event is None or event is NEED_DATA or event is PAUSED:
-                return out
-            out.append(event)
-            if isinstance(event, ConnectionClosed):
-                return out
-
-    def _next_event(self, *, fail: bool) -> Event | Sentinel | None:
-        """next_event(); when the error is next and `fail` is false, None instead."""
         if self._failed is not None:
             raise self._failed
         events = self._events
@@ -200,8 +192,8 @@ class Connection:
         while not events and raw and self._error_at_dispatch is None:
             if self._paused():
                 return PAUSED
-            message = raw.popleft()
-            self._raw_bytes -= len(message[4])
+            message = raw.popleft()  #: _dispatch_next(), inlined: once per message
+            self._raw_bytes -= len(message[4]) + QUEUED_MESSAGE_BYTES
             try:
                 self._dispatch(message)
             except RemoteProtocolError as exc:
@@ -214,13 +206,54 @@ class Connection:
             return PAUSED
         error = self._error_at_dispatch or self._error
         if error is not None:
-            if not fail:
-                return None
             self._enter_error(error)
             raise error
         if self._eof:
             return ConnectionClosed()
         return NEED_DATA
+
+    def _dispatch_next(self) -> None:
+        """Turns the next queued message into events (or the error that stops the rest)."""
+        message = self._raw.popleft()
+        self._raw_bytes -= len(message[4]) + QUEUED_MESSAGE_BYTES
+        try:
+            self._dispatch(message)
+        except RemoteProtocolError as exc:
+            self._error_at_dispatch = exc
+            self._raw.clear()
+            self._raw_bytes = 0
+
+    def events(self) -> list[Event]:
+        """Every event available until NEED_DATA or PAUSED.
+
+        A protocol error behind the events is left for the next call (the connection
+        is not in ERROR until it is raised, so the events can still be answered); with
+        no event before it, it is raised like next_event does.
+        """
+        out: list[Event] = []
+        while True:
+            if out and self._error_is_next():
+                return out
+            event = self.next_event()
+            if event is NEED_DATA or event is PAUSED:
+                return out
+            out.append(event)
+            if isinstance(event, ConnectionClosed):
+                return out
+
+    def _error_is_next(self) -> bool:
+        """Whether next_event() would raise now (queued messages are dispatched to see)."""
+        if self._failed is not None:
+            return True
+        while not self._events and self._raw and self._error_at_dispatch is None:
+            if self._paused():
+                return False
+            self._dispatch_next()
+        return (
+            not self._events
+            and not (self._error_at_dispatch is None and self._paused())
+            and (self._error_at_dispatch or self._error) is not None
+        )
 
     # -- the ERROR state -------------------------------------------------------------
 

@@ -10,8 +10,8 @@ on. A decision method called in the wrong state is a `LocalProtocolError`. Eithe
 error moves the connection to ERROR (see connection.py), from any state.
 
 Memory: until one of its streams is PUBLISHING, a connection may hold only
-`max_pending_bytes_unadmitted` of peer input (the chunk decoder's `admitted`
-flag follows the stream states).
+`max_pending_bytes_unadmitted` of peer input (`_set_admitted` follows the stream
+states).
 
 Decisions that need the world outside (may this app connect? may this key
 publish? does this stream exist?) are events answered by methods:
@@ -178,7 +178,7 @@ class ServerConnection(Connection):
     def __init__(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
         super().__init__(ServerHandshake(), limits=limits)
         self.state = ConnState.HANDSHAKE
-        self._decoder.admitted = False  #: a stranger until a publish is accepted
+        self._set_admitted(False)  #: a stranger until a publish is accepted
         self._streams: dict[int, _Stream] = {}
         self._next_stream_id = 1
         self._owed: int | None = None  #: stream id (0 = connect) whose decision is owed
@@ -208,7 +208,7 @@ class ServerConnection(Connection):
             return False
         stream.state = nxt
         #: the large input allowance is for admitted publishers only
-        self._decoder.admitted = any(s.state is S.PUBLISHING for s in self._streams.values())
+        self._set_admitted(any(s.state is S.PUBLISHING for s in self._streams.values()))
         return True
 
     def _stream_advance(self, stream_id: int, action: StreamInput) -> _Stream:

@@ -16,6 +16,7 @@ import pytest
 from rtmp_ingest.rtmp import amf0, amf3
 from rtmp_ingest.rtmp import messages as msg
 from rtmp_ingest.rtmp.chunk import ChunkDecoder
+from rtmp_ingest.rtmp.connection import QUEUED_MESSAGE_BYTES
 from rtmp_ingest.rtmp.errors import RemoteProtocolError
 from rtmp_ingest.rtmp.events import PAUSED
 from rtmp_ingest.rtmp.limits import (
@@ -322,14 +323,14 @@ def test_pending_bytes_counts_messages_waiting_behind_an_owed_decision():
     assert pair.server.next_event() is PAUSED
     audio = chunk(0, 4, b"a" * 100, length=100, type_id=AUDIO, msid=1)
     pair.server.receive_data(audio * 10)
-    assert pair.server.pending_bytes == 1000
+    assert pair.server.pending_bytes == 10 * (100 + QUEUED_MESSAGE_BYTES)
     pair.server.accept_connect()
     assert drain(pair.server) == []  #: media before a publish is dropped
     assert pair.server.pending_bytes == 0
 
 
 def test_a_flood_behind_an_owed_decision_is_bounded_by_the_allowance():
-    limits = Limits(max_pending_bytes_unadmitted=10_000)
+    limits = Limits(max_pending_bytes_unadmitted=99 * (100 + QUEUED_MESSAGE_BYTES) + 200)
     pair = ConnectionPair(accept=False, server=ServerConnection(limits=limits))
     pair.pump()
     pair.connect()
@@ -339,5 +340,19 @@ def test_a_flood_behind_an_owed_decision_is_bounded_by_the_allowance():
     assert pair.server.next_event() is PAUSED
     pair.server.receive_data(audio * 2)
     pair.server.accept_connect()  #: the events before the error can still be answered
+    with pytest.raises(RemoteProtocolError, match="max_pending_bytes_unadmitted"):
+        drain(pair.server)
+
+
+def test_empty_messages_behind_an_owed_decision_count_too():
+    limits = Limits(max_pending_bytes_unadmitted=100 * QUEUED_MESSAGE_BYTES)
+    pair = ConnectionPair(accept=False, server=ServerConnection(limits=limits))
+    pair.pump()
+    pair.connect()
+    empty = chunk(0, 4, b"", length=0, type_id=AUDIO, msid=1)
+    pair.server.receive_data(empty * 100)
+    assert pair.server.next_event() is PAUSED
+    pair.server.receive_data(empty)
+    pair.server.accept_connect()
     with pytest.raises(RemoteProtocolError, match="max_pending_bytes_unadmitted"):
         drain(pair.server)
