@@ -151,7 +151,11 @@ class RtmpListener:
             len(self.feeds.publishers),
         )
         deadline = trio.current_time() + SHUTDOWN_TIMEOUT_S
-        capable = [s for s in self.sessions if s.feed is not None and s.reconnect_capable]
+        capable = [
+            s
+            for s in self.sessions
+            if s.feed is not None and s.reconnect_capable and s.conn.error is None
+        ]
         for session in capable:
             session.conn.send_reconnect_request(description="Server restarting; reconnect please.")
             session.queue_output()

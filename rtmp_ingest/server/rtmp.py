@@ -38,7 +38,7 @@ from rtmp_ingest.outputs.flv import PlayerTrack
 from rtmp_ingest.rtmp import (
     NEED_DATA,
     PAUSED,
-    RemoteProtocolError,
+    ProtocolError,
     ServerConnection,
     StreamState,
 )
@@ -191,7 +191,7 @@ class RtmpSession:
         answer does not come within `rtmp.write_timeout_s`, like any peer that does not
         read (players answer pings while paused: librtmp, FFmpeg, OBS do)."""
         timeout_s = self.server.config.rtmp.write_timeout_s
-        while self._paused and not self._closing:
+        while self._paused and not self._closing and self.conn.error is None:
             self._pong = trio.Event()
             self.conn.ping(int(trio.current_time() * 1000) & 0xFFFFFFFF)
             self.queue_output()
@@ -220,9 +220,12 @@ class RtmpSession:
         """Tells the publisher why (if kicked) and ends its feed; returns the reason used."""
         if self._kick is not None:
             reason, description = self._kick
-            if self.publish_stream_id is not None and self.conn.stream_state(
-                self.publish_stream_id
-            ) in (StreamState.PUBLISHING, StreamState.PUBLISH_PENDING):
+            if (
+                self.conn.error is None
+                and self.publish_stream_id is not None
+                and self.conn.stream_state(self.publish_stream_id)
+                in (StreamState.PUBLISHING, StreamState.PUBLISH_PENDING)
+            ):
                 self.conn.end_publish(self.publish_stream_id, description)
                 self._farewell = True
             elif self._kick[0] is EndReason.SHUTDOWN or self.player is not None:
@@ -398,7 +401,7 @@ class RtmpSession:
         while True:
             try:
                 event = conn.next_event()
-            except RemoteProtocolError as exc:
+            except ProtocolError as exc:
                 log.info(
                     "protocol error remote=%s stream=%s sourceId=%s: %s",
                     self.remote,
@@ -676,6 +679,9 @@ class RtmpSession:
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     reason = "disconnected"
                     self._scope.cancel()
+                except ProtocolError:
+                    reason = "protocol-error"  #: the peer broke the protocol: nothing more to send
+                    self._scope.cancel()
                 except trio.TooSlowError:
                     reason = "too-slow"
                     self._broken = True  #: a full socket: no goodbye to wait for
@@ -691,7 +697,11 @@ class RtmpSession:
                 player.track.bytes,
                 player.dropped(),
             )
-        if reason in ("not-found", "ended") and conn.stream_state(stream_id) is StreamState.PLAYING:
+        if (
+            reason in ("not-found", "ended")
+            and conn.error is None
+            and conn.stream_state(stream_id) is StreamState.PLAYING
+        ):
             description = (
                 "No such stream or source is live."
                 if reason == "not-found"
