@@ -14,9 +14,20 @@ with other settings) starts a new segment with a new init segment and
 the source's timeline origin on the wall clock, which is common to the sources
 of a stream (bundle continuity), so players can line sources up.
 
+Media time (fMP4 `tfdt`) starts near zero (`MEDIA_TIME_LEAD_MS`) at the
+first frame of a source's playlists, whatever the age of the stream's timeline,
+so players that start their clock at zero do not wait for it; the wall clock
+stays in PROGRAM-DATE-TIME. After a parameter change the new init's samples
+carry the parameter sets in band (`avc3`/`hev1`): the first keyframe has them,
+for players that keep the first init (ffmpeg's HLS reader).
+
 The window keeps `window_segments` complete segments (and parts for the last
 `PARTS_KEPT_SEGMENTS`); a playlist never names a segment or part the track no
-longer holds. `version` grows with every new part, so the driver can wake
+longer holds. Memory is bounded in bytes too: a segment is cut at
+`max_segment_bytes`, a part at `max_part_bytes`, and old segments leave once the
+window holds `max_window_bytes`, so a publisher whose timestamps never advance
+cannot grow a segment forever. The preload hint names the part that will come
+next (`hinted_part`). `version` grows with every new part, so the driver can wake
 blocked playlist and preload-hint requests.
 """
 

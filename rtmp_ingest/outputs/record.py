@@ -11,8 +11,10 @@ parameters change or a track appears (a file's tracks are fixed by its init).
 `Manifest` is `<root>/<stream path>/manifest.json`: every file of the stream
 with its start and end on the stream's common clock (Unix seconds: the
 source's timeline origin plus the media time, the clock EXT-X-PROGRAM-DATE-TIME
-uses), its tracks and the feeds that produced it. It is rewritten atomically
-whenever a file opens, closes or a new feed takes over the source.
+uses), its tracks and the feeds that produced it. A snapshot of it is queued
+whenever a file opens, closes or a new feed takes over the source, and the
+writer thread writes it atomically (never over a newer one). Only bytes that
+reached the disk count (`confirm`), in `bytes_written` and in the manifest.
 `apply_retention` deletes files past `max_age_s` and the oldest beyond
 `max_total_bytes`. `rtmp-ingest export` (outputs/export.py) reads all of it.
 

@@ -59,7 +59,7 @@ class OutputMetrics(Protocol):
     """Counts outputs stopped for a stream because handling one of its events failed."""
 
     def output_failed(self, output: str) -> None:
-        """`output` is "hls", "hls-disk" or "record"."""
+        """`output` is "hls" or "record"."""
 
 
 @attrs.define

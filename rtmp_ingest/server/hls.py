@@ -302,10 +302,9 @@ class HlsService:
             for segment in track.segments:
                 path = folder / f"seg-{segment.msn}.m4s"
                 keep.add(path)
-                if segment.complete and path not in written:
-                    data = segment.data
-                    assert data is not None
-                    writes.append((path, data))
+                joined = segment.data  #: None while it is being made
+                if joined is not None and path not in written:
+                    writes.append((path, joined))
             writes.append(
                 (
                     base / f"{disk_component(track.name)}.m3u8",

@@ -408,3 +408,41 @@ async def test_an_unwritable_hls_directory_costs_the_disk_copy_only(start_daemon
             await running.wait_for(segments_ready(running, url, 2), 15)
     assert running.daemon.hls.errors > 0, "the failure is counted"
     assert (await running.get("/api/v1/streams")).status_code == 200, "the server is still up"
+
+
+async def test_every_preload_hint_is_answered_with_its_part_across_a_supersede(start_daemon, spawn):
+    """What hls.js does: read the playlist, fetch the hinted part (it blocks until the part
+    is complete), repeat. A hint naming a part that never comes cost a 404 and a freeze."""
+    running = await start_daemon(**FAST)
+    stream = "live/hint"
+    path = f"/hls/{stream}/cam1/video0.m3u8"
+    statuses: list[tuple[str, int]] = []
+    with trio.fail_after(90):
+        await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 40, "--size", "640x360"))
+        await running.wait_for(segments_ready(running, path), 30)
+
+        async def follow(seconds: float) -> None:
+            async with httpx.AsyncClient(base_url=running.http, timeout=15) as client:
+                with trio.move_on_after(seconds):
+                    while True:
+                        playlist = (await client.get(path)).text
+                        hint = next(
+                            line.split('URI="', 1)[1].rstrip('"')
+                            for line in playlist.splitlines()
+                            if line.startswith("#EXT-X-PRELOAD-HINT")
+                        )
+                        response = await client.get(f"/hls/{stream}/cam1/{hint}")
+                        statuses.append((hint, response.status_code))
+
+        await follow(3)
+        await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 40, "--size", "1280x720"))
+
+        async def superseded():
+            return (await running.sources(stream)).get("cam1", {}).get("supersedeCount", 0) >= 1
+
+        await running.wait_for(superseded, 20)
+        await follow(5)
+    playlist = (await text(running, path)).text
+    assert playlist.count("#EXT-X-DISCONTINUITY") >= 1, "the new picture size has its own init"
+    assert len(statuses) > 20
+    assert [s for s in statuses if s[1] != 200] == [], "every hinted part came"

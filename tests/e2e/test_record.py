@@ -333,3 +333,36 @@ async def test_a_token_record_claim_overrides_the_app_setting(start_daemon):
 
         await running.wait_for(closed, 15)
     assert {f["sourceId"] for f in manifest(running, "live/tok")["files"]} == {"rec"}
+
+
+async def test_a_stream_name_too_long_for_a_file_name_is_recorded_and_nobody_else_drops(
+    start_daemon, spawn
+):
+    """300 x "n" (the real ffmpeg CLI sends it) once took the daemon down with ENAMETOOLONG."""
+    running = await start_daemon(**RECORD)
+    long_stream = "live/" + "n" * 300
+    publish = clients.ffmpeg if clients.have("ffmpeg") else clients.pyav
+    with trio.fail_after(60):
+        other = await spawn(clients.pyav(running.url("live/other"), 20))
+        await running.wait_for(lambda: _recording(running, "live/other"), 20)
+        long = await spawn(publish(running.url(long_stream), 20))
+        await running.wait_for(lambda: _recording(running, long_stream), 20)
+
+        async def both_written():
+            stats = running.daemon.recorder.recordings
+            return all(
+                (s, "") in stats and stats[(s, "")].bytes_written > 20_000
+                for s in (long_stream, "live/other")
+            )
+
+        await running.wait_for(both_written, 30)
+        long.kill()
+        other.kill()
+    files = list(Path(running.daemon.recorder.root).rglob("*.mp4"))
+    assert {len(p.parent.parent.name) <= 255 for p in files} == {True}
+    assert any("~" in p.parent.parent.name for p in files), "the long name is hashed on disk"
+    assert running.daemon.recorder.statistics()["outputFailures"] == 0
+
+
+async def _recording(running, stream):
+    return (stream, "") in running.daemon.recorder.recordings
