@@ -66,12 +66,13 @@ class App:
         #: the one publish policy (and hook) every ingest driver asks; set when run starts
         self.authorizer: Authorizer | None = None
         self.rtmp = RtmpListener(config, self.feeds)
-        self.hls = HlsService(config=config.hls, registry=self.registry)
+        self.hls = HlsService(config=config.hls, registry=self.registry, metrics=self.metrics)
         self.recorder = RecorderService(
             config=config.record,
             registry=self.registry,
             feeds=self.feeds.publishers,
             data_dir=self.data_dir,
+            metrics=self.metrics,
         )
         self.feeds.add_sink(
             "events",

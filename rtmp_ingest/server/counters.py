@@ -23,5 +23,9 @@ class Metrics:
     #: exceptions contained in one output's handling of a bundle event, per output
     output_errors: dict[str, int] = attrs.Factory(dict)
 
+    def output_failed(self, output: str) -> None:
+        """An output stopped for one source after an error (HLS, recording): counted."""
+        self.output_errors[output] = self.output_errors.get(output, 0) + 1
+
     def count_refusal(self, reason_code: str) -> None:
         self.refused[reason_code] = self.refused.get(reason_code, 0) + 1
