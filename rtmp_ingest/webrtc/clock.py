@@ -35,6 +35,7 @@ class TrackClock:
     """One track's RTP clock on its session's timeline."""
 
     __slots__ = (
+        "_ext",
         "_last32",
         "_last_media_ms",
         "_last_out",
@@ -42,7 +43,6 @@ class TrackClock:
         "_origin",
         "_session",
         "_target_ms",
-        "_ext",
         "rate",
         "sync_corrections",
     )

@@ -112,9 +112,7 @@ def encode_media(
     if size + 1 > MAX_MESSAGE_BYTES:
         raise ValueError(f"media frame of {len(payload)} bytes exceeds {MAX_MESSAGE_BYTES}")
     flags = (FLAG_KEYFRAME if keyframe else 0) | (FLAG_CONFIG if config else 0)
-    return (
-        _HEAD.pack(size + 1, KIND_MEDIA) + _MEDIA.pack(session, track, flags, dts_ms) + payload
-    )
+    return _HEAD.pack(size + 1, KIND_MEDIA) + _MEDIA.pack(session, track, flags, dts_ms) + payload
 
 
 class LinkDecoder:

@@ -89,6 +89,8 @@ class PeerSession:
         self.connected = asyncio.Event()
         self.closed = False
         self.frames_dropped = 0
+        #: background tasks (connect deadline, deferred close), referenced so they live
+        self._tasks: set[asyncio.Future[None]] = set()
 
     async def negotiate(self, offer: str) -> dict[str, Any]:
         """The answer message, or an error message with the HTTP status to give."""
@@ -101,9 +103,7 @@ class PeerSession:
             return self._error(400, "The SDP offer has no audio or video section.")
         config = self.server.config
         servers = [
-            RTCIceServer(
-                urls=s["urls"], username=s.get("username"), credential=s.get("credential")
-            )
+            RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
             for s in config.get("ice_servers", [])
         ]
         pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
@@ -155,7 +155,9 @@ class PeerSession:
             counts[kind] += 1
         answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
-        asyncio.ensure_future(self._connect_deadline(config.get("connect_timeout_s")))
+        self._tasks.add(
+            asyncio.ensure_future(self._connect_deadline(config.get("connect_timeout_s")))
+        )
         return {
             "op": "answer",
             "session": self.session_id,
@@ -182,7 +184,7 @@ class PeerSession:
     async def _connect_deadline(self, timeout_s: float | None) -> None:
         try:
             await asyncio.wait_for(self.connected.wait(), timeout_s or CONNECT_TIMEOUT_S)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.close("connect-timeout")
 
     async def request_keyframe(self) -> None:
@@ -190,7 +192,9 @@ class PeerSession:
             await rtp.request_keyframe(force=True)
 
     def close_soon(self, reason: str) -> None:
-        asyncio.ensure_future(self.close(reason))
+        task = asyncio.ensure_future(self.close(reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def close(self, reason: str) -> None:
         if self.closed:
@@ -246,7 +250,7 @@ class Server:
             self.sessions[session_id] = session
             try:
                 reply = await session.negotiate(message["sdp"])
-            except Exception as exc:  # noqa: BLE001 - one bad session must not end the process
+            except Exception as exc:
                 log.exception("negotiation failed session=%d", session_id)
                 await session.close("negotiation-error")
                 reply = {"op": "error", "session": session_id, "status": 500, "text": str(exc)}

@@ -224,7 +224,9 @@ class EncodedReceiver(RTCRtpReceiver):
 
     async def _send_nack(self, media_ssrc: int, lost: list[int]) -> None:
         if self._own_ssrc is not None:
-            packet = RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=self._own_ssrc, media_ssrc=media_ssrc)
+            packet = RtcpRtpfbPacket(
+                fmt=RTCP_RTPFB_NACK, ssrc=self._own_ssrc, media_ssrc=media_ssrc
+            )
             packet.lost = lost
             await self._send(packet)
 
@@ -252,7 +254,7 @@ class EncodedReceiver(RTCRtpReceiver):
                         ssrc=ssrc,
                         fraction_lost=stream.fraction_lost,
                         packets_lost=stream.packets_lost,
-                        highest_sequence=stream.max_seq,
+                        highest_sequence=stream.max_seq or 0,
                         jitter=stream.jitter,
                         lsr=lsr,
                         dlsr=dlsr,

@@ -102,7 +102,7 @@ class PortRangeLoop(asyncio.SelectorEventLoop):
 
     port_range: tuple[int, int] | None = None
 
-    async def create_datagram_endpoint(  # type: ignore[override]
+    async def create_datagram_endpoint(
         self, protocol_factory: Any, local_addr: Any = None, remote_addr: Any = None, **kwargs: Any
     ) -> Any:
         span = self.port_range
