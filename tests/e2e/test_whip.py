@@ -1,0 +1,253 @@
+"""WHIP ingest end to end: an aiortc publisher → the WebRTC process → the daemon's bundle.
+
+The real daemon runs on loopback (port 0); beside it the test starts the
+WebRTC service (which spawns and supervises the aiortc process) and serves
+the WHIP routes on hypercorn, with a stand-in publish policy (token "good"
+publishes, anything else is refused the way auth.policy refuses). ICE uses
+127.0.0.1 host candidates only, no STUN server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+
+from rtmp_ingest.api import whip
+from rtmp_ingest.bundle import Media, OutputFrame, Permissions, PublishRequest
+from rtmp_ingest.config import WebrtcConfig
+from rtmp_ingest.server.webrtc_link import PublishAttempt, WebrtcService
+
+from .conftest import REPO, Running
+
+pytest.importorskip("aiortc")
+pytestmark = pytest.mark.e2e
+
+
+@attrs.frozen
+class Permit:
+    request: PublishRequest
+    record: bool = False
+
+
+@attrs.frozen
+class Refusal:
+    code: str
+    log_text: str
+    status_text: str
+    http_status: int
+
+
+def fake_decide(attempt: PublishAttempt, *, now_s: float) -> Permit | Refusal:
+    if not attempt.token:
+        return Refusal("no-token", "no token", "A publish token is required.", 401)
+    if attempt.token != "good":
+        return Refusal("bad-token", "bad token", "Publish refused: token invalid.", 403)
+    return Permit(
+        PublishRequest(
+            stream_path=f"{attempt.app}/{attempt.stream}",
+            source_id=attempt.source_id,
+            priority=int(attempt.query.get("priority", "0") or 0),
+            permissions=Permissions(app_multisource=True, token_multisource=True),
+            remote_addr=attempt.remote,
+        )
+    )
+
+
+class Whip:
+    def __init__(self, running: Running, service: WebrtcService, base: str) -> None:
+        self.running = running
+        self.service = service
+        self.base = base
+
+
+@pytest.fixture
+async def whip_server(
+    nursery: trio.Nursery, start_daemon: Callable[..., Any]
+) -> Whip:
+    running: Running = await start_daemon()
+    config = WebrtcConfig(enabled=True, host_addresses=["127.0.0.1"])
+    service = WebrtcService(running.daemon, config, fake_decide)
+    await nursery.start(service.run)
+    assert await service.wait_ready(timeout_s=30), "the WebRTC process did not start"
+    hyper = HypercornConfig()
+    hyper.bind = ["127.0.0.1:0"]
+    hyper.accesslog = None
+    binds = await nursery.start(serve, Starlette(routes=whip.routes(service)), hyper)
+    return Whip(running, service, binds[0])
+
+
+class Publisher:
+    """The aiortc WHIP client process; its stdout lines are JSON."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self._buffer = b""
+
+    async def line(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        with trio.fail_after(timeout_s):
+            while b"\n" not in self._buffer:
+                data = await self.process.stdout.receive_some(65536)
+                if not data:
+                    raise AssertionError("publisher exited without output")
+                self._buffer += data
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return json.loads(line)
+
+    async def stop(self) -> dict[str, Any]:
+        """Closes stdin: the client DELETEs its session and exits."""
+        assert self.process.stdin is not None
+        await self.process.stdin.aclose()
+        return await self.line()
+
+
+@pytest.fixture
+async def publish(nursery: trio.Nursery) -> Any:
+    processes: list[trio.Process] = []
+
+    async def start(url: str, *args: str) -> Publisher:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "tests.webrtc.whip_client", url, *args],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": REPO},
+        )
+        processes.append(process)
+        return Publisher(process)
+
+    yield start
+    for process in processes:
+        if process.returncode is None:
+            process.kill()
+        with trio.move_on_after(5):
+            await process.wait()
+
+
+async def collect(reader: Any, done: Callable[[list[OutputFrame]], bool], timeout_s: float) -> list[OutputFrame]:
+    frames: list[OutputFrame] = []
+    with trio.fail_after(timeout_s):
+        while not done(frames):
+            frames += reader.drain_nowait()
+            await trio.sleep(0.05)
+    return frames
+
+
+def _enough(frames: list[OutputFrame]) -> bool:
+    video = [f for f in frames if f.frame.media is Media.VIDEO and not f.frame.config]
+    audio = [f for f in frames if f.frame.media is Media.AUDIO and not f.frame.config]
+    return len(video) >= 45 and len(audio) >= 50
+
+
+async def test_whip_publish_h264_opus_reaches_bundle_and_delete_ends_it(
+    whip_server: Whip, publish: Any
+) -> None:
+    registry = whip_server.running.daemon.registry
+    reader = registry.subscribe("live/show", "cam")
+    client = await publish(f"{whip_server.base}/whip/live/show?sourceId=cam", "--token", "good")
+    reply = await client.line()
+    assert reply["status"] == 201, reply
+    assert reply["location"].startswith("/whip-session/") and len(reply["location"]) > 40
+    assert "a=recvonly" in reply["body"] and "a=candidate:" in reply["body"]
+    frames = await collect(reader, _enough, timeout_s=60)
+
+    video = [f for f in frames if f.frame.media is Media.VIDEO]
+    audio = [f for f in frames if f.frame.media is Media.AUDIO]
+    assert video[0].frame.config and video[0].frame.codec == "h264"
+    assert video[0].frame.payload[:2] == b"\x17\x00"  #: AVC sequence header (avcC)
+    assert video[1].frame.keyframe, "the first coded frame on air is a keyframe"
+    assert {f.frame.codec for f in audio} == {"opus"} and audio[0].frame.config
+    for track in (video, audio):
+        stamps = [f.dts_ms for f in track if not f.frame.config]
+        assert stamps == sorted(stamps), "timestamps never go backwards"
+        assert stamps[-1] - stamps[0] > 1000  #: over a second of media
+    assert video[0].frame.track_info is not None and video[0].frame.track_info.width == 320
+    # audio and video on one clock: the last frames of both are near in time
+    assert abs(video[-1].dts_ms - audio[-1].dts_ms) < 500
+
+    stats = registry.source_statistics("live/show", "cam", now_s=trio.current_time())
+    assert stats is not None and stats.on_air_feed_id is not None
+    assert len(whip_server.running.daemon.publishers) == 1
+    session = next(iter(whip_server.running.daemon.publishers.values()))
+    assert session.protocol == "webrtc" and session.remote.startswith("127.0.0.1:")
+
+    deleted = await client.stop()
+    assert deleted == {"deleted": 200}
+    assert not whip_server.running.daemon.publishers
+    assert not whip_server.service.sessions
+    reader.close()
+
+
+async def test_refusals_bad_offers_and_methods(whip_server: Whip, publish: Any) -> None:
+    base = whip_server.base
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+        no_token = await http.post(
+            "/whip/live/x", content=offer, headers={"Content-Type": "application/sdp"}
+        )
+        assert no_token.status_code == 401
+        assert no_token.text.strip() == "A publish token is required."
+        assert no_token.headers["content-type"].startswith("text/plain")
+        bad = await http.post(
+            "/whip/live/x?token=nope", content=offer, headers={"Content-Type": "application/sdp"}
+        )
+        assert bad.status_code == 403 and "token invalid" in bad.text
+        garbage = await http.post(
+            "/whip/live/x",
+            content="hello",
+            headers={"Content-Type": "application/sdp", "Authorization": "Bearer good"},
+        )
+        assert garbage.status_code == 400
+        no_media = await http.post(
+            "/whip/live/x",
+            content=offer,
+            headers={"Content-Type": "application/sdp", "Authorization": "Bearer good"},
+        )
+        assert no_media.status_code == 400 and "no audio or video" in no_media.text
+        wrong_type = await http.post("/whip/live/x?token=good", content=offer)
+        assert wrong_type.status_code == 415
+        options = await http.options("/whip/live/x")
+        assert options.status_code == 204
+        assert options.headers["accept-post"] == "application/sdp"
+        patch = await http.patch("/whip-session/whatever", content="a=candidate")
+        assert patch.status_code == 405
+        missing = await http.delete("/whip-session/whatever")
+        assert missing.status_code == 404
+    vp8 = await publish(f"{base}/whip/live/x?sourceId=v", "--token", "good", "--codec", "vp8")
+    reply = await vp8.line()
+    assert reply["status"] == 422 and "H.264" in reply["body"]
+    assert whip_server.running.daemon.registry.stream_paths() == ()
+
+
+async def test_rtmp_supersede_ends_the_peer_and_process_restarts(
+    whip_server: Whip, publish: Any
+) -> None:
+    """A kill -9 of the WebRTC process ends its feeds; the supervisor starts a new one."""
+    daemon = whip_server.running.daemon
+    service = whip_server.service
+    reader = daemon.registry.subscribe("live/k", "cam")
+    client = await publish(f"{whip_server.base}/whip/live/k?sourceId=cam", "--token", "good")
+    assert (await client.line())["status"] == 201
+    await collect(reader, lambda f: any(x.frame.keyframe for x in f), timeout_s=60)
+    old_pid = service.process_id
+    assert old_pid is not None
+    os.kill(old_pid, signal.SIGKILL)
+    with trio.fail_after(30):
+        while daemon.publishers or service.process_id == old_pid:
+            await trio.sleep(0.05)
+    assert await service.wait_ready(timeout_s=30)
+    assert service.restarts == 1
+    reader.close()
