@@ -74,9 +74,7 @@ class Whip:
 
 
 @pytest.fixture
-async def whip_server(
-    nursery: trio.Nursery, start_daemon: Callable[..., Any]
-) -> Whip:
+async def whip_server(nursery: trio.Nursery, start_daemon: Callable[..., Any]) -> Whip:
     running: Running = await start_daemon()
     config = WebrtcConfig(enabled=True, host_addresses=["127.0.0.1"])
     service = WebrtcService(running.daemon, config, fake_decide)
@@ -137,7 +135,9 @@ async def publish(nursery: trio.Nursery) -> Any:
             await process.wait()
 
 
-async def collect(reader: Any, done: Callable[[list[OutputFrame]], bool], timeout_s: float) -> list[OutputFrame]:
+async def collect(
+    reader: Any, done: Callable[[list[OutputFrame]], bool], timeout_s: float
+) -> list[OutputFrame]:
     frames: list[OutputFrame] = []
     with trio.fail_after(timeout_s):
         while not done(frames):

@@ -115,7 +115,9 @@ async def publish(args: argparse.Namespace) -> int:
         response = await client.post(args.url, content=offer, headers=headers)
         location = response.headers.get("location")
         print(
-            json.dumps({"status": response.status_code, "location": location, "body": response.text}),
+            json.dumps(
+                {"status": response.status_code, "location": location, "body": response.text}
+            ),
             flush=True,
         )
         if response.status_code != 201:
