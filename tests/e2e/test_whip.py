@@ -93,17 +93,35 @@ class Publisher:
     def __init__(self, process: trio.Process) -> None:
         self.process = process
         self._buffer = b""
+        self.states: list[str] = []  #: its peer connection's states, in order
+
+    async def _next(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        while b"\n" not in self._buffer:
+            data = await self.process.stdout.receive_some(65536)
+            if not data:
+                raise AssertionError("publisher exited without output")
+            self._buffer += data
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        message: dict[str, Any] = json.loads(line)
+        return message
 
     async def line(self, timeout_s: float = 30.0) -> dict[str, Any]:
-        assert self.process.stdout is not None
+        """The next message that is not a connection state."""
         with trio.fail_after(timeout_s):
-            while b"\n" not in self._buffer:
-                data = await self.process.stdout.receive_some(65536)
-                if not data:
-                    raise AssertionError("publisher exited without output")
-                self._buffer += data
-        line, _, self._buffer = self._buffer.partition(b"\n")
-        return json.loads(line)
+            while True:
+                message = await self._next()
+                if "state" not in message:
+                    return message
+                self.states.append(message["state"])
+
+    async def wait_state(self, *states: str, timeout_s: float = 30.0) -> str:
+        with trio.fail_after(timeout_s):
+            while not set(states) & set(self.states):
+                message = await self._next()
+                if "state" in message:
+                    self.states.append(message["state"])
+        return next(s for s in self.states if s in states)
 
     async def stop(self) -> dict[str, Any]:
         """Closes stdin: the client DELETEs its session and exits."""
@@ -251,3 +269,90 @@ async def test_rtmp_supersede_ends_the_peer_and_process_restarts(
     assert await service.wait_ready(timeout_s=30)
     assert service.restarts == 1
     reader.close()
+
+
+async def wait_on_air(
+    running: Running, stream: str, source: str, feed_id: int | None = None
+) -> int:
+    """The feed id on air for a source, once there is one (and it is `feed_id` if given)."""
+    registry = running.daemon.registry
+    with trio.fail_after(60):
+        while True:
+            stats = registry.source_statistics(stream, source, now_s=trio.current_time())
+            if stats is not None and stats.on_air_feed_id is not None:
+                if feed_id is None or stats.on_air_feed_id == feed_id:
+                    return stats.on_air_feed_id
+            await trio.sleep(0.02)
+
+
+def whip_feed(service: WebrtcService, location: str) -> Any:
+    session = service.by_location[location.rsplit("/", 1)[1]]
+    return session
+
+
+async def test_standby_takeover_asks_for_a_keyframe_at_once(
+    whip_server: Whip, publish: Any
+) -> None:
+    """Keyframe on demand: a standby WHIP feed whose encoder has a 10 s GOP goes on air
+    within a round trip or so when the feed on air ends, not at its next GOP."""
+    running, service = whip_server.running, whip_server.service
+    url = f"{whip_server.base}/whip/live/kf?sourceId=cam"
+    main = await publish(url, "--token", "good", "--gop", "300")
+    main_reply = await main.line()
+    main_feed = await wait_on_air(running, "live/kf", "cam")
+    spare = await publish(url + "&priority=-1", "--token", "good", "--gop", "300")
+    spare_reply = await spare.line()
+    assert spare_reply["status"] == 201
+    spare_session = whip_feed(service, spare_reply["location"])
+    with trio.fail_after(30):
+        while not spare_session.connected or spare_session.frames_in < 10:
+            await trio.sleep(0.02)
+    assert spare_session.feed.state.value == "standby"
+    requests_before = spare_session.keyframe_requests
+    assert whip_feed(service, main_reply["location"]).feed.feed_id == main_feed
+    ended_at = trio.current_time()
+    assert await main.stop() == {"deleted": 200}
+    await wait_on_air(running, "live/kf", "cam", spare_session.feed.feed_id)
+    switch_s = trio.current_time() - ended_at
+    assert spare_session.keyframe_requests > requests_before
+    #: measured: 25 ms with the request, 3 s without (aiortc's encoder restarts while its
+    #: bitrate ramps up, else it would be the 10 s GOP)
+    assert switch_s < 1.5, f"took {switch_s:.2f}s: the spare's GOP is 10 s"
+
+
+async def test_rtmp_and_whip_supersede_each_other(
+    whip_server: Whip, publish: Any, spawn: Any
+) -> None:
+    """An RTMP publish of the same sourceId supersedes a WHIP feed (its peer connection is
+    closed by the server), and a WHIP publish supersedes an RTMP feed (its connection ends)."""
+    running, service = whip_server.running, whip_server.service
+    client = await publish(f"{whip_server.base}/whip/live/mix?sourceId=cam", "--token", "good")
+    reply = await client.line()
+    assert reply["status"] == 201
+    whip_feed_id = await wait_on_air(running, "live/mix", "cam")
+    rtmp = await spawn(
+        [
+            sys.executable,
+            "-m",
+            "tests.tools.pyav_publish",
+            running.url("live/mix", sourceId="cam"),
+            "--seconds",
+            "60",
+            "--realtime",
+        ]
+    )
+    rtmp_feed_id = 0
+    with trio.fail_after(60):
+        while rtmp_feed_id in (0, whip_feed_id):
+            rtmp_feed_id = await wait_on_air(running, "live/mix", "cam")
+            await trio.sleep(0.02)
+    assert await client.wait_state("closed", "failed") in ("closed", "failed")
+    assert not service.sessions
+    # and back: a WHIP publish takes the source from the RTMP encoder
+    again = await publish(f"{whip_server.base}/whip/live/mix?sourceId=cam", "--token", "good")
+    assert (await again.line())["status"] == 201
+    with trio.fail_after(60):
+        while await wait_on_air(running, "live/mix", "cam") == rtmp_feed_id:
+            await trio.sleep(0.02)
+    await rtmp.wait(timeout_s=30)  #: the superseded RTMP encoder was disconnected
+    assert len(service.sessions) == 1

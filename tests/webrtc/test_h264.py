@@ -32,7 +32,7 @@ def access_units(draw: st.DrawFn) -> list[list[bytes]]:
     count = draw(st.integers(2, 12))
     units = []
     for index in range(count):
-        keyframe = index == 0 or draw(st.booleans()) and draw(st.booleans())
+        keyframe = index == 0 or (draw(st.booleans()) and draw(st.booleans()))
         slices = draw(st.integers(1, 3))
         body = [
             nal(5 if keyframe else 1, draw(st.binary(min_size=1, max_size=2500)))

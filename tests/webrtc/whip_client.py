@@ -24,6 +24,7 @@ import time
 import av
 import httpx
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.codecs import h264 as aiortc_h264
 from aiortc.mediastreams import MediaStreamTrack
 
 from rtmp_ingest.webrtc import stack
@@ -92,9 +93,40 @@ class ToneAudio(MediaStreamTrack):
         return frame
 
 
+class _GopAv:
+    """aiortc's H.264 encoder module sees this instead of `av`: contexts get our GOP."""
+
+    def __init__(self, gop: int) -> None:
+        self._gop = gop
+        outer = self
+
+        class CodecContext:
+            @staticmethod
+            def create(*args: object, **kwargs: object) -> object:
+                context = av.CodecContext.create(*args, **kwargs)
+                context.gop_size = outer._gop
+                return context
+
+        self.CodecContext = CodecContext
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(av, name)
+
+
+def say(message: dict[str, object]) -> None:
+    print(json.dumps(message), flush=True)
+
+
 async def publish(args: argparse.Namespace) -> int:
     stack.restrict_host_addresses(["127.0.0.1"])
+    if args.gop:
+        aiortc_h264.av = _GopAv(args.gop)
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+    @pc.on("connectionstatechange")
+    def state_changed() -> None:
+        say({"state": pc.connectionState})
+
     if args.video:
         transceiver = pc.addTransceiver(BarVideo(), direction="sendonly")
         capabilities = RTCRtpSender.getCapabilities("video")
@@ -133,7 +165,7 @@ async def publish(args: argparse.Namespace) -> int:
         if args.delete and location:
             base = httpx.URL(args.url)
             deleted = await client.delete(str(base.join(location)))
-            print(json.dumps({"deleted": deleted.status_code}), flush=True)
+            say({"deleted": deleted.status_code})
     await pc.close()
     return 0
 
@@ -148,6 +180,7 @@ def main() -> int:
     parser.add_argument("--delete", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--offer-override", default=None)
     parser.add_argument("--codec", choices=("h264", "vp8"), default="h264")
+    parser.add_argument("--gop", type=int, default=0, help="frames between keyframes (0: x264's)")
     return asyncio.run(publish(parser.parse_args()))
 
 
