@@ -143,20 +143,24 @@ class LinkDecoder:
         end = HEAD_BYTES - 1 + size
         if len(buf) < end:
             return self._at_end()
-        body = bytes(memoryview(buf)[HEAD_BYTES:end])
-        del buf[:end]
         if kind == KIND_CONTROL:
+            with memoryview(buf) as view:
+                body = bytes(view[HEAD_BYTES:end])
+            del buf[:end]
             return Control(_control(body))
-        if len(body) < MEDIA_HEAD_BYTES:
+        if size - 1 < MEDIA_HEAD_BYTES:
             raise LinkError("truncated media header")
-        session, track, flags, dts_ms = _MEDIA.unpack_from(body)
+        session, track, flags, dts_ms = _MEDIA.unpack_from(buf, HEAD_BYTES)
         if flags & ~(FLAG_KEYFRAME | FLAG_CONFIG):
             raise LinkError(f"unknown media flags {flags:#x}")
+        with memoryview(buf) as view:
+            payload = bytes(view[HEAD_BYTES + MEDIA_HEAD_BYTES : end])  #: the one copy
+        del buf[:end]
         return Media(
             session,
             track,
             dts_ms,
-            body[MEDIA_HEAD_BYTES:],
+            payload,
             bool(flags & FLAG_KEYFRAME),
             bool(flags & FLAG_CONFIG),
         )

@@ -356,3 +356,27 @@ async def test_rtmp_and_whip_supersede_each_other(
             await trio.sleep(0.02)
     await rtmp.wait(timeout_s=30)  #: the superseded RTMP encoder was disconnected
     assert len(service.sessions) == 1
+
+
+async def test_dtx_audio_gaps_never_hold_video(whip_server: Whip, publish: Any) -> None:
+    """Opus DTX: a publisher silent every other second sends no audio then; video keeps
+    coming at its rate and audio resumes at its true time (the RTP clock ran on)."""
+    registry = whip_server.running.daemon.registry
+    reader = registry.subscribe("live/dtx", "cam")
+    client = await publish(
+        f"{whip_server.base}/whip/live/dtx?sourceId=cam", "--token", "good", "--audio-gaps"
+    )
+    assert (await client.line())["status"] == 201
+
+    def three_seconds(frames: list[OutputFrame]) -> bool:
+        video = [f.dts_ms for f in frames if f.frame.media is Media.VIDEO and not f.frame.config]
+        return len(video) > 2 and video[-1] - video[0] > 3500
+
+    frames = await collect(reader, three_seconds, timeout_s=60)
+    video = [f.dts_ms for f in frames if f.frame.media is Media.VIDEO and not f.frame.config]
+    audio = [f.dts_ms for f in frames if f.frame.media is Media.AUDIO and not f.frame.config]
+    assert max(b - a for a, b in zip(video, video[1:])) < 400, "video never waited"
+    audio_gaps = [b - a for a, b in zip(audio, audio[1:])]
+    assert max(audio_gaps) > 800, "the silent second shows as a jump of the audio clock"
+    assert sorted(audio) == audio
+    reader.close()

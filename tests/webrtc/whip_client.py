@@ -64,16 +64,22 @@ class BarVideo(MediaStreamTrack):
 
 
 class ToneAudio(MediaStreamTrack):
+    """A 440 Hz tone; with `gaps`, every other second is silence that sends nothing (DTX)."""
+
     kind = "audio"
 
-    def __init__(self) -> None:
+    def __init__(self, *, gaps: bool = False) -> None:
         super().__init__()
         self._start = 0.0
         self._count = 0
+        self._gaps = gaps
 
     async def recv(self) -> av.AudioFrame:
         if not self._count:
             self._start = time.monotonic()
+        per_second = AUDIO_RATE // AUDIO_SAMPLES
+        if self._gaps and (self._count // per_second) % 2 == 1:
+            self._count += per_second  #: a silent second: no frame, time runs on
         due = self._start + self._count * AUDIO_SAMPLES / AUDIO_RATE
         await asyncio.sleep(max(0.0, due - time.monotonic()))
         first = self._count * AUDIO_SAMPLES
@@ -135,7 +141,7 @@ async def publish(args: argparse.Namespace) -> int:
             [c for c in capabilities.codecs if c.mimeType.lower() in wanted]
         )
     if args.audio:
-        pc.addTransceiver(ToneAudio(), direction="sendonly")
+        pc.addTransceiver(ToneAudio(gaps=args.audio_gaps), direction="sendonly")
     await pc.setLocalDescription(await pc.createOffer())
     offer = pc.localDescription.sdp
     if args.offer_override is not None:
@@ -179,6 +185,7 @@ def main() -> int:
     parser.add_argument("--audio", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--delete", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--offer-override", default=None)
+    parser.add_argument("--audio-gaps", action="store_true", help="DTX: silent seconds")
     parser.add_argument("--codec", choices=("h264", "vp8"), default="h264")
     parser.add_argument("--gop", type=int, default=0, help="frames between keyframes (0: x264's)")
     return asyncio.run(publish(parser.parse_args()))
