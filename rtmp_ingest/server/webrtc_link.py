@@ -130,6 +130,8 @@ class WhipSession:
     stream_path: str
     source_id: str
     protocol: str = "webrtc"
+    #: E-RTMP's Reconnect request does not exist in WebRTC (the daemon asks RTMP sessions)
+    reconnect_capable: bool = False
     feed: Feed | None = None
     record: bool = False
     answer: str = ""

@@ -247,7 +247,22 @@ async def test_refusals_bad_offers_and_methods(whip_server: Whip, publish: Any) 
     vp8 = await publish(f"{base}/whip/live/x?sourceId=v", "--token", "good", "--codec", "vp8")
     reply = await vp8.line()
     assert reply["status"] == 422 and "H.264" in reply["body"]
-    assert whip_server.running.daemon.registry.stream_paths() == ()
+    registry = whip_server.running.daemon.registry
+    assert registry.stream_paths() == ()
+    # a bundle limit: the stream already has its 16 sources
+    for index in range(16):
+        registry.request_publish(
+            PublishRequest(
+                stream_path="live/full",
+                source_id=f"s{index}",
+                permissions=Permissions(app_multisource=True, token_multisource=True),
+            ),
+            now_s=trio.current_time(),
+        )
+    full = await publish(f"{base}/whip/live/full?sourceId=one-more", "--token", "good")
+    reply = await full.line()
+    assert reply["status"] == 409 and "16 sources" in reply["body"], reply
+    assert not whip_server.service.sessions
 
 
 async def test_rtmp_supersede_ends_the_peer_and_process_restarts(
