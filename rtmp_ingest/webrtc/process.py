@@ -333,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s webrtc[%(process)d] %(levelname)s %(name)s: %(message)s",
     )
+    #: aiortc and aioice narrate every ICE check at INFO; the daemon's log wants outcomes
+    quiet = max(logging.getLogger().level, logging.WARNING)
+    for name in ("aiortc", "aioice"):
+        logging.getLogger(name).setLevel(quiet)
     stack.configure_codecs()
     receiver.install()
     with asyncio.Runner(loop_factory=stack.PortRangeLoop) as runner:

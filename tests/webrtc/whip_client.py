@@ -18,6 +18,7 @@ import asyncio
 import fractions
 import json
 import math
+import os
 import sys
 import time
 
@@ -38,10 +39,11 @@ AUDIO_SAMPLES = 960  #: 20 ms
 class BarVideo(MediaStreamTrack):
     kind = "video"
 
-    def __init__(self) -> None:
+    def __init__(self, *, noise: bool = False) -> None:
         super().__init__()
         self._start = 0.0
         self._count = 0
+        self._noise = noise  #: random luma: the encoder spends its whole bitrate (benches)
 
     async def recv(self) -> av.VideoFrame:
         if not self._count:
@@ -56,7 +58,10 @@ class BarVideo(MediaStreamTrack):
             row = bytearray([40 if index == 0 else 128]) * plane.line_size
             if index == 0:
                 row[x : x + 20] = b"\xe0" * 20
-            plane.update(bytes(row) * height)
+            if index == 0 and self._noise:
+                plane.update(os.urandom(plane.line_size * height))
+            else:
+                plane.update(bytes(row) * height)
         frame.pts = self._count * VIDEO_RATE // FPS
         frame.time_base = fractions.Fraction(1, VIDEO_RATE)
         self._count += 1
@@ -134,7 +139,7 @@ async def publish(args: argparse.Namespace) -> int:
         say({"state": pc.connectionState})
 
     if args.video:
-        transceiver = pc.addTransceiver(BarVideo(), direction="sendonly")
+        transceiver = pc.addTransceiver(BarVideo(noise=args.noise), direction="sendonly")
         capabilities = RTCRtpSender.getCapabilities("video")
         wanted = ("video/h264", "video/rtx") if args.codec == "h264" else ("video/vp8",)
         transceiver.setCodecPreferences(
@@ -185,6 +190,7 @@ def main() -> int:
     parser.add_argument("--audio", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--delete", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--offer-override", default=None)
+    parser.add_argument("--noise", action="store_true", help="incompressible picture")
     parser.add_argument("--audio-gaps", action="store_true", help="DTX: silent seconds")
     parser.add_argument("--codec", choices=("h264", "vp8"), default="h264")
     parser.add_argument("--gop", type=int, default=0, help="frames between keyframes (0: x264's)")
