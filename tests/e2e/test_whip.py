@@ -33,6 +33,8 @@ from rtmp_ingest.server.webrtc_link import PublishAttempt, WebrtcService
 from .conftest import REPO, Running
 
 pytest.importorskip("aiortc")
+#: ICE ports the server may bind (webrtc.udp_port_min/max)
+UDP_PORTS = (46100, 46499)
 pytestmark = pytest.mark.e2e
 
 
@@ -76,7 +78,12 @@ class Whip:
 @pytest.fixture
 async def whip_server(nursery: trio.Nursery, start_daemon: Callable[..., Any]) -> Whip:
     running: Running = await start_daemon()
-    config = WebrtcConfig(enabled=True, host_addresses=["127.0.0.1"])
+    config = WebrtcConfig(
+        enabled=True,
+        host_addresses=["127.0.0.1"],
+        udp_port_min=UDP_PORTS[0],
+        udp_port_max=UDP_PORTS[1],
+    )
     service = WebrtcService(running.daemon, config, fake_decide)
     await nursery.start(service.run)
     assert await service.wait_ready(timeout_s=30), "the WebRTC process did not start"
@@ -179,7 +186,12 @@ async def test_whip_publish_h264_opus_reaches_bundle_and_delete_ends_it(
     reply = await client.line()
     assert reply["status"] == 201, reply
     assert reply["location"].startswith("/whip-session/") and len(reply["location"]) > 40
-    assert "a=recvonly" in reply["body"] and "a=candidate:" in reply["body"]
+    assert "a=recvonly" in reply["body"]
+    candidates = [
+        line.split() for line in reply["body"].splitlines() if line.startswith("a=candidate:")
+    ]
+    assert candidates and all(c[4] == "127.0.0.1" for c in candidates)
+    assert all(UDP_PORTS[0] <= int(c[5]) <= UDP_PORTS[1] for c in candidates)
     frames = await collect(reader, _enough, timeout_s=60)
 
     video = [f for f in frames if f.frame.media is Media.VIDEO]
