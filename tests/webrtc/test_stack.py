@@ -34,7 +34,7 @@ def test_datagram_endpoints_bind_inside_the_range_and_say_when_it_is_full() -> N
                 )
                 transports.append(transport)
                 ports.append(transport.get_extra_info("sockname")[1])
-            with pytest.raises(OSError, match="webrtc.udp_ports"):
+            with pytest.raises(OSError, match=r"webrtc\.udp_ports"):
                 await loop.create_datagram_endpoint(
                     asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
                 )
@@ -70,7 +70,11 @@ def test_codecs_are_h264_mode_1_in_every_profile_and_opus() -> None:
         stack.configure_codecs()
         video = [c for c in CODECS["video"] if c.mimeType == "video/H264"]
         assert {c.parameters["profile-level-id"][:4] for c in video} == {
-            "42e0", "4200", "4d00", "640c", "6400"
+            "42e0",
+            "4200",
+            "4d00",
+            "640c",
+            "6400",
         }
         assert all(c.parameters["packetization-mode"] == "1" for c in video)
         assert [c.mimeType for c in CODECS["audio"]] == ["audio/opus"]
