@@ -24,6 +24,7 @@ round trip instead of the publisher's next GOP.
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import logging
 import math
@@ -194,6 +195,12 @@ class WebrtcService:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keeps the WebRTC process running until cancelled; ready at once (see wait_ready)."""
         task_status.started()
+        if importlib.util.find_spec("aiortc") is None:
+            log.error(
+                "webrtc.enabled is true but aiortc is not installed: "
+                "pip install 'rtmp-ingest[webrtc]'. WHIP publishes get 503."
+            )
+            return
         config = self.config
         backoff = config.restart_backoff_s
         try:

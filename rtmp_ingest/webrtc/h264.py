@@ -124,8 +124,8 @@ class H264Depacketizer:
         self._stalled_at_ms: float | None = None
         self._broken_ts: int | None = None  #: a given-up AU's timestamp: its stragglers go too
         self._waiting_keyframe = True
-        #: set when a PLI should go out; the driver clears it
-        self.keyframe_needed = True
+        #: set when a PLI should go out (a frame was dropped); the driver clears it
+        self.keyframe_needed = False
         self.frames_out = 0
         self.frames_dropped = 0
         self.packets_late = 0
