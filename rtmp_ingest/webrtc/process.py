@@ -55,6 +55,18 @@ POLL_INTERVAL_S = 0.05
 READ_BYTES = 65536
 
 
+def dtls_server_role(offer: str) -> str:
+    """The offer as aiortc is given it: an `actpass` offerer is told to be DTLS client.
+
+    aiortc's certificate is ECDSA and, as DTLS client, it offers only ECDSA cipher
+    suites: a DTLS server with an RSA certificate (GStreamer's webrtcbin) then has
+    no shared cipher. As DTLS server (the answer says a=setup:passive, which an
+    actpass offerer accepts, RFC 8842 §5.3) aiortc picks the suite for its own
+    certificate, and every client, browser or GStreamer, offers ECDSA suites.
+    """
+    return offer.replace("a=setup:actpass", "a=setup:active")
+
+
 class _TrackSink:
     """A receiver's frames → media messages on the link."""
 
@@ -109,7 +121,9 @@ class PeerSession:
         pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         pc.on("connectionstatechange", self._state_changed)
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+            await pc.setRemoteDescription(
+                RTCSessionDescription(sdp=dtls_server_role(offer), type="offer")
+            )
         except Exception as exc:  # noqa: BLE001 - aiortc raises several kinds for bad offers
             await self._close_pc()
             text = str(exc)

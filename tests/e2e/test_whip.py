@@ -407,3 +407,59 @@ async def test_dtx_audio_gaps_never_hold_video(whip_server: Whip, publish: Any) 
     assert max(audio_gaps) > 800, "the silent second shows as a jump of the audio clock"
     assert sorted(audio) == audio
     reader.close()
+
+
+def _gstreamer_webrtc() -> bool:
+    probe = (
+        "import gi;"
+        "[gi.require_version(n, '1.0') for n in ('Gst', 'GstWebRTC', 'GstSdp')];"
+        "gi.require_version('Nice', '0.1');"
+        "from gi.repository import Gst, GstWebRTC, GstSdp, Nice;"
+        "Gst.init(None);"
+        "assert all(Gst.ElementFactory.find(e) for e in "
+        "('webrtcbin', 'x264enc', 'opusenc', 'nicesrc'))"
+    )
+    try:
+        return (
+            subprocess.run(["/usr/bin/python3", "-c", probe], capture_output=True).returncode == 0
+        )
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(
+    not _gstreamer_webrtc(),
+    reason="needs python3-gi, gir1.2-gst-plugins-bad-1.0, gir1.2-nice-0.1, gstreamer1.0-nice",
+)
+async def test_gstreamer_webrtcbin_publishes(whip_server: Whip, nursery: trio.Nursery) -> None:
+    """GStreamer's webrtcbin (RSA certificate) negotiates: the process is the DTLS server."""
+    registry = whip_server.running.daemon.registry
+    reader = registry.subscribe("live/gst", "cam")
+    process = await trio.lowlevel.open_process(
+        [
+            "/usr/bin/python3",
+            "tests/webrtc/gst_whip_client.py",
+            f"{whip_server.base}/whip/live/gst?sourceId=cam",
+            "--token",
+            "good",
+            "--seconds",
+            "60",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    client = Publisher(process)
+    try:
+        reply = await client.line()
+        assert reply["status"] == 201 and "a=setup:passive" in reply["body"]
+        frames = await collect(reader, _enough, timeout_s=60)
+        video = [f for f in frames if f.frame.media is Media.VIDEO]
+        assert video[0].frame.config and video[1].frame.keyframe
+        stamps = [f.dts_ms for f in video if not f.frame.config]
+        assert stamps == sorted(stamps)
+        assert {f.frame.codec for f in frames if f.frame.media is Media.AUDIO} == {"opus"}
+    finally:
+        process.kill()
+        await process.wait()
+        reader.close()
