@@ -9,6 +9,7 @@ publishes, anything else is refused the way auth.policy refuses). ICE uses
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -18,7 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
+import av
 import httpx
+import m3u8
 import pytest
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -463,3 +466,39 @@ async def test_gstreamer_webrtcbin_publishes(whip_server: Whip, nursery: trio.Nu
         process.kill()
         await process.wait()
         reader.close()
+
+
+async def _hls_media(running: Running, base: str, track: str) -> bytes | None:
+    """init + complete segments of one HLS media playlist, once it has a segment."""
+    async with httpx.AsyncClient(base_url=running.http, timeout=15) as http:
+        response = await http.get(f"{base}/{track}.m3u8")
+        if response.status_code != 200:
+            return None
+        playlist = m3u8.loads(response.text)
+        uris = [s.uri for s in playlist.segments if s.uri]
+        init = next((s.init_section.uri for s in playlist.segments if s.init_section), None)
+        if not uris or init is None:
+            return None
+        data = (await http.get(f"{base}/{init}")).content
+        for uri in uris:
+            data += (await http.get(f"{base}/{uri}")).content
+        return data
+
+
+def _decode(data: bytes) -> list[Any]:
+    with av.open(io.BytesIO(data), format="mp4") as container:
+        return list(container.decode(container.streams[0]))
+
+
+async def test_a_whip_source_decodes_over_hls(whip_server: Whip, publish: Any) -> None:
+    """The avcC and OpusHead the process builds are what outputs and players need."""
+    running = whip_server.running
+    client = await publish(f"{whip_server.base}/whip/live/hlsw?sourceId=cam", "--token", "good")
+    assert (await client.line())["status"] == 201
+    base = "/hls/live/hlsw/cam"
+    video = await running.wait_for(lambda: _hls_media(running, base, "video0"), 60)
+    audio = await running.wait_for(lambda: _hls_media(running, base, "audio0"), 60)
+    pictures = await trio.to_thread.run_sync(_decode, video)
+    assert len(pictures) >= 30 and (pictures[0].width, pictures[0].height) == (320, 240)
+    sounds = await trio.to_thread.run_sync(_decode, audio)
+    assert sounds and sounds[0].sample_rate == 48000
