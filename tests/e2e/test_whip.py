@@ -502,3 +502,18 @@ async def test_a_whip_source_decodes_over_hls(whip_server: Whip, publish: Any) -
     assert len(pictures) >= 30 and (pictures[0].width, pictures[0].height) == (320, 240)
     sounds = await trio.to_thread.run_sync(_decode, audio)
     assert sounds and sounds[0].sample_rate == 48000
+
+
+async def test_an_audio_only_whip_feed_goes_on_air(whip_server: Whip, publish: Any) -> None:
+    registry = whip_server.running.daemon.registry
+    reader = registry.subscribe("live/voice", "translator")
+    client = await publish(
+        f"{whip_server.base}/whip/live/voice?sourceId=translator", "--token", "good", "--no-video"
+    )
+    reply = await client.line()
+    assert reply["status"] == 201 and "m=video" not in reply["body"]
+    frames = await collect(reader, lambda f: len(f) > 20, timeout_s=60)
+    assert {f.frame.media for f in frames} == {Media.AUDIO}
+    stats = registry.source_statistics("live/voice", "translator", now_s=trio.current_time())
+    assert stats is not None and [t.codec for t in stats.tracks] == ["opus"]
+    reader.close()
