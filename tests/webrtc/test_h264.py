@@ -146,7 +146,7 @@ def test_reordered_and_duplicated_packets_reassemble_exactly(
         packets = packets + packets[-3:]
     depacketizer = H264Depacketizer()
     out = feed(depacketizer, packets)
-    assert [list(u.nals) for u in out] == units
+    assert [list(u.parts) for u in out] == units
     assert [u.timestamp - out[0].timestamp for u in out] == [3000 * i for i in range(len(units))]
     assert [u.keyframe for u in out] == [any(n[0] & 0x1F == 5 for n in u) for u in units]
     assert depacketizer.frames_dropped == 0
@@ -174,7 +174,7 @@ def test_lost_packets_drop_their_frames_until_the_next_keyframe(
     assert indices == sorted(set(indices)), "in order, each at most once"
     for unit, index in zip(out, indices):
         assert index not in broken, "a frame with a lost packet is never handed over"
-        assert list(unit.nals) == units[index]
+        assert list(unit.parts) == units[index]
     if lost and min(lost) < len(packets) - len(lost):
         #: a packet after the first lost one arrived: the gap is visible
         first_broken = min(broken)
