@@ -138,6 +138,8 @@ class WhipSession:
     answer: str = ""
     #: per link track index: (track id, media, codec, channels)
     tracks: list[tuple[str, Media, str, int | None]] = attrs.Factory(list)
+    #: picture sizes the process reported per track (VP9: its vpcC has none)
+    sizes: dict[int, tuple[int, int]] = attrs.Factory(dict)
     connected: bool = False
     ended: bool = False
     last_media_s: float = 0.0
@@ -389,6 +391,12 @@ class WebrtcService:
                     session.remote,
                     session_id,
                 )
+        elif op == "track-info" and isinstance(session_id, int):
+            session = self.sessions.get(session_id)
+            width, height, track = message.get("width"), message.get("height"), message.get("track")
+            if session is not None and isinstance(track, int):
+                if isinstance(width, int) and isinstance(height, int):
+                    session.sizes[track] = (width, height)
         elif op == "closed" and isinstance(session_id, int):
             session = self.sessions.get(session_id)
             if session is not None:
@@ -555,7 +563,9 @@ class WebrtcService:
         return replies[0]
 
 
-def _track_info(codec: str, body: bytes, channels: int | None) -> TrackInfo | None:
+def _track_info(
+    codec: str, body: bytes, channels: int | None, size: tuple[int, int] | None = None
+) -> TrackInfo | None:
     """Parameters of a configuration frame (the process sends FLV bodies)."""
     if codec == "h264":
         record = body[5:]
@@ -568,6 +578,14 @@ def _track_info(codec: str, body: bytes, channels: int | None) -> TrackInfo | No
         return TrackInfo(
             width=width or None,
             height=height or None,
+            profile=str(profile) if profile is not None else None,
+        )
+    if codec == "vp9":
+        record = body[5:]  #: after the ExVideoTagHeader and FourCC
+        profile = codecs.describe_config("vp9", record).get("profile")
+        return TrackInfo(
+            width=size[0] if size else None,
+            height=size[1] if size else None,
             profile=str(profile) if profile is not None else None,
         )
     if codec == "opus":

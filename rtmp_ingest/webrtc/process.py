@@ -46,6 +46,8 @@ from rtmp_ingest.webrtc.clock import SessionClock
 
 log = logging.getLogger("rtmp_ingest.webrtc.process")
 
+#: negotiated codec → bundle codec name
+_CODEC_NAMES = {"video/h264": "h264", "video/vp9": "vp9", "audio/opus": "opus"}
 #: Bytes queued on the link beyond which frames are dropped (a stalled daemon).
 MAX_BACKLOG_BYTES = 8 * 1024 * 1024
 #: Seconds an answered session may take to connect (ICE + DTLS).
@@ -83,11 +85,23 @@ class _TrackSink:
             )
         ):
             session.frames_dropped += 1
-            if self.rtp.h264 is not None:
-                self.rtp.h264.resync()
+            if self.rtp.video is not None:
+                self.rtp.video.resync()
 
     def ended(self, reason: str) -> None:
         self.session.close_soon(reason)
+
+    def picture_size(self, width: int, height: int) -> None:
+        session = self.session
+        session.server.send_control(
+            {
+                "op": "track-info",
+                "session": session.session_id,
+                "track": self.index,
+                "width": width,
+                "height": height,
+            }
+        )
 
 
 class PeerSession:
@@ -120,6 +134,12 @@ class PeerSession:
         ]
         pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         pc.on("connectionstatechange", self._state_changed)
+        transceivers = []
+        for section in media:
+            #: created before the offer is applied, so our codec order decides the answer
+            transceiver = pc.addTransceiver(section.kind, direction="recvonly")
+            transceiver.setCodecPreferences(stack.codec_preferences(section.kind))
+            transceivers.append(transceiver)
         try:
             await pc.setRemoteDescription(
                 RTCSessionDescription(sdp=dtls_server_role(offer), type="offer")
@@ -131,18 +151,22 @@ class PeerSession:
                 return self._error(
                     422,
                     "No supported codec in the offer: WHIP ingest takes H.264 "
-                    "(packetization-mode=1) video and Opus audio.",
+                    "(packetization-mode=1) or VP9 video and Opus audio.",
                 )
             return self._error(400, f"Unusable SDP offer: {text}")
+        answer = await pc.createAnswer()
+        chosen = aiortc_sdp.SessionDescription.parse(answer.sdp).media
         clock = SessionClock()
         tracks: list[dict[str, Any]] = []
         counts = {"audio": 0, "video": 0}
-        for transceiver, section in zip(pc.getTransceivers(), media):
+        for transceiver, section, ours in zip(transceivers, media, chosen):
             rtp = transceiver.receiver
-            if not isinstance(rtp, receiver.EncodedReceiver):
+            if not isinstance(rtp, receiver.EncodedReceiver) or not ours.rtp.codecs:
                 continue
             kind = transceiver.kind
-            codec = "h264" if kind == "video" else "opus"
+            codec = _CODEC_NAMES.get(ours.rtp.codecs[0].mimeType.lower())
+            if codec is None:
+                continue
             channels = 1
             for offered in section.rtp.codecs:
                 if offered.mimeType.lower() == "audio/opus":
@@ -167,7 +191,6 @@ class PeerSession:
                 }
             )
             counts[kind] += 1
-        answer = await pc.createAnswer()
         await pc.setLocalDescription(answer)
         self._tasks.add(
             asyncio.ensure_future(self._connect_deadline(config.get("connect_timeout_s")))
@@ -222,7 +245,7 @@ class PeerSession:
                 "session": self.session_id,
                 "reason": reason,
                 "framesDropped": self.frames_dropped
-                + sum(r.h264.frames_dropped for r in self.receivers if r.h264 is not None),
+                + sum(r.video.frames_dropped for r in self.receivers if r.video is not None),
             }
         )
 

@@ -50,6 +50,8 @@ from aiortc.rtp import (
 from rtmp_ingest.webrtc.clock import TrackClock, ntp_seconds
 from rtmp_ingest.webrtc.h264 import AvcTrack, H264Depacketizer
 from rtmp_ingest.webrtc.opus import OpusTrack
+from rtmp_ingest.webrtc.reorder import AccessUnit, Reassembler
+from rtmp_ingest.webrtc.vp9 import Vp9Depacketizer, Vp9Track
 
 log = logging.getLogger("rtmp_ingest.webrtc.receiver")
 
@@ -67,6 +69,8 @@ class FrameSink(Protocol):
 
     def ended(self, reason: str) -> None: ...
 
+    def picture_size(self, width: int, height: int) -> None: ...
+
 
 class EncodedReceiver(RTCRtpReceiver):
     """Receives one track as encoded frames; see the module docstring."""
@@ -76,8 +80,8 @@ class EncodedReceiver(RTCRtpReceiver):
         self.kind = kind
         self.sink: FrameSink | None = None
         self.clock: TrackClock | None = None
-        self.h264: H264Depacketizer | None = None
-        self.avc: AvcTrack | None = None
+        self.video: Reassembler | None = None
+        self.video_track: AvcTrack | Vp9Track | None = None
         self.opus: OpusTrack | None = None
         self._own_ssrc: int | None = None
         self._codecs: dict[int, Any] = {}
@@ -98,8 +102,9 @@ class EncodedReceiver(RTCRtpReceiver):
         self.sink = sink
         self.clock = clock
         if codec == "h264":
-            self.h264 = H264Depacketizer()
-            self.avc = AvcTrack()
+            self.video, self.video_track = H264Depacketizer(), AvcTrack()
+        elif codec == "vp9":
+            self.video, self.video_track = Vp9Depacketizer(), Vp9Track()
         else:
             self.opus = OpusTrack(channels=channels)
 
@@ -175,34 +180,38 @@ class EncodedReceiver(RTCRtpReceiver):
         sink, clock = self.sink, self.clock
         if sink is None or clock is None:
             return
-        if self.h264 is not None and self.avc is not None:
-            units = self.h264.push(
+        if self.video is not None:
+            units = self.video.push(
                 packet.sequence_number,
                 packet.timestamp,
                 bool(packet.marker),
                 packet.payload,
                 now_ms=arrival_time_ms,
             )
-            for unit in units:
-                dts = clock.time_ms(unit.timestamp, arrival_ms=arrival_time_ms)
-                for body, keyframe, config in self.avc.bodies(unit):
-                    sink.frame(dts, body, keyframe=keyframe, config=config)
-            if self.h264.keyframe_needed:
-                self.h264.keyframe_needed = False
+            self._deliver(units, arrival_time_ms)
+            if self.video.keyframe_needed:
+                self.video.keyframe_needed = False
                 await self.request_keyframe()
         elif self.opus is not None:
             for body, config in self.opus.push(packet.sequence_number, packet.payload):
                 dts = clock.time_ms(packet.timestamp, arrival_ms=arrival_time_ms)
                 sink.frame(dts, body, keyframe=not config, config=config)
 
+    def _deliver(self, units: list[AccessUnit], now_ms: float) -> None:
+        sink, clock, track = self.sink, self.clock, self.video_track
+        if sink is None or clock is None or track is None:
+            return
+        for unit in units:
+            dts = clock.time_ms(unit.timestamp, arrival_ms=now_ms)
+            for body, keyframe, config in track.bodies(unit):
+                if config and isinstance(track, Vp9Track) and track.header is not None:
+                    sink.picture_size(track.header.width, track.header.height)
+                sink.frame(dts, body, keyframe=keyframe, config=config)
+
     def poll(self, now_ms: float) -> None:
         """Gives up video gaps that waited too long while no packet came."""
-        if self.h264 is None or self.avc is None or self.sink is None or self.clock is None:
-            return
-        for unit in self.h264.poll(now_ms=now_ms):
-            dts = self.clock.time_ms(unit.timestamp, arrival_ms=now_ms)
-            for body, keyframe, config in self.avc.bodies(unit):
-                self.sink.frame(dts, body, keyframe=keyframe, config=config)
+        if self.video is not None:
+            self._deliver(self.video.poll(now_ms=now_ms), now_ms)
 
     async def request_keyframe(self, *, force: bool = False) -> bool:
         """Sends PLI and FIR for the video stream; False when rate-limited or unknown."""

@@ -2,8 +2,9 @@
 
 - **Codecs**: the process receives H.264 (packetization-mode 1, every profile a
   browser offers: Constrained Baseline, Baseline, Main, Constrained High,
-  High) and Opus, and nothing it would have to decode; aiortc's own list
-  (VP8, Baseline-only H.264, G.722, PCMU/PCMA) is replaced in place. The level
+  High), VP9 when an offer has no H.264, and Opus, nothing it would have to
+  decode; aiortc's own list (VP8, Baseline-only H.264, G.722, PCMU/PCMA) is
+  replaced in place. The level
   we announce is 5.2 so that, with level-asymmetry-allowed, no browser caps
   its resolution to fit us. "ccm fir" is offered beside NACK, PLI and REMB.
 - **Host candidates**: aioice gathers every interface address except
@@ -35,6 +36,7 @@ from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
 #: profile_idc + constraint flags of every H.264 profile aiortc's matcher knows, at level 5.2
 H264_PROFILE_LEVEL_IDS = ("42e034", "420034", "4d0034", "640c34", "640034")
 VIDEO_PAYLOAD_TYPE_BASE = 102
+VP9_PAYLOAD_TYPE = 98
 OPUS_PAYLOAD_TYPE = 111
 LOOPBACK_V4 = "127.0.0.1"
 
@@ -71,12 +73,41 @@ def configure_codecs() -> None:
                 parameters={"apt": payload_type},
             )
         )
+    #: VP9 (RFC 9628) after every H.264 entry: answered only to offers without H.264
+    #: (see `codec_preferences`), since Safari's HLS and legacy RTMP players need H.264
+    video.append(
+        RTCRtpCodecParameters(
+            mimeType="video/VP9",
+            clockRate=90000,
+            payloadType=VP9_PAYLOAD_TYPE,
+            rtcpFeedback=list(feedback),
+            parameters={"profile-id": "0"},
+        )
+    )
+    video.append(
+        RTCRtpCodecParameters(
+            mimeType="video/rtx",
+            clockRate=90000,
+            payloadType=VP9_PAYLOAD_TYPE + 1,
+            parameters={"apt": VP9_PAYLOAD_TYPE},
+        )
+    )
     CODECS["video"][:] = video
     CODECS["audio"][:] = [
         RTCRtpCodecParameters(
             mimeType="audio/opus", clockRate=48000, channels=2, payloadType=OPUS_PAYLOAD_TYPE
         )
     ]
+
+
+def codec_preferences(kind: str) -> list[Any]:
+    """Receive capabilities in preference order: H.264 before VP9, RTX kept."""
+    from aiortc import RTCRtpReceiver  # noqa: PLC0415 - aiortc is set up by configure_codecs
+
+    capabilities = RTCRtpReceiver.getCapabilities(kind)
+    assert capabilities is not None
+    rank = {"video/h264": 0, "video/vp9": 1}
+    return sorted(capabilities.codecs, key=lambda c: rank.get(c.mimeType.lower(), 2))
 
 
 def restrict_host_addresses(addresses: list[str], *, include_loopback: bool = True) -> None:
