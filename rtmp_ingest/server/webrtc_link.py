@@ -341,7 +341,11 @@ class WebrtcService:
                     ):
                         continue
                     track_id, media, codec, channels = session.tracks[event.track]
-                    info = _track_info(codec, event.payload, channels) if event.config else None
+                    info = (
+                        _track_info(codec, event.payload, channels, session.sizes.get(event.track))
+                        if event.config
+                        else None
+                    )
                     registry.push_frame(
                         session.feed,
                         Frame(

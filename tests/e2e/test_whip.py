@@ -434,8 +434,10 @@ def _gstreamer_webrtc() -> bool:
     not _gstreamer_webrtc(),
     reason="needs python3-gi, gir1.2-gst-plugins-bad-1.0, gir1.2-nice-0.1, gstreamer1.0-nice",
 )
-async def test_gstreamer_webrtcbin_publishes(whip_server: Whip, nursery: trio.Nursery) -> None:
-    """GStreamer's webrtcbin (RSA certificate) negotiates: the process is the DTLS server."""
+@pytest.mark.parametrize("codec", ["h264", "vp9"])
+async def test_gstreamer_webrtcbin_publishes(whip_server: Whip, codec: str) -> None:
+    """GStreamer's webrtcbin (RSA certificate) negotiates: the process is the DTLS server.
+    An offer with VP9 and no H.264 is answered with VP9, carried as E-RTMP vp09."""
     registry = whip_server.running.daemon.registry
     reader = registry.subscribe("live/gst", "cam")
     process = await trio.lowlevel.open_process(
@@ -447,6 +449,8 @@ async def test_gstreamer_webrtcbin_publishes(whip_server: Whip, nursery: trio.Nu
             "good",
             "--seconds",
             "60",
+            "--codec",
+            codec,
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
@@ -459,9 +463,17 @@ async def test_gstreamer_webrtcbin_publishes(whip_server: Whip, nursery: trio.Nu
         frames = await collect(reader, _enough, timeout_s=60)
         video = [f for f in frames if f.frame.media is Media.VIDEO]
         assert video[0].frame.config and video[1].frame.keyframe
+        assert {f.frame.codec for f in video} == {codec}
+        info = video[0].frame.track_info
+        assert info is not None and (info.width, info.height) == (320, 240)
+        assert info.profile in ("Constrained Baseline", "Baseline", "0")
         stamps = [f.dts_ms for f in video if not f.frame.config]
         assert stamps == sorted(stamps)
         assert {f.frame.codec for f in frames if f.frame.media is Media.AUDIO} == {"opus"}
+        running = whip_server.running
+        hls = await running.wait_for(lambda: _hls_media(running, "/hls/live/gst/cam", "video0"), 60)
+        pictures = await trio.to_thread.run_sync(_decode, hls)
+        assert pictures and (pictures[0].width, pictures[0].height) == (320, 240)
     finally:
         process.kill()
         await process.wait()

@@ -2,7 +2,7 @@
 
     /usr/bin/python3 tests/webrtc/gst_whip_client.py URL [--token T] [--seconds S]
 
-videotestsrc → x264enc → rtph264pay and audiotestsrc → opusenc → rtpopuspay into a
+videotestsrc → x264enc → rtph264pay (or vp9enc → rtpvp9pay) and audiotestsrc → opusenc → rtpopuspay into a
 sendonly webrtcbin; the complete offer (after ICE gathering) is POSTed to the WHIP
 URL, the answer applied. Prints JSON lines: {"status", "location", "body"}, then
 {"state": ...} as the peer connection changes. Only 127.0.0.1 candidates are
@@ -25,12 +25,18 @@ gi.require_version("GstSdp", "1.0")
 gi.require_version("Nice", "0.1")
 from gi.repository import GLib, Gst, GstSdp, GstWebRTC, Nice  # noqa: E402
 
+VIDEO = {
+    "h264": "x264enc tune=zerolatency key-int-max=60 speed-preset=ultrafast"
+    " ! video/x-h264,profile=constrained-baseline"
+    " ! rtph264pay config-interval=-1 aggregate-mode=zero-latency"
+    " ! application/x-rtp,media=video,encoding-name=H264,payload=102",
+    "vp9": "video/x-raw,format=I420 ! vp9enc deadline=1 cpu-used=8 keyframe-max-dist=60 lag-in-frames=0"
+    " ! rtpvp9pay ! application/x-rtp,media=video,encoding-name=VP9,payload=98",
+}
 PIPELINE = """
 webrtcbin name=send bundle-policy=max-bundle
 videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=30/1
- ! videoconvert ! x264enc tune=zerolatency key-int-max=60 speed-preset=ultrafast
- ! video/x-h264,profile=constrained-baseline ! rtph264pay config-interval=-1 aggregate-mode=zero-latency
- ! application/x-rtp,media=video,encoding-name=H264,payload=102 ! send.
+ ! videoconvert ! {video} ! send.
 audiotestsrc is-live=true wave=sine ! audioconvert ! audioresample ! opusenc
  ! rtpopuspay ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111 ! send.
 """
@@ -55,9 +61,10 @@ def main() -> int:
     parser.add_argument("url")
     parser.add_argument("--token", default="")
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--codec", choices=sorted(VIDEO), default="h264")
     args = parser.parse_args()
     Gst.init(None)
-    pipeline = Gst.parse_launch(PIPELINE)
+    pipeline = Gst.parse_launch(PIPELINE.format(video=VIDEO[args.codec]))
     webrtc = pipeline.get_by_name("send")
     loop = GLib.MainLoop()
     #: libnice leaves loopback out unless asked; the tests stay on 127.0.0.1
