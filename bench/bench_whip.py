@@ -12,6 +12,11 @@ after a warm-up it reads the CPU time of the daemon and of the WebRTC process
 run: CPU-ms per Mbit of the daemon, of the WebRTC process, and summed. The
 publishers (x264 and Opus encoders) share the machine, so absolute figures
 depend on it; the ratio WHIP/RTMP is the point.
+
+Then the standby takeover (`--switches` times, with and without
+`webrtc.keyframe_on_demand`): a WHIP feed on air with a spare WHIP feed at
+priority -1 standing by, both with a 10 s GOP; the feed on air DELETEs its
+session; measured: seconds until the spare is on air (it needs a keyframe).
 """
 
 from __future__ import annotations
@@ -26,6 +31,13 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+GSTREAMER = Path("/usr/bin/python3").exists() and (
+    subprocess.run(
+        ["/usr/bin/python3", "-c", "import gi; gi.require_version('GstWebRTC', '1.0')"],
+        capture_output=True,
+    ).returncode
+    == 0
+)
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 
 
@@ -34,7 +46,7 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
-def serve() -> None:
+def serve(*, keyframe_on_demand: bool = True) -> None:
     """The server side, in this process: daemon + WebRTC service + WHIP routes."""
     import tempfile
 
@@ -63,6 +75,7 @@ def serve() -> None:
             PublishRequest(
                 stream_path=f"{attempt.app}/{attempt.stream}",
                 source_id=attempt.source_id,
+                priority=int(attempt.query.get("priority", "0") or 0),
                 permissions=Permissions(app_multisource=True, token_multisource=True),
                 remote_addr=attempt.remote,
             )
@@ -78,8 +91,35 @@ def serve() -> None:
         }
         daemon = Daemon(config_mod.load(None, overrides=overrides))
         service = WebrtcService(
-            daemon, WebrtcConfig(enabled=True, host_addresses=["127.0.0.1"]), decide
+            daemon,
+            WebrtcConfig(
+                enabled=True,
+                host_addresses=["127.0.0.1"],
+                keyframe_on_demand=keyframe_on_demand,
+            ),
+            decide,
         )
+
+        async def end(request: Any) -> JSONResponse:
+            """Ends the WHIP feed on air of a stream's source "cam" (what DELETE does)."""
+            stats = daemon.registry.source_statistics(
+                request.query_params["stream"], "cam", now_s=trio.current_time()
+            )
+            for session in list(service.sessions.values()):
+                if stats and session.feed and session.feed.feed_id == stats.on_air_feed_id:
+                    service.delete(session.location)
+            return JSONResponse({})
+
+        async def on_air(request: Any) -> JSONResponse:
+            stats = daemon.registry.source_statistics(
+                request.query_params["stream"], "cam", now_s=trio.current_time()
+            )
+            return JSONResponse(
+                {
+                    "on_air": stats.on_air_feed_id if stats else None,
+                    "feeds": len(stats.feeds) if stats else 0,
+                }
+            )
 
         async def totals(request: Any) -> JSONResponse:
             now = trio.current_time()
@@ -104,7 +144,14 @@ def serve() -> None:
             hyper = HypercornConfig()
             hyper.bind = ["127.0.0.1:0"]
             hyper.accesslog = None
-            app = Starlette(routes=[Route("/totals", totals), *whip.routes(service)])
+            app = Starlette(
+                routes=[
+                    Route("/totals", totals),
+                    Route("/onair", on_air),
+                    Route("/end", end),
+                    *whip.routes(service),
+                ]
+            )
             binds = await nursery.start(hypercorn_serve, app, hyper)
             print(json.dumps({"rtmp": bound.rtmp[1], "http": binds[0]}), flush=True)
 
@@ -188,14 +235,97 @@ def run(
     }
 
 
+def switch(ports: dict[str, Any], index: int) -> float:
+    """Seconds from the feed on air ending to its standby (10 s GOP) being on air."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    stream = f"live/switch{index}"
+    url = f"{ports['http']}/whip/{stream}?sourceId=cam"
+
+    def client(*extra: str) -> subprocess.Popen[bytes]:
+        #: GStreamer's x264enc keeps its GOP; aiortc's encoder restarts (a keyframe) whenever
+        #: its target bitrate moves, which would hide the GOP wait this measures
+        argv = (
+            ["/usr/bin/python3", "tests/webrtc/gst_whip_client.py", url, "--gop", "300"]
+            if GSTREAMER
+            else [sys.executable, "-m", "tests.webrtc.whip_client", url, "--gop", "300"]
+        )
+        return subprocess.Popen(
+            [*argv, *extra],
+            cwd=REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def state() -> dict[str, Any]:
+        return _get(ports["http"], f"/onair?stream={stream}")
+
+    main_client = client()
+    spare = None
+    try:
+        deadline = time.monotonic() + 60
+        while state()["on_air"] is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first = state()["on_air"]
+        url += "&priority=-1"
+        spare = client("--seconds", "120")
+        while state()["feeds"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(2.0)  #: the spare is connected, standing by mid-GOP
+        ended = time.monotonic()
+        _get(ports["http"], f"/end?stream={stream}")  #: as the publisher's DELETE would
+        while state()["on_air"] in (first, None) and time.monotonic() < ended + 30:
+            time.sleep(0.005)
+        return time.monotonic() - ended
+    finally:
+        for process in (main_client, spare):
+            if process is not None:
+                process.kill()
+                process.wait()
+
+
+def run_switches(args: argparse.Namespace) -> None:
+    for on_demand in (True, False):
+        server = subprocess.Popen(
+            [sys.executable, __file__, "serve"] + ([] if on_demand else ["--no-kf"]),
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert server.stdout is not None
+            ports = json.loads(server.stdout.readline())
+            times = sorted(switch(ports, i) for i in range(args.switches))
+            print(
+                json.dumps(
+                    {
+                        "test": "standby-takeover",
+                        "keyframe_on_demand": on_demand,
+                        "spare_gop_s": 10,
+                        "switch_ms": [round(t * 1000) for t in times],
+                        "median_ms": round(times[len(times) // 2] * 1000),
+                    }
+                ),
+                flush=True,
+            )
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
 def main() -> None:
     if sys.argv[1:2] == ["serve"]:
-        serve()
+        serve(keyframe_on_demand="--no-kf" not in sys.argv)
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--publishers", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--publishers", type=int, nargs="*", default=[1, 4])
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--switches", type=int, default=3, help="takeovers per mode (0 = skip)")
     args = parser.parse_args()
+    if args.switches:
+        run_switches(args)
     server = subprocess.Popen(
         [sys.executable, __file__, "serve"],
         cwd=REPO,

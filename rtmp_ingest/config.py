@@ -146,7 +146,9 @@ offer_timeout_s = 10.0
 connect_timeout_s = 15.0
 # A connected publisher that sends no media for this long is dropped (its feed ends).
 idle_timeout_s = 30.0
-# While a WHIP feed waits to go on air, ask its publisher for a keyframe this often.
+# Keyframe on demand: while a WHIP feed waits to go on air (supersede, reconnect, standby
+# takeover) ask its publisher for a keyframe (PLI + FIR) at once, and again this often.
+keyframe_on_demand = true
 keyframe_request_interval_s = 0.5
 # Restart delay of a WebRTC process that died (doubles up to the maximum).
 restart_backoff_s = 0.5
@@ -255,6 +257,7 @@ class WebrtcConfig:
     offer_timeout_s: float = 10.0
     connect_timeout_s: float = 15.0
     idle_timeout_s: float = 30.0
+    keyframe_on_demand: bool = True
     keyframe_request_interval_s: float = 0.5
     restart_backoff_s: float = 0.5
     max_restart_backoff_s: float = 30.0

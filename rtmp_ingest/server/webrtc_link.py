@@ -316,7 +316,8 @@ class WebrtcService:
                     )
                     self.end_session(session, EndReason.IDLE_TIMEOUT, close_peer=True)
                 elif (
-                    session.feed.state is FeedState.PENDING
+                    config.keyframe_on_demand
+                    and session.feed.state is FeedState.PENDING
                     and session.has_video
                     and now - session.keyframe_requested_s >= config.keyframe_request_interval_s
                 ):

@@ -26,11 +26,11 @@ gi.require_version("Nice", "0.1")
 from gi.repository import GLib, Gst, GstSdp, GstWebRTC, Nice  # noqa: E402
 
 VIDEO = {
-    "h264": "x264enc tune=zerolatency key-int-max=60 speed-preset=ultrafast"
+    "h264": "x264enc tune=zerolatency key-int-max={gop} speed-preset=ultrafast"
     " ! video/x-h264,profile=constrained-baseline"
     " ! rtph264pay config-interval=-1 aggregate-mode=zero-latency"
     " ! application/x-rtp,media=video,encoding-name=H264,payload=102",
-    "vp9": "video/x-raw,format=I420 ! vp9enc deadline=1 cpu-used=8 keyframe-max-dist=60 lag-in-frames=0"
+    "vp9": "video/x-raw,format=I420 ! vp9enc deadline=1 cpu-used=8 keyframe-max-dist={gop} lag-in-frames=0"
     " ! rtpvp9pay ! application/x-rtp,media=video,encoding-name=VP9,payload=98",
 }
 PIPELINE = """
@@ -62,9 +62,11 @@ def main() -> int:
     parser.add_argument("--token", default="")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--codec", choices=sorted(VIDEO), default="h264")
+    parser.add_argument("--gop", type=int, default=60, help="frames between keyframes")
+    parser.add_argument("--priority", type=int, default=None)
     args = parser.parse_args()
     Gst.init(None)
-    pipeline = Gst.parse_launch(PIPELINE.format(video=VIDEO[args.codec]))
+    pipeline = Gst.parse_launch(PIPELINE.format(video=VIDEO[args.codec].format(gop=args.gop)))
     webrtc = pipeline.get_by_name("send")
     loop = GLib.MainLoop()
     #: libnice leaves loopback out unless asked; the tests stay on 127.0.0.1
