@@ -357,6 +357,18 @@ def _check(config: Config) -> None:
         1 <= webrtc.udp_port_min <= webrtc.udp_port_max <= 65535
     ):
         raise ConfigError("webrtc.udp_port_min/udp_port_max: need 1 <= min <= max <= 65535")
+    for key in (
+        "offer_timeout_s",
+        "connect_timeout_s",
+        "idle_timeout_s",
+        "keyframe_request_interval_s",
+        "restart_backoff_s",
+        "max_sessions",
+    ):
+        if getattr(webrtc, key) <= 0:
+            raise ConfigError(f"webrtc.{key}: must be > 0")
+    if webrtc.max_restart_backoff_s < webrtc.restart_backoff_s:
+        raise ConfigError("webrtc.max_restart_backoff_s: must be >= webrtc.restart_backoff_s")
     try:
         config.bundle.bundle_config()
     except ValueError as exc:
