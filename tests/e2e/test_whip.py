@@ -280,12 +280,26 @@ async def test_refusals_bad_offers_and_methods(whip_server: Whip, publish: Any) 
     assert not whip_server.service.sessions
 
 
-async def test_rtmp_supersede_ends_the_peer_and_process_restarts(
-    whip_server: Whip, publish: Any
+async def test_sigkill_of_the_webrtc_process_ends_its_feeds_and_rtmp_never_notices(
+    whip_server: Whip, publish: Any, spawn: Any
 ) -> None:
-    """A kill -9 of the WebRTC process ends its feeds; the supervisor starts a new one."""
-    daemon = whip_server.running.daemon
+    """A kill -9 of the WebRTC process ends the WHIP feeds it carried; the supervisor starts
+    a new one, and an RTMP feed beside them stays on air, the same feed, throughout."""
+    running = whip_server.running
+    daemon = running.daemon
     service = whip_server.service
+    rtmp = await spawn(
+        [
+            sys.executable,
+            "-m",
+            "tests.tools.pyav_publish",
+            running.url("live/k", sourceId="rtmp"),
+            "--seconds",
+            "60",
+            "--realtime",
+        ]
+    )
+    rtmp_feed = await wait_on_air(running, "live/k", "rtmp")
     reader = daemon.registry.subscribe("live/k", "cam")
     client = await publish(f"{whip_server.base}/whip/live/k?sourceId=cam", "--token", "good")
     assert (await client.line())["status"] == 201
@@ -294,10 +308,14 @@ async def test_rtmp_supersede_ends_the_peer_and_process_restarts(
     assert old_pid is not None
     os.kill(old_pid, signal.SIGKILL)
     with trio.fail_after(30):
-        while daemon.publishers or service.process_id == old_pid:
+        while service.sessions or service.process_id == old_pid:
             await trio.sleep(0.05)
     assert await service.wait_ready(timeout_s=30)
     assert service.restarts == 1
+    assert await wait_on_air(running, "live/k", "rtmp") == rtmp_feed
+    assert rtmp.process.returncode is None
+    again = await publish(f"{whip_server.base}/whip/live/k?sourceId=cam", "--token", "good")
+    assert (await again.line())["status"] == 201, "the new process takes publishes"
     reader.close()
 
 
