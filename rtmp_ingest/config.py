@@ -161,6 +161,37 @@ max_age_s = 604800.0
 # ... and the oldest files beyond this many bytes in total (0 = no limit) are deleted.
 max_total_bytes = 10737418240
 
+[webrtc]
+# WHIP ingest (POST /whip/APP/STREAM): aiortc in its own process, supervised by the daemon.
+# Needs the optional extra: pip install 'rtmp-ingest[webrtc]'. false = nothing starts.
+enabled = false
+# ICE servers announced to publishers and used by the server: "stun:HOST:PORT",
+# "turn:HOST:PORT" (empty = host candidates only; no public STUN server is ever contacted).
+ice_servers = []
+turn_username = ""
+turn_credential = ""
+# Local addresses offered as ICE host candidates; empty = every interface address.
+host_addresses = []
+# Also offer 127.0.0.1 (publishers on the same machine).
+include_loopback = true
+# UDP port range for ICE (inclusive; 0 and 0 = any free port).
+udp_port_min = 0
+udp_port_max = 0
+# WHIP sessions at once.
+max_sessions = 100
+# Seconds the WebRTC process may take to answer an offer, and a publisher to connect.
+offer_timeout_s = 10.0
+connect_timeout_s = 15.0
+# A connected publisher that sends no media for this long is dropped (its feed ends).
+idle_timeout_s = 30.0
+# Keyframe on demand: while a WHIP feed waits to go on air (supersede, reconnect, standby
+# takeover) ask its publisher for a keyframe (PLI + FIR) at once, and again this often.
+keyframe_on_demand = true
+keyframe_request_interval_s = 0.5
+# Restart delay of a WebRTC process that died (doubles up to the maximum).
+restart_backoff_s = 0.5
+max_restart_backoff_s = 30.0
+
 # Per-application settings; "*" applies to every app not named.
 [apps."*"]
 # Account-level multisource gate (SPEC.md 3.7): may publishers of this app use sourceId?
@@ -275,6 +306,26 @@ class RecordConfig:
 
 
 @attrs.frozen(kw_only=True)
+class WebrtcConfig:
+    enabled: bool = False
+    ice_servers: list[str] = attrs.field(factory=list)
+    turn_username: str = ""
+    turn_credential: str = ""
+    host_addresses: list[str] = attrs.field(factory=list)
+    include_loopback: bool = True
+    udp_port_min: int = 0
+    udp_port_max: int = 0
+    max_sessions: int = 100
+    offer_timeout_s: float = 10.0
+    connect_timeout_s: float = 15.0
+    idle_timeout_s: float = 30.0
+    keyframe_on_demand: bool = True
+    keyframe_request_interval_s: float = 0.5
+    restart_backoff_s: float = 0.5
+    max_restart_backoff_s: float = 30.0
+
+
+@attrs.frozen(kw_only=True)
 class AppConfig:
     multisource: bool = True
     record: bool = False
@@ -291,6 +342,7 @@ class Config:
     bundle: BundleSettings = BundleSettings()
     hls: HlsConfig = HlsConfig()
     record: RecordConfig = RecordConfig()
+    webrtc: WebrtcConfig = WebrtcConfig()
     apps: dict[str, AppConfig] = attrs.field(factory=lambda: {"*": AppConfig()})
 
     def app(self, name: str) -> AppConfig:
@@ -423,6 +475,23 @@ def _check(config: Config) -> None:
         raise ConfigError("record.fragment_s: must be at least 0.1 and at most record.file_s")
     if record.max_age_s < 0 or record.max_total_bytes < 0:
         raise ConfigError("record: max_age_s and max_total_bytes must be >= 0")
+    webrtc = config.webrtc
+    if (webrtc.udp_port_min or webrtc.udp_port_max) and not (
+        1 <= webrtc.udp_port_min <= webrtc.udp_port_max <= 65535
+    ):
+        raise ConfigError("webrtc.udp_port_min/udp_port_max: need 1 <= min <= max <= 65535")
+    for key in (
+        "offer_timeout_s",
+        "connect_timeout_s",
+        "idle_timeout_s",
+        "keyframe_request_interval_s",
+        "restart_backoff_s",
+        "max_sessions",
+    ):
+        if getattr(webrtc, key) <= 0:
+            raise ConfigError(f"webrtc.{key}: must be > 0")
+    if webrtc.max_restart_backoff_s < webrtc.restart_backoff_s:
+        raise ConfigError("webrtc.max_restart_backoff_s: must be >= webrtc.restart_backoff_s")
     try:
         config.bundle.bundle_config()
     except ValueError as exc:
