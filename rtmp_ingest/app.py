@@ -26,7 +26,17 @@ from urllib.parse import quote
 import attrs
 import trio
 
-from rtmp_ingest.auth import Authorizer, BanList, Keyring, KeyringError, Policy, PolicySettings
+from rtmp_ingest.auth import (
+    Authorizer,
+    BanList,
+    Keyring,
+    KeyringError,
+    Permit,
+    Policy,
+    PolicySettings,
+    PublishAttempt,
+    Refusal,
+)
 from rtmp_ingest.bundle import Registry
 from rtmp_ingest.config import Config, StartupError
 from rtmp_ingest.outputs.names import source_segment
@@ -37,6 +47,7 @@ from rtmp_ingest.server.hls import HlsService
 from rtmp_ingest.server.listener import SHUTDOWN_TIMEOUT_S, Address, RtmpListener
 from rtmp_ingest.server.play import Player
 from rtmp_ingest.server.record import RecorderService
+from rtmp_ingest.server.webrtc_link import WebrtcService
 
 log = logging.getLogger("rtmp_ingest")
 
@@ -66,6 +77,12 @@ class App:
         #: the one publish policy (and hook) every ingest driver asks; set when run starts
         self.authorizer: Authorizer | None = None
         self.rtmp = RtmpListener(config, self.feeds)
+        #: WHIP ingest: the supervised aiortc process and its sessions (when enabled)
+        self.webrtc = (
+            WebrtcService(self.feeds, config.webrtc, self._authorize, log_level=config.log_level)
+            if config.webrtc.enabled
+            else None
+        )
         self.hls = HlsService(config=config.hls, registry=self.registry, metrics=self.metrics)
         self.recorder = RecorderService(
             config=config.record,
@@ -173,10 +190,13 @@ class App:
         return f"http://{host}:{self.bound.http[1]}{path}" if host else path
 
     def http_routes(self) -> list[Any]:
-        """HTTP routes of the outputs (HLS, the multiview page, HTTP-FLV)."""
-        from rtmp_ingest.api import hls, httpflv, web  # noqa: PLC0415 - HTTP only when served
+        """HTTP routes of the outputs (HLS, the multiview page, HTTP-FLV) and WHIP."""
+        from rtmp_ingest.api import hls, httpflv, web, whip  # noqa: PLC0415 - HTTP when served
 
-        return hls.routes(self) + web.routes(self) + httpflv.routes(self)
+        routes = hls.routes(self) + web.routes(self) + httpflv.routes(self)
+        if self.webrtc is not None:
+            routes += whip.routes(self.webrtc)
+        return routes
 
     # -- auth ------------------------------------------------------------------------
 
@@ -192,6 +212,10 @@ class App:
 
     def _policy_settings(self, config: Config) -> PolicySettings:
         return PolicySettings(mode=config.auth.mode, apps=config.apps)  # type: ignore[arg-type]
+
+    async def _authorize(self, attempt: PublishAttempt) -> Permit | Refusal:
+        assert self.authorizer is not None
+        return await self.authorizer.authorize(attempt)
 
     def unix_now(self) -> float:
         """Unix time on trio's clock (the registry's origin), so tests can move it."""
@@ -258,6 +282,8 @@ class App:
             await nursery.start(self.hls.run)
             await nursery.start(self.recorder.run)
             await nursery.start(self.feeds.run)
+            if self.webrtc is not None:
+                await nursery.start(self.webrtc.run)
             rtmp_bound, rtmps_bound = await nursery.start(self.rtmp.run)
             http_bound = await self._start_http(nursery) if config.http.listen else None
             self.bound = Bound(rtmp=rtmp_bound, rtmps=rtmps_bound, http=http_bound)
@@ -269,6 +295,8 @@ class App:
             )
             task_status.started(self.bound)
             await self._shutdown.wait()
+            if self.webrtc is not None:
+                self.webrtc.shutdown()
             await self.rtmp.drain()
             self.recorder.close_all()
             with trio.move_on_after(SHUTDOWN_TIMEOUT_S):

@@ -32,12 +32,13 @@ import secrets
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import attrs
 import trio
 
+from rtmp_ingest.auth import Permit, PublishAttempt, Refusal, refusal_from_bundle
 from rtmp_ingest.bundle import (
     Admitted,
     EndReason,
@@ -46,7 +47,6 @@ from rtmp_ingest.bundle import (
     Frame,
     Media,
     PublishRequest,
-    RefusalCode,
     Refused,
     TrackInfo,
 )
@@ -62,16 +62,6 @@ RECEIVE_BYTES = 65536
 STABLE_RUN_S = 30.0
 #: How long the process gets to exit after its link closes before it is killed.
 EXIT_TIMEOUT_S = 2.0
-#: WHIP status for each bundle refusal (RFC 9725 §4.2 leaves 4xx choice to the server).
-REFUSAL_STATUS = {
-    RefusalCode.INVALID_STREAM_PATH: 400,
-    RefusalCode.INVALID_SOURCE_ID: 400,
-    RefusalCode.MULTISOURCE_NOT_PERMITTED: 403,
-    RefusalCode.SOURCE_ID_NOT_ALLOWED: 403,
-    RefusalCode.TOO_MANY_STREAMS: 429,
-    RefusalCode.TOO_MANY_SOURCES: 409,
-    RefusalCode.TOO_MANY_FEEDS: 409,
-}
 _MEDIA = {"video": Media.VIDEO, "audio": Media.AUDIO}
 
 
@@ -92,23 +82,8 @@ class PublishHost(Protocol):
     def end_feed(self, session: Any, reason: EndReason) -> None: ...
 
 
-@attrs.frozen(kw_only=True)
-class PublishAttempt:
-    """A publish as the policy sees it (same fields as auth.policy.PublishAttempt)."""
-
-    protocol: str
-    app: str
-    stream: str
-    source_id: str
-    query: dict[str, str]
-    remote_ip: str
-    remote: str
-    token: str
-
-
-#: `decide(attempt, now_s=...)` → a permit (`.request`, `.record`) or a refusal
-#: (`.code`, `.log_text`, `.status_text`, `.http_status`): auth.policy.decide.
-Decide = Callable[..., Any]
+#: `authorize(attempt)` → Permit | Refusal: the auth policy (and publish hook), as for RTMP
+Authorize = Callable[[PublishAttempt], Awaitable[Permit | Refusal]]
 
 
 class WhipError(Exception):
@@ -146,6 +121,8 @@ class WhipSession:
     keyframe_requested_s: float = -math.inf
     keyframe_requests: int = 0
     frames_in: int = 0
+    #: frames the process dropped as broken (never handed over; a PLI asked for the next)
+    malformed: int = 0
 
     @property
     def has_video(self) -> bool:
@@ -172,14 +149,14 @@ class WebrtcService:
         self,
         host: PublishHost,
         config: WebrtcConfig,
-        decide: Decide,
+        authorize: Authorize,
         *,
         python: str = sys.executable,
         log_level: str = "info",
     ) -> None:
         self.host = host
         self.config = config
-        self.decide = decide
+        self.authorize = authorize
         self.python = python
         self.log_level = log_level
         self.sessions: dict[int, WhipSession] = {}
@@ -190,6 +167,8 @@ class WebrtcService:
         self._ready = trio.Event()
         self.process_id: int | None = None
         self.restarts = 0
+        #: publishes refused, by refusal code (the policy's and the bundle's)
+        self.refused: dict[str, int] = {}
         self.link_errors = 0
 
     # -- the process -----------------------------------------------------------------
@@ -475,29 +454,17 @@ class WebrtcService:
         config = self.config
         if len(self.sessions) + len(self._pending) >= config.max_sessions:
             raise WhipError(503, f"Too many WebRTC sessions (the limit is {config.max_sessions}).")
-        remote_ip = remote.rsplit(":", 1)[0].strip("[]")
-        source_id = query.get("sourceId", "")
-        attempt = PublishAttempt(
+        attempt = PublishAttempt.from_query(
             protocol="webrtc",
-            app=app,
-            stream=stream,
-            source_id=source_id,
-            query=dict(query),
-            remote_ip=remote_ip,
+            stream_path=f"{app}/{stream}" if stream else app,
+            query=query,
             remote=remote,
-            token=token,
+            token=token or None,
         )
-        decision = self.decide(attempt, now_s=trio.current_time())
-        if hasattr(decision, "http_status"):
-            log.info(
-                "refused stream=%s/%s sourceId=%r remote=%s reason=%s: %s",
-                app,
-                stream,
-                source_id,
-                remote,
-                getattr(decision.code, "value", decision.code),
-                decision.log_text,
-            )
+        decision = await self.authorize(attempt)
+        if isinstance(decision, Refusal):
+            log.info("%s", decision.log_text)
+            self.refused[decision.code.value] = self.refused.get(decision.code.value, 0) + 1
             raise WhipError(decision.http_status, decision.status_text)
         request: PublishRequest = decision.request
         if not await self.wait_ready(timeout_s=config.offer_timeout_s):
@@ -523,15 +490,10 @@ class WebrtcService:
         if isinstance(result, Refused):
             self.sessions.pop(session.session_id, None)
             self._send({"op": "close", "session": session.session_id})
-            log.info(
-                "refused stream=%s sourceId=%r remote=%s reason=%s: %s",
-                request.stream_path,
-                request.source_id,
-                remote,
-                result.code.value,
-                result.reason,
-            )
-            raise WhipError(REFUSAL_STATUS.get(result.code, 403), result.reason)
+            refusal = refusal_from_bundle(result, attempt=attempt)
+            log.info("%s", refusal.log_text)
+            self.refused[refusal.code.value] = self.refused.get(refusal.code.value, 0) + 1
+            raise WhipError(refusal.http_status, refusal.status_text)
         session.feed = result.feed
         session.record = bool(getattr(decision, "record", False))
         session.last_media_s = now

@@ -1,10 +1,10 @@
 """WHIP ingest end to end: an aiortc publisher → the WebRTC process → the daemon's bundle.
 
-The real daemon runs on loopback (port 0); beside it the test starts the
-WebRTC service (which spawns and supervises the aiortc process) and serves
-the WHIP routes on hypercorn, with a stand-in publish policy (token "good"
-publishes, anything else is refused the way auth.policy refuses). ICE uses
-127.0.0.1 host candidates only, no STUN server.
+The real daemon runs on loopback (port 0) in token mode with `[webrtc]` enabled: it
+spawns and supervises the aiortc process and serves WHIP on its HTTP port, deciding
+with the same publish policy as RTMP (a token minted by its keyring publishes,
+anything else is refused with the policy's text). ICE uses 127.0.0.1 host candidates
+only, no STUN server.
 """
 
 from __future__ import annotations
@@ -18,20 +18,15 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import attrs
 import av
 import httpx
 import m3u8
 import pytest
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
-from starlette.applications import Starlette
 
-from rtmp_ingest.api import whip
+from rtmp_ingest.auth import TokenClaims
 from rtmp_ingest.bundle import Media, OutputFrame, Permissions, PublishRequest
-from rtmp_ingest.config import WebrtcConfig
-from rtmp_ingest.server.webrtc_link import PublishAttempt, WebrtcService
+from rtmp_ingest.server.webrtc_link import WebrtcService
 
 from .conftest import REPO, Running
 
@@ -41,60 +36,34 @@ UDP_PORTS = (46100, 46499)
 pytestmark = pytest.mark.e2e
 
 
-@attrs.frozen
-class Permit:
-    request: PublishRequest
-    record: bool = False
-
-
-@attrs.frozen
-class Refusal:
-    code: str
-    log_text: str
-    status_text: str
-    http_status: int
-
-
-def fake_decide(attempt: PublishAttempt, *, now_s: float) -> Permit | Refusal:
-    if not attempt.token:
-        return Refusal("no-token", "no token", "A publish token is required.", 401)
-    if attempt.token != "good":
-        return Refusal("bad-token", "bad token", "Publish refused: token invalid.", 403)
-    return Permit(
-        PublishRequest(
-            stream_path=f"{attempt.app}/{attempt.stream}",
-            source_id=attempt.source_id,
-            priority=int(attempt.query.get("priority", "0") or 0),
-            permissions=Permissions(app_multisource=True, token_multisource=True),
-            remote_addr=attempt.remote,
-        )
-    )
-
-
 class Whip:
-    def __init__(self, running: Running, service: WebrtcService, base: str) -> None:
+    def __init__(self, running: Running, service: WebrtcService, base: str, token: str) -> None:
         self.running = running
         self.service = service
         self.base = base
+        #: a multisource token for live/* minted by the daemon's keyring
+        self.token = token
 
 
 @pytest.fixture
-async def whip_server(nursery: trio.Nursery, start_daemon: Callable[..., Any]) -> Whip:
-    running: Running = await start_daemon()
-    config = WebrtcConfig(
-        enabled=True,
-        host_addresses=["127.0.0.1"],
-        udp_port_min=UDP_PORTS[0],
-        udp_port_max=UDP_PORTS[1],
+async def whip_server(start_daemon: Callable[..., Any]) -> Whip:
+    running: Running = await start_daemon(
+        auth={"mode": "token"},
+        webrtc={
+            "enabled": True,
+            "host_addresses": ["127.0.0.1"],
+            "udp_port_min": UDP_PORTS[0],
+            "udp_port_max": UDP_PORTS[1],
+        },
     )
-    service = WebrtcService(running.daemon, config, fake_decide)
-    await nursery.start(service.run)
+    service = running.daemon.webrtc
+    assert service is not None
     assert await service.wait_ready(timeout_s=30), "the WebRTC process did not start"
-    hyper = HypercornConfig()
-    hyper.bind = ["127.0.0.1:0"]
-    hyper.accesslog = None
-    binds = await nursery.start(serve, Starlette(routes=whip.routes(service)), hyper)
-    return Whip(running, service, binds[0])
+    assert running.daemon.keyring is not None
+    token = running.daemon.keyring.mint(
+        TokenClaims(token_id="whip-tests", streams=("live/*",), multisource=True)
+    )
+    return Whip(running, service, running.http, token)
 
 
 class Publisher:
@@ -185,7 +154,9 @@ async def test_whip_publish_h264_opus_reaches_bundle_and_delete_ends_it(
 ) -> None:
     registry = whip_server.running.daemon.registry
     reader = registry.subscribe("live/show", "cam")
-    client = await publish(f"{whip_server.base}/whip/live/show?sourceId=cam", "--token", "good")
+    client = await publish(
+        f"{whip_server.base}/whip/live/show?sourceId=cam", "--token", whip_server.token
+    )
     reply = await client.line()
     assert reply["status"] == 201, reply
     assert reply["location"].startswith("/whip-session/") and len(reply["location"]) > 40
@@ -241,16 +212,22 @@ async def test_refusals_bad_offers_and_methods(whip_server: Whip, publish: Any) 
         garbage = await http.post(
             "/whip/live/x",
             content="hello",
-            headers={"Content-Type": "application/sdp", "Authorization": "Bearer good"},
+            headers={
+                "Content-Type": "application/sdp",
+                "Authorization": f"Bearer {whip_server.token}",
+            },
         )
         assert garbage.status_code == 400
         no_media = await http.post(
             "/whip/live/x",
             content=offer,
-            headers={"Content-Type": "application/sdp", "Authorization": "Bearer good"},
+            headers={
+                "Content-Type": "application/sdp",
+                "Authorization": f"Bearer {whip_server.token}",
+            },
         )
         assert no_media.status_code == 400 and "no audio or video" in no_media.text
-        wrong_type = await http.post("/whip/live/x?token=good", content=offer)
+        wrong_type = await http.post(f"/whip/live/x?token={whip_server.token}", content=offer)
         assert wrong_type.status_code == 415
         options = await http.options("/whip/live/x")
         assert options.status_code == 204
@@ -259,7 +236,9 @@ async def test_refusals_bad_offers_and_methods(whip_server: Whip, publish: Any) 
         assert patch.status_code == 405
         missing = await http.delete("/whip-session/whatever")
         assert missing.status_code == 404
-    vp8 = await publish(f"{base}/whip/live/x?sourceId=v", "--token", "good", "--codec", "vp8")
+    vp8 = await publish(
+        f"{base}/whip/live/x?sourceId=v", "--token", whip_server.token, "--codec", "vp8"
+    )
     reply = await vp8.line()
     assert reply["status"] == 422 and "H.264" in reply["body"]
     registry = whip_server.running.daemon.registry
@@ -274,7 +253,7 @@ async def test_refusals_bad_offers_and_methods(whip_server: Whip, publish: Any) 
             ),
             now_s=trio.current_time(),
         )
-    full = await publish(f"{base}/whip/live/full?sourceId=one-more", "--token", "good")
+    full = await publish(f"{base}/whip/live/full?sourceId=one-more", "--token", whip_server.token)
     reply = await full.line()
     assert reply["status"] == 409 and "16 sources" in reply["body"], reply
     assert not whip_server.service.sessions
@@ -301,7 +280,9 @@ async def test_sigkill_of_the_webrtc_process_ends_its_feeds_and_rtmp_never_notic
     )
     rtmp_feed = await wait_on_air(running, "live/k", "rtmp")
     reader = daemon.registry.subscribe("live/k", "cam")
-    client = await publish(f"{whip_server.base}/whip/live/k?sourceId=cam", "--token", "good")
+    client = await publish(
+        f"{whip_server.base}/whip/live/k?sourceId=cam", "--token", whip_server.token
+    )
     assert (await client.line())["status"] == 201
     await collect(reader, lambda f: any(x.frame.keyframe for x in f), timeout_s=60)
     old_pid = service.process_id
@@ -314,7 +295,9 @@ async def test_sigkill_of_the_webrtc_process_ends_its_feeds_and_rtmp_never_notic
     assert service.restarts == 1
     assert await wait_on_air(running, "live/k", "rtmp") == rtmp_feed
     assert rtmp.process.returncode is None
-    again = await publish(f"{whip_server.base}/whip/live/k?sourceId=cam", "--token", "good")
+    again = await publish(
+        f"{whip_server.base}/whip/live/k?sourceId=cam", "--token", whip_server.token
+    )
     assert (await again.line())["status"] == 201, "the new process takes publishes"
     reader.close()
 
@@ -345,10 +328,10 @@ async def test_standby_takeover_asks_for_a_keyframe_at_once(
     within a round trip or so when the feed on air ends, not at its next GOP."""
     running, service = whip_server.running, whip_server.service
     url = f"{whip_server.base}/whip/live/kf?sourceId=cam"
-    main = await publish(url, "--token", "good", "--gop", "300")
+    main = await publish(url, "--token", whip_server.token, "--gop", "300")
     main_reply = await main.line()
     main_feed = await wait_on_air(running, "live/kf", "cam")
-    spare = await publish(url + "&priority=-1", "--token", "good", "--gop", "300")
+    spare = await publish(url + "&priority=-1", "--token", whip_server.token, "--gop", "300")
     spare_reply = await spare.line()
     assert spare_reply["status"] == 201
     spare_session = whip_feed(service, spare_reply["location"])
@@ -374,7 +357,9 @@ async def test_rtmp_and_whip_supersede_each_other(
     """An RTMP publish of the same sourceId supersedes a WHIP feed (its peer connection is
     closed by the server), and a WHIP publish supersedes an RTMP feed (its connection ends)."""
     running, service = whip_server.running, whip_server.service
-    client = await publish(f"{whip_server.base}/whip/live/mix?sourceId=cam", "--token", "good")
+    client = await publish(
+        f"{whip_server.base}/whip/live/mix?sourceId=cam", "--token", whip_server.token
+    )
     reply = await client.line()
     assert reply["status"] == 201
     whip_feed_id = await wait_on_air(running, "live/mix", "cam")
@@ -397,7 +382,9 @@ async def test_rtmp_and_whip_supersede_each_other(
     assert await client.wait_state("closed", "failed") in ("closed", "failed")
     assert not service.sessions
     # and back: a WHIP publish takes the source from the RTMP encoder
-    again = await publish(f"{whip_server.base}/whip/live/mix?sourceId=cam", "--token", "good")
+    again = await publish(
+        f"{whip_server.base}/whip/live/mix?sourceId=cam", "--token", whip_server.token
+    )
     assert (await again.line())["status"] == 201
     with trio.fail_after(60):
         while await wait_on_air(running, "live/mix", "cam") == rtmp_feed_id:
@@ -412,7 +399,10 @@ async def test_dtx_audio_gaps_never_hold_video(whip_server: Whip, publish: Any) 
     registry = whip_server.running.daemon.registry
     reader = registry.subscribe("live/dtx", "cam")
     client = await publish(
-        f"{whip_server.base}/whip/live/dtx?sourceId=cam", "--token", "good", "--audio-gaps"
+        f"{whip_server.base}/whip/live/dtx?sourceId=cam",
+        "--token",
+        whip_server.token,
+        "--audio-gaps",
     )
     assert (await client.line())["status"] == 201
 
@@ -464,7 +454,7 @@ async def test_gstreamer_webrtcbin_publishes(whip_server: Whip, codec: str) -> N
             "tests/webrtc/gst_whip_client.py",
             f"{whip_server.base}/whip/live/gst?sourceId=cam",
             "--token",
-            "good",
+            whip_server.token,
             "--seconds",
             "60",
             "--codec",
@@ -523,7 +513,9 @@ def _decode(data: bytes) -> list[Any]:
 async def test_a_whip_source_decodes_over_hls(whip_server: Whip, publish: Any) -> None:
     """The avcC and OpusHead the process builds are what outputs and players need."""
     running = whip_server.running
-    client = await publish(f"{whip_server.base}/whip/live/hlsw?sourceId=cam", "--token", "good")
+    client = await publish(
+        f"{whip_server.base}/whip/live/hlsw?sourceId=cam", "--token", whip_server.token
+    )
     assert (await client.line())["status"] == 201
     base = "/hls/live/hlsw/cam"
     video = await running.wait_for(lambda: _hls_media(running, base, "video0"), 60)
@@ -538,7 +530,10 @@ async def test_an_audio_only_whip_feed_goes_on_air(whip_server: Whip, publish: A
     registry = whip_server.running.daemon.registry
     reader = registry.subscribe("live/voice", "translator")
     client = await publish(
-        f"{whip_server.base}/whip/live/voice?sourceId=translator", "--token", "good", "--no-video"
+        f"{whip_server.base}/whip/live/voice?sourceId=translator",
+        "--token",
+        whip_server.token,
+        "--no-video",
     )
     reply = await client.line()
     assert reply["status"] == 201 and "m=video" not in reply["body"]
