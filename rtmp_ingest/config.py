@@ -77,8 +77,16 @@ admin_key = ""
 protect_metrics = false
 # Access-Control-Allow-Origin for browser players and pages.
 cors_origins = ["*"]
-# hls.js for the multiview page (/view/APP/STREAM); self-host it on networks without internet.
-hlsjs_url = "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js"
+# hls.js for the multiview page (/view/APP/STREAM); empty = the copy shipped in the
+# package (served at /assets/hls.min.js), so the page loads no script from the internet.
+hlsjs_url = ""
+# Largest request body read (token requests, WHIP/WHEP offers); larger ones get 413.
+max_body_bytes = 262144
+# A response (HTTP-FLV, events, HLS) the client does not read for this long is dropped.
+write_timeout_s = 10.0
+# Open HTTP connections, in total and from one address; more are answered 503 and closed.
+max_connections = 1024
+max_connections_per_address = 64
 
 [auth]
 # "open": anyone may publish anything (development; the server says so at start).
@@ -180,7 +188,11 @@ class HttpConfig:
     admin_key: str = ""
     protect_metrics: bool = False
     cors_origins: list[str] = attrs.field(factory=lambda: ["*"])
-    hlsjs_url: str = "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js"
+    hlsjs_url: str = ""
+    max_body_bytes: int = 256 * 1024
+    write_timeout_s: float = 10.0
+    max_connections: int = 1024
+    max_connections_per_address: int = 64
 
 
 @attrs.frozen(kw_only=True)

@@ -1,23 +1,12 @@
-"""JSON views of the bundle for the control API (SPEC.md §4)."""
+"""JSON views of the bundle for the control API (docs/spec.md §4)."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+from rtmp_ingest.api.events import iso, track_json
 from rtmp_ingest.bundle import FeedState, FeedStatistics, SourceStatistics, StreamStatistics
-from rtmp_ingest.server.events import track_json
-
-
-def iso(unix_s: float | None) -> str | None:
-    if unix_s is None:
-        return None
-    return (
-        dt.datetime.fromtimestamp(unix_s, dt.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 def feed_json(feed: FeedStatistics, *, wall_origin_s: float) -> dict[str, Any]:
