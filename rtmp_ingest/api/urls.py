@@ -21,10 +21,11 @@ from rtmp_ingest.outputs.names import source_segment
 DOT_SEGMENT_PROBLEM = "the stream path has a '.' or '..' segment, which URLs cannot carry"
 
 
-def is_dot_segment(text: str) -> bool:
-    """Whether `text` is a path segment that URL normalisation removes or climbs with."""
-    folded = text.lower().replace("%2e", ".")
-    return folded in (".", "..")
+def is_dot_segment(name: str) -> bool:
+    """Whether a stream path component or sourceId becomes a segment that URL normalisation
+    removes or climbs with. Only `.` and `..` do: `%` itself is encoded (a name `%2e`
+    becomes `%252e`), and other dotted names are not dot segments."""
+    return name in (".", "..")
 
 
 def url_problem(stream_path: str) -> str | None:

@@ -1,0 +1,126 @@
+"""POST /api/v1/tokens: every bad body is a 4xx with a message; minted tokens verify."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import hypothesis.strategies as st
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+
+from rtmp_ingest import tokens
+from rtmp_ingest.api.claims import MAX_JSON_DEPTH, claims_from_request, parse_json_body
+from tests.api.conftest import build_app
+from tests.api.fake import FakeServer
+
+import httpx
+
+
+async def post(client, body: bytes | str):
+    return await client.post(
+        "/api/v1/tokens", content=body, headers={"Content-Type": "application/json"}
+    )
+
+
+async def test_a_good_request_mints_a_token_the_server_accepts(client, server):
+    response = await client.post(
+        "/api/v1/tokens", json={"streams": ["live/*"], "multisource": True, "ttl": "1h"}
+    )
+    assert response.status_code == 201
+    token = response.json()["token"]
+    claims = tokens.verify(
+        token, server.secret, stream_path="live/show", source_id="cam1", remote_ip="10.0.0.1"
+    )
+    assert claims.multisource and claims.expires_at is not None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"streams": ["live/x"], "expiresAt": NaN}',
+        '{"streams": ["live/x"], "expiresAt": Infinity}',
+        '{"streams": ["live/x"], "expiresAt": -Infinity}',
+        '{"streams": ["live/x"], "expiresAt": 1e400}',
+        '{"streams": ["live/x"], "expiresAt": 1e308}',
+        '{"streams": ["live/x"], "expiresAt": 1}',
+        '{"streams": ["live/x"], "expiresAt": ' + "9" * 5000 + "}",
+        '{"streams": ["live/x"], "ttl": 1e400}',
+        '{"streams": ["live/x"], "ttl": "' + "9" * 400 + 'd"}',
+        '{"streams": ["live/x"], "ttl": 0.5}',
+        '{"streams": ["live/x"], "expiresAt": true}',
+        '{"streams": ' + "[" * 100000 + "]" * 100000 + "}",
+        "[" * 50 + "]" * 50,
+        '{"streams": [' + ",".join(['"live/' + "x" * 500 + '"'] * 64) + "]}",
+        '{"streams": [' + ",".join(['"s"'] * 65) + "]}",
+        '{"streams": ["' + "x" * 513 + '"]}',
+        '{"streams": []}',
+        '{"streams": "live/x"}',
+        "{",
+        b"\xff\xfe",
+        "null",
+    ],
+)
+async def test_bad_bodies_are_400_with_a_message(client, body):
+    response = await post(client, body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]
+
+
+async def test_a_token_longer_than_the_server_accepts_is_never_minted(client):
+    # 64 streams of 60 characters fit every per-field limit but not one token
+    streams = [f"live/{i:02d}-" + "x" * 52 for i in range(64)]
+    response = await client.post("/api/v1/tokens", json={"streams": streams})
+    assert response.status_code == 400
+    assert str(tokens.MAX_TOKEN_BYTES) in response.json()["error"]
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+keys = st.sampled_from(
+    ["streams", "ttl", "expiresAt", "multisource", "record", "label", "networks", "sourceIds"]
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])  # a busy 2-core machine
+@given(st.dictionaries(keys, json_values, max_size=6))
+def test_any_json_object_is_minted_or_refused_never_an_error(body):
+    server = FakeServer()
+
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=build_app(server))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return await post(client, json.dumps(body))
+
+    response = trio.run(run)
+    assert response.status_code in (201, 400), response.text
+    if response.status_code == 201:
+        token = response.json()["token"]
+        assert len(token) <= tokens.MAX_TOKEN_BYTES
+        assert tokens.decode(token, server.secret).token_id == response.json()["id"]
+    else:
+        assert response.json()["error"]
+
+
+def test_expires_at_must_lie_ahead_within_the_ttl_limit():
+    now = time.time()
+    claims = claims_from_request({"streams": ["a/b"], "expiresAt": now + 60}, now=now)
+    assert claims.expires_at is not None and math.isclose(claims.expires_at, now + 60)
+    with pytest.raises(ValueError, match="expiresAt"):
+        claims_from_request({"streams": ["a/b"], "expiresAt": now - 1}, now=now)
+
+
+def test_the_json_reader_bounds_nesting_without_recursing():
+    assert parse_json_body(b'{"a": [[1]]}') == {"a": [[1]]}
+    with pytest.raises(ValueError, match="nested"):
+        parse_json_body(("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1)).encode())
