@@ -13,9 +13,13 @@ per-connection `TCPServer` wrapped in a `GuardedStream`:
 - **write timeout**: a `send_all` that has not completed after
   `http.write_timeout_s` (the client stopped reading: a paused HTTP-FLV player, a
   stalled SSE reader) aborts the connection; the timeout's cancel scope sits
-  inside hypercorn's shield, so it fires. Hypercorn sees a broken stream, the
-  app gets `http.disconnect` and ends the response (its subscribers and readers
-  are released on that exit path).
+  inside hypercorn's shield, so it fires. The connection's whole task (hypercorn
+  and the app's request task) is then cancelled, so the response's `finally`
+  paths (players, subscribers) run whether or not the app watches for
+  `http.disconnect`;
+- **closed connections leave at once**: at the client's EOF the connection gets
+  `CLOSED_GRACE_S` to finish instead of hypercorn's keep-alive timer (75 s), so a
+  client that reconnects often is not refused by its own closed connections.
 
 The per-connection classes are hypercorn internals (`hypercorn.trio.tcp_server`,
 `worker_context`): tests/api/test_serve.py pins the behaviour on the installed version.
@@ -37,6 +41,8 @@ from hypercorn.utils import wrap_app
 
 log = logging.getLogger("rtmp_ingest.http")
 
+#: How long hypercorn and the app get to finish a connection the client closed.
+CLOSED_GRACE_S = 1.0
 #: How long a refused connection gets to read its 503 before it is closed.
 REFUSAL_WRITE_TIMEOUT_S = 1.0
 
@@ -69,11 +75,18 @@ class GuardedStream(trio.abc.HalfCloseableStream):
     """A socket stream whose writes give up after `write_timeout_s` (then it is aborted)."""
 
     def __init__(
-        self, stream: trio.SocketStream, *, write_timeout_s: float, stats: ConnectionStats
+        self,
+        stream: trio.SocketStream,
+        *,
+        write_timeout_s: float,
+        stats: ConnectionStats,
+        scope: trio.CancelScope,
     ) -> None:
         self._stream = stream
         self._write_timeout_s = write_timeout_s
         self._stats = stats
+        #: the connection's scope: cancelled on a write timeout, given a deadline at EOF
+        self._scope = scope
         #: hypercorn reads the peer and local addresses from it
         self.socket = stream.socket
 
@@ -88,13 +101,19 @@ class GuardedStream(trio.abc.HalfCloseableStream):
                 self._write_timeout_s,
             )
             await trio.aclose_forcefully(self._stream)
+            self._scope.cancel()
             raise trio.BrokenResourceError("write timed out: the client stopped reading")
 
     async def wait_send_all_might_not_block(self) -> None:
         await self._stream.wait_send_all_might_not_block()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        return await self._stream.receive_some(max_bytes)
+        data = await self._stream.receive_some(max_bytes)
+        if not data:
+            # the client closed: hypercorn would hold the connection until its keep-alive
+            # timer ends; it and the app get CLOSED_GRACE_S to finish, then it is cancelled
+            self._scope.deadline = min(self._scope.deadline, trio.current_time() + CLOSED_GRACE_S)
+        return data
 
     async def send_eof(self) -> None:
         await self._stream.send_eof()
@@ -162,16 +181,22 @@ class HttpListener:
         self.stats.total += 1
         self._per_address[ip] += 1
         try:
-            guarded = GuardedStream(
-                stream, write_timeout_s=limits.write_timeout_s, stats=self.stats
-            )
-            await TCPServer(
-                self._app,
-                self._config,
-                self._context,
-                ConnectionState({}),
-                guarded,  # type: ignore[arg-type]
-            )
+            # a write timeout ends the whole connection, the app's task included: an app
+            # need not notice the disconnect for its resources to be released
+            with trio.CancelScope() as scope:
+                guarded = GuardedStream(
+                    stream,
+                    write_timeout_s=limits.write_timeout_s,
+                    stats=self.stats,
+                    scope=scope,
+                )
+                await TCPServer(
+                    self._app,
+                    self._config,
+                    self._context,
+                    ConnectionState({}),
+                    guarded,  # type: ignore[arg-type]
+                )
         finally:
             self.stats.open -= 1
             self._per_address[ip] -= 1

@@ -91,7 +91,9 @@ class FakeRegistry:
         self, stream_path: str, source_id: str, *, now_s: float
     ) -> SourceStatistics | None:
         stream = self.streams.get(stream_path)
-        return next((s for s in stream.sources if s.source_id == source_id), None) if stream else None
+        return (
+            next((s for s in stream.sources if s.source_id == source_id), None) if stream else None
+        )
 
     def statistics(self) -> RegistryStatistics:
         return RegistryStatistics(
@@ -128,7 +130,8 @@ class FakeHls:
 
 
 class FakeRecorder:
-    recordings: dict[tuple[str, str], Any] = {}
+    def __init__(self) -> None:
+        self.recordings: dict[tuple[str, str], Any] = {}
 
     def statistics(self) -> dict[str, int]:
         return {"recording": 0, "bytesWritten": 0, "filesDeleted": 0, "errors": 0}

@@ -82,7 +82,10 @@ async def test_kicking_a_source_without_a_feed_on_air_is_409(client, server):
     from tests.api.fake import FeedState, feed, source
 
     server.registry.add(
-        "live/gone", source("live/gone", "cam", feed(7, path="live/gone", source_id="cam", state=FeedState.STANDBY))
+        "live/gone",
+        source(
+            "live/gone", "cam", feed(7, path="live/gone", source_id="cam", state=FeedState.STANDBY)
+        ),
     )
     response = await client.delete("/api/v1/streams/live/gone/sources/cam")
     assert response.status_code == 409

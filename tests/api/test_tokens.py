@@ -6,6 +6,7 @@ import json
 import math
 import time
 
+import httpx
 import hypothesis.strategies as st
 import pytest
 import trio
@@ -15,8 +16,6 @@ from rtmp_ingest import tokens
 from rtmp_ingest.api.claims import MAX_JSON_DEPTH, claims_from_request, parse_json_body
 from tests.api.conftest import build_app
 from tests.api.fake import FakeServer
-
-import httpx
 
 
 async def post(client, body: bytes | str):
@@ -78,13 +77,10 @@ async def test_a_token_longer_than_the_server_accepts_is_never_minted(client):
 
 
 json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False)
-    | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=20,
 )
 keys = st.sampled_from(

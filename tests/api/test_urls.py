@@ -36,14 +36,24 @@ def test_urls_of_an_ordinary_source():
         "flv": "/live/show.flv",
         "hls": "/hls/live/show/_/index.m3u8",
     }
-    assert source_urls("live/show", "", host="::1", **PORTS)["flv"] == "http://[::1]:8080/live/show.flv"
-    assert stream_hls_url("live/show", host="h", http_port=80) == "http://h:80/hls/live/show/index.m3u8"
+    assert (
+        source_urls("live/show", "", host="::1", **PORTS)["flv"]
+        == "http://[::1]:8080/live/show.flv"
+    )
+    assert (
+        stream_hls_url("live/show", host="h", http_port=80)
+        == "http://h:80/hls/live/show/index.m3u8"
+    )
 
 
 def test_a_stream_path_with_a_dot_segment_gets_no_urls():
     for path in ("live/..", "live/.", "live/../other", "./live/x"):
         assert url_problem(path) == DOT_SEGMENT_PROBLEM, path
-        assert source_urls(path, "cam", host="h", **PORTS) == {"rtmp": None, "flv": None, "hls": None}
+        assert source_urls(path, "cam", host="h", **PORTS) == {
+            "rtmp": None,
+            "flv": None,
+            "hls": None,
+        }
         assert stream_hls_url(path, host="h", http_port=80) is None
     for safe in ("live/...", "live/.hidden", "live/%2e%2E", "live/.%2e"):
         assert url_problem(safe) is None, safe  #: `%` is encoded, so these stay names
