@@ -27,6 +27,10 @@ MAX_LIST_ITEMS = 64
 MAX_NAME_CHARS = 512
 #: Characters of the label.
 MAX_LABEL_CHARS = 128
+#: Longest token every encoder tested can send: libavformat (the ffmpeg CLI, PyAV) fails
+#: to publish once its RTMP URL passes about 1 KiB (a 1030-byte token did, 731 did not).
+#: The server accepts up to tokens.MAX_TOKEN_BYTES; longer than this is minted with a warning.
+MAX_PORTABLE_TOKEN_BYTES = 900
 #: Nesting depth of a request body: token requests are flat objects of lists.
 MAX_JSON_DEPTH = 8
 
@@ -158,3 +162,13 @@ def mint_checked(claims: tokens.TokenClaims, secret: bytes) -> str:
             f"{tokens.MAX_TOKEN_BYTES} bytes: name fewer or shorter streams, sourceIds, networks"
         )
     return token
+
+
+def token_warning(token: str) -> str | None:
+    """What to tell the operator about a token some encoders cannot send, or None."""
+    if len(token) <= MAX_PORTABLE_TOKEN_BYTES:
+        return None
+    return (
+        f"this token is {len(token)} bytes: ffmpeg/libavformat-based encoders cannot send an "
+        f"RTMP URL with a token over about {MAX_PORTABLE_TOKEN_BYTES} bytes; name fewer streams"
+    )

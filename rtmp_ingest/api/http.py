@@ -46,6 +46,7 @@ from rtmp_ingest.api.claims import (
     claims_from_request,
     mint_checked,
     parse_json_body,
+    token_warning,
 )
 from rtmp_ingest.api.defs import ApiServer
 from rtmp_ingest.api.events import event_json
@@ -356,9 +357,10 @@ class Api:
             len(claims.streams),
             claims.multisource,
         )
-        return JSONResponse(
-            {"token": token, "id": claims.token_id, "claims": claims.to_json()}, status_code=201
-        )
+        out: dict[str, Any] = {"token": token, "id": claims.token_id, "claims": claims.to_json()}
+        if (warning := token_warning(token)) is not None:
+            out["warning"] = warning
+        return JSONResponse(out, status_code=201)
 
     async def revoke_token(self, request: Request) -> Response:
         if (denied := self._guard(request)) is not None:

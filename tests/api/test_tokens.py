@@ -13,7 +13,12 @@ import trio
 from hypothesis import HealthCheck, given, settings
 
 from rtmp_ingest import tokens
-from rtmp_ingest.api.claims import MAX_JSON_DEPTH, claims_from_request, parse_json_body
+from rtmp_ingest.api.claims import (
+    MAX_JSON_DEPTH,
+    MAX_PORTABLE_TOKEN_BYTES,
+    claims_from_request,
+    parse_json_body,
+)
 from tests.api.conftest import build_app
 from tests.api.fake import FakeServer
 
@@ -120,3 +125,13 @@ def test_the_json_reader_bounds_nesting_without_recursing():
     assert parse_json_body(b'{"a": [[1]]}') == {"a": [[1]]}
     with pytest.raises(ValueError, match="nested"):
         parse_json_body(("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1)).encode())
+
+
+async def test_a_token_too_long_for_ffmpeg_is_minted_with_a_warning(client):
+    short = await client.post("/api/v1/tokens", json={"streams": ["live/*"]})
+    assert "warning" not in short.json()
+    streams = [f"live/room-{i:02d}-" + "x" * 40 for i in range(20)]
+    long = await client.post("/api/v1/tokens", json={"streams": streams})
+    assert long.status_code == 201
+    assert len(long.json()["token"]) > MAX_PORTABLE_TOKEN_BYTES
+    assert "ffmpeg" in long.json()["warning"]
