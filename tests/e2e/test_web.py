@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -242,3 +244,71 @@ async def test_a_dot_segment_stream_gets_no_urls_pointing_elsewhere(running, spa
         for source in stream["sources"]:
             assert source["urls"] == {"rtmp": None, "flv": None, "hls": None}
             assert "'..'" in source["urlProblem"]
+
+
+MODULES = Path(__file__).resolve().parents[2] / ".browser" / "node_modules"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+needs_browser = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM)
+    or not shutil.which("node")
+    or not (MODULES / "playwright-core").exists(),
+    reason="needs Debian's chromium (apt-get install chromium) and `make browser`",
+)
+
+#: Opens the page and prints, when every tile has settled or at the deadline, each tile's
+#: label, its "not playable" box and its video's state (node SCRIPT URL TILES DEADLINE_MS).
+TILES_JS = """
+const { chromium } = require('playwright-core');
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--autoplay-policy=no-user-gesture-required', '--no-sandbox'],
+  });
+  const page = await browser.newPage();
+  const scripts = [];
+  page.on('request', r => { if (r.resourceType() === 'script') scripts.push(r.url()); });
+  await page.goto(process.argv[2]);
+  const deadline = Date.now() + Number(process.argv[4]);
+  let tiles = [];
+  while (Date.now() < deadline) {
+    await page.waitForTimeout(500);
+    tiles = await page.evaluate(() => [...document.querySelectorAll('.tile')].map(t => ({
+      label: t.querySelector('.label').textContent,
+      unplayable: t.querySelector('.unplayable').hidden ? null : t.querySelector('.unplayable').textContent,
+      playing: t.querySelector('video').currentTime > 0.5,
+    })));
+    if (tiles.length >= Number(process.argv[3]) && tiles.every(t => t.unplayable || t.playing)) break;
+  }
+  console.log(JSON.stringify({ tiles, scripts,
+    hevc: await page.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="hvc1.1.6.L93.B0"')) }));
+  await browser.close();
+})();
+"""
+
+
+@needs_browser
+async def test_a_tile_the_browser_cannot_decode_says_so(start_daemon, spawn, tmp_path):
+    running = await start_daemon(bundle={"reconnect_grace_s": 1.0})
+    stream = "live/codecs"
+    await spawn(clients.pyav(running.url(stream, sourceId="avc"), 40))
+    await spawn(clients.pyav(running.url(stream, sourceId="hevc"), 40, "--video", "hevc"))
+    for source_id in ("avc", "hevc"):
+        await running.wait_for(lambda s=source_id: _live(running, stream, s), timeout_s=20)
+    (tmp_path / "tiles.js").write_text(TILES_JS)
+    with trio.fail_after(90):
+        result = await trio.run_process(
+            ["node", str(tmp_path / "tiles.js"), f"{running.http}/view/{stream}", "2", "30000"],
+            capture_stdout=True,
+            capture_stderr=True,
+            env={**os.environ, "NODE_PATH": str(MODULES)},
+        )
+    report = json.loads(result.stdout.decode().strip().splitlines()[-1])
+    # every script the page loaded came from this server (hls.js's worker is a blob of it)
+    assert report["scripts"] and all(
+        url.removeprefix("blob:").startswith(running.http + "/") for url in report["scripts"]
+    ), report["scripts"]
+    tiles = {t["label"].split(" · ")[0]: t for t in report["tiles"]}
+    assert tiles["avc"]["unplayable"] is None and tiles["avc"]["playing"], tiles
+    if report["hevc"]:
+        pytest.skip("this Chromium decodes HEVC: nothing to refuse")
+    assert tiles["hevc"]["unplayable"].startswith("not playable in this browser (hvc1"), tiles
