@@ -28,7 +28,6 @@ import logging
 import math
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
 
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -54,9 +53,9 @@ from rtmp_ingest.api.metrics import make_registry
 from rtmp_ingest.api.serve import BodyLimit, ConnectionStats, HttpLimits, HttpListener
 from rtmp_ingest.api.sse import EventStreamResponse
 from rtmp_ingest.api.urls import source_urls, stream_hls_url, url_problem
-from rtmp_ingest.api.views import source_json, stream_json
+from rtmp_ingest.api.views import config_view, source_json, stream_json
 from rtmp_ingest.bundle import Active
-from rtmp_ingest.config import masked, parse_host_port
+from rtmp_ingest.config import parse_host_port
 from rtmp_ingest.outputs.names import DEFAULT_SOURCE_IN_PATH
 
 __all__ = ["MAX_TOKEN_TTL_S", "Api", "build_app", "claims_from_request", "serve_http"]
@@ -84,36 +83,6 @@ def parse_ban_s(text: str | None) -> float:
     if not (math.isfinite(ban_s) and 0 <= ban_s <= MAX_BAN_S):
         raise ValueError(f"ban_s must be between 0 and {MAX_BAN_S} seconds")
     return ban_s
-
-
-def _mask_url_credentials(value: Any) -> Any:
-    """Config data with the password of every `scheme://user:password@host` URL masked."""
-    if isinstance(value, dict):
-        return {k: _mask_url_credentials(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_mask_url_credentials(v) for v in value]
-    if isinstance(value, str) and "://" in value and "@" in value:
-        try:
-            parts = urlsplit(value)
-        except ValueError:
-            return value
-        if parts.password is not None or parts.username is not None:
-            host = parts.hostname or ""
-            if ":" in host:
-                host = f"[{host}]"
-            port = f":{parts.port}" if parts.port is not None else ""
-            user = parts.username or ""
-            netloc = (
-                f"{user}:***@{host}{port}" if parts.password is not None else f"***@{host}{port}"
-            )
-            return SplitResult(parts.scheme, netloc, parts.path, parts.query, "").geturl()
-    return value
-
-
-def config_view(server: ApiServer) -> dict[str, Any]:
-    """The effective configuration, secrets and URL credentials masked."""
-    data: dict[str, Any] = _mask_url_credentials(masked(server.config))
-    return data
 
 
 class Api:
