@@ -189,10 +189,11 @@ class HttpConfig:
     protect_metrics: bool = False
     cors_origins: list[str] = attrs.field(factory=lambda: ["*"])
     hlsjs_url: str = ""
-    max_body_bytes: int = 256 * 1024
-    write_timeout_s: float = 10.0
-    max_connections: int = 1024
-    max_connections_per_address: int = 64
+    #: HTTP limits (api/serve.py); 0 would refuse every body, client or connection
+    max_body_bytes: int = attrs.field(default=256 * 1024, validator=attrs.validators.gt(0))
+    write_timeout_s: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    max_connections: int = attrs.field(default=1024, validator=attrs.validators.gt(0))
+    max_connections_per_address: int = attrs.field(default=64, validator=attrs.validators.gt(0))
 
 
 @attrs.frozen(kw_only=True)

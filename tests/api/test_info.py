@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from rtmp_ingest import __version__
+from rtmp_ingest import config as config_mod
 from tests.api.fake import FakeServer
 
 
@@ -71,3 +74,11 @@ async def test_the_config_is_the_effective_one_with_secrets_masked(client_for):
 async def test_metrics_carry_the_build_info(client):
     text = (await client.get("/metrics")).text
     assert f'rtmp_ingest_build_info{{version="{__version__}"}} 1.0' in text
+
+
+@pytest.mark.parametrize(
+    "key", ["max_body_bytes", "write_timeout_s", "max_connections", "max_connections_per_address"]
+)
+def test_an_http_limit_of_zero_is_a_config_error_naming_the_key(key):
+    with pytest.raises(config_mod.ConfigError, match=key):
+        config_mod.load(None, overrides={"http": {key: 0}})
