@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint fmt test-obs test-browser browser install bench clean
+.PHONY: run test lint fmt fuzz test-obs test-browser browser install bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_server.py
 	$(BIN)/python bench/bench_play.py
 	$(BIN)/python bench/bench_hls.py
+
+# the RTMP core and the FLV parser against >= 1 M generated inputs (only protocol errors escape)
+fuzz: export PYTHONPATH := $(CURDIR)
+fuzz: $(STAMP)
+	$(BIN)/python bench/fuzz.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .browser

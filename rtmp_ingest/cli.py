@@ -4,11 +4,18 @@
                       [--http HOST:PORT] [--data-dir DIR]
     rtmp-ingest config --print-default
     rtmp-ingest token create --stream PATTERN [--multisource] [--source-id ID]...
-                             [--network CIDR]... [--ttl 24h] [--label TEXT]
+                             [--network CIDR]... [--ttl 24h] [--label TEXT] [--[no-]record]
     rtmp-ingest token inspect TOKEN
+    rtmp-ingest token list [--json]
+    rtmp-ingest token revoke ID [ID...]
     rtmp-ingest export PATH [--from TIME] [--to TIME] --out FILE.mkv [--config FILE] [--data-dir DIR]
 
-A bad configuration prints one line naming the key and exits 2.
+Every subcommand finds its configuration the same way: `--config FILE`, else the
+file named by $RTMP_INGEST_CONFIG, else the embedded default; its `data_dir`
+(default `data`, relative to the working directory; `--data-dir` overrides) holds
+the token secret, the revocation list, the issued-token log and the recordings.
+So `token create` signs with the server's secret, and says so on stderr when it
+had to create one. A bad configuration prints one line naming the key and exits 2.
 """
 
 from __future__ import annotations
@@ -16,18 +23,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from rtmp_ingest import __version__, tokens
+from rtmp_ingest import __version__, auth
 from rtmp_ingest import config as config_mod
+from rtmp_ingest.auth import tokens
 
 EXIT_CONFIG = 2
+#: Names the configuration file when `--config` is not given (every subcommand).
+CONFIG_ENV = "RTMP_INGEST_CONFIG"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,35 +64,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="print the merged configuration (embedded default + FILE) as TOML, secrets masked",
     )
-    token = sub.add_parser("token", help="publish tokens")
-    token_sub = token.add_subparsers(dest="token_command", required=True)
-    create = token_sub.add_parser("create", help="mint a token (signed with the server secret)")
-    create.add_argument("--config", help="TOML file (for auth.secret / data_dir)")
-    create.add_argument("--data-dir", help="data directory (holds the generated secret)")
-    create.add_argument(
-        "--stream",
-        action="append",
-        required=True,
-        metavar="PATTERN",
-        help="stream path or pattern with * (repeatable)",
-    )
-    create.add_argument("--multisource", action="store_true", help="allow sourceId (multisource)")
-    create.add_argument(
-        "--source-id", action="append", metavar="ID", help="allowed sourceId (repeatable)"
-    )
-    create.add_argument(
-        "--record",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="record this token's feeds (default: the app's [apps] record setting)",
-    )
-    create.add_argument("--network", action="append", metavar="CIDR", help="allowed client network")
-    create.add_argument("--ttl", help="lifetime, e.g. 90m, 24h, 7d (default: no expiry)")
-    create.add_argument("--label", default="", help="label shown in logs and the API")
-    inspect = token_sub.add_parser("inspect", help="show and verify a token's claims")
-    inspect.add_argument("token")
-    inspect.add_argument("--config", help="TOML file (for auth.secret / data_dir)")
-    inspect.add_argument("--data-dir", help="data directory (holds the generated secret)")
+    _token_parsers(sub)
     export = sub.add_parser(
         "export", help="mux every source's recordings of a time range into one file"
     )
@@ -206,19 +190,21 @@ def _load(args: argparse.Namespace) -> config_mod.Config:
         overrides.setdefault("http", {})["listen"] = args.http
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
-    return config_mod.load(getattr(args, "config", None), overrides=overrides)
+    return config_mod.load(config_path(getattr(args, "config", None)), overrides=overrides)
 
 
-def _secret(config: config_mod.Config) -> bytes:
-    if config.auth.secret:
-        return config.auth.secret.encode("utf-8")
-    return tokens.load_or_create_secret(Path(config.data_dir) / "secret")
+def config_path(given: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The configuration file: `--config`, else $RTMP_INGEST_CONFIG, else None (the default)."""
+    if given:
+        return given
+    environ = os.environ if environ is None else environ
+    return environ.get(CONFIG_ENV) or None
 
 
 async def _serve(config: config_mod.Config, reload: Any) -> None:
-    from rtmp_ingest.server.daemon import Daemon  # noqa: PLC0415 - keep `config`/`token` light
+    from rtmp_ingest.app import App  # noqa: PLC0415 - keep `config`/`token` light
 
-    daemon = Daemon(config)
+    daemon = App(config)
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             nursery.start_soon(_watch_signals, signals, daemon, nursery.cancel_scope, reload)
@@ -259,9 +245,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.check:
             try:
-                config_mod.load(args.check)
+                checked = config_mod.load(args.check)
             except config_mod.ConfigError as exc:
                 print(f"rtmp-ingest: config error: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
+            if _exposed(checked):
                 return EXIT_CONFIG
             print(f"{args.check}: OK")
             return 0
@@ -276,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         return _token(args, config)
     if args.command == "export":
         return _export(args, config)
+    if _exposed(config):
+        return EXIT_CONFIG
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -293,6 +283,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _exposed(config: config_mod.Config) -> bool:
+    """Token mode (or protected metrics) with the API open to the network: say so, refuse."""
+    problems = auth.exposure_problems(
+        auth_mode=config.auth.mode,
+        admin_key=config.http.admin_key,
+        http_listen=config.http.listen,
+        protect_metrics=config.http.protect_metrics,
+    )
+    for line in problems:
+        print(f"rtmp-ingest: config error: {line}", file=sys.stderr)
+    return bool(problems)
+
+
 def _startup_failure(exc: BaseException) -> str | None:
     """The one line for a start-up failure inside `exc` (nurseries wrap it), else None."""
     if isinstance(exc, BaseExceptionGroup):
@@ -308,41 +311,192 @@ def _startup_failure(exc: BaseException) -> str | None:
     return None
 
 
-def _token(args: argparse.Namespace, config: config_mod.Config) -> int:
-    from rtmp_ingest.api.http import claims_from_request  # noqa: PLC0415
+# -- rtmp-ingest token ------------------------------------------------------------------
 
-    secret = _secret(config)
-    if args.token_command == "create":
-        body: dict[str, Any] = {
-            "streams": args.stream,
-            "multisource": args.multisource,
-            "label": args.label,
-        }
-        if args.source_id:
-            body["sourceIds"] = args.source_id
-        if args.record is not None:
-            body["record"] = args.record
-        if args.network:
-            body["networks"] = args.network
-        if args.ttl:
-            body["ttl"] = args.ttl
-        try:
-            claims = claims_from_request(body)
-        except ValueError as exc:
-            print(f"rtmp-ingest: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
-        print(tokens.mint(claims, secret))
-        return 0
+
+def _token_parsers(sub: Any) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", help=f"TOML file (for auth.secret / data_dir; default: ${CONFIG_ENV})"
+    )
+    common.add_argument("--data-dir", help="data directory (holds the secret and revocations)")
+    token = sub.add_parser("token", help="publish tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser(
+        "create", parents=[common], help="mint a token (signed with the server secret)"
+    )
+    create.add_argument(
+        "--stream",
+        action="append",
+        required=True,
+        metavar="PATTERN",
+        help="stream path or pattern with * (repeatable)",
+    )
+    create.add_argument("--multisource", action="store_true", help="allow sourceId (multisource)")
+    create.add_argument(
+        "--source-id", action="append", metavar="ID", help="allowed sourceId (repeatable)"
+    )
+    create.add_argument(
+        "--record",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="record this token's feeds (default: the app's [apps] record setting)",
+    )
+    create.add_argument("--network", action="append", metavar="CIDR", help="allowed client network")
+    create.add_argument("--ttl", help="lifetime, e.g. 90m, 24h, 7d (default: no expiry)")
+    create.add_argument("--label", default="", help="label shown in logs and the API")
+    inspect = token_sub.add_parser(
+        "inspect", parents=[common], help="show and verify a token's claims"
+    )
+    inspect.add_argument("token")
+    listing = token_sub.add_parser(
+        "list", parents=[common], help="issued tokens (from the issued-token log) and revocations"
+    )
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    revoke = token_sub.add_parser(
+        "revoke",
+        parents=[common],
+        help="revoke tokens by id (a running server applies it on SIGHUP)",
+    )
+    revoke.add_argument("token_id", nargs="+", metavar="ID")
+
+
+def _utc(unix_s: float | None) -> str:
+    if unix_s is None:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(unix_s))
+
+
+def _token(args: argparse.Namespace, config: config_mod.Config) -> int:
+    data_dir = Path(config.data_dir)
     try:
-        claims = tokens.decode(args.token, secret)
+        keyring = auth.Keyring.load(
+            data_dir,
+            secret=config.auth.secret,
+            create_secret=args.token_command == "create",
+        )
+    except auth.KeyringError as exc:
+        print(f"rtmp-ingest: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if keyring.created_secret:
+        print(
+            f"rtmp-ingest: created a new token secret in {Path(keyring.secret_origin).resolve()}; "
+            "the server must use the same data_dir (or set auth.secret)",
+            file=sys.stderr,
+        )
+    now = time.time()
+    try:
+        if args.token_command == "create":
+            return _token_create(args, keyring, now=now)
+        if args.token_command == "list":
+            return _token_list(args, keyring, now=now)
+        if args.token_command == "revoke":
+            return _token_revoke(args, keyring, now=now)
+    except auth.KeyringError as exc:
+        print(f"rtmp-ingest: {exc}", file=sys.stderr)
+        return 1
+    try:
+        claims = keyring.decode(args.token)
     except tokens.TokenError as exc:
         print(f"rtmp-ingest: invalid token: {exc}", file=sys.stderr)
         return 1
     info = claims.to_json()
-    revocations = tokens.Revocations(Path(config.data_dir) / "revoked_tokens.json")
-    info["revoked"] = claims.token_id in revocations
-    info["expired"] = claims.expires_at is not None and time.time() >= claims.expires_at
+    info["revoked"] = keyring.is_revoked(claims.token_id)
+    info["expired"] = claims.expires_at is not None and now >= claims.expires_at
     print(json.dumps(info, indent=2))
+    return 0
+
+
+def _token_create(args: argparse.Namespace, keyring: auth.Keyring, *, now: float) -> int:
+    body: dict[str, object] = {
+        "streams": args.stream,
+        "multisource": args.multisource,
+        "label": args.label,
+    }
+    if args.source_id:
+        body["sourceIds"] = args.source_id
+    if args.record is not None:
+        body["record"] = args.record
+    if args.network:
+        body["networks"] = args.network
+    if args.ttl:
+        body["ttl"] = args.ttl
+    try:
+        claims = tokens.claims_from_json(body, now_s=now)
+        token = keyring.mint(claims, via="cli")
+    except tokens.TokenClaimsError as exc:
+        print(f"rtmp-ingest: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(token)
+    return 0
+
+
+def _token_status(claims: auth.TokenClaims, revoked: Mapping[str, float], now: float) -> str:
+    if claims.token_id in revoked:
+        return "revoked"
+    if claims.expires_at is not None and now >= claims.expires_at:
+        return "expired"
+    return "active"
+
+
+def _token_list(args: argparse.Namespace, keyring: auth.Keyring, *, now: float) -> int:
+    revoked = keyring.revocations()
+    issued = keyring.issued()
+    logged = {entry.claims.token_id for entry in issued}
+    unlogged = sorted((i, t) for i, t in revoked.items() if i not in logged)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "dataDir": str(keyring.data_dir),
+                    "issued": [
+                        {**e.to_json(), "status": _token_status(e.claims, revoked, now)}
+                        for e in issued
+                    ],
+                    "revoked": [{"id": i, "revokedAt": t} for i, t in sorted(revoked.items())],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    rows = [("ID", "STATUS", "EXPIRES (UTC)", "VIA", "LABEL", "STREAMS")]
+    for entry in issued:
+        claims = entry.claims
+        rows.append(
+            (
+                claims.token_id,
+                _token_status(claims, revoked, now),
+                _utc(claims.expires_at),
+                entry.via or "-",
+                ascii(claims.label)[1:-1] or "-",
+                ",".join(ascii(s)[1:-1] for s in claims.streams),
+            )
+        )
+    for token_id, revoked_at in unlogged:
+        rows.append((token_id, "revoked", "-", "-", f"(revoked {_utc(revoked_at)})", "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[5])
+    print(
+        f"{len(issued)} issued, {len(revoked)} revoked (data dir {keyring.data_dir})",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _token_revoke(args: argparse.Namespace, keyring: auth.Keyring, *, now: float) -> int:
+    logged = {entry.claims.token_id for entry in keyring.issued()}
+    for token_id in args.token_id:
+        if keyring.revoke(token_id, now_s=now):
+            note = "" if token_id in logged else " (not in the issued-token log)"
+            print(f"revoked {token_id}{note}")
+        else:
+            print(f"{token_id} was already revoked")
+    print(
+        "rtmp-ingest: a running server applies this on SIGHUP or restart "
+        "(POST /api/v1/tokens/ID/revoke applies at once)",
+        file=sys.stderr,
+    )
     return 0
 
 

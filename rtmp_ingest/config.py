@@ -24,6 +24,9 @@ from cattrs.errors import (
     IterableValidationNote,
 )
 
+from rtmp_ingest.auth.authorize import check_hook_settings
+from rtmp_ingest.auth.bans import MAX_BAN_S, MAX_BANS
+from rtmp_ingest.auth.tokens import MIN_SECRET_BYTES
 from rtmp_ingest.bundle import BundleConfig
 from rtmp_ingest.rtmp.limits import Limits
 
@@ -49,10 +52,19 @@ write_timeout_s = 10.0
 # Connections at once, in total and from one remote address.
 max_connections = 1000
 max_connections_per_address = 100
-# Largest RTMP message (bytes). 4K keyframes exceed nginx-rtmp's 1 MiB.
-max_message_bytes = 33554432
-# Bytes all partially received messages of one connection may hold.
+# Largest RTMP media message (bytes), at most 16777215 (RTMP's 24-bit length).
+# 4K keyframes exceed nginx-rtmp's 1 MiB.
+max_message_bytes = 16777215
+# Largest command or data message (connect, publish, @setDataFrame, ...), checked from
+# the chunk header before any of it is kept: a stranger cannot make the server parse MBs.
+max_command_bytes = 65536
+# Bytes all partially received messages of one connection may hold once it publishes,
+# and before (a connection that has not been admitted to publish is a stranger).
 max_pending_bytes = 67108864
+max_pending_bytes_unadmitted = 1048576
+# Bytes of partial input all connections together may hold; over it the connection
+# that grows is dropped (a stranger before an admitted publisher).
+max_pending_bytes_total = 268435456
 # Chunk size we send with (the client picks its own).
 chunk_size = 4096
 # A player of a stream or source that is not live waits this long for it (also after
@@ -92,8 +104,24 @@ max_connections_per_address = 64
 # "open": anyone may publish anything (development; the server says so at start).
 # "token": a publish needs ?token=... signed with the server secret.
 mode = "open"
-# Secret for signing tokens; empty = generated once into <data_dir>/secret.
+# Secret for signing tokens (at least 16 bytes); empty = generated once into
+# <data_dir>/secret.
 secret = ""
+# Longest ban (seconds) a kick's ban_s may ask for, and the bans held at once.
+max_ban_s = 604800.0
+max_bans = 10000
+
+[auth.hooks]
+# POSTed a JSON object {action, protocol, app, stream, sourceId, query, remoteAddr}
+# for each publish, unpublish and play: a 2xx answer allows, anything else refuses
+# with the answer's body as the reason. Empty = no hook.
+url = ""
+# Which actions are sent ("unpublish" is a notification; its answer is ignored).
+actions = ["publish", "unpublish", "play"]
+# Seconds to wait for the answer.
+timeout_s = 5.0
+# When the hook cannot be reached or does not answer in time: "deny" or "allow".
+on_failure = "deny"
 
 [bundle]
 # Seconds a source whose feed ended waits for a reconnect before it turns inactive.
@@ -121,6 +149,12 @@ window_segments = 6
 linger_s = 30.0
 # Also write segments and (non-LL) playlists here, for a CDN origin; empty = memory only.
 directory = ""
+# Memory bounds per track (like MediaMTX's hlsSegmentMaxSize): a segment or part is also
+# cut at this many bytes (a video segment then resumes at the next keyframe), and the
+# oldest segments leave the window once it holds more than max_window_bytes.
+max_segment_bytes = 33554432
+max_part_bytes = 4194304
+max_window_bytes = 100663296
 
 [record]
 # Where recordings go; empty = <data_dir>/recordings. One folder per stream, one fMP4
@@ -161,8 +195,11 @@ class RtmpConfig:
     write_timeout_s: float = 10.0
     max_connections: int = 1000
     max_connections_per_address: int = 100
-    max_message_bytes: int = 32 * 1024 * 1024
+    max_message_bytes: int = 16 * 1024 * 1024 - 1
+    max_command_bytes: int = 64 * 1024
     max_pending_bytes: int = 64 * 1024 * 1024
+    max_pending_bytes_unadmitted: int = 1024 * 1024
+    max_pending_bytes_total: int = 256 * 1024 * 1024
     chunk_size: int = 4096
     play_wait_s: float = 30.0
     goodbye_s: float = 2.0
@@ -171,6 +208,8 @@ class RtmpConfig:
         return Limits(
             max_message_bytes=self.max_message_bytes,
             max_pending_bytes=self.max_pending_bytes,
+            max_command_bytes=self.max_command_bytes,
+            max_pending_bytes_unadmitted=self.max_pending_bytes_unadmitted,
             out_chunk_size=self.chunk_size,
         )
 
@@ -197,9 +236,20 @@ class HttpConfig:
 
 
 @attrs.frozen(kw_only=True)
+class HooksConfig:
+    url: str = ""
+    actions: list[str] = attrs.field(factory=lambda: ["publish", "unpublish", "play"])
+    timeout_s: float = 5.0
+    on_failure: str = "deny"
+
+
+@attrs.frozen(kw_only=True)
 class AuthConfig:
     mode: str = "open"
     secret: str = ""
+    max_ban_s: float = MAX_BAN_S
+    max_bans: int = MAX_BANS
+    hooks: HooksConfig = HooksConfig()
 
 
 @attrs.frozen(kw_only=True)
@@ -223,6 +273,9 @@ class HlsConfig:
     window_segments: int = 6
     linger_s: float = 30.0
     directory: str = ""
+    max_segment_bytes: int = 32 * 1024**2
+    max_part_bytes: int = 4 * 1024**2
+    max_window_bytes: int = 96 * 1024**2
 
 
 @attrs.frozen(kw_only=True)
@@ -340,6 +393,14 @@ def _check(config: Config) -> None:
     _check_numbers(config, "")
     if config.auth.mode not in ("open", "token"):
         raise ConfigError(f'auth.mode: must be "open" or "token", not {config.auth.mode!r}')
+    if config.auth.secret and len(config.auth.secret.encode("utf-8")) < MIN_SECRET_BYTES:
+        raise ConfigError(f"auth.secret: must be at least {MIN_SECRET_BYTES} bytes (or empty)")
+    if not 0 < config.auth.max_ban_s <= 365 * 86400.0:
+        raise ConfigError("auth.max_ban_s: must be more than 0 and at most 31536000 (a year)")
+    if config.auth.max_bans < 1:
+        raise ConfigError("auth.max_bans: must be at least 1")
+    if (problem := check_hook_settings(config.auth.hooks)) is not None:
+        raise ConfigError(problem)
     if config.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log_level: unknown level {config.log_level!r}")
     for key, value in (
@@ -353,6 +414,10 @@ def _check(config: Config) -> None:
         raise ConfigError("rtmps: listen is set but cert_file/key_file are missing")
     if not 1 <= config.rtmp.chunk_size <= 0x7FFFFFFF:
         raise ConfigError("rtmp.chunk_size: must be 1..2147483647")
+    try:
+        config.rtmp.limits()
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"rtmp: {exc}") from None
     hls = config.hls
     if not 0.05 <= hls.part_s <= hls.segment_s / 2:
         raise ConfigError("hls.part_s: must be at least 0.05 and at most half of hls.segment_s")
@@ -362,6 +427,10 @@ def _check(config: Config) -> None:
         raise ConfigError("hls.window_segments: must be 2..1000")
     if hls.linger_s < 0:
         raise ConfigError("hls.linger_s: must be >= 0")
+    if not 64 * 1024 <= hls.max_part_bytes <= hls.max_segment_bytes <= hls.max_window_bytes:
+        raise ConfigError(
+            "hls: need 65536 <= max_part_bytes <= max_segment_bytes <= max_window_bytes"
+        )
     record = config.record
     if not 0.1 <= record.fragment_s <= record.file_s:
         raise ConfigError("record.fragment_s: must be at least 0.1 and at most record.file_s")

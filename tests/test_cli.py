@@ -144,3 +144,22 @@ def test_sighup_reloads_app_settings_and_keeps_serving(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("listen", ["0.0.0.0:0", "[::]:0"])
+def test_token_mode_without_an_admin_key_refuses_to_start_beyond_loopback(
+    listen: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[auth]\nmode = "token"\n[http]\nlisten = "{listen}"\n')
+    for args in (["config", "--check", str(path)], ["serve", "--config", str(path)]):
+        result = run(*args, "--data-dir", str(tmp_path)) if args[0] == "serve" else run(*args)
+        assert result.returncode == 2
+        assert "http.admin_key is empty" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_token_mode_on_loopback_http_starts_without_an_admin_key(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[auth]\nmode = "token"\n[http]\nlisten = "127.0.0.1:0"\n')
+    assert run("config", "--check", str(path)).returncode == 0

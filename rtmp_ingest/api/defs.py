@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import trio
 
+from rtmp_ingest.auth.tokens import TokenClaims
 from rtmp_ingest.bundle import RegistryStatistics, SourceStatistics, StreamStatistics
 from rtmp_ingest.config import Config
 from rtmp_ingest.outputs.hls import HlsSettings, SourceHls
@@ -66,7 +67,9 @@ class BoundView(Protocol):
     def rtmp(self) -> tuple[str, int]: ...
 
     @property
-    def http(self) -> tuple[str, int]: ...
+    def http(self) -> tuple[str, int] | None:
+        """None when HTTP is off (then the API is not served at all)."""
+        ...
 
 
 class TrackView(Protocol):
@@ -148,6 +151,9 @@ class MetricsView(Protocol):
     def supersedes(self) -> int: ...
 
     @property
+    def budget_drops(self) -> int: ...
+
+    @property
     def bytes_in_ended(self) -> int: ...
 
     @property
@@ -157,9 +163,22 @@ class MetricsView(Protocol):
     def output_errors(self) -> Mapping[str, int]: ...
 
 
-class RevocationList(Protocol):
-    def revoke(self, token_id: str) -> bool:
-        """Adds `token_id` (persisted; may block on the disk); False if it was revoked already."""
+class TokenKeyring(Protocol):
+    """The auth keyring: signs tokens and revokes them (both may block on the disk)."""
+
+    def mint(self, claims: TokenClaims, *, via: str = "") -> str:
+        """The signed token (TokenClaimsError if unmintable), recorded as issued `via`."""
+        ...
+
+    def revoke(self, token_id: str, *, now_s: float | None = None) -> bool:
+        """Persists the revocation; False if it was revoked already."""
+        ...
+
+
+class RtmpView(Protocol):
+    @property
+    def pending_total(self) -> int:
+        """Bytes of partially received RTMP messages held, all connections."""
         ...
 
 
@@ -193,12 +212,12 @@ class ApiServer(Protocol):
     def recorder(self) -> RecorderView: ...
 
     @property
-    def secret(self) -> bytes:
-        """The token signing secret (the auth keyring's, once auth/ owns it)."""
+    def keyring(self) -> TokenKeyring | None:
+        """None until the server has loaded it."""
         ...
 
     @property
-    def revocations(self) -> RevocationList | None: ...
+    def rtmp(self) -> RtmpView: ...
 
     def players_of(self, stream_path: str, source_id: str) -> Sequence[PlayerView]: ...
 
@@ -207,12 +226,13 @@ class ApiServer(Protocol):
         ...
 
     def kick_source(self, stream_path: str, source_id: str, *, ban_s: float = 0.0) -> bool:
-        """Ends the feed on air of a source; False if none. With `ban_s` > 0 (NEW): new
-        publishes of that source from that feed's client address are refused for that long."""
+        """Ends the feed on air of a source; False if none. With `ban_s` > 0 new publishes
+        of that source from that feed's client address are refused for that long
+        (ValueError for a ban the ban list refuses)."""
         ...
 
     def kick_feed(self, feed_id: int, *, ban_s: float = 0.0) -> bool:
-        """NEW. Ends one feed by id, whatever its state (on air, pending, standby); False if
+        """Ends one feed by id, whatever its state (on air, pending, standby); False if
         there is no such feed. `ban_s` as for `kick_source`."""
         ...
 

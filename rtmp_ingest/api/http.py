@@ -23,9 +23,11 @@ carries `Server: rtmp-ingest/VERSION`. The server is reached only through the
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,14 +41,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from rtmp_ingest import __version__, tokens
-from rtmp_ingest.api.claims import (
-    MAX_TOKEN_TTL_S,
-    claims_from_request,
-    mint_checked,
-    parse_json_body,
-    token_warning,
-)
+from rtmp_ingest import __version__
+from rtmp_ingest.api.claims import parse_json_body, token_warning
 from rtmp_ingest.api.defs import ApiServer
 from rtmp_ingest.api.events import event_json
 from rtmp_ingest.api.metrics import make_registry
@@ -54,16 +50,15 @@ from rtmp_ingest.api.serve import BodyLimit, ConnectionStats, HttpLimits, HttpLi
 from rtmp_ingest.api.sse import EventStreamResponse
 from rtmp_ingest.api.urls import source_urls, stream_hls_url, url_problem
 from rtmp_ingest.api.views import config_view, source_json, stream_json
+from rtmp_ingest.auth import KeyringError, tokens
 from rtmp_ingest.bundle import Active
 from rtmp_ingest.config import parse_host_port
 from rtmp_ingest.outputs.names import DEFAULT_SOURCE_IN_PATH
 
-__all__ = ["MAX_TOKEN_TTL_S", "Api", "build_app", "claims_from_request", "serve_http"]
-
 log = logging.getLogger("rtmp_ingest.http")
 
-#: Longest ban a kick may ask for (30 days): a longer one is an address block, not a kick.
-MAX_BAN_S = 30 * 86400
+#: Token ids are short (auth.tokens.new_token_id); the keyring refuses longer ones.
+MAX_TOKEN_ID_CHARS = 64
 #: The `Server` header of every response.
 SERVER_HEADER = f"rtmp-ingest/{__version__}"
 
@@ -72,16 +67,17 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def parse_ban_s(text: str | None) -> float:
-    """The `ban_s` query parameter: 0 when absent; ValueError unless 0 ≤ N ≤ MAX_BAN_S."""
+def parse_ban_s(text: str | None, *, max_ban_s: float) -> float:
+    """The `ban_s` query parameter: 0 when absent; ValueError unless 0 ≤ N ≤ `max_ban_s`
+    (`auth.max_ban_s`)."""
     if text is None or text == "":
         return 0.0
     try:
         ban_s = float(text)
     except ValueError:
         raise ValueError(f"ban_s must be a number of seconds, not {text[:40]!r}") from None
-    if not (math.isfinite(ban_s) and 0 <= ban_s <= MAX_BAN_S):
-        raise ValueError(f"ban_s must be between 0 and {MAX_BAN_S} seconds")
+    if not (math.isfinite(ban_s) and 0 <= ban_s <= max_ban_s):
+        raise ValueError(f"ban_s must be between 0 and {max_ban_s:g} seconds (auth.max_ban_s)")
     return ban_s
 
 
@@ -115,7 +111,7 @@ class Api:
     def _ports(self) -> tuple[int, int]:
         """(http, rtmp) ports: the bound ones, or the configured ones before binding."""
         bound = self.server.bound
-        if bound is not None:
+        if bound is not None and bound.http is not None:
             return bound.http[1], bound.rtmp[1]
         config = self.server.config
         return (
@@ -240,15 +236,15 @@ class Api:
             return error(404, f"no source {source_id!r} in stream {path!r}")
         if request.method == "DELETE":
             try:
-                ban_s = parse_ban_s(request.query_params.get("ban_s"))
+                ban_s = parse_ban_s(
+                    request.query_params.get("ban_s"), max_ban_s=self.server.config.auth.max_ban_s
+                )
             except ValueError as exc:
                 return error(400, str(exc))
-            # without a ban the call is the one every server has had (no ban_s keyword)
-            kicked = (
-                self.server.kick_source(path, source_id, ban_s=ban_s)
-                if ban_s
-                else self.server.kick_source(path, source_id)
-            )
+            try:
+                kicked = self.server.kick_source(path, source_id, ban_s=ban_s)
+            except ValueError as exc:  # a ban the ban list refuses
+                return error(400, str(exc))
             if not kicked:
                 return error(409, f"source {source_id!r} of {path!r} has no feed on air")
             return JSONResponse(
@@ -277,7 +273,9 @@ class Api:
             return error(400, f"feed id must be a number, not {text[:40]!r}")
         feed_id = int(text)
         try:
-            ban_s = parse_ban_s(request.query_params.get("ban_s"))
+            ban_s = parse_ban_s(
+                request.query_params.get("ban_s"), max_ban_s=self.server.config.auth.max_ban_s
+            )
         except ValueError as exc:
             return error(400, str(exc))
         stats = self.server.registry.stream_statistics(path, now_s=trio.current_time())
@@ -291,7 +289,11 @@ class Api:
         )
         if source is None:
             return error(404, f"no feed {feed_id} in stream {path!r}")
-        if not self.server.kick_feed(feed_id, ban_s=ban_s):
+        try:
+            kicked = self.server.kick_feed(feed_id, ban_s=ban_s)
+        except ValueError as exc:
+            return error(400, str(exc))
+        if not kicked:
             return error(404, f"feed {feed_id} of {path!r} has ended")
         return JSONResponse(
             {
@@ -314,15 +316,26 @@ class Api:
             return error(400, str(exc))
         if not isinstance(body, dict):
             return error(400, "body must be a JSON object")
+        keyring = self.server.keyring
+        if keyring is None:
+            return error(503, "the server has not loaded its keyring yet")
         try:
-            claims = claims_from_request(body)
-            token = mint_checked(claims, self.server.secret)
-        except ValueError as exc:
+            now_s = time.time()
+            claims = tokens.claims_from_json(body, now_s=now_s)
+            if claims.expires_at is not None and claims.expires_at <= now_s:
+                return error(400, "'expiresAt' is in the past: the token would never be accepted")
+            # the keyring appends to its issued-token log: file I/O off the event loop
+            token = await trio.to_thread.run_sync(
+                functools.partial(keyring.mint, claims, via="api")
+            )
+        except tokens.TokenClaimsError as exc:
             return error(400, str(exc))
+        except KeyringError as exc:  # the issued-token log could not be written
+            return error(503, str(exc))
         log.info(
             "token minted id=%s label=%r streams=%d multisource=%s",
             claims.token_id,
-            claims.label,
+            claims.label[:64],
             len(claims.streams),
             claims.multisource,
         )
@@ -335,12 +348,15 @@ class Api:
         if (denied := self._guard(request)) is not None:
             return denied
         token_id = request.path_params["token_id"]
-        if len(token_id) > tokens.MAX_TOKEN_BYTES:
-            return error(400, "token id too long")
-        revocations = self.server.revocations
-        if revocations is None:
-            return error(503, "the server has not loaded its revocation list yet")
-        added = await trio.to_thread.run_sync(revocations.revoke, token_id)
+        keyring = self.server.keyring
+        if keyring is None:
+            return error(503, "the server has not loaded its keyring yet")
+        if not (0 < len(token_id) <= MAX_TOKEN_ID_CHARS and token_id.isascii()):
+            return error(400, f"{token_id[:64]!r} is not a token id")
+        try:
+            added = await trio.to_thread.run_sync(keyring.revoke, token_id)
+        except KeyringError as exc:  # the revocation list could not be written
+            return error(503, str(exc))
         log.info("token revoked id=%r%s", token_id[:64], "" if added else " (already)")
         return JSONResponse({"id": token_id, "revoked": True, "alreadyRevoked": not added})
 

@@ -8,7 +8,7 @@ players (mpegts.js, flv.js) can read it. A player that stops reading is dropped
 after `http.write_timeout_s` by the listener (api/serve.py).
 
 This module is the one part of api/ that imports `rtmp_ingest.server`: it is a
-play driver over `server.play`'s functions, which take the daemon itself.
+play driver over `server.play`'s functions, which take the server's `Feeds` service.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ log = logging.getLogger("rtmp_ingest.flv")
 
 
 def routes(server: ApiServer) -> list[Any]:
-    #: server.play's functions are typed on the daemon; the API holds it as an ApiServer
-    daemon = cast(Any, server)
+    #: server.play's functions take the Feeds service, which ApiServer does not declare
+    feeds = cast(Any, server).feeds
 
     async def stream_flv(request: Request) -> Response:
         path = request.path_params["path"].strip("/")
@@ -41,10 +41,10 @@ def routes(server: ApiServer) -> list[Any]:
             return JSONResponse(
                 {"error": "use /APP/STREAM.flv[?sourceId=ID][&layer=N]"}, status_code=400
             )
-        wait_s = daemon.config.rtmp.play_wait_s
+        wait_s = server.config.rtmp.play_wait_s
         if (
-            resolve_source(daemon, path, requested) is None
-            and await wait_for_source(daemon, path, requested, wait_s) is None
+            resolve_source(feeds, path, requested) is None
+            and await wait_for_source(feeds, path, requested, wait_s) is None
         ):
             what = (
                 f"source {requested!r} of {path!r}" if requested is not None else f"stream {path!r}"
@@ -66,7 +66,7 @@ def routes(server: ApiServer) -> list[Any]:
             )
             try:
                 async with contextlib.aclosing(
-                    play_batches(daemon, player, wait_s=wait_s)
+                    play_batches(feeds, player, wait_s=wait_s)
                 ) as batches:
                     async for batch in batches:
                         yield b"".join([flv_tag(*message) for message in batch])

@@ -52,6 +52,16 @@ class ServerCollector:
         yield CounterMetricFamily(
             "rtmp_ingest_protocol_errors", "RTMP protocol errors", value=m.protocol_errors
         )
+        yield CounterMetricFamily(
+            "rtmp_ingest_memory_budget_drops",
+            "Connections dropped because all partial input exceeded rtmp.max_pending_bytes_total",
+            value=m.budget_drops,
+        )
+        yield GaugeMetricFamily(
+            "rtmp_ingest_pending_input_bytes",
+            "Bytes of partially received RTMP messages held, all connections",
+            value=server.rtmp.pending_total,
+        )
         stats = registry.statistics()
         yield GaugeMetricFamily("rtmp_ingest_streams", "Live streams", value=stats.streams)
         yield GaugeMetricFamily(

@@ -101,8 +101,11 @@ def describe_config(codec: str, data: bytes) -> dict[str, object]:
                 "level": round(data[12] / 30, 1),
             }
         if codec == "av1" and len(data) >= 4 and data[0] & 0x7F == 1:
-            profile = data[1] >> 5
-            return {"profile": AV1_PROFILES.get(profile, str(profile)), "level": data[1] & 0x1F}
+            seq_profile = data[1] >> 5
+            return {
+                "profile": AV1_PROFILES.get(seq_profile, str(seq_profile)),
+                "level": data[1] & 0x1F,
+            }
         if codec == "vp9" and len(data) >= 6:
             #: vpcC's version 1 and three zero flag bytes may precede the record (a level is never 0)
             offset = 4 if data[0] == 1 and data[1:4] == b"\x00\x00\x00" else 0

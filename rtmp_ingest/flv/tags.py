@@ -1,7 +1,7 @@
 """FLV / Enhanced RTMP v2 audio and video message bodies (RTMP types 8 and 9).
 
 One RTMP media message carries one FLV tag body. Legacy bodies (FLV 10.1 §E.4.2,
-§E.4.3) name the codec by a 4-bit id; Enhanced RTMP v2 (shared/ERTMP.md) sets the
+§E.4.3) name the codec by a 4-bit id; Enhanced RTMP v2 (docs/ertmp.md) sets the
 ExHeader bit and names it by FourCC, may wrap the packet in ModEx prefixes
 (TimestampOffsetNano), and may carry several tracks in one message
 (Multitrack: OneTrack, ManyTracks, ManyTracksManyCodecs).
@@ -19,6 +19,7 @@ and counts it. Nothing here allocates more than the body's size.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 
 import attrs
 
@@ -107,7 +108,9 @@ def _fourcc(body: bytes, pos: int) -> tuple[str, int]:
     return body[pos : pos + 4].decode("latin-1"), pos + 4
 
 
-def _tracks(body: bytes, pos: int, multitrack_type: int | None, fourcc: str | None):
+def _tracks(
+    body: bytes, pos: int, multitrack_type: int | None, fourcc: str | None
+) -> Iterator[tuple[str | None, int, bytes]]:
     """Yields (fourcc, track id, payload) for each track of the message."""
     end = len(body)
     if multitrack_type is None:

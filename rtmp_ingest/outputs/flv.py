@@ -8,6 +8,11 @@ reconnects; here it is only shifted. Players that did not announce Enhanced
 RTMP get H.264/AAC in legacy framing even when the publisher used E-RTMP;
 other E-RTMP codecs (HEVC, AV1, VP9, Opus) can only go out as E-RTMP.
 
+After a parameter change (a supersede by an encoder with other settings) the
+new sequence header goes out as usual, and the first keyframe after it also
+carries the new parameter sets in band (SPS/PPS, VPS for HEVC): players that
+keep the first sequence header (VLC's FLV demuxer) still decode the new one.
+
 FLV tags are written by hand: a tag is an 11-byte header, the body and a
 4-byte back pointer (FLV 10.1 §E.3); passing bodies through keeps every codec
 and E-RTMP detail intact, which a remuxing library would not guarantee.
@@ -17,8 +22,21 @@ from __future__ import annotations
 
 import struct
 
+import attrs
+
 from rtmp_ingest.bundle import Media, OutputFrame
-from rtmp_ingest.flv.tags import TagError, audio_body, parse_audio, parse_video, video_body
+from rtmp_ingest.flv.tags import (
+    PacketType,
+    TagError,
+    audio_body,
+    parse_audio,
+    parse_video,
+    video_body,
+)
+from rtmp_ingest.outputs.samples import parameter_sets
+
+#: codecs whose parameter sets can travel in band in a keyframe
+_INBAND_CODECS = frozenset({"h264", "hevc"})
 
 TAG_AUDIO = 8
 TAG_VIDEO = 9
@@ -67,6 +85,8 @@ class PlayerTrack:
     """Selects and times the frames of one source for one player."""
 
     __slots__ = (
+        "_config",
+        "_inband",
         "audio_track",
         "base_ms",
         "bytes",
@@ -89,6 +109,8 @@ class PlayerTrack:
         self.bytes = 0
         self.want_audio = True
         self.want_video = True
+        self._config: bytes | None = None  #: the video configuration record sent last
+        self._inband = b""  #: parameter sets for the next keyframe (after a change)
 
     def convert(self, out: OutputFrame) -> tuple[int, int, bytes] | None:
         """(FLV/RTMP type, player timestamp, body) for a frame this player gets, else None."""
@@ -101,6 +123,8 @@ class PlayerTrack:
             if frame.track_id != self.audio_track or not self.want_audio:
                 return None
         body = frame.payload
+        if media is Media.VIDEO and frame.codec in _INBAND_CODECS:
+            body = self._parameter_sets_in_band(frame.config, frame.keyframe, frame.codec, body)
         if self.legacy_only:
             body = self._legacy(media, frame.codec, body)
             if body is None:
@@ -121,6 +145,30 @@ class PlayerTrack:
         self.bytes += len(body)
         return _TYPES[media], ts if ts > 0 else 0, body
 
+    def _parameter_sets_in_band(
+        self, config: bool, keyframe: bool, codec: str, body: bytes
+    ) -> bytes:
+        if config:
+            record = coded_payload_of(body)
+            if record is not None:
+                if self._config is not None and record != self._config:
+                    self._inband = parameter_sets(codec, record)
+                self._config = record
+            return body
+        if not (keyframe and self._inband):
+            return body
+        inband, self._inband = self._inband, b""
+        if len(body) > 5 and body[0] == 0x17 and body[1] == 1:
+            return body[:5] + inband + body[5:]  #: legacy AVC NALUs
+        try:
+            packets = parse_video(body)
+        except (TagError, IndexError):
+            return body
+        if len(packets) != 1 or packets[0].packet_type is not PacketType.CODED_FRAMES:
+            return body  #: multitrack: each layer has its own parameter sets; left as sent
+        packet = packets[0]
+        return video_body(attrs.evolve(packet, data=inband + packet.data), legacy=False)
+
     @staticmethod
     def _legacy(media: Media, codec: str, body: bytes) -> bytes | None:
         try:
@@ -131,3 +179,17 @@ class PlayerTrack:
         except (TagError, IndexError):
             return None
         return body
+
+
+def coded_payload_of(body: bytes) -> bytes | None:
+    """The configuration record of a video sequence-header body (legacy or E-RTMP)."""
+    if len(body) > 5 and body[0] & 0x0F == 7 and not body[0] & 0x80 and body[1] == 0:
+        return body[5:]
+    try:
+        packets = parse_video(body)
+    except (TagError, IndexError, ValueError):
+        return None
+    for packet in packets:
+        if packet.packet_type is PacketType.SEQUENCE_START:
+            return packet.data
+    return None

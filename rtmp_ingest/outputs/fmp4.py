@@ -55,6 +55,10 @@ class TrackSpec:
     height: int = 0
     sample_rate: int = 0
     channels: int = 2
+    #: samples may carry parameter sets in band (H.264 `avc3`, HEVC `hev1` sample entries,
+    #: ISO/IEC 14496-15 §5.4.2.1, §8.4.1.1): after a parameter change, for players that keep
+    #: the first init's
+    inband_parameter_sets: bool = False
 
 
 @attrs.frozen
@@ -135,8 +139,14 @@ def sample_entry(t: TrackSpec) -> bytes:
     """The stsd entry of a track (raises ValueError for a codec we cannot carry)."""
     if t.media == "video":
         kind, config = {
-            "h264": (b"avc1", lambda: box(b"avcC", t.config)),
-            "hevc": (b"hvc1", lambda: box(b"hvcC", t.config)),
+            "h264": (
+                b"avc3" if t.inband_parameter_sets else b"avc1",
+                lambda: box(b"avcC", t.config),
+            ),
+            "hevc": (
+                b"hev1" if t.inband_parameter_sets else b"hvc1",
+                lambda: box(b"hvcC", t.config),
+            ),
             "av1": (b"av01", lambda: box(b"av1C", t.config)),
             "vp9": (b"vp09", lambda: box(b"vpcC", vpcc_payload(t.config))),
         }.get(t.codec, (None, None))

@@ -38,6 +38,7 @@ from rtmp_ingest.outputs.samples import (
     codec_string,
     coded_payload,
     config_key,
+    parameter_sets,
     track_spec,
 )
 
@@ -52,6 +53,10 @@ RETIRED_SEGMENTS = 2
 #: six frames at 30 fps with millisecond timestamps last 200.4 ms, a part MUST NOT
 #: exceed PART-TARGET (RFC 8216bis 4.4.4.9)
 PART_TARGET_SLACK = 0.02
+#: a source's media time (fMP4 tfdt) at the first frame of its playlists: near zero, so
+#: players that start their clock at 0 (GStreamer hlsdemux) play at once; the lead keeps a
+#: frame of another track from just before that first one at its own time
+MEDIA_TIME_LEAD_MS = 500
 
 
 @attrs.frozen(kw_only=True)
@@ -61,6 +66,12 @@ class HlsSettings:
     window_segments: int = 6
     #: a blocked playlist or part request gives up after this many target durations
     block_timeout_targets: float = 3.0
+    #: memory bounds per track (a publisher whose timestamps never advance must not grow
+    #: a segment forever): a segment is cut at this size (a video segment then resumes at
+    #: the next keyframe), a part too, and the window keeps at most `max_window_bytes`
+    max_segment_bytes: int = 32 * 1024**2
+    max_part_bytes: int = 4 * 1024**2
+    max_window_bytes: int = 96 * 1024**2
 
     @property
     def part_target_s(self) -> float:
@@ -159,6 +170,12 @@ class TrackHls:
         self._new_init = True
         self._discontinuity_next = False
         self._part_limit = 0
+        self._part_bytes = 0  #: bytes of the samples of the part being filled
+        #: in-band parameter sets for the first keyframe after a parameter change
+        self._inband = b""
+        self._last_key_dts: int | None = None
+        self._gop_ticks = 0  #: distance of the last two keyframes
+        self.frames_cut = 0  #: video frames dropped after a segment was cut at its byte bound
 
     # -- input -------------------------------------------------------------------------
 
@@ -209,15 +226,29 @@ class TrackHls:
                 previous.cts,
             )
         current = self.current
+        too_big = (
+            current is not None
+            and current.size + self._part_bytes + len(payload) > self.settings.max_segment_bytes
+        )
         if (
             current is None
             or (keyframe and self._new_segment_due(dts))
             or self._too_long(dts, nominal_guess=self._nominal)
+            or too_big
         ):
             self._close_segment()
             if video and not keyframe:
+                if too_big or current is None:
+                    self.frames_cut += 1
                 return  #: a video segment starts at a keyframe
             self._open_segment(dts, dts_ms)
+        if video and keyframe:
+            if self._last_key_dts is not None and dts > self._last_key_dts:
+                self._gop_ticks = dts - self._last_key_dts
+            self._last_key_dts = dts
+            if self._inband:
+                payload = self._inband + payload  #: ISO/IEC 14496-15 avc3/hev1: in band
+                self._inband = b""
         nominal = self._nominal_ticks(frame.codec, payload, scale)
         if self.part_target_s is None and self._frame_duration_known(frame.codec, payload, scale):
             self._fix_part_target(nominal, scale)
@@ -228,6 +259,7 @@ class TrackHls:
         elif self._samples and (
             (keyframe and video and dts - self._part_start >= 0.85 * limit)
             or dts + nominal - self._part_start > limit
+            or self._part_bytes + len(payload) > self.settings.max_part_bytes
         ):
             # a keyframe inside a segment starts its own (independent) part unless that would
             # leave the part before it under 85 % of the target; a frame that does not fit
@@ -237,6 +269,7 @@ class TrackHls:
             self._part_independent = keyframe
         duration = max(1, min(nominal, self._part_start + limit - dts))
         self._samples.append(fmp4.Sample(payload, duration, keyframe, cts))
+        self._part_bytes += len(payload)
         self._sample_dts.append(dts)
         self._last_dts = dts
         self.frames += 1
@@ -311,6 +344,12 @@ class TrackHls:
             return False
         first = self.spec is None
         self._close_segment()
+        #: after a parameter change players that keep the first init's parameter sets
+        #: (ffmpeg's HLS reader, VLC) still decode: the first keyframe carries the new ones
+        self._inband = b"" if first else parameter_sets(frame.codec, config)
+        if self._inband:
+            spec = attrs.evolve(spec, inband_parameter_sets=True)
+            init = fmp4.init_segment([spec])
         self.spec = spec
         self.codec = frame.codec
         self.codecs_attr = codec_string(frame.codec, config)
@@ -350,10 +389,12 @@ class TrackHls:
         end_ticks = self._sample_dts[-1] + self._samples[-1].duration
         duration = (end_ticks - self._part_start) / self.spec.timescale
         current.parts.append(Part(len(current.parts), data, duration, self._part_independent))
+        current.size += len(data)
         current.duration_s += duration
         self.bytes_total += len(data)
         self.seconds_total += duration
         self._samples = []
+        self._part_bytes = 0
         self._sample_dts = []
         self._part_start = None
         self._part_independent = False
@@ -370,7 +411,6 @@ class TrackHls:
             self.next_msn -= 1 if self.next_msn - 1 == current.msn else 0
             return
         current.complete = True
-        current.size = sum(len(p.data) for p in current.parts)
         self.max_segment_s = max(self.max_segment_s, current.duration_s)
         if self.fixed_target_duration is None:
             self.fixed_target_duration = max(
@@ -379,27 +419,56 @@ class TrackHls:
         if current.duration_s > 0:
             self.peak_bps = max(self.peak_bps, current.size * 8 / current.duration_s)
         self.segments.append(current)
-        while len(self.segments) > self.settings.window_segments:
+        self._trim_window()
+        for segment in list(self.segments)[:-PARTS_KEPT_SEGMENTS]:
+            segment.parts_dropped = True
+        self.version += 1
+        self._on_change()
+
+    def _trim_window(self) -> None:
+        """At most `window_segments` listed, and at most `max_window_bytes` held in listed and
+        retired segments (the newest segment stays, whatever its size)."""
+        limit = self.settings.max_window_bytes
+        while len(self.segments) > self.settings.window_segments or (
+            self.stored_bytes() > limit and (self.retired or len(self.segments) > 1)
+        ):
+            if len(self.segments) <= self.settings.window_segments:
+                if self.retired:
+                    self.retired.popleft()  #: over the byte bound: the retired go first
+                    continue
             gone = self.segments.popleft()
             if gone.discontinuity:
                 self.discontinuity_sequence += 1
             self.retired.append(gone)
             while len(self.retired) > RETIRED_SEGMENTS:
                 self.retired.popleft()
-            oldest = self.retired[0].init_id
-            for init_id in list(self.inits):
-                if init_id < oldest:
-                    del self.inits[init_id]
-        for segment in list(self.segments)[:-PARTS_KEPT_SEGMENTS]:
-            segment.parts_dropped = True
-        self.version += 1
-        self._on_change()
+        oldest = (self.retired or self.segments)[0].init_id if self.retired or self.segments else 0
+        for init_id in list(self.inits):
+            if init_id < oldest:
+                del self.inits[init_id]
+
+    def stored_bytes(self) -> int:
+        """Bytes of the complete segments held (listed and retired)."""
+        return sum(s.size for s in self.segments) + sum(s.size for s in self.retired)
+
+    def held_bytes(self) -> int:
+        """Every media byte this track holds: segments, the one being made, its open part,
+        init segments."""
+        current = self.current.size if self.current is not None else 0
+        return (
+            self.stored_bytes()
+            + current
+            + self._part_bytes
+            + sum(len(i) for i in self.inits.values())
+        )
 
     def end(self) -> None:
-        """The source is gone: close what is open; the playlist gets EXT-X-ENDLIST."""
+        """The source is gone: close what is open; the playlist gets EXT-X-ENDLIST. What no
+        playlist lists any more (retired segments) is let go at once."""
         if self.ended:
             return
         self._close_segment()
+        self.retired.clear()
         self.ended = True
         self.version += 1
         self._on_change()
@@ -457,6 +526,37 @@ class TrackHls:
             return None
         return segment.parts[index].data
 
+    def hinted_part(self) -> tuple[int, int]:
+        """The part the preload hint names: the one that will really come next.
+
+        While a part is being filled, it. At a part boundary the next frame either goes on
+        in this segment or starts the next one (a keyframe once the segment is due, a cut
+        at the byte bound): the hint names the next segment's first part when that is what
+        the next frame will most likely start (the keyframe cadence says so), and a hint
+        that was wrong is answered at once (`part_pending` is false for it), never by a
+        wait that ends in a 404 a block timeout later."""
+        current = self.current
+        if current is None or self._new_init:
+            return self.next_msn, 0
+        if self._samples or not self._segment_may_end_next():
+            return current.msn, len(current.parts)
+        return self.next_msn, 0
+
+    def _segment_may_end_next(self) -> bool:
+        current = self.current
+        if current is None or self._last_dts is None or self.spec is None:
+            return True
+        step = self._nominal or self.spec.timescale // 30
+        next_dts = self._last_dts + step
+        if self._too_long(next_dts, nominal_guess=step):
+            return True
+        if not self._new_segment_due(next_dts):
+            return False
+        if self.media is Media.AUDIO or not self._gop_ticks or self._last_key_dts is None:
+            return True
+        #: video: only if the next frame is the next keyframe of the GOP cadence
+        return next_dts - self._last_key_dts >= self._gop_ticks - step // 2
+
     def part_pending(self, msn: int, index: int) -> bool:
         """Whether the part is the one being filled (what the preload hint names)."""
         if self.ended:
@@ -505,11 +605,8 @@ class TrackHls:
         if self.ended:
             lines.append("#EXT-X-ENDLIST")
         elif low_latency and self.spec is not None:
-            if current is not None:
-                hint = f"part-{current.msn}.{len(current.parts)}.m4s"
-            else:
-                hint = f"part-{self.next_msn}.0.m4s"
-            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{name}/{hint}"')
+            msn, index = self.hinted_part()
+            lines.append(f'#EXT-X-PRELOAD-HINT:TYPE=PART,URI="{name}/part-{msn}.{index}.m4s"')
         return "\n".join(line for line in lines if line) + "\n"
 
     def bandwidth(self) -> int:
@@ -541,6 +638,8 @@ class SourceHls:
         self.info: dict[str, TrackInfo] = {}
         self.frames_skipped = 0
         self.ended = False
+        #: output DTS (ms) at media time MEDIA_TIME_LEAD_MS: fixed by the first frame
+        self.origin_ms: int | None = None
 
     def push(self, out: OutputFrame) -> None:
         frame = out.frame
@@ -549,10 +648,19 @@ class SourceHls:
             return
         if frame.track_info is not None:
             self.info[frame.track_id] = frame.track_info
+        origin = self.origin_ms
+        if origin is None:
+            origin = self.origin_ms = out.dts_ms - MEDIA_TIME_LEAD_MS
         track = self.tracks.get(frame.track_id)
         if track is None:
+            # media time counts from this source's playlist origin, not the timeline's (whose
+            # start may be long ago); PROGRAM-DATE-TIME stays on the stream's common clock
             track = self.tracks[frame.track_id] = TrackHls(
-                frame.track_id, media, self.settings, self.origin_wall_s, self._on_change
+                frame.track_id,
+                media,
+                self.settings,
+                self.origin_wall_s + origin / 1000,
+                self._on_change,
             )
         payload = coded_payload(frame)
         if payload is None:
@@ -564,12 +672,22 @@ class SourceHls:
             return
         if not payload:
             return  #: an empty coded frame (an encoder's end-of-stream marker) is no sample
-        track.push(frame, payload, out.dts_ms, self.info.get(frame.track_id), out.discontinuity)
+        track.push(
+            frame,
+            payload,
+            max(0, out.dts_ms - origin),
+            self.info.get(frame.track_id),
+            out.discontinuity,
+        )
 
     def end(self) -> None:
         self.ended = True
         for track in self.tracks.values():
             track.end()
+
+    def held_bytes(self) -> int:
+        """Media bytes the source's playlists hold (the memory HLS costs it)."""
+        return sum(t.held_bytes() for t in self.tracks.values())
 
     def live_tracks(self) -> list[TrackHls]:
         return [

@@ -23,11 +23,14 @@ event loop (and with it ingest). `apply_ops` runs them in order.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
 import json
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,7 @@ import attrs
 
 from rtmp_ingest.bundle import Media, OutputFrame, TrackInfo
 from rtmp_ingest.outputs import fmp4
-from rtmp_ingest.outputs.names import disk_path, source_segment
+from rtmp_ingest.outputs.names import disk_path, disk_source_segment
 from rtmp_ingest.outputs.samples import audio_frame_samples, coded_payload, config_key, track_spec
 
 log = logging.getLogger("rtmp_ingest.record")
@@ -45,37 +48,84 @@ MANIFEST = "manifest.json"
 
 @attrs.frozen
 class FileOp:
-    """open (data = init segment), write, or close one recording file."""
+    """open (data = init segment), write, or close one recording file; or write a
+    manifest snapshot (`manifest` set, data = its JSON)."""
 
-    kind: str  #: "open" | "write" | "close"
+    kind: str  #: "open" | "write" | "close" | "manifest"
     path: Path
     data: bytes = b""
+    manifest: Manifest | None = attrs.field(default=None, eq=False, repr=False)
+    version: int = 0  #: of a manifest snapshot: an older one never overwrites a newer one
 
 
-def apply_ops(ops: list[FileOp], files: dict[Path, Any]) -> OSError | None:
+@attrs.define
+class OpsResult:
+    """What `apply_ops` did: the media bytes that reached the files, the ops that failed
+    (in order, each with the bytes of it that reached its file) and the first error."""
+
+    bytes_written: int = 0
+    failed: list[tuple[FileOp, int]] = attrs.Factory(list)
+    error: OSError | None = None
+
+
+def _write_fully(handle: Any, data: bytes) -> int:
+    """Writes all of `data` to an unbuffered file; on an error, the exception carries the
+    bytes that did reach the file in `written` (a disk that fills up mid-write)."""
+    view = memoryview(data)
+    done = 0
+    try:
+        while done < len(view):
+            n = handle.write(view[done:])
+            if not n:
+                raise OSError(errno.ENOSPC, "no progress writing")
+            done += n
+    except OSError as exc:
+        exc.written = done  # type: ignore[attr-defined]
+        raise
+    return done
+
+
+def _open_new(path: Path) -> Any:
+    return open(path, "wb", buffering=0)
+
+
+def apply_ops(
+    ops: list[FileOp], files: dict[Path, Any], *, opener: Callable[[Path], Any] = _open_new
+) -> OpsResult:
     """Carries out file operations in order (in a worker thread); `files` holds the open ones
     (None for a file that could not be opened: its writes are skipped). Every operation is
-    tried, so one failure (disk full) never leaves a later file unopened; the first error
-    is returned."""
-    first: OSError | None = None
+    tried, so one failure (disk full) never leaves a later file unopened; the result counts
+    only bytes that reached a file. `opener` opens a new file unbuffered (tests pass a fake
+    disk)."""
+    result = OpsResult()
     for op in ops:
         try:
             if op.kind == "open":
                 files[op.path] = None
                 op.path.parent.mkdir(parents=True, exist_ok=True)
-                handle = files[op.path] = open(op.path, "wb", buffering=0)  # noqa: SIM115 - closed by "close"
-                handle.write(op.data)
+                handle = files[op.path] = opener(op.path)
+                result.bytes_written += _write_fully(handle, op.data)
             elif op.kind == "write":
                 handle = files.get(op.path)
-                if handle is not None:
-                    handle.write(op.data)
+                if handle is None:
+                    result.failed.append(
+                        (op, 0)
+                    )  #: its file never opened: nothing reached the disk
+                    continue
+                result.bytes_written += _write_fully(handle, op.data)
+            elif op.kind == "manifest":
+                assert op.manifest is not None
+                op.manifest.write_snapshot(op)
             else:
                 handle = files.pop(op.path, None)
                 if handle is not None:
                     handle.close()
         except OSError as exc:
-            first = first or exc
-    return first
+            written = getattr(exc, "written", 0)
+            result.bytes_written += written
+            result.failed.append((op, written))
+            result.error = result.error or exc
+    return result
 
 
 @attrs.frozen(kw_only=True)
@@ -92,7 +142,11 @@ def iso(unix_s: float | None) -> str | None:
 
 
 class Manifest:
-    """The manifest of one stream's recordings (shared by its sources)."""
+    """The manifest of one stream's recordings (shared by its sources).
+
+    The event loop changes `files` and takes a `snapshot()` (a FileOp); the writer thread
+    writes it (`write_snapshot`), atomically, and never over a newer snapshot: the sources
+    of a stream write from their own threads."""
 
     def __init__(self, root: Path, stream_path: str, *, folder: Path | None = None) -> None:
         self.folder = folder if folder is not None else root / disk_path(stream_path)
@@ -100,6 +154,9 @@ class Manifest:
         self.stream_path = stream_path
         self.save_errors = 0
         self.files: list[dict[str, Any]] = []
+        self._version = 0
+        self._written_version = 0
+        self._lock = threading.Lock()
         if self.path.exists():
             try:
                 self.files = json.loads(self.path.read_text("utf-8")).get("files", [])
@@ -107,22 +164,43 @@ class Manifest:
                 log.warning("record: unreadable manifest %s; starting a new one", self.path)
                 self.files = []
 
-    def save(self) -> bool:
-        """Writes the manifest atomically; False (logged once, counted) when the disk refuses."""
+    def snapshot(self) -> FileOp:
+        """The manifest as it is now, as a file operation for the writer thread."""
         body = {
             "stream": self.stream_path,
             "clock": "unix seconds (UTC), common to the stream's sources",
             "files": self.files,
         }
-        temporary = self.path.with_name(f"{MANIFEST}.{os.getpid()}.{threading.get_ident()}.tmp")
+        self._version += 1
+        data = json.dumps(body, indent=1).encode("utf-8")
+        return FileOp("manifest", self.path, data, manifest=self, version=self._version)
+
+    def write_snapshot(self, op: FileOp) -> None:
+        """Writes a snapshot atomically (in a worker thread); raises OSError when the disk
+        refuses (counted, logged once), leaving no temporary file behind."""
+        with self._lock:
+            if op.version <= self._written_version:
+                return  #: a newer snapshot is on disk already
+            temporary = self.path.with_name(f"{MANIFEST}.{os.getpid()}.{threading.get_ident()}.tmp")
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                temporary.write_bytes(op.data)
+                os.replace(temporary, self.path)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    temporary.unlink(missing_ok=True)
+                if not self.save_errors:
+                    log.error("record: cannot write %s: %s", self.path, exc)
+                self.save_errors += 1
+                raise
+            self._written_version = op.version
+
+    def save(self) -> bool:
+        """Writes the manifest now (for code already off the event loop: retention, tools);
+        False (logged once, counted) when the disk refuses."""
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            temporary.write_text(json.dumps(body, indent=1), "utf-8")
-            os.replace(temporary, self.path)
-        except OSError as exc:
-            if not self.save_errors:
-                log.error("record: cannot write %s: %s", self.path, exc)
-            self.save_errors += 1
+            self.write_snapshot(self.snapshot())
+        except OSError:
             return False
         return True
 
@@ -150,7 +228,7 @@ class SourceRecording:
         origin_wall_s: float,
         manifest: Manifest,
     ) -> None:
-        self.folder = root / disk_path(stream_path) / source_segment(source_id)
+        self.folder = root / disk_path(stream_path) / disk_source_segment(source_id)
         self.root = root
         self.stream_path = stream_path
         self.source_id = source_id
@@ -162,11 +240,14 @@ class SourceRecording:
         self.info: dict[str, TrackInfo] = {}
         self.has_video = False
         self.feeds: list[dict[str, Any]] = []
+        #: media bytes that reached the disk (`confirm`), not merely queued
         self.bytes_written = 0
         self.files_written = 0
         self.frames_dropped = 0
         self._file: Path | None = None
         self._ops: list[FileOp] = []
+        #: manifest entries of the files written, until their last operation is confirmed
+        self._entries: dict[Path, dict[str, Any]] = {}
         self._entry: dict[str, Any] | None = None
         self._tracks: dict[str, _Track] = {}
         self._file_start_ms = 0
@@ -182,7 +263,7 @@ class SourceRecording:
         self.feeds.append(feed)
         if self._entry is not None:
             self._entry["feeds"].append(feed)
-            self.manifest.save()
+            self._save_manifest()
 
     def push(self, out: OutputFrame) -> None:
         frame = out.frame
@@ -265,7 +346,6 @@ class SourceRecording:
         self._fragment_start_ms = None
         self._last_ms = dts_ms
         self._rotate = False
-        self.bytes_written += len(init)
         self.files_written += 1
         self._entry = {
             "file": str(path.relative_to(self.root)),
@@ -290,8 +370,9 @@ class SourceRecording:
             ],
             "feeds": list(self.feeds[-1:]),
         }
+        self._entries[path] = self._entry
         self.manifest.files.append(self._entry)
-        self.manifest.save()
+        self._save_manifest()
         log.info(
             "record start stream=%s sourceId=%r file=%s", self.stream_path, self.source_id, path
         )
@@ -332,7 +413,6 @@ class SourceRecording:
         data = fmp4.fragment(self._sequence, runs)
         self._sequence += 1
         self._ops.append(FileOp("write", self._file, data))
-        self.bytes_written += len(data)
         if self._entry is not None:
             self._entry["bytes"] += len(data)
 
@@ -347,7 +427,7 @@ class SourceRecording:
             end = self.origin_wall_s + self._last_ms / 1000
             self._entry["end"] = round(end, 3)
             self._entry["endIso"] = iso(end)
-            self.manifest.save()
+            self._save_manifest()
             log.info(
                 "record end stream=%s sourceId=%r file=%s bytes=%d",
                 self.stream_path,
@@ -357,10 +437,29 @@ class SourceRecording:
             )
         self._entry = None
 
+    def _save_manifest(self) -> None:
+        self._ops.append(self.manifest.snapshot())
+
     def take_ops(self) -> list[FileOp]:
         """The file operations queued since the last call, in order."""
         ops, self._ops = self._ops, []
         return ops
+
+    def confirm(self, ops: list[FileOp], result: OpsResult) -> None:
+        """What the writer did with `ops` (from `take_ops`): only bytes that reached the disk
+        count, in `bytes_written` and in the manifest (rewritten when a write failed)."""
+        self.bytes_written += result.bytes_written
+        corrected = False
+        for op, written in result.failed:
+            entry = self._entries.get(op.path)
+            if entry is not None and op.kind in ("open", "write"):
+                entry["bytes"] = max(0, entry["bytes"] - (len(op.data) - written))
+                corrected = True
+        for op in ops:
+            if op.kind == "close":
+                self._entries.pop(op.path, None)
+        if corrected:
+            self._save_manifest()
 
     @property
     def current_file(self) -> str | None:

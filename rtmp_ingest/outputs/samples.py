@@ -277,6 +277,46 @@ def audio_frame_samples(codec: str, data: bytes, rate: int) -> int | None:
     return None
 
 
+def parameter_sets(codec: str, config: bytes) -> bytes:
+    """The parameter-set NAL units of an H.264 (avcC) or HEVC (hvcC) configuration record,
+    length-prefixed as its samples are (ISO/IEC 14496-15 §5.3.3.1, §8.3.3.1), to put in
+    band in a keyframe; b"" for other codecs or a record too short to say."""
+    try:
+        if codec == "h264" and len(config) >= 7 and config[0] == 1:
+            size = (config[4] & 3) + 1
+            nals = []
+            pos = 5
+            for count_mask in (0x1F, 0xFF):
+                count = config[pos] & count_mask
+                pos += 1
+                for _ in range(count):
+                    length = int.from_bytes(config[pos : pos + 2], "big")
+                    nals.append(config[pos + 2 : pos + 2 + length])
+                    pos += 2 + length
+            return _length_prefixed(nals, size, config, pos)
+        if codec == "hevc" and len(config) >= 23 and config[0] == 1:
+            size = (config[21] & 3) + 1
+            nals = []
+            pos = 23
+            for _ in range(config[22]):
+                count = int.from_bytes(config[pos + 1 : pos + 3], "big")
+                pos += 3
+                for _ in range(count):
+                    length = int.from_bytes(config[pos : pos + 2], "big")
+                    nals.append(config[pos + 2 : pos + 2 + length])
+                    pos += 2 + length
+            return _length_prefixed(nals, size, config, pos)
+    except IndexError:
+        return b""
+    return b""
+
+
+def _length_prefixed(nals: list[bytes], size: int, config: bytes, end: int) -> bytes:
+    if end > len(config) or size == 3 or not all(nals):
+        return b""  #: a truncated record (or the 3-byte length HEVC forbids): nothing in band
+    return b"".join(len(nal).to_bytes(size, "big") + nal for nal in nals)
+
+
 def config_key(codec: str, config: bytes) -> bytes:
     """What of a configuration record makes a new init segment necessary.
 

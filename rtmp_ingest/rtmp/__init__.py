@@ -8,22 +8,25 @@ from .address import StreamAddress, parse_address
 from .client import ClientConnection
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .events import *  # noqa: F403
-from .events import NEED_DATA, PAUSED
+from .events import NEED_DATA, PAUSED, Sentinel
 from .limits import DEFAULT_LIMITS, Limits
-from .server import ConnState, ServerConnection, StreamState
+from .server import ConnInput, ConnState, ServerConnection, StreamInput, StreamState
 
 __all__ = [
     "DEFAULT_LIMITS",
     "NEED_DATA",
     "PAUSED",
     "ClientConnection",
+    "ConnInput",
     "ConnState",
     "Limits",
     "LocalProtocolError",
     "ProtocolError",
     "RemoteProtocolError",
+    "Sentinel",
     "ServerConnection",
     "StreamAddress",
+    "StreamInput",
     "StreamState",
     "parse_address",
 ]

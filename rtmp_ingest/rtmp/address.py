@@ -1,7 +1,7 @@
 """Publishing/playing addresses: (connect's app and tcUrl, publish name) → path + query.
 
 What real clients send for `rtmp://host/live/mystream?sourceId=cam1` (see
-shared/realclients/FINDINGS.md §1):
+docs/clients.md §1):
 
 - every client with a standard URL: app `live`, name `mystream?sourceId=cam1`;
 - OBS with the query typed into the Server field: app `live?sourceId=cam1`, name `mystream`;
@@ -16,7 +16,7 @@ app + "/" + name before `?`. When the app carries a query and the name does not,
 either the app holds the whole stream path (it contains a `/` before its `?`:
 the name is the tail of the URL, glued back on with `/`), or the app is just the
 application (the name is the stream). The query parts are merged with the
-stream name's query winning (SPEC.md §2), then parsed like any URL query
+stream name's query winning (docs/spec.md §2), then parsed like any URL query
 (`%XX` and `+` decoded). Values are data: nothing here touches a file system.
 """
 

@@ -5,7 +5,8 @@ string/long string ↔ str (the encoder picks long string past 65 535 UTF-8 byte
 object ↔ dict, ECMA array ↔ `EcmaArray`, strict array ↔ list, null ↔ None,
 undefined ↔ `UNDEFINED`, reference ↔ `Reference`, date ↔ `Date`,
 XML document ↔ `XmlDocument`, typed object ↔ `TypedObject`, and the AVM+ switch
-(0x11) ↔ the AMF3 value it carries (see amf3.py).
+(0x11) ↔ the AMF3 value it carries (see amf3.py); bytes and `amf3.Amf3Array`, which
+only AMF3 can express, encode through that switch.
 
 The decoder never trusts a length or a count: it checks every read against the
 data left, bounds nesting depth and element counts (`Limits`), and raises
@@ -17,12 +18,25 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Any
+from typing import Any, TypeGuard
 
-import attrs
-
+from . import amf3
+from .amf_values import UNDEFINED, Date, EcmaArray, Reference, TypedObject, XmlDocument
 from .errors import RemoteProtocolError
-from .limits import MAX_AMF_DEPTH, MAX_AMF_ITEMS
+from .limits import MAX_AMF_DEPTH, MAX_AMF_ITEMS, MAX_AMF_NODES
+
+__all__ = [
+    "UNDEFINED",
+    "Date",
+    "Decoder",
+    "EcmaArray",
+    "Reference",
+    "TypedObject",
+    "XmlDocument",
+    "decode_all",
+    "encode",
+    "is_number",
+]
 
 #: AMF0 type markers (AMF0 spec §2.1).
 NUMBER = 0x00
@@ -50,65 +64,28 @@ _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 
 
-class _Undefined:
-    """The AMF `undefined` value (distinct from null)."""
-
-    _instance: _Undefined | None = None
-
-    def __new__(cls) -> _Undefined:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNDEFINED"
-
-    def __reduce__(self) -> str:
-        return "UNDEFINED"
-
-
-UNDEFINED = _Undefined()
-
-
-class EcmaArray(dict):  # type: ignore[type-arg]
-    """An AMF0 ECMA array (associative array): a dict that encodes as marker 0x08."""
-
-
-class XmlDocument(str):
-    """An AMF0 XML document: a str that encodes as marker 0x0F."""
-
-
-@attrs.frozen
-class Reference:
-    """An AMF0 reference to the n-th complex value of the same message (kept unresolved)."""
-
-    index: int
-
-
-@attrs.frozen
-class Date:
-    """An AMF0 date: milliseconds since the epoch and a (reserved) time zone in minutes."""
-
-    timestamp_ms: float
-    timezone_min: int = 0
-
-
-@attrs.frozen
-class TypedObject:
-    """An AMF0 typed object: a class name and its properties."""
-
-    class_name: str
-    properties: dict[str, Any]
-
-
 def _error(message: str) -> RemoteProtocolError:
     return RemoteProtocolError(f"AMF0: {message}")
 
 
 class Decoder:
-    """Decodes consecutive AMF0 values from one message body."""
+    """Decodes consecutive AMF0 values from one message body.
 
-    __slots__ = ("_data", "_depth", "_end", "_max_depth", "_max_items", "_pos")
+    Work is bounded by `max_nodes`: every value and every property key decoded counts
+    one, and the decoder stops with a protocol error at the limit instead of reading on
+    through a message of many tiny items.
+    """
+
+    __slots__ = (
+        "_data",
+        "_depth",
+        "_end",
+        "_max_depth",
+        "_max_items",
+        "_max_nodes",
+        "_nodes",
+        "_pos",
+    )
 
     def __init__(
         self,
@@ -116,17 +93,25 @@ class Decoder:
         *,
         max_depth: int = MAX_AMF_DEPTH,
         max_items: int = MAX_AMF_ITEMS,
+        max_nodes: int = MAX_AMF_NODES,
     ) -> None:
         self._data = bytes(data)
         self._pos = 0
         self._end = len(self._data)
         self._max_depth = max_depth
         self._max_items = max_items
+        self._max_nodes = max_nodes
+        self._nodes = 0
         self._depth = 0
 
     @property
     def position(self) -> int:
         return self._pos
+
+    @property
+    def nodes(self) -> int:
+        """Values and keys decoded so far (what `max_nodes` bounds)."""
+        return self._nodes
 
     def at_end(self) -> bool:
         return self._pos >= self._end
@@ -144,14 +129,21 @@ class Decoder:
         self._pos = start + n
         return start
 
+    def _count(self, n: int) -> None:
+        self._nodes += n
+        if self._nodes > self._max_nodes:
+            raise _error(f"more than max_amf_nodes={self._max_nodes} values in one message")
+
     def _u8(self) -> int:
         return self._data[self._take(1)]
 
     def _u16(self) -> int:
-        return _U16.unpack_from(self._data, self._take(2))[0]
+        value: int = _U16.unpack_from(self._data, self._take(2))[0]
+        return value
 
     def _u32(self) -> int:
-        return _U32.unpack_from(self._data, self._take(4))[0]
+        value: int = _U32.unpack_from(self._data, self._take(4))[0]
+        return value
 
     def _utf8(self, n: int) -> str:
         start = self._take(n)
@@ -162,6 +154,9 @@ class Decoder:
 
     def decode(self) -> Any:
         """Reads one value (marker included)."""
+        self._nodes += 1
+        if self._nodes > self._max_nodes:
+            raise _error(f"more than max_amf_nodes={self._max_nodes} values in one message")
         marker = self._u8()
         if marker == NUMBER:
             return _DOUBLE.unpack_from(self._data, self._take(8))[0]
@@ -174,12 +169,12 @@ class Decoder:
         if marker == UNDEFINED_MARKER:
             return UNDEFINED
         if marker == OBJECT:
-            return self._nested(self._properties, dict())
+            return self._nested_properties({}, lenient_end=False)
         if marker == ECMA_ARRAY:
             self._u32()  #: the count is advisory; encoders get it wrong, read to the end marker
-            return self._nested(self._properties, EcmaArray(), lenient_end=True)
+            return self._nested_properties(EcmaArray(), lenient_end=True)
         if marker == STRICT_ARRAY:
-            return self._nested(self._strict_array, self._u32())
+            return self._nested_array(self._u32())
         if marker == LONG_STRING:
             return self._utf8(self._u32())
         if marker == XML_DOCUMENT:
@@ -191,17 +186,17 @@ class Decoder:
             return Reference(self._u16())
         if marker == TYPED_OBJECT:
             class_name = self.read_short_string()
-            return TypedObject(class_name, self._nested(self._properties, dict()))
+            return TypedObject(class_name, self._nested_properties({}, lenient_end=False))
         if marker == AVMPLUS:
-            from . import amf3  # noqa: PLC0415 - AMF3 is rare; keep AMF0 import light
-
             decoder = amf3.Decoder(
                 self._data[self._pos :],
                 max_depth=self._max_depth - self._depth,
                 max_items=self._max_items,
+                max_nodes=self._max_nodes - self._nodes,
             )
             value = decoder.decode()
             self._pos += decoder.position
+            self._nodes += decoder.nodes
             return value
         if marker == OBJECT_END:
             raise _error(f"object end marker outside an object at offset {self._pos - 1}")
@@ -214,16 +209,26 @@ class Decoder:
             values.append(self.decode())
         return values
 
-    def _nested(self, reader: Any, arg: Any, **kwargs: Any) -> Any:
+    def _enter(self) -> None:
         self._depth += 1
         if self._depth > self._max_depth:
             raise _error(f"nesting deeper than max_amf_depth={self._max_depth}")
+
+    def _nested_properties(self, into: dict[str, Any], *, lenient_end: bool) -> dict[str, Any]:
+        self._enter()
         try:
-            return reader(arg, **kwargs)
+            return self._properties(into, lenient_end=lenient_end)
         finally:
             self._depth -= 1
 
-    def _properties(self, into: dict[str, Any], *, lenient_end: bool = False) -> dict[str, Any]:
+    def _nested_array(self, count: int) -> list[Any]:
+        self._enter()
+        try:
+            return self._strict_array(count)
+        finally:
+            self._depth -= 1
+
+    def _properties(self, into: dict[str, Any], *, lenient_end: bool) -> dict[str, Any]:
         data = self._data
         while True:
             if lenient_end and self._pos >= self._end:
@@ -234,6 +239,7 @@ class Decoder:
                 return into
             if len(into) >= self._max_items:
                 raise _error(f"more than max_amf_items={self._max_items} properties")
+            self._count(1)  #: the key
             into[key] = self.decode()
 
     def _strict_array(self, count: int) -> list[Any]:
@@ -243,6 +249,8 @@ class Decoder:
             raise _error(
                 f"strict array claims {count} items, only {self._end - self._pos} bytes left"
             )
+        if self._nodes + count > self._max_nodes:  #: every item is at least one value
+            raise _error(f"strict array of {count} items exceeds max_amf_nodes={self._max_nodes}")
         return [self.decode() for _ in range(count)]
 
 
@@ -311,6 +319,10 @@ def _encode_into(out: bytearray, value: Any) -> None:
         out.append(TYPED_OBJECT)
         _encode_str_body(out, value.class_name.encode("utf-8"))
         _encode_properties(out, value.properties)
+    elif isinstance(value, (bytes, bytearray, amf3.Amf3Array)):
+        #: values only AMF3 has (ByteArray, arrays with an associative part): the AVM+ switch
+        out.append(AVMPLUS)
+        out += amf3.encode(value)
     else:
         raise TypeError(f"cannot encode {type(value).__name__} as AMF0")
 
@@ -323,6 +335,6 @@ def encode(*values: Any) -> bytes:
     return bytes(out)
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: object) -> TypeGuard[float]:
     """True for an AMF number that is finite (transaction ids, stream ids)."""
     return isinstance(value, float) and math.isfinite(value)

@@ -21,9 +21,9 @@ from typing import Any
 
 import attrs
 
-from .amf0 import UNDEFINED, Date, XmlDocument
+from .amf_values import UNDEFINED, Date, XmlDocument
 from .errors import RemoteProtocolError
-from .limits import MAX_AMF_DEPTH, MAX_AMF_ITEMS
+from .limits import MAX_AMF_DEPTH, MAX_AMF_ITEMS, MAX_AMF_NODES
 
 #: AMF3 type markers (AMF3 spec §3.1).
 UNDEFINED_MARKER = 0x00
@@ -58,10 +58,19 @@ def _error(message: str) -> RemoteProtocolError:
 
 
 _IN_PROGRESS = object()
+#: A reference to a string, XML or ByteArray counts one node per this many bytes it
+#: repeats, so references cannot multiply the text a message expands to.
+REF_BYTES_PER_NODE = 64
 
 
 class Decoder:
-    """Decodes AMF3 values; each AMF0 switch starts fresh reference tables."""
+    """Decodes AMF3 values; each AMF0 switch starts fresh reference tables.
+
+    Work is bounded by `max_nodes` as in AMF0, and a reference counts as what it
+    repeats: an object reference as the nodes of that object, a string/XML/ByteArray
+    reference as one node per `REF_BYTES_PER_NODE` bytes. A tree of references that
+    would expand to more than `max_nodes` values is refused, not built.
+    """
 
     __slots__ = (
         "_data",
@@ -69,6 +78,9 @@ class Decoder:
         "_end",
         "_max_depth",
         "_max_items",
+        "_max_nodes",
+        "_nodes",
+        "_object_costs",
         "_objects",
         "_pos",
         "_strings",
@@ -76,21 +88,39 @@ class Decoder:
     )
 
     def __init__(
-        self, data: bytes, *, max_depth: int = MAX_AMF_DEPTH, max_items: int = MAX_AMF_ITEMS
+        self,
+        data: bytes,
+        *,
+        max_depth: int = MAX_AMF_DEPTH,
+        max_items: int = MAX_AMF_ITEMS,
+        max_nodes: int = MAX_AMF_NODES,
     ) -> None:
         self._data = data
         self._pos = 0
         self._end = len(data)
         self._strings: list[str] = []
         self._objects: list[Any] = []
+        self._object_costs: list[int] = []  #: nodes each object counted when it was read
         self._traits: list[tuple[str, bool, list[str]]] = []
         self._max_depth = max_depth
         self._max_items = max_items
+        self._max_nodes = max_nodes
+        self._nodes = 0
         self._depth = 0
 
     @property
     def position(self) -> int:
         return self._pos
+
+    @property
+    def nodes(self) -> int:
+        """Nodes counted so far (what `max_nodes` bounds)."""
+        return self._nodes
+
+    def _count(self, n: int) -> None:
+        self._nodes += n
+        if self._nodes > self._max_nodes:
+            raise _error(f"more than max_amf_nodes={self._max_nodes} values in one message")
 
     def _take(self, n: int) -> int:
         start = self._pos
@@ -114,7 +144,9 @@ class Decoder:
     def _string(self) -> str:
         header = self._u29()
         if not header & 1:
-            return self._ref(self._strings, header >> 1, "string")
+            text: str = self._ref(self._strings, header >> 1, "string")
+            self._count(len(text) // REF_BYTES_PER_NODE)
+            return text
         n = header >> 1
         start = self._take(n)
         text = self._data[start : start + n].decode("utf-8", "replace")
@@ -132,6 +164,7 @@ class Decoder:
         return value
 
     def decode(self) -> Any:
+        self._count(1)
         marker = self._data[self._take(1)]
         if marker == UNDEFINED_MARKER:
             return UNDEFINED
@@ -151,7 +184,10 @@ class Decoder:
         if marker in (XML_DOC, XML, BYTE_ARRAY, DATE, ARRAY, OBJECT):
             header = self._u29()
             if not header & 1:
-                return self._ref(self._objects, header >> 1, "object")
+                index = header >> 1
+                value = self._ref(self._objects, index, "object")
+                self._count(self._object_costs[index])
+                return value
             return self._complex(marker, header >> 1)
         raise _error(f"unsupported type marker 0x{marker:02x} at offset {self._pos - 1}")
 
@@ -163,26 +199,33 @@ class Decoder:
                 raw if marker == BYTE_ARRAY else XmlDocument(raw.decode("utf-8", "replace"))
             )
             self._objects.append(value)
+            self._object_costs.append(header // REF_BYTES_PER_NODE)
             return value
         if marker == DATE:
             value = Date(_DOUBLE.unpack_from(self._data, self._take(8))[0], 0)
             self._objects.append(value)
+            self._object_costs.append(0)
             return value
         self._depth += 1
         if self._depth > self._max_depth:
             raise _error(f"nesting deeper than max_amf_depth={self._max_depth}")
         slot = len(self._objects)
         self._objects.append(_IN_PROGRESS)
+        self._object_costs.append(0)
+        before = self._nodes
         try:
             value = self._array(header) if marker == ARRAY else self._object(header)
         finally:
             self._depth -= 1
         self._objects[slot] = value
+        self._object_costs[slot] = self._nodes - before
         return value
 
     def _check_count(self, count: int) -> None:
         if count > self._max_items or count > self._end - self._pos:
             raise _error(f"{count} items exceed max_amf_items or the data left")
+        if self._nodes + count > self._max_nodes:
+            raise _error(f"{count} items exceed max_amf_nodes={self._max_nodes}")
 
     def _array(self, dense_count: int) -> Any:
         associative: dict[str, Any] = {}
@@ -192,6 +235,7 @@ class Decoder:
                 break
             if len(associative) >= self._max_items:
                 raise _error(f"more than max_amf_items={self._max_items} array keys")
+            self._count(1)  #: the key
             associative[key] = self.decode()
         self._check_count(dense_count)
         dense = [self.decode() for _ in range(dense_count)]
@@ -200,6 +244,8 @@ class Decoder:
     def _object(self, header: int) -> dict[str, Any]:
         if not header & 1:
             class_name, dynamic, names = self._ref(self._traits, header >> 1, "traits")
+            #: reused member names repeat their text as much as a string reference does
+            self._count(sum(map(len, names)) // REF_BYTES_PER_NODE)
         else:
             if header & 2:
                 raise _error("externalizable objects are not supported")
@@ -209,6 +255,7 @@ class Decoder:
             self._check_count(count)
             names = [self._string() for _ in range(count)]
             self._traits.append((class_name, dynamic, names))
+        self._count(len(names))  #: the sealed member keys
         obj: dict[str, Any] = {name: self.decode() for name in names}
         if dynamic:
             while True:
@@ -217,6 +264,7 @@ class Decoder:
                     break
                 if len(obj) >= self._max_items:
                     raise _error(f"more than max_amf_items={self._max_items} properties")
+                self._count(1)  #: the key
                 obj[key] = self.decode()
         return obj
 

@@ -24,6 +24,15 @@ Times are kept modulo 2^32; unwrapping is the connection's job.
 SetChunkSize and Abort change how the following chunks parse, so the decoder
 applies them itself the moment such a message completes (and still reports the
 message).
+
+Limits are checked as early as the bytes allow: a message's length against its
+type's limit (`max_message_bytes` for audio, video and aggregates,
+`max_command_bytes` for everything else) the moment its header is complete, before
+any body byte is kept; declared partial-message bytes against `max_pending_bytes`
+when a message starts; and, while `admitted` is false (the server role before a
+publish is accepted), what the decoder holds (`pending_bytes`) against
+`max_pending_bytes_unadmitted` at the end of every feed. A dead decoder drops its
+buffers at once.
 """
 
 from __future__ import annotations
@@ -40,6 +49,8 @@ _U32_LE = struct.Struct("<I")
 #: RTMP 1.0 §5.4: protocol control message type ids that the chunk layer itself obeys.
 MSG_SET_CHUNK_SIZE = 1
 MSG_ABORT = 2
+#: Audio, video and aggregate (RTMP 1.0 §7.1.4, §7.1.5, §7.1.6): the large-message types.
+MEDIA_TYPES = frozenset({8, 9, 22})
 
 DEFAULT_CHUNK_SIZE = 128  #: RTMP 1.0 §5.4.1: the size until a SetChunkSize says otherwise
 EXTENDED = 0xFFFFFF
@@ -86,10 +97,14 @@ class ChunkDecoder:
         "_buf",
         "_error",
         "_limits",
+        "_max_length",
+        "_partial_bytes",
         "_pending_bytes",
         "_streams",
+        "admitted",
         "bytes_received",
         "chunk_size",
+        "completed_bytes",
     )
 
     def __init__(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
@@ -98,20 +113,42 @@ class ChunkDecoder:
         #: the peer's current chunk size (changes with its SetChunkSize messages)
         self.chunk_size = DEFAULT_CHUNK_SIZE
         self._limits = limits
-        self._pending_bytes = 0
+        #: largest length per message type id (media: max_message_bytes, else max_command_bytes)
+        self._max_length = tuple(
+            limits.max_message_bytes if type_id in MEDIA_TYPES else limits.max_command_bytes
+            for type_id in range(256)
+        )
+        self._pending_bytes = 0  #: declared lengths of the messages in progress
+        self._partial_bytes = 0  #: body bytes received of the messages in progress
         self._error: RemoteProtocolError | None = None
         self.bytes_received = 0
+        #: body bytes of the messages the last feed returned
+        self.completed_bytes = 0
+        #: False: hold at most max_pending_bytes_unadmitted (the owner sets it, see above)
+        self.admitted = True
 
     @property
     def buffered_bytes(self) -> int:
         """Bytes received but not yet part of a complete chunk."""
         return len(self._buf)
 
+    @property
+    def error(self) -> RemoteProtocolError | None:
+        """The error that killed the decoder, if any."""
+        return self._error
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes held now: received parts of unfinished messages plus unparsed input."""
+        return self._partial_bytes + len(self._buf)
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[RawMessage]:
         """Adds bytes; returns every message they complete, in order of completion.
 
         Raises RemoteProtocolError on malformed input; the decoder is then dead and
-        raises the same error on every later call.
+        raises the same error on every later call. Messages completed in the same feed
+        before the malformed bytes are returned first: the error is then in `error`
+        and raised by the next call.
         """
         if self._error is not None:
             raise self._error
@@ -119,26 +156,52 @@ class ChunkDecoder:
         buf = self._buf
         buf += data
         out: list[RawMessage] = []
+        self.completed_bytes = 0
         mv = memoryview(buf)
         try:
             pos = self._parse(buf, mv, out)
         except RemoteProtocolError as exc:
-            self._error = exc
-            self._drop_views()
             mv.release()
+            self._die(exc)
+            if out:
+                return out
             raise
+        partial = 0
         for stream in self._streams.values():
             if stream.views:
                 stream.pieces.append(b"".join(stream.views))
                 stream.views.clear()
+            if stream.remaining:
+                partial += stream.length - stream.remaining
         mv.release()
+        self._partial_bytes = partial
         if pos:
-            del buf[:pos]
+            del buf[:pos]  #: CPython gives the memory back once less than half is in use
+        if not self.admitted and partial + len(buf) > self._limits.max_pending_bytes_unadmitted:
+            error = self._fail(
+                f"{partial + len(buf)} bytes held before a publish is admitted exceed "
+                f"max_pending_bytes_unadmitted={self._limits.max_pending_bytes_unadmitted}"
+            )
+            self._die(error)
+            if out:
+                return out
+            raise error
         return out
 
-    def _drop_views(self) -> None:
+    def _die(self, exc: RemoteProtocolError) -> None:
+        """Remembers the error and lets go of everything held."""
+        self._error = exc
+        self.release()
+
+    def release(self) -> None:
+        """Lets go of every byte held (the owner stops feeding: its connection failed)."""
+        self._buf = bytearray()
+        self._partial_bytes = 0
+        self._pending_bytes = 0
         for stream in self._streams.values():
             stream.views.clear()
+            stream.pieces.clear()
+            stream.remaining = 0
 
     def _fail(self, message: str) -> RemoteProtocolError:
         return RemoteProtocolError(f"chunk stream: {message}")
@@ -146,10 +209,12 @@ class ChunkDecoder:
     def _parse(self, buf: bytearray, mv: memoryview, out: list[RawMessage]) -> int:
         streams = self._streams
         limits = self._limits
+        max_length = self._max_length
         u32_from = _U32.unpack_from
         pair_from = _U32_PAIR.unpack_from
         n = len(buf)
         pos = 0
+        completed = 0
         while pos < n:
             b0 = buf[pos]
             fmt = b0 >> 6
@@ -220,10 +285,8 @@ class ChunkDecoder:
                 remaining = stream.remaining
             else:
                 remaining = length
-                if remaining > limits.max_message_bytes:
-                    raise self._fail(
-                        f"message of {length} bytes exceeds max_message_bytes={limits.max_message_bytes}"
-                    )
+                if length > max_length[type_id]:
+                    raise self._too_long(length, type_id)
             size = self.chunk_size if remaining > self.chunk_size else remaining
             end = hpos + size
             if end > n:
@@ -294,10 +357,19 @@ class ChunkDecoder:
                 body = b"".join(views)
             views.clear()
             self._pending_bytes -= length
-            out.append((csid, msid, type_id, stream.timestamp, body))
             if msid == 0 and type_id <= MSG_ABORT:
                 self._control(type_id, body)
+            out.append((csid, msid, type_id, stream.timestamp, body))
+            completed += length
+            self.completed_bytes = completed
         return pos
+
+    def _too_long(self, length: int, type_id: int) -> RemoteProtocolError:
+        if type_id in MEDIA_TYPES:
+            name, limit = "max_message_bytes", self._limits.max_message_bytes
+        else:
+            name, limit = "max_command_bytes", self._limits.max_command_bytes
+        return self._fail(f"message of type {type_id} and {length} bytes exceeds {name}={limit}")
 
     def _start(self, stream: _Stream, length: int) -> None:
         stream.remaining = length

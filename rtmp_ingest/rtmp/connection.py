@@ -3,8 +3,10 @@
 Shape (h11/h2): `receive_data(data)` takes bytes (`b""` = the peer closed),
 `next_event()` returns the next event, `PAUSED` while the caller owes a
 decision, `NEED_DATA`, or raises the `RemoteProtocolError` that stopped the
-connection (after every event decoded before it), and `data_to_send()` returns what the core wants written: handshake
-replies, acknowledgements, ping responses, command replies, media.
+connection (after every event decoded before it), and `data_to_send()` returns
+what the core wants written: handshake replies, acknowledgements, ping
+responses, command replies, media. `pending_bytes` is what the peer's input
+costs the connection now (for a budget across connections).
 
 `receive_data` decodes a whole socket read into messages in one pass;
 `next_event` turns them into events one by one, so decisions (accept/reject)
@@ -13,6 +15,14 @@ control is handled here: SetChunkSize/Abort by the chunk decoder,
 WindowAcknowledgementSize by acknowledging every window of bytes (RTMP 1.0
 §5.4.3), PingRequest by a PingResponse, aggregates split into their parts. The
 role subclasses handle commands, data and media in `_on_message`.
+
+Errors (h11's ERROR state): a `RemoteProtocolError` found while decoding waits
+until the events decoded before it are taken, then `next_event()` raises it and
+the connection is in ERROR; a call the state does not allow raises a
+`LocalProtocolError` and puts the connection in ERROR too. In ERROR,
+`next_event()` and `receive_data()` raise that first error again, every send
+raises `LocalProtocolError` (caused by it), and nothing new is queued; bytes
+queued before still come out of `data_to_send()`.
 
 Media timestamps are unwrapped per message stream: each 32-bit value is read
 as the 64-bit value nearest to the previous one, so a stream runs past 2^32 ms
@@ -26,8 +36,8 @@ from typing import Any
 
 from . import messages as msg
 from .chunk import ChunkDecoder, ChunkEncoder, RawMessage
-from .errors import LocalProtocolError, RemoteProtocolError
-from .events import NEED_DATA, PAUSED, ConnectionClosed, PingResponse
+from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from .events import NEED_DATA, PAUSED, ConnectionClosed, Event, PingResponse, Sentinel
 from .handshake import ClientHandshake, ServerHandshake
 from .limits import Limits
 
@@ -37,6 +47,10 @@ CSID_COMMAND = 3
 CSID_STREAM_COMMAND = 5
 CSID_AUDIO = 6
 CSID_VIDEO = 7
+
+#: What one complete message waiting in the queue is charged on top of its body: about
+#: what its tuple and bytes object cost CPython, so that empty messages count too.
+QUEUED_MESSAGE_BYTES = 128
 
 _HALF = 0x80000000
 _WRAP = 0x100000000
@@ -53,10 +67,16 @@ class Connection:
         self._out = bytearray(handshake.data_to_send())
         #: chunks written before the handshake completed (client role pipelining)
         self._deferred = bytearray()
-        self._events: deque[Any] = deque()
+        self._events: deque[Event] = deque()
         self._raw: deque[RawMessage] = deque()
+        #: what the messages in _raw cost: bodies plus QUEUED_MESSAGE_BYTES each
+        self._raw_bytes = 0
+        #: input the connection may hold now (_set_admitted switches it)
+        self._held_limit = limits.max_pending_bytes
         self._error_at_dispatch: RemoteProtocolError | None = None
         self._error: RemoteProtocolError | None = None
+        #: the error that put the connection in ERROR (raised by next_event/receive_data)
+        self._failed: ProtocolError | None = None
         self._eof = False
         self._peer_window = 0
         self._acked = 0
@@ -79,12 +99,32 @@ class Connection:
     def handshake_complete(self) -> bool:
         return self._handshake.complete
 
+    @property
+    def error(self) -> ProtocolError | None:
+        """The protocol error that put the connection in ERROR; None while it works."""
+        return self._failed
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of peer input held now: partial messages, unparsed chunks, handshake.
+
+        Cheap (no scan): a driver may sum it over its connections for a global budget.
+        """
+        return self._raw_bytes + self._decoder.pending_bytes + self._handshake.buffered_bytes
+
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
-        """Feeds bytes from the peer; `b""` means the peer closed the connection."""
+        """Feeds bytes from the peer; `b""` means the peer closed the connection.
+
+        In ERROR this raises the error that stopped the connection.
+        """
+        if self._failed is not None:
+            raise self._failed
         if self._error is not None or self._eof:
             return
         if not data:
             self._eof = True
+            return
+        if not self._accepts_input():
             return
         try:
             if not self._handshake.complete:
@@ -95,7 +135,16 @@ class Connection:
                 self._on_handshake_complete()
                 if not data:
                     return
-            self._raw.extend(self._decoder.feed(data))
+            decoder = self._decoder
+            messages = decoder.feed(data)
+            if messages:
+                self._raw.extend(messages)
+                self._raw_bytes += decoder.completed_bytes + QUEUED_MESSAGE_BYTES * len(messages)
+            if decoder.error is not None:  #: after messages completed before the bad bytes
+                self._error = decoder.error
+                return
+            if self._raw_bytes + decoder.pending_bytes > self._held_limit:
+                raise self._over_held()
             if (
                 self._peer_window
                 and self._decoder.bytes_received - self._acked >= self._peer_window
@@ -105,52 +154,137 @@ class Connection:
         except RemoteProtocolError as exc:
             self._error = exc
 
+    def _set_admitted(self, admitted: bool) -> None:
+        """Switches between the small and the normal allowance of input held."""
+        self._decoder.admitted = admitted
+        limits = self.limits
+        self._held_limit = (
+            limits.max_pending_bytes if admitted else limits.max_pending_bytes_unadmitted
+        )
+
+    def _over_held(self) -> RemoteProtocolError:
+        held = self._raw_bytes + self._decoder.pending_bytes
+        if self._decoder.admitted:
+            name, limit = "max_pending_bytes", self.limits.max_pending_bytes
+        else:
+            name, limit = "max_pending_bytes_unadmitted", self.limits.max_pending_bytes_unadmitted
+        return RemoteProtocolError(f"{held} bytes of input held exceed {name}={limit}")
+
     def _paused(self) -> bool:
         """True while a decision (accept/reject) is owed; the roles override it."""
         return False
 
-    def next_event(self) -> Any:
+    def _accepts_input(self) -> bool:
+        """False once the role has closed: input is then dropped undecoded."""
+        return True
+
+    def next_event(self) -> Event | Sentinel:
         """The next event; `PAUSED` while a decision is owed; `NEED_DATA`; or the error.
 
         Messages are turned into events one at a time here, so a decision taken on
-        an event (accept_publish, …) applies to every message after it.
+        an event (accept_publish, …) applies to every message after it. Raising the
+        error puts the connection in ERROR; every later call raises it again.
         """
+        if self._failed is not None:
+            raise self._failed
         events = self._events
         raw = self._raw
         while not events and raw and self._error_at_dispatch is None:
             if self._paused():
                 return PAUSED
+            message = raw.popleft()  #: _dispatch_next(), inlined: once per message
+            self._raw_bytes -= len(message[4]) + QUEUED_MESSAGE_BYTES
             try:
-                self._dispatch(raw.popleft())
+                self._dispatch(message)
             except RemoteProtocolError as exc:
                 self._error_at_dispatch = exc
                 raw.clear()
+                self._raw_bytes = 0
         if events:
             return events.popleft()
         if self._error_at_dispatch is None and self._paused():
             return PAUSED
         error = self._error_at_dispatch or self._error
         if error is not None:
+            self._enter_error(error)
             raise error
         if self._eof:
             return ConnectionClosed()
         return NEED_DATA
 
-    def events(self) -> list[Any]:
-        """Every event available until NEED_DATA or PAUSED (raises the error like next_event)."""
-        out = []
+    def _dispatch_next(self) -> None:
+        """Turns the next queued message into events (or the error that stops the rest)."""
+        message = self._raw.popleft()
+        self._raw_bytes -= len(message[4]) + QUEUED_MESSAGE_BYTES
+        try:
+            self._dispatch(message)
+        except RemoteProtocolError as exc:
+            self._error_at_dispatch = exc
+            self._raw.clear()
+            self._raw_bytes = 0
+
+    def events(self) -> list[Event]:
+        """Every event available until NEED_DATA or PAUSED.
+
+        A protocol error behind the events is left for the next call (the connection
+        is not in ERROR until it is raised, so the events can still be answered); with
+        no event before it, it is raised like next_event does.
+        """
+        out: list[Event] = []
         while True:
-            try:
-                event = self.next_event()
-            except RemoteProtocolError:
-                if out:
-                    return out
-                raise
-            if event is NEED_DATA or event is PAUSED or isinstance(event, ConnectionClosed):
-                if isinstance(event, ConnectionClosed):
-                    out.append(event)
+            if out and self._error_is_next():
+                return out
+            event = self.next_event()
+            if event is NEED_DATA or event is PAUSED:
                 return out
             out.append(event)
+            if isinstance(event, ConnectionClosed):
+                return out
+
+    def _error_is_next(self) -> bool:
+        """Whether next_event() would raise now (queued messages are dispatched to see)."""
+        if self._failed is not None:
+            return True
+        while not self._events and self._raw and self._error_at_dispatch is None:
+            if self._paused():
+                return False
+            self._dispatch_next()
+        return (
+            not self._events
+            and not (self._error_at_dispatch is None and self._paused())
+            and (self._error_at_dispatch or self._error) is not None
+        )
+
+    # -- the ERROR state -------------------------------------------------------------
+
+    def _enter_error(self, error: ProtocolError) -> None:
+        """Moves to ERROR (once) and lets go of everything still queued from the peer."""
+        if self._failed is not None:
+            return
+        self._failed = error
+        self._raw.clear()
+        self._raw_bytes = 0
+        self._events.clear()
+        self._deferred = bytearray()
+        self._decoder.release()
+        self._on_error()
+
+    def _on_error(self) -> None:
+        """The roles record the ERROR state in their own state table."""
+
+    def _refuse(self, what: str) -> LocalProtocolError:
+        """The error for a call the state does not allow; the connection enters ERROR.
+
+        In ERROR already, the error names the state and is caused by the first error.
+        """
+        failed = self._failed
+        if failed is None:
+            exc = LocalProtocolError(what)
+            self._enter_error(exc)
+            return exc
+        exc = LocalProtocolError(f"{what}: the connection is in the ERROR state ({failed.message})")
+        exc.__cause__ = failed
+        return exc
 
     def _on_handshake_complete(self) -> None:
         if self._deferred:
@@ -208,13 +342,23 @@ class Connection:
         """SetPeerBandwidth: the client role answers it."""
 
     def _decode_command(self, type_id: int, body: bytes) -> tuple[str, float, list[Any]]:
+        limits = self.limits
         return msg.parse_command(
-            type_id, body, max_depth=self.limits.max_amf_depth, max_items=self.limits.max_amf_items
+            type_id,
+            body,
+            max_depth=limits.max_amf_depth,
+            max_items=limits.max_amf_items,
+            max_nodes=limits.max_amf_nodes,
         )
 
     def _decode_data(self, type_id: int, body: bytes) -> list[Any]:
+        limits = self.limits
         return msg.parse_data(
-            type_id, body, max_depth=self.limits.max_amf_depth, max_items=self.limits.max_amf_items
+            type_id,
+            body,
+            max_depth=limits.max_amf_depth,
+            max_items=limits.max_amf_items,
+            max_nodes=limits.max_amf_nodes,
         )
 
     # -- bytes out -------------------------------------------------------------------
@@ -229,10 +373,16 @@ class Connection:
         return out
 
     def _sink(self) -> bytearray:
+        """Where a send writes its chunks; refuses (ERROR) once the connection failed."""
+        if self._failed is not None:
+            raise self._refuse("send")
         return self._out if self._handshake.complete else self._deferred
 
     def _send(self, csid: int, msid: int, type_id: int, timestamp: int, body: bytes) -> None:
-        self._encoder.encode(csid, msid, type_id, timestamp, body, self._sink())
+        try:
+            self._encoder.encode(csid, msid, type_id, timestamp, body, self._sink())
+        except ValueError as exc:  #: a chunk stream id or body size RTMP cannot frame
+            raise self._refuse(str(exc)) from exc
 
     def _send_control(self, type_id: int, body: bytes) -> None:
         self._send(CSID_CONTROL, 0, type_id, 0, body)
@@ -250,7 +400,7 @@ class Connection:
     def set_chunk_size(self, size: int) -> None:
         """Sends SetChunkSize and uses the new size for everything after it."""
         if not 1 <= size <= 0x7FFFFFFF:
-            raise LocalProtocolError(f"chunk size {size} outside 1..2^31-1")
+            raise self._refuse(f"chunk size {size} outside 1..2^31-1")
         self._send_control(msg.SET_CHUNK_SIZE, msg.u32_body(size))
         self._encoder.set_chunk_size(size)
 
@@ -265,16 +415,24 @@ class Connection:
         self._send_control(msg.USER_CONTROL, msg.user_control_body(msg.PING_REQUEST, timestamp_ms))
 
     def send_audio(self, stream_id: int, timestamp_ms: int, payload: bytes) -> None:
-        self._encoder.encode(CSID_AUDIO, stream_id, msg.AUDIO, timestamp_ms, payload, self._sink())
+        try:
+            self._encoder.encode(
+                CSID_AUDIO, stream_id, msg.AUDIO, timestamp_ms, payload, self._sink()
+            )
+        except ValueError as exc:
+            raise self._refuse(str(exc)) from exc
 
     def send_video(self, stream_id: int, timestamp_ms: int, payload: bytes) -> None:
-        self._encoder.encode(CSID_VIDEO, stream_id, msg.VIDEO, timestamp_ms, payload, self._sink())
+        try:
+            self._encoder.encode(
+                CSID_VIDEO, stream_id, msg.VIDEO, timestamp_ms, payload, self._sink()
+            )
+        except ValueError as exc:
+            raise self._refuse(str(exc)) from exc
 
     def send_data(self, stream_id: int, timestamp_ms: int, payload: bytes) -> None:
         """Sends an AMF0 data message body (e.g. onMetaData) as it is."""
-        self._encoder.encode(
-            CSID_STREAM_COMMAND, stream_id, msg.DATA_AMF0, timestamp_ms, payload, self._sink()
-        )
+        self._send(CSID_STREAM_COMMAND, stream_id, msg.DATA_AMF0, timestamp_ms, payload)
 
     def send_raw_message(
         self, csid: int, stream_id: int, type_id: int, timestamp_ms: int, payload: bytes

@@ -7,31 +7,28 @@ stream id, the timestamp unwrapped to 64 bits (`timestamp_ms` keeps growing past
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from typing import Any, Final
 
 import attrs
 
 from .address import StreamAddress
 
 
-class _NeedData:
-    """Sentinel: `next_event()` has nothing until more bytes arrive."""
+class Sentinel(enum.Enum):
+    """What `next_event()` returns when it has no event (h11's NEED_DATA and PAUSED)."""
+
+    #: nothing until more bytes arrive
+    NEED_DATA = "NEED_DATA"
+    #: a decision (accept_*/reject_*) is owed before more events can come
+    PAUSED = "PAUSED"
 
     def __repr__(self) -> str:
-        return "NEED_DATA"
+        return self.value
 
 
-NEED_DATA = _NeedData()
-
-
-class _Paused:
-    """Sentinel: a decision (accept_*/reject_*) is owed before more events can come."""
-
-    def __repr__(self) -> str:
-        return "PAUSED"
-
-
-PAUSED = _Paused()
+NEED_DATA: Final = Sentinel.NEED_DATA
+PAUSED: Final = Sentinel.PAUSED
 
 
 @attrs.frozen

@@ -43,13 +43,13 @@ CLIENT_VERSION = bytes((9, 0, 124, 2))
 _U32 = struct.Struct(">I")
 
 
-def _digest_offset(data: bytes, scheme: int) -> int:
+def _digest_offset(data: bytes | bytearray, scheme: int) -> int:
     """Offset of the 32-byte digest in a C1/S1 for scheme 0 or 1."""
     base = 8 if scheme == 0 else 772
     return sum(data[base : base + 4]) % 728 + base + 4
 
 
-def _hmac(key: bytes, *parts: bytes) -> bytes:
+def _hmac(key: bytes, *parts: bytes | bytearray) -> bytes:
     h = hmac.new(key, digestmod=hashlib.sha256)
     for part in parts:
         h.update(part)
@@ -106,6 +106,11 @@ class ServerHandshake:
     @property
     def complete(self) -> bool:
         return self._stage == 2
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Handshake bytes received and not yet consumed."""
+        return len(self._buf)
 
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
@@ -167,6 +172,11 @@ class ClientHandshake:
     @property
     def complete(self) -> bool:
         return self._stage == 1
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Handshake bytes received and not yet consumed."""
+        return len(self._buf)
 
     def data_to_send(self) -> bytes:
         out = bytes(self._out)

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import amf0
 from .errors import RemoteProtocolError
+from .limits import MAX_AMF_NODES
 
 SET_CHUNK_SIZE = 1
 ABORT = 2
@@ -55,7 +56,8 @@ _U32_U8 = struct.Struct(">IB")
 def parse_u32(body: bytes, what: str) -> int:
     if len(body) < 4:
         raise RemoteProtocolError(f"{what} message shorter than 4 bytes")
-    return _U32.unpack_from(body)[0]
+    value: int = _U32.unpack_from(body)[0]
+    return value
 
 
 def parse_peer_bandwidth(body: bytes) -> tuple[int, int]:
@@ -89,12 +91,14 @@ def user_control_body(event: int, value: int, extra: int | None = None) -> bytes
 
 
 def parse_command(
-    type_id: int, body: bytes, *, max_depth: int, max_items: int
+    type_id: int, body: bytes, *, max_depth: int, max_items: int, max_nodes: int = MAX_AMF_NODES
 ) -> tuple[str, float, list[Any]]:
     """Decodes a command message into (name, transaction id, remaining values)."""
     if type_id == COMMAND_AMF3 and body[:1] == b"\x00":
         body = body[1:]  #: type 17: a format byte 0, then AMF0 (with AVM+ switches)
-    values = amf0.Decoder(body, max_depth=max_depth, max_items=max_items).decode_all()
+    values = amf0.Decoder(
+        body, max_depth=max_depth, max_items=max_items, max_nodes=max_nodes
+    ).decode_all()
     if not values or not isinstance(values[0], str):
         raise RemoteProtocolError("command message without a command name")
     name = values[0]
@@ -108,11 +112,15 @@ def command_body(name: str, transaction_id: float, *values: Any) -> bytes:
     return amf0.encode(name, float(transaction_id), *values)
 
 
-def parse_data(type_id: int, body: bytes, *, max_depth: int, max_items: int) -> list[Any]:
+def parse_data(
+    type_id: int, body: bytes, *, max_depth: int, max_items: int, max_nodes: int = MAX_AMF_NODES
+) -> list[Any]:
     """Decodes a data message (type 18, or 15 with its leading format byte)."""
     if type_id == DATA_AMF3 and body[:1] == b"\x00":
         body = body[1:]
-    return amf0.Decoder(body, max_depth=max_depth, max_items=max_items).decode_all()
+    return amf0.Decoder(
+        body, max_depth=max_depth, max_items=max_items, max_nodes=max_nodes
+    ).decode_all()
 
 
 #: FLV tag header inside an aggregate: type, 24-bit size, 24-bit time + 8-bit extension,

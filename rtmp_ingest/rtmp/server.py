@@ -1,11 +1,17 @@
 """The server role: what an encoder or a player talks to.
 
-Connection states and the inputs that move them are in `CONN_TRANSITIONS`; each
-message stream (createStream) has its own state in `STREAM_TRANSITIONS`. A peer
-command the connection state does not allow (anything but `connect` first, a
-second `connect`) is a `RemoteProtocolError`; a stream command in the wrong
-stream state is answered with an error status and the session goes on. A
-decision method called in the wrong state is a `LocalProtocolError`.
+Connection states and the inputs that move them (`ConnInput`) are in
+`CONN_TRANSITIONS`; each message stream (createStream) has its own state in
+`STREAM_TRANSITIONS`, moved by `StreamInput`s. Every state change goes through
+these tables. A peer command the connection state does not allow (anything but
+`connect` first, a second `connect`) is a `RemoteProtocolError`; a stream command
+in the wrong stream state is answered with an error status and the session goes
+on. A decision method called in the wrong state is a `LocalProtocolError`. Either
+error moves the connection to ERROR (see connection.py), from any state.
+
+Memory: until one of its streams is PUBLISHING, a connection may hold only
+`max_pending_bytes_unadmitted` of peer input (`_set_admitted` follows the stream
+states).
 
 Decisions that need the world outside (may this app connect? may this key
 publish? does this stream exist?) are events answered by methods:
@@ -13,9 +19,9 @@ ConnectRequested → accept_connect()/reject_connect(), PublishRequested →
 accept_publish()/reject_publish(), PlayRequested → accept_play()/reject_play().
 Until a decision is made, `next_event()` returns PAUSED and the messages behind
 the request wait (an encoder may send media right after `publish`). After reject_connect, reject_publish, end_publish or
-close() the connection is CLOSED: input is ignored and the driver should flush
+close() the connection is CLOSED: input is dropped undecoded and the driver should flush
 `data_to_send()` and close the socket (librtmp clients hang on an error status
-otherwise — FINDINGS.md §3).
+otherwise — docs/clients.md §3).
 
 Everything else is answered here: releaseStream, FCPublish (+ onFCPublish),
 createStream, FCUnpublish, deleteStream (numeric id, or the stream name as
@@ -26,6 +32,7 @@ checkbw, and unknown commands (`_error`, NetConnection.Call.Failed).
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -34,7 +41,7 @@ from . import amf0
 from . import messages as msg
 from .address import parse_address
 from .connection import Connection
-from .errors import LocalProtocolError, RemoteProtocolError
+from .errors import RemoteProtocolError
 from .events import (
     AudioData,
     BufferLength,
@@ -62,6 +69,21 @@ class ConnState(enum.Enum):
     CONNECT_PENDING = "connect_pending"
     CONNECTED = "connected"
     CLOSED = "closed"
+    #: a protocol error (the peer's or ours) stopped the connection; terminal
+    ERROR = "error"
+
+
+class ConnInput(enum.Enum):
+    """What moves the connection state: the peer's connect, our decisions, errors."""
+
+    HANDSHAKE_DONE = "handshake_done"
+    CONNECT = "connect"
+    ACCEPT_CONNECT = "accept_connect"
+    REJECT_CONNECT = "reject_connect"
+    REJECT_PUBLISH = "reject_publish"
+    END_PUBLISH = "end_publish"
+    CLOSE = "close"
+    PROTOCOL_ERROR = "protocol_error"
 
 
 class StreamState(enum.Enum):
@@ -72,33 +94,50 @@ class StreamState(enum.Enum):
     PLAYING = "playing"
 
 
-C, S = ConnState, StreamState
+class StreamInput(enum.Enum):
+    """What moves a message stream's state: the peer's commands and our decisions."""
 
-#: (state, input) → next state. Inputs: peer commands and our decisions.
-CONN_TRANSITIONS: dict[tuple[ConnState, str], ConnState] = {
-    (C.HANDSHAKE, "handshake_done"): C.AWAIT_CONNECT,
-    (C.AWAIT_CONNECT, "connect"): C.CONNECT_PENDING,
-    (C.CONNECT_PENDING, "accept_connect"): C.CONNECTED,
-    (C.CONNECT_PENDING, "reject_connect"): C.CLOSED,
-    (C.CONNECTED, "reject_publish"): C.CLOSED,
-    (C.CONNECTED, "end_publish"): C.CLOSED,
-    **{(state, "close"): C.CLOSED for state in ConnState},
+    PUBLISH = "publish"
+    ACCEPT_PUBLISH = "accept_publish"
+    REJECT_PUBLISH = "reject_publish"
+    UNPUBLISH = "unpublish"  #: FCUnpublish, closeStream, deleteStream of a publisher
+    END_PUBLISH = "end_publish"
+    PLAY = "play"
+    ACCEPT_PLAY = "accept_play"
+    REJECT_PLAY = "reject_play"
+    STOP_PLAY = "stop_play"  #: closeStream, deleteStream of a player
+    END_PLAY = "end_play"
+
+
+C, S, CI, SI = ConnState, StreamState, ConnInput, StreamInput
+
+#: (state, input) → next state. Inputs: the peer's connect, our decisions, protocol errors.
+CONN_TRANSITIONS: dict[tuple[ConnState, ConnInput], ConnState] = {
+    (C.HANDSHAKE, CI.HANDSHAKE_DONE): C.AWAIT_CONNECT,
+    (C.AWAIT_CONNECT, CI.CONNECT): C.CONNECT_PENDING,
+    (C.CONNECT_PENDING, CI.ACCEPT_CONNECT): C.CONNECTED,
+    (C.CONNECT_PENDING, CI.REJECT_CONNECT): C.CLOSED,
+    (C.CONNECTED, CI.REJECT_PUBLISH): C.CLOSED,
+    (C.CONNECTED, CI.END_PUBLISH): C.CLOSED,
+    **{(state, CI.CLOSE): C.CLOSED for state in ConnState if state is not C.ERROR},
+    (C.ERROR, CI.CLOSE): C.ERROR,  #: closing a failed connection is harmless, it stays failed
+    **{(state, CI.PROTOCOL_ERROR): C.ERROR for state in ConnState},
 }
 
-STREAM_TRANSITIONS: dict[tuple[StreamState, str], StreamState] = {
-    (S.IDLE, "publish"): S.PUBLISH_PENDING,
-    (S.PUBLISH_PENDING, "accept_publish"): S.PUBLISHING,
-    (S.PUBLISH_PENDING, "reject_publish"): S.IDLE,
-    (S.PUBLISH_PENDING, "unpublish"): S.IDLE,
-    (S.PUBLISHING, "unpublish"): S.IDLE,
-    (S.PUBLISHING, "end_publish"): S.IDLE,
-    (S.PUBLISH_PENDING, "end_publish"): S.IDLE,
-    (S.IDLE, "play"): S.PLAY_PENDING,
-    (S.PLAY_PENDING, "accept_play"): S.PLAYING,
-    (S.PLAY_PENDING, "reject_play"): S.IDLE,
-    (S.PLAY_PENDING, "stop_play"): S.IDLE,
-    (S.PLAYING, "stop_play"): S.IDLE,
-    (S.PLAYING, "end_play"): S.IDLE,
+STREAM_TRANSITIONS: dict[tuple[StreamState, StreamInput], StreamState] = {
+    (S.IDLE, SI.PUBLISH): S.PUBLISH_PENDING,
+    (S.PUBLISH_PENDING, SI.ACCEPT_PUBLISH): S.PUBLISHING,
+    (S.PUBLISH_PENDING, SI.REJECT_PUBLISH): S.IDLE,
+    (S.PUBLISH_PENDING, SI.UNPUBLISH): S.IDLE,
+    (S.PUBLISHING, SI.UNPUBLISH): S.IDLE,
+    (S.PUBLISHING, SI.END_PUBLISH): S.IDLE,
+    (S.PUBLISH_PENDING, SI.END_PUBLISH): S.IDLE,
+    (S.IDLE, SI.PLAY): S.PLAY_PENDING,
+    (S.PLAY_PENDING, SI.ACCEPT_PLAY): S.PLAYING,
+    (S.PLAY_PENDING, SI.REJECT_PLAY): S.IDLE,
+    (S.PLAY_PENDING, SI.STOP_PLAY): S.IDLE,
+    (S.PLAYING, SI.STOP_PLAY): S.IDLE,
+    (S.PLAYING, SI.END_PLAY): S.IDLE,
 }
 
 #: Streams one connection may create; encoders and players use one.
@@ -139,6 +178,7 @@ class ServerConnection(Connection):
     def __init__(self, *, limits: Limits = DEFAULT_LIMITS) -> None:
         super().__init__(ServerHandshake(), limits=limits)
         self.state = ConnState.HANDSHAKE
+        self._set_admitted(False)  #: a stranger until a publish is accepted
         self._streams: dict[int, _Stream] = {}
         self._next_stream_id = 1
         self._owed: int | None = None  #: stream id (0 = connect) whose decision is owed
@@ -146,33 +186,49 @@ class ServerConnection(Connection):
 
     # -- state table ---------------------------------------------------------------
 
-    def _advance(self, action: str, *, local: bool) -> None:
+    def _advance(self, action: ConnInput, *, local: bool, why: str = "") -> None:
         nxt = CONN_TRANSITIONS.get((self.state, action))
         if nxt is None:
-            text = f"{action} not allowed in connection state {self.state.value}"
-            raise LocalProtocolError(text) if local else RemoteProtocolError(text)
+            text = why or f"{action.value} not allowed in connection state {self.state.value}"
+            raise self._refuse(text) if local else RemoteProtocolError(text)
         self.state = nxt
+
+    def _on_error(self) -> None:
+        self._advance(ConnInput.PROTOCOL_ERROR, local=True)
+        self._owed = None
 
     def stream_state(self, stream_id: int) -> StreamState | None:
         stream = self._streams.get(stream_id)
         return stream.state if stream is not None else None
 
-    def _stream_advance(self, stream_id: int, action: str) -> _Stream:
-        if self.state is not ConnState.CONNECTED:
-            raise LocalProtocolError(f"{action} not allowed in connection state {self.state.value}")
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            raise LocalProtocolError(f"{action}: no message stream {stream_id}")
+    def _move(self, stream: _Stream, action: StreamInput) -> bool:
+        """Moves a stream through STREAM_TRANSITIONS; False if the table has no such move."""
         nxt = STREAM_TRANSITIONS.get((stream.state, action))
         if nxt is None:
-            raise LocalProtocolError(f"{action} not allowed in stream state {stream.state.value}")
+            return False
         stream.state = nxt
+        #: the large input allowance is for admitted publishers only
+        self._set_admitted(any(s.state is S.PUBLISHING for s in self._streams.values()))
+        return True
+
+    def _stream_advance(self, stream_id: int, action: StreamInput) -> _Stream:
+        if self.state is not ConnState.CONNECTED:
+            raise self._refuse(f"{action.value} not allowed in connection state {self.state.value}")
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise self._refuse(f"{action.value}: no message stream {stream_id}")
+        before = stream.state
+        if not self._move(stream, action):
+            raise self._refuse(f"{action.value} not allowed in stream state {before.value}")
         if self._owed == stream_id:
             self._owed = None
         return stream
 
     def _paused(self) -> bool:
         return self._owed is not None and self.state is not ConnState.CLOSED
+
+    def _accepts_input(self) -> bool:
+        return self.state is not ConnState.CLOSED
 
     @property
     def connect_request(self) -> ConnectRequested | None:
@@ -181,7 +237,7 @@ class ServerConnection(Connection):
 
     def _on_handshake_complete(self) -> None:
         super()._on_handshake_complete()
-        self._advance("handshake_done", local=False)
+        self._advance(ConnInput.HANDSHAKE_DONE, local=False)
 
     # -- decisions -----------------------------------------------------------------
 
@@ -192,7 +248,7 @@ class ServerConnection(Connection):
         description: str = "Connection succeeded.",
     ) -> None:
         """Answers `connect` with window/bandwidth/chunk size and `_result`."""
-        self._advance("accept_connect", local=True)
+        self._advance(ConnInput.ACCEPT_CONNECT, local=True)
         request = self._connect
         assert request is not None
         limits = self.limits
@@ -221,14 +277,14 @@ class ServerConnection(Connection):
         self, description: str, *, code: str = "NetConnection.Connect.Rejected"
     ) -> None:
         """Answers `connect` with `_error`; the connection is then closed."""
-        self._advance("reject_connect", local=True)
+        self._advance(ConnInput.REJECT_CONNECT, local=True)
         assert self._connect is not None
         info = {"level": "error", "code": code, "description": description}
         self._send_command(0, "_error", self._connect.transaction_id, None, info)
         self._owed = None
 
     def accept_publish(self, stream_id: int) -> None:
-        stream = self._stream_advance(stream_id, "accept_publish")
+        stream = self._stream_advance(stream_id, StreamInput.ACCEPT_PUBLISH)
         self._send_control(msg.USER_CONTROL, msg.user_control_body(msg.STREAM_BEGIN, stream_id))
         self._send_status(
             stream_id,
@@ -242,20 +298,20 @@ class ServerConnection(Connection):
         self, stream_id: int, description: str, *, code: str = "NetStream.Publish.BadName"
     ) -> None:
         """Refuses a publish with an error status the encoder logs; closes the connection."""
-        self._stream_advance(stream_id, "reject_publish")
+        self._stream_advance(stream_id, StreamInput.REJECT_PUBLISH)
         self._send_status(stream_id, "error", code, description)
-        self._advance("reject_publish", local=True)
+        self._advance(ConnInput.REJECT_PUBLISH, local=True)
 
     def end_publish(
         self, stream_id: int, description: str, *, code: str = "NetStream.Publish.BadName"
     ) -> None:
         """Ends an accepted publish (superseded, kicked, idle) with a status; closes."""
-        self._stream_advance(stream_id, "end_publish")
+        self._stream_advance(stream_id, StreamInput.END_PUBLISH)
         self._send_status(stream_id, "error", code, description)
-        self._advance("end_publish", local=True)
+        self._advance(ConnInput.END_PUBLISH, local=True)
 
     def accept_play(self, stream_id: int, *, reset: bool = True) -> None:
-        stream = self._stream_advance(stream_id, "accept_play")
+        stream = self._stream_advance(stream_id, StreamInput.ACCEPT_PLAY)
         self._send_control(msg.USER_CONTROL, msg.user_control_body(msg.STREAM_BEGIN, stream_id))
         if reset:
             self._send_status(
@@ -277,14 +333,14 @@ class ServerConnection(Connection):
     def reject_play(
         self, stream_id: int, description: str, *, code: str = "NetStream.Play.StreamNotFound"
     ) -> None:
-        self._stream_advance(stream_id, "reject_play")
+        self._stream_advance(stream_id, StreamInput.REJECT_PLAY)
         self._send_status(stream_id, "error", code, description)
 
     def end_play(
         self, stream_id: int, description: str, *, code: str = "NetStream.Play.UnpublishNotify"
     ) -> None:
         """Ends playback (the stream went away) with a status and StreamEOF."""
-        self._stream_advance(stream_id, "end_play")
+        self._stream_advance(stream_id, StreamInput.END_PLAY)
         self._send_status(stream_id, "status", code, description)
         self._send_control(msg.USER_CONTROL, msg.user_control_body(msg.STREAM_EOF, stream_id))
 
@@ -293,7 +349,7 @@ class ServerConnection(Connection):
     ) -> None:
         """E-RTMP: asks a client that announced capsEx Reconnect to reconnect (to `tc_url`)."""
         if self.state is not ConnState.CONNECTED:
-            raise LocalProtocolError("reconnect request before the connection is established")
+            raise self._refuse("reconnect request before the connection is established")
         extra = {"tcUrl": tc_url} if tc_url else {}
         self._send_status(
             0, "status", "NetConnection.Connect.ReconnectRequest", description, **extra
@@ -301,7 +357,7 @@ class ServerConnection(Connection):
 
     def close(self) -> None:
         """Stops processing input; flush data_to_send() and close the socket."""
-        self._advance("close", local=True)
+        self._advance(ConnInput.CLOSE, local=True)
 
     # -- peer messages -------------------------------------------------------------
 
@@ -342,7 +398,7 @@ class ServerConnection(Connection):
             properties=dict(props),
             args=list(args[1:]),
         )
-        self._advance("connect", local=False)
+        self._advance(ConnInput.CONNECT, local=False)
         self._owed = 0
         self._events.append(self._connect)
 
@@ -377,7 +433,7 @@ class ServerConnection(Connection):
                 self._reply(txid, None, amf0.UNDEFINED)
             return
         if name == "connect":
-            raise RemoteProtocolError("second connect on one connection")
+            self._advance(ConnInput.CONNECT, local=False, why="second connect on one connection")
         self._events.append(UnknownCommand(msid, name, txid, args))
         if txid:
             self._send_command(
@@ -453,16 +509,16 @@ class ServerConnection(Connection):
         if stream is None:
             return
         name = self._string_arg(args, 1)
-        if stream.state is not S.IDLE:
+        state = stream.state
+        if not self._move(stream, StreamInput.PUBLISH):
             self._send_status(
                 msid,
                 "error",
                 "NetStream.Publish.BadName",
-                f"This stream is already {stream.state.value.replace('_', ' ')}.",
+                f"This stream is already {state.value.replace('_', ' ')}.",
             )
             return
         publish_type = self._string_arg(args, 2) or "live"
-        stream.state = STREAM_TRANSITIONS[(S.IDLE, "publish")]
         stream.name = _key(name)
         address = parse_address(
             app=self._connect.app if self._connect else "",
@@ -502,15 +558,15 @@ class ServerConnection(Connection):
     def _play(
         self, msid: int, stream: _Stream, name: str, start: float, duration: float, reset: bool
     ) -> None:
-        if stream.state is not S.IDLE:
+        state = stream.state
+        if not self._move(stream, StreamInput.PLAY):
             self._send_status(
                 msid,
                 "error",
                 "NetStream.Play.Failed",
-                f"This stream is already {stream.state.value.replace('_', ' ')}.",
+                f"This stream is already {state.value.replace('_', ' ')}.",
             )
             return
-        stream.state = STREAM_TRANSITIONS[(S.IDLE, "play")]
         stream.name = _key(name)
         address = parse_address(
             app=self._connect.app if self._connect else "",
@@ -521,11 +577,9 @@ class ServerConnection(Connection):
         self._events.append(PlayRequested(msid, name, start, duration, reset, address))
 
     def _stop(self, stream_id: int, stream: _Stream, reason: str) -> None:
-        if stream.state in (S.PUBLISHING, S.PUBLISH_PENDING):
-            stream.state = S.IDLE
+        if self._move(stream, StreamInput.UNPUBLISH):
             self._events.append(Unpublished(stream_id, reason))
-        elif stream.state in (S.PLAYING, S.PLAY_PENDING):
-            stream.state = S.IDLE
+        elif self._move(stream, StreamInput.STOP_PLAY):
             self._events.append(PlayStopped(stream_id))
 
     def _cmd_fc_unpublish(self, msid: int, txid: float, args: list[Any]) -> None:
@@ -560,7 +614,9 @@ class ServerConnection(Connection):
                 stream_id = next(iter(self._streams))
         elif msid in self._streams:
             stream_id = msid
-        stream = self._streams.get(stream_id) if stream_id is not None else None
+        if stream_id is None:
+            return
+        stream = self._streams.get(stream_id)
         if stream is None:
             return
         self._stop(stream_id, stream, "deleteStream")
@@ -589,7 +645,10 @@ class ServerConnection(Connection):
             self._events.append(BufferLength(value, extra))
 
 
-def _receive_handler(media: str) -> Any:
+_Handler = Callable[[ServerConnection, int, float, list[Any]], None]
+
+
+def _receive_handler(media: str) -> _Handler:
     """receiveAudio/receiveVideo(flag): the player wants (or not) one kind of media."""
 
     def handler(self: ServerConnection, msid: int, txid: float, args: list[Any]) -> None:
@@ -599,7 +658,7 @@ def _receive_handler(media: str) -> Any:
     return handler
 
 
-_COMMANDS = {
+_COMMANDS: dict[str, _Handler] = {
     "releaseStream": ServerConnection._cmd_release_stream,
     "FCPublish": ServerConnection._cmd_fc_publish,
     "createStream": ServerConnection._cmd_create_stream,

@@ -13,40 +13,64 @@ last segments stay fetchable for `linger_s`.
 Blocking playlist reloads and preload-hint part requests wait on
 `wait_change(key)`, which every new part or segment of that source sets.
 With `hls.directory` set, complete segments, init segments and (non-LL)
-playlists are also written to disk for a CDN origin.
+playlists are also written to disk for a CDN origin; a file whose write failed
+is tried again `DISK_RETRY_DELAY_S` later (or with the next segment), up to
+`DISK_WRITE_ATTEMPTS` times in all.
+
+Whatever goes wrong while handling one source's event (a bug, a file system
+that refuses a name) stops that source's HLS output only: logged once,
+counted (`output_failures` and the metrics sink), never raised into the event
+pump or the service's nursery.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import math
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import trio
 
 from rtmp_ingest.bundle import Active, Inactive, StartMode
+from rtmp_ingest.config import HlsConfig
 from rtmp_ingest.outputs.hls import HlsSettings, SourceHls
 from rtmp_ingest.outputs.multivariant import multivariant
-from rtmp_ingest.outputs.names import disk_path, source_segment
-
-if TYPE_CHECKING:
-    from rtmp_ingest.server.daemon import Daemon
+from rtmp_ingest.outputs.names import disk_component, disk_path, disk_source_segment
+from rtmp_ingest.outputs.seams import OutputCounters, OutputMetrics, SourceSubscriber
 
 log = logging.getLogger("rtmp_ingest.hls")
 
 Key = tuple[str, str]
 
+#: tries of one disk-copy file before it is given up (a full disk that frees up in time
+#: gets the file; one that stays full costs the CDN copy of that file only)
+DISK_WRITE_ATTEMPTS = 3
+#: seconds before a failed disk-copy write is tried again (if no new segment came first)
+DISK_RETRY_DELAY_S = 0.5
+
 
 class HlsService:
-    def __init__(self, daemon: Daemon) -> None:
-        config = daemon.config.hls
-        self.daemon = daemon
+    def __init__(
+        self,
+        *,
+        config: HlsConfig,
+        registry: SourceSubscriber,
+        metrics: OutputMetrics | None = None,
+    ) -> None:
+        self.registry = registry
+        self.metrics: OutputMetrics = metrics if metrics is not None else OutputCounters()
         self.enabled = config.enabled
         self.settings = HlsSettings(
-            segment_s=config.segment_s, part_s=config.part_s, window_segments=config.window_segments
+            segment_s=config.segment_s,
+            part_s=config.part_s,
+            window_segments=config.window_segments,
+            max_segment_bytes=config.max_segment_bytes,
+            max_part_bytes=config.max_part_bytes,
+            max_window_bytes=config.max_window_bytes,
         )
         self.linger_s = config.linger_s
         self.directory = Path(config.directory) if config.directory else None
@@ -60,6 +84,12 @@ class HlsService:
         self._disk_failed = False
         #: segment files already on disk, per source (so each is joined and written once)
         self._written: dict[Key, set[Path]] = {}
+        #: failed writes of files not on disk yet, per source: path -> attempts so far
+        self._attempts: dict[Key, dict[Path, int]] = {}
+        self.disk_files_given_up = 0
+        #: sources whose HLS output stopped on an error, until they go inactive
+        self.failed: set[Key] = set()
+        self.output_failures = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -70,10 +100,41 @@ class HlsService:
     # -- bundle events -------------------------------------------------------------------
 
     def on_event(self, event: object) -> None:
+        """A bundle event; never raises (an error stops that source's HLS output only)."""
         if not self.enabled or self._nursery is None:
             return
+        key = (getattr(event, "stream_path", ""), getattr(event, "source_id", ""))
+        try:
+            self._on_event(event)
+        except Exception as exc:  # noqa: BLE001 - one stream's output, never the event pump
+            self._fail(key, exc)
+
+    def _fail(self, key: Key, exc: BaseException, output: str = "hls") -> None:
+        """Stops the HLS output of one source after an error: logged once, counted."""
+        self.errors += 1
+        if key not in self.failed:
+            self.failed.add(key)
+            self.output_failures += 1
+            self.metrics.output_failed(output)
+            log.error(
+                "hls: stopped for stream=%s sourceId=%r: %s: %s",
+                *key,
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+        source = self.sources.get(key)
+        if source is not None and not source.ended:
+            source.ended = True
+            if (wake := self._wake.get(key)) is not None:
+                wake.set()
+
+    def _on_event(self, event: object) -> None:
+        assert self._nursery is not None
         if isinstance(event, Active):
             key = (event.stream_path, event.source_id)
+            if key in self.failed:
+                return
             source = self.sources.get(key)
             if source is None or source.ended:
                 source = SourceHls(
@@ -84,9 +145,10 @@ class HlsService:
                     lambda: self._notify(key),
                 )
                 self.sources[key] = source
-                self._nursery.start_soon(self._package, key, source)
+                self._nursery.start_soon(self._package_safely, key, source)
         elif isinstance(event, Inactive):
             key = (event.stream_path, event.source_id)
+            self.failed.discard(key)
             source = self.sources.get(key)
             if source is not None and not source.ended:
                 source.ended = True
@@ -105,9 +167,20 @@ class HlsService:
             event = self._changed[key] = trio.Event()
         await event.wait()
 
+    async def _package_safely(self, key: Key, source: SourceHls) -> None:
+        try:
+            await self._package(key, source)
+        except Exception as exc:  # noqa: BLE001 - one stream's output, never the service
+            self._fail(key, exc)
+            source.end()
+            self._notify(key)
+            if self.sources.get(key) is source:
+                del self.sources[key]
+                self._written.pop(key, None)
+                self._attempts.pop(key, None)
+
     async def _package(self, key: Key, source: SourceHls) -> None:
-        registry = self.daemon.registry
-        reader = registry.subscribe(key[0], key[1], start=StartMode.GOP)
+        reader = self.registry.subscribe(key[0], key[1], start=StartMode.GOP)
         log.info("hls start stream=%s sourceId=%r", *key)
         failed = False
         persisted: tuple[int, ...] = ()
@@ -136,11 +209,13 @@ class HlsService:
         try:
             reader.set_wakeup(package_now)
             while not source.ended:
-                await wake.wait()
+                retry = bool(self._attempts.get(key))  #: a failed disk write waits for a retry
+                with trio.move_on_after(DISK_RETRY_DELAY_S if retry else math.inf):
+                    await wake.wait()
                 wake = self._wake[key] = trio.Event()
                 if self.directory is not None:
                     signature = _complete_segments(source)
-                    if signature != persisted:
+                    if signature != persisted or retry:
                         persisted = signature
                         await self._persist_safely(source)
         finally:
@@ -156,6 +231,7 @@ class HlsService:
         if self.sources.get(key) is source:
             del self.sources[key]
             self._written.pop(key, None)
+            self._attempts.pop(key, None)
             if self.directory is not None:
                 try:
                     await trio.to_thread.run_sync(_remove_tree, self._source_dir(source))
@@ -187,51 +263,82 @@ class HlsService:
 
     def _source_dir(self, source: SourceHls) -> Path:
         assert self.directory is not None
-        return self.directory / disk_path(source.stream_path) / source_segment(source.source_id)
+        return (
+            self.directory / disk_path(source.stream_path) / disk_source_segment(source.source_id)
+        )
 
     async def _persist_safely(self, source: SourceHls) -> None:
         """A full or broken disk costs the CDN copy, never the server or in-memory HLS."""
         try:
             await self._persist(source)
         except OSError as exc:
-            self.errors += 1
-            if not self._disk_failed:
-                self._disk_failed = True
-                log.error(
-                    "hls: cannot write to %s: %s (in-memory HLS goes on)", self.directory, exc
-                )
+            self._disk_error(exc)
+
+    def _disk_error(self, exc: OSError) -> None:
+        self.errors += 1
+        if not self._disk_failed:
+            self._disk_failed = True
+            log.error("hls: cannot write to %s: %s (in-memory HLS goes on)", self.directory, exc)
 
     async def _persist(self, source: SourceHls) -> None:
-        """Writes what is new since the last call: complete segments, inits, playlists."""
+        """Writes what is new since the last call (complete segments, inits, playlists), and
+        tries again what failed last time (up to DISK_WRITE_ATTEMPTS in all)."""
+        assert self.directory is not None
+        key = (source.stream_path, source.source_id)
         base = self._source_dir(source)
-        written = self._written.setdefault((source.stream_path, source.source_id), set())
+        written = self._written.setdefault(key, set())
+        attempts = self._attempts.setdefault(key, {})
         writes: list[tuple[Path, bytes]] = []
         keep: set[Path] = set()
         for track in source.tracks.values():
             if track.spec is None or not track.ready:
                 continue
-            folder = base / track.name
+            folder = base / disk_component(track.name)
             for init_id, data in track.inits.items():
                 path = folder / f"init-{init_id}.mp4"
                 keep.add(path)
-                writes.append((path, data))
+                if path not in written:
+                    writes.append((path, data))
             for segment in track.segments:
                 path = folder / f"seg-{segment.msn}.m4s"
                 keep.add(path)
                 if segment.complete and path not in written:
-                    writes.append((path, segment.data))
-                    written.add(path)
-            writes.append((base / f"{track.name}.m3u8", track.playlist(low_latency=False).encode()))
+                    data = segment.data
+                    assert data is not None
+                    writes.append((path, data))
+            writes.append(
+                (
+                    base / f"{disk_component(track.name)}.m3u8",
+                    track.playlist(low_latency=False).encode(),
+                )
+            )
         sources = [s for s in self.stream_sources(source.stream_path) if not s.ended]
         default = "" if any(s.source_id == "" for s in sources) else None
         writes.append(
             (
-                self.directory / disk_path(source.stream_path) / "index.m3u8",  # type: ignore[operator]
+                self.directory / disk_path(source.stream_path) / "index.m3u8",
                 multivariant(sources, default).encode(),
             )
         )
         written.intersection_update(keep)
-        await trio.to_thread.run_sync(_write_all, writes, base, keep)
+        done, error = await trio.to_thread.run_sync(_write_all, writes, base, keep)
+        for path, _ in writes:
+            if path in done:
+                if path.suffix in (".m4s", ".mp4"):
+                    written.add(path)
+                attempts.pop(path, None)
+                continue
+            tries = attempts[path] = attempts.get(path, 0) + 1
+            if tries >= DISK_WRITE_ATTEMPTS:
+                del attempts[path]  #: given up (a playlist is written anew with the next segment)
+                if path.suffix in (".m4s", ".mp4"):
+                    written.add(path)  #: never tried again
+                    self.disk_files_given_up += 1
+        for path in list(attempts):
+            if path not in keep and path.suffix in (".m4s", ".mp4"):
+                del attempts[path]  #: left the window meanwhile
+        if error is not None:
+            self._disk_error(error)
 
 
 def _complete_segments(source: SourceHls) -> tuple[int, ...]:
@@ -241,22 +348,39 @@ def _complete_segments(source: SourceHls) -> tuple[int, ...]:
 _TEMPORARY = itertools.count()
 
 
-def _write_all(writes: list[tuple[Path, bytes]], base: Path, keep: set[Path]) -> None:
+def _write_all(
+    writes: list[tuple[Path, bytes]], base: Path, keep: set[Path]
+) -> tuple[set[Path], OSError | None]:
     """Writes what is not on disk yet (playlists always), each through its own temporary
-    name, so sources of one stream persisting at once never trip over each other."""
+    name, so sources of one stream persisting at once never trip over each other. Every
+    file is tried; returns the ones now on disk and the first error. A failed write leaves
+    no temporary file behind."""
+    done: set[Path] = set()
+    first: OSError | None = None
     for path, data in writes:
-        if path.suffix in (".m4s", ".mp4") and path.exists():
-            continue
-        path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(
             f"{path.name}.{os.getpid()}.{threading.get_ident()}.{next(_TEMPORARY)}.tmp"
         )
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    if base.exists():
-        for path in base.glob("*/*.m4s"):
-            if path not in keep:
-                path.unlink(missing_ok=True)
+        try:
+            if path.suffix in (".m4s", ".mp4") and path.exists():
+                done.add(path)
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary.write_bytes(data)
+            os.replace(temporary, path)
+            done.add(path)
+        except OSError as exc:
+            first = first or exc
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+    try:
+        if base.exists():
+            for path in base.glob("*/*.m4s"):
+                if path not in keep:
+                    path.unlink(missing_ok=True)
+    except OSError as exc:
+        first = first or exc
+    return done, first
 
 
 def _remove_tree(base: Path) -> None:

@@ -34,7 +34,7 @@ from rtmp_ingest.outputs.flv import PlayerTrack
 
 if TYPE_CHECKING:
     from rtmp_ingest.bundle import Reader
-    from rtmp_ingest.server.daemon import Daemon
+    from rtmp_ingest.server.feeds import Feeds
 
 
 @attrs.define(eq=False)
@@ -62,9 +62,9 @@ class Player:
         return self.skips_before + (stats.skips if stats else 0)
 
 
-def resolve_source(daemon: Daemon, stream_path: str, requested: str | None) -> str | None:
+def resolve_source(feeds: Feeds, stream_path: str, requested: str | None) -> str | None:
     """The source a player of `stream_path` gets now, or None if it must wait."""
-    registry = daemon.registry
+    registry = feeds.registry
     stats = registry.stream_statistics(stream_path, now_s=trio.current_time())
     if stats is None:
         return None
@@ -102,13 +102,13 @@ def _eager_hook(
 
 
 async def wait_for_source(
-    daemon: Daemon, stream_path: str, requested: str | None, timeout_s: float
+    feeds: Feeds, stream_path: str, requested: str | None, timeout_s: float
 ) -> str | None:
     """Waits until a source to play is live; None after `timeout_s`."""
     with trio.move_on_after(timeout_s):
         while True:
-            changed = daemon.bundle_changed
-            source_id = resolve_source(daemon, stream_path, requested)
+            changed = feeds.bundle_changed
+            source_id = resolve_source(feeds, stream_path, requested)
             if source_id is not None:
                 return source_id
             await changed.wait()
@@ -116,7 +116,7 @@ async def wait_for_source(
 
 
 async def play_batches(
-    daemon: Daemon,
+    feeds: Feeds,
     player: Player,
     *,
     wait_s: float,
@@ -127,13 +127,13 @@ async def play_batches(
     Ends when no source turned up within `wait_s` (`player.end_reason` "not-found")
     or the source stayed away for `wait_s` ("ended"); the consumer may stop earlier.
     """
-    source_id = await wait_for_source(daemon, player.stream_path, player.source_id, wait_s)
+    source_id = await wait_for_source(feeds, player.stream_path, player.source_id, wait_s)
     if source_id is None:
         player.end_reason = "not-found"
         return
-    reader = daemon.registry.subscribe(player.stream_path, source_id, start=StartMode.GOP)
+    reader = feeds.registry.subscribe(player.stream_path, source_id, start=StartMode.GOP)
     player.reader = reader
-    daemon.players.add(player)
+    feeds.players.add(player)
     convert = player.track.convert
     #: frames `deliver` sent without waking this task: the idle wait counts from the last
     delivered = [0]
@@ -156,15 +156,15 @@ async def play_batches(
             if idle.cancelled_caught:
                 if delivered[0] != before:
                     continue  #: frames went out meanwhile: not idle, wait again from now
-                if resolve_source(daemon, player.stream_path, source_id) is None:
+                if resolve_source(feeds, player.stream_path, source_id) is None:
                     player.end_reason = "ended"
                     return
             elif deliver is not None:
                 yield []  #: `deliver` could not finish: the consumer flushes what it left
     finally:
-        daemon.players.discard(player)
-        daemon.metrics.player_bytes_ended += player.track.bytes
-        daemon.metrics.player_dropped_ended += reader.statistics().dropped
+        feeds.players.discard(player)
+        feeds.metrics.player_bytes_ended += player.track.bytes
+        feeds.metrics.player_dropped_ended += reader.statistics().dropped
         player.dropped_before += reader.statistics().dropped
         player.skips_before += reader.statistics().skips
         reader.close()

@@ -6,9 +6,16 @@ overrides it. The task reads the source from the bundle like any reader (a
 recorder that falls behind skips to a keyframe, ingest never waits) and hands
 frames to `SourceRecording` (outputs/record.py); it follows the source across
 supersedes and reconnects (the manifest notes each new feed) and closes the
-file when the source goes inactive or the server stops. Every
+file when the source goes inactive or the server stops. Every file operation,
+manifest writes included, runs in a worker thread (`apply_ops`). Every
 `RETENTION_INTERVAL_S`, and after a file closes, `apply_retention` runs in a
-worker thread.
+worker thread too.
+
+Whatever goes wrong while handling one source's event or frames (a name the
+file system refuses, a bug) stops the recording of that source only: logged
+once, counted (`outputFailures`, and the metrics sink), never raised into the
+event pump; the source is recorded again from its next `active` after it went
+inactive.
 """
 
 from __future__ import annotations
@@ -16,21 +23,22 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import trio
 
 from rtmp_ingest.bundle import Active, Inactive, StartMode, Superseded
+from rtmp_ingest.config import RecordConfig
 from rtmp_ingest.outputs.record import (
+    FileOp,
     Manifest,
+    OpsResult,
     RecordSettings,
     SourceRecording,
     apply_ops,
     apply_retention,
 )
-
-if TYPE_CHECKING:
-    from rtmp_ingest.server.daemon import Daemon
+from rtmp_ingest.outputs.seams import Feeds, OutputCounters, OutputMetrics, SourceSubscriber
 
 log = logging.getLogger("rtmp_ingest.record")
 
@@ -41,10 +49,19 @@ Key = tuple[str, str]
 
 
 class RecorderService:
-    def __init__(self, daemon: Daemon) -> None:
-        config = daemon.config.record
-        self.daemon = daemon
-        self.root = Path(config.directory) if config.directory else daemon.data_dir / "recordings"
+    def __init__(
+        self,
+        *,
+        config: RecordConfig,
+        registry: SourceSubscriber,
+        feeds: Feeds,
+        data_dir: Path,
+        metrics: OutputMetrics | None = None,
+    ) -> None:
+        self.registry = registry
+        self.feeds = feeds
+        self.metrics: OutputMetrics = metrics if metrics is not None else OutputCounters()
+        self.root = Path(config.directory) if config.directory else data_dir / "recordings"
         self.settings = RecordSettings(file_s=config.file_s, fragment_s=config.fragment_s)
         self.max_age_s = config.max_age_s
         self.max_total_bytes = config.max_total_bytes
@@ -56,6 +73,9 @@ class RecorderService:
         self.files_deleted = 0
         self.bytes_written_ended = 0
         self.errors = 0
+        #: sources whose recording stopped on an error, until they go inactive
+        self.failed: set[Key] = set()
+        self.output_failures = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -90,20 +110,54 @@ class RecorderService:
             log.info("record retention deleted file=%s", name)
         self.files_deleted += len(deleted)
         gone = set(deleted)
+        snapshots = []
         for manifest in self.manifests.values():
             if any(e["file"] in gone for e in manifest.files):
                 manifest.files[:] = [e for e in manifest.files if e["file"] not in gone]
-                manifest.save()
+                snapshots.append(manifest.snapshot())
+        if snapshots:
+            result = await trio.to_thread.run_sync(apply_ops, snapshots, {})
+            if result.error is not None:
+                self.errors += 1
 
     # -- bundle events ----------------------------------------------------------------------
 
     def on_event(self, event: object) -> None:
+        """A bundle event; never raises (an error stops that source's recording only)."""
         if self._nursery is None:
             return
+        key = (getattr(event, "stream_path", ""), getattr(event, "source_id", ""))
+        try:
+            self._on_event(event)
+        except Exception as exc:  # noqa: BLE001 - one stream's output, never the event pump
+            self._fail(key, exc)
+
+    def _fail(self, key: Key, exc: BaseException) -> None:
+        """Stops the recording of one source after an error: logged once, counted."""
+        self.errors += 1
+        if key not in self.failed:
+            self.failed.add(key)
+            self.output_failures += 1
+            self.metrics.output_failed("record")
+            log.error(
+                "record: stopped for stream=%s sourceId=%r: %s: %s",
+                *key,
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+        stop = self._stop.get(key)
+        if stop is not None:
+            stop.set()
+
+    def _on_event(self, event: object) -> None:
+        assert self._nursery is not None
         if isinstance(event, Active):
             key = (event.stream_path, event.source_id)
-            session = self.daemon.publishers.get(event.feed_id)
-            wanted = bool(session is not None and session.record)
+            if key in self.failed:
+                return
+            feed = self.feeds.get(event.feed_id)
+            wanted = bool(feed is not None and feed.record)
             recording = self.recordings.get(key)
             if recording is not None and self._stop[key].is_set():
                 recording = None  #: still closing its file: the new feed gets a new recording
@@ -123,31 +177,42 @@ class RecorderService:
                 )
                 self.recordings[key] = recording
                 self._stop[key] = trio.Event()
-                self._nursery.start_soon(self._record, key, recording)
+                self._nursery.start_soon(self._record_safely, key, recording)
             elif recording is not None and not wanted:
                 self._stop[key].set()
                 return
             if recording is not None:
-                recording.feed_changed(
-                    event.feed_id, session.remote if session else "-", time.time()
-                )
+                recording.feed_changed(event.feed_id, feed.remote if feed else "-", time.time())
         elif isinstance(event, Superseded):
             recording = self.recordings.get((event.stream_path, event.source_id))
             if recording is not None:
-                session = self.daemon.publishers.get(event.by_feed_id)
-                recording.feed_changed(
-                    event.by_feed_id, session.remote if session else "-", time.time()
-                )
+                feed = self.feeds.get(event.by_feed_id)
+                recording.feed_changed(event.by_feed_id, feed.remote if feed else "-", time.time())
         elif isinstance(event, Inactive):
-            stop = self._stop.get((event.stream_path, event.source_id))
+            key = (event.stream_path, event.source_id)
+            self.failed.discard(key)
+            stop = self._stop.get(key)
             if stop is not None:
                 stop.set()
 
+    async def _record_safely(self, key: Key, recording: SourceRecording) -> None:
+        try:
+            await self._record(key, recording)
+        except Exception as exc:  # noqa: BLE001 - one stream's output, never the service
+            self._fail(key, exc)
+            if self.recordings.get(key) is recording:
+                del self.recordings[key]
+                del self._stop[key]
+
     async def _record(self, key: Key, recording: SourceRecording) -> None:
-        reader = self.daemon.registry.subscribe(key[0], key[1], start=StartMode.GOP)
+        reader = self.registry.subscribe(key[0], key[1], start=StartMode.GOP)
         stop = self._stop[key]
         failed = False
-        files: dict[Path, object] = {}  #: open file objects, used only by the worker thread
+        files: dict[Path, Any] = {}  #: open file objects, used only by the worker thread
+
+        def confirm(ops: list[FileOp], result: OpsResult) -> None:
+            recording.confirm(ops, result)
+            report(result.error)
 
         def report(error: BaseException | None) -> None:
             nonlocal failed
@@ -166,7 +231,7 @@ class RecorderService:
         async def write() -> None:
             ops = recording.take_ops()
             if ops:
-                report(await trio.to_thread.run_sync(apply_ops, ops, files))
+                confirm(ops, await trio.to_thread.run_sync(apply_ops, ops, files))
 
         try:
             while not stop.is_set():
@@ -193,7 +258,10 @@ class RecorderService:
             try:
                 recording.close_file()
                 # the last writes of the file, here and now (this may run during cancellation)
-                report(apply_ops(recording.take_ops(), files))
+                ops = recording.take_ops()
+                confirm(ops, apply_ops(ops, files))
+                if ops := recording.take_ops():  #: a manifest corrected after a failed write
+                    confirm(ops, apply_ops(ops, files))
             except Exception as exc:  # noqa: BLE001 - never out of the recorder
                 report(exc)
             self.bytes_written_ended += recording.bytes_written
@@ -214,6 +282,7 @@ class RecorderService:
             "bytesWritten": self.bytes_written_ended + sum(r.bytes_written for r in live),
             "filesDeleted": self.files_deleted,
             "errors": self.errors,
+            "outputFailures": self.output_failures,
         }
 
 

@@ -21,16 +21,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
-from rtmp_ingest.bundle import Admitted, EndReason, Permissions, PublishRequest, Refused
+from rtmp_ingest.auth import (
+    Permit,
+    PublishAttempt,
+    Refusal,
+    RefusalCode,
+    TokenClaims,
+    refusal_from_bundle,
+)
+from rtmp_ingest.bundle import Admitted, EndReason, Refused
 from rtmp_ingest.outputs.flv import PlayerTrack
 from rtmp_ingest.rtmp import (
     NEED_DATA,
     PAUSED,
-    RemoteProtocolError,
+    ProtocolError,
     ServerConnection,
     StreamState,
 )
@@ -38,11 +46,10 @@ from rtmp_ingest.rtmp import events as ev
 from rtmp_ingest.server.logtext import quoted, shown
 from rtmp_ingest.server.media import FeedMedia
 from rtmp_ingest.server.play import Player, play_batches
-from rtmp_ingest.tokens import TokenError
 
 if TYPE_CHECKING:
     from rtmp_ingest.bundle import Feed
-    from rtmp_ingest.server.daemon import Daemon
+    from rtmp_ingest.server.listener import RtmpListener
 
 log = logging.getLogger("rtmp_ingest.rtmp")
 
@@ -51,24 +58,23 @@ log = logging.getLogger("rtmp_ingest.rtmp")
 RECEIVE_BYTES = 65536
 #: The idle deadline moves at most this often (it is checked to this precision).
 IDLE_DEADLINE_STEP_S = 1.0
-#: The onStatus codes encoders log for each refusal kind.
-CODE_REJECTED = "NetStream.Publish.Rejected"
-CODE_BAD_NAME = "NetStream.Publish.BadName"
+#: How often a paused player is pinged to see that it still reads.
+PAUSED_PING_INTERVAL_S = 5.0
 
 
 class RtmpSession:
     """One RTMP connection: a publisher (or a player, see outputs)."""
 
     def __init__(
-        self, daemon: Daemon, stream: trio.abc.Stream, remote: str, *, secure: bool
+        self, server: RtmpListener, stream: trio.abc.Stream, remote: str, *, secure: bool
     ) -> None:
-        self.daemon = daemon
+        self.server = server
         self.stream = stream
         self.remote = remote
         self.remote_ip = remote.rsplit(":", 1)[0].strip("[]")
         self.secure = secure
         self.protocol = "rtmps" if secure else "rtmp"
-        self.conn = ServerConnection(limits=daemon.config.rtmp.limits())
+        self.conn = ServerConnection(limits=server.config.rtmp.limits())
         #: bytes taken from the core, not yet on the socket; only `_writer` sends them
         self._outbox = bytearray()
         self._out_wake = trio.Event()
@@ -79,6 +85,14 @@ class RtmpSession:
         self._broken = False
         #: a status was sent that the peer must get to read (refusal, kick, shutdown)
         self._farewell = False
+        #: the publish as the policy saw it, and the token's claims (for the unpublish hook)
+        self._attempt: PublishAttempt | None = None
+        self._claims: TokenClaims | None = None
+        #: this connection's share of the listener's `pending_total` (partial input bytes)
+        self._pending = 0
+        #: a player that paused: pinged, and dropped if it stops answering (see below)
+        self._paused = False
+        self._pong = trio.Event()
         #: the first malformed media message of the feed was logged (later ones are counted)
         self._drop_logged = False
         self.feed: Feed | None = None
@@ -101,7 +115,7 @@ class RtmpSession:
         self._media_at = 0.0
         #: the socket's descriptor for the fast read path (-1: TLS, use the stream)
         self._fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
-        self._idle_timeout_s = daemon.config.rtmp.idle_timeout_s
+        self._idle_timeout_s = server.config.rtmp.idle_timeout_s
         #: set before the socket is closed / when play ends (eager delivery checks them)
         self._closed = False
         self._play_stopped = False
@@ -109,7 +123,7 @@ class RtmpSession:
     # -- lifecycle -------------------------------------------------------------------
 
     async def run(self) -> None:
-        config = self.daemon.config.rtmp
+        config = self.server.config.rtmp
         reason = EndReason.DISCONNECT
         try:
             async with trio.open_nursery() as nursery:
@@ -156,6 +170,8 @@ class RtmpSession:
                 nursery.cancel_scope.cancel()
         finally:
             self._closed = True  #: no eager delivery may touch the descriptor from here on
+            self.server.pending_total -= self._pending
+            self._pending = 0
             self._end_feed_now(reason)
             await trio.aclose_forcefully(self.stream)
 
@@ -169,6 +185,30 @@ class RtmpSession:
             self._kick = (reason, description)
         self._scope.cancel()
 
+    async def _check_paused_peer(self) -> None:
+        """While a player is paused nothing is written, so nothing would notice a peer that
+        stopped reading: it is pinged every PAUSED_PING_INTERVAL_S and dropped when an
+        answer does not come within `rtmp.write_timeout_s`, like any peer that does not
+        read (players answer pings while paused: librtmp, FFmpeg, OBS do)."""
+        timeout_s = self.server.config.rtmp.write_timeout_s
+        while self._paused and not self._closing and self.conn.error is None:
+            self._pong = trio.Event()
+            self.conn.ping(int(trio.current_time() * 1000) & 0xFFFFFFFF)
+            self.queue_output()
+            with trio.move_on_after(timeout_s) as waited:
+                await self._pong.wait()
+            if waited.cancelled_caught:
+                log.info(
+                    "paused player not answering remote=%s stream=%s: dropped after %.0fs",
+                    self.remote,
+                    shown(self.stream_path or "-"),
+                    timeout_s,
+                )
+                self._broken = True
+                self._scope.cancel()
+                return
+            await trio.sleep(PAUSED_PING_INTERVAL_S)
+
     def queue_output(self) -> None:
         """Hands what the core has to send to the writer, without waiting for it."""
         data = self.conn.data_to_send()
@@ -180,16 +220,18 @@ class RtmpSession:
         """Tells the publisher why (if kicked) and ends its feed; returns the reason used."""
         if self._kick is not None:
             reason, description = self._kick
-            if self.publish_stream_id is not None and self.conn.stream_state(
-                self.publish_stream_id
-            ) in (StreamState.PUBLISHING, StreamState.PUBLISH_PENDING):
+            if (
+                self.conn.error is None
+                and self.publish_stream_id is not None
+                and self.conn.stream_state(self.publish_stream_id)
+                in (StreamState.PUBLISHING, StreamState.PUBLISH_PENDING)
+            ):
                 self.conn.end_publish(self.publish_stream_id, description)
                 self._farewell = True
             elif self._kick[0] is EndReason.SHUTDOWN or self.player is not None:
                 self._farewell = True
         if self.feed is not None:
-            self.daemon.end_feed(self, reason)
-            self.feed = None
+            self._feed_ended(reason)
         return reason
 
     async def _goodbye(self) -> None:
@@ -207,7 +249,7 @@ class RtmpSession:
             self._farewell = True
         if not self._farewell and not self._outbox and not self._writing:
             return
-        with trio.move_on_after(self.daemon.config.rtmp.goodbye_s):
+        with trio.move_on_after(self.server.config.rtmp.goodbye_s):
             self._out_wake.set()
             while self._outbox or self._writing:
                 await self._sent.wait()
@@ -273,7 +315,7 @@ class RtmpSession:
             return
         if self._broken:
             raise trio.BrokenResourceError("socket connection broken")
-        with trio.fail_after(self.daemon.config.rtmp.write_timeout_s):
+        with trio.fail_after(self.server.config.rtmp.write_timeout_s):
             while self._outbox or self._writing:
                 await self._sent.wait()
                 if self._broken:
@@ -290,9 +332,49 @@ class RtmpSession:
                 await self._flush()
                 continue
             self._handle_events()
+            if conn.pending_bytes != self._pending:
+                self._account_pending()
             await self._flush()
             if not data:
                 return
+
+    def _account_pending(self) -> None:
+        """Keeps the listener's total of partial input; over budget, someone is dropped.
+
+        `rtmp.max_pending_bytes_total` bounds what all connections' partial messages hold
+        together. When this connection's growth crosses it: a stranger (not publishing)
+        is dropped itself; an admitted publisher instead has the largest stranger
+        dropped, and is dropped itself only when no stranger holds anything.
+        """
+        server = self.server
+        pending = self.conn.pending_bytes
+        server.pending_total += pending - self._pending
+        grew = pending > self._pending
+        self._pending = pending
+        budget = server.config.rtmp.max_pending_bytes_total
+        if not grew or server.pending_total <= budget:
+            return
+        victim: RtmpSession = self
+        if self.feed is not None:
+            strangers = [s for s in server.sessions if s.feed is None and s._pending > 0]
+            if strangers:
+                victim = max(strangers, key=lambda s: s._pending)
+        server.metrics.budget_drops += 1
+        log.warning(
+            "memory budget remote=%s stream=%s: dropped, holding %d bytes of partial input "
+            "(all connections: %d > rtmp.max_pending_bytes_total=%d)",
+            victim.remote,
+            shown(victim.stream_path or "-"),
+            victim._pending,
+            server.pending_total,
+            budget,
+        )
+        #: its share is released now (its memory goes with it), so it is dropped once
+        server.pending_total -= victim._pending
+        victim._pending = 0
+        victim._broken = True  #: no goodbye: it is the input that is too much
+        victim._closing = True
+        victim._scope.cancel()
 
     async def _receive(self) -> bytes:
         """The next bytes from the peer (b"" at EOF).
@@ -315,11 +397,11 @@ class RtmpSession:
 
     def _handle_events(self) -> None:
         conn = self.conn
-        registry = self.daemon.registry
+        registry = self.server.registry
         while True:
             try:
                 event = conn.next_event()
-            except RemoteProtocolError as exc:
+            except ProtocolError as exc:
                 log.info(
                     "protocol error remote=%s stream=%s sourceId=%s: %s",
                     self.remote,
@@ -327,18 +409,20 @@ class RtmpSession:
                     quoted(self.source_id),
                     exc.message,
                 )
-                self.daemon.metrics.protocol_errors += 1
+                self.server.metrics.protocol_errors += 1
                 self._closing = True
                 return
             if event is NEED_DATA or event is PAUSED:
                 return
             cls = type(event)
             if cls is ev.VideoData or cls is ev.AudioData:
+                #: the hot path: one type() test for both media kinds
+                media = cast("ev.VideoData | ev.AudioData", event)
                 feed = self.feed
                 if feed is None:
                     continue
                 frames = (self.media.video if cls is ev.VideoData else self.media.audio)(
-                    event.timestamp_ms, event.payload
+                    media.timestamp_ms, media.payload
                 )
                 now = trio.current_time()
                 for frame in frames:
@@ -357,38 +441,42 @@ class RtmpSession:
                         quoted(self.source_id),
                         shown(self.media.first_error or ""),
                     )
-            elif cls is ev.DataMessage:
+            elif isinstance(event, ev.DataMessage):
                 if self.feed is not None:
                     now = trio.current_time()
                     for frame in self.media.data(
                         event.timestamp_ms, event.name, event.values, event.payload
                     ):
                         registry.push_frame(self.feed, frame, now_s=now)
-            elif cls is ev.ConnectRequested:
+            elif isinstance(event, ev.ConnectRequested):
                 self._on_connect(event)
-            elif cls is ev.PublishRequested:
+            elif isinstance(event, ev.PublishRequested):
                 self._on_publish(event)
-            elif cls is ev.PlayRequested:
+            elif isinstance(event, ev.PlayRequested):
                 self._on_play(event)
-            elif cls is ev.Unpublished:
+            elif isinstance(event, ev.Unpublished):
                 if self.feed is not None and event.stream_id == self.publish_stream_id:
-                    self.daemon.end_feed(self, EndReason.UNPUBLISH)
+                    self._feed_ended(EndReason.UNPUBLISH)
                     #: the connection may publish again (OBS does after a stop/start)
-                    self.feed = None
                     self.publish_stream_id = None
                     self.media = FeedMedia()
                     self._drop_logged = False
-            elif cls is ev.PlayStopped:
+            elif isinstance(event, ev.PlayStopped):
                 self._play_stopped = True
                 if self._play_scope is not None:
                     self._play_scope.cancel()
-            elif cls is ev.ReceiveMedia:
+            elif isinstance(event, ev.ReceiveMedia):
                 if self.player is not None:
                     setattr(self.player.track, f"want_{event.media}", event.enabled)
-            elif cls is ev.Paused:
+            elif isinstance(event, ev.Paused):
                 if self.player is not None:
                     self.player.track.want_audio = self.player.track.want_video = not event.paused
-            elif cls is ev.ConnectionClosed:
+                    self._paused = event.paused
+                    if event.paused and self._nursery is not None:
+                        self._nursery.start_soon(self._check_paused_peer)
+            elif isinstance(event, ev.PingResponse):
+                self._pong.set()
+            elif isinstance(event, ev.ConnectionClosed):
                 self._closing = True
                 return
             if conn.state.value == "closed":
@@ -402,7 +490,7 @@ class RtmpSession:
         self.reconnect_capable = bool(event.caps_ex & 0x1)
         self.fourcc_list = event.fourcc_list
         self.conn.accept_connect()
-        self._deadline.deadline = trio.current_time() + self.daemon.config.rtmp.command_timeout_s
+        self._deadline.deadline = trio.current_time() + self.server.config.rtmp.command_timeout_s
         log.debug(
             "connect remote=%s app=%s tcUrl=%s flashVer=%s",
             self.remote,
@@ -411,118 +499,98 @@ class RtmpSession:
             quoted(str(event.properties.get("flashVer"))),
         )
 
-    def _refuse(self, stream_id: int, code: str, reason_code: str, description: str) -> None:
-        self.conn.reject_publish(stream_id, description, code=code)
-        self.daemon.metrics.refused[reason_code] = (
-            self.daemon.metrics.refused.get(reason_code, 0) + 1
-        )
-        log.info(
-            "refused stream=%s sourceId=%s remote=%s reason=%s: %s",
-            shown(self.stream_path or "-"),
-            quoted(self.source_id),
-            self.remote,
-            reason_code,
-            shown(description),
-        )
+    def _refuse(self, stream_id: int, refusal: Refusal) -> None:
+        """Tells the encoder why (its log shows the status text) and ends the session."""
+        self.conn.reject_publish(stream_id, refusal.status_text, code=refusal.rtmp_code)
+        self.server.metrics.count_refusal(refusal.code.value)
+        log.info("%s", refusal.log_text)
         self._closing = True
 
     def _on_publish(self, event: ev.PublishRequested) -> None:
-        daemon = self.daemon
         address = event.address
         self.stream_path = address.path
         self.source_id = address.query.get("sourceId", "")
+        attempt = PublishAttempt.from_query(
+            protocol=self.protocol,  # type: ignore[arg-type]
+            stream_path=address.path,
+            query=address.query,
+            remote=self.remote,
+        )
         if self.feed is not None:
             self._refuse(
                 event.stream_id,
-                CODE_BAD_NAME,
-                "already-publishing",
-                "This connection already publishes a stream.",
+                Refusal.of(
+                    RefusalCode.ALREADY_PUBLISHING,
+                    "This connection already publishes a stream.",
+                    attempt=attempt,
+                ),
             )
             return
-        if not address.stream:
-            self._refuse(
-                event.stream_id,
-                CODE_BAD_NAME,
-                "no-stream-name",
-                "No stream name: publish to rtmp://HOST/APP/STREAM.",
-            )
+        authorizer = self.server.authorizer
+        assert authorizer is not None
+        hook = authorizer.hook
+        if hook is not None and hook.wants("publish"):
+            #: the hook answers over HTTP: decide in a task; the core holds the media
+            #: behind the publish (PAUSED) until then, within the stranger's allowance
+            assert self._nursery is not None
+            self._nursery.start_soon(self._authorize_then_decide, event, attempt)
             return
-        priority_text = address.query.get("priority", "0") or "0"
+        self._decided(event, attempt, authorizer.decide_nowait(attempt))
+
+    async def _authorize_then_decide(
+        self, event: ev.PublishRequested, attempt: PublishAttempt
+    ) -> None:
+        assert self.server.authorizer is not None
+        decision = await self.server.authorizer.authorize(attempt)
+        self._decided(event, attempt, decision)
+        self._handle_events()  #: what the publisher sent after `publish`, now decided
+        if self._closing:
+            self._scope.cancel()  #: the reader may be waiting for input: end the session
+            return
         try:
-            priority = int(priority_text)
-        except ValueError:
-            self._refuse(
-                event.stream_id,
-                CODE_BAD_NAME,
-                "bad-priority",
-                f"priority must be an integer, got {priority_text!r}.",
-            )
+            await self._flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            self._scope.cancel()
+
+    def _decided(
+        self, event: ev.PublishRequested, attempt: PublishAttempt, decision: Permit | Refusal
+    ) -> None:
+        if isinstance(decision, Refusal):
+            self._refuse(event.stream_id, decision)
             return
-        app_multisource = daemon.config.app(address.app).multisource
-        record = daemon.config.app(address.app).record
-        if daemon.config.auth.mode == "open":
-            permissions = Permissions(app_multisource=app_multisource, token_multisource=True)
-        else:
-            token = address.query.get("token", "")
-            if not token:
-                self._refuse(
-                    event.stream_id,
-                    CODE_REJECTED,
-                    "no-token",
-                    "A publish token is required: add ?token=... to the stream key.",
-                )
-                return
-            try:
-                claims = daemon.verify_token(
-                    token,
-                    stream_path=address.path,
-                    source_id=self.source_id,
-                    remote_ip=self.remote_ip,
-                )
-            except TokenError as exc:
-                self._refuse(
-                    event.stream_id, CODE_REJECTED, "bad-token", f"Publish refused: {exc}."
-                )
-                return
-            if claims.record is not None:
-                record = claims.record
-            permissions = Permissions(
-                app_multisource=app_multisource,
-                token_multisource=claims.multisource,
-                allowed_source_ids=frozenset[str](claims.source_ids)
-                if claims.source_ids is not None
-                else None,
-            )
-        request = PublishRequest(
-            stream_path=address.path,
-            source_id=self.source_id,
-            priority=priority,
-            permissions=permissions,
-            remote_addr=self.remote,
-            query=tuple(address.query.items()),
-        )
-        result = daemon.registry.request_publish(request, now_s=trio.current_time())
+        result = self.server.registry.request_publish(decision.request, now_s=trio.current_time())
         if isinstance(result, Refused):
-            code = CODE_BAD_NAME if result.code.value.startswith("invalid") else CODE_REJECTED
-            self._refuse(event.stream_id, code, result.code.value, result.reason)
+            self._refuse(event.stream_id, refusal_from_bundle(result, attempt=attempt))
             return
         assert isinstance(result, Admitted)
         self.conn.accept_publish(event.stream_id)
         self.feed = result.feed
-        self.record = record
+        self.record = decision.record
         self.publish_stream_id = event.stream_id
-        daemon.feed_started(self)
-        self._deadline.deadline = trio.current_time() + daemon.config.rtmp.idle_timeout_s
+        self._attempt = attempt
+        self._claims = decision.claims
+        self.server.feeds.feed_started(self)
+        self._deadline.deadline = trio.current_time() + self.server.config.rtmp.idle_timeout_s
         log.info(
-            "publish stream=%s sourceId=%s remote=%s feed=%d priority=%d state=%s%s",
-            shown(address.path),
+            "publish stream=%s sourceId=%s protocol=%s remote=%s feed=%d priority=%d state=%s",
+            shown(decision.request.stream_path),
             quoted(self.source_id),
+            self.protocol,
             self.remote,
             result.feed.feed_id,
-            priority,
+            decision.request.priority,
             result.state.value,
-            " tls" if self.secure else "",
         )
+
+    def _feed_ended(self, reason: EndReason) -> None:
+        """The feed is over (any reason): the bundle, the metrics, the hook hear it."""
+        self.server.feeds.end_feed(self, reason)
+        authorizer = self.server.authorizer
+        if authorizer is not None and self._attempt is not None:
+            authorizer.unpublished(self._attempt, reason=reason.value, claims=self._claims)
+        self._attempt = None
+        self._claims = None
+        self.feed = None
 
     def _on_play(self, event: ev.PlayRequested) -> None:
         address = event.address
@@ -597,9 +665,9 @@ class RtmpSession:
                     # loop ends, not whenever the generator is collected
                     async with contextlib.aclosing(
                         play_batches(
-                            self.daemon,
+                            self.server.feeds,
                             player,
-                            wait_s=self.daemon.config.rtmp.play_wait_s,
+                            wait_s=self.server.config.rtmp.play_wait_s,
                             deliver=deliver if fd >= 0 else None,
                         )
                     ) as batches:
@@ -610,6 +678,9 @@ class RtmpSession:
                     reason = player.end_reason
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     reason = "disconnected"
+                    self._scope.cancel()
+                except ProtocolError:
+                    reason = "protocol-error"  #: the peer broke the protocol: nothing more to send
                     self._scope.cancel()
                 except trio.TooSlowError:
                     reason = "too-slow"
@@ -626,7 +697,11 @@ class RtmpSession:
                 player.track.bytes,
                 player.dropped(),
             )
-        if reason in ("not-found", "ended") and conn.stream_state(stream_id) is StreamState.PLAYING:
+        if (
+            reason in ("not-found", "ended")
+            and conn.error is None
+            and conn.stream_state(stream_id) is StreamState.PLAYING
+        ):
             description = (
                 "No such stream or source is live."
                 if reason == "not-found"

@@ -11,6 +11,7 @@ import trio
 from rtmp_ingest import config as config_mod
 from rtmp_ingest.api.defs import ApiServer
 from rtmp_ingest.api.events import EventHub
+from rtmp_ingest.auth import tokens
 from rtmp_ingest.bundle import (
     FeedState,
     FeedStatistics,
@@ -144,6 +145,7 @@ class FakeMetrics:
     protocol_errors: int = 0
     publishes: int = 0
     supersedes: int = 0
+    budget_drops: int = 0
     bytes_in_ended: int = 0
     refused: dict[str, int] = attrs.Factory(dict)
     output_errors: dict[str, int] = attrs.Factory(dict)
@@ -155,14 +157,28 @@ class FakeBound:
     http: tuple[str, int] = ("127.0.0.1", 8080)
 
 
-class FakeRevocations:
-    def __init__(self) -> None:
-        self.ids: set[str] = set()
+class FakeKeyring:
+    """Signs with auth's real `tokens.mint`; remembers what it issued and revoked."""
 
-    def revoke(self, token_id: str) -> bool:
-        added = token_id not in self.ids
-        self.ids.add(token_id)
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+        self.issued: list[tuple[str, str]] = []
+        self.revoked: set[str] = set()
+
+    def mint(self, claims: tokens.TokenClaims, *, via: str = "") -> str:
+        token = tokens.mint(claims, self.secret)
+        self.issued.append((claims.token_id, via))
+        return token
+
+    def revoke(self, token_id: str, *, now_s: float | None = None) -> bool:
+        added = token_id not in self.revoked
+        self.revoked.add(token_id)
         return added
+
+
+@attrs.define
+class FakeRtmp:
+    pending_total: int = 0
 
 
 class FakeServer:
@@ -178,7 +194,8 @@ class FakeServer:
         self.hls = FakeHls()
         self.recorder = FakeRecorder()
         self.secret = b"fake-secret-fake-secret-0123456789"
-        self.revocations: FakeRevocations | None = FakeRevocations()
+        self.keyring: FakeKeyring | None = FakeKeyring(self.secret)
+        self.rtmp = FakeRtmp()
         self.listeners = {"rtmp": True, "http": True}
         self.kicks: list[tuple[Any, ...]] = []
         self.live_feeds: set[int] = set()

@@ -49,7 +49,11 @@ async def test_the_version_is_in_the_api_and_every_response(client):
 
 async def test_the_config_is_the_effective_one_with_secrets_masked(client_for):
     server = FakeServer(
-        auth={"mode": "token", "secret": "s3cret-s3cret-s3cret-s3cret"},
+        auth={
+            "mode": "token",
+            "secret": "s3cret-s3cret-s3cret-s3cret",
+            "hooks": {"url": "https://hook:pa55w0rd@hooks.example/publish"},
+        },
         http={
             "admin_key": "admin-admin-admin-admin",
             "hlsjs_url": "https://mirror:hunter2@assets.example:8443/hls.min.js",
@@ -62,9 +66,11 @@ async def test_the_config_is_the_effective_one_with_secrets_masked(client_for):
         )
     assert response.status_code == 200
     text = response.text
-    assert "s3cret" not in text and "admin-admin" not in text and "hunter2" not in text
+    for secret in ("s3cret", "admin-admin", "hunter2", "pa55w0rd"):
+        assert secret not in text
     config = response.json()["config"]
-    assert config["auth"] == {"mode": "token", "secret": "***"}
+    assert config["auth"]["mode"] == "token" and config["auth"]["secret"] == "***"
+    assert config["auth"]["hooks"]["url"] == "https://hook:***@hooks.example/publish"
     assert config["http"]["admin_key"] == "***"
     assert config["http"]["hlsjs_url"] == "https://mirror:***@assets.example:8443/hls.min.js"
     assert config["rtmp"]["chunk_size"] == 8192  #: the merged value, not the default

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 
 import httpx
@@ -12,13 +11,8 @@ import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 
-from rtmp_ingest import tokens
-from rtmp_ingest.api.claims import (
-    MAX_JSON_DEPTH,
-    MAX_PORTABLE_TOKEN_BYTES,
-    claims_from_request,
-    parse_json_body,
-)
+from rtmp_ingest.api.claims import MAX_JSON_DEPTH, MAX_PORTABLE_TOKEN_BYTES, parse_json_body
+from rtmp_ingest.auth import tokens
 from tests.api.conftest import build_app
 from tests.api.fake import FakeServer
 
@@ -36,9 +30,15 @@ async def test_a_good_request_mints_a_token_the_server_accepts(client, server):
     assert response.status_code == 201
     token = response.json()["token"]
     claims = tokens.verify(
-        token, server.secret, stream_path="live/show", source_id="cam1", remote_ip="10.0.0.1"
+        token,
+        server.secret,
+        stream_path="live/show",
+        source_id="cam1",
+        remote_ip="10.0.0.1",
+        now_s=time.time(),
     )
     assert claims.multisource and claims.expires_at is not None
+    assert server.keyring is not None and server.keyring.issued == [(claims.token_id, "api")]
 
 
 @pytest.mark.parametrize(
@@ -58,8 +58,6 @@ async def test_a_good_request_mints_a_token_the_server_accepts(client, server):
         '{"streams": ' + "[" * 100000 + "]" * 100000 + "}",
         "[" * 50 + "]" * 50,
         '{"streams": [' + ",".join(['"live/' + "x" * 500 + '"'] * 64) + "]}",
-        '{"streams": [' + ",".join(['"s"'] * 65) + "]}",
-        '{"streams": ["' + "x" * 513 + '"]}',
         '{"streams": []}',
         '{"streams": "live/x"}',
         "{",
@@ -111,14 +109,6 @@ def test_any_json_object_is_minted_or_refused_never_an_error(body):
         assert tokens.decode(token, server.secret).token_id == response.json()["id"]
     else:
         assert response.json()["error"]
-
-
-def test_expires_at_must_lie_ahead_within_the_ttl_limit():
-    now = time.time()
-    claims = claims_from_request({"streams": ["a/b"], "expiresAt": now + 60}, now=now)
-    assert claims.expires_at is not None and math.isclose(claims.expires_at, now + 60)
-    with pytest.raises(ValueError, match="expiresAt"):
-        claims_from_request({"streams": ["a/b"], "expiresAt": now - 1}, now=now)
 
 
 def test_the_json_reader_bounds_nesting_without_recursing():

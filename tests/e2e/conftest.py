@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from rtmp_ingest import config as config_mod
-from rtmp_ingest.server.daemon import Daemon
+from rtmp_ingest.app import App as Daemon
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -17,7 +17,7 @@ import trio
 
 from rtmp_ingest import __version__
 from rtmp_ingest.api.web import HLSJS_PATH, HLSJS_SHA256, page
-from rtmp_ingest.server.daemon import Daemon
+from rtmp_ingest.app import App as Daemon
 from tests.tools import clients
 
 pytestmark = pytest.mark.e2e

@@ -1,4 +1,4 @@
-"""FLV / Enhanced RTMP v2 bodies built from shared/ERTMP.md, and hypothesis strategies for them.
+"""FLV / Enhanced RTMP v2 bodies built from docs/ertmp.md, and hypothesis strategies for them.
 
 The tests build their input bodies here, not with `video_body`/`audio_body`, so that a bug in
 the parser and the same bug in the builder cannot cancel out:
@@ -30,7 +30,7 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-#: ERTMP.md wire values
+#: docs/ertmp.md wire values
 V_START, V_FRAMES, V_END, V_FRAMES_X, V_METADATA, V_MULTITRACK, V_MODEX = 0, 1, 2, 3, 4, 6, 7
 A_START, A_FRAMES, A_END, A_MULTICHANNEL, A_MULTITRACK, A_MODEX = 0, 1, 2, 4, 5, 7
 ONE_TRACK, MANY_TRACKS, MANY_TRACKS_MANY_CODECS = 0, 1, 2
@@ -44,7 +44,7 @@ AUDIO_CODEC_NAMES = set(codecs.AUDIO_FOURCC.values()) | set(codecs.LEGACY_AUDIO.
 SI24_MIN, SI24_MAX = -(1 << 23), (1 << 23) - 1
 
 
-# -- builders (ERTMP.md, FLV 10.1 §E.4) ------------------------------------------------------
+# -- builders (docs/ertmp.md, FLV 10.1 §E.4) ------------------------------------------------------
 
 
 def si24(value: int) -> bytes:

@@ -1,6 +1,6 @@
 """FLV / Enhanced RTMP v2 message bodies: `parse_video`/`parse_audio` and `video_body`/`audio_body`.
 
-Sections: round trips through the builders; E-RTMP messages built by hand from ERTMP.md
+Sections: round trips through the builders; E-RTMP messages built by hand from docs/ertmp.md
 (tests/flv/ertmp.py): CodedFramesX, composition times, ModEx, the three multitrack kinds,
 command frames; bugs found here (fixed, kept as regression tests); the garbage rule and truncation at every length.
 Real payloads from PyAV's FLV muxer are in test_real_tags.py.

@@ -11,7 +11,7 @@ import m3u8
 import pytest
 
 from rtmp_ingest.bundle import Media, OutputFrame
-from rtmp_ingest.outputs.hls import HlsSettings, SourceHls, TrackHls
+from rtmp_ingest.outputs.hls import MEDIA_TIME_LEAD_MS, HlsSettings, SourceHls, TrackHls
 from rtmp_ingest.outputs.multivariant import multivariant
 from tests.outputs.helpers import encoded, frames_of, output_frames
 from tests.tools.flv_media import encode_tags
@@ -84,8 +84,9 @@ def test_a_player_reads_init_plus_segments_with_the_timestamps_the_bundle_gave()
     source = package(outs)
     video = source.tracks["video0"]
     got = decode_track(video)
+    shift = MEDIA_TIME_LEAD_MS - outs[0].dts_ms  #: media time counts from the first frame
     sent = [
-        (o.dts_ms, o.dts_ms + o.frame.cts_ms)
+        (o.dts_ms + shift, o.dts_ms + o.frame.cts_ms + shift)
         for o in outs
         if o.frame.media is Media.VIDEO and not o.frame.config
     ]

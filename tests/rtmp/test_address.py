@@ -1,4 +1,4 @@
-"""Address parsing: every client/URL shape of FINDINGS.md §1 → stream path, sourceId, token."""
+"""Address parsing: every client/URL shape of docs/clients.md §1 → stream path, sourceId, token."""
 
 from __future__ import annotations
 

@@ -249,3 +249,13 @@ def test_strict_array_longer_than_max_items_names_the_limit():
 def test_encoding_an_unknown_type_is_a_type_error():
     with pytest.raises(TypeError):
         encode(object())
+
+
+@pytest.mark.parametrize(
+    "value", [b"\x00bytes", amf3.Amf3Array({"a": 1}, [None, "s"]), [b"", {"k": b"v"}]]
+)
+def test_amf3_only_values_encode_through_the_avmplus_switch(value):
+    """What an AVM+ switch decodes to (ByteArray, associative arrays) encodes back."""
+    body = encode(value)
+    assert b"\x11" in body
+    assert decode_all(body) == [value]

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rtmp_ingest.rtmp import amf0
+from rtmp_ingest.rtmp import amf0, amf3
 from rtmp_ingest.rtmp import messages as msg
 from rtmp_ingest.rtmp.errors import LocalProtocolError, RemoteProtocolError
 from rtmp_ingest.rtmp.events import (
@@ -35,8 +35,10 @@ from rtmp_ingest.rtmp.limits import Limits
 from rtmp_ingest.rtmp.server import (
     CONN_TRANSITIONS,
     STREAM_TRANSITIONS,
+    ConnInput,
     ConnState,
     ServerConnection,
+    StreamInput,
     StreamState,
 )
 
@@ -680,11 +682,12 @@ def test_every_stream_state_and_decision_pair_transitions_or_is_a_local_error(
     state, decision, stream_id
 ):
     server, _ = stream_in(state)
-    expected = STREAM_TRANSITIONS.get((state, decision)) if stream_id == 1 else None
+    expected = STREAM_TRANSITIONS.get((state, StreamInput(decision))) if stream_id == 1 else None
     if expected is None:
         with pytest.raises(LocalProtocolError):
             decide(server, decision, stream_id)
         assert server.stream_state(1) is state
+        assert server.state is ConnState.ERROR  #: a local error stops the connection (h11)
         return
     decide(server, decision, stream_id)
     assert server.stream_state(stream_id) is expected
@@ -698,19 +701,19 @@ def test_every_stream_state_and_decision_pair_transitions_or_is_a_local_error(
 def test_every_connection_state_and_connection_decision_pair(state, decision):
     server = server_in(state).server
     before = ConnState(server.state)
-    expected = CONN_TRANSITIONS.get((before, decision))
+    expected = CONN_TRANSITIONS.get((before, ConnInput(decision)))
     call = getattr(server, decision)
     args = ("no",) if decision == "reject_connect" else ()
     if expected is None:
         with pytest.raises(LocalProtocolError):
             call(*args)
-        assert server.state is before
+        assert server.state is ConnState.ERROR
     else:
         call(*args)
         assert server.state is expected
 
 
-def test_decision_on_a_closed_connection_changes_nothing():
+def test_decision_on_a_closed_connection_changes_no_stream_and_sends_nothing():
     server, stream_id = stream_in(StreamState.PUBLISH_PENDING)
     server.close()
     server.data_to_send()
@@ -718,3 +721,16 @@ def test_decision_on_a_closed_connection_changes_nothing():
         server.reject_publish(stream_id, "late")
     assert server.stream_state(stream_id) is StreamState.PUBLISH_PENDING
     assert server.data_to_send() == b""
+    assert server.state is ConnState.ERROR
+
+
+def test_amf3_data_message_with_amf3_only_values_becomes_an_event(pair):
+    """@setDataFrame in a type-15 message carrying a ByteArray: re-encoded, not a crash."""
+    stream_id = pair.publishing()
+    byte_array = b"\x11" + amf3.encode(b"\x01\x02")
+    body = b"\x00" + amf0.encode("@setDataFrame", "onMetaData") + byte_array
+    pair.client.send_raw_message(5, stream_id, msg.DATA_AMF3, 0, body)
+    pair.pump()
+    (data,) = of(DataMessage, pair.take_server_events())
+    assert data.name == "onMetaData" and data.values == [b"\x01\x02"]
+    assert amf0.decode_all(data.payload) == ["onMetaData", b"\x01\x02"]

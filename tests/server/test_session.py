@@ -16,10 +16,11 @@ import trio
 import trio.testing
 
 from rtmp_ingest import config as config_mod
+from rtmp_ingest.app import App
 from rtmp_ingest.bundle import EndReason
 from rtmp_ingest.rtmp import events as ev
-from rtmp_ingest.server import daemon as daemon_mod
-from rtmp_ingest.server.daemon import Daemon
+from rtmp_ingest.server import listener as listener_mod
+from rtmp_ingest.server import rtmp as rtmp_mod
 from rtmp_ingest.server.rtmp import RtmpSession
 from tests.tools.rtmp_client import TrioRtmpClient
 
@@ -35,22 +36,22 @@ def mock_clock() -> trio.testing.MockClock:
 
 
 @pytest.fixture
-async def daemon(tmp_path: Any, nursery: trio.Nursery) -> AsyncIterator[Daemon]:
+async def daemon(tmp_path: Any, nursery: trio.Nursery) -> AsyncIterator[App]:
     config = config_mod.load(
         None,
         overrides={
             "data_dir": str(tmp_path),
-            "rtmp": {"goodbye_s": 2.0, "write_timeout_s": 10.0},
+            "rtmp": {"goodbye_s": 2.0, "write_timeout_s": 10.0, "listen": "127.0.0.1:0"},
         },
     )
-    daemon = Daemon(config)
-    connections = await nursery.start(daemon_mod._open_nursery)
-    daemon._connections = connections
-    nursery.start_soon(daemon._pump_events)
+    daemon = App(config)
+    daemon.open_auth()
+    await nursery.start(daemon.feeds.run)
+    await nursery.start(daemon.rtmp.run)
     yield daemon
 
 
-def connect_session(daemon: Daemon) -> tuple[TrioRtmpClient, Any]:
+def connect_session(daemon: App) -> tuple[TrioRtmpClient, Any]:
     """A session served in the daemon's connections nursery; the client's stream."""
     #: client → server buffered (an encoder's writes rarely block); server → client in
     #: lockstep: a client that does not read blocks the server's write at once
@@ -58,12 +59,12 @@ def connect_session(daemon: Daemon) -> tuple[TrioRtmpClient, Any]:
     down_send, down_receive = trio.testing.lockstep_stream_one_way_pair()
     client_end = trio.StapledStream(up_send, down_receive)
     server_end = trio.StapledStream(down_send, up_receive)
-    assert daemon._connections is not None
-    daemon._connections.start_soon(lambda: daemon._handle_rtmp(server_end, secure=False))
+    assert daemon.rtmp._connections is not None
+    daemon.rtmp._connections.start_soon(lambda: daemon.rtmp.handle(server_end, secure=False))
     return TrioRtmpClient(client_end), server_end  # type: ignore[arg-type]
 
 
-async def publish(daemon: Daemon, name: str) -> tuple[TrioRtmpClient, int]:
+async def publish(daemon: App, name: str) -> tuple[TrioRtmpClient, int]:
     client, _ = connect_session(daemon)
     await client.connect("live")
     stream_id = await client.create_stream()
@@ -75,7 +76,7 @@ async def publish(daemon: Daemon, name: str) -> tuple[TrioRtmpClient, int]:
     return client, stream_id
 
 
-def session_of(daemon: Daemon, stream_path: str) -> RtmpSession:
+def session_of(daemon: App, stream_path: str) -> RtmpSession:
     return next(s for s in daemon.sessions if s.stream_path == stream_path)
 
 
@@ -95,7 +96,7 @@ async def read_all(client: TrioRtmpClient, nbytes: int = 65536) -> list[Any]:
 
 
 async def test_a_kicked_publisher_that_reads_slowly_gets_the_whole_status(
-    mock_clock: trio.testing.MockClock, daemon: Daemon
+    mock_clock: trio.testing.MockClock, daemon: App
 ) -> None:
     client, _stream_id = await publish(daemon, "a")
     session = session_of(daemon, "live/a")
@@ -108,7 +109,7 @@ async def test_a_kicked_publisher_that_reads_slowly_gets_the_whole_status(
 
 
 async def test_the_goodbye_to_a_peer_that_never_reads_is_bounded(
-    mock_clock: trio.testing.MockClock, daemon: Daemon
+    mock_clock: trio.testing.MockClock, daemon: App
 ) -> None:
     _client, _stream_id = await publish(daemon, "a")
     session = session_of(daemon, "live/a")
@@ -123,7 +124,7 @@ async def test_the_goodbye_to_a_peer_that_never_reads_is_bounded(
 
 
 async def test_a_kick_while_a_write_to_a_player_is_blocked_ends_within_the_goodbye(
-    mock_clock: trio.testing.MockClock, daemon: Daemon
+    mock_clock: trio.testing.MockClock, daemon: App
 ) -> None:
     publisher, stream_id = await publish(daemon, "a")
     player, _ = connect_session(daemon)
@@ -151,7 +152,7 @@ async def test_a_kick_while_a_write_to_a_player_is_blocked_ends_within_the_goodb
 
 
 async def test_shutdown_with_twenty_stalled_players_ends_within_the_deadline(
-    mock_clock: trio.testing.MockClock, daemon: Daemon
+    mock_clock: trio.testing.MockClock, daemon: App
 ) -> None:
     publisher, stream_id = await publish(daemon, "a")
     players = []
@@ -170,15 +171,15 @@ async def test_shutdown_with_twenty_stalled_players_ends_within_the_deadline(
     stalled = [s for s in daemon.sessions if s.player is not None and s._writing]
     assert len(stalled) == 20
     started = trio.current_time()
-    await daemon._drain()
-    assert trio.current_time() - started <= daemon_mod.SHUTDOWN_TIMEOUT_S + 0.1
+    await daemon.rtmp.drain()
+    assert trio.current_time() - started <= listener_mod.SHUTDOWN_TIMEOUT_S + 0.1
     with trio.fail_after(1):
         while daemon.sessions:
             await trio.sleep(0.01)
 
 
 async def test_a_republish_on_the_same_connection_after_unpublish_is_accepted(
-    mock_clock: trio.testing.MockClock, daemon: Daemon
+    mock_clock: trio.testing.MockClock, daemon: App
 ) -> None:
     client, stream_id = await publish(daemon, "a")
     client.conn.unpublish(stream_id, "a")
@@ -193,12 +194,12 @@ async def test_a_republish_on_the_same_connection_after_unpublish_is_accepted(
     assert len(daemon.publishers) == 1
 
 
-def connect_socket_session(daemon: Daemon) -> TrioRtmpClient:
+def connect_socket_session(daemon: App) -> TrioRtmpClient:
     """A session on a real socket pair (the eager delivery path needs a descriptor)."""
     a, b = trio.socket.socketpair()
-    assert daemon._connections is not None
+    assert daemon.rtmp._connections is not None
     server_end = trio.SocketStream(b)
-    daemon._connections.start_soon(lambda: daemon._handle_rtmp(server_end, secure=False))
+    daemon.rtmp._connections.start_soon(lambda: daemon.rtmp.handle(server_end, secure=False))
     return TrioRtmpClient(trio.SocketStream(a))
 
 
@@ -219,12 +220,15 @@ async def test_an_rtmp_player_stays_through_a_reconnect_inside_grace(
     # must count from the last frame delivered, not from the task's last wakeup
     config = config_mod.load(
         None,
-        overrides={"data_dir": str(tmp_path), "rtmp": {"play_wait_s": 2.0}},
+        overrides={
+            "data_dir": str(tmp_path),
+            "rtmp": {"play_wait_s": 2.0, "listen": "127.0.0.1:0"},
+        },
     )
-    daemon = Daemon(config)
-    daemon._connections = await nursery.start(daemon_mod._open_nursery)
-    nursery.start_soon(daemon._pump_events)
-    nursery.start_soon(daemon._clock)
+    daemon = App(config)
+    daemon.open_auth()
+    await nursery.start(daemon.feeds.run)
+    await nursery.start(daemon.rtmp.run)
 
     async def publish_on_socket() -> tuple[TrioRtmpClient, int]:
         client = connect_socket_session(daemon)
@@ -257,11 +261,12 @@ async def test_an_rtmp_player_stays_through_a_reconnect_inside_grace(
     await feed_for(second, second_id, 10_000, 3.0)
     assert not player.closed, "the RTMP player was ended during the reconnect"
     assert any(t > reconnected_at + 1.0 for t in video_after)
-    daemon._connections.cancel_scope.cancel()
+    assert daemon.rtmp._connections is not None
+    daemon.rtmp._connections.cancel_scope.cancel()
 
 
 async def test_an_output_failing_on_one_stream_is_contained(
-    mock_clock: trio.testing.MockClock, daemon: Daemon, caplog: pytest.LogCaptureFixture
+    mock_clock: trio.testing.MockClock, daemon: App, caplog: pytest.LogCaptureFixture
 ) -> None:
     seen: list[str] = []
 
@@ -270,7 +275,9 @@ async def test_an_output_failing_on_one_stream_is_contained(
             raise OSError(36, "File name too long")
         seen.append(event.stream_path)
 
-    daemon.recorder.on_event = recorder_on_event  # type: ignore[method-assign]
+    daemon.feeds._sinks = [
+        (n, recorder_on_event if n == "record" else h) for n, h in daemon.feeds._sinks
+    ]
     _bad, _ = await publish(daemon, "bad")
     _good, _ = await publish(daemon, "good")
     with trio.fail_after(5):
@@ -280,3 +287,130 @@ async def test_an_output_failing_on_one_stream_is_contained(
     assert daemon.metrics.output_errors["record"] >= 1
     errors = [r for r in caplog.records if "output error" in r.getMessage()]
     assert len(errors) == 1 and "output=record stream=live/bad" in errors[0].getMessage()
+
+
+async def paused_player(daemon: App) -> TrioRtmpClient:
+    player, _ = connect_session(daemon)
+    await player.connect("live")
+    play_id = await player.create_stream()
+    await player.play(play_id, "a")
+    await player.wait_for(lambda e: isinstance(e, ev.Status) and "Start" in e.code)
+    player.conn.call("pause", None, True, 0.0, stream_id=play_id, transaction_id=0)
+    await player.flush()
+    await player.wait_for(lambda e: isinstance(e, ev.Status) and e.code == "NetStream.Pause.Notify")
+    return player
+
+
+async def test_a_paused_player_that_stops_reading_is_dropped_after_the_write_timeout(
+    mock_clock: trio.testing.MockClock, daemon: App
+) -> None:
+    await publish(daemon, "a")
+    await paused_player(daemon)  # and never reads again
+    started = trio.current_time()
+    with trio.fail_after(60):
+        while any(s.player is not None for s in daemon.sessions):
+            await trio.sleep(0.1)
+    timeout_s = daemon.config.rtmp.write_timeout_s
+    assert trio.current_time() - started <= timeout_s + rtmp_mod.PAUSED_PING_INTERVAL_S + 1
+
+
+async def test_a_paused_player_that_keeps_reading_stays(
+    mock_clock: trio.testing.MockClock, daemon: App, nursery: trio.Nursery
+) -> None:
+    await publish(daemon, "a")
+    player = await paused_player(daemon)
+
+    async def keep_reading() -> None:
+        while not player.closed:
+            await player._read_once()
+
+    nursery.start_soon(keep_reading)
+    # several ping rounds past the write timeout (the publisher's idle timeout is 30 s)
+    await trio.sleep(25)
+    assert any(s.player is not None for s in daemon.sessions)
+    assert not player.closed
+
+
+async def stranger_holding(daemon: App, nbytes: int) -> TrioRtmpClient:
+    """A connection past the handshake that sends `nbytes` of a command it never finishes."""
+    client, _ = connect_session(daemon)
+    await client.connect("live")
+    client.conn.send_raw_message(3, 0, 20, 0, b"\x02" + b"x" * (nbytes + 1000))
+    await client.stream.send_all(client.conn.data_to_send()[:nbytes])
+    return client
+
+
+def budget_app(tmp_path: Any, total: int) -> App:
+    return App(
+        config_mod.load(
+            None,
+            overrides={
+                "data_dir": str(tmp_path),
+                "rtmp": {"listen": "127.0.0.1:0", "max_pending_bytes_total": total},
+            },
+        )
+    )
+
+
+async def test_strangers_over_the_global_memory_budget_are_dropped_first(
+    mock_clock: trio.testing.MockClock, tmp_path: Any, nursery: trio.Nursery
+) -> None:
+    daemon = budget_app(tmp_path, 150_000)
+    daemon.open_auth()
+    await nursery.start(daemon.feeds.run)
+    await nursery.start(daemon.rtmp.run)
+    publisher, stream_id = await publish(daemon, "a")
+    first = await stranger_holding(daemon, 60_000)
+    second = await stranger_holding(daemon, 60_000)
+    await trio.sleep(0.1)
+    assert 110_000 <= daemon.rtmp.pending_total <= 150_000
+    third = await stranger_holding(daemon, 60_000)  # over the budget: this one goes
+    await trio.sleep(0.1)
+    assert daemon.metrics.budget_drops == 1
+    assert len(daemon.sessions) == 3 and daemon.rtmp.pending_total <= 150_000
+    assert await third.stream.receive_some(100) == b""
+    # an admitted publisher's big keyframe in progress pushes the strangers out, not itself
+    publisher.conn.send_video(stream_id, 40, AVC_INTER * 2)
+    await publisher.stream.send_all(publisher.conn.data_to_send()[:70_000])
+    await trio.sleep(0.1)
+    assert daemon.metrics.budget_drops == 2
+    assert len(daemon.publishers) == 1
+    assert [s.feed is not None for s in daemon.sessions].count(False) == 1
+    del first, second
+    daemon.rtmp._connections.cancel_scope.cancel()  # type: ignore[union-attr]
+
+
+async def test_a_closed_connection_returns_its_share_of_the_budget(
+    mock_clock: trio.testing.MockClock, tmp_path: Any, nursery: trio.Nursery
+) -> None:
+    daemon = budget_app(tmp_path, 10_000_000)
+    daemon.open_auth()
+    await nursery.start(daemon.feeds.run)
+    await nursery.start(daemon.rtmp.run)
+    stranger = await stranger_holding(daemon, 60_000)
+    await trio.sleep(0.1)
+    assert daemon.rtmp.pending_total >= 55_000
+    await stranger.aclose()
+    await trio.sleep(0.1)
+    assert daemon.rtmp.pending_total == 0
+    daemon.rtmp._connections.cancel_scope.cancel()  # type: ignore[union-attr]
+
+
+async def test_a_kick_with_a_ban_keeps_an_auto_reconnecting_encoder_away(
+    mock_clock: trio.testing.MockClock, daemon: App
+) -> None:
+    first, _ = await publish(daemon, "a")
+    (feed_id,) = daemon.publishers
+    assert daemon.kick_feed(feed_id, ban_s=60)
+    await read_all(first)
+    # the encoder reconnects at once, as OBS does: refused, with the reason in its log
+    again, _ = connect_session(daemon)
+    await again.connect("live")
+    stream_id = await again.create_stream()
+    status = await again.publish(stream_id, "a")
+    assert status.code == "NetStream.Publish.Rejected"
+    assert "may not publish from your address" in status.description
+    assert daemon.metrics.refused == {"banned": 1}
+    await trio.sleep(61)  # the ban ends
+    _later, _ = await publish(daemon, "a")
+    assert len(daemon.publishers) == 1

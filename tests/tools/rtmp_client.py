@@ -37,6 +37,7 @@ class TrioRtmpClient:
             if event is NEED_DATA or isinstance(event, ev.ConnectionClosed):
                 break
             self.events.append(event)
+        await self.flush()  #: answers made while dispatching (a PingResponse) go out now
 
     async def wait_for(self, predicate: Any, timeout_s: float = 10.0) -> Any:
         with trio.fail_after(timeout_s):

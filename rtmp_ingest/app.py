@@ -1,0 +1,304 @@
+"""The composition root: builds the bundle and every service, runs them side by side.
+
+    registry (bundle) ─ Feeds (live feeds, event pump, clock) ─┬─ RtmpListener (RTMP/RTMPS)
+                                                               ├─ HlsService, RecorderService
+                                                               └─ EventHub (SSE)
+    HTTP (api/: control API, events, metrics, HLS, HTTP-FLV, pages) reads them through
+    the narrow view it declares.
+
+`App.run()` opens one nursery with the listeners, the HTTP server (unless
+`http.listen` is empty), the outputs and the bundle's pump and clock; it reports the
+bound addresses through `task_status`, so tests bind port 0. Shutdown
+(SIGINT/SIGTERM → `shutdown()`): the RTMP listener drains (see server/listener.py),
+recordings are closed, SSE subscribers are told, and `run` returns within
+SHUTDOWN_TIMEOUT_S plus the recorder's close. Nothing under `server/` imports `api/`
+or this module: the arrows point inwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+import trio
+
+from rtmp_ingest.auth import Authorizer, BanList, Keyring, KeyringError, Policy, PolicySettings
+from rtmp_ingest.bundle import Registry
+from rtmp_ingest.config import Config, StartupError
+from rtmp_ingest.outputs.names import source_segment
+from rtmp_ingest.server.counters import Metrics
+from rtmp_ingest.server.events import EventHub
+from rtmp_ingest.server.feeds import Feeds
+from rtmp_ingest.server.hls import HlsService
+from rtmp_ingest.server.listener import SHUTDOWN_TIMEOUT_S, Address, RtmpListener
+from rtmp_ingest.server.play import Player
+from rtmp_ingest.server.record import RecorderService
+
+log = logging.getLogger("rtmp_ingest")
+
+
+@attrs.frozen
+class Bound:
+    """Where the server listens (ports resolved when 0 was asked)."""
+
+    rtmp: Address
+    rtmps: Address | None
+    http: Address | None
+
+
+class App:
+    """One server process: its registry, services, listeners and HTTP."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.data_dir = Path(config.data_dir)
+        self.registry = Registry(config.bundle.bundle_config())
+        self.metrics = Metrics()
+        self.hub = EventHub()
+        self.feeds = Feeds(self.registry, self.metrics)
+        #: the secret, revocations and issued-token log (loaded when run starts)
+        self.keyring: Keyring | None = None
+        self.bans = BanList(max_bans=config.auth.max_bans, max_ban_s=config.auth.max_ban_s)
+        #: the one publish policy (and hook) every ingest driver asks; set when run starts
+        self.authorizer: Authorizer | None = None
+        self.rtmp = RtmpListener(config, self.feeds)
+        self.hls = HlsService(config=config.hls, registry=self.registry)
+        self.recorder = RecorderService(
+            config=config.record,
+            registry=self.registry,
+            feeds=self.feeds.publishers,
+            data_dir=self.data_dir,
+        )
+        self.feeds.add_sink(
+            "events",
+            lambda event: self.hub.publish(event, wall_origin_s=self.registry.wall_origin_s),
+        )
+        self.feeds.add_sink("hls", self.hls.on_event)
+        self.feeds.add_sink("record", self.recorder.on_event)
+        self.started_at = time.time()
+        self.bound: Bound | None = None
+        self._shutdown = trio.Event()
+
+    # -- what the API and outputs read ------------------------------------------------
+
+    @property
+    def publishers(self) -> dict[int, Any]:
+        return self.feeds.publishers
+
+    @property
+    def players(self) -> set[Player]:
+        return self.feeds.players
+
+    @property
+    def bundle_changed(self) -> trio.Event:
+        return self.feeds.bundle_changed
+
+    @property
+    def sessions(self) -> set[Any]:
+        return self.rtmp.sessions
+
+    def kick_source(self, stream_path: str, source_id: str, *, ban_s: float = 0.0) -> bool:
+        """Ends the feed on air of a source; with `ban_s`, its client may not publish that
+        source again for that long (an auto-reconnecting encoder stays away)."""
+        stats = self.registry.source_statistics(stream_path, source_id, now_s=trio.current_time())
+        if stats is None or stats.on_air_feed_id is None:
+            return False
+        return self.kick_feed(stats.on_air_feed_id, ban_s=ban_s)
+
+    def kick_feed(self, feed_id: int, *, ban_s: float = 0.0) -> bool:
+        """Ends one feed, on air or standby (see `kick_source` for `ban_s`); False if none.
+
+        Raises ValueError when `ban_s` is negative, not finite or over `auth.max_ban_s`.
+        """
+        session = self.feeds.publishers.get(feed_id)
+        if session is None or session.feed is None:
+            return False
+        if ban_s:
+            self.bans.ban(
+                stream_path=session.feed.stream_path,
+                source_id=session.feed.source_id,
+                remote_ip=session.remote.rsplit(":", 1)[0].strip("[]"),
+                duration_s=ban_s,
+                now_s=self.unix_now(),
+            )
+        return self.feeds.kick_feed(feed_id)
+
+    def output_statistics(self) -> dict[str, int]:
+        """players, bytes_out, frames_dropped over every output."""
+        players = list(self.players)
+        return {
+            "players": len(players),
+            "bytes_out": self.metrics.player_bytes_ended + sum(p.track.bytes for p in players),
+            "frames_dropped": self.metrics.player_dropped_ended + sum(p.dropped() for p in players),
+        }
+
+    def players_of(self, stream_path: str, source_id: str) -> list[Player]:
+        return [
+            p
+            for p in self.players
+            if p.stream_path == stream_path
+            and p.reader is not None
+            and p.reader.source_id == source_id
+        ]
+
+    def source_urls(self, stream_path: str, source_id: str, *, host: str = "") -> dict[str, str]:
+        """Where viewers get a source: absolute with `host` (the API request's), else relative."""
+        query = f"?sourceId={quote(source_id, safe='')}" if source_id else ""
+        name = quote(stream_path)
+        assert self.bound is not None and self.bound.http is not None
+        http_port = self.bound.http[1]
+        rtmp_port = self.bound.rtmp[1]
+        hls = f"/hls/{name}/{source_segment(source_id)}/index.m3u8"
+        if host:
+            return {
+                "rtmp": f"rtmp://{host}:{rtmp_port}/{name}{query}",
+                "flv": f"http://{host}:{http_port}/{name}.flv{query}",
+                "hls": f"http://{host}:{http_port}{hls}",
+            }
+        return {
+            "rtmp": f"rtmp://:{rtmp_port}/{name}{query}",
+            "flv": f"/{name}.flv{query}",
+            "hls": hls,
+        }
+
+    def stream_hls_url(self, stream_path: str, *, host: str = "") -> str:
+        """The stream's multivariant playlist (every live source)."""
+        assert self.bound is not None and self.bound.http is not None
+        path = f"/hls/{quote(stream_path)}/index.m3u8"
+        return f"http://{host}:{self.bound.http[1]}{path}" if host else path
+
+    def http_routes(self) -> list[Any]:
+        """HTTP routes of the outputs (HLS, the multiview page, HTTP-FLV)."""
+        from rtmp_ingest.api import hls, httpflv, web  # noqa: PLC0415 - HTTP only when served
+
+        return hls.routes(self) + web.routes(self) + httpflv.routes(self)
+
+    # -- auth ------------------------------------------------------------------------
+
+    @property
+    def secret(self) -> bytes:
+        assert self.keyring is not None
+        return self.keyring.secret
+
+    @property
+    def revocations(self) -> Keyring | None:
+        """The keyring (its revoke() and revoked ids), as the API uses it."""
+        return self.keyring
+
+    def _policy_settings(self, config: Config) -> PolicySettings:
+        return PolicySettings(mode=config.auth.mode, apps=config.apps)  # type: ignore[arg-type]
+
+    def unix_now(self) -> float:
+        """Unix time on trio's clock (the registry's origin), so tests can move it."""
+        return self.registry.wall_origin_s + trio.current_time()
+
+    def open_auth(self, hook: Any = None) -> None:
+        """Loads the keyring and sets up the publish policy (with `hook`) for every driver."""
+        try:
+            self.keyring = Keyring.load(self.data_dir, secret=self.config.auth.secret)
+        except KeyringError as exc:
+            raise StartupError(str(exc)) from None
+        policy = Policy(self._policy_settings(self.config), verifier=self.keyring, bans=self.bans)
+        self.authorizer = Authorizer(policy, hook=hook, clock=self.unix_now)
+        self.rtmp.authorizer = self.authorizer
+
+    def reload(self, new: Config) -> None:
+        """SIGHUP: takes the app settings and log level of `new`, re-reads revocations.
+
+        Feeds, players and listeners carry on. Every other changed section is named in
+        the log line as needing a restart (listeners, limits and outputs are built once).
+        """
+        restart = [
+            field.name
+            for field in attrs.fields(Config)
+            if field.name not in ("apps", "log_level")
+            and getattr(new, field.name) != getattr(self.config, field.name)
+        ]
+        self.config = attrs.evolve(self.config, apps=new.apps, log_level=new.log_level)
+        self.rtmp.config = self.config
+        logging.getLogger("rtmp_ingest").setLevel(new.log_level.upper())
+        revoked = 0
+        if self.keyring is not None:
+            try:
+                revoked = self.keyring.reload()
+            except KeyringError as exc:
+                log.error("reload: revocation list kept as it was: %s", exc)
+        if self.authorizer is not None:
+            self.authorizer.policy.configure(self._policy_settings(self.config))
+        log.info(
+            "reloaded apps=%d revocations=%d%s",
+            len(new.apps),
+            revoked,
+            f"; changed, needs a restart: {', '.join(restart)}" if restart else "",
+        )
+
+    # -- running -----------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[Bound] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serves until shutdown() (or cancellation)."""
+        self.registry.wall_origin_s = time.time() - trio.current_time()
+        config = self.config
+        if config.auth.mode == "open":
+            log.warning(
+                'auth.mode is "open": ANYONE can publish to any stream, with multisource. '
+                'Set [auth] mode = "token" for production.'
+            )
+        async with trio.open_nursery() as nursery:
+            hook = None
+            if config.auth.hooks.url:
+                from rtmp_ingest.auth.hooks import open_hook_client  # noqa: PLC0415 - httpx
+
+                hook = await nursery.start(_run_hook_client, open_hook_client, config.auth.hooks)
+            self.open_auth(hook)
+            await nursery.start(self.hls.run)
+            await nursery.start(self.recorder.run)
+            await nursery.start(self.feeds.run)
+            rtmp_bound, rtmps_bound = await nursery.start(self.rtmp.run)
+            http_bound = await self._start_http(nursery) if config.http.listen else None
+            self.bound = Bound(rtmp=rtmp_bound, rtmps=rtmps_bound, http=http_bound)
+            log.info(
+                "listening rtmp=%s:%d%s%s",
+                *rtmp_bound,
+                f" rtmps={rtmps_bound[0]}:{rtmps_bound[1]}" if rtmps_bound else "",
+                f" http={http_bound[0]}:{http_bound[1]}" if http_bound else " http=off",
+            )
+            task_status.started(self.bound)
+            await self._shutdown.wait()
+            await self.rtmp.drain()
+            self.recorder.close_all()
+            with trio.move_on_after(SHUTDOWN_TIMEOUT_S):
+                while self.recorder.recordings:
+                    await trio.sleep(0.02)
+            await self.hub.aclose()
+            nursery.cancel_scope.cancel()
+
+    async def _start_http(self, nursery: trio.Nursery) -> Address:
+        from rtmp_ingest.api.http import serve_http  # noqa: PLC0415 - RTMP runs without HTTP
+
+        try:
+            bound: Address = await nursery.start(serve_http, self)
+        except* OSError as group:
+            exc: BaseException = group
+            while isinstance(exc, BaseExceptionGroup):
+                exc = exc.exceptions[0]
+            raise StartupError(
+                f"http.listen {self.config.http.listen}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
+        return bound
+
+    def shutdown(self) -> None:
+        """Starts a graceful shutdown (safe to call from a signal handler task)."""
+        self._shutdown.set()
+
+
+async def _run_hook_client(
+    opener: Any, settings: Any, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Holds the publish hook's HTTP client open for the server's lifetime."""
+    async with opener(settings) as hook:
+        task_status.started(hook)
+        await trio.sleep_forever()

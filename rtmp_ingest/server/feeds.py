@@ -1,0 +1,186 @@
+"""The publishing side every ingest driver shares: live feeds, the bundle's pump and clock.
+
+A driver (RTMP today; SRT and WHIP beside it) asks the registry for a feed and then
+reports it here (`feed_started`, `end_feed`); `Feeds` keeps the session of every live
+feed so it can be told to go (supersede in disconnect mode, an operator's kick).
+
+The pump drains bundle events and hands each to the outputs registered as sinks
+(events for SSE, HLS, recording) — an exception in one sink's handling of one
+stream's event is contained there: logged once per sink and stream, counted in
+`rtmp_ingest_output_errors_total{output=...}`, never the pump. The clock calls
+`registry.tick` when a reconnect grace period expires.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from rtmp_ingest.bundle import EndReason, Registry, Superseded
+from rtmp_ingest.server.counters import Metrics
+from rtmp_ingest.server.logtext import quoted, shown
+
+if TYPE_CHECKING:
+    from rtmp_ingest.server.ingest import IngestSession
+    from rtmp_ingest.server.play import Player
+
+log = logging.getLogger("rtmp_ingest")
+
+
+class Feeds:
+    """Live feeds by id, players, and the bundle's event pump and clock."""
+
+    def __init__(self, registry: Registry, metrics: Metrics) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.publishers: dict[int, IngestSession] = {}
+        self.players: set[Player] = set()
+        #: set (and replaced) whenever the bundle changed; players wait on it for a source
+        self.bundle_changed = trio.Event()
+        self._sinks: list[tuple[str, Callable[[Any], None]]] = []
+        #: (sink, stream) pairs whose failure was logged already
+        self._failures: set[tuple[str, str]] = set()
+        self._poke = trio.Event()
+
+    def add_sink(self, name: str, handler: Callable[[Any], None]) -> None:
+        """`handler(event)` gets every bundle event, in order (see the module docstring)."""
+        self._sinks.append((name, handler))
+
+    # -- feeds -------------------------------------------------------------------------
+
+    def feed_started(self, session: IngestSession) -> None:
+        assert session.feed is not None
+        self.publishers[session.feed.feed_id] = session
+        self.metrics.publishes += 1
+        self._poke.set()
+
+    def end_feed(self, session: IngestSession, reason: EndReason) -> None:
+        feed = session.feed
+        if feed is None:
+            return
+        if self.publishers.pop(feed.feed_id, None) is None:
+            return
+        now = trio.current_time()
+        stats = feed.statistics(now_s=now)
+        self.metrics.bytes_in_ended += stats.bytes_in
+        if feed.end_reason is None:
+            self.registry.end_feed(feed, reason, now_s=now)
+        log.info(
+            "unpublish stream=%s sourceId=%s protocol=%s remote=%s feed=%d reason=%s bytes=%d "
+            "uptime=%.1fs%s",
+            shown(feed.stream_path),
+            quoted(feed.source_id),
+            session.protocol,
+            session.remote,
+            feed.feed_id,
+            (feed.end_reason or reason).value,
+            stats.bytes_in,
+            stats.uptime_s,
+            f" malformed={session.malformed}" if session.malformed else "",
+        )
+        self._poke.set()
+
+    def kick_source(self, stream_path: str, source_id: str) -> bool:
+        """Ends the feed on air of a source (operator action); False if none."""
+        stats = self.registry.source_statistics(stream_path, source_id, now_s=trio.current_time())
+        if stats is None or stats.on_air_feed_id is None:
+            return False
+        return self.kick_feed(stats.on_air_feed_id)
+
+    def kick_feed(self, feed_id: int) -> bool:
+        """Ends one feed, on air or standby (operator action); False if it is not live."""
+        session = self.publishers.get(feed_id)
+        if session is None or session.feed is None:
+            return False
+        feed = session.feed
+        session.kick(EndReason.KICKED, "Your feed was stopped by the server operator.")
+        log.info(
+            "kick stream=%s sourceId=%s protocol=%s remote=%s feed=%d",
+            shown(feed.stream_path),
+            quoted(feed.source_id),
+            session.protocol,
+            session.remote,
+            feed_id,
+        )
+        return True
+
+    # -- the pump and the clock ----------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._pump_events)
+            nursery.start_soon(self._clock)
+            task_status.started()
+
+    async def _pump_events(self) -> None:
+        wake = trio.Event()
+        self.registry.set_event_wakeup(wake.set)
+        while True:
+            await wake.wait()
+            wake = trio.Event()
+            self.registry.set_event_wakeup(wake.set)
+            for event in self.registry.drain_events():
+                self._on_bundle_event(event)
+            self.bundle_changed.set()
+            self.bundle_changed = trio.Event()
+
+    def _on_bundle_event(self, event: Any) -> None:
+        if isinstance(event, Superseded):
+            self.metrics.supersedes += 1
+            session = self.publishers.get(event.feed_id)
+            log.info(
+                "supersede stream=%s sourceId=%s protocol=%s remote=%s feed=%d by_feed=%d",
+                shown(event.stream_path),
+                quoted(event.source_id),
+                session.protocol if session else "-",
+                session.remote if session else "-",
+                event.feed_id,
+                event.by_feed_id,
+            )
+            if session is not None:
+                session.kick(
+                    EndReason.SUPERSEDED,
+                    f"Superseded: a newer feed took over sourceId {event.source_id!r} "
+                    f"of {event.stream_path}.",
+                )
+        else:
+            source = getattr(event, "source_id", None)
+            log.info(
+                "%s stream=%s%s",
+                type(event).__name__.lower(),
+                shown(event.stream_path),
+                f" sourceId={quoted(source)}" if source is not None else "",
+            )
+        for name, handler in self._sinks:
+            self._deliver(name, handler, event)
+
+    def _deliver(self, name: str, handler: Callable[[Any], None], event: Any) -> None:
+        try:
+            handler(event)
+        except Exception as exc:  #: one stream's output must never stop the daemon
+            self.metrics.output_errors[name] = self.metrics.output_errors.get(name, 0) + 1
+            stream_path = getattr(event, "stream_path", "")
+            if (name, stream_path) not in self._failures:
+                self._failures.add((name, stream_path))
+                log.error(
+                    "output error output=%s stream=%s event=%s: %s: %s "
+                    "(logged once per output and stream; counted in metrics)",
+                    name,
+                    shown(stream_path),
+                    type(event).__name__,
+                    type(exc).__name__,
+                    shown(str(exc)),
+                    exc_info=log.isEnabledFor(logging.DEBUG),
+                )
+
+    async def _clock(self) -> None:
+        """Calls registry.tick when a grace period expires."""
+        while True:
+            deadline = self.registry.next_deadline_s()
+            with trio.move_on_at(deadline if deadline is not None else float("inf")):
+                await self._poke.wait()
+            self._poke = trio.Event()
+            self.registry.tick(now_s=trio.current_time())

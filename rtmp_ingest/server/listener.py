@@ -1,0 +1,189 @@
+"""The RTMP and RTMPS listeners: accept, connection limits, one session per connection.
+
+Every connection runs in the listener's own nursery. Shutdown (`drain`) stops
+accepting, asks E-RTMP publishers that announced the Reconnect capability to
+reconnect (queued to all at once: a peer that does not read delays nobody) and gives
+them RECONNECT_GRACE_ON_SHUTDOWN_S, kicks every session (its goodbye bounded by
+`rtmp.goodbye_s`), and cancels the nursery at SHUTDOWN_TIMEOUT_S, however stalled
+the peers are.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections import Counter
+from typing import Any
+
+import trio
+
+from rtmp_ingest.auth import Authorizer
+from rtmp_ingest.bundle import EndReason
+from rtmp_ingest.config import Config, StartupError, parse_host_port
+from rtmp_ingest.server.feeds import Feeds
+from rtmp_ingest.server.logtext import shown
+from rtmp_ingest.server.rtmp import RtmpSession
+
+log = logging.getLogger("rtmp_ingest")
+
+#: How long shutdown may take before connections are cut.
+SHUTDOWN_TIMEOUT_S = 5.0
+#: How long E-RTMP publishers get to reconnect elsewhere after a ReconnectRequest.
+RECONNECT_GRACE_ON_SHUTDOWN_S = 1.0
+
+#: (address, port) a listener is bound to
+Address = tuple[str, int]
+
+
+class RtmpListener:
+    """RTMP (and RTMPS) ingest and play: what an `RtmpSession` works with."""
+
+    def __init__(self, config: Config, feeds: Feeds) -> None:
+        #: replaced on SIGHUP (app settings); sessions read it when they decide
+        self.config = config
+        self.feeds = feeds
+        self.registry = feeds.registry
+        self.metrics = feeds.metrics
+        #: the publish policy and hook (the composition root sets it before listening)
+        self.authorizer: Authorizer | None = None
+        self.sessions: set[RtmpSession] = set()
+        #: partial input bytes all connections hold (see RtmpSession._account_pending)
+        self.pending_total = 0
+        self.per_address: Counter[str] = Counter()
+        self._listener_scopes: list[trio.CancelScope] = []
+        #: the nursery every connection runs in (cancelled at the shutdown deadline)
+        self._connections: trio.Nursery | None = None
+        self._sessions_changed = trio.Event()
+
+    async def run(
+        self,
+        *,
+        task_status: trio.TaskStatus[tuple[Address, Address | None]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listens; reports (rtmp, rtmps) bound addresses; returns once drained."""
+        config = self.config
+        async with trio.open_nursery() as connections:
+            self._connections = connections
+            host, port = parse_host_port(config.rtmp.listen, key="rtmp.listen")
+            listeners = await _listen("rtmp.listen", host, port)
+            rtmp_bound = listeners[0].socket.getsockname()[:2]
+            connections.start_soon(self._serve, listeners, False)
+            rtmps_bound = None
+            if config.rtmps.listen:
+                host, port = parse_host_port(config.rtmps.listen, key="rtmps.listen")
+                context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                try:
+                    context.load_cert_chain(config.rtmps.cert_file, config.rtmps.key_file)
+                except (OSError, ssl.SSLError) as exc:
+                    raise StartupError(
+                        f"rtmps.cert_file/key_file: cannot load {config.rtmps.cert_file!r}: {exc}"
+                    ) from None
+                tcp = await _listen("rtmps.listen", host, port)
+                rtmps_bound = tcp[0].socket.getsockname()[:2]
+                tls = [trio.SSLListener(t, context, https_compatible=False) for t in tcp]
+                connections.start_soon(self._serve, tls, True)
+            task_status.started((rtmp_bound, rtmps_bound))
+            await trio.sleep_forever()
+
+    async def _serve(self, listeners: list[Any], secure: bool) -> None:
+        with trio.CancelScope() as scope:
+            self._listener_scopes.append(scope)
+            await trio.serve_listeners(
+                lambda stream: self.handle(stream, secure=secure),
+                listeners,
+                handler_nursery=self._connections,
+            )
+
+    async def handle(self, stream: Any, *, secure: bool) -> None:
+        """Serves one accepted connection to its end."""
+        remote = _peer(stream)
+        ip = remote.rsplit(":", 1)[0]
+        rtmp = self.config.rtmp
+        if (
+            len(self.sessions) >= rtmp.max_connections
+            or self.per_address[ip] >= rtmp.max_connections_per_address
+        ):
+            self.metrics.connections_refused += 1
+            log.warning(
+                "refused connection remote=%s reason=too-many-connections (%d total, %d from it)",
+                remote,
+                len(self.sessions),
+                self.per_address[ip],
+            )
+            await trio.aclose_forcefully(stream)
+            return
+        session = RtmpSession(self, stream, remote, secure=secure)
+        self.sessions.add(session)
+        self.per_address[ip] += 1
+        self.metrics.connections_total += 1
+        try:
+            if secure:
+                with trio.move_on_after(rtmp.handshake_timeout_s) as scope:
+                    await stream.do_handshake()
+                if scope.cancelled_caught:
+                    log.info("timeout remote=%s waiting for TLS handshake", remote)
+                    await trio.aclose_forcefully(stream)
+                    return
+            await session.run()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            await trio.aclose_forcefully(stream)
+        except Exception:
+            log.exception(
+                "internal error on connection remote=%s stream=%s; connection closed",
+                remote,
+                shown(session.stream_path or "-"),
+            )
+            await trio.aclose_forcefully(stream)
+        finally:
+            self.sessions.discard(session)
+            self._sessions_changed.set()
+            self.per_address[ip] -= 1
+            if not self.per_address[ip]:
+                del self.per_address[ip]
+
+    async def drain(self) -> None:
+        """Ends every connection within SHUTDOWN_TIMEOUT_S (see the module docstring)."""
+        for scope in self._listener_scopes:
+            scope.cancel()
+        log.info(
+            "shutting down: %d connections, %d feeds",
+            len(self.sessions),
+            len(self.feeds.publishers),
+        )
+        deadline = trio.current_time() + SHUTDOWN_TIMEOUT_S
+        capable = [
+            s
+            for s in self.sessions
+            if s.feed is not None and s.reconnect_capable and s.conn.error is None
+        ]
+        for session in capable:
+            session.conn.send_reconnect_request(description="Server restarting; reconnect please.")
+            session.queue_output()
+        if capable:
+            await trio.sleep(RECONNECT_GRACE_ON_SHUTDOWN_S)
+        for session in list(self.sessions):
+            session.kick(EndReason.SHUTDOWN, "Server shutting down.")
+        with trio.move_on_at(deadline):
+            while self.sessions:
+                self._sessions_changed = trio.Event()
+                await self._sessions_changed.wait()
+        if self._connections is not None:
+            self._connections.cancel_scope.cancel()
+
+
+async def _listen(key: str, host: str, port: int) -> list[trio.SocketListener]:
+    """TCP listeners on host:port; a failure is a one-line StartupError naming the key."""
+    try:
+        return await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        shown_host = f"[{host}]" if ":" in host else host
+        raise StartupError(f"{key} {shown_host}:{port}: {exc.strerror or exc}") from None
+
+
+def _peer(stream: Any) -> str:
+    inner = getattr(stream, "transport_stream", stream)
+    try:
+        host, port = inner.socket.getpeername()[:2]
+    except (OSError, AttributeError, ValueError, TypeError):
+        return "unknown"  #: not an IP socket (a unix socket pair, a test stream)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
