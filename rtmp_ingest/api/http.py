@@ -214,7 +214,7 @@ class Api:
             stats = registry.stream_statistics(path, now_s=now)
             if stats is not None:
                 streams.append(self._stream_json(stats, request))
-        return JSONResponse({"streams": streams, "version": __version__})
+        return JSONResponse({"streams": streams})
 
     async def stream(self, request: Request) -> Response:
         if (denied := self._guard(request)) is not None:
