@@ -312,3 +312,33 @@ async def test_a_tile_the_browser_cannot_decode_says_so(start_daemon, spawn, tmp
     if report["hevc"]:
         pytest.skip("this Chromium decodes HEVC: nothing to refuse")
     assert tiles["hevc"]["unplayable"].startswith("not playable in this browser (hvc1"), tiles
+
+
+async def test_live_events_carry_iso_times_once_the_app_uses_the_apis_hub(running, spawn):
+    if type(running.daemon.hub).__module__ != "rtmp_ingest.api.events":
+        pytest.skip("the app's hub is not rtmp_ingest.api.events.EventHub yet")
+    events: list = []
+
+    async def follow(task_status=trio.TASK_STATUS_IGNORED):
+        async with httpx.AsyncClient(base_url=running.http, timeout=None) as client:
+            async with client.stream(
+                "GET", "/api/v1/events", params={"stream": "live/iso2"}
+            ) as response:
+                task_status.started()
+                name = None
+                async for line in response.aiter_lines():
+                    if line.startswith("event: "):
+                        name = line[7:]
+                    elif line.startswith("data: ") and name:
+                        events.append((name, json.loads(line[6:])))
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(follow)
+        await spawn(clients.pyav(running.url("live/iso2"), 10))
+
+        async def active():
+            return next((p for n, p in events if n == "active"), None)
+
+        payload = await running.wait_for(active, timeout_s=20)
+        nursery.cancel_scope.cancel()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", payload["timelineOrigin"])
