@@ -17,15 +17,16 @@ or this module: the arrows point inwards.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import attrs
 import trio
 
+from rtmp_ingest.api.events import EventHub
 from rtmp_ingest.auth import (
     Authorizer,
     BanList,
@@ -39,9 +40,7 @@ from rtmp_ingest.auth import (
 )
 from rtmp_ingest.bundle import Registry
 from rtmp_ingest.config import Config, StartupError
-from rtmp_ingest.outputs.names import source_segment
 from rtmp_ingest.server.counters import Metrics
-from rtmp_ingest.server.events import EventHub
 from rtmp_ingest.server.feeds import Feeds
 from rtmp_ingest.server.hls import HlsService
 from rtmp_ingest.server.listener import SHUTDOWN_TIMEOUT_S, Address, RtmpListener
@@ -163,40 +162,20 @@ class App:
             and p.reader.source_id == source_id
         ]
 
-    def source_urls(self, stream_path: str, source_id: str, *, host: str = "") -> dict[str, str]:
-        """Where viewers get a source: absolute with `host` (the API request's), else relative."""
-        query = f"?sourceId={quote(source_id, safe='')}" if source_id else ""
-        name = quote(stream_path)
-        assert self.bound is not None and self.bound.http is not None
-        http_port = self.bound.http[1]
-        rtmp_port = self.bound.rtmp[1]
-        hls = f"/hls/{name}/{source_segment(source_id)}/index.m3u8"
-        if host:
-            return {
-                "rtmp": f"rtmp://{host}:{rtmp_port}/{name}{query}",
-                "flv": f"http://{host}:{http_port}/{name}.flv{query}",
-                "hls": f"http://{host}:{http_port}{hls}",
-            }
-        return {
-            "rtmp": f"rtmp://:{rtmp_port}/{name}{query}",
-            "flv": f"/{name}.flv{query}",
-            "hls": hls,
-        }
-
-    def stream_hls_url(self, stream_path: str, *, host: str = "") -> str:
-        """The stream's multivariant playlist (every live source)."""
-        assert self.bound is not None and self.bound.http is not None
-        path = f"/hls/{quote(stream_path)}/index.m3u8"
-        return f"http://{host}:{self.bound.http[1]}{path}" if host else path
-
-    def http_routes(self) -> list[Any]:
-        """HTTP routes of the outputs (HLS, the multiview page, HTTP-FLV) and WHIP."""
-        from rtmp_ingest.api import hls, httpflv, web, whip  # noqa: PLC0415 - HTTP when served
-
-        routes = hls.routes(self) + web.routes(self) + httpflv.routes(self)
+    def listeners_up(self) -> dict[str, bool]:
+        """Which listeners are serving (`/healthz`: 200 only when all are)."""
+        up = {"rtmp": self.bound is not None and not self._shutdown.is_set()}
+        if self.config.rtmps.listen:
+            up["rtmps"] = up["rtmp"] and self.bound is not None and self.bound.rtmps is not None
+        up["http"] = self.bound is not None and self.bound.http is not None
         if self.webrtc is not None:
-            routes += whip.routes(self.webrtc)
-        return routes
+            up["webrtc"] = self.webrtc.is_ready
+        return up
+
+    def _webrtc_routes(self) -> list[Any]:
+        from rtmp_ingest.api import whip  # noqa: PLC0415 - HTTP when served
+
+        return whip.routes(self.webrtc) if self.webrtc is not None else []
 
     # -- auth ------------------------------------------------------------------------
 
@@ -309,7 +288,9 @@ class App:
         from rtmp_ingest.api.http import serve_http  # noqa: PLC0415 - RTMP runs without HTTP
 
         try:
-            bound: Address = await nursery.start(serve_http, self)
+            bound: Address = await nursery.start(
+                functools.partial(serve_http, self, extra_routes=self._webrtc_routes())
+            )
         except* OSError as group:
             exc: BaseException = group
             while isinstance(exc, BaseExceptionGroup):

@@ -89,8 +89,16 @@ admin_key = ""
 protect_metrics = false
 # Access-Control-Allow-Origin for browser players and pages.
 cors_origins = ["*"]
-# hls.js for the multiview page (/view/APP/STREAM); self-host it on networks without internet.
-hlsjs_url = "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js"
+# hls.js for the multiview page (/view/APP/STREAM); empty = the copy shipped in the
+# package (served at /assets/hls.min.js), so the page loads no script from the internet.
+hlsjs_url = ""
+# Largest request body read (token requests, WHIP/WHEP offers); larger ones get 413.
+max_body_bytes = 262144
+# A response (HTTP-FLV, events, HLS) the client does not read for this long is dropped.
+write_timeout_s = 10.0
+# Open HTTP connections, in total and from one address; more are answered 503 and closed.
+max_connections = 1024
+max_connections_per_address = 64
 
 [auth]
 # "open": anyone may publish anything (development; the server says so at start).
@@ -250,7 +258,12 @@ class HttpConfig:
     admin_key: str = ""
     protect_metrics: bool = False
     cors_origins: list[str] = attrs.field(factory=lambda: ["*"])
-    hlsjs_url: str = "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js"
+    hlsjs_url: str = ""
+    #: HTTP limits (api/serve.py); 0 would refuse every body, client or connection
+    max_body_bytes: int = attrs.field(default=256 * 1024, validator=attrs.validators.gt(0))
+    write_timeout_s: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    max_connections: int = attrs.field(default=1024, validator=attrs.validators.gt(0))
+    max_connections_per_address: int = attrs.field(default=64, validator=attrs.validators.gt(0))
 
 
 @attrs.frozen(kw_only=True)

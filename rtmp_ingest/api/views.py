@@ -1,23 +1,15 @@
-"""JSON views of the bundle for the control API (SPEC.md §4)."""
+"""JSON views of the bundle for the control API (docs/spec.md §4)."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
+from rtmp_ingest.api.defs import ApiServer
+from rtmp_ingest.api.events import iso, track_json
 from rtmp_ingest.bundle import FeedState, FeedStatistics, SourceStatistics, StreamStatistics
-from rtmp_ingest.server.events import track_json
-
-
-def iso(unix_s: float | None) -> str | None:
-    if unix_s is None:
-        return None
-    return (
-        dt.datetime.fromtimestamp(unix_s, dt.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
+from rtmp_ingest.config import masked
 
 
 def feed_json(feed: FeedStatistics, *, wall_origin_s: float) -> dict[str, Any]:
@@ -86,3 +78,33 @@ def stream_json(
             for s in stream.sources
         ],
     }
+
+
+def _mask_url_credentials(value: Any) -> Any:
+    """Config data with the password of every `scheme://user:password@host` URL masked."""
+    if isinstance(value, dict):
+        return {k: _mask_url_credentials(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_url_credentials(v) for v in value]
+    if isinstance(value, str) and "://" in value and "@" in value:
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            return value
+        if parts.password is not None or parts.username is not None:
+            host = parts.hostname or ""
+            if ":" in host:
+                host = f"[{host}]"
+            port = f":{parts.port}" if parts.port is not None else ""
+            user = parts.username or ""
+            netloc = (
+                f"{user}:***@{host}{port}" if parts.password is not None else f"***@{host}{port}"
+            )
+            return SplitResult(parts.scheme, netloc, parts.path, parts.query, "").geturl()
+    return value
+
+
+def config_view(server: ApiServer) -> dict[str, Any]:
+    """The effective configuration, secrets and URL credentials masked."""
+    data: dict[str, Any] = _mask_url_credentials(masked(server.config))
+    return data
