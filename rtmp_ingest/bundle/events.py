@@ -52,12 +52,19 @@ class Updated:
 
 @attrs.frozen(kw_only=True)
 class Superseded:
-    """`feed_id` lost its source to `by_feed_id`; its publisher must be told and closed."""
+    """`feed_id` lost its source to `by_feed_id` (SPEC.md §3.3).
+
+    With `disconnect` the feed has ended (`bundle.superseded = "disconnect"`):
+    the driver tells its publisher and closes the connection.  Without, the
+    feed stays connected as a standby ranked below `by_feed_id`; the driver
+    does nothing.
+    """
 
     stream_path: str
     source_id: str
     feed_id: int
     by_feed_id: int
+    disconnect: bool
 
 
 @attrs.frozen(kw_only=True)
@@ -102,8 +109,10 @@ class FeedStatistics:
     started_at_s: float
     uptime_s: float
     bytes_in: int
-    frames_in: int
-    keyframes_in: int
+    frames_in: int  # every frame, configuration records and metadata included
+    video_frames_in: int  # coded video frames
+    audio_frames_in: int  # coded audio frames
+    keyframes_in: int  # coded video keyframes
     frames_dropped: int  # received but never shown: before going on air, late, off air
     bitrate_kbps: float
     tracks: tuple[TrackDescription, ...]

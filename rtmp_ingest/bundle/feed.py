@@ -11,14 +11,30 @@
 # Bitrate is measured without per-frame clock arithmetic: once a second (of
 # `now_s`) the feed records its byte count, and the bitrate is the growth since
 # the oldest record inside the window.
+#
+# A feed is its source's record: `source.py` is the one module that reads and
+# writes its underscored fields (the per-frame counters live here so the hot
+# path touches one object).  Everybody else uses the public attributes,
+# `state`, `end_reason` and `statistics()`.
+#
+# `rank` orders the feeds contending for a source (SPEC.md §3.3, §3.4):
+# `(priority, order)`, compared as tuples.  A newcomer's order is
+# `(feed_id, 0)`, so among equal priorities the newest ranks highest.  A feed
+# the source places just below another one (the reconnect of an encoder that
+# was superseded) gets `below(order_of_that_one, feed_id)`: it sorts under
+# that feed and above every feed that one outranked.
 from __future__ import annotations
 
 from collections import deque
 from typing import TYPE_CHECKING
 
+Order = tuple[int, ...]
+Rank = tuple[int, Order]
+
 from rtmp_ingest.bundle.events import FeedStatistics
 from rtmp_ingest.bundle.records import (
     BITRATE_WINDOW_S,
+    PREROLL_AUDIO_FRAMES,
     EndReason,
     FeedState,
     Frame,
@@ -30,12 +46,19 @@ if TYPE_CHECKING:
     from rtmp_ingest.bundle.source import Source
 
 
+def below(order: Order, feed_id: int) -> Order:
+    """An order just under `order`, above everything `order` outranks."""
+    return (*order[:-1], -1, feed_id, 0)
+
+
 class Feed:
     """Handle of one publishing session; pass it to `push_frame` and `end_feed`."""
 
     __slots__ = (
+        "_audio_frames",
         "_bytes",
         "_configs",
+        "_demoted",
         "_dropped",
         "_end_reason",
         "_frames",
@@ -45,14 +68,19 @@ class Feed:
         "_metadata",
         "_next_mark_s",
         "_offset_ms",
-        "_source",
+        "_preroll",
         "_state",
+        "_superseded",
         "_switch_in_ms",
         "_tracks",
+        "_video_frames",
+        "client",
         "feed_id",
         "priority",
         "query",
+        "rank",
         "remote_addr",
+        "source",
         "source_id",
         "started_at_s",
         "stream_path",
@@ -77,7 +105,13 @@ class Feed:
         self.remote_addr = remote_addr
         self.query = query
         self.started_at_s = now_s
-        self._source = source
+        #: the source this feed contends for (the registry routes frames through it)
+        self.source = source
+        #: the publishing client's host: `remote_addr` without its port
+        self.client = client_host(remote_addr)
+        self.rank: Rank = (priority, (feed_id, 0))
+        self._superseded = False  # left air (or lost it) to an equal that superseded it
+        self._demoted = False  # ranked below a successor as a superseded encoder's reconnect
         self._state = FeedState.PENDING
         self._end_reason: EndReason | None = None
         self._offset_ms = 0
@@ -88,7 +122,11 @@ class Feed:
         self._gating_track: str | None = None  # first video track: its keyframes are sync
         self._bytes = 0
         self._frames = 0
+        self._video_frames = 0
+        self._audio_frames = 0
         self._keyframes = 0
+        # audio sent while off air, to fill the timeline up to the sync frame at a switch
+        self._preroll: deque[Frame] = deque(maxlen=PREROLL_AUDIO_FRAMES)
         self._dropped = 0
         # (second, bytes_in at its start) once a second the feed sends: bitrate window.
         self._marks: deque[tuple[float, int]] = deque([(now_s, 0)], maxlen=BITRATE_WINDOW_S + 1)
@@ -137,9 +175,21 @@ class Feed:
             uptime_s=max(0.0, now_s - self.started_at_s),
             bytes_in=self._bytes,
             frames_in=self._frames,
+            video_frames_in=self._video_frames,
+            audio_frames_in=self._audio_frames,
             keyframes_in=self._keyframes,
             frames_dropped=self._dropped,
             bitrate_kbps=bitrate_kbps,
             tracks=tuple(self._tracks.values()),
             end_reason=self._end_reason,
         )
+
+
+def client_host(remote_addr: str) -> str:
+    """`remote_addr` without its port: `"[::1]:5000"` → `"::1"`, `"a.b:1"` → `"a.b"`."""
+    if remote_addr.startswith("["):
+        end = remote_addr.find("]")
+        return remote_addr[1:end] if end > 0 else remote_addr
+    if remote_addr.count(":") == 1:
+        return remote_addr.rsplit(":", 1)[0]
+    return remote_addr  # no port, or a bare IPv6 address

@@ -76,6 +76,7 @@ def test_no_audio_gap_at_a_switch(registry):
     reader = registry.subscribe("live/show", "cam1")
     reader.drain_nowait()
     spare = publish(registry, "cam1", now_s=now)
+    registry.push_frame(spare, video_config(), now_s=now)
     registry.push_frame(spare, audio_config(), now_s=now)
     # The spare's own clock: audio every 21 ms, interleaved ahead of its keyframe at 1000.
     for dts in (916, 937, 958, 979):
@@ -88,9 +89,9 @@ def test_no_audio_gap_at_a_switch(registry):
     audio_dts = [972] + [o.dts_ms for o in out if o.frame.media is Media.AUDIO]
     steps = [b - a for a, b in zip(audio_dts, audio_dts[1:], strict=False)]
     assert all(0 < step <= 22 for step in steps), (audio_dts, key.dts_ms)
-    # lip sync of the spare is kept: its audio at 1000 plays with its keyframe
+    # lip sync of the spare moves by less than half an audio frame
     a1000 = next(o for o in out if o.frame.payload == b"a1000")
-    assert a1000.dts_ms == key.dts_ms
+    assert abs(a1000.dts_ms - key.dts_ms) <= 11
 
 
 def test_feed_statistics_count_keyframes_of_video_only_and_split_frames_per_track(registry):
