@@ -63,6 +63,7 @@ class SourceView(Protocol):
 
     def video_track_ids(self) -> list[str]: ...
 
+
 _VIDEO = Media.VIDEO
 _AUDIO = Media.AUDIO
 

@@ -28,9 +28,6 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-Order = tuple[int, ...]
-Rank = tuple[int, Order]
-
 from rtmp_ingest.bundle.events import FeedStatistics
 from rtmp_ingest.bundle.records import (
     BITRATE_WINDOW_S,
@@ -44,6 +41,9 @@ from rtmp_ingest.bundle.records import (
 
 if TYPE_CHECKING:
     from rtmp_ingest.bundle.source import Source
+
+Order = tuple[int, ...]
+Rank = tuple[int, Order]
 
 
 def below(order: Order, feed_id: int) -> Order:
@@ -148,7 +148,7 @@ class Feed:
         """Record the track `frame` belongs to; True if its description changed."""
         track_id = frame.track_id
         known = self._tracks.get(track_id)
-        info = frame.track_info if frame.track_info is not None else (known and known.info)
+        info = frame.track_info if frame.track_info is not None else (known.info if known else None)
         if known is not None and known.codec == frame.codec and known.info == info:
             return False
         self._tracks[track_id] = TrackDescription(track_id, frame.media, frame.codec, info)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 
@@ -119,17 +120,17 @@ class TrackDescription:
     info: TrackInfo | None = None
 
 
-def _non_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
-def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
 
 
-def _superseded_mode(instance: object, attribute: attrs.Attribute, value: str) -> None:
+def _superseded_mode(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if value not in SUPERSEDED_MODES:
         raise ValueError(f"superseded must be one of {SUPERSEDED_MODES}, got {value!r}")
 

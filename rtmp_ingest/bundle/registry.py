@@ -322,7 +322,7 @@ class Registry:
             taps.remove(reader)
         if not taps and reader.source_id is None:
             self._stream_taps.pop(reader.stream_path, None)
-        elif not taps:
+        elif not taps and reader.source_id is not None:
             self._source_taps.pop((reader.stream_path, reader.source_id), None)
         for source in self._matching_sources(reader.stream_path, reader.source_id):
             self._retarget(source)

@@ -556,10 +556,10 @@ class Source:
             if line.track_id not in new._configs:
                 line.config = None
         for track_id, frame in new._configs.items():
-            line = self._lines.get(track_id)
-            fresh = line is None
-            if line is None:
-                line = self._lines[track_id] = _TrackLine(track_id, frame.media, frame.codec)
+            known = self._lines.get(track_id)
+            fresh = known is None
+            line = known or _TrackLine(track_id, frame.media, frame.codec)
+            self._lines[track_id] = line
             previous = line.config
             changed = (
                 fresh
@@ -583,10 +583,11 @@ class Source:
                 line.audio_target = None
         gating = new._gating_track
         if gating is not None:
-            line = self._lines.get(gating)
-            if line is None:
-                line = self._lines[gating] = _TrackLine(gating, _VIDEO, new._tracks[gating].codec)
-            self._gating_line = self._timing_line = line
+            gating_line = self._lines.get(gating)
+            if gating_line is None:
+                gating_line = _TrackLine(gating, _VIDEO, new._tracks[gating].codec)
+                self._lines[gating] = gating_line
+            self._gating_line = self._timing_line = gating_line
             self._cache_frames = []
         else:
             self._gating_line = self._timing_line = None

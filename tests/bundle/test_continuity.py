@@ -29,7 +29,7 @@ def camera(registry: Registry, *, frames: int, cts_ms: int = 0):
 
 
 def test_metadata_of_a_spare_goes_out_at_the_switch_timestamp(registry):
-    old, now = camera(registry, frames=300)
+    _old, now = camera(registry, frames=300)
     reader = registry.subscribe("live/show", "cam1")
     reader.drain_nowait()
     spare = publish(registry, "cam1", now_s=now)
@@ -47,7 +47,7 @@ def test_metadata_of_a_spare_goes_out_at_the_switch_timestamp(registry):
 
 def test_the_first_frame_of_a_spare_follows_the_last_picture_by_one_frame(registry):
     """B-frames: the last frame out is shown 67 ms after its DTS; the spare has none."""
-    old, now = camera(registry, frames=30, cts_ms=67)
+    _old, now = camera(registry, frames=30, cts_ms=67)
     reader = registry.subscribe("live/show", "cam1")
     last = [o for o in coded(reader.drain_nowait()) if o.frame.media is Media.VIDEO][-1]
     last_pts = last.dts_ms + last.frame.cts_ms
@@ -61,7 +61,7 @@ def test_the_first_frame_of_a_spare_follows_the_last_picture_by_one_frame(regist
 
 
 def test_no_pts_collision_at_a_switch_on_a_30_fps_clock(registry):
-    old, now = camera(registry, frames=31)  # DTS steps of 33 and 34 ms
+    _old, now = camera(registry, frames=31)  # DTS steps of 33 and 34 ms
     reader = registry.subscribe("live/show", "cam1")
     last = [o for o in coded(reader.drain_nowait()) if o.frame.media is Media.VIDEO][-1]
     spare = publish(registry, "cam1", now_s=now)
@@ -72,7 +72,7 @@ def test_no_pts_collision_at_a_switch_on_a_30_fps_clock(registry):
 
 def test_no_audio_gap_at_a_switch(registry):
     """The spare's audio that came before its keyframe fills the time up to it."""
-    old, now = camera(registry, frames=30)  # last video 967, last audio 972
+    _old, now = camera(registry, frames=30)  # last video 967, last audio 972
     reader = registry.subscribe("live/show", "cam1")
     reader.drain_nowait()
     spare = publish(registry, "cam1", now_s=now)

@@ -216,7 +216,9 @@ class BundleMachine(RuleBasedStateMachine):
         lineage = self.lineage.get((source_id, host))
         if lineage is not None and lineage.priority == priority:
             connected = any(
-                m.alive and m.source_id == source_id and m.host == host
+                m.alive
+                and m.source_id == source_id
+                and m.host == host
                 and (m.superseded or m.demoted)
                 for m in self.models
             )
@@ -449,13 +451,16 @@ class BundleMachine(RuleBasedStateMachine):
             key = (sid, frame.track_id)
             if key in self.track_dts:
                 assert out.dts_ms >= self.track_dts[key], (out, self.track_dts[key])
+            # Audio a feed sent while waiting goes out when it goes on air (its preroll):
+            # at some time of this step, not when it was pushed.
+            now_s = record.now_s if record.now_s >= self.step_start else self.now
             if sid in self.source_max:
-                gap_ms = (record.now_s - self.source_last_now[sid]) * 1000
+                gap_ms = (now_s - self.source_last_now[sid]) * 1000
                 bound = max(gap_ms, record.frame_ms_before) + JITTER_MS + 1
                 assert out.dts_ms <= self.source_max[sid] + bound, (out, self.source_max[sid])
             self.track_dts[key] = out.dts_ms
             self.source_max[sid] = max(self.source_max.get(sid, out.dts_ms), out.dts_ms)
-            self.source_last_now[sid] = record.now_s
+            self.source_last_now[sid] = now_s
 
     def check_ranks(self, feeds: list) -> None:
         """SPEC.md §3.3, §3.4: standby feeds rank below the one on air, pending ones above."""
