@@ -605,9 +605,10 @@ class Source:
         if sync_frame.media is not _VIDEO:
             return
         floor = self._last_dts - new._offset_ms  # feed DTS of the last frame out
+        ceiling = sync_frame.dts_ms + self._max_jitter_ms  # audio sent ahead of its video
         for frame in frames:
-            if frame.dts_ms <= floor:
-                continue  # older than anything of the old feed still to come
+            if frame.dts_ms <= floor or frame.dts_ms > ceiling:
+                continue  # overlaps what is out already, or no audio of this switch
             line = self._lines.get(frame.track_id)
             if line is None or line.feed is not new:
                 if line is None or line.audio_target is None:

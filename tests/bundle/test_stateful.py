@@ -451,16 +451,18 @@ class BundleMachine(RuleBasedStateMachine):
             key = (sid, frame.track_id)
             if key in self.track_dts:
                 assert out.dts_ms >= self.track_dts[key], (out, self.track_dts[key])
-            # Audio a feed sent while waiting goes out when it goes on air (its preroll):
-            # at some time of this step, not when it was pushed.
-            now_s = record.now_s if record.now_s >= self.step_start else self.now
-            if sid in self.source_max:
-                gap_ms = (now_s - self.source_last_now[sid]) * 1000
+            # Audio a feed sent while waiting goes out when the feed goes on air (its
+            # preroll, pushed in an earlier step): it fills the time up to the sync
+            # frame, and the wall-clock gap still counts from the last frame sent live.
+            preroll = record.now_s < self.step_start
+            if sid in self.source_max and not preroll:
+                gap_ms = (record.now_s - self.source_last_now[sid]) * 1000
                 bound = max(gap_ms, record.frame_ms_before) + JITTER_MS + 1
                 assert out.dts_ms <= self.source_max[sid] + bound, (out, self.source_max[sid])
             self.track_dts[key] = out.dts_ms
             self.source_max[sid] = max(self.source_max.get(sid, out.dts_ms), out.dts_ms)
-            self.source_last_now[sid] = now_s
+            if not preroll or sid not in self.source_last_now:
+                self.source_last_now[sid] = record.now_s
 
     def check_ranks(self, feeds: list) -> None:
         """SPEC.md §3.3, §3.4: standby feeds rank below the one on air, pending ones above."""
