@@ -11,6 +11,10 @@
 #
 # and a stream's `Stopped` follows the `Inactive` of its last source.  A source
 # that never went on air (its only feed ended before a keyframe) emits nothing.
+# `Superseded` names a feed that lost the source to a newer equal; with
+# `disconnect` (bundle.superseded = "disconnect") that feed has ended, else it
+# stays connected as a standby (SPEC.md §3.3).  A kick (`Registry.kick_feed`)
+# emits nothing of its own: it is a feed's end like an unpublish.
 #
 # Statistics are snapshots: frozen records built on request, never updated.
 from __future__ import annotations

@@ -209,9 +209,11 @@ class RefusalCode(enum.Enum):
 class FeedState(enum.Enum):
     """Where a feed stands within its source."""
 
-    PENDING = "pending"  # outranks the feed on air; goes on air at its first sync frame
+    PENDING = "pending"  # outranks the feed on air (or none is); goes on air at a sync frame
     ON_AIR = "on-air"
-    STANDBY = "standby"  # outranked; takes over at its next sync frame if on air ends
+    #: outranked: a lower priority, a superseded feed (SPEC.md §3.3) or a superseded
+    #: encoder's reconnect; takes over at a sync frame once every feed above it ended
+    STANDBY = "standby"
     ENDED = "ended"
 
 

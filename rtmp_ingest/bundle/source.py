@@ -486,13 +486,13 @@ class Source:
             and f.rank < new.rank
             and not f._superseded
         ]
-        for loser in losers:
+        new._superseded = new._demoted = False
+        self._lineage.pop(new.client, None)  # on air again: its reconnects are newcomers
+        for loser in losers:  # (unless it superseded a feed from its own host)
             loser._superseded = True
             self._lineage[loser.client] = _Lineage(new.rank)
             if disconnect:
                 self._end(loser, EndReason.SUPERSEDED, now_s)
-        new._superseded = new._demoted = False
-        self._lineage.pop(new.client, None)  # on air again: its reconnects are newcomers
         self._on_air = new
         self._restate()
         out_dts = self._switch_dts(sync_frame, now_s)

@@ -223,3 +223,19 @@ def test_send_gop_helper_still_works_with_standby(registry):
     feed = publish(registry, "cam1")
     send_gop(registry, feed, start_ms=0, frames=3, now_s=0.0)
     assert feed.state is FeedState.ON_AIR
+
+
+def test_on_one_machine_the_replaced_encoders_reconnect_still_ranks_below_the_spare(registry):
+    """Encoder and spare behind one address (one host, NAT): the address is all there is."""
+    old = publish(registry, "cam1", remote_addr="127.0.0.1:50000")
+    on_air(registry, old, now_s=0.0)
+    spare = publish(registry, "cam1", remote_addr="127.0.0.1:50001", now_s=1.0)
+    on_air(registry, spare, now_s=1.0)
+    registry.end_feed(old, EndReason.DISCONNECT, now_s=2.0)
+    again = publish(registry, "cam1", remote_addr="127.0.0.1:50002", now_s=4.0)
+    on_air(registry, again, now_s=4.1)
+    assert spare.state is FeedState.ON_AIR and again.state is FeedState.STANDBY
+    # the spare's own reconnect takes over from the standby once the spare is gone
+    registry.end_feed(spare, EndReason.DISCONNECT, now_s=5.0)
+    spare_again = publish(registry, "cam1", remote_addr="127.0.0.1:50003", now_s=5.5)
+    assert spare_again.rank > again.rank

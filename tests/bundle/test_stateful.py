@@ -123,6 +123,7 @@ class BundleMachine(RuleBasedStateMachine):
         self.registry = Registry(self.config, wall_origin_s=1000.0)
         self.disconnect = self.config.superseded == "disconnect"
         self.lineage: dict[tuple[str, str], Lineage] = {}
+        self.previous_on_air: dict[str, int] = {}
         self.step_start = 0.0
         self.now = 0.0
         self.models: list[FeedModel] = []
@@ -481,15 +482,29 @@ class BundleMachine(RuleBasedStateMachine):
                 if f.priority == top.priority and f.rank > top.rank
             )
 
+    def note_switches(self) -> None:
+        """A feed that went on air in this step: its host's reconnects are newcomers again.
+
+        Only the feed that pushes frames in a step can go on air, so at most one
+        switch per source happens between two checks; it comes before the
+        `Superseded` events of the same switch (which remember its losers' hosts).
+        """
+        now = {}
+        for model in self.models:
+            if model.alive and model.feed.state is FeedState.ON_AIR:
+                now[model.source_id] = model
+        for sid, model in now.items():
+            if self.previous_on_air.get(sid) != model.feed.feed_id:
+                model.superseded = model.demoted = False
+                self.lineage.pop((sid, model.host), None)
+        self.previous_on_air = {sid: m.feed.feed_id for sid, m in now.items()}
+
     def check_lineage(self) -> None:
         """SPEC.md §3.3: a superseded encoder's reconnect ranks below its successor."""
         alive = {m.feed.feed_id: m for m in self.models if m.alive}
         for model in alive.values():
             if model.below is not None and model.below in alive:
                 assert model.feed.rank < alive[model.below].feed.rank, (model, model.below)
-            if model.feed.state is FeedState.ON_AIR:
-                model.superseded = model.demoted = False
-                self.lineage.pop((model.source_id, model.host), None)
         if not self.disconnect:
             assert all(m.feed.end_reason is not EndReason.SUPERSEDED for m in self.models)
 
@@ -546,6 +561,7 @@ class BundleMachine(RuleBasedStateMachine):
             return
         # Events first: an Active that opens a new timeline resets the continuity
         # bookkeeping before the new timeline's frames are checked.
+        self.note_switches()
         self.check_events()
         frames = self.reference.reader.drain_nowait()
         self.check_delivered(self.reference, frames, prompt=True)
