@@ -16,19 +16,15 @@
 # writes its underscored fields (the per-frame counters live here so the hot
 # path touches one object).  Everybody else uses the public attributes,
 # `state`, `end_reason` and `statistics()`.
-#
-# `rank` orders the feeds contending for a source (SPEC.md §3.3, §3.4):
-# `(priority, order)`, compared as tuples.  A newcomer's order is
-# `(feed_id, 0)`, so among equal priorities the newest ranks highest.  A feed
-# the source places just below another one (the reconnect of an encoder that
-# was superseded) gets `below(order_of_that_one, feed_id)`: it sorts under
-# that feed and above every feed that one outranked.
+# `rank`, `superseded` and `demoted` order it among the feeds of its source
+# (ranking.py).
 from __future__ import annotations
 
 from collections import deque
 from typing import TYPE_CHECKING
 
 from rtmp_ingest.bundle.events import FeedStatistics
+from rtmp_ingest.bundle.ranking import Rank, newcomer
 from rtmp_ingest.bundle.records import (
     BITRATE_WINDOW_S,
     PREROLL_AUDIO_FRAMES,
@@ -42,14 +38,6 @@ from rtmp_ingest.bundle.records import (
 if TYPE_CHECKING:
     from rtmp_ingest.bundle.source import Source
 
-Order = tuple[int, ...]
-Rank = tuple[int, Order]
-
-
-def below(order: Order, feed_id: int) -> Order:
-    """An order just under `order`, above everything `order` outranks."""
-    return (*order[:-1], -1, feed_id, 0)
-
 
 class Feed:
     """Handle of one publishing session; pass it to `push_frame` and `end_feed`."""
@@ -58,7 +46,6 @@ class Feed:
         "_audio_frames",
         "_bytes",
         "_configs",
-        "_demoted",
         "_dropped",
         "_end_reason",
         "_frames",
@@ -70,11 +57,11 @@ class Feed:
         "_offset_ms",
         "_preroll",
         "_state",
-        "_superseded",
         "_switch_in_ms",
         "_tracks",
         "_video_frames",
         "client",
+        "demoted",
         "feed_id",
         "priority",
         "query",
@@ -84,6 +71,7 @@ class Feed:
         "source_id",
         "started_at_s",
         "stream_path",
+        "superseded",
     )
 
     def __init__(
@@ -109,9 +97,12 @@ class Feed:
         self.source = source
         #: the publishing client's host: `remote_addr` without its port
         self.client = client_host(remote_addr)
-        self.rank: Rank = (priority, (feed_id, 0))
-        self._superseded = False  # left air (or lost it) to an equal that superseded it
-        self._demoted = False  # ranked below a successor as a superseded encoder's reconnect
+        #: its place among the feeds of its source (ranking.py); set by the source
+        self.rank: Rank = newcomer(priority, feed_id)
+        #: it lost the source to an equal that superseded it (and has not been on air since)
+        self.superseded = False
+        #: it is ranked below a successor as the reconnect of a superseded encoder
+        self.demoted = False
         self._state = FeedState.PENDING
         self._end_reason: EndReason | None = None
         self._offset_ms = 0

@@ -26,20 +26,8 @@
 # on air its coded frames are dropped and its configuration frames kept, so
 # viewers see nothing of it, and if it ends first nothing changes for them.
 #
-# Reconnects of a superseded encoder (SPEC.md §3.3: OBS reconnects by default
-# and must not ping-pong with the spare that replaced it).  RTMP gives no
-# client identity beyond the address, so the rule keys on the client's host
-# (`Feed.client`, the remote address without its port).  When a feed from host
-# H is superseded by S, the source remembers "H → S's rank".  A later feed
-# from H with S's priority is ranked just below S (a standby, above everything
-# S outranked) while a superseded or demoted feed from H is still connected —
-# a reconnect often arrives before the server notices the old connection is
-# dead — or within `superseded_reconnect_s` after the last of them ended.
-# Later, or once a feed from H went on air again, a feed from H is a newcomer
-# like any other.  Behind one address (NAT, one machine) a second spare
-# brought up while the replaced encoder is still connected counts as its
-# reconnect and waits below the first spare: the operator kicks the first.
-# The memory is per source and forgotten when the source's timeline closes.
+# Reconnects of a superseded encoder rank below the feed that superseded it
+# (ranking.py), so an auto-reconnecting encoder never ping-pongs with its spare.
 #
 # Timeline (SPEC.md §3.5).  Output DTS = feed DTS + the offset of the track's
 # line (one offset per feed, so its tracks keep their sync, plus a small
@@ -88,7 +76,8 @@ from rtmp_ingest.bundle.events import (
     Superseded,
     Updated,
 )
-from rtmp_ingest.bundle.feed import Feed, Rank, below
+from rtmp_ingest.bundle.feed import Feed
+from rtmp_ingest.bundle.ranking import Lineages
 from rtmp_ingest.bundle.records import (
     DEFAULT_AUDIO_FRAME_MS,
     DEFAULT_VIDEO_FRAME_MS,
@@ -144,16 +133,6 @@ class _TrackLine:
         self.skew_ms = 0  # audio moved at a switch to follow the last audio out
         self.audio_target: float | None = None  # where the next feed's audio should start
         self.disc_pending = True  # flag the next coded frame: the track (re)starts
-
-
-class _Lineage:
-    """A host whose feed was superseded: its reconnects rank below `ceiling`."""
-
-    __slots__ = ("ceiling", "until_s")
-
-    def __init__(self, ceiling: Rank) -> None:
-        self.ceiling = ceiling
-        self.until_s = float("inf")  # while one of its feeds is connected
 
 
 class Source:
@@ -215,7 +194,7 @@ class Source:
         self._supersedes = 0
         self._frames_out = 0
         self._targets: tuple[Reader, ...] = ()
-        self._lineage: dict[str, _Lineage] = {}
+        self._lineage = Lineages(window_s=config.superseded_reconnect_s)
         self._reset_timeline()
 
     def _reset_timeline(self) -> None:
@@ -231,7 +210,7 @@ class Source:
         self._cache_bytes = 0
         self._cache_skip: set[str] = set()  # video layers without a keyframe in the cache
         self._reported_tracks: tuple[TrackDescription, ...] = ()
-        self._lineage = {}
+        self._lineage.clear()
 
     # -- the hot path -----------------------------------------------------------
 
@@ -484,13 +463,11 @@ class Source:
             if f is not new
             and f.priority == new.priority
             and f.rank < new.rank
-            and not f._superseded
+            and not f.superseded
         ]
-        new._superseded = new._demoted = False
-        self._lineage.pop(new.client, None)  # on air again: its reconnects are newcomers
-        for loser in losers:  # (unless it superseded a feed from its own host)
-            loser._superseded = True
-            self._lineage[loser.client] = _Lineage(new.rank)
+        self._lineage.went_on_air(new)
+        for loser in losers:  # (after: it may have superseded a feed of its own host)
+            self._lineage.superseded(loser, new)
             if disconnect:
                 self._end(loser, EndReason.SUPERSEDED, now_s)
         self._on_air = new
@@ -629,14 +606,7 @@ class Source:
 
     def add_feed(self, feed: Feed, now_s: float) -> None:
         """Admit `feed`; a superseded encoder's reconnect ranks below its successor."""
-        lineage = self._lineage.get(feed.client)
-        if lineage is not None and lineage.ceiling[0] == feed.priority:
-            connected = any(
-                f.client == feed.client and (f._superseded or f._demoted) for f in self._feeds
-            )
-            if connected or now_s <= lineage.until_s:
-                feed.rank = (feed.priority, below(lineage.ceiling[1], feed.feed_id))
-                feed._demoted = True
+        self._lineage.admit(feed, self._feeds, now_s)
         self._feeds.append(feed)
         self._restate()
 
@@ -665,9 +635,7 @@ class Source:
         feed._end_reason = reason
         feed._preroll.clear()
         self._feeds.remove(feed)
-        lineage = self._lineage.get(feed.client)
-        if lineage is not None and (feed._superseded or feed._demoted):
-            lineage.until_s = now_s + self._config.superseded_reconnect_s
+        self._lineage.left(feed, now_s)
 
     def expire(self, now_s: float) -> None:
         """The grace period ran out: the timeline closes (SPEC.md §3.6)."""

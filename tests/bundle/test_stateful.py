@@ -228,7 +228,7 @@ class BundleMachine(RuleBasedStateMachine):
                 model.below = lineage.ceiling
                 note_case("a superseded encoder's reconnect")
             elif self.now <= lineage.until_hi:
-                model.demoted = result.feed.rank[1][1:2] == (-1,)  # inside the unsure band
+                model.demoted = result.feed.demoted  # inside the unsure band
         self.models.append(model)
 
     @precondition(lambda self: any(m.superseded for m in self.models))
