@@ -135,6 +135,15 @@ class Feed:
         self._marks.append((now_s, self._bytes))
         self._next_mark_s = now_s + 1.0
 
+    def _uncount_config(self, frame: Frame) -> None:
+        """A configuration record was counted as a coded frame by the hot path: take it back."""
+        if frame.media is Media.VIDEO:
+            self._video_frames -= 1
+            if frame.keyframe:
+                self._keyframes -= 1
+        elif frame.media is Media.AUDIO:
+            self._audio_frames -= 1
+
     def _note_track(self, frame: Frame) -> bool:
         """Record the track `frame` belongs to; True if its description changed."""
         track_id = frame.track_id

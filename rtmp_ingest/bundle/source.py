@@ -220,9 +220,7 @@ class Source:
         feed._bytes += size
         feed._frames += 1
         media = frame.media
-        if frame.config:
-            pass
-        elif media is _VIDEO:
+        if media is _VIDEO:  # configuration records are taken back on their own path
             feed._video_frames += 1
             if frame.keyframe:
                 feed._keyframes += 1
@@ -394,6 +392,7 @@ class Source:
             self._deliver(out, False)
             return
         feed._configs[frame.track_id] = frame
+        feed._uncount_config(frame)
         if feed._note_track(frame):
             self._report_tracks()
         line = self._lines.get(frame.track_id)
@@ -418,11 +417,14 @@ class Source:
         """A frame of a feed not on air; True if it put the feed on air (deliver it)."""
         if feed._state is _ENDED:
             feed._dropped += 1
+            if frame.config:
+                feed._uncount_config(frame)
             return False
         feed._note_track(frame)
         media = frame.media
         if frame.config:
             feed._configs[frame.track_id] = frame
+            feed._uncount_config(frame)
             return False
         if media is _DATA:
             feed._metadata = frame
