@@ -13,7 +13,7 @@ from rtmp_ingest.bundle import (
     Registry,
     Superseded,
 )
-from tests.bundle.helpers import coded, payloads, publish, send_gop, video
+from tests.bundle.helpers import coded, payloads, publish, video
 
 OBS = "198.51.100.7:50000"
 OBS_AGAIN = "198.51.100.7:50002"  # the same encoder's reconnect: same host, new port
@@ -217,12 +217,6 @@ def test_no_double_switch_when_the_feed_on_air_ends(registry):
     on_air(registry, spare, now_s=3.2, tag=b"spare")
     assert payloads(coded(reader.drain_nowait())) == [b"spare"]
     assert old.state is FeedState.STANDBY
-
-
-def test_send_gop_helper_still_works_with_standby(registry):
-    feed = publish(registry, "cam1")
-    send_gop(registry, feed, start_ms=0, frames=3, now_s=0.0)
-    assert feed.state is FeedState.ON_AIR
 
 
 def test_on_one_machine_the_replaced_encoders_reconnect_still_ranks_below_the_spare(registry):
