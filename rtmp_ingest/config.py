@@ -136,6 +136,16 @@ max_streams = 4096
 reader_queue_frames = 512
 # Bytes of the current GOP kept so new players start instantly.
 max_gop_cache_bytes = 16777216
+# A feed superseded by a newer one: "standby" stays connected below it and takes over
+# only if every feed above it ends; "disconnect" cuts it (its encoder logs why).
+superseded = "standby"
+# A publish from the host of a superseded feed, within this many seconds after that
+# feed left, ranks below the feed that superseded it (an auto-reconnecting OBS cannot
+# take the source back from the spare).
+superseded_reconnect_s = 60.0
+# At a switch the spare's first audio frame may move by at most this much to follow the
+# last audio out (no gap, no overlap; lip sync moves by less than half a frame).
+max_audio_rebase_ms = 40
 
 [hls]
 # Low-Latency HLS (fMP4) of every source, served at /hls/APP/STREAM/index.m3u8.
@@ -291,6 +301,9 @@ class BundleSettings:
     max_streams: int = 4096
     reader_queue_frames: int = 512
     max_gop_cache_bytes: int = 16 * 1024 * 1024
+    superseded: str = "standby"
+    superseded_reconnect_s: float = 60.0
+    max_audio_rebase_ms: int = 40
 
     def bundle_config(self) -> BundleConfig:
         return BundleConfig(**attrs.asdict(self))

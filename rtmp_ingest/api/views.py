@@ -23,6 +23,8 @@ def feed_json(feed: FeedStatistics, *, wall_origin_s: float) -> dict[str, Any]:
         "bytesIn": feed.bytes_in,
         "bitrateKbps": round(feed.bitrate_kbps, 1),
         "frames": feed.frames_in,
+        "videoFrames": feed.video_frames_in,
+        "audioFrames": feed.audio_frames_in,
         "keyframes": feed.keyframes_in,
         "framesDropped": feed.frames_dropped,
         "tracks": [track_json(t) for t in feed.tracks if t.media.value != "data"],

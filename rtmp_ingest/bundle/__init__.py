@@ -19,7 +19,7 @@ from rtmp_ingest.bundle.events import (
     Superseded,
     Updated,
 )
-from rtmp_ingest.bundle.fanout import Reader
+from rtmp_ingest.bundle.fanout import Reader, SourceView
 from rtmp_ingest.bundle.feed import Feed
 from rtmp_ingest.bundle.records import (
     BundleConfig,
@@ -62,6 +62,7 @@ __all__ = [
     "RegistryStatistics",
     "SourceState",
     "SourceStatistics",
+    "SourceView",
     "StartMode",
     "Stopped",
     "StreamStatistics",

@@ -25,7 +25,7 @@ from rtmp_ingest.bundle.records import (
 )
 
 if TYPE_CHECKING:
-    from rtmp_ingest.bundle.source import Feed
+    from rtmp_ingest.bundle.feed import Feed
 
 
 @attrs.frozen

@@ -26,17 +26,43 @@
 # The wakeup hook is called when a reader's queue turns non-empty; a driver
 # sets a trio.Event there.  An exception from it is counted and the hook is
 # dropped: a broken reader must not break ingest.
+#
+# A reader sees its sources through `SourceView`, the few things the lag policy
+# and a start need.  The source's hot path in turn appends to `_queue` itself
+# when `_slow` is False and the queue has room (`_max_frames`), calling
+# `_wake`, `_offer_slow` and `_overflow` otherwise: the one measured shortcut
+# into this class (see source.py).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection
+from typing import Protocol
 
 from rtmp_ingest.bundle.events import ReaderStatistics
 from rtmp_ingest.bundle.records import Media, OutputFrame
 
-if TYPE_CHECKING:
-    from rtmp_ingest.bundle.source import Source
+
+class SourceView(Protocol):
+    """What a reader needs of a source it reads."""
+
+    @property
+    def source_id(self) -> str: ...
+
+    @property
+    def audio_only(self) -> bool:
+        """No primary video track on air: every coded frame is a place to start."""
+        ...
+
+    def side_frames(self) -> list[OutputFrame]:
+        """The current configuration frames and the last metadata frame."""
+        ...
+
+    def gop_cache(self) -> tuple[list[OutputFrame], Collection[str]] | None:
+        """Frames since the last keyframe, and the video layers still without one."""
+        ...
+
+    def video_track_ids(self) -> list[str]: ...
+
 
 _VIDEO = Media.VIDEO
 _AUDIO = Media.AUDIO
@@ -158,7 +184,14 @@ class Reader:
             self._wakeup_errors += 1
             self._wakeup = None
 
-    def _push(self, out: OutputFrame, source: Source) -> None:
+    def offer(self, out: OutputFrame, sync: bool, source: SourceView) -> None:
+        """Take one frame of `source` (the general path; `sync`: a place to start)."""
+        if self._slow:
+            self._offer_slow(out, sync, source)
+        else:
+            self._push(out, source)
+
+    def _push(self, out: OutputFrame, source: SourceView) -> None:
         """Queue `out` or apply the lag policy (the general path)."""
         queue = self._queue
         if len(queue) < self._max_frames:
@@ -168,12 +201,12 @@ class Reader:
         else:
             self._overflow(out, source)
 
-    def _overflow(self, out: OutputFrame, source: Source) -> None:
+    def _overflow(self, out: OutputFrame, source: SourceView) -> None:
         """The queue is full: lose a frame, counted (see the module comment)."""
         self._dropped += 1
         frame = out.frame
         sid = out.source_id
-        if source._gating_line is None and frame.media is _AUDIO and not frame.config:
+        if source.audio_only and frame.media is _AUDIO and not frame.config:
             oldest = self._queue[0]
             if oldest.source_id == sid and oldest.frame.media is _AUDIO and not oldest.frame.config:
                 self._queue.popleft()
@@ -185,7 +218,7 @@ class Reader:
             self._missed_config.add(sid)
         self._slow = True
 
-    def _offer_slow(self, out: OutputFrame, sync: bool, source: Source) -> None:
+    def _offer_slow(self, out: OutputFrame, sync: bool, source: SourceView) -> None:
         """Deliver while skipping or gating some track."""
         sid = out.source_id
         frame = out.frame
@@ -198,9 +231,9 @@ class Reader:
             self._skipping.discard(sid)
             if sid in self._missed_config:
                 self._missed_config.discard(sid)
-                for config in source._current_side_frames():
+                for config in source.side_frames():
                     self._push(config, source)
-            for track_id in source._video_track_ids():
+            for track_id in source.video_track_ids():
                 if track_id != frame.track_id:
                     self._gate.add((sid, track_id))
             self._slow = bool(self._skipping or self._gate)
@@ -214,18 +247,19 @@ class Reader:
                 self._slow = bool(self._skipping or self._gate)
         self._push(out, source)
 
-    def _start(self, source: Source, *, from_gop: bool) -> None:
-        """Queue what a new reader of a live `source` needs to start at once."""
+    def start(self, source: SourceView, *, from_gop: bool) -> None:
+        """Queue what a new reader of a live `source` needs to start at once (registry side)."""
         sid = source.source_id
-        side = source._current_side_frames()
-        cached = source._cache_frames if from_gop else None
-        if cached is not None and len(side) + len(cached) <= self._max_frames:
+        side = source.side_frames()
+        cache = source.gop_cache() if from_gop else None
+        gated: Collection[str]
+        if cache is not None and len(side) + len(cache[0]) <= self._max_frames:
             self._queue.extend(side)
-            self._queue.extend(cached)
-            gated = source._cache_skip
+            self._queue.extend(cache[0])
+            gated = cache[1]
         else:
             self._queue.extend(side[: self._max_frames])
-            gated = source._video_track_ids()
+            gated = source.video_track_ids()
         for track_id in gated:
             self._gate.add((sid, track_id))
         self._slow = bool(self._skipping or self._gate)

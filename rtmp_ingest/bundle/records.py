@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 
@@ -43,6 +44,14 @@ DEFAULT_VIDEO_FRAME_MS = 1000.0 / 30.0  # until measured: the commonest frame ra
 DEFAULT_AUDIO_FRAME_MS = 1024 * 1000.0 / 48000.0  # one AAC frame at 48 kHz, 21.3 ms
 MAX_FRAME_DURATION_MS = 1000.0  # 1 fps slide captures; longer deltas are gaps, not frames
 BITRATE_WINDOW_S = 5  # statistics: bitrate is averaged over the last whole seconds
+#: SPEC.md §3.3 — how long after a superseded encoder left its reconnect from the same
+#: address still ranks below the feed that superseded it.
+SUPERSEDED_RECONNECT_S = 60.0  # OBS retries every 2–20 s (backoff); ffmpeg loops in scripts
+#: SPEC.md §3.5 — audio a waiting feed sent before its sync frame, kept to fill the switch.
+PREROLL_AUDIO_FRAMES = 48  # 1 s of AAC at 48 kHz; a 30 fps switch needs the last 33 ms
+#: SPEC.md §3.5 — how far a switch may move a feed's audio against its video to close a gap.
+MAX_AUDIO_REBASE_MS = 40  # ITU-R BT.1359: audio leading video by < 45 ms goes unnoticed
+SUPERSEDED_MODES = ("standby", "disconnect")
 
 
 class Media(enum.Enum):
@@ -111,14 +120,19 @@ class TrackDescription:
     info: TrackInfo | None = None
 
 
-def _non_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
-def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _superseded_mode(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in SUPERSEDED_MODES:
+        raise ValueError(f"superseded must be one of {SUPERSEDED_MODES}, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -134,6 +148,13 @@ class BundleConfig:
     reader_queue_frames: int = attrs.field(default=READER_QUEUE_FRAMES, validator=_positive)
     max_gop_cache_bytes: int = attrs.field(default=MAX_GOP_CACHE_BYTES, validator=_non_negative)
     max_jitter_ms: int = attrs.field(default=MAX_JITTER_MS, validator=_non_negative)
+    #: SPEC.md §3.3 — "standby": a superseded feed stays as a standby below its
+    #: successor; "disconnect": it is ended and its driver closes the connection.
+    superseded: str = attrs.field(default="standby", validator=_superseded_mode)
+    superseded_reconnect_s: float = attrs.field(
+        default=SUPERSEDED_RECONNECT_S, validator=_non_negative
+    )
+    max_audio_rebase_ms: int = attrs.field(default=MAX_AUDIO_REBASE_MS, validator=_non_negative)
 
 
 @attrs.frozen(kw_only=True)
@@ -188,9 +209,11 @@ class RefusalCode(enum.Enum):
 class FeedState(enum.Enum):
     """Where a feed stands within its source."""
 
-    PENDING = "pending"  # outranks the feed on air; goes on air at its first sync frame
+    PENDING = "pending"  # outranks the feed on air (or none is); goes on air at a sync frame
     ON_AIR = "on-air"
-    STANDBY = "standby"  # outranked; takes over at its next sync frame if on air ends
+    #: outranked: a lower priority, a superseded feed (SPEC.md §3.3) or a superseded
+    #: encoder's reconnect; takes over at a sync frame once every feed above it ended
+    STANDBY = "standby"
     ENDED = "ended"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import httpx
 import pytest
@@ -85,13 +86,15 @@ async def read_events(running, stream, into, *, task_status=trio.TASK_STATUS_IGN
 
 
 async def test_republish_with_the_same_source_id_supersedes_the_old_feed(running, spawn, nursery):
+    """docs/spec.md §3.3: the new feed takes over; the old one waits as a standby below
+    it and goes back on air when the new one ends (its encoder is never cut)."""
     stream = "live/swap"
     events: list = []
     await nursery.start(read_events, running, stream, events)
-    first = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 15))
+    first = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 30))
     source = await running.wait_for(await on_air(running, stream, "cam1"))
     first_feed = source["onAir"]["id"]
-    second = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 3))
+    second = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 4))
 
     async def new_feed_on_air():
         source = (await running.sources(stream)).get("cam1")
@@ -100,9 +103,9 @@ async def test_republish_with_the_same_source_id_supersedes_the_old_feed(running
         )
 
     source = await running.wait_for(new_feed_on_air)
+    second_feed = source["onAir"]["id"]
     assert source["supersedeCount"] == 1
-    assert await first.wait(timeout_s=10) != 0, "the superseded encoder must see an error"
-    assert await second.wait() == 0
+    assert [f["id"] for f in source["standby"]] == [first_feed], source
     await running.wait_for(lambda: _has(events, "superseded"))
     names = [name for name, _ in events]
     assert names.index("active") < names.index("superseded")
@@ -111,8 +114,45 @@ async def test_republish_with_the_same_source_id_supersedes_the_old_feed(running
         "stream": stream,
         "sourceId": "cam1",
         "feedId": first_feed,
-        "byFeedId": source["onAir"]["id"],
+        "byFeedId": second_feed,
     }
+    assert await second.wait() == 0
+    # the spare ended: the standby takes over again, the source never went off air
+    back = await running.wait_for(await on_air(running, stream, "cam1"))
+    assert back["onAir"]["id"] == first_feed
+    first.kill()
+
+
+async def test_in_disconnect_mode_the_superseded_ffmpeg_logs_why(start_daemon, spawn, tmp_path):
+    """bundle.superseded = "disconnect": the old encoder is cut, and its log shows why."""
+    running = await start_daemon(bundle={"superseded": "disconnect"})
+    stream = "live/cut"
+    log_path = tmp_path / "ffmpeg.log"
+    with open(log_path, "wb") as log_file:
+        first = await trio.lowlevel.open_process(
+            [
+                "verbose" if arg == "error" else arg
+                for arg in clients.ffmpeg(running.url(stream, sourceId="cam1"), 30)
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+    try:
+        source = await running.wait_for(await on_air(running, stream, "cam1"))
+        second = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 4))
+        with trio.fail_after(20):
+            assert await first.wait() != 0, "the superseded encoder was disconnected"
+        text = log_path.read_text(errors="replace")
+        assert "Superseded: a newer feed took over sourceId 'cam1' of live/cut." in text, text[
+            -2000:
+        ]
+        assert source["onAir"]["id"] not in [
+            f["id"] for f in (await running.sources(stream))["cam1"]["standby"]
+        ]
+        second.kill()
+    finally:
+        if first.returncode is None:
+            first.kill()
 
 
 async def _has(events, name):
@@ -123,6 +163,6 @@ async def test_supersede_keeps_the_default_source_single_feed(running, spawn):
     first = await spawn(clients.pyav(running.url("live/single"), 15))
     await running.wait_for(await on_air(running, "live/single", ""))
     second = await spawn(clients.pyav(running.url("live/single"), 2))
-    assert await first.wait(timeout_s=10) != 0
     assert await second.wait() == 0
     assert set(await running.sources("live/single")) <= {""}
+    first.kill()
