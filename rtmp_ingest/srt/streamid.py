@@ -155,4 +155,3 @@ def parse(text: str) -> StreamId:
         priority=priority,
         query=tuple(pairs),
     )
-

@@ -68,16 +68,14 @@ def test_refusals_say_why(text: str, reason: int, words: str) -> None:
     assert words in info.value.message
 
 
-names = st.text(
-    st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12
-).filter(lambda s: s.strip("/") == s and "/" not in s)
+names = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12).filter(
+    lambda s: s.strip("/") == s and "/" not in s
+)
 values = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 
 
 @given(app=names, stream=names, source=values, token=values, priority=st.integers(-99, 99))
-def test_url_form_round_trip(
-    app: str, stream: str, source: str, token: str, priority: int
-) -> None:
+def test_url_form_round_trip(app: str, stream: str, source: str, token: str, priority: int) -> None:
     query = urllib.parse.urlencode({"sourceId": source, "token": token, "priority": priority})
     text = f"{urllib.parse.quote(app, safe='')}/{urllib.parse.quote(stream, safe='')}?{query}"
     parsed = parse(text)

@@ -29,7 +29,9 @@ def drain(demux: TsDemuxer) -> list[Event]:
     return events
 
 
-def feed(data: bytes, *, step: int | None = None, end: bool = True) -> tuple[list[Event], TsDemuxer]:
+def feed(
+    data: bytes, *, step: int | None = None, end: bool = True
+) -> tuple[list[Event], TsDemuxer]:
     demux = TsDemuxer()
     events: list[Event] = []
     if step is None:
