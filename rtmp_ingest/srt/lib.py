@@ -50,9 +50,11 @@ class Opt(enum.IntEnum):
     UDP_RCVBUF = 9
     REUSEADDR = 15
     STATE = 17
+    SENDER = 21
     LATENCY = 23
     PASSPHRASE = 26
     PBKEYLEN = 27
+    CONNTIMEO = 36
     RCVLATENCY = 43
     PEERLATENCY = 44
     STREAMID = 46
@@ -318,6 +320,15 @@ def load() -> ctypes.CDLL:
         )
 
 
+def available() -> bool:
+    """Whether libsrt can be loaded."""
+    try:
+        load()
+    except SrtUnavailable:
+        return False
+    return True
+
+
 def _fail(call: str) -> SrtError:
     lib = load()
     code = lib.srt_getlasterror(None)
@@ -469,11 +480,11 @@ def set_option(sock: int, option: Opt, value: int | bool | str | bytes) -> None:
     """srt_setsockflag with an int/bool or (passphrase, stream id) text value."""
     lib = load()
     if option in _STRING_OPTS:
-        raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)  # type: ignore[arg-type]
+        raw = value.encode("utf-8") if isinstance(value, str) else bytes(value)
         buffer = ctypes.create_string_buffer(raw, len(raw))
         result = lib.srt_setsockflag(sock, option, buffer, len(raw))
     else:
-        number = ctypes.c_int32(int(value))  # type: ignore[arg-type]
+        number = ctypes.c_int32(int(value))
         result = lib.srt_setsockflag(sock, option, ctypes.byref(number), 4)
     _check(f"srt_setsockflag({option.name})", result)
 
