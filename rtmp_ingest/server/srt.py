@@ -262,6 +262,8 @@ class SrtSession:
                         self.server.config.idle_timeout_s,
                     )
         finally:
+            if self._kick is None and self.server.stopping:
+                reason = EndReason.SHUTDOWN
             if self._kick is not None:
                 reason, description = self._kick
                 log.info(
@@ -365,6 +367,10 @@ class SrtServer:
         self._callback = lib.set_listen_callback(sock, self._on_listen)
         lib.listen(sock, LISTEN_BACKLOG)
         return sock
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def kick_all(self, reason: EndReason, description: str) -> None:
         """Ends every session (shutdown)."""
