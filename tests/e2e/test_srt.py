@@ -117,7 +117,7 @@ async def test_srt_live_transmit_and_an_rtmp_source_in_one_stream(srt, spawn):
     await spawn(clients.ffmpeg(running.url("live/mix", sourceId="rtmp"), 12), "ffmpeg-rtmp")
     await live(running, "live/mix", "slt")
     await live(running, "live/mix", "rtmp")
-    assert await decoded_frames(f"{running.http}/live/mix.flv?sourceId=slt") >= 25
+    assert await decoded_frames(f"{running.http}/live/mix.flv?sourceId=slt") >= 25  # 2 s
     assert await decoded_frames(f"{running.http}/hls/live/mix/slt/index.m3u8") >= 10
 
 
@@ -202,3 +202,64 @@ async def test_refusal_reaches_the_encoder_before_accept(srt, stream_id, reject,
     assert "REJECT" in log or "rejection" in log.lower(), log[-500:]
     assert any(f"reject={reject}" in r.getMessage() for r in caplog.records)
     assert not server.sessions and not running.daemon.publishers
+
+
+async def lossy_relay(
+    listen_port: int, target_port: int, loss: float, *, task_status: Any = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A UDP relay on loopback that drops `loss` of the datagrams, each way (seeded).
+
+    Stands in for tc netem, which needs a kernel module this machine may lack."""
+    import random
+
+    rng = random.Random(1316)
+    front = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    back = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await front.bind(("127.0.0.1", listen_port))
+    await back.connect(("127.0.0.1", target_port))
+    peer: list[Any] = []
+
+    async def forward() -> None:
+        while True:
+            data, address = await front.recvfrom(65536)
+            peer[:] = [address]
+            if rng.random() >= loss:
+                await back.send(data)
+
+    async def backward() -> None:
+        while True:
+            data = await back.recv(65536)
+            if peer and rng.random() >= loss:
+                await front.sendto(data, peer[0])
+
+    with front, back:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(forward)
+            nursery.start_soon(backward)
+            task_status.started()
+
+
+async def test_ten_percent_loss_still_gives_decodable_hls(srt, spawn, nursery):
+    running, server, port = srt
+    relay_port = _free_udp_port()
+    await nursery.start(lossy_relay, relay_port, port, 0.10)
+    await spawn(ffmpeg_srt(srt_url(relay_port, "live/lossy?sourceId=cam"), 20), "lossy")
+    await live(running, "live/lossy", "cam")
+    playlist = "/hls/live/lossy/cam/video0.m3u8"
+
+    async def segments() -> bool:  # a playlist is offered from its first complete segment
+        response = await running.get(playlist)
+        return response.status_code == 200
+
+    await running.wait_for(segments, timeout_s=20)
+    assert await decoded_frames(f"{running.http}/hls/live/lossy/cam/index.m3u8") >= 25
+    link = next(iter(server.sessions.values())).statistics()
+    assert link["packets_lost"] > 0 and link["packets_retransmitted"] > 0
+
+
+def _free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
