@@ -12,7 +12,7 @@ is accepted. Three spellings are taken:
   query like unknown URL query keys;
 - either of them percent-encoded as a whole, as ffmpeg 5.1 sends
   `srt://HOST:PORT?streamid=%23!::r=...` (it does not decode its URL options):
-  a stream id starting with `%23` (or with no `?`, `,` or `=` at all but escapes)
+  a stream id starting with `%23!` / `%23%21` (or with no `?`, `,` or `=` but escapes)
   is percent-decoded once first.
 
 The mode follows the SRT convention: `m=publish` publishes; `m=request` (and an
@@ -34,7 +34,6 @@ MAX_STREAM_ID_BYTES = 512
 REJECT_BAD_REQUEST = 1400
 REJECT_BAD_MODE = 1405
 ACCESS_CONTROL_PREFIX = "#!::"
-ENCODED_PREFIX = "%23"
 
 
 class StreamIdError(ValueError):
@@ -64,7 +63,7 @@ class StreamId:
 
 
 def _decode_whole(text: str) -> str:
-    if text.startswith(ENCODED_PREFIX):
+    if text[:4].upper() == "%23!" or text[:6].upper() == "%23%21":
         return urllib.parse.unquote(text, errors="strict")
     if "%" in text and not any(c in text for c in "?,="):
         return urllib.parse.unquote(text, errors="strict")
