@@ -361,11 +361,15 @@ class SrtServer:
 
     def _listen(self, host: str, port: int) -> int:
         sock = lib.create_socket()
-        lib.set_option(sock, lib.Opt.RCVSYN, False)
-        lib.set_option(sock, lib.Opt.LATENCY, self.config.latency_ms)
-        lib.bind(sock, host, port)
-        self._callback = lib.set_listen_callback(sock, self._on_listen)
-        lib.listen(sock, LISTEN_BACKLOG)
+        try:
+            lib.set_option(sock, lib.Opt.RCVSYN, False)
+            lib.set_option(sock, lib.Opt.LATENCY, self.config.latency_ms)
+            lib.bind(sock, host, port)
+            self._callback = lib.set_listen_callback(sock, self._on_listen)
+            lib.listen(sock, LISTEN_BACKLOG)
+        except lib.SrtError as exc:
+            lib.close(sock)
+            raise OSError(f"srt.listen {host}:{port}: cannot listen ({exc})") from None
         return sock
 
     @property

@@ -215,3 +215,10 @@ async def test_not_mpeg_ts_ends_the_feed(nursery: trio.Nursery) -> None:
     await wait_until(lambda: host.ended)
     assert host.ended[0][1] is EndReason.DISCONNECT
     caller.close(sock)
+
+
+async def test_port_in_use_is_a_clear_error(nursery: trio.Nursery) -> None:
+    _, _, port = await start(nursery)
+    other = SrtServer(Host(Registry()), SrtConfig(listen=f"127.0.0.1:{port}"), decide=decide)
+    with pytest.raises(OSError, match=f"srt.listen 127.0.0.1:{port}"):
+        await other.run()
