@@ -46,10 +46,10 @@ import trio
 
 from rtmp_ingest.bundle import Admitted, EndReason, PublishRequest, RefusalCode, Refused
 from rtmp_ingest.config import SrtConfig, parse_host_port
+from rtmp_ingest.server.srt_session import Pending, SrtSession
 from rtmp_ingest.srt import lib
 from rtmp_ingest.srt.streamid import StreamId, StreamIdError
 from rtmp_ingest.srt.streamid import parse as parse_stream_id
-from rtmp_ingest.ts import TsError, TsMedia
 
 log = logging.getLogger("rtmp_ingest.srt")
 
@@ -67,8 +67,6 @@ MAX_BATCH_BYTES = 256 * 1024  # ~0.7 s of a 3 Mbit/s feed; 200 SRT messages
 MESSAGE_BYTES = 1500
 #: srt_listen backlog (connections accepted by libsrt, not yet by us)
 LISTEN_BACKLOG = 64
-#: The idle deadline moves at most this often.
-IDLE_DEADLINE_STEP_S = 1.0
 
 #: bundle refusal → HTTP status (→ SRT reject reason 1000 + status)
 HTTP_STATUS_OF_REFUSAL = {
@@ -138,18 +136,7 @@ class Host(Protocol):
     def end_feed(self, session: Any, reason: EndReason, /) -> None: ...
 
 
-# -- per-connection state -------------------------------------------------------------
-
-
-@attrs.define
-class _Pending:
-    """An admitted caller between the listen callback and srt_accept."""
-
-    feed: Any
-    record: bool
-    stream_id: StreamId
-    remote: str
-    deadline_s: float
+# -- admission state -----------------------------------------------------------------
 
 
 @attrs.define
@@ -160,121 +147,6 @@ class _Verdict:
     reject: int = 0
     abandoned: bool = False
     lock: threading.Lock = attrs.Factory(threading.Lock)
-
-
-class SrtSession:
-    """One SRT publisher: its socket, its TS demuxer and its feed."""
-
-    protocol = "srt"
-    reconnect_capable = False  #: SRT has no E-RTMP ReconnectRequest
-
-    def __init__(self, server: SrtServer, sock: int, pending: _Pending) -> None:
-        self.server = server
-        self.sock = sock
-        self.remote = pending.remote
-        self.remote_ip = pending.remote.rsplit(":", 1)[0].strip("[]")
-        self.feed: Any = pending.feed
-        self.record = pending.record
-        self.stream_path = pending.stream_id.path
-        self.source_id = pending.stream_id.source_id
-        self.media = TsMedia()
-        self.bytes_in = 0
-        self._ended = trio.Event()
-        self._end_reason = EndReason.DISCONNECT
-        self._kick: tuple[EndReason, str] | None = None
-        self._scope = trio.CancelScope()
-        self._deadline = trio.CancelScope()
-        self._media_at = 0.0
-        self._reported_drops = 0
-
-    def kick(self, reason: EndReason, description: str) -> None:
-        """Ends the session from outside (supersede, operator, shutdown); idempotent."""
-        if self._kick is None:
-            self._kick = (reason, description)
-        self._scope.cancel()
-
-    def statistics(self) -> dict[str, Any]:
-        """SRT link statistics for the API (RTT, loss, retransmits), {} once closed."""
-        try:
-            stats = lib.statistics(self.sock)
-        except lib.SrtError:
-            return {}
-        return {
-            **attrs.asdict(stats),
-            "ts_packets": self.media.demux.packets,
-            "ts_continuity_errors": self.media.demux.cc_errors,
-            "frames_dropped": self.media.dropped,
-        }
-
-    # -- in the trio thread ---------------------------------------------------------
-
-    def receive(self, data: bytes, now_s: float) -> None:
-        """Demuxes bytes from the worker and pushes the frames."""
-        self.bytes_in += len(data)
-        try:
-            frames = self.media.receive(data)
-        except TsError as exc:
-            log.info(
-                "protocol error remote=%s stream=%s sourceId=%r srt: %s",
-                self.remote,
-                self.stream_path,
-                self.source_id,
-                exc,
-            )
-            self.end(EndReason.DISCONNECT)
-            return
-        registry = self.server.host.registry
-        feed = self.feed
-        for frame in frames:
-            registry.push_frame(feed, frame, now_s=now_s)
-        if frames and now_s - self._media_at > IDLE_DEADLINE_STEP_S:
-            self._media_at = now_s
-            self._deadline.deadline = now_s + self.server.config.idle_timeout_s
-        if self.media.dropped and not self._reported_drops:
-            self._reported_drops = self.media.dropped
-            log.warning(
-                "damaged media dropped remote=%s stream=%s sourceId=%r srt: %s",
-                self.remote,
-                self.stream_path,
-                self.source_id,
-                self.media.first_error,
-            )
-
-    def end(self, reason: EndReason) -> None:
-        self._end_reason = reason
-        self._ended.set()
-
-    async def run(self) -> None:
-        reason = EndReason.DISCONNECT
-        try:
-            with self._scope:
-                self._deadline.deadline = trio.current_time() + self.server.config.idle_timeout_s
-                with self._deadline:
-                    await self._ended.wait()
-                    reason = self._end_reason
-                if self._deadline.cancelled_caught:
-                    reason = EndReason.IDLE_TIMEOUT
-                    log.info(
-                        "timeout remote=%s stream=%s sourceId=%r srt: no media for %.0f s",
-                        self.remote,
-                        self.stream_path,
-                        self.source_id,
-                        self.server.config.idle_timeout_s,
-                    )
-        finally:
-            if self._kick is None and self.server.stopping:
-                reason = EndReason.SHUTDOWN
-            if self._kick is not None:
-                reason, description = self._kick
-                log.info(
-                    "closing remote=%s stream=%s sourceId=%r srt: %s",
-                    self.remote,
-                    self.stream_path,
-                    self.source_id,
-                    description,
-                )
-            self.server.host.end_feed(self, reason)
-            self.server.release(self)
 
 
 @attrs.define
@@ -303,7 +175,7 @@ class SrtServer:
         self._decide = decide
         self._make_attempt = make_attempt
         self.sessions: dict[int, SrtSession] = {}
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, Pending] = {}
         self.refused: collections.Counter[str] = collections.Counter()
         self.connections_total = 0
         self.bound: tuple[str, int] | None = None
@@ -480,7 +352,7 @@ class SrtServer:
 
     def _decide_now(
         self, sock: int, stream_id: StreamId, remote: str, remote_ip: str
-    ) -> tuple[int, _Pending | None]:
+    ) -> tuple[int, Pending | None]:
         now = trio.current_time()
         config = self.config
         if len(self.sessions) + len(self._pending) >= config.max_connections:
@@ -527,7 +399,7 @@ class SrtServer:
             stream_id.priority,
             result.state.value,
         )
-        return 0, _Pending(result.feed, decision.record, stream_id, remote, now + PENDING_ACCEPT_S)
+        return 0, Pending(result.feed, decision.record, stream_id, remote, now + PENDING_ACCEPT_S)
 
     def _refuse(
         self, stream_id: StreamId, remote: str, code: str, reject: int, why: str
