@@ -263,3 +263,21 @@ def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+async def test_hevc_and_opus_over_srt(srt, spawn):
+    running, _, port = srt
+    argv = ffmpeg_srt(srt_url(port, "live/hevc?sourceId=h"), 12)
+    argv[argv.index("libx264")] = "libx265"
+    argv[argv.index("aac")] = "libopus"
+    argv[argv.index("sine=frequency=440:sample_rate=44100")] = (
+        "sine=frequency=440:sample_rate=48000"
+    )
+    tune = argv.index("-tune")
+    argv[tune : tune + 2] = ["-x265-params", "log-level=error"]
+    await spawn(argv, "ffmpeg-hevc")
+    source = await live(running, "live/hevc", "h")
+    assert {t["media"]: t["codec"] for t in source["tracks"]} == {"video": "hevc", "audio": "opus"}
+    video = next(t for t in source["tracks"] if t["media"] == "video")
+    assert (video["width"], video["height"]) == (320, 180)
+    assert await decoded_frames(f"{running.http}/live/hevc.flv?sourceId=h") >= 25
