@@ -248,7 +248,8 @@ LISTEN_CALLBACK = ctypes.CFUNCTYPE(
 
 _lib: ctypes.CDLL | None = None
 _lib_lock = threading.Lock()
-_started = 0
+_started = 0  #: users between startup() and cleanup()
+_initialised = False  #: srt_startup was called (srt_cleanup runs at exit)
 
 
 def _declare(lib: ctypes.CDLL) -> None:
@@ -346,38 +347,41 @@ def _check(call: str, result: int) -> int:
 
 
 def startup(*, log_level: int = 2) -> None:
-    """srt_startup (counted: every startup is paired with a cleanup); quiet logging.
+    """srt_startup, once per process (later calls only count users); quiet logging.
 
     `log_level` is a syslog level for libsrt's own stderr log; 2 (LOG_CRIT) keeps it to
     fatal problems: rejections, lost connections and an empty accept queue (which libsrt
     logs as errors) are the driver's to log.
     """
-    global _started
+    global _started, _initialised
     lib = load()
     with _lib_lock:
-        _check("srt_startup", lib.srt_startup())
+        if not _initialised:
+            _check("srt_startup", lib.srt_startup())
+            _initialised = True
         _started += 1
     lib.srt_setloglevel(log_level)
 
 
 def cleanup() -> None:
-    """srt_cleanup, once the last user is done."""
+    """One user is done. libsrt itself stays up until the process exits.
+
+    libsrt 1.5.1 does not survive srt_startup → srt_cleanup → srt_startup cycles: the
+    process aborts at exit ("double free or corruption") after a few. So the library is
+    started once and cleaned up once, at exit, whatever the number of servers and
+    callers that came and went (each closes its own sockets).
+    """
     global _started
-    lib = load()
     with _lib_lock:
-        if _started <= 0:
-            return
-        _started -= 1
-        if _started == 0:
-            lib.srt_cleanup()
+        _started = max(0, _started - 1)
 
 
 @atexit.register
 def _cleanup_at_exit() -> None:
     #: libsrt's threads must be stopped before the process exits, or glibc aborts it
-    global _started
-    if _lib is not None and _started > 0:
-        _started = 0
+    global _initialised
+    if _lib is not None and _initialised:
+        _initialised = False
         _lib.srt_cleanup()
 
 

@@ -195,14 +195,45 @@ class TsDemuxer:
         size = len(buffer)
         pos = 0
         packet = self._packet
+        pes = self._pes
+        counters = self._cc
+        max_pes = self._max_pes
+        fast = 0
         while size - pos >= PACKET_BYTES:
             if buffer[pos] != SYNC or (
                 size - pos >= 2 * PACKET_BYTES and buffer[pos + PACKET_BYTES] != SYNC
             ):
                 pos = self._resync(buffer, pos + 1)
                 continue
+            b1 = buffer[pos + 1]
+            b3 = buffer[pos + 3]
+            #: fast path, most packets: the middle of a PES (payload only, no adaptation
+            #: field, not scrambled, no error or unit start, the next continuity counter)
+            if b3 & 0xF0 == 0x10 and not b1 & 0xC0:
+                pid = ((b1 & 0x1F) << 8) | buffer[pos + 2]
+                assembly = pes.get(pid)
+                counter = b3 & 0x0F
+                if (
+                    assembly is not None
+                    and not assembly.damaged
+                    and counters.get(pid, -1) == (counter - 1) & 0x0F
+                ):
+                    counters[pid] = counter
+                    assembly.chunks.append(bytes(buffer[pos + 4 : pos + PACKET_BYTES]))
+                    assembly.size += PACKET_BYTES - 4
+                    if assembly.expected and assembly.size >= assembly.expected:
+                        self._finish(pid)
+                    elif assembly.size > max_pes:
+                        assembly.damaged = f"PES larger than {max_pes} bytes"
+                        assembly.chunks = []
+                    fast += 1
+                    pos += PACKET_BYTES
+                    continue
             packet(buffer, pos)
             pos += PACKET_BYTES
+        if fast:
+            self.packets += fast
+            self._unsynced = 0
         if pos:
             del buffer[:pos]
 
