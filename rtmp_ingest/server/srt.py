@@ -185,6 +185,7 @@ class SrtServer:
         self._workers: list[_Worker] = []
         self._owner: dict[int, _Worker] = {}
         self._stopping = False
+        self._accepting = True
         self._callback: object = None
 
     # -- lifecycle ------------------------------------------------------------------
@@ -248,6 +249,10 @@ class SrtServer:
     def stopping(self) -> bool:
         return self._stopping
 
+    def stop_accepting(self) -> None:
+        """New callers are rejected (1503) from now on; sessions go on (shutdown, step 1)."""
+        self._accepting = False
+
     def kick_all(self, reason: EndReason, description: str) -> None:
         """Ends every session (shutdown)."""
         for session in list(self.sessions.values()):
@@ -268,7 +273,7 @@ class SrtServer:
     def _on_listen(self, sock: int, _hs_version: int, peer: tuple[str, int], text: str) -> bool:
         remote = f"[{peer[0]}]:{peer[1]}" if ":" in peer[0] else f"{peer[0]}:{peer[1]}"
         token = self._token
-        if self._stopping or token is None:
+        if self._stopping or not self._accepting or token is None:
             lib.set_reject_reason(sock, lib.REJX_DOWN)
             return False
         try:

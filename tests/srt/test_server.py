@@ -222,3 +222,15 @@ async def test_port_in_use_is_a_clear_error(nursery: trio.Nursery) -> None:
     other = SrtServer(Host(Registry()), SrtConfig(listen=f"127.0.0.1:{port}"), decide=decide)
     with pytest.raises(OSError, match=f"srt.listen 127.0.0.1:{port}"):
         await other.run()
+
+
+async def test_shutdown_steps(nursery: trio.Nursery) -> None:
+    server, host, port = await start(nursery)
+    sock = await publish(port, "live/a", encode_ts("h264", None))
+    await wait_until(lambda: host.started)
+    server.stop_accepting()
+    assert await rejected(port, "live/b") == 1503
+    server.kick_all(EndReason.SHUTDOWN, "Server shutting down.")
+    await wait_until(lambda: not server.sessions)
+    assert host.ended[0][1] is EndReason.SHUTDOWN
+    caller.close(sock)
