@@ -38,7 +38,7 @@ from rtmp_ingest.auth import (
     PublishAttempt,
     Refusal,
 )
-from rtmp_ingest.bundle import Registry
+from rtmp_ingest.bundle import EndReason, Registry
 from rtmp_ingest.config import Config, StartupError
 from rtmp_ingest.server.counters import Metrics
 from rtmp_ingest.server.feeds import Feeds
@@ -46,7 +46,9 @@ from rtmp_ingest.server.hls import HlsService
 from rtmp_ingest.server.listener import SHUTDOWN_TIMEOUT_S, Address, RtmpListener
 from rtmp_ingest.server.play import Player
 from rtmp_ingest.server.record import RecorderService
+from rtmp_ingest.server.srt import SrtServer
 from rtmp_ingest.server.webrtc_link import WebrtcService
+from rtmp_ingest.srt.lib import SrtUnavailable
 
 log = logging.getLogger("rtmp_ingest")
 
@@ -58,6 +60,7 @@ class Bound:
     rtmp: Address
     rtmps: Address | None
     http: Address | None
+    srt: Address | None = None
 
 
 class App:
@@ -76,6 +79,12 @@ class App:
         #: the one publish policy (and hook) every ingest driver asks; set when run starts
         self.authorizer: Authorizer | None = None
         self.rtmp = RtmpListener(config, self.feeds)
+        #: SRT ingest: libsrt listener, admission in its callback, TS demux (when enabled)
+        self.srt = (
+            SrtServer(self.feeds, config.srt, decide=self._decide_now, make_attempt=_srt_attempt)
+            if config.srt.enabled
+            else None
+        )
         #: WHIP ingest: the supervised aiortc process and its sessions (when enabled)
         self.webrtc = (
             WebrtcService(self.feeds, config.webrtc, self._authorize, log_level=config.log_level)
@@ -168,6 +177,8 @@ class App:
         if self.config.rtmps.listen:
             up["rtmps"] = up["rtmp"] and self.bound is not None and self.bound.rtmps is not None
         up["http"] = self.bound is not None and self.bound.http is not None
+        if self.srt is not None:
+            up["srt"] = self.bound is not None and self.bound.srt is not None
         if self.webrtc is not None:
             up["webrtc"] = self.webrtc.is_ready
         return up
@@ -191,6 +202,11 @@ class App:
 
     def _policy_settings(self, config: Config) -> PolicySettings:
         return PolicySettings(mode=config.auth.mode, apps=config.apps)  # type: ignore[arg-type]
+
+    def _decide_now(self, attempt: PublishAttempt, *, now_s: float) -> Permit | Refusal:
+        """The policy without waiting (SRT decides inside libsrt's listen callback)."""
+        assert self.authorizer is not None
+        return self.authorizer.decide_nowait(attempt)
 
     async def _authorize(self, attempt: PublishAttempt) -> Permit | Refusal:
         assert self.authorizer is not None
@@ -264,18 +280,29 @@ class App:
             if self.webrtc is not None:
                 await nursery.start(self.webrtc.run)
             rtmp_bound, rtmps_bound = await nursery.start(self.rtmp.run)
+            srt_bound = None
+            if self.srt is not None:
+                try:
+                    srt_bound = await nursery.start(self.srt.run)
+                except* SrtUnavailable as group:
+                    raise StartupError(f"srt: {_first_leaf(group)}") from None
             http_bound = await self._start_http(nursery) if config.http.listen else None
-            self.bound = Bound(rtmp=rtmp_bound, rtmps=rtmps_bound, http=http_bound)
+            self.bound = Bound(rtmp=rtmp_bound, rtmps=rtmps_bound, http=http_bound, srt=srt_bound)
             log.info(
-                "listening rtmp=%s:%d%s%s",
+                "listening rtmp=%s:%d%s%s%s%s",
                 *rtmp_bound,
                 f" rtmps={rtmps_bound[0]}:{rtmps_bound[1]}" if rtmps_bound else "",
+                f" srt={srt_bound[0]}:{srt_bound[1]}" if srt_bound else "",
+                " whip=on" if self.webrtc is not None else "",
                 f" http={http_bound[0]}:{http_bound[1]}" if http_bound else " http=off",
             )
             task_status.started(self.bound)
             await self._shutdown.wait()
             if self.webrtc is not None:
                 self.webrtc.shutdown()
+            if self.srt is not None:
+                self.srt.stop_accepting()
+                self.srt.kick_all(EndReason.SHUTDOWN, "Server shutting down.")
             await self.rtmp.drain()
             self.recorder.close_all()
             with trio.move_on_after(SHUTDOWN_TIMEOUT_S):
@@ -292,9 +319,7 @@ class App:
                 functools.partial(serve_http, self, extra_routes=self._webrtc_routes())
             )
         except* OSError as group:
-            exc: BaseException = group
-            while isinstance(exc, BaseExceptionGroup):
-                exc = exc.exceptions[0]
+            exc = _first_leaf(group)
             raise StartupError(
                 f"http.listen {self.config.http.listen}: {getattr(exc, 'strerror', None) or exc}"
             ) from None
@@ -312,3 +337,32 @@ async def _run_hook_client(
     async with opener(settings) as hook:
         task_status.started(hook)
         await trio.sleep_forever()
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _srt_attempt(
+    *,
+    protocol: str,
+    app: str,
+    stream: str,
+    source_id: str,
+    query: dict[str, str],
+    remote_ip: str,
+    remote: str,
+    token: str,
+) -> PublishAttempt:
+    """The SRT stream id as the publish policy's input (its sourceId/token keys included)."""
+    return PublishAttempt(
+        protocol="srt",
+        stream_path=f"{app}/{stream}" if stream else app,
+        source_id=source_id,
+        query=query,
+        remote=remote,
+        remote_ip=remote_ip,
+        token=token or None,
+    )

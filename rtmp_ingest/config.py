@@ -80,6 +80,22 @@ listen = ""
 cert_file = ""
 key_file = ""
 
+[srt]
+# SRT ingest (MPEG-TS over SRT, libsrt 1.5: apt-get install libsrt1.5-openssl).
+# srt://HOST:8890?streamid=APP/STREAM?sourceId=ID&token=T, or #!::r=APP/STREAM,m=publish,...
+enabled = true
+listen = "0.0.0.0:8890"
+# SRTO_LATENCY (ms): how long the receiver waits for retransmissions; 4 x RTT is SRT's rule.
+latency_ms = 120
+# SRT connections at once (more are rejected with reason 1429 before they are accepted).
+max_connections = 1000
+# A publisher that sends no media for this long is dropped (its feed ends).
+idle_timeout_s = 30.0
+# Threads that wait on libsrt's sockets and hand their data to the server.
+reader_threads = 2
+# Per-app SRTO_PASSPHRASE (10..79 characters); "*" applies to every app not named.
+passphrases = {}
+
 [http]
 # Control API, events, metrics, HTTP-FLV.
 listen = "0.0.0.0:8080"
@@ -263,6 +279,21 @@ class RtmpsConfig:
 
 
 @attrs.frozen(kw_only=True)
+class SrtConfig:
+    enabled: bool = True
+    listen: str = "0.0.0.0:8890"
+    latency_ms: int = 120
+    max_connections: int = 1000
+    idle_timeout_s: float = 30.0
+    reader_threads: int = 2
+    passphrases: dict[str, str] = attrs.field(factory=dict)
+
+    def passphrase(self, app: str) -> str:
+        """The SRTO_PASSPHRASE callers of `app` must use ("" = none)."""
+        return self.passphrases.get(app, self.passphrases.get("*", ""))
+
+
+@attrs.frozen(kw_only=True)
 class HttpConfig:
     listen: str = "0.0.0.0:8080"
     admin_key: str = ""
@@ -363,6 +394,7 @@ class Config:
     log_level: str = "info"
     rtmp: RtmpConfig = RtmpConfig()
     rtmps: RtmpsConfig = RtmpsConfig()
+    srt: SrtConfig = SrtConfig()
     http: HttpConfig = HttpConfig()
     auth: AuthConfig = AuthConfig()
     bundle: BundleSettings = BundleSettings()
@@ -472,6 +504,7 @@ def _check(config: Config) -> None:
         ("rtmp.listen", config.rtmp.listen),
         ("http.listen", config.http.listen),
         ("rtmps.listen", config.rtmps.listen),
+        ("srt.listen", config.srt.listen),
     ):
         if value or key != "rtmps.listen":
             parse_host_port(value, key=key)
@@ -483,6 +516,14 @@ def _check(config: Config) -> None:
         config.rtmp.limits()
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"rtmp: {exc}") from None
+    srt = config.srt
+    for app, phrase in srt.passphrases.items():
+        if not 10 <= len(phrase) <= 79:  #: libsrt's SRTO_PASSPHRASE limits
+            raise ConfigError(f"srt.passphrases.{app}: must be 10..79 characters")
+    if not 0 <= srt.latency_ms <= 60_000 or not 1 <= srt.reader_threads <= 64:
+        raise ConfigError("srt: latency_ms must be 0..60000 and reader_threads 1..64")
+    if srt.max_connections < 1 or srt.idle_timeout_s <= 0:
+        raise ConfigError("srt: max_connections must be >= 1 and idle_timeout_s > 0")
     hls = config.hls
     if not 0.05 <= hls.part_s <= hls.segment_s / 2:
         raise ConfigError("hls.part_s: must be at least 0.05 and at most half of hls.segment_s")

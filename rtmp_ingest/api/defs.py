@@ -182,6 +182,13 @@ class RtmpView(Protocol):
         ...
 
 
+class FeedSessionView(Protocol):
+    """One publishing connection: its protocol ("rtmp", "rtmps", "srt", "webrtc")."""
+
+    @property
+    def protocol(self) -> str: ...
+
+
 class ApiServer(Protocol):
     """Everything the API uses from the server."""
 
@@ -218,6 +225,11 @@ class ApiServer(Protocol):
 
     @property
     def rtmp(self) -> RtmpView: ...
+
+    @property
+    def publishers(self) -> Mapping[int, FeedSessionView]:
+        """The ingest session of every live feed, by feed id (any protocol)."""
+        ...
 
     def players_of(self, stream_path: str, source_id: str) -> Sequence[PlayerView]: ...
 

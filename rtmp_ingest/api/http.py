@@ -173,7 +173,12 @@ class Api:
 
     def _stream_json(self, stats: Any, request: Request) -> dict[str, Any]:
         host = request.url.hostname or ""
-        out = stream_json(stats, wall_origin_s=self._wall(), extra=self._source_extra(request))
+        out = stream_json(
+            stats,
+            wall_origin_s=self._wall(),
+            extra=self._source_extra(request),
+            sessions=self.server.publishers,
+        )
         out["hls"] = stream_hls_url(stats.stream_path, host=host, http_port=self._ports()[0])
         return out
 
@@ -261,6 +266,7 @@ class Api:
                 stats,
                 wall_origin_s=self._wall(),
                 extra=self._source_extra(request)(path, source_id),
+                sessions=self.server.publishers,
             )
         )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
@@ -12,10 +12,12 @@ from rtmp_ingest.bundle import FeedState, FeedStatistics, SourceStatistics, Stre
 from rtmp_ingest.config import masked
 
 
-def feed_json(feed: FeedStatistics, *, wall_origin_s: float) -> dict[str, Any]:
-    return {
+def feed_json(feed: FeedStatistics, *, wall_origin_s: float, session: Any = None) -> dict[str, Any]:
+    """A feed; `session` (its ingest session, when live) adds the protocol and its stats."""
+    out: dict[str, Any] = {
         "id": feed.feed_id,
         "state": feed.state.value,
+        "protocol": session.protocol if session is not None else None,
         "remoteAddr": feed.remote_addr,
         "priority": feed.priority,
         "startedAt": iso(wall_origin_s + feed.started_at_s),
@@ -29,23 +31,33 @@ def feed_json(feed: FeedStatistics, *, wall_origin_s: float) -> dict[str, Any]:
         "framesDropped": feed.frames_dropped,
         "tracks": [track_json(t) for t in feed.tracks if t.media.value != "data"],
     }
+    if session is not None and session.protocol == "srt":
+        out["srt"] = session.statistics()  #: RTT, loss, retransmits from libsrt
+    return out
 
 
 def source_json(
-    source: SourceStatistics, *, wall_origin_s: float, extra: dict[str, Any] | None = None
+    source: SourceStatistics,
+    *,
+    wall_origin_s: float,
+    extra: dict[str, Any] | None = None,
+    sessions: Mapping[int, Any] | None = None,
 ) -> dict[str, Any]:
     on_air = next((f for f in source.feeds if f.feed_id == source.on_air_feed_id), None)
+    of = (sessions or {}).get
     out: dict[str, Any] = {
         "sourceId": source.source_id,
         "state": source.state.value,
-        "onAir": feed_json(on_air, wall_origin_s=wall_origin_s) if on_air else None,
+        "onAir": feed_json(on_air, wall_origin_s=wall_origin_s, session=of(on_air.feed_id))
+        if on_air
+        else None,
         "pending": [
-            feed_json(f, wall_origin_s=wall_origin_s)
+            feed_json(f, wall_origin_s=wall_origin_s, session=of(f.feed_id))
             for f in source.feeds
             if f.state is FeedState.PENDING
         ],
         "standby": [
-            feed_json(f, wall_origin_s=wall_origin_s)
+            feed_json(f, wall_origin_s=wall_origin_s, session=of(f.feed_id))
             for f in source.feeds
             if f.state is FeedState.STANDBY
         ],
@@ -66,6 +78,7 @@ def stream_json(
     *,
     wall_origin_s: float,
     extra: Callable[[str, str], dict[str, Any]] | None = None,
+    sessions: Mapping[int, Any] | None = None,
 ) -> dict[str, Any]:
     """A stream; `extra(path, source_id)` adds fields to each source (urls, outputs)."""
     return {
@@ -76,6 +89,7 @@ def stream_json(
                 s,
                 wall_origin_s=wall_origin_s,
                 extra=extra(stream.stream_path, s.source_id) if extra else None,
+                sessions=sessions,
             )
             for s in stream.sources
         ],

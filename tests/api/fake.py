@@ -43,6 +43,8 @@ def feed(feed_id: int, *, path: str, source_id: str, state: FeedState) -> FeedSt
         uptime_s=5.0,
         bytes_in=1000,
         frames_in=10,
+        video_frames_in=6,
+        audio_frames_in=4,
         keyframes_in=1,
         frames_dropped=0,
         bitrate_kbps=100.0,
@@ -191,6 +193,8 @@ class FakeServer:
         self.bound: FakeBound | None = FakeBound()
         self.metrics = FakeMetrics()
         self.sessions: set[object] = set()
+        #: feed id → its ingest session (only `.protocol` is read)
+        self.publishers: dict[int, Any] = {}
         self.hls = FakeHls()
         self.recorder = FakeRecorder()
         self.secret = b"fake-secret-fake-secret-0123456789"
