@@ -20,8 +20,10 @@ from starlette.responses import Response
 
 from rtmp_ingest.api.defs import EventSource
 
-#: SSE comment sent when nothing happened for this long, so proxies keep the stream open.
-SSE_KEEPALIVE_S = 15.0
+#: SSE comment sent when nothing happened for this long, so proxies keep the stream open
+#: and a subscriber that left is noticed: during a response hypercorn does not read the
+#: socket, so the client's close shows only as a failed write (the second after it)
+SSE_KEEPALIVE_S = 3.0
 
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
