@@ -221,7 +221,7 @@ async def test_vanished_event_subscribers_release_their_sockets(serve, nursery):
     for stream in streams:
         await trio.aclose_forcefully(stream)
     stop, _watch, _feed = await live_feed_and_player(served, nursery)  # events to write
-    with trio.fail_after(10):
+    with trio.fail_after(15):
         while metric((await served.get("/metrics")).text, "rtmp_ingest_event_subscribers") > 0:
             await trio.sleep(0.1)
     stop.set()

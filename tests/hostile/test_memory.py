@@ -79,6 +79,9 @@ async def test_hls_memory_is_bounded_in_bytes_when_timestamps_never_advance(serv
     with trio.fail_after(20):  # the daemon has taken it all once the HLS source exists
         while (await served.source("live/frozen", "")) is None:
             await trio.sleep(0.05)
+    with trio.fail_after(10):  # HLS is packaging this source (so its memory was at stake)
+        while (await served.get("/hls/live/frozen/index.m3u8")).status_code != 200:
+            await trio.sleep(0.05)
     await trio.sleep(0.5)
     attack_end = trio.current_time()
     grown = peak.peak - baseline
