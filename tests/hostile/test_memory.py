@@ -18,8 +18,9 @@ from tests.hostile.tools import VIDEO, Watch
 pytestmark = pytest.mark.e2e
 
 MiB = 1024 * 1024
-#: a viewer notices a freeze longer than this; a healthy loopback feed never comes close
-MAX_PLAYER_GAP_S = 1.5
+#: a freeze longer than this outlasts a live player's buffer (~2 s) and the viewer sees
+#: it; a healthy loopback feed stays under 0.5 s even with another process burning a core
+MAX_PLAYER_GAP_S = 2.0
 #: one chunk per message: a chunk size above RTMP's 24-bit message length
 BIG_CHUNK = 0x1000000
 ADMIN_KEY = "hostile-admin-key-0123456789"
@@ -95,7 +96,8 @@ async def test_hls_memory_is_bounded_in_bytes_when_timestamps_never_advance(serv
     done.set()
     assert served.alive()
     assert await served.live_feed_id("live/feed", "") == feed_id
-    assert watch.longest_gap_s(started, attack_end) < MAX_PLAYER_GAP_S
+    gap = watch.longest_gap_s(started, attack_end)
+    assert gap < MAX_PLAYER_GAP_S, f"the live player froze {gap:.2f} s"
     stop.set()
 
 
@@ -198,7 +200,8 @@ async def test_strangers_partial_messages_cost_their_small_allowance(serve, nurs
     grown = peak.peak - baseline
     assert closed == [True] * 20, "a stranger holding partial messages was kept"
     assert grown < 64 * MiB, f"20 strangers made the daemon hold {grown / MiB:.0f} MiB"
-    assert watch.longest_gap_s(started, attack_end) < MAX_PLAYER_GAP_S
+    gap = watch.longest_gap_s(started, attack_end)
+    assert gap < MAX_PLAYER_GAP_S, f"the live player froze {gap:.2f} s"
     assert await served.live_feed_id("live/feed", "") == feed_id
     stop.set()
 
@@ -236,7 +239,8 @@ async def test_admitted_publishers_partial_messages_share_one_global_budget(serv
     grown = peak.peak - baseline
     assert grown < (256 + 96) * MiB, f"10 publishers made the daemon hold {grown / MiB:.0f} MiB"
     assert await served.live_feed_id("live/feed", "") == feed_id
-    assert watch.longest_gap_s(started, attack_end) < MAX_PLAYER_GAP_S
+    gap = watch.longest_gap_s(started, attack_end)
+    assert gap < MAX_PLAYER_GAP_S, f"the live player froze {gap:.2f} s"
     for client, _sid in publishers:
         await client.aclose()
     with trio.move_on_after(15):  # the allocator gets the memory back once they leave

@@ -48,7 +48,8 @@ async def test_a_name_too_long_for_a_file_name_does_not_stop_the_daemon(serve, n
     assert seen_live, "the long name never went live"
     assert ffmpeg.returncode == 0, (tmp_path / "ffmpeg.log").read_text()[-2000:]
     assert await served.live_feed_id("live/feed", "") == feed_id
-    assert watch.longest_gap_s(started, attack_end) < MAX_PLAYER_GAP_S
+    gap = watch.longest_gap_s(started, attack_end)
+    assert gap < MAX_PLAYER_GAP_S, f"the live player froze {gap:.2f} s"
     recordings = Path(served.log_path).parent / "data0"
     files = [p for p in recordings.rglob("*.mp4") if p.is_file()]
     assert any("feed" not in p.parts for p in files), "the long name was not recorded"
