@@ -162,12 +162,18 @@ async def test_big_commands_before_authentication_do_not_freeze_a_live_player(se
     stop.set()
 
 
+#: chunk size of the partial-message attacks: a message's chunks stop at a chunk boundary
+#: (a chunk carries min(chunk size, bytes left)), so the next chunk stream can start
+PARTIAL_CHUNK = 64 * 1024
+
+
 def partial_messages(*, msid: int, csids: range, body_bytes: int) -> bytes:
-    """Messages declaring 16 MiB - 1 each, of which only `body_bytes` are sent."""
-    data = tools.set_chunk_size(BIG_CHUNK)
+    """Messages declaring 16 MiB - 1 each (interleaved on `csids`), `body_bytes` of each sent."""
+    assert body_bytes % PARTIAL_CHUNK == 0
+    data = tools.set_chunk_size(PARTIAL_CHUNK)
     for csid in csids:
         data += tools.chunk(csid, VIDEO, b"\x17" * body_bytes, msid=msid,
-                            chunk_size=BIG_CHUNK, declared=0xFFFFFF)  # fmt: skip
+                            chunk_size=PARTIAL_CHUNK, declared=0xFFFFFF)  # fmt: skip
     return data
 
 
