@@ -108,12 +108,19 @@ class GuardedStream(trio.abc.HalfCloseableStream):
         await self._stream.wait_send_all_might_not_block()
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        data = await self._stream.receive_some(max_bytes)
+        try:
+            data = await self._stream.receive_some(max_bytes)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._closed_by_peer()  #: a reset (RST) ends it as surely as a FIN
+            raise
         if not data:
-            # the client closed: hypercorn would hold the connection until its keep-alive
-            # timer ends; it and the app get CLOSED_GRACE_S to finish, then it is cancelled
-            self._scope.deadline = min(self._scope.deadline, trio.current_time() + CLOSED_GRACE_S)
+            self._closed_by_peer()
         return data
+
+    def _closed_by_peer(self) -> None:
+        # the client closed: hypercorn would hold the connection until its keep-alive
+        # timer ends; it and the app get CLOSED_GRACE_S to finish, then it is cancelled
+        self._scope.deadline = min(self._scope.deadline, trio.current_time() + CLOSED_GRACE_S)
 
     async def send_eof(self) -> None:
         await self._stream.send_eof()
