@@ -228,7 +228,7 @@ max_restart_backoff_s = 30.0
 
 # Per-application settings; "*" applies to every app not named.
 [apps."*"]
-# Account-level multisource gate (SPEC.md 3.7): may publishers of this app use sourceId?
+# Account-level multisource gate (docs/spec.md §3.7): may publishers of this app use sourceId?
 multisource = true
 # Record every source of this app's streams (a token's "record" claim overrides it).
 record = false

@@ -1,4 +1,4 @@
-"""The multisource bundle: streams of sources of feeds (SPEC.md §3), free of I/O.
+"""The multisource bundle: streams of sources of feeds (docs/spec.md §3), free of I/O.
 
 Synchronous and clock-free: drivers pass `now_s` (monotonic seconds) and get
 decisions, events and frames back.  Start at `Registry`.

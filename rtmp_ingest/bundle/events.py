@@ -1,7 +1,7 @@
 # Theory of operation
 # -------------------
-# Everything the bundle reports outward: the events of SPEC.md §3.10 and the
-# statistics records of the control API (SPEC.md §4).
+# Everything the bundle reports outward: the events of docs/spec.md §3.10 and the
+# statistics records of the control API (docs/spec.md §4).
 #
 # Events are appended to the registry's event log at the instant the bundle
 # changes, so draining the log gives them in causal order.  Per source they
@@ -13,7 +13,7 @@
 # that never went on air (its only feed ended before a keyframe) emits nothing.
 # `Superseded` names a feed that lost the source to a newer equal; with
 # `disconnect` (bundle.superseded = "disconnect") that feed has ended, else it
-# stays connected as a standby (SPEC.md §3.3).  A kick (`Registry.kick_feed`)
+# stays connected as a standby (docs/spec.md §3.3).  A kick (`Registry.kick_feed`)
 # emits nothing of its own: it is a feed's end like an unpublish.
 #
 # Statistics are snapshots: frozen records built on request, never updated.
@@ -56,7 +56,7 @@ class Updated:
 
 @attrs.frozen(kw_only=True)
 class Superseded:
-    """`feed_id` lost its source to `by_feed_id` (SPEC.md §3.3).
+    """`feed_id` lost its source to `by_feed_id` (docs/spec.md §3.3).
 
     With `disconnect` the feed has ended (`bundle.superseded = "disconnect"`):
     the driver tells its publisher and closes the connection.  Without, the

@@ -3,7 +3,7 @@
 # Fan-out from a source to its readers (outputs, players) through one bounded
 # queue per reader.  The source calls into this module synchronously for every
 # frame it puts on its output timeline; nothing here can block or raise into
-# ingest, and the cost per frame is O(readers) appends (SPEC.md §3, STYLE 10).
+# ingest, and the cost per frame is O(readers) appends (docs/spec.md §3, docs/style.md §10).
 #
 # The common case is inlined by the source: queue not full, reader not gating
 # → `deque.append`.  Everything else lands in `Reader._offer_slow` or

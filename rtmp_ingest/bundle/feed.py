@@ -1,13 +1,13 @@
 # Theory of operation
 # -------------------
-# A feed is one publishing session (SPEC.md §3): the handle a driver gets on
+# A feed is one publishing session (docs/spec.md §3): the handle a driver gets on
 # admission and passes back with every frame.  It is a mutable object owned by
 # its source; drivers read only its public attributes and `state`.
 #
 # Per feed the bundle keeps what a switch needs (the latest configuration frame
 # per track, the last metadata frame, which video track's keyframes are sync
 # frames, the timestamp offset onto the source's timeline) and what the control
-# API shows (SPEC.md §4: bytes, frames, keyframes, bitrate, tracks, uptime).
+# API shows (docs/spec.md §4: bytes, frames, keyframes, bitrate, tracks, uptime).
 # Bitrate is measured without per-frame clock arithmetic: once a second (of
 # `now_s`) the feed records its byte count, and the bitrate is the growth since
 # the oldest record inside the window.

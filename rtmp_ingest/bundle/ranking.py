@@ -1,6 +1,6 @@
 # Theory of operation
 # -------------------
-# How the feeds contending for one source are ordered (SPEC.md §3.3, §3.4).
+# How the feeds contending for one source are ordered (docs/spec.md §3.3, §3.4).
 #
 # A feed's `rank` is `(priority, order)`, compared as tuples: priority first.
 # A newcomer's order is `(feed_id, 0)`, so among equal priorities the newest
@@ -8,7 +8,7 @@
 # `below(order_of_that_one, feed_id)`: it sorts under that feed and above every
 # feed that one outranks, and the orders stay exact however deep they nest.
 #
-# Reconnects of a superseded encoder (SPEC.md §3.3: OBS reconnects by default
+# Reconnects of a superseded encoder (docs/spec.md §3.3: OBS reconnects by default
 # and must not ping-pong with the spare that replaced it).  RTMP gives no
 # client identity beyond the address, so the rule keys on the client's host
 # (`Feed.client`, the remote address without its port).  When a feed from

@@ -1,22 +1,22 @@
 # Theory of operation
 # -------------------
-# The registry owns all bundle state (STYLE 9): streams keyed by path, sources
+# The registry owns all bundle state (docs/style.md §9): streams keyed by path, sources
 # keyed by source id within a stream, feeds keyed by id, and the readers'
 # subscriptions.  It is synchronous and never touches I/O or a clock: every
 # call that depends on time takes `now_s` (monotonic seconds, the driver's
 # trio.current_time()); wall-clock times are `wall_origin_s + now_s`.
 #
 # Drivers call it and it answers with values and events:
-#   request_publish → Admitted(feed) | Refused(code, reason)   (SPEC.md §3.7, §3.8)
+#   request_publish → Admitted(feed) | Refused(code, reason)   (docs/spec.md §3.7, §3.8)
 #   push_frame      → the hot path; frames reach readers synchronously
-#   end_feed        → unpublish, disconnect, idle timeout (SPEC.md §3.6)
+#   end_feed        → unpublish, disconnect, idle timeout (docs/spec.md §3.6)
 #   kick_feed       → an operator ends any feed, on air or standby, by id
 #   tick            → expires reconnect grace periods; call it at next_deadline_s()
-#   drain_events    → the events of SPEC.md §3.10 in the order they happened
+#   drain_events    → the events of docs/spec.md §3.10 in the order they happened
 # A superseded feed's driver learns it from the `Superseded` event (drain the
 # log when the event wakeup fires); when `disconnect` is set it tells its
 # publisher and closes it (frames it pushes meanwhile are ignored), otherwise
-# the feed stays connected as a standby (SPEC.md §3.3).  Refusing a kicked
+# the feed stays connected as a standby (docs/spec.md §3.3).  Refusing a kicked
 # client's reconnects for a while (bans) is the auth layer's business.
 #
 # Sources report to the registry only through the events they emit (`_on_event`):
@@ -175,7 +175,7 @@ class Registry:
             self._remove_source(source)
 
     def kick_feed(self, feed_id: int, *, now_s: float) -> Feed | None:
-        """End a connected feed (on air, pending or standby) for an operator (SPEC.md §3.3).
+        """End a connected feed (on air, pending or standby) for an operator (docs/spec.md §3.3).
 
         Returns the feed, now ended with EndReason.KICKED, so the driver can
         close its publisher; None if no connected feed has this id.
@@ -200,7 +200,7 @@ class Registry:
         return heap[0][0] if heap else None
 
     def tick(self, *, now_s: float) -> None:
-        """Expire every reconnect grace period due at `now_s` (SPEC.md §3.6)."""
+        """Expire every reconnect grace period due at `now_s` (docs/spec.md §3.6)."""
         self._expire_due(now_s)
 
     def _expire_due(self, now_s: float) -> None:

@@ -1,6 +1,6 @@
 # Theory of operation
 # -------------------
-# A source (SPEC.md §3) is one `sourceId` of a stream: the feeds contending for
+# A source (docs/spec.md §3) is one `sourceId` of a stream: the feeds contending for
 # it, the one on air, and its single output timeline.  All per-frame work of
 # the bundle happens in `Source.push`; the registry only finds the source.
 #
@@ -14,7 +14,7 @@
 # goes on air at its next *sync frame* — a keyframe of its first video track,
 # or any coded audio frame while it has shown no video — if it outranks the
 # feed on air, or, with nothing on air, if no connected feed of its priority
-# outranks it (SPEC.md §3.3, §3.4: a standby takes over only once every feed
+# outranks it (docs/spec.md §3.3, §3.4: a standby takes over only once every feed
 # above it has ended, so there is never a double switch).  At that instant
 # every other feed of equal priority ranked below it is *superseded*:
 #   * `superseded = "standby"` (the default): it stays connected as a standby
@@ -29,7 +29,7 @@
 # Reconnects of a superseded encoder rank below the feed that superseded it
 # (ranking.py), so an auto-reconnecting encoder never ping-pongs with its spare.
 #
-# Timeline (SPEC.md §3.5).  Output DTS = feed DTS + the offset of the track's
+# Timeline (docs/spec.md §3.5).  Output DTS = feed DTS + the offset of the track's
 # line (one offset per feed, so its tracks keep their sync, plus a small
 # per-track audio skew set at a switch, below).  On a switch the offset is
 # chosen so the sync frame lands one frame duration, or the wall-clock gap
@@ -442,7 +442,7 @@ class Source:
         return False
 
     def _may_go_on_air(self, feed: Feed) -> bool:
-        """SPEC.md §3.3, §3.4: it outranks the feed on air, or no equal above it is connected."""
+        """docs/spec.md §3.3, §3.4: it outranks the feed on air, or no equal above it is connected."""
         on_air = self._on_air
         if on_air is not None:
             return feed.rank > on_air.rank
@@ -453,12 +453,12 @@ class Source:
     # -- switching and ending -------------------------------------------------------
 
     def _switch(self, new: Feed, sync_frame: Frame, now_s: float) -> None:
-        """Put `new` on air from `sync_frame` on (SPEC.md §3.3–§3.6); `push` delivers it."""
+        """Put `new` on air from `sync_frame` on (docs/spec.md §3.3–§3.6); `push` delivers it."""
         if self._deadline_s is not None and now_s >= self._deadline_s:
             self.expire(now_s)  # the grace period ran out before the registry's tick
         old = self._on_air
         disconnect = self._config.superseded == "disconnect"
-        #: SPEC.md §3.3, §3.4 — among equals the newest wins: lower equals are superseded.
+        #: docs/spec.md §3.3, §3.4 — among equals the newest wins: lower equals are superseded.
         losers = [
             f
             for f in self._feeds
@@ -507,7 +507,7 @@ class Source:
         self._report_tracks()
 
     def _switch_dts(self, sync_frame: Frame, now_s: float) -> int:
-        """SPEC.md §3.5 — where the sync frame lands on the output timeline."""
+        """docs/spec.md §3.5 — where the sync frame lands on the output timeline."""
         if self._origin_wall_s is None:
             self._origin_wall_s = self._wall_origin_s + now_s
             self._last_dts = 0
@@ -613,7 +613,7 @@ class Source:
         self._restate()
 
     def end_feed(self, feed: Feed, reason: EndReason, now_s: float) -> None:
-        """`feed` is gone (SPEC.md §3.6); a no-op if it already ended."""
+        """`feed` is gone (docs/spec.md §3.6); a no-op if it already ended."""
         if feed._state is _ENDED:
             return
         self._end(feed, reason, now_s)
@@ -640,7 +640,7 @@ class Source:
         self._lineage.left(feed, now_s)
 
     def expire(self, now_s: float) -> None:
-        """The grace period ran out: the timeline closes (SPEC.md §3.6)."""
+        """The grace period ran out: the timeline closes (docs/spec.md §3.6)."""
         self._deadline_s = None
         self._active = False
         self._emit(Inactive(stream_path=self.stream_path, source_id=self.source_id))

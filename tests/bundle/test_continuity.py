@@ -1,4 +1,4 @@
-"""SPEC.md §3.5 at a switch: metadata, PTS and audio stay continuous; per-track counts."""
+"""docs/spec.md §3.5 at a switch: metadata, PTS and audio stay continuous; per-track counts."""
 
 from __future__ import annotations
 

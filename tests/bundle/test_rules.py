@@ -1,4 +1,4 @@
-"""SPEC.md §3 as executable documentation: one example per rule of the bundle."""
+"""docs/spec.md §3 as executable documentation: one example per rule of the bundle."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC.md §3.3 (changed): a superseded feed stays as a standby; kicks; disconnect mode."""
+"""docs/spec.md §3.3 (changed): a superseded feed stays as a standby; kicks; disconnect mode."""
 
 from __future__ import annotations
 

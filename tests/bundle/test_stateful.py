@@ -1,4 +1,4 @@
-"""Random interleavings of publishes, frames, ends, time and readers (SPEC.md §3).
+"""Random interleavings of publishes, frames, ends, time and readers (docs/spec.md §3).
 
 A hypothesis state machine drives one stream of a registry and checks, after
 every step, the invariants of the bundle:
@@ -13,7 +13,7 @@ every step, the invariants of the bundle:
   of the source's latest DTS by more than max(wall gap, frame duration) + jitter;
 * refused publishes change nothing;
 * events follow each source's state (no `inactive` without `active` …);
-* SPEC.md §3.3: a superseded feed stays connected as a standby (mode "standby")
+* docs/spec.md §3.3: a superseded feed stays connected as a standby (mode "standby")
   or ends with EndReason.SUPERSEDED and `Superseded.disconnect` (mode
   "disconnect"); a feed published from the host of a superseded encoder while
   one of its feeds is connected, or within the reconnect window after the last
@@ -466,7 +466,7 @@ class BundleMachine(RuleBasedStateMachine):
                 self.source_last_now[sid] = record.now_s
 
     def check_ranks(self, feeds: list) -> None:
-        """SPEC.md §3.3, §3.4: standby feeds rank below the one on air, pending ones above."""
+        """docs/spec.md §3.3, §3.4: standby feeds rank below the one on air, pending ones above."""
         on_air = [f for f in feeds if f.state is FeedState.ON_AIR]
         for feed in feeds:
             assert feed.rank[0] == feed.priority
@@ -500,7 +500,7 @@ class BundleMachine(RuleBasedStateMachine):
         self.previous_on_air = {sid: m.feed.feed_id for sid, m in now.items()}
 
     def check_lineage(self) -> None:
-        """SPEC.md §3.3: a superseded encoder's reconnect ranks below its successor."""
+        """docs/spec.md §3.3: a superseded encoder's reconnect ranks below its successor."""
         alive = {m.feed.feed_id: m for m in self.models if m.alive}
         for model in alive.values():
             if model.below is not None and model.below in alive:

@@ -1,4 +1,4 @@
-"""End to end: publish tokens and the multisource gates (SPEC.md §3.7, §5)."""
+"""End to end: publish tokens and the multisource gates (docs/spec.md §3.7, §5)."""
 
 from __future__ import annotations
 

@@ -251,7 +251,7 @@ async def read_flv_tags(url, count):
 
 
 async def test_a_new_resolution_after_a_supersede_is_signalled_to_players(running, spawn):
-    """SPEC 3.5: a switch may change codec parameters; players get the new sequence header."""
+    """docs/spec.md §3.5: a switch may change codec parameters; players get the new sequence header."""
     stream = "live/resize"
     with trio.fail_after(30):
         first = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 20))
