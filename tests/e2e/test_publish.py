@@ -166,3 +166,39 @@ async def test_supersede_keeps_the_default_source_single_feed(running, spawn):
     assert await second.wait() == 0
     assert set(await running.sources("live/single")) <= {""}
     first.kill()
+
+
+async def test_a_superseded_encoder_that_reconnects_in_a_loop_never_takes_the_source_back(
+    running, spawn
+):
+    """OBS reconnects by default (issue: the old encoder took the source back from the
+    spare, which then died). Our own reconnect loop: the superseded encoder's host keeps
+    publishing again; the spare stays on air through every attempt."""
+    stream = "live/pingpong"
+    old = await spawn(clients.pyav(running.url(stream, sourceId="cam"), 60))
+    first = await running.wait_for(await on_air(running, stream, "cam"))
+    spare = await spawn(clients.pyav(running.url(stream, sourceId="cam"), 60))
+
+    async def spare_on_air():
+        source = (await running.sources(stream)).get("cam")
+        if source and source["onAir"] and source["onAir"]["id"] != first["onAir"]["id"]:
+            return source
+        return None
+
+    spare_feed = (await running.wait_for(spare_on_air))["onAir"]["id"]
+    old.kill()  #: the old encoder's connection drops, and it comes back, again and again
+    for _ in range(3):
+        again = await spawn(clients.pyav(running.url(stream, sourceId="cam"), 60))
+
+        async def waiting_as_standby():
+            #: it has sent keyframes (it could have taken over) and waits below the spare
+            source = (await running.sources(stream)).get("cam")
+            standby = [f for f in (source or {}).get("standby", []) if f["keyframes"] >= 1]
+            return source if standby else None
+
+        source = await running.wait_for(waiting_as_standby)
+        assert source["onAir"]["id"] == spare_feed, source
+        again.kill()
+    source = (await running.sources(stream))["cam"]
+    assert source["onAir"]["id"] == spare_feed
+    spare.kill()
