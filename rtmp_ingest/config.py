@@ -148,8 +148,10 @@ max_sources_per_stream = 16
 max_feeds_per_source = 8
 # Streams in total.
 max_streams = 4096
-# Frames a reader may lag before it skips to the next keyframe.
+# Frames, and payload bytes, a reader (a player) may lag before it skips to the next
+# keyframe: a stalled player pins at most this much of the feed.
 reader_queue_frames = 512
+reader_queue_bytes = 8388608
 # Bytes of the current GOP kept so new players start instantly.
 max_gop_cache_bytes = 16777216
 # A feed superseded by a newer one: "standby" stays connected below it and takes over
@@ -331,6 +333,7 @@ class BundleSettings:
     max_feeds_per_source: int = 8
     max_streams: int = 4096
     reader_queue_frames: int = 512
+    reader_queue_bytes: int = 8 * 1024 * 1024
     max_gop_cache_bytes: int = 16 * 1024 * 1024
     superseded: str = "standby"
     superseded_reconnect_s: float = 60.0

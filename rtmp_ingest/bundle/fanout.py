@@ -39,7 +39,7 @@ from collections.abc import Callable, Collection
 from typing import Protocol
 
 from rtmp_ingest.bundle.events import ReaderStatistics
-from rtmp_ingest.bundle.records import Media, OutputFrame
+from rtmp_ingest.bundle.records import READER_QUEUE_BYTES, Media, OutputFrame
 
 
 class SourceView(Protocol):
@@ -80,10 +80,12 @@ class Reader:
         "_delivered",
         "_dropped",
         "_gate",
+        "_max_bytes",
         "_max_frames",
         "_missed_config",
         "_on_close",
         "_queue",
+        "_queued_bytes",
         "_skipping",
         "_skips",
         "_slow",
@@ -100,12 +102,17 @@ class Reader:
         *,
         max_frames: int,
         on_close: Callable[[Reader], None],
+        max_bytes: int = READER_QUEUE_BYTES,
     ) -> None:
         self.stream_path = stream_path
         #: None: every source of the stream; frames carry their source id.
         self.source_id = source_id
         self._queue: deque[OutputFrame] = deque()
         self._max_frames = max_frames
+        #: payload bytes queued; a reader over `_max_bytes` overflows like a full queue (a
+        #: stalled player pins at most that much of the feed, not 512 frames of 4K video)
+        self._max_bytes = max_bytes
+        self._queued_bytes = 0
         self._wakeup: Callable[[], None] | None = None
         self._slow = False  # True while _skipping or _gate is non-empty
         self._skipping: set[str] = set()  # source ids waiting for their next sync frame
@@ -125,13 +132,16 @@ class Reader:
         if not self._queue:
             return None
         self._delivered += 1
-        return self._queue.popleft()
+        out = self._queue.popleft()
+        self._queued_bytes = max(0, self._queued_bytes - len(out.frame.payload))
+        return out
 
     def drain_nowait(self) -> list[OutputFrame]:
         """Every queued frame, oldest first (possibly none)."""
         queue = self._queue
         frames = list(queue)
         queue.clear()
+        self._queued_bytes = 0
         self._delivered += len(frames)
         return frames
 
@@ -153,6 +163,7 @@ class Reader:
             return
         self._closed = True
         self._queue.clear()
+        self._queued_bytes = 0
         self._wakeup = None
         self._on_close(self)
 
@@ -194,8 +205,9 @@ class Reader:
     def _push(self, out: OutputFrame, source: SourceView) -> None:
         """Queue `out` or apply the lag policy (the general path)."""
         queue = self._queue
-        if len(queue) < self._max_frames:
+        if len(queue) < self._max_frames and self._queued_bytes < self._max_bytes:
             queue.append(out)
+            self._queued_bytes += len(out.frame.payload)
             if len(queue) == 1:
                 self._wake()
         else:
@@ -211,6 +223,7 @@ class Reader:
             if oldest.source_id == sid and oldest.frame.media is _AUDIO and not oldest.frame.config:
                 self._queue.popleft()
                 self._queue.append(out)
+                self._queued_bytes += len(frame.payload) - len(oldest.frame.payload)
             return
         self._skips += 1
         self._skipping.add(sid)
@@ -223,7 +236,11 @@ class Reader:
         sid = out.source_id
         frame = out.frame
         if sid in self._skipping:
-            if not sync or len(self._queue) >= self._max_frames:
+            if (
+                not sync
+                or len(self._queue) >= self._max_frames
+                or self._queued_bytes >= self._max_bytes
+            ):
                 self._dropped += 1
                 if frame.config or frame.media is Media.DATA:
                     self._missed_config.add(sid)
@@ -253,13 +270,16 @@ class Reader:
         side = source.side_frames()
         cache = source.gop_cache() if from_gop else None
         gated: Collection[str]
+        #: the start may exceed `_max_bytes` (an instant start needs the whole GOP); later
+        #: frames overflow until the driver has taken it
         if cache is not None and len(side) + len(cache[0]) <= self._max_frames:
-            self._queue.extend(side)
-            self._queue.extend(cache[0])
+            start = [*side, *cache[0]]
             gated = cache[1]
         else:
-            self._queue.extend(side[: self._max_frames])
+            start = side[: self._max_frames]
             gated = source.video_track_ids()
+        self._queue.extend(start)
+        self._queued_bytes += sum(len(o.frame.payload) for o in start)
         for track_id in gated:
             self._gate.add((sid, track_id))
         self._slow = bool(self._skipping or self._gate)

@@ -36,6 +36,7 @@ MAX_STREAM_PATH_BYTES = 1024  # longer than any RTMP app/stream name clients sen
 MAX_STREAMS = 4096  # bounds registry memory against a publish flood of distinct names
 #: docs/spec.md §3.4 — feeds contending for one source (on air + pending + standby).
 MAX_FEEDS_PER_SOURCE = 8  # main + backup encoders plus a few reconnects in flight
+READER_QUEUE_BYTES = 8 * 1024 * 1024  # a lagging reader pins at most this much of a feed
 READER_QUEUE_FRAMES = 512  # ~5 s of 30 fps video + 48 kHz audio; a driver flushes far sooner
 MAX_GOP_CACHE_BYTES = 16 * MiB  # a 10 s GOP at 12 Mbit/s; beyond it readers start live
 #: docs/spec.md §3.5 — how far a publisher's clock may wander before the timeline re-anchors.
@@ -146,6 +147,7 @@ class BundleConfig:
     max_streams: int = attrs.field(default=MAX_STREAMS, validator=_positive)
     max_feeds_per_source: int = attrs.field(default=MAX_FEEDS_PER_SOURCE, validator=_positive)
     reader_queue_frames: int = attrs.field(default=READER_QUEUE_FRAMES, validator=_positive)
+    reader_queue_bytes: int = attrs.field(default=READER_QUEUE_BYTES, validator=_positive)
     max_gop_cache_bytes: int = attrs.field(default=MAX_GOP_CACHE_BYTES, validator=_non_negative)
     max_jitter_ms: int = attrs.field(default=MAX_JITTER_MS, validator=_non_negative)
     #: docs/spec.md §3.3 — "standby": a superseded feed stays as a standby below its

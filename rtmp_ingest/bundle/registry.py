@@ -302,7 +302,13 @@ class Registry:
             max_frames = self.config.reader_queue_frames
         if max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames!r}")
-        reader = Reader(stream_path, source_id, max_frames=max_frames, on_close=self._detach)
+        reader = Reader(
+            stream_path,
+            source_id,
+            max_frames=max_frames,
+            max_bytes=self.config.reader_queue_bytes,
+            on_close=self._detach,
+        )
         if source_id is None:
             self._stream_taps.setdefault(stream_path, []).append(reader)
         else:

@@ -291,10 +291,12 @@ class Source:
                 reader._offer_slow(out, sync, self)
             elif not queue:
                 queue.append(out)
+                reader._queued_bytes = size
                 if reader._wakeup is not None:
                     reader._wake()
-            elif len(queue) < reader._max_frames:
+            elif len(queue) < reader._max_frames and reader._queued_bytes < reader._max_bytes:
                 queue.append(out)
+                reader._queued_bytes += size
             else:
                 reader._overflow(out, self)
 
