@@ -162,7 +162,12 @@ class HttpListener:
         with trio.move_on_after(REFUSAL_WRITE_TIMEOUT_S):
             try:
                 await stream.send_all(_REFUSAL % (len(body), body))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                # closing with the request unread would reset the connection and the
+                # client's stack could drop the 503 unread: shut our side, let it read
+                await stream.send_eof()
+                while await stream.receive_some(65536):
+                    pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
         await trio.aclose_forcefully(stream)
 

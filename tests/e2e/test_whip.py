@@ -49,6 +49,9 @@ class Whip:
 async def whip_server(start_daemon: Callable[..., Any]) -> Whip:
     running: Running = await start_daemon(
         auth={"mode": "token"},
+        #: every client here is 127.0.0.1: no same-host reconnect window, and superseded
+        #: feeds are cut, so "supersede" means what these tests check (the loser ends)
+        bundle={"superseded": "disconnect", "superseded_reconnect_s": 0.0},
         webrtc={
             "enabled": True,
             "host_addresses": ["127.0.0.1"],
