@@ -48,6 +48,7 @@ from rtmp_ingest.server.listener import SHUTDOWN_TIMEOUT_S, Address, RtmpListene
 from rtmp_ingest.server.play import Player
 from rtmp_ingest.server.record import RecorderService
 from rtmp_ingest.server.webrtc_link import WebrtcService
+from rtmp_ingest.server.whep import WhepService
 
 log = logging.getLogger("rtmp_ingest")
 
@@ -81,6 +82,12 @@ class App:
         self.webrtc = (
             WebrtcService(self.feeds, config.webrtc, self._authorize, log_level=config.log_level)
             if config.webrtc.enabled
+            else None
+        )
+        #: WHEP play over the same process (server/whep.py)
+        self.whep = (
+            WhepService(self.feeds, self.webrtc, config.webrtc)
+            if self.webrtc is not None and config.webrtc.whep_enabled
             else None
         )
         self.hls = HlsService(config=config.hls, registry=self.registry, metrics=self.metrics)
@@ -191,11 +198,13 @@ class App:
 
     def http_routes(self) -> list[Any]:
         """HTTP routes of the outputs (HLS, the multiview page, HTTP-FLV) and WHIP."""
-        from rtmp_ingest.api import hls, httpflv, web, whip  # noqa: PLC0415 - HTTP when served
+        from rtmp_ingest.api import hls, httpflv, web, whep, whip  # noqa: PLC0415 - HTTP when served
 
         routes = hls.routes(self) + web.routes(self) + httpflv.routes(self)
         if self.webrtc is not None:
             routes += whip.routes(self.webrtc)
+        if self.whep is not None:
+            routes += whep.routes(self.whep)
         return routes
 
     # -- auth ------------------------------------------------------------------------
@@ -284,6 +293,8 @@ class App:
             await nursery.start(self.feeds.run)
             if self.webrtc is not None:
                 await nursery.start(self.webrtc.run)
+            if self.whep is not None:
+                await nursery.start(self.whep.run)
             rtmp_bound, rtmps_bound = await nursery.start(self.rtmp.run)
             http_bound = await self._start_http(nursery) if config.http.listen else None
             self.bound = Bound(rtmp=rtmp_bound, rtmps=rtmps_bound, http=http_bound)

@@ -323,6 +323,17 @@ class WebrtcConfig:
     keyframe_request_interval_s: float = 0.5
     restart_backoff_s: float = 0.5
     max_restart_backoff_s: float = 30.0
+    #: WHEP play (server/whep.py): serve viewers at /whep/APP/STREAM
+    whep_enabled: bool = True
+    #: how long a WHEP POST waits for its source to go live (0: 409 at once)
+    whep_wait_s: float = 0.0
+    #: how long a viewer stays attached while its source is away before the session ends
+    whep_linger_s: float = 10.0
+    whep_max_viewers: int = 500
+    #: frames a viewer's send queue in the WebRTC process holds before it skips to a keyframe
+    whep_max_queue_frames: int = 64
+    #: bitrate of the Opus that AAC sources are transcoded to (once per source)
+    whep_opus_bitrate: int = 96000
 
 
 @attrs.frozen(kw_only=True)

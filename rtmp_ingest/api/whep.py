@@ -1,0 +1,125 @@
+"""WHEP over starlette: play one source of a stream over WebRTC (draft-ietf-wish-whep).
+
+    POST    /whep/APP/STREAM[?sourceId=ID]   application/sdp offer (recvonly)
+            → 201, application/sdp answer (sendonly, every candidate),
+              Location: /whep-session/ID
+    DELETE  /whep-session/ID      → 200, the session ends
+    PATCH   /whep-session/ID      → 405: no trickle ICE or ICE restart
+    OPTIONS /whep/APP/STREAM      → 204 with Accept-Post: application/sdp
+
+With no sourceId the viewer gets the default source, else the top priority one
+(as RTMP play). Errors are text/plain: 400 malformed offer, 409 the source is
+not live (after waiting `webrtc.whep_wait_s`), 413 offer too large, 415 not
+application/sdp, 422 a source WebRTC cannot carry (B-frames, HEVC) or an offer
+without its codec, 503 WebRTC process unavailable. ICE servers are announced
+as `Link` headers; CORS exposes Location and Link.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from rtmp_ingest.api.whip import EXPOSE, MAX_OFFER_BYTES, Whip, _text
+from rtmp_ingest.server.webrtc_link import WhipError
+from rtmp_ingest.server.whep import WhepService
+
+SESSION_PREFIX = "/whep-session/"
+CORS = {"Access-Control-Allow-Origin": "*"}
+
+
+class Whep:
+    """WHEP handlers bound to one WHEP service."""
+
+    def __init__(self, service: WhepService) -> None:
+        self.service = service
+        self._links = Whip(service.webrtc)
+
+    async def options(self, request: Request) -> Response:
+        return self._links._with_links(
+            Response(
+                status_code=204,
+                headers={
+                    **EXPOSE,
+                    **CORS,
+                    "Accept-Post": "application/sdp",
+                    "Allow": "POST, OPTIONS",
+                    "Access-Control-Allow-Methods": "POST, DELETE, OPTIONS",
+                    "Access-Control-Allow-Headers": "Content-Type, Authorization",
+                },
+            )
+        )
+
+    async def play(self, request: Request) -> Response:
+        path = request.path_params["path"].strip("/")
+        app, _, stream = path.partition("/")
+        if not app or not stream:
+            return _text(400, "Play /whep/APP/STREAM.", **CORS)
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/sdp":
+            return _text(415, "The offer must be sent as Content-Type: application/sdp.", **CORS)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_OFFER_BYTES:
+                return _text(413, f"The SDP offer exceeds {MAX_OFFER_BYTES} bytes.", **CORS)
+        try:
+            offer = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return _text(400, "The SDP offer is not UTF-8 text.", **CORS)
+        if not offer.lstrip().startswith("v=0"):
+            return _text(400, "Malformed SDP offer: it must start with v=0.", **CORS)
+        source_id = request.query_params.get("sourceId")
+        client = request.client
+        remote = f"{client.host}:{client.port}" if client else "unknown"
+        try:
+            viewer = await self.service.play(
+                app=app, stream=stream, source_id=source_id, remote=remote, offer=offer
+            )
+        except WhipError as exc:
+            self.service.refused[exc.status] = self.service.refused.get(exc.status, 0) + 1
+            return _text(exc.status, exc.text, **CORS)
+        return self._links._with_links(
+            Response(
+                viewer.answer,
+                status_code=201,
+                media_type="application/sdp",
+                headers={**EXPOSE, **CORS, "Location": f"{SESSION_PREFIX}{viewer.location}"},
+            )
+        )
+
+    async def session(self, request: Request) -> Response:
+        location = request.path_params["location"]
+        if request.method == "DELETE":
+            if self.service.delete(location):
+                return Response(status_code=200, headers={**EXPOSE, **CORS})
+            return _text(404, "No such WHEP session.", **CORS)
+        if request.method == "OPTIONS":
+            return Response(
+                status_code=204,
+                headers={
+                    **EXPOSE,
+                    **CORS,
+                    "Allow": "DELETE, OPTIONS",
+                    "Access-Control-Allow-Methods": "DELETE, OPTIONS",
+                },
+            )
+        return _text(
+            405,
+            "Trickle ICE and ICE restart are not supported: the answer carries every candidate.",
+            Allow="DELETE, OPTIONS",
+            **CORS,
+        )
+
+
+def routes(service: WhepService) -> list[Any]:
+    """The WHEP routes; mount them in the HTTP app when WebRTC is enabled."""
+    whep = Whep(service)
+    return [
+        Route("/whep/{path:path}", whep.play, methods=["POST"]),
+        Route("/whep/{path:path}", whep.options, methods=["OPTIONS"]),
+        Route(SESSION_PREFIX + "{location}", whep.session, methods=["DELETE", "PATCH", "OPTIONS"]),
+    ]

@@ -1,0 +1,203 @@
+"""WHEP play end to end: RTMP and WHIP sources → the daemon → the WebRTC process → an aiortc viewer.
+
+The real daemon runs on loopback in token mode with `[webrtc]` enabled (the WHIP
+tests' fixture); the viewer is `tests.webrtc.whep_client`, which decodes what it
+gets (H.264 passed through, Opus passed through or transcoded from AAC) and
+reports frame counts, the longest gap between pictures, timestamps going
+backwards and the SSRCs it sees.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from .conftest import REPO
+from .test_whip import Publisher, Whip, publish, wait_on_air, whip_server
+
+pytest.importorskip("aiortc")
+pytestmark = pytest.mark.e2e
+__all__ = ["publish", "whip_server"]
+
+#: the first picture must arrive within this (the cached GOP is sent at once)
+FIRST_PICTURE_S = 5.0
+
+
+@pytest.fixture
+async def view(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Any]]:
+    processes: list[trio.Process] = []
+
+    async def start(url: str, *args: str) -> Publisher:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "tests.webrtc.whep_client", url, *args],
+            cwd=REPO,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": REPO},
+        )
+        processes.append(process)
+        return Publisher(process)
+
+    yield start
+    for process in processes:
+        if process.returncode is None:
+            process.kill()
+        with trio.move_on_after(5):
+            await process.wait()
+
+
+async def stats_until(
+    viewer: Publisher, done: Callable[[dict[str, Any]], bool], timeout_s: float = 60.0
+) -> dict[str, Any]:
+    """The viewer's stats lines until one satisfies `done` (first/other lines skipped)."""
+    with trio.fail_after(timeout_s):
+        while True:
+            message = await viewer.line(timeout_s)
+            print("VIEWER", message)
+            stats = message.get("stats")
+            if stats is not None and done(stats):
+                return stats
+
+
+def rtmp_publisher(whip: Whip, path: str, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "tests.tools.pyav_publish",
+        whip.running.url(path, sourceId="cam", token=whip.token),
+        "--seconds",
+        "90",
+        "--realtime",
+        *args,
+    ]
+
+
+async def test_whep_plays_an_rtmp_source_through_supersedes(
+    whip_server: Whip, view: Any, spawn: Any
+) -> None:
+    """H.264 + AAC from an RTMP encoder: the viewer decodes pictures within a short bound
+    and Opus audio (transcoded once for the source); two supersedes later the same peer
+    connection, the same SSRCs, timestamps never backwards, no frozen second."""
+    running = whip_server.running
+    first_rtmp = await spawn(rtmp_publisher(whip_server, "live/w"))
+    first_feed = await wait_on_air(running, "live/w", "cam")
+    viewer = await view(f"{whip_server.base}/whep/live/w?sourceId=cam")
+    reply = await viewer.line()
+    assert reply["status"] == 201, reply
+    assert reply["location"].startswith("/whep-session/")
+    assert "a=sendonly" in reply["body"]
+    first = await viewer.line()
+    assert first["first"] in ("video", "audio")
+    before = await stats_until(viewer, lambda s: s["video"] >= 25 and s["audio"] >= 25)
+    assert before["size"] == [320, 180]
+    whep = running.daemon.whep
+    assert whep is not None and len(whep.transcoders) == 1
+    for _ in range(2):
+        await spawn(rtmp_publisher(whip_server, "live/w"))
+        with trio.fail_after(60):
+            while await wait_on_air(running, "live/w", "cam") == first_feed:
+                await trio.sleep(0.02)
+        first_feed = await wait_on_air(running, "live/w", "cam")
+        mark = (await stats_until(viewer, lambda s: True))["video"]
+        after = await stats_until(viewer, lambda s, m=mark: s["video"] >= m + 50)
+        assert after["state"] == "connected"
+        assert after["ssrcs"] == before["ssrcs"], "same senders across the supersede"
+        assert after["backwards"] == {"video": 0, "audio": 0}
+        assert after["max_gap_s"] < 1.0, "no frozen second"
+    assert after["audio"] > before["audio"] + 50
+    assert len(whep.transcoders) == 1, "AAC is transcoded once per source"
+    assert viewer.states.count("connected") == 1
+    await first_rtmp.wait(timeout_s=30)  #: superseded RTMP encoders are disconnected
+    assert any(p.kind == "whep" for p in running.daemon.players)
+    result = await viewer.stop()
+    assert result["deleted"] == 200
+    with trio.fail_after(10):
+        while whep.viewers or whep.transcoders:
+            await trio.sleep(0.05)
+
+
+async def test_whep_plays_a_whip_source(whip_server: Whip, publish: Any, view: Any) -> None:
+    """A WebRTC publisher's H.264 and Opus reach a WebRTC viewer, passed through."""
+    publisher = await publish(
+        f"{whip_server.base}/whip/live/ww?sourceId=cam", "--token", whip_server.token
+    )
+    assert (await publisher.line())["status"] == 201
+    await wait_on_air(whip_server.running, "live/ww", "cam")
+    viewer = await view(f"{whip_server.base}/whep/live/ww")
+    reply = await viewer.line()
+    assert reply["status"] == 201, reply
+    stats = await stats_until(viewer, lambda s: s["video"] >= 30 and s["audio"] >= 30)
+    assert stats["backwards"] == {"video": 0, "audio": 0}
+    whep = whip_server.running.daemon.whep
+    assert whep is not None and not whep.transcoders, "Opus passes through"
+
+
+async def test_whep_refusals(whip_server: Whip, view: Any, spawn: Any) -> None:
+    """409 for a source that is not live, 422 with the reason for B-frames and HEVC,
+    OPTIONS with Accept-Post, PATCH 405, DELETE of an unknown session 404."""
+    base = whip_server.base
+    viewer = await view(f"{base}/whep/live/nothing?sourceId=cam")
+    reply = await viewer.line()
+    assert reply["status"] == 409 and "not live" in reply["body"]
+    running = whip_server.running
+    await spawn(
+        [
+            "ffmpeg",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x180:rate=25",
+            "-c:v",
+            "libx264",
+            "-bf",
+            "2",
+            "-g",
+            "25",
+            "-t",
+            "60",
+            "-f",
+            "flv",
+            running.url("live/bf", sourceId="cam", token=whip_server.token),
+        ]
+    )
+    await wait_on_air(running, "live/bf", "cam")
+    with trio.fail_after(30):
+        while True:
+            viewer = await view(f"{base}/whep/live/bf?sourceId=cam")
+            reply = await viewer.line()
+            if reply["status"] == 422:
+                break
+            assert reply["status"] == 201  #: the cached GOP had no B-frame yet
+            await viewer.stop()
+    assert "B-frames" in reply["body"]
+    whep = running.daemon.whep
+    assert whep is not None
+    verdict = whep.playability("live/bf", "cam")
+    assert verdict is not None and not verdict.playable and "B-frames" in (verdict.reason or "")
+    await spawn(rtmp_publisher(whip_server, "live/hevc", "--video", "hevc"))
+    await wait_on_air(running, "live/hevc", "cam")
+    viewer = await view(f"{base}/whep/live/hevc?sourceId=cam")
+    reply = await viewer.line()
+    assert reply["status"] == 422 and "hevc" in reply["body"]
+    async with httpx.AsyncClient() as client:
+        options = await client.options(f"{base}/whep/live/x")
+        assert options.status_code == 204
+        assert options.headers["accept-post"] == "application/sdp"
+        patch = await client.patch(f"{base}/whep-session/nope", content=b"a=x")
+        assert patch.status_code == 405
+        gone = await client.delete(f"{base}/whep-session/nope")
+        assert gone.status_code == 404
+        bad = await client.post(
+            f"{base}/whep/live/w", content=b"hello", headers={"Content-Type": "text/plain"}
+        )
+        assert bad.status_code == 415
