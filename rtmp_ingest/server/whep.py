@@ -634,8 +634,8 @@ class WhepService:
     def _on_control(self, message: dict[str, Any]) -> None:
         op = message["op"]
         if op == "process-lost":
-            for viewer in list(self.viewers.values()):
-                self.end_viewer(viewer, "process-restart", close_peer=False)
+            for lost in list(self.viewers.values()):
+                self.end_viewer(lost, "process-restart", close_peer=False)
             return
         viewer = self.viewers.get(message.get("session", -1))
         if viewer is None:

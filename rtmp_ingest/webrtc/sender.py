@@ -96,7 +96,7 @@ class FrameTrack(MediaStreamTrack):
         self._queue.append(packet)
         self._ready.set()
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet:
         while not self._queue:
             if self.readyState != "live":
                 raise MediaStreamError
@@ -135,7 +135,7 @@ class ViewerSession:
         session_id: int,
         config: dict[str, Any],
         send_control: Callable[[dict[str, Any]], None],
-        on_closed: Callable[[int], None],
+        on_closed: Callable[[int], object],
     ) -> None:
         self.session_id = session_id
         self.config = config

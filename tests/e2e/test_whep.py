@@ -60,10 +60,20 @@ async def stats_until(
     with trio.fail_after(timeout_s):
         while True:
             message = await viewer.line(timeout_s)
-            print("VIEWER", message)
             stats = message.get("stats")
             if stats is not None and done(stats):
                 return stats
+
+
+async def stop(viewer: Publisher) -> dict[str, Any]:
+    """Closes the viewer's stdin: it DELETEs its session; its {"deleted": status} line."""
+    assert viewer.process.stdin is not None
+    await viewer.process.stdin.aclose()
+    with trio.fail_after(30):
+        while True:
+            message = await viewer.line()
+            if "deleted" in message:
+                return message
 
 
 def rtmp_publisher(whip: Whip, path: str, *args: str) -> list[str]:
@@ -116,8 +126,7 @@ async def test_whep_plays_an_rtmp_source_through_supersedes(
     assert viewer.states.count("connected") == 1
     await first_rtmp.wait(timeout_s=30)  #: superseded RTMP encoders are disconnected
     assert any(p.kind == "whep" for p in running.daemon.players)
-    result = await viewer.stop()
-    assert result["deleted"] == 200
+    assert (await stop(viewer))["deleted"] == 200
     with trio.fail_after(10):
         while whep.viewers or whep.transcoders:
             await trio.sleep(0.05)
@@ -178,7 +187,7 @@ async def test_whep_refusals(whip_server: Whip, view: Any, spawn: Any) -> None:
             if reply["status"] == 422:
                 break
             assert reply["status"] == 201  #: the cached GOP had no B-frame yet
-            await viewer.stop()
+            await stop(viewer)
     assert "B-frames" in reply["body"]
     whep = running.daemon.whep
     assert whep is not None
