@@ -6,6 +6,7 @@
     DELETE  /whep-session/ID      → 200, the session ends
     PATCH   /whep-session/ID      → 405: no trickle ICE or ICE restart
     OPTIONS /whep/APP/STREAM      → 204 with Accept-Post: application/sdp
+    GET     /whep-view/APP/STREAM[?sourceId=ID]   a minimal player page (no external script)
 
 With no sourceId the viewer gets the default source, else the top priority one
 (as RTMP play). Errors are text/plain: 400 malformed offer, 409 the source is
@@ -20,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from rtmp_ingest.api.whip import EXPOSE, MAX_OFFER_BYTES, Whip, _text
@@ -28,6 +29,49 @@ from rtmp_ingest.server.webrtc_link import WhipError
 from rtmp_ingest.server.whep import WhepService
 
 SESSION_PREFIX = "/whep-session/"
+#: The player page: one <video>, the WHEP exchange without trickle ICE (the offer goes out
+#: once gathering is complete), the session DELETEd on unload. `window.whep` says how it
+#: goes (state, pictures shown, size) for tests and the curious.
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>WHEP __PATH__</title>
+<style>body{margin:0;background:#111;color:#ddd;font:14px sans-serif}
+video{width:100vw;max-height:92vh;background:#000}#s{padding:4px 8px}</style></head>
+<body><video id="v" autoplay muted playsinline controls></video><div id="s">connecting</div>
+<script>
+const whep = window.whep = {state: "new", frames: 0, width: 0, height: 0, error: null};
+const video = document.getElementById("v"), status = document.getElementById("s");
+const endpoint = "/whep/__PATH__" + location.search;
+let session = null;
+function show(text) { status.textContent = text; }
+function count(now, meta) {
+  whep.frames += 1; whep.width = meta.width; whep.height = meta.height;
+  video.requestVideoFrameCallback(count);
+}
+async function start() {
+  const pc = new RTCPeerConnection({iceServers: []});
+  pc.addTransceiver("video", {direction: "recvonly"});
+  pc.addTransceiver("audio", {direction: "recvonly"});
+  const stream = new MediaStream();
+  pc.ontrack = (e) => { stream.addTrack(e.track); video.srcObject = stream; };
+  pc.onconnectionstatechange = () => { whep.state = pc.connectionState; show(pc.connectionState); };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((done) => {
+    if (pc.iceGatheringState === "complete") return done();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && done();
+    setTimeout(done, 2000);
+  });
+  const response = await fetch(endpoint, {method: "POST", body: pc.localDescription.sdp,
+                                          headers: {"Content-Type": "application/sdp"}});
+  const text = await response.text();
+  if (response.status !== 201) { whep.state = "refused"; whep.error = text; show(text); return; }
+  session = response.headers.get("Location");
+  await pc.setRemoteDescription({type: "answer", sdp: text});
+  video.requestVideoFrameCallback(count);
+}
+addEventListener("pagehide", () => { if (session) fetch(session, {method: "DELETE", keepalive: true}); });
+start().catch((e) => { whep.state = "error"; whep.error = String(e); show(String(e)); });
+</script></body></html>
+"""
 CORS = {"Access-Control-Allow-Origin": "*"}
 
 
@@ -91,6 +135,13 @@ class Whep:
             )
         )
 
+    async def page(self, request: Request) -> Response:
+        path = request.path_params["path"].strip("/")
+        app, _, stream = path.partition("/")
+        if not app or not stream or not all(c.isalnum() or c in "-_./" for c in path):
+            return _text(400, "Open /whep-view/APP/STREAM.")
+        return HTMLResponse(PAGE.replace("__PATH__", path))
+
     async def session(self, request: Request) -> Response:
         location = request.path_params["location"]
         if request.method == "DELETE":
@@ -121,5 +172,6 @@ def routes(service: WhepService) -> list[Any]:
     return [
         Route("/whep/{path:path}", whep.play, methods=["POST"]),
         Route("/whep/{path:path}", whep.options, methods=["OPTIONS"]),
+        Route("/whep-view/{path:path}", whep.page, methods=["GET"]),
         Route(SESSION_PREFIX + "{location}", whep.session, methods=["DELETE", "PATCH", "OPTIONS"]),
     ]

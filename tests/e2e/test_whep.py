@@ -9,10 +9,13 @@ backwards and the SSRCs it sees.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,6 +29,7 @@ pytest.importorskip("aiortc")
 pytestmark = pytest.mark.e2e
 __all__ = ["publish", "whip_server"]
 
+REPO_PATH = Path(REPO)
 #: the first picture must arrive within this (the cached GOP is sent at once)
 FIRST_PICTURE_S = 5.0
 
@@ -210,3 +214,66 @@ async def test_whep_refusals(whip_server: Whip, view: Any, spawn: Any) -> None:
             f"{base}/whep/live/w", content=b"hello", headers={"Content-Type": "text/plain"}
         )
         assert bad.status_code == 415
+
+
+MODULES = REPO_PATH / ".browser" / "node_modules"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+browser_needed = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM)
+    or not shutil.which("node")
+    or not (MODULES / "playwright-core").exists(),
+    reason="browser test: needs Debian's chromium (apt-get install chromium) and `make browser`",
+)
+
+
+@browser_needed
+async def test_chromium_plays_an_rtmp_source_over_whep_through_a_supersede(
+    whip_server: Whip, spawn: Any
+) -> None:
+    """Headless Chromium on the daemon's WHEP player page: pictures of an RTMP source
+    (H.264 passed through, AAC as Opus) for 8 s and more, across a supersede, and no
+    half-second without a new picture once playing."""
+    running = whip_server.running
+    await spawn(rtmp_publisher(whip_server, "live/cr"))
+    first_feed = await wait_on_air(running, "live/cr", "cam")
+    browser = await trio.lowlevel.open_process(
+        [
+            "node",
+            str(REPO_PATH / "tests" / "tools" / "whep_check.js"),
+            f"{whip_server.base}/whep-view/live/cr?sourceId=cam",
+            "40",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "NODE_PATH": str(MODULES)},
+    )
+    assert browser.stdout is not None
+    samples: list[dict[str, Any]] = []
+    buffer = b""
+    superseded_at: int | None = None
+    try:
+        with trio.fail_after(60):
+            while True:
+                chunk = await browser.stdout.receive_some(65536)
+                assert chunk, f"the browser check ended early: {samples[-3:]}"
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.startswith(b"{"):
+                        samples.append(json.loads(line)["whep"])
+                last = samples[-1] if samples else {}
+                assert last.get("state") not in ("refused", "error", "failed"), last
+                if superseded_at is None and last.get("frames", 0) >= 50:
+                    superseded_at = last["frames"]
+                    await spawn(rtmp_publisher(whip_server, "live/cr"))
+                    with trio.fail_after(30):
+                        while await wait_on_air(running, "live/cr", "cam") == first_feed:
+                            await trio.sleep(0.02)
+                if superseded_at is not None and last["frames"] >= superseded_at + 8 * 25:
+                    break
+    finally:
+        browser.kill()
+    playing = [s for s in samples if s["frames"] > 0]
+    assert playing[-1]["width"] == 320 and playing[-1]["state"] == "connected"
+    for before, after in zip(playing, playing[1:]):
+        assert after["frames"] > before["frames"], "a picture at least every half second"
