@@ -277,3 +277,37 @@ async def test_chromium_plays_an_rtmp_source_over_whep_through_a_supersede(
     assert playing[-1]["width"] == 320 and playing[-1]["state"] == "connected"
     for before, after in zip(playing, playing[1:]):
         assert after["frames"] > before["frames"], "a picture at least every half second"
+
+
+async def test_twenty_viewers_of_one_source_through_a_supersede_none_stalls(
+    whip_server: Whip, view: Any, spawn: Any
+) -> None:
+    """20 WHEP viewers of one RTMP source (one Opus transcoder for all) while it is
+    superseded: every one keeps getting pictures, none goes a second without one."""
+    running = whip_server.running
+    await spawn(rtmp_publisher(whip_server, "live/many", "--size", "160x90"))
+    first_feed = await wait_on_air(running, "live/many", "cam")
+    viewers = await view(f"{whip_server.base}/whep/live/many?sourceId=cam", "--viewers", "20")
+    assert (await viewers.line())["status"] == 201
+    started = await stats_until(
+        viewers,
+        lambda s: s["video"] >= 25 and all(o and o[0] >= 25 for o in s["others"]),
+        timeout_s=90,
+    )
+    assert len(started["others"]) == 19
+    whep = running.daemon.whep
+    assert whep is not None and len(whep.viewers) == 20 and len(whep.transcoders) == 1
+    await spawn(rtmp_publisher(whip_server, "live/many", "--size", "160x90"))
+    with trio.fail_after(60):
+        while await wait_on_air(running, "live/many", "cam") == first_feed:
+            await trio.sleep(0.02)
+    marks = [started["video"]] + [o[0] for o in started["others"]]
+    after = await stats_until(
+        viewers,
+        lambda s: all(
+            n >= m + 75 for n, m in zip([s["video"]] + [o[0] for o in s["others"]], marks)
+        ),
+        timeout_s=90,
+    )
+    assert after["max_gap_s"] < 1.0
+    assert all(o[1] < 1.0 and o[2] == "connected" for o in after["others"]), after["others"]

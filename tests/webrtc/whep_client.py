@@ -1,6 +1,6 @@
 """A WHEP viewer built on aiortc (decoding), for the e2e tests and the bench.
 
-    python -m tests.webrtc.whep_client URL [--seconds S] [--no-audio] [--no-video]
+    python -m tests.webrtc.whep_client URL [--seconds S] [--no-audio] [--no-video] [--viewers N]
 
 POSTs a recvonly offer and prints one JSON line {"status", "location", "body"};
 on 201 it decodes what arrives and prints {"first": "video"|"audio", "after_s"}
@@ -9,6 +9,9 @@ per kind, the longest wall-clock gap between two video frames since the first,
 how often a track's timestamps went backwards, the SSRCs seen per kind and the
 peer connection's state. Closing stdin (or `--seconds`) DELETEs the session and
 prints {"deleted": status}. ICE uses 127.0.0.1 host candidates, no STUN server.
+With `--viewers N` it is N viewers (peer connections) in one process: the first
+prints as above, the others join the stats line as "others": their picture
+counts, longest gaps and states.
 """
 
 from __future__ import annotations
@@ -40,10 +43,12 @@ class Counts:
         self.last_video_s: float | None = None
         self.max_gap_s = 0.0
         self.size: tuple[int, int] | None = None
+        self.quiet = False
+        self.tasks: list[asyncio.Task[None]] = []
 
     def frame(self, kind: str, frame: Any) -> None:
         now = time.monotonic()
-        if self.frames[kind] == 0:
+        if self.frames[kind] == 0 and not self.quiet:
             say({"first": kind, "after_s": round(now - self.started, 3)})
         self.frames[kind] += 1
         pts = frame.pts
@@ -77,6 +82,30 @@ async def ssrcs(pc: RTCPeerConnection) -> dict[str, list[int]]:
     return found
 
 
+async def extra_viewer(args: argparse.Namespace, client: httpx.AsyncClient) -> Any:
+    """Another viewer: (pc, counts, location), or None when refused."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    counts = Counts()
+    counts.quiet = True
+
+    @pc.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        counts.tasks.append(asyncio.ensure_future(consume(track, counts)))
+
+    pc.addTransceiver("video", direction="recvonly")
+    if args.audio:
+        pc.addTransceiver("audio", direction="recvonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    response = await client.post(
+        args.url, content=pc.localDescription.sdp, headers={"Content-Type": "application/sdp"}
+    )
+    if response.status_code != 201:
+        await pc.close()
+        return None
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=response.text, type="answer"))
+    return pc, counts, response.headers.get("location")
+
+
 async def play(args: argparse.Namespace) -> int:
     stack.restrict_host_addresses(["127.0.0.1"])
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -107,6 +136,7 @@ async def play(args: argparse.Namespace) -> int:
             await pc.close()
             return 0
         await pc.setRemoteDescription(RTCSessionDescription(sdp=response.text, type="answer"))
+        others = [await extra_viewer(args, client) for _ in range(args.viewers - 1)]
         loop = asyncio.get_running_loop()
         stdin_closed = loop.run_in_executor(None, sys.stdin.read)
         deadline = time.monotonic() + args.seconds
@@ -122,12 +152,26 @@ async def play(args: argparse.Namespace) -> int:
                         "ssrcs": await ssrcs(pc),
                         "size": counts.size,
                         "state": pc.connectionState,
+                        "others": [
+                            None
+                            if o is None
+                            else [
+                                o[1].frames["video"],
+                                round(o[1].max_gap_s, 3),
+                                o[0].connectionState,
+                            ]
+                            for o in others
+                        ],
                     }
                 }
             )
         if location:
             deleted = await client.delete(str(httpx.URL(args.url).join(location)))
             say({"deleted": deleted.status_code})
+        for other in others:
+            if other is not None and other[2]:
+                await client.delete(str(httpx.URL(args.url).join(other[2])))
+                await other[0].close()
     await pc.close()
     for task in tasks:
         task.cancel()
@@ -138,6 +182,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--viewers", type=int, default=1)
     parser.add_argument("--report-s", type=float, default=0.5)
     parser.add_argument("--video", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--audio", action=argparse.BooleanOptionalAction, default=True)
