@@ -178,16 +178,19 @@ class App:
         http_port = self.bound.http[1]
         rtmp_port = self.bound.rtmp[1]
         hls = f"/hls/{name}/{source_segment(source_id)}/index.m3u8"
+        whep = {"whep": f"/whep/{name}{query}"} if self.whep is not None else {}
         if host:
             return {
                 "rtmp": f"rtmp://{host}:{rtmp_port}/{name}{query}",
                 "flv": f"http://{host}:{http_port}/{name}.flv{query}",
                 "hls": f"http://{host}:{http_port}{hls}",
+                **{k: f"http://{host}:{http_port}{v}" for k, v in whep.items()},
             }
         return {
             "rtmp": f"rtmp://:{rtmp_port}/{name}{query}",
             "flv": f"/{name}.flv{query}",
             "hls": hls,
+            **whep,
         }
 
     def stream_hls_url(self, stream_path: str, *, host: str = "") -> str:

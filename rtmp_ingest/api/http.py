@@ -82,6 +82,14 @@ class Api:
     def _wall(self) -> float:
         return self.daemon.registry.wall_origin_s
 
+    def _webrtc(self, path: str, source_id: str) -> dict[str, Any] | None:
+        """WHEP's verdict on a source (docs/spec.md §7), once a viewer asked; else None."""
+        whep = getattr(self.daemon, "whep", None)
+        verdict = whep.playability(path, source_id) if whep is not None else None
+        if verdict is None:
+            return None
+        return {"playable": verdict.playable, "reason": verdict.reason}
+
     def _source_extra(self, request: Request) -> Any:
         """Per-source fields from the outputs: viewer URLs (on the host the caller used) and stats."""
         host = request.url.hostname or ""
@@ -117,6 +125,7 @@ class Api:
                     "framesSkipped": hls.frames_skipped,
                 },
                 "urls": self.daemon.source_urls(path, source_id, host=host),
+                "webrtc": self._webrtc(path, source_id),
                 "outputs": {
                     "players": len(players),
                     "rtmpPlayers": sum(1 for p in players if p.kind == "rtmp"),

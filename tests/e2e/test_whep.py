@@ -130,6 +130,10 @@ async def test_whep_plays_an_rtmp_source_through_supersedes(
     assert viewer.states.count("connected") == 1
     await first_rtmp.wait(timeout_s=30)  #: superseded RTMP encoders are disconnected
     assert any(p.kind == "whep" for p in running.daemon.players)
+    source = (await running.sources("live/w"))["cam"]
+    assert source["urls"]["whep"].endswith("/whep/live/w?sourceId=cam")
+    assert source["webrtc"] == {"playable": True, "reason": None}
+    assert source["outputs"]["players"] == 1  #: the WHEP viewer
     assert (await stop(viewer))["deleted"] == 200
     with trio.fail_after(10):
         while whep.viewers or whep.transcoders:
@@ -197,6 +201,8 @@ async def test_whep_refusals(whip_server: Whip, view: Any, spawn: Any) -> None:
     assert whep is not None
     verdict = whep.playability("live/bf", "cam")
     assert verdict is not None and not verdict.playable and "B-frames" in (verdict.reason or "")
+    webrtc = (await running.sources("live/bf"))["cam"]["webrtc"]
+    assert webrtc["playable"] is False and "B-frames" in webrtc["reason"]
     await spawn(rtmp_publisher(whip_server, "live/hevc", "--video", "hevc"))
     await wait_on_air(running, "live/hevc", "cam")
     viewer = await view(f"{base}/whep/live/hevc?sourceId=cam")
