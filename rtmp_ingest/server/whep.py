@@ -672,6 +672,7 @@ class WhepService:
             return
         viewer.end_reason = reason
         viewer.ended.set()
+        viewer.connected.set()  #: a viewer still waiting to connect stops waiting
         self.viewers.pop(viewer.session_id, None)
         self.by_location.pop(viewer.location, None)
         if close_peer:

@@ -317,3 +317,26 @@ async def test_twenty_viewers_of_one_source_through_a_supersede_none_stalls(
     )
     assert after["max_gap_s"] < 1.0
     assert all(o[1] < 1.0 and o[2] == "connected" for o in after["others"]), after["others"]
+
+
+async def test_a_reconnect_inside_grace_keeps_the_viewer_session(
+    whip_server: Whip, view: Any, spawn: Any
+) -> None:
+    """The RTMP encoder drops and comes back within the bundle's grace: the viewer's peer
+    connection, SSRCs and timeline carry on, and pictures resume."""
+    running = whip_server.running
+    encoder = await spawn(rtmp_publisher(whip_server, "live/rc"))
+    await wait_on_air(running, "live/rc", "cam")
+    viewer = await view(f"{whip_server.base}/whep/live/rc?sourceId=cam")
+    assert (await viewer.line())["status"] == 201
+    before = await stats_until(viewer, lambda s: s["video"] >= 25)
+    encoder.kill()
+    await encoder.wait()
+    await spawn(rtmp_publisher(whip_server, "live/rc"))
+    mark = (await stats_until(viewer, lambda s: True))["video"]
+    after = await stats_until(viewer, lambda s: s["video"] >= mark + 50)
+    assert after["ssrcs"] == before["ssrcs"] and after["state"] == "connected"
+    assert after["backwards"] == {"video": 0, "audio": 0}
+    assert viewer.states.count("connected") == 1
+    whep = running.daemon.whep
+    assert whep is not None and len(whep.viewers) == 1

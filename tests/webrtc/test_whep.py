@@ -233,3 +233,17 @@ def test_a_slow_viewer_queue_skips_to_the_next_keyframe() -> None:
 
     track = asyncio.run(run())
     assert track.skips == 1 and track.frames_dropped == 8  #: every frame before k2
+
+
+def test_viewer_keyframe_requests_reach_the_daemon_rate_limited() -> None:
+    pytest.importorskip("aiortc")
+    from rtmp_ingest.webrtc.sender import ViewerSession
+
+    sent: list[dict[str, Any]] = []
+    session = ViewerSession(3, {}, sent.append, lambda _: None)
+    sender: Any = type("Sender", (), {})()
+    session._forward_pli(sender)
+    sender._send_keyframe()  #: what aiortc calls on a PLI or FIR
+    sender._send_keyframe()  #: within PLI_INTERVAL_S: not forwarded again
+    assert sent == [{"op": "pli", "session": 3}]
+    assert session.pli_forwarded == 1
