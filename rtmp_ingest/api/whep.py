@@ -38,7 +38,8 @@ PAGE = """<!doctype html>
 video{width:100vw;max-height:92vh;background:#000}#s{padding:4px 8px}</style></head>
 <body><video id="v" autoplay muted playsinline controls></video><div id="s">connecting</div>
 <script>
-const whep = window.whep = {state: "new", frames: 0, width: 0, height: 0, error: null};
+const whep = window.whep = {state: "new", frames: 0, width: 0, height: 0, audioSamples: 0,
+                           error: null};
 const video = document.getElementById("v"), status = document.getElementById("s");
 const endpoint = "/whep/__PATH__" + location.search;
 let session = null;
@@ -67,6 +68,12 @@ async function start() {
   session = response.headers.get("Location");
   await pc.setRemoteDescription({type: "answer", sdp: text});
   video.requestVideoFrameCallback(count);
+  setInterval(async () => {
+    (await pc.getStats()).forEach((r) => {
+      if (r.type === "inbound-rtp" && r.kind === "audio") whep.audioSamples = r.totalSamplesReceived;
+    });
+    if (whep.state === "connected") show(`${whep.width}x${whep.height} · ${whep.frames} pictures`);
+  }, 500);
 }
 addEventListener("pagehide", () => { if (session) fetch(session, {method: "DELETE", keepalive: true}); });
 start().catch((e) => { whep.state = "error"; whep.error = String(e); show(String(e)); });

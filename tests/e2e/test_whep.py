@@ -283,6 +283,49 @@ async def test_chromium_plays_an_rtmp_source_over_whep_through_a_supersede(
     assert playing[-1]["width"] == 320 and playing[-1]["state"] == "connected"
     for before, after in zip(playing, playing[1:]):
         assert after["frames"] > before["frames"], "a picture at least every half second"
+    assert playing[-1]["audioSamples"] > 8 * 48000 * 0.8, "Opus audio decoded too"
+
+
+async def chromium_samples(url: str, enough: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """Runs the page in Chromium until a sample satisfies `enough`; that sample."""
+    browser = await trio.lowlevel.open_process(
+        ["node", str(REPO_PATH / "tests" / "tools" / "whep_check.js"), url, "40"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "NODE_PATH": str(MODULES)},
+    )
+    assert browser.stdout is not None
+    buffer = b""
+    try:
+        with trio.fail_after(60):
+            while True:
+                chunk = await browser.stdout.receive_some(65536)
+                assert chunk, "the browser check ended early"
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.startswith(b"{"):
+                        sample: dict[str, Any] = json.loads(line)["whep"]
+                        assert sample.get("state") not in ("refused", "error", "failed"), sample
+                        if enough(sample):
+                            return sample
+    finally:
+        browser.kill()
+
+
+@browser_needed
+async def test_chromium_plays_a_whip_source_over_whep(whip_server: Whip, publish: Any) -> None:
+    """A WebRTC publisher (aiortc) → Chromium over WHEP: H.264 and Opus passed through."""
+    publisher = await publish(
+        f"{whip_server.base}/whip/live/cw?sourceId=cam", "--token", whip_server.token
+    )
+    assert (await publisher.line())["status"] == 201
+    await wait_on_air(whip_server.running, "live/cw", "cam")
+    sample = await chromium_samples(
+        f"{whip_server.base}/whep-view/live/cw",
+        lambda s: s["frames"] >= 60 and s["audioSamples"] >= 48000,
+    )
+    assert sample["width"] == 320 and sample["state"] == "connected"
 
 
 async def test_twenty_viewers_of_one_source_through_a_supersede_none_stalls(
