@@ -1,6 +1,6 @@
 """WHEP latency, publisher clock → viewer decode, and the server's cost per viewer.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_whep.py [--seconds 20] [--viewers 1 10 20]
+    PYTHONPATH=. .venv/bin/python bench/bench_whep.py [--seconds 20] [--viewers 1 10 20] [--browser]
 
 Starts `rtmp-ingest serve` with `[webrtc]` on loopback and publishes over RTMP
 from this script (PyAV, x264 ultrafast/zerolatency, 320x180 at 30 fps, AAC):
@@ -10,6 +10,9 @@ viewer (in this script) decodes the video and reads the blocks back: latency =
 its wall clock at decode − the time in the picture (same machine, same clock),
 so it spans encode, RTMP, bundle, link, packetization, SRTP over loopback,
 aiortc's jitter buffer and decode — "glass to glass" minus capture and display.
+`--browser` measures in headless Chromium instead (bench/whep_latency.js: the
+daemon's /whep-view page, the time code read back through a canvas at each
+decoded picture, so Chromium's jitter buffer, decode and compositor count too).
 Prints one JSON line per run: median and p95 latency, and with N viewers the
 CPU-ms of the daemon and of the WebRTC process per viewer-Mbit sent.
 """
@@ -169,7 +172,20 @@ async def view(url: str, seconds: float, count: int, latencies: list[float]) -> 
     return {}
 
 
-def run(seconds: float, viewers: int) -> dict:
+def browser_view(url: str, seconds: float, latencies: list[float]) -> None:
+    modules = REPO / ".browser" / "node_modules"
+    result = subprocess.run(
+        ["node", str(REPO / "bench" / "whep_latency.js"), url, str(seconds)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NODE_PATH": str(modules)},
+        timeout=seconds + 60,
+    )
+    line = next(line for line in result.stdout.splitlines() if line.startswith("{"))
+    latencies += json.loads(line)["latencies"]
+
+
+def run(seconds: float, viewers: int, *, browser: bool = False) -> dict:
     tmp = tempfile.mkdtemp(prefix="bench-whep-")
     port, http_port = free_port(), free_port()
     config = Path(tmp) / "config.toml"
@@ -212,7 +228,8 @@ def run(seconds: float, viewers: int) -> dict:
     settled = latencies[len(latencies) // 5 :]  #: the first pictures are the cached GOP
     wall = after[2] - before[2]
     return {
-        "viewers": viewers,
+        "viewer": "chromium" if browser else "aiortc",
+        "viewers": 1 if browser else viewers,
         "seconds": round(wall, 1),
         "samples": len(settled),
         "latency_median_ms": statistics.median(settled) if settled else None,
@@ -226,7 +243,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--viewers", type=int, nargs="+", default=[1])
+    parser.add_argument("--browser", action="store_true", help="measure in headless Chromium")
     args = parser.parse_args()
+    if args.browser:
+        print(json.dumps(run(args.seconds, 1, browser=True)), flush=True)
+        return
     for count in args.viewers:
         print(json.dumps(run(args.seconds, count)), flush=True)
 
