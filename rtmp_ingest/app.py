@@ -32,6 +32,7 @@ from rtmp_ingest.auth import (
     Keyring,
     KeyringError,
     Permit,
+    PlayAttempt,
     Policy,
     PolicySettings,
     PublishAttempt,
@@ -86,7 +87,7 @@ class App:
         )
         #: WHEP play over the same process (server/whep.py)
         self.whep = (
-            WhepService(self.feeds, self.webrtc, config.webrtc)
+            WhepService(self.feeds, self.webrtc, config.webrtc, authorize_play=self._authorize_play)
             if self.webrtc is not None and config.webrtc.whep_enabled
             else None
         )
@@ -224,6 +225,9 @@ class App:
 
     def _policy_settings(self, config: Config) -> PolicySettings:
         return PolicySettings(mode=config.auth.mode, apps=config.apps)  # type: ignore[arg-type]
+
+    async def _authorize_play(self, attempt: PlayAttempt) -> Refusal | None:
+        return None if self.authorizer is None else await self.authorizer.authorize_play(attempt)
 
     async def _authorize(self, attempt: PublishAttempt) -> Permit | Refusal:
         assert self.authorizer is not None

@@ -128,7 +128,12 @@ class Whep:
         remote = f"{client.host}:{client.port}" if client else "unknown"
         try:
             viewer = await self.service.play(
-                app=app, stream=stream, source_id=source_id, remote=remote, offer=offer
+                app=app,
+                stream=stream,
+                source_id=source_id,
+                remote=remote,
+                offer=offer,
+                query=dict(request.query_params),
             )
         except WhipError as exc:
             self.service.refused[exc.status] = self.service.refused.get(exc.status, 0) + 1

@@ -37,6 +37,7 @@ import fractions
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -50,6 +51,7 @@ from rtmp_ingest.server.webrtc_link import WhipError
 from rtmp_ingest.webrtc import link
 
 if TYPE_CHECKING:
+    from rtmp_ingest.auth import PlayAttempt, Refusal
     from rtmp_ingest.bundle import Reader
     from rtmp_ingest.config import WebrtcConfig
     from rtmp_ingest.server.feeds import Feeds
@@ -455,8 +457,17 @@ class WhepViewer:
 class WhepService:
     """WHEP viewers of every source, over the WebRTC process's link."""
 
-    def __init__(self, feeds: Feeds, webrtc: WebrtcService, config: WebrtcConfig) -> None:
+    def __init__(
+        self,
+        feeds: Feeds,
+        webrtc: WebrtcService,
+        config: WebrtcConfig,
+        *,
+        authorize_play: Callable[[PlayAttempt], Awaitable[Refusal | None]] | None = None,
+    ) -> None:
         self.feeds = feeds
+        #: the play hook, as RTMP and HTTP-FLV players are asked about (auth.hooks "play")
+        self.authorize_play = authorize_play
         self.webrtc = webrtc
         self.config = config
         self.viewers: dict[int, WhepViewer] = {}
@@ -495,10 +506,32 @@ class WhepService:
         return []
 
     async def play(
-        self, *, app: str, stream: str, source_id: str | None, remote: str, offer: str
+        self,
+        *,
+        app: str,
+        stream: str,
+        source_id: str | None,
+        remote: str,
+        offer: str,
+        query: dict[str, str] | None = None,
     ) -> WhepViewer:
         """A WHEP POST; raises WhipError with the status and text."""
         config = self.config
+        if self.authorize_play is not None:
+            from rtmp_ingest.auth import PlayAttempt  # noqa: PLC0415 - only with a play policy
+
+            refusal = await self.authorize_play(
+                PlayAttempt(
+                    protocol="webrtc",
+                    stream_path=f"{app}/{stream}",
+                    source_id=source_id,
+                    query=dict(query or {}),
+                    remote=remote,
+                )
+            )
+            if refusal is not None:
+                log.info("%s", refusal.log_text)
+                raise WhipError(refusal.http_status, refusal.status_text)
         nursery = self._nursery
         if nursery is None:
             raise WhipError(503, "WHEP is not available right now; retry shortly.")

@@ -9,11 +9,13 @@ backwards and the SSRCs it sees.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -383,3 +385,61 @@ async def test_a_reconnect_inside_grace_keeps_the_viewer_session(
     assert viewer.states.count("connected") == 1
     whep = running.daemon.whep
     assert whep is not None and len(whep.viewers) == 1
+
+
+async def test_the_play_hook_decides_for_whep_viewers(
+    start_daemon: Callable[..., Any], view: Any, spawn: Any
+) -> None:
+    """auth.hooks with "play": the operator's service is asked about each WHEP viewer
+    (protocol "webrtc") and its refusal is the viewer's 403; an allowed viewer plays."""
+    asked: list[dict[str, Any]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            asked.append(body)
+            self.send_response(403 if body.get("stream") == "live/denied" else 200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        running = await start_daemon(
+            auth={
+                "hooks": {
+                    "url": f"http://127.0.0.1:{server.server_address[1]}/",
+                    "actions": ["play"],
+                }
+            },
+            webrtc={"enabled": True, "host_addresses": ["127.0.0.1"]},
+        )
+        assert running.daemon.webrtc is not None
+        assert await running.daemon.webrtc.wait_ready(timeout_s=30)
+        denied = await view(f"{running.http}/whep/live/denied?sourceId=cam")
+        reply = await denied.line()
+        assert reply["status"] == 403, reply
+        await spawn(
+            [
+                sys.executable,
+                "-m",
+                "tests.tools.pyav_publish",
+                running.url("live/ok", sourceId="cam"),
+                "--seconds",
+                "60",
+                "--realtime",
+            ]
+        )
+        await wait_on_air(running, "live/ok", "cam")
+        allowed = await view(f"{running.http}/whep/live/ok?sourceId=cam")
+        assert (await allowed.line())["status"] == 201
+        await stats_until(allowed, lambda s: s["video"] >= 10)
+        assert [(a["protocol"], a["stream"], a["sourceId"]) for a in asked] == [
+            ("webrtc", "live/denied", "cam"),
+            ("webrtc", "live/ok", "cam"),
+        ]
+    finally:
+        server.shutdown()
