@@ -6,7 +6,11 @@ its state and codecs. The page reads `/api/v1/streams/PATH` once and then
 follows `/api/v1/events?stream=PATH` (SSE): a tile appears on `active`, is
 marked on `reconnecting`/`superseded` and goes on `inactive`. hls.js comes
 from `http.hlsjs_url` (a CDN by default; point it at a self-hosted copy for
-networks without internet access). With an admin key set the API needs a
+networks without internet access). When WHEP is served (`[webrtc]`), each tile
+plays its source over WebRTC first (`/whep/APP/STREAM?sourceId=ID`, sub-second)
+and falls back to LL-HLS when that fails (refused, e.g. 422 for B-frames, or no
+connection); the label says which and the tile's latency (WebRTC: the browser's
+jitter buffer plus half the round trip; LL-HLS: hls.js's). With an admin key set the API needs a
 bearer header the page cannot send, so the page asks for the key once and
 keeps it in the browser's session storage.
 """
@@ -51,6 +55,7 @@ _PAGE = """<!doctype html>
 <div id="grid"><div class="empty" id="empty">No source is live yet; tiles appear as sources go on air.</div></div>
 <script>
 const STREAM = __STREAM__;
+const WHEP = __WHEP__;
 const grid = document.getElementById("grid");
 const statusLine = document.getElementById("status");
 const tiles = new Map();
@@ -78,11 +83,85 @@ function show(sourceId, state, tracks) {
     attach(tile, video, sourceId);
   }
   const codecs = (tracks || []).map(t => t.codec + (t.width ? " " + t.width + "x" + t.height : "")).join(", ");
-  tile.querySelector(".label").textContent = (sourceId || "default") + " · " + state + (codecs ? " · " + codecs : "");
+  tile.info = (sourceId || "default") + " · " + state + (codecs ? " · " + codecs : "");
+  label(tile);
   tile.classList.toggle("reconnecting", state !== "live");
 }
 
+function label(tile) {
+  const latency = tile.mode === "webrtc" ? tile.latency : tile.hls?.latency;
+  tile.querySelector(".label").textContent = tile.info + (tile.mode ? " · " + tile.mode : "") +
+    (latency != null ? " · " + Math.round(latency * 1000) + " ms" : "");
+}
+setInterval(() => tiles.forEach(async (tile) => {
+  if (tile.pc) {
+    (await tile.pc.getStats()).forEach((r) => {
+      if (r.type === "inbound-rtp" && r.kind === "video" && r.jitterBufferEmittedCount) {
+        tile.jitter = r.jitterBufferDelay / r.jitterBufferEmittedCount;
+      } else if (r.type === "candidate-pair" && r.nominated && r.currentRoundTripTime != null) {
+        tile.rtt = r.currentRoundTripTime;
+      }
+    });
+    tile.latency = tile.jitter != null ? tile.jitter + (tile.rtt || 0) / 2 : null;
+  }
+  label(tile);
+}), 1000);
+
+function whepUrl(sourceId) {
+  return "/whep/" + STREAM.split("/").map(encodeURIComponent).join("/") +
+    (sourceId === "" ? "" : "?sourceId=" + encodeURIComponent(sourceId));
+}
+
+function closeWhep(tile) {
+  if (tile.session) fetch(tile.session, {method: "DELETE", keepalive: true}).catch(() => {});
+  tile.pc?.close();
+  tile.pc = tile.session = null;
+}
+
+async function attachWhep(tile, video, sourceId) {
+  const pc = tile.pc = new RTCPeerConnection({iceServers: []});
+  pc.addTransceiver("video", {direction: "recvonly"});
+  pc.addTransceiver("audio", {direction: "recvonly"});
+  const media = new MediaStream();
+  pc.ontrack = (e) => { media.addTrack(e.track); video.srcObject = media; };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((done) => {  // no trickle ICE: the offer carries every candidate
+    if (pc.iceGatheringState === "complete") return done();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && done();
+    setTimeout(done, 2000);
+  });
+  const response = await fetch(whepUrl(sourceId), {method: "POST", body: pc.localDescription.sdp,
+                                                   headers: {"Content-Type": "application/sdp"}});
+  const answer = await response.text();
+  if (response.status !== 201) throw new Error(answer);
+  tile.session = response.headers.get("Location");
+  await pc.setRemoteDescription({type: "answer", sdp: answer});
+  await new Promise((ok, fail) => {
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "connected") ok();
+      else if (["failed", "closed"].includes(pc.connectionState)) fail(new Error(pc.connectionState));
+    };
+    setTimeout(() => fail(new Error("no WebRTC connection")), 10000);
+  });
+  tile.mode = "webrtc";
+  pc.onconnectionstatechange = () => {
+    if (["failed", "closed"].includes(pc.connectionState) && tiles.get(sourceId) === tile) {
+      closeWhep(tile);
+      attach(tile, video, sourceId);
+    }
+  };
+}
+
 function attach(tile, video, sourceId, attempt = 0) {
+  if (WHEP && window.RTCPeerConnection && !tile.noWebrtc) {
+    attachWhep(tile, video, sourceId).catch((error) => {
+      closeWhep(tile);
+      tile.noWebrtc = String(error.message || error);  // LL-HLS from now on
+      attach(tile, video, sourceId);
+    });
+    return;
+  }
+  tile.mode = "ll-hls";
   const url = playlist(sourceId);
   if (window.Hls && Hls.isSupported()) {
     const hls = new Hls({lowLatencyMode: true, backBufferLength: 10});
@@ -104,6 +183,7 @@ function drop(sourceId) {
   const tile = tiles.get(sourceId);
   if (!tile) return;
   tile.hls?.destroy();
+  closeWhep(tile);
   tile.remove();
   tiles.delete(sourceId);
 }
@@ -159,9 +239,10 @@ start();
 """
 
 
-def page(stream_path: str, hlsjs_url: str) -> str:
+def page(stream_path: str, hlsjs_url: str, *, whep: bool = False) -> str:
     return (
         _PAGE.replace("__TITLE__", html.escape(stream_path))
+        .replace("__WHEP__", "true" if whep else "false")
         .replace("__HLSJS__", html.escape(hlsjs_url, quote=True))
         .replace("__STREAM__", json.dumps(stream_path).replace("</", "<\\/"))
     )
@@ -173,7 +254,12 @@ def routes(daemon: Daemon) -> list[Any]:
         if "/" not in path:
             return HTMLResponse("<p>Use /view/APP/STREAM</p>", status_code=400)
         return HTMLResponse(
-            page(path, daemon.config.http.hlsjs_url), headers={"Cache-Control": "no-cache"}
+            page(
+                path,
+                daemon.config.http.hlsjs_url,
+                whep=getattr(daemon, "whep", None) is not None,
+            ),
+            headers={"Cache-Control": "no-cache"},
         )
 
     return [Route("/view/{path:path}", view, methods=["GET"])]

@@ -9,6 +9,7 @@ backwards and the SSRCs it sees.
 
 from __future__ import annotations
 
+import functools
 import http.server
 import json
 import os
@@ -443,3 +444,112 @@ async def test_the_play_hook_decides_for_whep_viewers(
         ]
     finally:
         server.shutdown()
+
+
+@browser_needed
+async def test_multiview_plays_sources_over_webrtc_and_falls_back_to_ll_hls(
+    start_daemon: Callable[..., Any], spawn: Any
+) -> None:
+    """The multiview page with WHEP served: an H.264 source plays over WebRTC (its tile
+    says so, with a latency), a B-frame source is refused by WHEP (422) and its tile
+    plays LL-HLS instead; the tile of a source that ends goes."""
+    hlsjs = functools.partial(
+        http.server.SimpleHTTPRequestHandler, directory=str(MODULES / "hls.js" / "dist")
+    )
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), hlsjs)
+    threading.Thread(target=files.serve_forever, daemon=True).start()
+    try:
+        running = await start_daemon(
+            http={"hlsjs_url": f"http://127.0.0.1:{files.server_address[1]}/hls.min.js"},
+            bundle={"reconnect_grace_s": 1.0},
+            webrtc={"enabled": True, "host_addresses": ["127.0.0.1"]},
+        )
+        assert running.daemon.webrtc is not None
+        assert await running.daemon.webrtc.wait_ready(timeout_s=30)
+        stream = "live/mv"
+        rtc = await spawn(
+            [
+                sys.executable,
+                "-m",
+                "tests.tools.pyav_publish",
+                running.url(stream, sourceId="rtc"),
+                "--seconds",
+                "90",
+                "--realtime",
+            ]
+        )
+        await spawn(
+            [
+                "ffmpeg",
+                "-loglevel",
+                "error",
+                "-re",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=160x90:rate=25",
+                "-c:v",
+                "libx264",
+                "-bf",
+                "2",
+                "-g",
+                "25",
+                "-t",
+                "90",
+                "-f",
+                "flv",
+                running.url(stream, sourceId="bf"),
+            ]
+        )
+        await wait_on_air(running, stream, "rtc")
+        await wait_on_air(running, stream, "bf")
+        browser = await trio.lowlevel.open_process(
+            [
+                "node",
+                str(REPO_PATH / "tests" / "tools" / "multiview_check.js"),
+                f"{running.http}/view/{stream}",
+                "60",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "NODE_PATH": str(MODULES)},
+        )
+        assert browser.stdout is not None
+        buffer = b""
+        playing = None
+        after_end = None
+        try:
+            with trio.fail_after(75):
+                while after_end is None:
+                    chunk = await browser.stdout.receive_some(65536)
+                    assert chunk, f"the page did not do what it should: {playing}"
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in lines:
+                        if not line.startswith(b"{"):
+                            continue
+                        tiles = {t["label"].split(" ")[0]: t for t in json.loads(line)["tiles"]}
+                        if playing is None:
+                            rtc_tile, bf_tile = tiles.get("rtc"), tiles.get("bf")
+                            if (
+                                rtc_tile
+                                and bf_tile
+                                and rtc_tile["mode"] == "webrtc"
+                                and rtc_tile["frames"] >= 50
+                                and rtc_tile["latency"] is not None
+                                and bf_tile["mode"] == "ll-hls"
+                                and bf_tile["frames"] >= 25
+                            ):
+                                playing = tiles
+                                rtc.kill()  #: its tile must go with the inactive event
+                        elif "rtc" not in tiles:
+                            after_end = tiles
+        finally:
+            browser.kill()
+        assert playing["rtc"]["width"] == 320 and playing["bf"]["width"] == 160
+        assert "B-frames" in playing["bf"]["fallback"]
+        assert playing["rtc"]["latency"] < 1.0, playing["rtc"]
+        assert "webrtc" in playing["rtc"]["label"] and " ms" in playing["rtc"]["label"]
+        assert list(after_end) == ["bf"]
+    finally:
+        files.shutdown()
