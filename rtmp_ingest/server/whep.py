@@ -321,6 +321,7 @@ class OpusTranscoder:
             finally:
                 reader.close()
                 self.service.transcoders.pop((self.stream_path, self.source_id), None)
+                self.service.transcode_cpu_ended_s += self.cpu_s
 
     def _transcode(self, frames: list[OutputFrame]) -> None:
         started = time.process_time()
@@ -477,6 +478,11 @@ class WhepService:
         self.verdicts: dict[tuple[str, str], Playability] = {}
         self.refused: dict[int, int] = {}  #: by HTTP status
         self.viewers_total = 0
+        #: of viewers that left: frames the link dropped, frames and skips of the process queue
+        self.link_dropped_ended = 0
+        self.queue_dropped = 0
+        self.queue_skips = 0
+        self.transcode_cpu_ended_s = 0.0
         self._nursery: trio.Nursery | None = None
         webrtc.viewer_control = self._on_control
 
@@ -664,8 +670,16 @@ class WhepService:
         transcoder.viewers.add(viewer)
         return transcoder
 
+    def _count_queue(self, message: dict[str, Any]) -> None:
+        dropped, skips = message.get("framesDropped"), message.get("skips")
+        self.queue_dropped += dropped if isinstance(dropped, int) else 0
+        self.queue_skips += skips if isinstance(skips, int) else 0
+
     def _on_control(self, message: dict[str, Any]) -> None:
         op = message["op"]
+        if op == "closed" and message.get("session") not in self.viewers:
+            self._count_queue(message)  #: the process's report of a viewer the daemon ended
+            return
         if op == "process-lost":
             for lost in list(self.viewers.values()):
                 self.end_viewer(lost, "process-restart", close_peer=False)
@@ -683,6 +697,7 @@ class WhepService:
                 viewer.session_id,
             )
         elif op == "closed":
+            self._count_queue(message)
             self.end_viewer(viewer, str(message.get("reason", "closed")), close_peer=False)
         elif op == "pli":
             viewer.plis += 1
@@ -706,6 +721,7 @@ class WhepService:
         viewer.end_reason = reason
         viewer.ended.set()
         viewer.connected.set()  #: a viewer still waiting to connect stops waiting
+        self.link_dropped_ended += viewer.frames_dropped
         self.viewers.pop(viewer.session_id, None)
         self.by_location.pop(viewer.location, None)
         if close_peer:
@@ -729,12 +745,18 @@ class WhepService:
         return True
 
     def statistics(self) -> dict[str, Any]:
-        """For /metrics and the API."""
+        """For /metrics: gauges (viewers, transcoders) and counters (the rest)."""
         return {
             "viewers": len(self.viewers),
             "viewers_total": self.viewers_total,
+            "refused": dict(self.refused),
             "transcoders": len(self.transcoders),
-            "transcode_cpu_s": sum(t.cpu_s for t in self.transcoders.values()),
-            "frames_dropped": sum(v.frames_dropped for v in self.viewers.values()),
-            "skips": sum(v.player.skips() for v in self.viewers.values() if v.player),
+            "transcode_cpu_s": self.transcode_cpu_ended_s
+            + sum(t.cpu_s for t in self.transcoders.values()),
+            #: the link to the process was backed up (live viewers' and those that left)
+            "link_frames_dropped": self.link_dropped_ended
+            + sum(v.frames_dropped for v in self.viewers.values()),
+            #: the process's per-viewer queue (reported when a viewer leaves)
+            "queue_frames_dropped": self.queue_dropped,
+            "queue_skips": self.queue_skips,
         }

@@ -137,6 +137,9 @@ async def test_whep_plays_an_rtmp_source_through_supersedes(
     assert source["urls"]["whep"].endswith("/whep/live/w?sourceId=cam")
     assert source["webrtc"] == {"playable": True, "reason": None}
     assert source["outputs"]["players"] == 1  #: the WHEP viewer
+    metrics = (await running.get("/metrics")).text
+    assert "rtmp_ingest_whep_viewers 1.0" in metrics
+    assert "rtmp_ingest_whep_transcoders 1.0" in metrics
     assert (await stop(viewer))["deleted"] == 200
     with trio.fail_after(10):
         while whep.viewers or whep.transcoders:
