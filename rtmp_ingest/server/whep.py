@@ -478,6 +478,7 @@ class WhepService:
         self.verdicts: dict[tuple[str, str], Playability] = {}
         self.refused: dict[int, int] = {}  #: by HTTP status
         self.viewers_total = 0
+        self.waiting = 0  #: POSTs waiting for their source to go live (webrtc.whep_wait_s)
         #: of viewers that left: frames the link dropped, frames and skips of the process queue
         self.link_dropped_ended = 0
         self.queue_dropped = 0
@@ -544,7 +545,11 @@ class WhepService:
         if len(self.viewers) >= config.whep_max_viewers:
             raise WhipError(503, f"Too many WHEP viewers (the limit is {config.whep_max_viewers}).")
         stream_path = f"{app}/{stream}"
-        found = await wait_for_source(self.feeds, stream_path, source_id, config.whep_wait_s)
+        self.waiting += 1
+        try:
+            found = await wait_for_source(self.feeds, stream_path, source_id, config.whep_wait_s)
+        finally:
+            self.waiting -= 1
         if found is None:
             what = f"source {source_id!r} of {stream_path}" if source_id else stream_path
             raise WhipError(409, f"The {what} is not live.")

@@ -14,6 +14,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -556,3 +557,74 @@ async def test_multiview_plays_sources_over_webrtc_and_falls_back_to_ll_hls(
         assert list(after_end) == ["bf"]
     finally:
         files.shutdown()
+
+
+async def test_a_viewer_waits_for_its_source_when_configured(
+    start_daemon: Callable[..., Any], view: Any, spawn: Any
+) -> None:
+    """webrtc.whep_wait_s: a WHEP POST for a source not live yet is answered once it goes
+    on air (within the wait), and the viewer plays it."""
+    running = await start_daemon(
+        webrtc={"enabled": True, "host_addresses": ["127.0.0.1"], "whep_wait_s": 30.0}
+    )
+    assert running.daemon.webrtc is not None
+    assert await running.daemon.webrtc.wait_ready(timeout_s=30)
+    viewer = await view(f"{running.http}/whep/live/later?sourceId=cam")
+    whep = running.daemon.whep
+    assert whep is not None
+    with trio.fail_after(10):
+        while whep.waiting == 0:  #: the POST is in, waiting
+            await trio.sleep(0.05)
+    await spawn(
+        [
+            sys.executable,
+            "-m",
+            "tests.tools.pyav_publish",
+            running.url("live/later", sourceId="cam"),
+            "--seconds",
+            "60",
+            "--realtime",
+        ]
+    )
+    assert (await viewer.line())["status"] == 201
+    await stats_until(viewer, lambda s: s["video"] >= 10)
+
+
+async def test_a_stalled_webrtc_process_never_slows_ingest(
+    whip_server: Whip, view: Any, spawn: Any
+) -> None:
+    """The WebRTC process stops (SIGSTOP) while a viewer watches: the RTMP source keeps
+    being ingested at its rate, the daemon drops viewer media instead of queueing it
+    without bound; the process resumes and the viewer plays on."""
+    running = whip_server.running
+    await spawn(rtmp_publisher(whip_server, "live/stall"))
+    await wait_on_air(running, "live/stall", "cam")
+    viewer = await view(f"{whip_server.base}/whep/live/stall?sourceId=cam")
+    assert (await viewer.line())["status"] == 201
+    await stats_until(viewer, lambda s: s["video"] >= 25)
+    service, whep = whip_server.service, running.daemon.whep
+    assert service.process_id is not None and whep is not None
+    service.max_queued_messages = 50  #: small, so the bound is reached quickly
+    registry = running.daemon.registry
+
+    def frames_out() -> int:
+        stats = registry.source_statistics("live/stall", "cam", now_s=trio.current_time())
+        assert stats is not None
+        return stats.frames_out
+
+    os.kill(service.process_id, signal.SIGSTOP)
+    try:
+        before = frames_out()
+        with trio.fail_after(30):
+            while whep.statistics()["link_frames_dropped"] == 0:
+                await trio.sleep(0.05)
+        with trio.fail_after(30):
+            while frames_out() < before + 100:  #: ~2 s of media still ingested
+                await trio.sleep(0.05)
+        queued = service._out.statistics().current_buffer_used if service._out else 0
+        assert queued <= service.max_queued_messages + 10  #: + control messages
+    finally:
+        os.kill(service.process_id, signal.SIGCONT)
+    mark = (await stats_until(viewer, lambda s: True))["video"]
+    after = await stats_until(viewer, lambda s: s["video"] >= mark + 50)
+    assert after["state"] == "connected"
