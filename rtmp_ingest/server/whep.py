@@ -73,8 +73,10 @@ PLAYABLE_AUDIO = ("opus", "aac")
 _START_CODE = b"\x00\x00\x00\x01"
 
 
-class Unplayable(Exception):
-    """A source WebRTC cannot carry; the text says why."""
+B_FRAMES_REASON = (
+    "The source's H.264 has B-frames, which WebRTC cannot carry; "
+    "publish without B-frames (e.g. x264 -bf 0 or tune zerolatency)."
+)
 
 
 @attrs.frozen
@@ -204,11 +206,7 @@ def check_playable(tracks: list[tuple[Media, str]], gop: list[OutputFrame]) -> P
         if frame.media is Media.VIDEO and not frame.config:
             parsed = _video_packet(frame.payload)
             if (parsed is not None and parsed[2] != 0) or frame.cts_ms != 0:
-                return Playability(
-                    False,
-                    "The source's H.264 has B-frames, which WebRTC cannot carry; "
-                    "publish without B-frames (e.g. x264 -bf 0 or tune zerolatency).",
-                )
+                return Playability(False, B_FRAMES_REASON)
     return Playability(True)
 
 
@@ -305,6 +303,15 @@ class OpusTranscoder:
         self.cpu_s = 0.0  #: process CPU spent transcoding
 
     async def run(self) -> None:
+        """Until its last viewer leaves; a failure ends the audio, never the service."""
+        try:
+            await self._run()
+        except Exception:
+            log.exception(
+                "whep transcoder failed stream=%s sourceId=%r", self.stream_path, self.source_id
+            )
+
+    async def _run(self) -> None:
         with self.cancel:
             reader = self.service.feeds.registry.subscribe(
                 self.stream_path, self.source_id, start=StartMode.LIVE
@@ -411,15 +418,27 @@ class WhepViewer:
                 self.shift = base - last
                 burst = {id(out): start + BURST_STEP_MS * i for i, out in enumerate(coded)}
                 for out in batch:
+                    if self.ended.is_set():
+                        return
                     self._one(out, burst.get(id(out)), skip_audio_before=last)
                 return
         for out in batch:
+            if self.ended.is_set():
+                return
             self._one(out, None, skip_audio_before=None)
 
     def _one(self, out: OutputFrame, at: int | None, *, skip_audio_before: int | None) -> None:
         frame = out.frame
         if frame.media is Media.VIDEO:
             if frame.codec != "h264":
+                #: a feed in another codec took the source: the viewer's client renegotiates
+                #: (and hears why: a new POST gets the 422)
+                self.service.source_unplayable(
+                    self,
+                    f"codec-{frame.codec}",
+                    f"The source's video is now {frame.codec}; WebRTC viewers get H.264 "
+                    "passed through, never re-encoded.",
+                )
                 return
             unit = self.video.push(frame.payload)
             if unit is None:
@@ -427,7 +446,7 @@ class WhepViewer:
             data, keyframe, cts = unit
             if cts != 0:
                 self.b_frame_ends += 1
-                self.service.end_viewer(self, "b-frames")
+                self.service.source_unplayable(self, "b-frames", B_FRAMES_REASON)
                 return
             if self.shift is None:
                 if not keyframe:
@@ -606,6 +625,19 @@ class WhepService:
         return viewer
 
     async def _serve(self, viewer: WhepViewer) -> None:
+        """One viewer's task; a failure in it ends that viewer, never the service."""
+        try:
+            await self._serve_viewer(viewer)
+        except Exception:
+            log.exception(
+                "whep viewer failed stream=%s sourceId=%r session=%d",
+                viewer.stream_path,
+                viewer.source_id,
+                viewer.session_id,
+            )
+            self.end_viewer(viewer, "internal-error")
+
+    async def _serve_viewer(self, viewer: WhepViewer) -> None:
         config = self.config
         with trio.move_on_after(config.connect_timeout_s + config.offer_timeout_s) as scope:
             await viewer.connected.wait()
@@ -718,6 +750,12 @@ class WhepService:
                 and session.has_video
             ):
                 self.webrtc.request_keyframe(session)
+
+    def source_unplayable(self, viewer: WhepViewer, code: str, reason: str) -> None:
+        """The source turned into something WebRTC cannot carry: the API says so, the
+        viewer ends (never sent broken)."""
+        self.verdicts[(viewer.stream_path, viewer.source_id)] = Playability(False, reason)
+        self.end_viewer(viewer, code)
 
     def end_viewer(self, viewer: WhepViewer, reason: str, *, close_peer: bool = True) -> None:
         """Ends a viewer (idempotent); its peer connection too unless the process closed it."""

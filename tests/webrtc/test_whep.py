@@ -117,7 +117,13 @@ class FakeWebrtc:
 
 def viewer() -> tuple[whep.WhepViewer, FakeWebrtc]:
     fake = FakeWebrtc()
-    service: Any = type("S", (), {"webrtc": fake, "end_viewer": lambda *a, **k: None})()
+    service: Any = type(
+        "S", (), {"webrtc": fake, "end_viewer": lambda *a, **k: None, "verdicts": {}}
+    )()
+    service.source_unplayable = lambda v, code, reason: (
+        service.verdicts.__setitem__((v.stream_path, v.source_id), (code, reason)),
+        v.ended.set(),
+    )
     return (
         whep.WhepViewer(
             service=service,
@@ -247,3 +253,16 @@ def test_viewer_keyframe_requests_reach_the_daemon_rate_limited() -> None:
     sender._send_keyframe()  #: within PLI_INTERVAL_S: not forwarded again
     assert sent == [{"op": "pli", "session": 3}]
     assert session.pli_forwarded == 1
+
+
+def test_a_b_frame_mid_session_ends_the_viewer_and_the_api_says_why() -> None:
+    v, fake = viewer()
+    frames = gop(0, 2, audio=False)
+    frames.append(
+        out(Media.VIDEO, 80, video_body(prefixed([bytes((0x41, 7))]), keyframe=False, cts=40))
+    )
+    frames.append(out(Media.VIDEO, 120, video_body(prefixed([bytes((0x41, 8))]), keyframe=False)))
+    v.frames(frames, first=False)
+    assert len(fake.sent) == 2, "nothing after the B-frame"
+    code, reason = v.service.verdicts[("a/b", "cam")]
+    assert code == "b-frames" and "B-frames" in reason
