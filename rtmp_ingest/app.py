@@ -37,6 +37,7 @@ from rtmp_ingest.auth import (
     PolicySettings,
     PublishAttempt,
     Refusal,
+    TokenError,
 )
 from rtmp_ingest.bundle import Registry
 from rtmp_ingest.config import Config, StartupError
@@ -87,7 +88,13 @@ class App:
         )
         #: WHEP play over the same process (server/whep.py)
         self.whep = (
-            WhepService(self.feeds, self.webrtc, config.webrtc, authorize_play=self._authorize_play)
+            WhepService(
+                self.feeds,
+                self.webrtc,
+                config.webrtc,
+                authorize_play=self._authorize_play,
+                verify_token=self._verify_viewer_token,
+            )
             if self.webrtc is not None and config.webrtc.whep_enabled
             else None
         )
@@ -225,6 +232,24 @@ class App:
 
     def _policy_settings(self, config: Config) -> PolicySettings:
         return PolicySettings(mode=config.auth.mode, apps=config.apps)  # type: ignore[arg-type]
+
+    def _verify_viewer_token(
+        self, token: str, stream_path: str, source_id: str, remote_ip: str
+    ) -> str | None:
+        """None when a WHEP viewer's token covers what it asks for, else why not."""
+        if self.keyring is None:
+            return "the server has no keyring to check tokens with"
+        try:
+            self.keyring.verify(
+                token,
+                stream_path=stream_path,
+                source_id=source_id,
+                remote_ip=remote_ip,
+                now_s=self.unix_now(),
+            )
+        except TokenError as exc:
+            return str(exc)
+        return None
 
     async def _authorize_play(self, attempt: PlayAttempt) -> Refusal | None:
         return None if self.authorizer is None else await self.authorizer.authorize_play(attempt)

@@ -330,6 +330,9 @@ class WebrtcConfig:
     #: how long a viewer stays attached while its source is away before the session ends
     whep_linger_s: float = 10.0
     whep_max_viewers: int = 500
+    #: WHEP viewers must show a token (Bearer or ?token=, the publish token format) whose
+    #: streams, sources and networks cover what they ask to play
+    whep_require_token: bool = False
     #: frames a viewer's send queue in the WebRTC process holds before it skips to a keyframe
     whep_max_queue_frames: int = 64
     #: bitrate of the Opus that AAC sources are transcoded to (once per source)

@@ -124,6 +124,11 @@ class Whep:
         if not offer.lstrip().startswith("v=0"):
             return _text(400, "Malformed SDP offer: it must start with v=0.", **CORS)
         source_id = request.query_params.get("sourceId")
+        query = dict(request.query_params)
+        token = query.pop("token", "")
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            token = value.strip()
         client = request.client
         remote = f"{client.host}:{client.port}" if client else "unknown"
         try:
@@ -133,7 +138,8 @@ class Whep:
                 source_id=source_id,
                 remote=remote,
                 offer=offer,
-                query=dict(request.query_params),
+                query=query,
+                token=token,
             )
         except WhipError as exc:
             self.service.refused[exc.status] = self.service.refused.get(exc.status, 0) + 1

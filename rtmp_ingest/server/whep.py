@@ -484,10 +484,14 @@ class WhepService:
         config: WebrtcConfig,
         *,
         authorize_play: Callable[[PlayAttempt], Awaitable[Refusal | None]] | None = None,
+        verify_token: Callable[[str, str, str, str], str | None] | None = None,
     ) -> None:
         self.feeds = feeds
         #: the play hook, as RTMP and HTTP-FLV players are asked about (auth.hooks "play")
         self.authorize_play = authorize_play
+        #: `verify_token(token, stream_path, source_id, remote_ip)` → None, or why not
+        #: (webrtc.whep_require_token)
+        self.verify_token = verify_token
         self.webrtc = webrtc
         self.config = config
         self.viewers: dict[int, WhepViewer] = {}
@@ -540,9 +544,22 @@ class WhepService:
         remote: str,
         offer: str,
         query: dict[str, str] | None = None,
+        token: str = "",
     ) -> WhepViewer:
         """A WHEP POST; raises WhipError with the status and text."""
         config = self.config
+        if config.whep_require_token:
+            if not token:
+                raise WhipError(401, "A viewer token is required (Authorization: Bearer, ?token=).")
+            remote_ip = remote.rsplit(":", 1)[0].strip("[]")
+            problem = (
+                self.verify_token(token, f"{app}/{stream}", source_id or "", remote_ip)
+                if self.verify_token is not None
+                else "Viewer tokens cannot be checked: the server has no keyring."
+            )
+            if problem is not None:
+                log.info("whep refused stream=%s/%s remote=%s: %s", app, stream, remote, problem)
+                raise WhipError(403, f"Play refused: {problem}")
         if self.authorize_play is not None:
             from rtmp_ingest.auth import PlayAttempt  # noqa: PLC0415 - only with a play policy
 

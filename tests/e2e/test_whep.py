@@ -26,6 +26,8 @@ import httpx
 import pytest
 import trio
 
+from rtmp_ingest.auth import TokenClaims
+
 from .conftest import REPO
 from .test_whip import Publisher, Whip, publish, wait_on_air, whip_server
 
@@ -628,3 +630,40 @@ async def test_a_stalled_webrtc_process_never_slows_ingest(
     mark = (await stats_until(viewer, lambda s: True))["video"]
     after = await stats_until(viewer, lambda s: s["video"] >= mark + 50)
     assert after["state"] == "connected"
+
+
+async def test_viewer_tokens_when_required(
+    start_daemon: Callable[..., Any], view: Any, spawn: Any
+) -> None:
+    """webrtc.whep_require_token: no token is a 401, a token for other streams a 403 with
+    the reason, a token covering the stream plays (Bearer or ?token=)."""
+    running = await start_daemon(
+        webrtc={"enabled": True, "host_addresses": ["127.0.0.1"], "whep_require_token": True}
+    )
+    webrtc, keyring = running.daemon.webrtc, running.daemon.keyring
+    assert webrtc is not None and keyring is not None
+    assert await webrtc.wait_ready(timeout_s=30)
+    await spawn(
+        [
+            sys.executable,
+            "-m",
+            "tests.tools.pyav_publish",
+            running.url("live/tok", sourceId="cam"),
+            "--seconds",
+            "60",
+            "--realtime",
+        ]
+    )
+    await wait_on_air(running, "live/tok", "cam")
+    url = f"{running.http}/whep/live/tok?sourceId=cam"
+    none = await view(url)
+    assert (await none.line())["status"] == 401
+    other = keyring.mint(TokenClaims(token_id="other", streams=("other/*",), multisource=True))
+    wrong = await view(f"{url}&token={other}")
+    reply = await wrong.line()
+    assert reply["status"] == 403 and "Play refused" in reply["body"]
+    good = keyring.mint(TokenClaims(token_id="viewer", streams=("live/*",), multisource=True))
+    viewer = await view(f"{url}&token={good}")
+    reply = await viewer.line()
+    assert reply["status"] == 201, reply
+    await stats_until(viewer, lambda s: s["video"] >= 10)
