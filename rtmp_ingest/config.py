@@ -337,6 +337,8 @@ class WebrtcConfig:
     whep_max_queue_frames: int = 64
     #: bitrate of the Opus that AAC sources are transcoded to (once per source)
     whep_opus_bitrate: int = 96000
+    #: a viewer's keyframe requests (PLI/FIR) reach a WebRTC publisher at most this often
+    whep_pli_interval_s: float = 1.0
 
 
 @attrs.frozen(kw_only=True)

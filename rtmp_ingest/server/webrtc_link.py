@@ -236,6 +236,7 @@ class WebrtcService:
             "udp_ports": ports,
             "connect_timeout_s": config.connect_timeout_s,
             "whep_max_queue_frames": config.whep_max_queue_frames,
+            "whep_pli_interval_s": config.whep_pli_interval_s,
         }
 
     async def _run_process(self) -> None:

@@ -12,7 +12,7 @@ reconnect), and RTP timestamps follow the daemon's timeline.
 aiortc answers NACKs from its per-sender packet history (the last 128 RTP
 packets) and forwards nothing else; a viewer's PLI/FIR cannot be honoured by
 passthrough, so it is reported to the daemon (at most once per
-`pli_interval_s`), which asks a WebRTC publisher for a keyframe.
+`webrtc.whep_pli_interval_s`), which asks a WebRTC publisher for a keyframe.
 
 A viewer that cannot keep up (its queue holds `max_queue_frames` frames) loses
 its queued video and waits for the next keyframe (counted in `skips`); audio
@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import fractions
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -146,7 +147,7 @@ class ViewerSession:
         self.tracks: dict[int, FrameTrack] = {}
         self.connected = asyncio.Event()
         self.closed = False
-        self.pli_last = 0.0
+        self.pli_last = -math.inf
         self.pli_forwarded = 0
         self._tasks: set[asyncio.Future[None]] = set()
 
@@ -223,7 +224,8 @@ class ViewerSession:
 
         def keyframe_wanted() -> None:
             now = time.monotonic()
-            if now - self.pli_last < PLI_INTERVAL_S or self.closed:
+            interval = float(self.config.get("whep_pli_interval_s") or PLI_INTERVAL_S)
+            if now - self.pli_last < interval or self.closed:
                 return
             self.pli_last = now
             self.pli_forwarded += 1
