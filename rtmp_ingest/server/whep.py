@@ -377,6 +377,8 @@ class WhepViewer:
     frames_out: int = 0
     bytes_out: int = 0
     frames_dropped: int = 0  #: the link to the process was backed up
+    #: a picture was lost on the link: video waits for the next keyframe
+    video_resync: bool = False
     b_frame_ends: int = 0
     plis: int = 0
     started_s: float = attrs.Factory(time.time)
@@ -392,6 +394,8 @@ class WhepViewer:
                 self.player.track.bytes += len(payload)
         else:
             self.frames_dropped += 1
+            if track == TRACK_VIDEO:
+                self.video_resync = True  #: what follows refers to the lost picture
 
     def opus(self, ms: int, packet: bytes) -> None:
         """A transcoded Opus packet of this viewer's source (output-timeline ms)."""
@@ -448,6 +452,11 @@ class WhepViewer:
                 self.b_frame_ends += 1
                 self.service.source_unplayable(self, "b-frames", B_FRAMES_REASON)
                 return
+            if self.video_resync:
+                if not keyframe:
+                    self.frames_dropped += 1
+                    return
+                self.video_resync = False
             if self.shift is None:
                 if not keyframe:
                     return

@@ -105,8 +105,11 @@ def test_what_webrtc_can_carry() -> None:
 class FakeWebrtc:
     def __init__(self) -> None:
         self.sent: list[link.Media] = []
+        self.full = False
 
     def send_media(self, data: bytes) -> bool:
+        if self.full:
+            return False
         decoder = link.LinkDecoder()
         decoder.receive_data(data)
         event = decoder.next_event()
@@ -266,3 +269,17 @@ def test_a_b_frame_mid_session_ends_the_viewer_and_the_api_says_why() -> None:
     assert len(fake.sent) == 2, "nothing after the B-frame"
     code, reason = v.service.verdicts[("a/b", "cam")]
     assert code == "b-frames" and "B-frames" in reason
+
+
+def test_a_picture_lost_on_the_link_makes_video_wait_for_a_keyframe() -> None:
+    v, fake = viewer()
+    v.frames(gop(0, 3, audio=False), first=True)
+    fake.full = True
+    v.frames(gop(120, 2, audio=False)[2:], first=False)  #: one P-frame, lost
+    fake.full = False
+    fake.sent.clear()
+    v.frames(gop(160, 3, audio=False)[2:], first=False)  #: P-frames after the loss
+    assert fake.sent == [], "P-frames after the loss are held back"
+    v.frames(gop(240, 2, audio=False), first=False)
+    assert [m.keyframe for m in fake.sent] == [True, False]
+    assert v.frames_dropped >= 2
