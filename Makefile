@@ -6,7 +6,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test lint fmt fuzz test-obs test-browser browser install bench clean
 
+# libsrt (SRT ingest, Debian's reference library) comes from apt when missing; without it
+# the server says how to install it, or runs with [srt] enabled = false
 $(STAMP): pyproject.toml
+	@ldconfig -p | grep -q 'libsrt-openssl.so.1.5\|libsrt.so.1.5' || \
+	  (command -v apt-get >/dev/null && apt-get update -qq && apt-get install -y -qq libsrt1.5-openssl) || \
+	  echo "make: libsrt1.5-openssl is not installed: SRT ingest needs it ([srt] enabled = false to run without)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'

@@ -17,15 +17,16 @@ or this module: the arrows point inwards.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import attrs
 import trio
 
+from rtmp_ingest.api.events import EventHub
 from rtmp_ingest.auth import (
     Authorizer,
     BanList,
@@ -39,18 +40,18 @@ from rtmp_ingest.auth import (
     Refusal,
     TokenError,
 )
-from rtmp_ingest.bundle import Registry
+from rtmp_ingest.bundle import EndReason, Registry
 from rtmp_ingest.config import Config, StartupError
-from rtmp_ingest.outputs.names import source_segment
 from rtmp_ingest.server.counters import Metrics
-from rtmp_ingest.server.events import EventHub
 from rtmp_ingest.server.feeds import Feeds
 from rtmp_ingest.server.hls import HlsService
 from rtmp_ingest.server.listener import SHUTDOWN_TIMEOUT_S, Address, RtmpListener
 from rtmp_ingest.server.play import Player
 from rtmp_ingest.server.record import RecorderService
+from rtmp_ingest.server.srt import SrtServer
 from rtmp_ingest.server.webrtc_link import WebrtcService
 from rtmp_ingest.server.whep import WhepService
+from rtmp_ingest.srt.lib import SrtUnavailable
 
 log = logging.getLogger("rtmp_ingest")
 
@@ -62,6 +63,7 @@ class Bound:
     rtmp: Address
     rtmps: Address | None
     http: Address | None
+    srt: Address | None = None
 
 
 class App:
@@ -80,6 +82,12 @@ class App:
         #: the one publish policy (and hook) every ingest driver asks; set when run starts
         self.authorizer: Authorizer | None = None
         self.rtmp = RtmpListener(config, self.feeds)
+        #: SRT ingest: libsrt listener, admission in its callback, TS demux (when enabled)
+        self.srt = (
+            SrtServer(self.feeds, config.srt, decide=self._decide_now, make_attempt=_srt_attempt)
+            if config.srt.enabled
+            else None
+        )
         #: WHIP ingest: the supervised aiortc process and its sessions (when enabled)
         self.webrtc = (
             WebrtcService(self.feeds, config.webrtc, self._authorize, log_level=config.log_level)
@@ -178,45 +186,23 @@ class App:
             and p.reader.source_id == source_id
         ]
 
-    def source_urls(self, stream_path: str, source_id: str, *, host: str = "") -> dict[str, str]:
-        """Where viewers get a source: absolute with `host` (the API request's), else relative."""
-        query = f"?sourceId={quote(source_id, safe='')}" if source_id else ""
-        name = quote(stream_path)
-        assert self.bound is not None and self.bound.http is not None
-        http_port = self.bound.http[1]
-        rtmp_port = self.bound.rtmp[1]
-        hls = f"/hls/{name}/{source_segment(source_id)}/index.m3u8"
-        whep = {"whep": f"/whep/{name}{query}"} if self.whep is not None else {}
-        if host:
-            return {
-                "rtmp": f"rtmp://{host}:{rtmp_port}/{name}{query}",
-                "flv": f"http://{host}:{http_port}/{name}.flv{query}",
-                "hls": f"http://{host}:{http_port}{hls}",
-                **{k: f"http://{host}:{http_port}{v}" for k, v in whep.items()},
-            }
-        return {
-            "rtmp": f"rtmp://:{rtmp_port}/{name}{query}",
-            "flv": f"/{name}.flv{query}",
-            "hls": hls,
-            **whep,
-        }
-
-    def stream_hls_url(self, stream_path: str, *, host: str = "") -> str:
-        """The stream's multivariant playlist (every live source)."""
-        assert self.bound is not None and self.bound.http is not None
-        path = f"/hls/{quote(stream_path)}/index.m3u8"
-        return f"http://{host}:{self.bound.http[1]}{path}" if host else path
-
-    def http_routes(self) -> list[Any]:
-        """HTTP routes of the outputs (HLS, the multiview page, HTTP-FLV) and WHIP."""
-        from rtmp_ingest.api import hls, httpflv, web, whep, whip  # noqa: PLC0415 - HTTP when served
-
-        routes = hls.routes(self) + web.routes(self) + httpflv.routes(self)
+    def listeners_up(self) -> dict[str, bool]:
+        """Which listeners are serving (`/healthz`: 200 only when all are)."""
+        up = {"rtmp": self.bound is not None and not self._shutdown.is_set()}
+        if self.config.rtmps.listen:
+            up["rtmps"] = up["rtmp"] and self.bound is not None and self.bound.rtmps is not None
+        up["http"] = self.bound is not None and self.bound.http is not None
+        if self.srt is not None:
+            up["srt"] = self.bound is not None and self.bound.srt is not None
         if self.webrtc is not None:
-            routes += whip.routes(self.webrtc)
-        if self.whep is not None:
-            routes += whep.routes(self.whep)
-        return routes
+            up["webrtc"] = self.webrtc.is_ready
+        return up
+
+    def _webrtc_routes(self) -> list[Any]:
+        from rtmp_ingest.api import whep, whip  # noqa: PLC0415 - HTTP when served
+
+        routes = whip.routes(self.webrtc) if self.webrtc is not None else []
+        return routes + (whep.routes(self.whep) if self.whep is not None else [])
 
     # -- auth ------------------------------------------------------------------------
 
@@ -232,6 +218,11 @@ class App:
 
     def _policy_settings(self, config: Config) -> PolicySettings:
         return PolicySettings(mode=config.auth.mode, apps=config.apps)  # type: ignore[arg-type]
+
+    def _decide_now(self, attempt: PublishAttempt, *, now_s: float) -> Permit | Refusal:
+        """The policy without waiting (SRT decides inside libsrt's listen callback)."""
+        assert self.authorizer is not None
+        return self.authorizer.decide_nowait(attempt)
 
     def _verify_viewer_token(
         self, token: str, stream_path: str, source_id: str, remote_ip: str
@@ -328,18 +319,29 @@ class App:
             if self.whep is not None:
                 await nursery.start(self.whep.run)
             rtmp_bound, rtmps_bound = await nursery.start(self.rtmp.run)
+            srt_bound = None
+            if self.srt is not None:
+                try:
+                    srt_bound = await nursery.start(self.srt.run)
+                except* SrtUnavailable as group:
+                    raise StartupError(f"srt: {_first_leaf(group)}") from None
             http_bound = await self._start_http(nursery) if config.http.listen else None
-            self.bound = Bound(rtmp=rtmp_bound, rtmps=rtmps_bound, http=http_bound)
+            self.bound = Bound(rtmp=rtmp_bound, rtmps=rtmps_bound, http=http_bound, srt=srt_bound)
             log.info(
-                "listening rtmp=%s:%d%s%s",
+                "listening rtmp=%s:%d%s%s%s%s",
                 *rtmp_bound,
                 f" rtmps={rtmps_bound[0]}:{rtmps_bound[1]}" if rtmps_bound else "",
+                f" srt={srt_bound[0]}:{srt_bound[1]}" if srt_bound else "",
+                " whip=on" if self.webrtc is not None else "",
                 f" http={http_bound[0]}:{http_bound[1]}" if http_bound else " http=off",
             )
             task_status.started(self.bound)
             await self._shutdown.wait()
             if self.webrtc is not None:
                 self.webrtc.shutdown()
+            if self.srt is not None:
+                self.srt.stop_accepting()
+                self.srt.kick_all(EndReason.SHUTDOWN, "Server shutting down.")
             await self.rtmp.drain()
             self.recorder.close_all()
             with trio.move_on_after(SHUTDOWN_TIMEOUT_S):
@@ -352,11 +354,11 @@ class App:
         from rtmp_ingest.api.http import serve_http  # noqa: PLC0415 - RTMP runs without HTTP
 
         try:
-            bound: Address = await nursery.start(serve_http, self)
+            bound: Address = await nursery.start(
+                functools.partial(serve_http, self, extra_routes=self._webrtc_routes())
+            )
         except* OSError as group:
-            exc: BaseException = group
-            while isinstance(exc, BaseExceptionGroup):
-                exc = exc.exceptions[0]
+            exc = _first_leaf(group)
             raise StartupError(
                 f"http.listen {self.config.http.listen}: {getattr(exc, 'strerror', None) or exc}"
             ) from None
@@ -374,3 +376,32 @@ async def _run_hook_client(
     async with opener(settings) as hook:
         task_status.started(hook)
         await trio.sleep_forever()
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _srt_attempt(
+    *,
+    protocol: str,
+    app: str,
+    stream: str,
+    source_id: str,
+    query: dict[str, str],
+    remote_ip: str,
+    remote: str,
+    token: str,
+) -> PublishAttempt:
+    """The SRT stream id as the publish policy's input (its sourceId/token keys included)."""
+    return PublishAttempt(
+        protocol="srt",
+        stream_path=f"{app}/{stream}" if stream else app,
+        source_id=source_id,
+        query=query,
+        remote=remote,
+        remote_ip=remote_ip,
+        token=token or None,
+    )

@@ -55,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         "--rtmps", help="RTMPS listen address HOST:PORT (needs rtmps.cert_file/key_file)"
     )
     serve.add_argument("--http", help="HTTP listen address HOST:PORT")
+    serve.add_argument("--srt", help="SRT listen address HOST:PORT (srt.listen)")
     serve.add_argument("--data-dir", help="data directory")
     cfg = sub.add_parser("config", help="configuration helpers")
     cfg.add_argument("--print-default", action="store_true", help="print the embedded default TOML")
@@ -188,6 +189,8 @@ def _load(args: argparse.Namespace) -> config_mod.Config:
         overrides.setdefault("rtmps", {})["listen"] = args.rtmps
     if getattr(args, "http", None):
         overrides.setdefault("http", {})["listen"] = args.http
+    if getattr(args, "srt", None):
+        overrides.setdefault("srt", {})["listen"] = args.srt
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
     return config_mod.load(config_path(getattr(args, "config", None)), overrides=overrides)

@@ -80,6 +80,22 @@ listen = ""
 cert_file = ""
 key_file = ""
 
+[srt]
+# SRT ingest (MPEG-TS over SRT, libsrt 1.5: apt-get install libsrt1.5-openssl).
+# srt://HOST:8890?streamid=APP/STREAM?sourceId=ID&token=T, or #!::r=APP/STREAM,m=publish,...
+enabled = true
+listen = "0.0.0.0:8890"
+# SRTO_LATENCY (ms): how long the receiver waits for retransmissions; 4 x RTT is SRT's rule.
+latency_ms = 120
+# SRT connections at once (more are rejected with reason 1429 before they are accepted).
+max_connections = 1000
+# A publisher that sends no media for this long is dropped (its feed ends).
+idle_timeout_s = 30.0
+# Threads that wait on libsrt's sockets and hand their data to the server.
+reader_threads = 2
+# Per-app SRTO_PASSPHRASE (10..79 characters); "*" applies to every app not named.
+passphrases = {}
+
 [http]
 # Control API, events, metrics, HTTP-FLV.
 listen = "0.0.0.0:8080"
@@ -89,8 +105,16 @@ admin_key = ""
 protect_metrics = false
 # Access-Control-Allow-Origin for browser players and pages.
 cors_origins = ["*"]
-# hls.js for the multiview page (/view/APP/STREAM); self-host it on networks without internet.
-hlsjs_url = "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js"
+# hls.js for the multiview page (/view/APP/STREAM); empty = the copy shipped in the
+# package (served at /assets/hls.min.js), so the page loads no script from the internet.
+hlsjs_url = ""
+# Largest request body read (token requests, WHIP/WHEP offers); larger ones get 413.
+max_body_bytes = 262144
+# A response (HTTP-FLV, events, HLS) the client does not read for this long is dropped.
+write_timeout_s = 10.0
+# Open HTTP connections, in total and from one address; more are answered 503 and closed.
+max_connections = 1024
+max_connections_per_address = 64
 
 [auth]
 # "open": anyone may publish anything (development; the server says so at start).
@@ -124,10 +148,22 @@ max_sources_per_stream = 16
 max_feeds_per_source = 8
 # Streams in total.
 max_streams = 4096
-# Frames a reader may lag before it skips to the next keyframe.
+# Frames, and payload bytes, a reader (a player) may lag before it skips to the next
+# keyframe: a stalled player pins at most this much of the feed.
 reader_queue_frames = 512
+reader_queue_bytes = 8388608
 # Bytes of the current GOP kept so new players start instantly.
 max_gop_cache_bytes = 16777216
+# A feed superseded by a newer one: "standby" stays connected below it and takes over
+# only if every feed above it ends; "disconnect" cuts it (its encoder logs why).
+superseded = "standby"
+# A publish from the host of a superseded feed, within this many seconds after that
+# feed left, ranks below the feed that superseded it (an auto-reconnecting OBS cannot
+# take the source back from the spare).
+superseded_reconnect_s = 60.0
+# At a switch the spare's first audio frame may move by at most this much to follow the
+# last audio out (no gap, no overlap; lip sync moves by less than half a frame).
+max_audio_rebase_ms = 40
 
 [hls]
 # Low-Latency HLS (fMP4) of every source, served at /hls/APP/STREAM/index.m3u8.
@@ -194,7 +230,7 @@ max_restart_backoff_s = 30.0
 
 # Per-application settings; "*" applies to every app not named.
 [apps."*"]
-# Account-level multisource gate (SPEC.md 3.7): may publishers of this app use sourceId?
+# Account-level multisource gate (docs/spec.md §3.7): may publishers of this app use sourceId?
 multisource = true
 # Record every source of this app's streams (a token's "record" claim overrides it).
 record = false
@@ -245,12 +281,32 @@ class RtmpsConfig:
 
 
 @attrs.frozen(kw_only=True)
+class SrtConfig:
+    enabled: bool = True
+    listen: str = "0.0.0.0:8890"
+    latency_ms: int = 120
+    max_connections: int = 1000
+    idle_timeout_s: float = 30.0
+    reader_threads: int = 2
+    passphrases: dict[str, str] = attrs.field(factory=dict)
+
+    def passphrase(self, app: str) -> str:
+        """The SRTO_PASSPHRASE callers of `app` must use ("" = none)."""
+        return self.passphrases.get(app, self.passphrases.get("*", ""))
+
+
+@attrs.frozen(kw_only=True)
 class HttpConfig:
     listen: str = "0.0.0.0:8080"
     admin_key: str = ""
     protect_metrics: bool = False
     cors_origins: list[str] = attrs.field(factory=lambda: ["*"])
-    hlsjs_url: str = "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js"
+    hlsjs_url: str = ""
+    #: HTTP limits (api/serve.py); 0 would refuse every body, client or connection
+    max_body_bytes: int = attrs.field(default=256 * 1024, validator=attrs.validators.gt(0))
+    write_timeout_s: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    max_connections: int = attrs.field(default=1024, validator=attrs.validators.gt(0))
+    max_connections_per_address: int = attrs.field(default=64, validator=attrs.validators.gt(0))
 
 
 @attrs.frozen(kw_only=True)
@@ -277,7 +333,11 @@ class BundleSettings:
     max_feeds_per_source: int = 8
     max_streams: int = 4096
     reader_queue_frames: int = 512
+    reader_queue_bytes: int = 8 * 1024 * 1024
     max_gop_cache_bytes: int = 16 * 1024 * 1024
+    superseded: str = "standby"
+    superseded_reconnect_s: float = 60.0
+    max_audio_rebase_ms: int = 40
 
     def bundle_config(self) -> BundleConfig:
         return BundleConfig(**attrs.asdict(self))
@@ -353,6 +413,7 @@ class Config:
     log_level: str = "info"
     rtmp: RtmpConfig = RtmpConfig()
     rtmps: RtmpsConfig = RtmpsConfig()
+    srt: SrtConfig = SrtConfig()
     http: HttpConfig = HttpConfig()
     auth: AuthConfig = AuthConfig()
     bundle: BundleSettings = BundleSettings()
@@ -462,6 +523,7 @@ def _check(config: Config) -> None:
         ("rtmp.listen", config.rtmp.listen),
         ("http.listen", config.http.listen),
         ("rtmps.listen", config.rtmps.listen),
+        ("srt.listen", config.srt.listen),
     ):
         if value or key != "rtmps.listen":
             parse_host_port(value, key=key)
@@ -473,6 +535,14 @@ def _check(config: Config) -> None:
         config.rtmp.limits()
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"rtmp: {exc}") from None
+    srt = config.srt
+    for app, phrase in srt.passphrases.items():
+        if not 10 <= len(phrase) <= 79:  #: libsrt's SRTO_PASSPHRASE limits
+            raise ConfigError(f"srt.passphrases.{app}: must be 10..79 characters")
+    if not 0 <= srt.latency_ms <= 60_000 or not 1 <= srt.reader_threads <= 64:
+        raise ConfigError("srt: latency_ms must be 0..60000 and reader_threads 1..64")
+    if srt.max_connections < 1 or srt.idle_timeout_s <= 0:
+        raise ConfigError("srt: max_connections must be >= 1 and idle_timeout_s > 0")
     hls = config.hls
     if not 0.05 <= hls.part_s <= hls.segment_s / 2:
         raise ConfigError("hls.part_s: must be at least 0.05 and at most half of hls.segment_s")

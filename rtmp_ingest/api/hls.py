@@ -17,7 +17,7 @@ start at the timeline's origin), so they are cacheable; playlists are not.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
 import trio
@@ -25,13 +25,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from rtmp_ingest.api.defs import ApiServer, HlsView
 from rtmp_ingest.outputs.hls import TrackHls
 from rtmp_ingest.outputs.multivariant import multivariant, rendition_reports
 from rtmp_ingest.outputs.names import DEFAULT_SOURCE_IN_PATH
-
-if TYPE_CHECKING:
-    from rtmp_ingest.app import App as Daemon
-    from rtmp_ingest.server.hls import HlsService
 
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"
 NO_CACHE = {"Cache-Control": "no-cache"}
@@ -50,8 +47,8 @@ def _source_id(component: str) -> str:
     return "" if component == DEFAULT_SOURCE_IN_PATH else unquote(component)
 
 
-def routes(daemon: Daemon) -> list[Any]:
-    service: HlsService = daemon.hls
+def routes(server: ApiServer) -> list[Any]:
+    service = server.hls
 
     def find_track(stream_path: str, source_component: str, track_name: str) -> TrackHls | None:
         source = service.sources.get((stream_path, _source_id(source_component)))
@@ -164,7 +161,7 @@ def routes(daemon: Daemon) -> list[Any]:
         if seg is not None:
             service.requests["segment"] += 1
             segment = track.segment(int(seg))
-            if segment is None or not segment.complete:
+            if segment is None or not segment.complete or segment.data is None:
                 return error(404, f"segment {seg} is not in the playlist window")
             return _media(segment.data, "video/iso.segment", service, track)
         service.requests["part"] += 1
@@ -184,7 +181,7 @@ def routes(daemon: Daemon) -> list[Any]:
 
 
 def _media(
-    data: bytes | memoryview, media_type: str, service: HlsService, track: TrackHls
+    data: bytes | memoryview, media_type: str, service: HlsView, track: TrackHls
 ) -> Response:
     service.bytes_out += len(data)
     track.bytes_out += len(data)

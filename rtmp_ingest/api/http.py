@@ -1,71 +1,97 @@
-"""The HTTP server: control API, event stream, metrics (starlette on hypercorn, on trio).
+"""The HTTP server: control API, event stream, health, metrics (starlette on hypercorn, on trio).
 
 Routes (JSON; errors are `{"error": "..."}` with a 4xx):
 
+    GET    /healthz                                         200 when every listener is up, else 503
+    GET    /api/v1                                          name and version
+    GET    /api/v1/config                                   effective config, secrets masked
     GET    /api/v1/streams                                  every live stream
     GET    /api/v1/streams/{path}                           one stream
-    DELETE /api/v1/streams/{path}/sources/{sourceId}        kick the feed on air (`_` = default)
+    GET    /api/v1/streams/{path}/sources/{sourceId}        one source (`_` = default)
+    DELETE /api/v1/streams/{path}/sources/{sourceId}[?ban_s=N]  kick the feed on air
+    DELETE /api/v1/streams/{path}/feeds/{feedId}[?ban_s=N]  kick any feed (standby too)
     POST   /api/v1/tokens                                   mint a publish token
     POST   /api/v1/tokens/{id}/revoke                       revoke one
-    GET    /api/v1/events[?stream=PATH]                     Server-Sent Events (SPEC.md §3.10)
+    GET    /api/v1/events[?stream=PATH]                     Server-Sent Events (docs/spec.md §3.10)
     GET    /metrics                                         Prometheus text
 
-With `http.admin_key` set, /api/v1/* (and /metrics with `protect_metrics`)
-need `Authorization: Bearer <admin_key>`.
+With `http.admin_key` set, /api/v1/* (and /metrics with `protect_metrics`) need
+`Authorization: Bearer <admin_key>`; /healthz never does (probes). Every response
+carries `Server: rtmp-ingest/VERSION`. The server is reached only through the
+`ApiServer` protocol (api/defs.py); listener limits live in api/serve.py.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
-import json
 import logging
+import math
 import time
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from rtmp_ingest import __version__
+from rtmp_ingest.api.claims import parse_json_body, token_warning
+from rtmp_ingest.api.defs import ApiServer
+from rtmp_ingest.api.events import event_json
 from rtmp_ingest.api.metrics import make_registry
-from rtmp_ingest.api.views import source_json, stream_json
-from rtmp_ingest.auth import tokens
+from rtmp_ingest.api.serve import BodyLimit, ConnectionStats, HttpLimits, HttpListener
+from rtmp_ingest.api.sse import EventStreamResponse
+from rtmp_ingest.api.urls import source_urls, stream_hls_url, url_problem
+from rtmp_ingest.api.views import config_view, source_json, stream_json
+from rtmp_ingest.auth import KeyringError, tokens
 from rtmp_ingest.bundle import Active
 from rtmp_ingest.config import parse_host_port
 from rtmp_ingest.outputs.names import DEFAULT_SOURCE_IN_PATH
-from rtmp_ingest.server.events import event_json
-
-if TYPE_CHECKING:
-    from rtmp_ingest.app import App as Daemon
 
 log = logging.getLogger("rtmp_ingest.http")
 
-#: SSE comment sent when nothing happened for this long, so proxies keep the stream open.
-SSE_KEEPALIVE_S = 15.0
-#: Longest token lifetime the API mints.
-MAX_TOKEN_TTL_S = 10 * 365 * 86400
+#: Token ids are short (auth.tokens.new_token_id); the keyring refuses longer ones.
+MAX_TOKEN_ID_CHARS = 64
+#: The `Server` header of every response.
+SERVER_HEADER = f"rtmp-ingest/{__version__}"
 
 
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-class Api:
-    """Request handlers bound to one daemon."""
+def parse_ban_s(text: str | None, *, max_ban_s: float) -> float:
+    """The `ban_s` query parameter: 0 when absent; ValueError unless 0 ≤ N ≤ `max_ban_s`
+    (`auth.max_ban_s`)."""
+    if text is None or text == "":
+        return 0.0
+    try:
+        ban_s = float(text)
+    except ValueError:
+        raise ValueError(f"ban_s must be a number of seconds, not {text[:40]!r}") from None
+    if not (math.isfinite(ban_s) and 0 <= ban_s <= max_ban_s):
+        raise ValueError(f"ban_s must be between 0 and {max_ban_s:g} seconds (auth.max_ban_s)")
+    return ban_s
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        self.metrics_registry = make_registry(daemon)
+
+class Api:
+    """Request handlers bound to one server."""
+
+    def __init__(
+        self, server: ApiServer, *, connection_stats: ConnectionStats | None = None
+    ) -> None:
+        self.server = server
+        self.metrics_registry = make_registry(server, http=connection_stats)
 
     def _authorized(self, request: Request) -> bool:
-        key = self.daemon.config.http.admin_key
+        key = self.server.config.http.admin_key
         if not key:
             return True
         header = request.headers.get("authorization", "")
@@ -80,27 +106,38 @@ class Api:
         return error(401, "admin key required: send Authorization: Bearer <http.admin_key>")
 
     def _wall(self) -> float:
-        return self.daemon.registry.wall_origin_s
+        return self.server.registry.wall_origin_s
 
     def _webrtc(self, path: str, source_id: str) -> dict[str, Any] | None:
         """WHEP's verdict on a source (docs/spec.md §7), once a viewer asked; else None."""
-        whep = getattr(self.daemon, "whep", None)
+        whep = getattr(self.server, "whep", None)
         verdict = whep.playability(path, source_id) if whep is not None else None
         if verdict is None:
             return None
         return {"playable": verdict.playable, "reason": verdict.reason}
 
-    def _source_extra(self, request: Request) -> Any:
+    def _ports(self) -> tuple[int, int]:
+        """(http, rtmp) ports: the bound ones, or the configured ones before binding."""
+        bound = self.server.bound
+        if bound is not None and bound.http is not None:
+            return bound.http[1], bound.rtmp[1]
+        config = self.server.config
+        return (
+            parse_host_port(config.http.listen, key="http.listen")[1],
+            parse_host_port(config.rtmp.listen, key="rtmp.listen")[1],
+        )
+
+    def _source_extra(self, request: Request) -> Callable[[str, str], dict[str, Any]]:
         """Per-source fields from the outputs: viewer URLs (on the host the caller used) and stats."""
         host = request.url.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
+        http_port, rtmp_port = self._ports()
 
         def extra(path: str, source_id: str) -> dict[str, Any]:
-            players = self.daemon.players_of(path, source_id)
-            hls = self.daemon.hls.sources.get((path, source_id))
-            recording = self.daemon.recorder.recordings.get((path, source_id))
-            return {
+            server = self.server
+            players = server.players_of(path, source_id)
+            hls = server.hls.sources.get((path, source_id))
+            recording = server.recorder.recordings.get((path, source_id))
+            out: dict[str, Any] = {
                 "record": None
                 if recording is None
                 else {
@@ -124,7 +161,9 @@ class Api:
                     ],
                     "framesSkipped": hls.frames_skipped,
                 },
-                "urls": self.daemon.source_urls(path, source_id, host=host),
+                "urls": source_urls(
+                    path, source_id, host=host, http_port=http_port, rtmp_port=rtmp_port
+                ),
                 "webrtc": self._webrtc(path, source_id),
                 "outputs": {
                     "players": len(players),
@@ -135,21 +174,58 @@ class Api:
                     "skips": sum(p.skips() for p in players),
                 },
             }
+            if (problem := url_problem(path)) is not None:
+                out["urlProblem"] = problem
+            elif getattr(server, "whep", None) is not None:
+                from rtmp_ingest.api.whep import whep_url  # noqa: PLC0415 - with WebRTC only
+
+                out["urls"]["whep"] = whep_url(path, source_id, host=host, http_port=http_port)
+            return out
 
         return extra
 
     def _stream_json(self, stats: Any, request: Request) -> dict[str, Any]:
         host = request.url.hostname or ""
-        out = stream_json(stats, wall_origin_s=self._wall(), extra=self._source_extra(request))
-        out["hls"] = self.daemon.stream_hls_url(
-            stats.stream_path, host=f"[{host}]" if ":" in host else host
+        out = stream_json(
+            stats,
+            wall_origin_s=self._wall(),
+            extra=self._source_extra(request),
+            sessions=self.server.publishers,
         )
+        out["hls"] = stream_hls_url(stats.stream_path, host=host, http_port=self._ports()[0])
         return out
+
+    # -- info, health, config ----------------------------------------------------------
+
+    async def info(self, request: Request) -> Response:
+        if (denied := self._guard(request)) is not None:
+            return denied
+        return JSONResponse({"name": "rtmp-ingest", "version": __version__})
+
+    async def healthz(self, request: Request) -> Response:
+        listeners = dict(self.server.listeners_up())
+        healthy = bool(listeners) and all(listeners.values())
+        return JSONResponse(
+            {
+                "status": "ok" if healthy else "unavailable",
+                "listeners": listeners,
+                "version": __version__,
+            },
+            status_code=200 if healthy else 503,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def config(self, request: Request) -> Response:
+        if (denied := self._guard(request)) is not None:
+            return denied
+        return JSONResponse({"config": config_view(self.server), "version": __version__})
+
+    # -- streams, sources, feeds -------------------------------------------------------
 
     async def streams(self, request: Request) -> Response:
         if (denied := self._guard(request)) is not None:
             return denied
-        registry = self.daemon.registry
+        registry = self.server.registry
         now = trio.current_time()
         streams = []
         for path in registry.stream_paths():
@@ -162,7 +238,7 @@ class Api:
         if (denied := self._guard(request)) is not None:
             return denied
         path = request.path_params["path"].strip("/")
-        stats = self.daemon.registry.stream_statistics(path, now_s=trio.current_time())
+        stats = self.server.registry.stream_statistics(path, now_s=trio.current_time())
         if stats is None:
             return error(404, f"no live stream {path!r}")
         return JSONResponse(self._stream_json(stats, request))
@@ -173,90 +249,149 @@ class Api:
         path = request.path_params["path"].strip("/")
         source_id = request.path_params["source_id"]
         source_id = "" if source_id == DEFAULT_SOURCE_IN_PATH else source_id
-        stats = self.daemon.registry.source_statistics(path, source_id, now_s=trio.current_time())
+        stats = self.server.registry.source_statistics(path, source_id, now_s=trio.current_time())
         if stats is None:
             return error(404, f"no source {source_id!r} in stream {path!r}")
         if request.method == "DELETE":
-            if not self.daemon.kick_source(path, source_id):
+            try:
+                ban_s = parse_ban_s(
+                    request.query_params.get("ban_s"), max_ban_s=self.server.config.auth.max_ban_s
+                )
+            except ValueError as exc:
+                return error(400, str(exc))
+            try:
+                kicked = self.server.kick_source(path, source_id, ban_s=ban_s)
+            except ValueError as exc:  # a ban the ban list refuses
+                return error(400, str(exc))
+            if not kicked:
                 return error(409, f"source {source_id!r} of {path!r} has no feed on air")
-            return JSONResponse({"kicked": True, "stream": path, "sourceId": source_id})
+            return JSONResponse(
+                {
+                    "kicked": True,
+                    "stream": path,
+                    "sourceId": source_id,
+                    "feedId": stats.on_air_feed_id,
+                    "banS": ban_s,
+                }
+            )
         return JSONResponse(
             source_json(
                 stats,
                 wall_origin_s=self._wall(),
                 extra=self._source_extra(request)(path, source_id),
+                sessions=self.server.publishers,
             )
         )
+
+    async def kick_feed(self, request: Request) -> Response:
+        if (denied := self._guard(request)) is not None:
+            return denied
+        path = request.path_params["path"].strip("/")
+        text = request.path_params["feed_id"]
+        if not (text.isascii() and text.isdigit() and len(text) <= 18):
+            return error(400, f"feed id must be a number, not {text[:40]!r}")
+        feed_id = int(text)
+        try:
+            ban_s = parse_ban_s(
+                request.query_params.get("ban_s"), max_ban_s=self.server.config.auth.max_ban_s
+            )
+        except ValueError as exc:
+            return error(400, str(exc))
+        stats = self.server.registry.stream_statistics(path, now_s=trio.current_time())
+        source = next(
+            (
+                s
+                for s in (stats.sources if stats is not None else ())
+                if any(f.feed_id == feed_id for f in s.feeds)
+            ),
+            None,
+        )
+        if source is None:
+            return error(404, f"no feed {feed_id} in stream {path!r}")
+        try:
+            kicked = self.server.kick_feed(feed_id, ban_s=ban_s)
+        except ValueError as exc:
+            return error(400, str(exc))
+        if not kicked:
+            return error(404, f"feed {feed_id} of {path!r} has ended")
+        return JSONResponse(
+            {
+                "kicked": True,
+                "stream": path,
+                "sourceId": source.source_id,
+                "feedId": feed_id,
+                "banS": ban_s,
+            }
+        )
+
+    # -- tokens ------------------------------------------------------------------------
 
     async def mint_token(self, request: Request) -> Response:
         if (denied := self._guard(request)) is not None:
             return denied
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return error(400, "body must be JSON")
-        if not isinstance(body, dict):
-            return error(400, "body must be a JSON object")
-        try:
-            claims = claims_from_request(body)
+            body = parse_json_body(await request.body())
         except ValueError as exc:
             return error(400, str(exc))
-        token = tokens.mint(claims, self.daemon.secret)
+        if not isinstance(body, dict):
+            return error(400, "body must be a JSON object")
+        keyring = self.server.keyring
+        if keyring is None:
+            return error(503, "the server has not loaded its keyring yet")
+        try:
+            now_s = time.time()
+            claims = tokens.claims_from_json(body, now_s=now_s)
+            if claims.expires_at is not None and claims.expires_at <= now_s:
+                return error(400, "'expiresAt' is in the past: the token would never be accepted")
+            # the keyring appends to its issued-token log: file I/O off the event loop
+            token = await trio.to_thread.run_sync(
+                functools.partial(keyring.mint, claims, via="api")
+            )
+        except tokens.TokenClaimsError as exc:
+            return error(400, str(exc))
+        except KeyringError as exc:  # the issued-token log could not be written
+            return error(503, str(exc))
         log.info(
-            "token minted id=%s label=%r streams=%s multisource=%s",
+            "token minted id=%s label=%r streams=%d multisource=%s",
             claims.token_id,
-            claims.label,
-            ",".join(claims.streams),
+            claims.label[:64],
+            len(claims.streams),
             claims.multisource,
         )
-        return JSONResponse(
-            {"token": token, "id": claims.token_id, "claims": claims.to_json()}, status_code=201
-        )
+        out: dict[str, Any] = {"token": token, "id": claims.token_id, "claims": claims.to_json()}
+        if (warning := token_warning(token)) is not None:
+            out["warning"] = warning
+        return JSONResponse(out, status_code=201)
 
     async def revoke_token(self, request: Request) -> Response:
         if (denied := self._guard(request)) is not None:
             return denied
         token_id = request.path_params["token_id"]
-        revocations = self.daemon.revocations
-        assert revocations is not None
-        added = await trio.to_thread.run_sync(revocations.revoke, token_id)
-        log.info("token revoked id=%s%s", token_id, "" if added else " (already)")
+        keyring = self.server.keyring
+        if keyring is None:
+            return error(503, "the server has not loaded its keyring yet")
+        if not (0 < len(token_id) <= MAX_TOKEN_ID_CHARS and token_id.isascii()):
+            return error(400, f"{token_id[:64]!r} is not a token id")
+        try:
+            added = await trio.to_thread.run_sync(keyring.revoke, token_id)
+        except KeyringError as exc:  # the revocation list could not be written
+            return error(503, str(exc))
+        log.info("token revoked id=%r%s", token_id[:64], "" if added else " (already)")
         return JSONResponse({"id": token_id, "revoked": True, "alreadyRevoked": not added})
+
+    # -- events, metrics ---------------------------------------------------------------
 
     async def events(self, request: Request) -> Response:
         if (denied := self._guard(request)) is not None:
             return denied
         stream_filter = request.query_params.get("stream") or None
-        subscription = self.daemon.hub.subscribe(stream_filter)
-        current = self._current_state(stream_filter)
-
-        async def body() -> AsyncIterator[str]:
-            try:
-                yield ": rtmp_ingest events\nretry: 2000\n\n"
-                for name, payload in current:
-                    yield f"event: {name}\ndata: {json.dumps(payload)}\n\n"
-                while True:
-                    with trio.move_on_after(SSE_KEEPALIVE_S) as scope:
-                        try:
-                            name, payload = await subscription.receive.receive()
-                        except trio.EndOfChannel:
-                            return
-                    if scope.cancelled_caught:
-                        yield ": keepalive\n\n"
-                        continue
-                    yield f"event: {name}\ndata: {json.dumps(payload)}\n\n"
-            finally:
-                subscription.close()
-
-        return StreamingResponse(
-            body(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        return EventStreamResponse(
+            self.server.hub, stream_filter, lambda: self._current_state(stream_filter)
         )
 
     def _current_state(self, stream_filter: str | None) -> list[tuple[str, dict[str, Any]]]:
         """`active` events for every source on air now, so a new subscriber starts in sync."""
-        registry = self.daemon.registry
+        registry = self.server.registry
         now = trio.current_time()
         out = []
         for path in registry.stream_paths():
@@ -277,103 +412,75 @@ class Api:
         return out
 
     async def metrics(self, request: Request) -> Response:
-        if self.daemon.config.http.protect_metrics and (denied := self._guard(request)) is not None:
+        if self.server.config.http.protect_metrics and (denied := self._guard(request)) is not None:
             return denied
         return Response(generate_latest(self.metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     async def not_found(self, request: Request, exc: Exception) -> Response:
-        return error(404, f"no such endpoint: {request.method} {request.url.path}")
+        return error(404, f"no such endpoint: {request.method} {request.url.path[:200]}")
 
     async def method_not_allowed(self, request: Request, exc: Exception) -> Response:
-        return error(405, f"method {request.method} not allowed on {request.url.path}")
+        return error(405, f"method {request.method} not allowed on {request.url.path[:200]}")
 
 
-def _string_list(body: dict[str, Any], key: str, *, required: bool = False) -> list[str] | None:
-    value = body.get(key)
-    if value is None:
-        if required:
-            raise ValueError(f"{key!r} is required")
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError(f"{key!r} must be a list of strings")
-    return value
+class ServerHeader:
+    """ASGI middleware: `Server: rtmp-ingest/VERSION` on every response."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"server"]
+                message = {**message, "headers": [*headers, (b"server", SERVER_HEADER.encode())]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
-def claims_from_request(body: dict[str, Any], *, now: float | None = None) -> tokens.TokenClaims:
-    """Token claims from an API request body (or CLI options), validated."""
-    now = time.time() if now is None else now
-    streams = _string_list(body, "streams", required=True) or []
-    if not streams:
-        raise ValueError("'streams' must name at least one stream or pattern")
-    ttl = body.get("ttl")
-    expires_at = body.get("expiresAt")
-    if ttl is not None:
-        if isinstance(ttl, str):
-            ttl_s = tokens.parse_duration_s(ttl)
-        elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
-            ttl_s = float(ttl)
-        else:
-            raise ValueError("'ttl' must be seconds or a duration like '24h'")
-        if not 0 < ttl_s <= MAX_TOKEN_TTL_S:
-            raise ValueError(f"'ttl' must be between 1 s and {MAX_TOKEN_TTL_S} s")
-        expires_at = now + ttl_s
-    elif expires_at is not None and (
-        isinstance(expires_at, bool) or not isinstance(expires_at, (int, float))
-    ):
-        raise ValueError("'expiresAt' must be a Unix time in seconds")
-    multisource = body.get("multisource", False)
-    if not isinstance(multisource, bool):
-        raise ValueError("'multisource' must be true or false")
-    record = body.get("record")
-    if record is not None and not isinstance(record, bool):
-        raise ValueError("'record' must be true, false or null (the app's setting)")
-    label = body.get("label", "")
-    if not isinstance(label, str) or len(label) > 128:
-        raise ValueError("'label' must be a string of at most 128 characters")
-    networks = _string_list(body, "networks")
-    for network in networks or ():
-        import ipaddress  # noqa: PLC0415
-
-        try:
-            ipaddress.ip_network(network, strict=False)
-        except ValueError:
-            raise ValueError(f"'networks': {network!r} is not an address or CIDR network") from None
-    return tokens.TokenClaims(
-        token_id=tokens.new_token_id(),
-        streams=streams,
-        multisource=multisource,
-        source_ids=_string_list(body, "sourceIds"),
-        networks=networks,
-        expires_at=float(expires_at) if expires_at is not None else None,
-        issued_at=now,
-        label=label,
-        record=record,
-    )
-
-
-def build_app(daemon: Daemon) -> Starlette:
-    api = Api(daemon)
+def build_app(
+    server: ApiServer,
+    *,
+    extra_routes: list[Any] | None = None,
+    connection_stats: ConnectionStats | None = None,
+) -> Starlette:
+    """The ASGI app: the API's routes plus `extra_routes` (the outputs': `output_routes`)."""
+    api = Api(server, connection_stats=connection_stats)
+    http = server.config.http
     routes = [
+        Route("/healthz", api.healthz, methods=["GET"]),
+        Route("/api/v1", api.info, methods=["GET"]),
+        Route("/api/v1/config", api.config, methods=["GET"]),
         Route("/api/v1/streams", api.streams, methods=["GET"]),
         Route(
             "/api/v1/streams/{path:path}/sources/{source_id:path}",
             api.source,
             methods=["GET", "DELETE"],
         ),
+        Route("/api/v1/streams/{path:path}/feeds/{feed_id}", api.kick_feed, methods=["DELETE"]),
         Route("/api/v1/streams/{path:path}", api.stream, methods=["GET"]),
         Route("/api/v1/tokens", api.mint_token, methods=["POST"]),
         Route("/api/v1/tokens/{token_id}/revoke", api.revoke_token, methods=["POST"]),
         Route("/api/v1/events", api.events, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
-        *daemon.http_routes(),
+        *(extra_routes or ()),
     ]
     middleware = [
+        Middleware(ServerHeader),
+        Middleware(BodyLimit, max_body_bytes=http.max_body_bytes),
         Middleware(
             CORSMiddleware,
-            allow_origins=list(daemon.config.http.cors_origins),
-            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type"],
-        )
+            allow_origins=list(http.cors_origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS", "PATCH"],
+            allow_headers=["Authorization", "Content-Type", "If-Match"],
+            #: WHIP/WHEP clients in a browser read these (RFC 9725)
+            expose_headers=["Location", "Link", "Accept-Post", "ETag"],
+        ),
     ]
     return Starlette(
         routes=routes,
@@ -382,19 +489,48 @@ def build_app(daemon: Daemon) -> Starlette:
     )
 
 
+def limits_of(server: ApiServer) -> HttpLimits:
+    http = server.config.http
+    return HttpLimits(
+        max_connections=http.max_connections,
+        max_connections_per_address=http.max_connections_per_address,
+        write_timeout_s=http.write_timeout_s,
+    )
+
+
+def output_routes(server: ApiServer) -> list[Any]:
+    """The outputs' HTTP routes: LL-HLS, the multiview page and its assets, HTTP-FLV."""
+    from rtmp_ingest.api import hls, httpflv, web  # noqa: PLC0415 - httpflv imports server.play
+
+    return hls.routes(server) + web.routes(server) + httpflv.routes(server)
+
+
 async def serve_http(
-    daemon: Daemon, *, task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED
+    server: ApiServer,
+    *,
+    extra_routes: list[Any] | None = None,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    host, port = parse_host_port(daemon.config.http.listen, key="http.listen")
+    """Binds `http.listen`, reports the bound (host, port) and serves until cancelled.
+
+    `extra_routes`: what the composition root adds (the WebRTC endpoints when enabled).
+    """
+    host, port = parse_host_port(server.config.http.listen, key="http.listen")
     config = HypercornConfig()
-    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("rtmp_ingest.http.server")
     config.graceful_timeout = 1.0
     config.keep_alive_timeout = 75.0
-    app = build_app(daemon)
+    config.include_server_header = False
+    stats = ConnectionStats()
+    app = build_app(
+        server,
+        extra_routes=output_routes(server) + list(extra_routes or ()),
+        connection_stats=stats,
+    )
+    listeners = await trio.open_tcp_listeners(port, host=host or None)
+    listener = HttpListener(app, config, limits_of(server), stats=stats)
+    bound_host, bound_port = listeners[0].socket.getsockname()[:2]
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(serve, app, config)
-        bound = binds[0].split("://", 1)[1]
-        bound_host, _, bound_port = bound.rpartition(":")
-        task_status.started((bound_host.strip("[]"), int(bound_port)))
+        await nursery.start(listener.serve, listeners)
+        task_status.started((bound_host, bound_port))

@@ -4,7 +4,11 @@ The same play loop as RTMP play (server/play.py): instant start from the GOP
 cache, continuous timestamps through supersedes and reconnects, waiting for a
 stream that is not live yet, skipping to a keyframe when the client reads too
 slowly. Chunked transfer; CORS comes from the app's middleware, so browser
-players (mpegts.js, flv.js) can read it.
+players (mpegts.js, flv.js) can read it. A player that stops reading is dropped
+after `http.write_timeout_s` by the listener (api/serve.py).
+
+This module is the one part of api/ that imports `rtmp_ingest.server`: it is a
+play driver over `server.play`'s functions, which take the server's `Feeds` service.
 """
 
 from __future__ import annotations
@@ -12,22 +16,23 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from rtmp_ingest.api.defs import ApiServer
 from rtmp_ingest.outputs.flv import PlayerTrack, flv_header, flv_tag
 from rtmp_ingest.server.play import Player, play_batches, resolve_source, wait_for_source
-
-if TYPE_CHECKING:
-    from rtmp_ingest.app import App as Daemon
 
 log = logging.getLogger("rtmp_ingest.flv")
 
 
-def routes(daemon: Daemon) -> list[Any]:
+def routes(server: ApiServer) -> list[Any]:
+    #: server.play's functions take the Feeds service, which ApiServer does not declare
+    feeds = cast(Any, server).feeds
+
     async def stream_flv(request: Request) -> Response:
         path = request.path_params["path"].strip("/")
         requested = request.query_params.get("sourceId")
@@ -36,10 +41,10 @@ def routes(daemon: Daemon) -> list[Any]:
             return JSONResponse(
                 {"error": "use /APP/STREAM.flv[?sourceId=ID][&layer=N]"}, status_code=400
             )
-        wait_s = daemon.config.rtmp.play_wait_s
+        wait_s = server.config.rtmp.play_wait_s
         if (
-            resolve_source(daemon.feeds, path, requested) is None
-            and await wait_for_source(daemon.feeds, path, requested, wait_s) is None
+            resolve_source(feeds, path, requested) is None
+            and await wait_for_source(feeds, path, requested, wait_s) is None
         ):
             what = (
                 f"source {requested!r} of {path!r}" if requested is not None else f"stream {path!r}"
@@ -61,7 +66,7 @@ def routes(daemon: Daemon) -> list[Any]:
             )
             try:
                 async with contextlib.aclosing(
-                    play_batches(daemon.feeds, player, wait_s=wait_s)
+                    play_batches(feeds, player, wait_s=wait_s)
                 ) as batches:
                     async for batch in batches:
                         yield b"".join([flv_tag(*message) for message in batch])

@@ -1,7 +1,9 @@
-"""Prometheus metrics, read live from the daemon at every scrape.
+"""Prometheus metrics, read live from the server at every scrape.
 
 A custom collector (no per-event bookkeeping on the hot path): counters come
-from the daemon's `Metrics` record, gauges from the registry and sessions.
+from the server's `metrics` record, gauges from the registry and sessions, the
+HTTP listener's from its `ConnectionStats`; `rtmp_ingest_build_info` carries
+the version as a label (value 1), as Prometheus exporters do.
 """
 
 from __future__ import annotations
@@ -14,21 +16,30 @@ import trio
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from rtmp_ingest import __version__
+from rtmp_ingest.api.defs import ApiServer
+
 if TYPE_CHECKING:
-    from rtmp_ingest.app import App as Daemon
+    from rtmp_ingest.api.serve import ConnectionStats
 
 
-class DaemonCollector:
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+class ServerCollector:
+    def __init__(self, server: ApiServer, *, http: ConnectionStats | None = None) -> None:
+        self.server = server
+        self.http = http
 
     def collect(self) -> Iterator[Metric]:
-        daemon = self.daemon
-        m = daemon.metrics
-        registry = daemon.registry
+        server = self.server
+        m = server.metrics
+        build = GaugeMetricFamily(
+            "rtmp_ingest_build_info", "The running version (value 1)", labels=["version"]
+        )
+        build.add_metric([__version__], 1)
+        yield build
+        registry = server.registry
         now = trio.current_time()
         yield GaugeMetricFamily(
-            "rtmp_ingest_connections", "Open RTMP connections", value=len(daemon.sessions)
+            "rtmp_ingest_connections", "Open RTMP connections", value=len(server.sessions)
         )
         yield CounterMetricFamily(
             "rtmp_ingest_connections", "RTMP connections accepted", value=m.connections_total
@@ -49,7 +60,7 @@ class DaemonCollector:
         yield GaugeMetricFamily(
             "rtmp_ingest_pending_input_bytes",
             "Bytes of partially received RTMP messages held, all connections",
-            value=daemon.rtmp.pending_total,
+            value=server.rtmp.pending_total,
         )
         stats = registry.statistics()
         yield GaugeMetricFamily("rtmp_ingest_streams", "Live streams", value=stats.streams)
@@ -76,7 +87,7 @@ class DaemonCollector:
             "Media bytes received from publishers",
             value=m.bytes_in_ended + live_bytes,
         )
-        out = daemon.output_statistics()
+        out = server.output_statistics()
         yield CounterMetricFamily(
             "rtmp_ingest_bytes_out", "Bytes sent to players", value=out.get("bytes_out", 0)
         )
@@ -91,7 +102,7 @@ class DaemonCollector:
             "Connected players (RTMP and HTTP-FLV)",
             value=out.get("players", 0),
         )
-        whep = getattr(daemon, "whep", None)
+        whep = getattr(server, "whep", None)
         if whep is not None:
             yield from _whep_metrics(whep.statistics())
         yield CounterMetricFamily("rtmp_ingest_publishes", "Publishes admitted", value=m.publishes)
@@ -115,9 +126,9 @@ class DaemonCollector:
         yield GaugeMetricFamily(
             "rtmp_ingest_event_subscribers",
             "Event-stream subscribers",
-            value=daemon.hub.subscribers,
+            value=server.hub.subscribers,
         )
-        hls = daemon.hls
+        hls = server.hls
         yield GaugeMetricFamily(
             "rtmp_ingest_hls_sources",
             "Sources packaged as LL-HLS",
@@ -134,7 +145,7 @@ class DaemonCollector:
             "HLS segment, part and init bytes served",
             value=hls.bytes_out,
         )
-        record = daemon.recorder.statistics()
+        record = server.recorder.statistics()
         yield GaugeMetricFamily(
             "rtmp_ingest_record_sources", "Sources being recorded", value=record["recording"]
         )
@@ -154,11 +165,33 @@ class DaemonCollector:
             "Frames the HLS packager could not use",
             value=hls.errors + sum(s.frames_skipped for s in hls.sources.values()),
         )
+        yield from self._http()
+
+    def _http(self) -> Iterator[Metric]:
+        stats = self.http
+        if stats is None:
+            return
+        yield GaugeMetricFamily(
+            "rtmp_ingest_http_connections", "Open HTTP connections", value=stats.open
+        )
+        yield CounterMetricFamily(
+            "rtmp_ingest_http_connections", "HTTP connections accepted", value=stats.total
+        )
+        yield CounterMetricFamily(
+            "rtmp_ingest_http_connections_refused",
+            "HTTP connections refused by http.max_connections[_per_address]",
+            value=stats.refused,
+        )
+        yield CounterMetricFamily(
+            "rtmp_ingest_http_write_timeouts",
+            "HTTP clients dropped for not reading within http.write_timeout_s",
+            value=stats.write_timeouts,
+        )
 
 
-def make_registry(daemon: Daemon) -> CollectorRegistry:
+def make_registry(server: ApiServer, *, http: ConnectionStats | None = None) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(DaemonCollector(daemon))  # type: ignore[arg-type]
+    registry.register(ServerCollector(server, http=http))
     return registry
 
 

@@ -1,29 +1,23 @@
-"""JSON views of the bundle for the control API (SPEC.md §4)."""
+"""JSON views of the bundle for the control API (docs/spec.md §4)."""
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
+from rtmp_ingest.api.defs import ApiServer
+from rtmp_ingest.api.events import iso, track_json
 from rtmp_ingest.bundle import FeedState, FeedStatistics, SourceStatistics, StreamStatistics
-from rtmp_ingest.server.events import track_json
+from rtmp_ingest.config import masked
 
 
-def iso(unix_s: float | None) -> str | None:
-    if unix_s is None:
-        return None
-    return (
-        dt.datetime.fromtimestamp(unix_s, dt.UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
-
-
-def feed_json(feed: FeedStatistics, *, wall_origin_s: float) -> dict[str, Any]:
-    return {
+def feed_json(feed: FeedStatistics, *, wall_origin_s: float, session: Any = None) -> dict[str, Any]:
+    """A feed; `session` (its ingest session, when live) adds the protocol and its stats."""
+    out: dict[str, Any] = {
         "id": feed.feed_id,
         "state": feed.state.value,
+        "protocol": session.protocol if session is not None else None,
         "remoteAddr": feed.remote_addr,
         "priority": feed.priority,
         "startedAt": iso(wall_origin_s + feed.started_at_s),
@@ -31,27 +25,39 @@ def feed_json(feed: FeedStatistics, *, wall_origin_s: float) -> dict[str, Any]:
         "bytesIn": feed.bytes_in,
         "bitrateKbps": round(feed.bitrate_kbps, 1),
         "frames": feed.frames_in,
+        "videoFrames": feed.video_frames_in,
+        "audioFrames": feed.audio_frames_in,
         "keyframes": feed.keyframes_in,
         "framesDropped": feed.frames_dropped,
         "tracks": [track_json(t) for t in feed.tracks if t.media.value != "data"],
     }
+    if session is not None and session.protocol == "srt":
+        out["srt"] = session.statistics()  #: RTT, loss, retransmits from libsrt
+    return out
 
 
 def source_json(
-    source: SourceStatistics, *, wall_origin_s: float, extra: dict[str, Any] | None = None
+    source: SourceStatistics,
+    *,
+    wall_origin_s: float,
+    extra: dict[str, Any] | None = None,
+    sessions: Mapping[int, Any] | None = None,
 ) -> dict[str, Any]:
     on_air = next((f for f in source.feeds if f.feed_id == source.on_air_feed_id), None)
+    of = (sessions or {}).get
     out: dict[str, Any] = {
         "sourceId": source.source_id,
         "state": source.state.value,
-        "onAir": feed_json(on_air, wall_origin_s=wall_origin_s) if on_air else None,
+        "onAir": feed_json(on_air, wall_origin_s=wall_origin_s, session=of(on_air.feed_id))
+        if on_air
+        else None,
         "pending": [
-            feed_json(f, wall_origin_s=wall_origin_s)
+            feed_json(f, wall_origin_s=wall_origin_s, session=of(f.feed_id))
             for f in source.feeds
             if f.state is FeedState.PENDING
         ],
         "standby": [
-            feed_json(f, wall_origin_s=wall_origin_s)
+            feed_json(f, wall_origin_s=wall_origin_s, session=of(f.feed_id))
             for f in source.feeds
             if f.state is FeedState.STANDBY
         ],
@@ -72,6 +78,7 @@ def stream_json(
     *,
     wall_origin_s: float,
     extra: Callable[[str, str], dict[str, Any]] | None = None,
+    sessions: Mapping[int, Any] | None = None,
 ) -> dict[str, Any]:
     """A stream; `extra(path, source_id)` adds fields to each source (urls, outputs)."""
     return {
@@ -82,7 +89,38 @@ def stream_json(
                 s,
                 wall_origin_s=wall_origin_s,
                 extra=extra(stream.stream_path, s.source_id) if extra else None,
+                sessions=sessions,
             )
             for s in stream.sources
         ],
     }
+
+
+def _mask_url_credentials(value: Any) -> Any:
+    """Config data with the password of every `scheme://user:password@host` URL masked."""
+    if isinstance(value, dict):
+        return {k: _mask_url_credentials(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_url_credentials(v) for v in value]
+    if isinstance(value, str) and "://" in value and "@" in value:
+        try:
+            parts = urlsplit(value)
+        except ValueError:
+            return value
+        if parts.password is not None or parts.username is not None:
+            host = parts.hostname or ""
+            if ":" in host:
+                host = f"[{host}]"
+            port = f":{parts.port}" if parts.port is not None else ""
+            user = parts.username or ""
+            netloc = (
+                f"{user}:***@{host}{port}" if parts.password is not None else f"***@{host}{port}"
+            )
+            return SplitResult(parts.scheme, netloc, parts.path, parts.query, "").geturl()
+    return value
+
+
+def config_view(server: ApiServer) -> dict[str, Any]:
+    """The effective configuration, secrets and URL credentials masked."""
+    data: dict[str, Any] = _mask_url_credentials(masked(server.config))
+    return data

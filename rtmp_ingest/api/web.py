@@ -4,29 +4,45 @@ One tile per source, each playing the source's LL-HLS playlist with hls.js
 (low-latency mode; Safari plays HLS natively), labelled with the sourceId,
 its state and codecs. The page reads `/api/v1/streams/PATH` once and then
 follows `/api/v1/events?stream=PATH` (SSE): a tile appears on `active`, is
-marked on `reconnecting`/`superseded` and goes on `inactive`. hls.js comes
-from `http.hlsjs_url` (a CDN by default; point it at a self-hosted copy for
-networks without internet access). When WHEP is served (`[webrtc]`), each tile
-plays its source over WebRTC first (`/whep/APP/STREAM?sourceId=ID`, sub-second)
-and falls back to LL-HLS when that fails (refused, e.g. 422 for B-frames, or no
-connection); the label says which and the tile's latency (WebRTC: the browser's
-jitter buffer plus half the round trip; LL-HLS: hls.js's). With an admin key set the API needs a
-bearer header the page cannot send, so the page asks for the key once and
-keeps it in the browser's session storage.
+marked on `reconnecting`/`superseded` and goes on `inactive`. A tile whose
+source's codecs (RFC 6381, from the source's `hls.tracks` in the API) the
+browser's `MediaSource.isTypeSupported` refuses says "not playable in this
+browser" and names the codec instead of showing a black box.
+
+When WHEP is served (`[webrtc]`), each tile plays its source over WebRTC first
+(`/whep/APP/STREAM?sourceId=ID`, sub-second) and falls back to LL-HLS when that
+fails (refused, e.g. 422 for B-frames, or no connection); the label says which
+and the tile's latency (WebRTC: the browser's jitter buffer plus half the round
+trip; LL-HLS: hls.js's).
+
+The page loads no script from the internet: hls.js is vendored in the package
+(api/static/, see its README) and served at `/assets/hls-VERSION.min.js`;
+`http.hlsjs_url` may point elsewhere (a local mirror). With an admin key set the
+API needs a bearer header the page cannot send, so the page asks for the key
+once and keeps it in the browser's session storage.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
-from typing import TYPE_CHECKING, Any
+from functools import cache
+from pathlib import Path
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-if TYPE_CHECKING:
-    from rtmp_ingest.app import App as Daemon
+from rtmp_ingest.api.defs import ApiServer
+
+#: The vendored hls.js (api/static/README.md says where it comes from).
+HLSJS_VERSION = "1.7.4"
+HLSJS_SHA256 = "cfc70cc9e9fc63d071919e087670abc760c8fd1bc889b88588026e4d22193bbe"
+HLSJS_FILE = Path(__file__).with_name("static") / "hls.min.js"
+#: Where the server serves it (the version in the name, so it is cacheable for good).
+HLSJS_PATH = f"/assets/hls-{HLSJS_VERSION}.min.js"
 
 _PAGE = """<!doctype html>
 <html lang="en">
@@ -46,6 +62,9 @@ _PAGE = """<!doctype html>
   .label { position: absolute; left: 6px; top: 6px; background: rgba(0,0,0,.6);
            padding: 2px 6px; border-radius: 3px; }
   .tile.reconnecting .label { background: #a60; }
+  .unplayable { position: absolute; inset: 0; display: flex; align-items: center;
+                justify-content: center; text-align: center; padding: 12px; color: #f96; }
+  .unplayable[hidden] { display: none; }
   .empty { padding: 24px; color: #888; }
 </style>
 <script src="__HLSJS__"></script>
@@ -76,12 +95,16 @@ function show(sourceId, state, tracks) {
     video.muted = true; video.autoplay = true; video.playsInline = true; video.controls = true;
     const label = document.createElement("div");
     label.className = "label";
-    tile.append(video, label);
+    const unplayable = document.createElement("div");
+    unplayable.className = "unplayable";
+    unplayable.hidden = true;
+    tile.append(video, label, unplayable);
     grid.append(tile);
     tiles.set(sourceId, tile);
     document.getElementById("empty")?.remove();
     attach(tile, video, sourceId);
   }
+  if (state === "live") checkCodecs(tile, sourceId);
   const codecs = (tracks || []).map(t => t.codec + (t.width ? " " + t.width + "x" + t.height : "")).join(", ");
   tile.info = (sourceId || "default") + " · " + state + (codecs ? " · " + codecs : "");
   label(tile);
@@ -179,6 +202,39 @@ function attach(tile, video, sourceId, attempt = 0) {
   }
 }
 
+// RFC 6381 codecs of the source's HLS tracks (video0 → video/mp4, audio0 → audio/mp4)
+// that this browser's MediaSource cannot decode; [] when it can or cannot tell
+function unsupported(hlsTracks) {
+  if (!window.MediaSource || !MediaSource.isTypeSupported) return [];
+  return (hlsTracks || []).filter(t => t.codecs).filter(t => {
+    const kind = t.track.startsWith("audio") ? "audio" : "video";
+    return !MediaSource.isTypeSupported(kind + '/mp4; codecs="' + t.codecs + '"');
+  }).map(t => t.codecs);
+}
+
+async function checkCodecs(tile, sourceId, attempt = 0) {
+  if (tile.codecCheck && attempt === 0) return;
+  tile.codecCheck = true;
+  let source = null;
+  try {
+    const response = await fetch("/api/v1/streams/" + STREAM + "/sources/" + name(sourceId), {headers: headers()});
+    if (response.ok) source = await response.json();
+  } catch (error) { /* retried below */ }
+  if (tiles.get(sourceId) !== tile) return;
+  const tracks = source && source.hls ? source.hls.tracks : [];
+  if (!tracks.length) {
+    // HLS tracks appear with the first segment: look again shortly
+    if (attempt < 20) setTimeout(() => checkCodecs(tile, sourceId, attempt + 1), 1000);
+    else tile.codecCheck = false;
+    return;
+  }
+  const bad = unsupported(tracks);
+  const box = tile.querySelector(".unplayable");
+  box.hidden = bad.length === 0;
+  box.textContent = bad.length ? "not playable in this browser (" + bad.join(", ") + ")" : "";
+  tile.codecCheck = false;
+}
+
 function drop(sourceId) {
   const tile = tiles.get(sourceId);
   if (!tile) return;
@@ -248,7 +304,21 @@ def page(stream_path: str, hlsjs_url: str, *, whep: bool = False) -> str:
     )
 
 
-def routes(daemon: Daemon) -> list[Any]:
+@cache
+def hlsjs() -> bytes:
+    """The vendored hls.js, checked against its recorded digest once."""
+    data = HLSJS_FILE.read_bytes()
+    if hashlib.sha256(data).hexdigest() != HLSJS_SHA256:
+        raise RuntimeError(f"{HLSJS_FILE} is not hls.js {HLSJS_VERSION} (sha256 differs)")
+    return data
+
+
+def hlsjs_url(configured: str) -> str:
+    """The script the page loads: `http.hlsjs_url`, or the copy this server serves."""
+    return configured or HLSJS_PATH
+
+
+def routes(server: ApiServer) -> list[Any]:
     async def view(request: Request) -> Response:
         path = request.path_params["path"].strip("/")
         if "/" not in path:
@@ -256,10 +326,20 @@ def routes(daemon: Daemon) -> list[Any]:
         return HTMLResponse(
             page(
                 path,
-                daemon.config.http.hlsjs_url,
-                whep=getattr(daemon, "whep", None) is not None,
+                hlsjs_url(server.config.http.hlsjs_url),
+                whep=server.config.webrtc.enabled and server.config.webrtc.whep_enabled,
             ),
             headers={"Cache-Control": "no-cache"},
         )
 
-    return [Route("/view/{path:path}", view, methods=["GET"])]
+    async def script(request: Request) -> Response:
+        return Response(
+            hlsjs(),
+            media_type="text/javascript; charset=utf-8",
+            headers={"Cache-Control": "public, max-age=31536000, immutable"},
+        )
+
+    return [
+        Route("/view/{path:path}", view, methods=["GET"]),
+        Route(HLSJS_PATH, script, methods=["GET"]),
+    ]

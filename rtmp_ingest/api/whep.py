@@ -19,6 +19,7 @@ as `Link` headers; CORS exposes Location and Link.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -80,6 +81,17 @@ start().catch((e) => { whep.state = "error"; whep.error = String(e); show(String
 </script></body></html>
 """
 CORS = {"Access-Control-Allow-Origin": "*"}
+
+
+def whep_url(stream_path: str, source_id: str, *, host: str, http_port: int) -> str:
+    """A source's WHEP endpoint as the API shows it (`urls.whep`): absolute on `host`."""
+    query = f"?sourceId={quote(source_id, safe='')}" if source_id else ""
+    path = f"/whep/{quote(stream_path)}{query}"
+    if not host:
+        return path
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{http_port}{path}"
 
 
 class Whep:

@@ -1,4 +1,4 @@
-"""The publish policy: one pure decision, shared by every ingest protocol (STYLE §15).
+"""The publish policy: one pure decision, shared by every ingest protocol (docs/style.md §15).
 
 `decide(attempt, ...)` turns what a publisher sent — protocol, stream path,
 sourceId, query, client address, token — into a `Permit` (the bundle's

@@ -1,4 +1,4 @@
-"""The multisource bundle: streams of sources of feeds (SPEC.md §3), free of I/O.
+"""The multisource bundle: streams of sources of feeds (docs/spec.md §3), free of I/O.
 
 Synchronous and clock-free: drivers pass `now_s` (monotonic seconds) and get
 decisions, events and frames back.  Start at `Registry`.
@@ -19,7 +19,7 @@ from rtmp_ingest.bundle.events import (
     Superseded,
     Updated,
 )
-from rtmp_ingest.bundle.fanout import Reader
+from rtmp_ingest.bundle.fanout import Reader, SourceView
 from rtmp_ingest.bundle.feed import Feed
 from rtmp_ingest.bundle.records import (
     BundleConfig,
@@ -62,6 +62,7 @@ __all__ = [
     "RegistryStatistics",
     "SourceState",
     "SourceStatistics",
+    "SourceView",
     "StartMode",
     "Stopped",
     "StreamStatistics",

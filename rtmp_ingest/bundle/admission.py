@@ -1,7 +1,7 @@
 # Theory of operation
 # -------------------
 # Admission decides whether a publish request may start a feed, before the
-# registry touches any state (SPEC.md §3.7, §3.8): a refused publish changes
+# registry touches any state (docs/spec.md §3.7, §3.8): a refused publish changes
 # nothing.  The checks run from cheapest and most specific to the publisher
 # (malformed names) to the ones that depend on the bundle's occupancy (limits),
 # and the first failing check names the refusal.
@@ -25,7 +25,7 @@ from rtmp_ingest.bundle.records import (
 )
 
 if TYPE_CHECKING:
-    from rtmp_ingest.bundle.source import Feed
+    from rtmp_ingest.bundle.feed import Feed
 
 
 @attrs.frozen
@@ -56,7 +56,7 @@ def _has_control_characters(text: str) -> bool:
 
 
 def check_names(request: PublishRequest, config: BundleConfig) -> Refused | None:
-    """Refuse a malformed stream path or source id (SPEC.md §2)."""
+    """Refuse a malformed stream path or source id (docs/spec.md §2)."""
     path = request.stream_path
     if not path or len(path.encode("utf-8", "surrogatepass")) > config.max_stream_path_bytes:
         return Refused(
@@ -70,7 +70,7 @@ def check_names(request: PublishRequest, config: BundleConfig) -> Refused | None
             f"Stream name {_quote(path)} contains control characters.",
         )
     source_id = request.source_id
-    #: SPEC.md §2 — any UTF-8 text up to 128 bytes without control characters.
+    #: docs/spec.md §2 — any UTF-8 text up to 128 bytes without control characters.
     try:
         size = len(source_id.encode("utf-8"))
     except UnicodeEncodeError:
@@ -93,11 +93,11 @@ def check_names(request: PublishRequest, config: BundleConfig) -> Refused | None
 
 
 def check_permissions(request: PublishRequest) -> Refused | None:
-    """Refuse what the publisher's app configuration or token does not grant (SPEC.md §3.7)."""
+    """Refuse what the publisher's app configuration or token does not grant (docs/spec.md §3.7)."""
     source_id = request.source_id
     permissions = request.permissions
     if source_id != "":
-        #: SPEC.md §3.7 — two gates, both required for a non-default source.
+        #: docs/spec.md §3.7 — two gates, both required for a non-default source.
         if not permissions.app_multisource:
             return Refused(
                 RefusalCode.MULTISOURCE_NOT_PERMITTED,
@@ -128,7 +128,7 @@ def refuse_too_many_streams(config: BundleConfig) -> Refused:
 
 
 def refuse_too_many_sources(request: PublishRequest, config: BundleConfig) -> Refused:
-    #: SPEC.md §3.8 — max sources per stream; nothing else in the stream is disturbed.
+    #: docs/spec.md §3.8 — max sources per stream; nothing else in the stream is disturbed.
     return Refused(
         RefusalCode.TOO_MANY_SOURCES,
         f"Stream {_quote(request.stream_path)} already has "

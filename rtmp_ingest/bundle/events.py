@@ -1,7 +1,7 @@
 # Theory of operation
 # -------------------
-# Everything the bundle reports outward: the events of SPEC.md §3.10 and the
-# statistics records of the control API (SPEC.md §4).
+# Everything the bundle reports outward: the events of docs/spec.md §3.10 and the
+# statistics records of the control API (docs/spec.md §4).
 #
 # Events are appended to the registry's event log at the instant the bundle
 # changes, so draining the log gives them in causal order.  Per source they
@@ -11,6 +11,10 @@
 #
 # and a stream's `Stopped` follows the `Inactive` of its last source.  A source
 # that never went on air (its only feed ended before a keyframe) emits nothing.
+# `Superseded` names a feed that lost the source to a newer equal; with
+# `disconnect` (bundle.superseded = "disconnect") that feed has ended, else it
+# stays connected as a standby (docs/spec.md §3.3).  A kick (`Registry.kick_feed`)
+# emits nothing of its own: it is a feed's end like an unpublish.
 #
 # Statistics are snapshots: frozen records built on request, never updated.
 from __future__ import annotations
@@ -52,12 +56,19 @@ class Updated:
 
 @attrs.frozen(kw_only=True)
 class Superseded:
-    """`feed_id` lost its source to `by_feed_id`; its publisher must be told and closed."""
+    """`feed_id` lost its source to `by_feed_id` (docs/spec.md §3.3).
+
+    With `disconnect` the feed has ended (`bundle.superseded = "disconnect"`):
+    the driver tells its publisher and closes the connection.  Without, the
+    feed stays connected as a standby ranked below `by_feed_id`; the driver
+    does nothing.
+    """
 
     stream_path: str
     source_id: str
     feed_id: int
     by_feed_id: int
+    disconnect: bool
 
 
 @attrs.frozen(kw_only=True)
@@ -102,8 +113,10 @@ class FeedStatistics:
     started_at_s: float
     uptime_s: float
     bytes_in: int
-    frames_in: int
-    keyframes_in: int
+    frames_in: int  # every frame, configuration records and metadata included
+    video_frames_in: int  # coded video frames
+    audio_frames_in: int  # coded audio frames
+    keyframes_in: int  # coded video keyframes
     frames_dropped: int  # received but never shown: before going on air, late, off air
     bitrate_kbps: float
     tracks: tuple[TrackDescription, ...]

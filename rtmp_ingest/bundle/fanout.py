@@ -3,7 +3,7 @@
 # Fan-out from a source to its readers (outputs, players) through one bounded
 # queue per reader.  The source calls into this module synchronously for every
 # frame it puts on its output timeline; nothing here can block or raise into
-# ingest, and the cost per frame is O(readers) appends (SPEC.md §3, STYLE 10).
+# ingest, and the cost per frame is O(readers) appends (docs/spec.md §3, docs/style.md §10).
 #
 # The common case is inlined by the source: queue not full, reader not gating
 # → `deque.append`.  Everything else lands in `Reader._offer_slow` or
@@ -26,17 +26,43 @@
 # The wakeup hook is called when a reader's queue turns non-empty; a driver
 # sets a trio.Event there.  An exception from it is counted and the hook is
 # dropped: a broken reader must not break ingest.
+#
+# A reader sees its sources through `SourceView`, the few things the lag policy
+# and a start need.  The source's hot path in turn appends to `_queue` itself
+# when `_slow` is False and the queue has room (`_max_frames`), calling
+# `_wake`, `_offer_slow` and `_overflow` otherwise: the one measured shortcut
+# into this class (see source.py).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection
+from typing import Protocol
 
 from rtmp_ingest.bundle.events import ReaderStatistics
-from rtmp_ingest.bundle.records import Media, OutputFrame
+from rtmp_ingest.bundle.records import READER_QUEUE_BYTES, Media, OutputFrame
 
-if TYPE_CHECKING:
-    from rtmp_ingest.bundle.source import Source
+
+class SourceView(Protocol):
+    """What a reader needs of a source it reads."""
+
+    @property
+    def source_id(self) -> str: ...
+
+    @property
+    def audio_only(self) -> bool:
+        """No primary video track on air: every coded frame is a place to start."""
+        ...
+
+    def side_frames(self) -> list[OutputFrame]:
+        """The current configuration frames and the last metadata frame."""
+        ...
+
+    def gop_cache(self) -> tuple[list[OutputFrame], Collection[str]] | None:
+        """Frames since the last keyframe, and the video layers still without one."""
+        ...
+
+    def video_track_ids(self) -> list[str]: ...
+
 
 _VIDEO = Media.VIDEO
 _AUDIO = Media.AUDIO
@@ -54,10 +80,12 @@ class Reader:
         "_delivered",
         "_dropped",
         "_gate",
+        "_max_bytes",
         "_max_frames",
         "_missed_config",
         "_on_close",
         "_queue",
+        "_queued_bytes",
         "_skipping",
         "_skips",
         "_slow",
@@ -74,12 +102,17 @@ class Reader:
         *,
         max_frames: int,
         on_close: Callable[[Reader], None],
+        max_bytes: int = READER_QUEUE_BYTES,
     ) -> None:
         self.stream_path = stream_path
         #: None: every source of the stream; frames carry their source id.
         self.source_id = source_id
         self._queue: deque[OutputFrame] = deque()
         self._max_frames = max_frames
+        #: payload bytes queued; a reader over `_max_bytes` overflows like a full queue (a
+        #: stalled player pins at most that much of the feed, not 512 frames of 4K video)
+        self._max_bytes = max_bytes
+        self._queued_bytes = 0
         self._wakeup: Callable[[], None] | None = None
         self._slow = False  # True while _skipping or _gate is non-empty
         self._skipping: set[str] = set()  # source ids waiting for their next sync frame
@@ -99,13 +132,16 @@ class Reader:
         if not self._queue:
             return None
         self._delivered += 1
-        return self._queue.popleft()
+        out = self._queue.popleft()
+        self._queued_bytes = max(0, self._queued_bytes - len(out.frame.payload))
+        return out
 
     def drain_nowait(self) -> list[OutputFrame]:
         """Every queued frame, oldest first (possibly none)."""
         queue = self._queue
         frames = list(queue)
         queue.clear()
+        self._queued_bytes = 0
         self._delivered += len(frames)
         return frames
 
@@ -127,6 +163,7 @@ class Reader:
             return
         self._closed = True
         self._queue.clear()
+        self._queued_bytes = 0
         self._wakeup = None
         self._on_close(self)
 
@@ -158,26 +195,35 @@ class Reader:
             self._wakeup_errors += 1
             self._wakeup = None
 
-    def _push(self, out: OutputFrame, source: Source) -> None:
+    def offer(self, out: OutputFrame, sync: bool, source: SourceView) -> None:
+        """Take one frame of `source` (the general path; `sync`: a place to start)."""
+        if self._slow:
+            self._offer_slow(out, sync, source)
+        else:
+            self._push(out, source)
+
+    def _push(self, out: OutputFrame, source: SourceView) -> None:
         """Queue `out` or apply the lag policy (the general path)."""
         queue = self._queue
-        if len(queue) < self._max_frames:
+        if len(queue) < self._max_frames and self._queued_bytes < self._max_bytes:
             queue.append(out)
+            self._queued_bytes += len(out.frame.payload)
             if len(queue) == 1:
                 self._wake()
         else:
             self._overflow(out, source)
 
-    def _overflow(self, out: OutputFrame, source: Source) -> None:
+    def _overflow(self, out: OutputFrame, source: SourceView) -> None:
         """The queue is full: lose a frame, counted (see the module comment)."""
         self._dropped += 1
         frame = out.frame
         sid = out.source_id
-        if source._gating_line is None and frame.media is _AUDIO and not frame.config:
+        if source.audio_only and frame.media is _AUDIO and not frame.config:
             oldest = self._queue[0]
             if oldest.source_id == sid and oldest.frame.media is _AUDIO and not oldest.frame.config:
                 self._queue.popleft()
                 self._queue.append(out)
+                self._queued_bytes += len(frame.payload) - len(oldest.frame.payload)
             return
         self._skips += 1
         self._skipping.add(sid)
@@ -185,12 +231,16 @@ class Reader:
             self._missed_config.add(sid)
         self._slow = True
 
-    def _offer_slow(self, out: OutputFrame, sync: bool, source: Source) -> None:
+    def _offer_slow(self, out: OutputFrame, sync: bool, source: SourceView) -> None:
         """Deliver while skipping or gating some track."""
         sid = out.source_id
         frame = out.frame
         if sid in self._skipping:
-            if not sync or len(self._queue) >= self._max_frames:
+            if (
+                not sync
+                or len(self._queue) >= self._max_frames
+                or self._queued_bytes >= self._max_bytes
+            ):
                 self._dropped += 1
                 if frame.config or frame.media is Media.DATA:
                     self._missed_config.add(sid)
@@ -198,9 +248,9 @@ class Reader:
             self._skipping.discard(sid)
             if sid in self._missed_config:
                 self._missed_config.discard(sid)
-                for config in source._current_side_frames():
+                for config in source.side_frames():
                     self._push(config, source)
-            for track_id in source._video_track_ids():
+            for track_id in source.video_track_ids():
                 if track_id != frame.track_id:
                     self._gate.add((sid, track_id))
             self._slow = bool(self._skipping or self._gate)
@@ -214,18 +264,22 @@ class Reader:
                 self._slow = bool(self._skipping or self._gate)
         self._push(out, source)
 
-    def _start(self, source: Source, *, from_gop: bool) -> None:
-        """Queue what a new reader of a live `source` needs to start at once."""
+    def start(self, source: SourceView, *, from_gop: bool) -> None:
+        """Queue what a new reader of a live `source` needs to start at once (registry side)."""
         sid = source.source_id
-        side = source._current_side_frames()
-        cached = source._cache_frames if from_gop else None
-        if cached is not None and len(side) + len(cached) <= self._max_frames:
-            self._queue.extend(side)
-            self._queue.extend(cached)
-            gated = source._cache_skip
+        side = source.side_frames()
+        cache = source.gop_cache() if from_gop else None
+        gated: Collection[str]
+        #: the start may exceed `_max_bytes` (an instant start needs the whole GOP); later
+        #: frames overflow until the driver has taken it
+        if cache is not None and len(side) + len(cache[0]) <= self._max_frames:
+            start = [*side, *cache[0]]
+            gated = cache[1]
         else:
-            self._queue.extend(side[: self._max_frames])
-            gated = source._video_track_ids()
+            start = side[: self._max_frames]
+            gated = source.video_track_ids()
+        self._queue.extend(start)
+        self._queued_bytes += sum(len(o.frame.payload) for o in start)
         for track_id in gated:
             self._gate.add((sid, track_id))
         self._slow = bool(self._skipping or self._gate)

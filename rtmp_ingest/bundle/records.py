@@ -10,7 +10,7 @@
 # frame is through `media`, `codec`, `keyframe`, `config` and, on configuration
 # frames, `track_info`.  The bundle emits `OutputFrame`s: a thin wrapper around
 # the input frame carrying the rebased timestamp on the source's single output
-# timeline (SPEC.md §3.5).  Presentation time is `dts_ms + frame.cts_ms`.
+# timeline (docs/spec.md §3.5).  Presentation time is `dts_ms + frame.cts_ms`.
 #
 # `Frame` and `OutputFrame` deliberately carry no validators: they are built
 # once per media frame on the ingest hot path, and their fields come from the
@@ -19,30 +19,40 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 
 KiB = 1024
 MiB = 1024 * KiB
 
-#: SPEC.md §3.6 — reconnect grace before a silent source turns inactive.
+#: docs/spec.md §3.6 — reconnect grace before a silent source turns inactive.
 RECONNECT_GRACE_S = 5.0  # an encoder's reconnect after a network blip takes 1–4 s
-#: SPEC.md §3.8 — sources per stream.
+#: docs/spec.md §3.8 — sources per stream.
 MAX_SOURCES_PER_STREAM = 16  # the spec's default; one camera rig rarely exceeds it
-#: SPEC.md §2 — sourceId length limit, in UTF-8 bytes.
+#: docs/spec.md §2 — sourceId length limit, in UTF-8 bytes.
 MAX_SOURCE_ID_BYTES = 128
 MAX_STREAM_PATH_BYTES = 1024  # longer than any RTMP app/stream name clients send
 MAX_STREAMS = 4096  # bounds registry memory against a publish flood of distinct names
-#: SPEC.md §3.4 — feeds contending for one source (on air + pending + standby).
+#: docs/spec.md §3.4 — feeds contending for one source (on air + pending + standby).
 MAX_FEEDS_PER_SOURCE = 8  # main + backup encoders plus a few reconnects in flight
+READER_QUEUE_BYTES = 8 * 1024 * 1024  # a lagging reader pins at most this much of a feed
 READER_QUEUE_FRAMES = 512  # ~5 s of 30 fps video + 48 kHz audio; a driver flushes far sooner
 MAX_GOP_CACHE_BYTES = 16 * MiB  # a 10 s GOP at 12 Mbit/s; beyond it readers start live
-#: SPEC.md §3.5 — how far a publisher's clock may wander before the timeline re-anchors.
+#: docs/spec.md §3.5 — how far a publisher's clock may wander before the timeline re-anchors.
 MAX_JITTER_MS = 500  # A/V interleave skew of real encoders (SRS tolerates 250–500 ms)
 DEFAULT_VIDEO_FRAME_MS = 1000.0 / 30.0  # until measured: the commonest frame rate
 DEFAULT_AUDIO_FRAME_MS = 1024 * 1000.0 / 48000.0  # one AAC frame at 48 kHz, 21.3 ms
 MAX_FRAME_DURATION_MS = 1000.0  # 1 fps slide captures; longer deltas are gaps, not frames
 BITRATE_WINDOW_S = 5  # statistics: bitrate is averaged over the last whole seconds
+#: docs/spec.md §3.3 — how long after a superseded encoder left its reconnect from the same
+#: address still ranks below the feed that superseded it.
+SUPERSEDED_RECONNECT_S = 60.0  # OBS retries every 2–20 s (backoff); ffmpeg loops in scripts
+#: docs/spec.md §3.5 — audio a waiting feed sent before its sync frame, kept to fill the switch.
+PREROLL_AUDIO_FRAMES = 48  # 1 s of AAC at 48 kHz; a 30 fps switch needs the last 33 ms
+#: docs/spec.md §3.5 — how far a switch may move a feed's audio against its video to close a gap.
+MAX_AUDIO_REBASE_MS = 40  # ITU-R BT.1359: audio leading video by < 45 ms goes unnoticed
+SUPERSEDED_MODES = ("standby", "disconnect")
 
 
 class Media(enum.Enum):
@@ -103,7 +113,7 @@ class OutputFrame:
 
 @attrs.frozen
 class TrackDescription:
-    """A track of a source as events and statistics show it (SPEC.md §3.10)."""
+    """A track of a source as events and statistics show it (docs/spec.md §3.10)."""
 
     track_id: str
     media: Media
@@ -111,14 +121,19 @@ class TrackDescription:
     info: TrackInfo | None = None
 
 
-def _non_negative(instance: object, attribute: attrs.Attribute, value: float) -> None:
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
 
 
-def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+def _superseded_mode(instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in SUPERSEDED_MODES:
+        raise ValueError(f"superseded must be one of {SUPERSEDED_MODES}, got {value!r}")
 
 
 @attrs.frozen(kw_only=True)
@@ -132,13 +147,21 @@ class BundleConfig:
     max_streams: int = attrs.field(default=MAX_STREAMS, validator=_positive)
     max_feeds_per_source: int = attrs.field(default=MAX_FEEDS_PER_SOURCE, validator=_positive)
     reader_queue_frames: int = attrs.field(default=READER_QUEUE_FRAMES, validator=_positive)
+    reader_queue_bytes: int = attrs.field(default=READER_QUEUE_BYTES, validator=_positive)
     max_gop_cache_bytes: int = attrs.field(default=MAX_GOP_CACHE_BYTES, validator=_non_negative)
     max_jitter_ms: int = attrs.field(default=MAX_JITTER_MS, validator=_non_negative)
+    #: docs/spec.md §3.3 — "standby": a superseded feed stays as a standby below its
+    #: successor; "disconnect": it is ended and its driver closes the connection.
+    superseded: str = attrs.field(default="standby", validator=_superseded_mode)
+    superseded_reconnect_s: float = attrs.field(
+        default=SUPERSEDED_RECONNECT_S, validator=_non_negative
+    )
+    max_audio_rebase_ms: int = attrs.field(default=MAX_AUDIO_REBASE_MS, validator=_non_negative)
 
 
 @attrs.frozen(kw_only=True)
 class Permissions:
-    """What a publisher may do, as the driver worked it out (SPEC.md §3.7, §5).
+    """What a publisher may do, as the driver worked it out (docs/spec.md §3.7, §5).
 
     `app_multisource` is the server configuration's gate for the application,
     `token_multisource` the publish token's flag; both are needed for a
@@ -169,12 +192,12 @@ class PublishRequest:
     priority: int = 0
     permissions: Permissions = Permissions()
     remote_addr: str = ""
-    #: unknown query keys of the publishing URL, kept for hooks and the API (SPEC.md §2)
+    #: unknown query keys of the publishing URL, kept for hooks and the API (docs/spec.md §2)
     query: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_query_pairs)
 
 
 class RefusalCode(enum.Enum):
-    """Why a publish was refused (SPEC.md §3.7, §3.8)."""
+    """Why a publish was refused (docs/spec.md §3.7, §3.8)."""
 
     INVALID_STREAM_PATH = "invalid-stream-path"
     INVALID_SOURCE_ID = "invalid-source-id"
@@ -188,9 +211,11 @@ class RefusalCode(enum.Enum):
 class FeedState(enum.Enum):
     """Where a feed stands within its source."""
 
-    PENDING = "pending"  # outranks the feed on air; goes on air at its first sync frame
+    PENDING = "pending"  # outranks the feed on air (or none is); goes on air at a sync frame
     ON_AIR = "on-air"
-    STANDBY = "standby"  # outranked; takes over at its next sync frame if on air ends
+    #: outranked: a lower priority, a superseded feed (docs/spec.md §3.3) or a superseded
+    #: encoder's reconnect; takes over at a sync frame once every feed above it ended
+    STANDBY = "standby"
     ENDED = "ended"
 
 

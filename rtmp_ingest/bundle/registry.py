@@ -1,20 +1,29 @@
 # Theory of operation
 # -------------------
-# The registry owns all bundle state (STYLE 9): streams keyed by path, sources
+# The registry owns all bundle state (docs/style.md §9): streams keyed by path, sources
 # keyed by source id within a stream, feeds keyed by id, and the readers'
 # subscriptions.  It is synchronous and never touches I/O or a clock: every
 # call that depends on time takes `now_s` (monotonic seconds, the driver's
 # trio.current_time()); wall-clock times are `wall_origin_s + now_s`.
 #
 # Drivers call it and it answers with values and events:
-#   request_publish → Admitted(feed) | Refused(code, reason)   (SPEC.md §3.7, §3.8)
+#   request_publish → Admitted(feed) | Refused(code, reason)   (docs/spec.md §3.7, §3.8)
 #   push_frame      → the hot path; frames reach readers synchronously
-#   end_feed        → unpublish, disconnect, idle timeout, kick (SPEC.md §3.6)
+#   end_feed        → unpublish, disconnect, idle timeout (docs/spec.md §3.6)
+#   kick_feed       → an operator ends any feed, on air or standby, by id
 #   tick            → expires reconnect grace periods; call it at next_deadline_s()
-#   drain_events    → the events of SPEC.md §3.10 in the order they happened
+#   drain_events    → the events of docs/spec.md §3.10 in the order they happened
 # A superseded feed's driver learns it from the `Superseded` event (drain the
-# log when the event wakeup fires), tells its publisher and closes it; frames
-# it pushes meanwhile are ignored.
+# log when the event wakeup fires); when `disconnect` is set it tells its
+# publisher and closes it (frames it pushes meanwhile are ignored), otherwise
+# the feed stays connected as a standby (docs/spec.md §3.3).  Refusing a kicked
+# client's reconnects for a while (bans) is the auth layer's business.
+#
+# Sources report to the registry only through the events they emit (`_on_event`):
+# it learns reconnect deadlines from `Reconnecting` (cleared by `Active` and
+# `Inactive`) and keeps them in a heap with lazy deletion, and it drops a feed
+# from its index when it ends: by `end_feed`/`kick_feed`, or by a
+# `Superseded` event with `disconnect`.
 #
 # Readers subscribe to a stream path (every source) or to one source of it.
 # A subscription lives independently of sources: a reader may wait for a
@@ -23,6 +32,7 @@
 # source it matches is on air.  How long to wait is the driver's timeout.
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Callable
 
@@ -39,10 +49,13 @@ from rtmp_ingest.bundle.events import (
     Active,
     Event,
     FeedStatistics,
+    Inactive,
+    Reconnecting,
     RegistryStatistics,
     SourceStatistics,
     Stopped,
     StreamStatistics,
+    Superseded,
 )
 from rtmp_ingest.bundle.fanout import Reader
 from rtmp_ingest.bundle.feed import Feed
@@ -73,16 +86,31 @@ class Registry:
 
     def __init__(self, config: BundleConfig | None = None, *, wall_origin_s: float = 0.0) -> None:
         self.config = config if config is not None else BundleConfig()
-        #: wall-clock seconds (Unix time) = wall_origin_s + now_s
-        self.wall_origin_s = wall_origin_s
+        self._wall_origin_s = wall_origin_s
         self._streams: dict[str, _Stream] = {}
         self._feeds: dict[int, Feed] = {}
         self._next_feed_id = 1
         self._events: deque[Event] = deque()
         self._event_wakeup: Callable[[], None] | None = None
-        self._deadlines: dict[Source, float] = {}
+        # Reconnect deadlines: the current one per source, and a heap of
+        # (deadline, sequence, key) where entries no longer current are skipped.
+        self._deadlines: dict[tuple[str, str], float] = {}
+        self._deadline_heap: list[tuple[float, int, tuple[str, str]]] = []
+        self._deadline_seq = 0
         self._source_taps: dict[tuple[str, str], list[Reader]] = {}
         self._stream_taps: dict[str, list[Reader]] = {}
+
+    @property
+    def wall_origin_s(self) -> float:
+        """Wall-clock seconds (Unix time) = wall_origin_s + now_s."""
+        return self._wall_origin_s
+
+    @wall_origin_s.setter
+    def wall_origin_s(self, value: float) -> None:
+        self._wall_origin_s = value
+        for stream in self._streams.values():
+            for source in stream.sources.values():
+                source.set_wall_origin(value)
 
     # -- publishing --------------------------------------------------------------
 
@@ -102,13 +130,18 @@ class Registry:
             and len(stream.sources) >= self.config.max_sources_per_stream
         ):
             return refuse_too_many_sources(request, self.config)
-        if source is not None and len(source._feeds) >= self.config.max_feeds_per_source:
+        if source is not None and source.feed_count >= self.config.max_feeds_per_source:
             return refuse_too_many_feeds(request, self.config)
         if stream is None:
             stream = self._streams[request.stream_path] = _Stream(request.stream_path, now_s)
         if source is None:
             source = stream.sources[request.source_id] = Source(
-                self, request.stream_path, request.source_id, now_s
+                request.stream_path,
+                request.source_id,
+                now_s,
+                config=self.config,
+                emit=self._on_event,
+                wall_origin_s=self._wall_origin_s,
             )
             self._retarget(source)
         feed = Feed(
@@ -123,69 +156,79 @@ class Registry:
         )
         self._next_feed_id += 1
         self._feeds[feed.feed_id] = feed
-        source.add_feed(feed)
+        source.add_feed(feed, now_s)
         return Admitted(feed, feed.state)
 
     def push_frame(self, feed: Feed, frame: Frame, *, now_s: float) -> None:
         """Route one frame of `feed` (ignored if the feed has ended or lost its source)."""
-        feed._source.push(feed, frame, now_s)
+        feed.source.push(feed, frame, now_s)
 
     def end_feed(
         self, feed: Feed, reason: EndReason = EndReason.DISCONNECT, *, now_s: float
     ) -> None:
         """`feed` stopped publishing; idempotent."""
-        source = feed._source
+        source = feed.source
         source.end_feed(feed, reason, now_s)
         self._feeds.pop(feed.feed_id, None)
         self._expire_due(now_s)  # a zero grace period expires at once
         if source.is_empty:
             self._remove_source(source)
 
+    def kick_feed(self, feed_id: int, *, now_s: float) -> Feed | None:
+        """End a connected feed (on air, pending or standby) for an operator (docs/spec.md §3.3).
+
+        Returns the feed, now ended with EndReason.KICKED, so the driver can
+        close its publisher; None if no connected feed has this id.
+        """
+        feed = self._feeds.get(feed_id)
+        if feed is None:
+            return None
+        self.end_feed(feed, EndReason.KICKED, now_s=now_s)
+        return feed
+
     def find_feed(self, feed_id: int) -> Feed | None:
-        """The live feed with this id (for the control API's kick), if any."""
+        """The connected feed with this id (on air, pending or standby), if any."""
         return self._feeds.get(feed_id)
 
     # -- time ----------------------------------------------------------------------
 
     def next_deadline_s(self) -> float | None:
         """When `tick` has work to do next, or None."""
-        return min(self._deadlines.values(), default=None)
+        heap = self._deadline_heap
+        while heap and self._deadlines.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)  # cancelled or replaced
+        return heap[0][0] if heap else None
 
     def tick(self, *, now_s: float) -> None:
-        """Expire every reconnect grace period due at `now_s` (SPEC.md §3.6)."""
+        """Expire every reconnect grace period due at `now_s` (docs/spec.md §3.6)."""
         self._expire_due(now_s)
 
     def _expire_due(self, now_s: float) -> None:
-        while self._deadlines:
-            source, deadline_s = min(self._deadlines.items(), key=lambda item: item[1])
-            if deadline_s > now_s:
+        while True:
+            deadline_s = self.next_deadline_s()
+            if deadline_s is None or deadline_s > now_s:
                 return
-            del self._deadlines[source]
-            source.expire()
+            _, _, key = heapq.heappop(self._deadline_heap)
+            del self._deadlines[key]
+            stream = self._streams.get(key[0])
+            source = None if stream is None else stream.sources.get(key[1])
+            if source is None:
+                continue
+            source.expire(now_s)
             if source.is_empty:
                 self._remove_source(source)
-
-    def _schedule_deadline(self, source: Source) -> None:
-        assert source._deadline_s is not None
-        self._deadlines[source] = source._deadline_s
-
-    def _cancel_deadline(self, source: Source) -> None:
-        self._deadlines.pop(source, None)
 
     def _remove_source(self, source: Source) -> None:
         stream = self._streams.get(source.stream_path)
         if stream is None or stream.sources.get(source.source_id) is not source:
             return  # already removed
         del stream.sources[source.source_id]
-        self._deadlines.pop(source, None)
-        source._targets = ()
+        self._deadlines.pop((source.stream_path, source.source_id), None)
+        source.set_readers(())
         if not stream.sources:
             del self._streams[stream.stream_path]
             if stream.ever_active:
                 self._emit(Stopped(stream_path=stream.stream_path))
-
-    def _forget_feed(self, feed: Feed) -> None:
-        self._feeds.pop(feed.feed_id, None)
 
     # -- events --------------------------------------------------------------------
 
@@ -204,9 +247,29 @@ class Registry:
         if self._events:
             self._wake_events()
 
-    def _emit(self, event: Event) -> None:
-        if type(event) is Active:
+    def _on_event(self, event: Event) -> None:
+        """A source's report: keep the deadlines and the feed index, then log it."""
+        kind = type(event)
+        if kind is Active:
+            assert isinstance(event, Active)
             self._streams[event.stream_path].ever_active = True
+            self._deadlines.pop((event.stream_path, event.source_id), None)
+        elif kind is Reconnecting:
+            assert isinstance(event, Reconnecting)
+            key = (event.stream_path, event.source_id)
+            self._deadlines[key] = event.deadline_s
+            self._deadline_seq += 1
+            heapq.heappush(self._deadline_heap, (event.deadline_s, self._deadline_seq, key))
+        elif kind is Inactive:
+            assert isinstance(event, Inactive)
+            self._deadlines.pop((event.stream_path, event.source_id), None)
+        elif kind is Superseded:
+            assert isinstance(event, Superseded)
+            if event.disconnect:
+                self._feeds.pop(event.feed_id, None)
+        self._emit(event)
+
+    def _emit(self, event: Event) -> None:
         self._events.append(event)
         if len(self._events) == 1:
             self._wake_events()
@@ -239,15 +302,21 @@ class Registry:
             max_frames = self.config.reader_queue_frames
         if max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames!r}")
-        reader = Reader(stream_path, source_id, max_frames=max_frames, on_close=self._detach)
+        reader = Reader(
+            stream_path,
+            source_id,
+            max_frames=max_frames,
+            max_bytes=self.config.reader_queue_bytes,
+            on_close=self._detach,
+        )
         if source_id is None:
             self._stream_taps.setdefault(stream_path, []).append(reader)
         else:
             self._source_taps.setdefault((stream_path, source_id), []).append(reader)
         for source in self._matching_sources(stream_path, source_id):
             self._retarget(source)
-            if source._on_air is not None:
-                reader._start(source, from_gop=start is StartMode.GOP)
+            if source.live:
+                reader.start(source, from_gop=start is StartMode.GOP)
         return reader
 
     def _detach(self, reader: Reader) -> None:
@@ -259,7 +328,7 @@ class Registry:
             taps.remove(reader)
         if not taps and reader.source_id is None:
             self._stream_taps.pop(reader.stream_path, None)
-        elif not taps:
+        elif not taps and reader.source_id is not None:
             self._source_taps.pop((reader.stream_path, reader.source_id), None)
         for source in self._matching_sources(reader.stream_path, reader.source_id):
             self._retarget(source)
@@ -274,9 +343,10 @@ class Registry:
         return [] if source is None else [source]
 
     def _retarget(self, source: Source) -> None:
-        source._targets = tuple(
-            self._source_taps.get((source.stream_path, source.source_id), ())
-        ) + tuple(self._stream_taps.get(source.stream_path, ()))
+        source.set_readers(
+            tuple(self._source_taps.get((source.stream_path, source.source_id), ()))
+            + tuple(self._stream_taps.get(source.stream_path, ()))
+        )
 
     # -- statistics -------------------------------------------------------------------
 
@@ -308,11 +378,11 @@ class Registry:
         readers = waiting = 0
         for (path, source_id), taps in self._source_taps.items():
             readers += len(taps)
-            live = [s for s in self._matching_sources(path, source_id) if s._on_air is not None]
+            live = [s for s in self._matching_sources(path, source_id) if s.live]
             waiting += 0 if live else len(taps)
         for path, taps in self._stream_taps.items():
             readers += len(taps)
-            live = [s for s in self._matching_sources(path, None) if s._on_air is not None]
+            live = [s for s in self._matching_sources(path, None) if s.live]
             waiting += 0 if live else len(taps)
         return RegistryStatistics(
             streams=len(self._streams),

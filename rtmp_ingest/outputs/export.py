@@ -80,7 +80,7 @@ def _packets(
                     break
                 except av.error.FFmpegError:
                     break  #: a crash-truncated last fragment
-                if packet.dts is None or packet.size == 0:
+                if packet.dts is None or packet.size == 0 or packet.stream.time_base is None:
                     continue
                 counter += 1
                 yield (
@@ -156,9 +156,10 @@ def export(
             if at < start:
                 continue
             key = _track_key(entry, stream)
-            ostream = outputs.get(key)
-            if ostream is None:
+            found = outputs.get(key)
+            if found is None:
                 continue  #: its file could not be opened for the header scan
+            ostream = found
             if key not in started:
                 if stream.type == "video" and not packet.is_keyframe:
                     continue

@@ -126,9 +126,10 @@ class PlayerTrack:
         if media is Media.VIDEO and frame.codec in _INBAND_CODECS:
             body = self._parameter_sets_in_band(frame.config, frame.keyframe, frame.codec, body)
         if self.legacy_only:
-            body = self._legacy(media, frame.codec, body)
-            if body is None:
+            legacy = self._legacy(media, frame.codec, body)
+            if legacy is None:
                 return None  #: a side packet (channel layout, sequence end) legacy framing cannot carry
+            body = legacy
         base = self.base_ms
         if base is None:
             # The player's clock starts at its first coded frame; the side

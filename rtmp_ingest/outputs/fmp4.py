@@ -18,6 +18,7 @@ we write, in the tests and in `rtmp-ingest export`.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 import attrs
 
@@ -138,7 +139,7 @@ def _trak(t: TrackSpec) -> bytes:
 def sample_entry(t: TrackSpec) -> bytes:
     """The stsd entry of a track (raises ValueError for a codec we cannot carry)."""
     if t.media == "video":
-        kind, config = {
+        entries: dict[str, tuple[bytes, Callable[[], bytes]]] = {
             "h264": (
                 b"avc3" if t.inband_parameter_sets else b"avc1",
                 lambda: box(b"avcC", t.config),
@@ -149,9 +150,10 @@ def sample_entry(t: TrackSpec) -> bytes:
             ),
             "av1": (b"av01", lambda: box(b"av1C", t.config)),
             "vp9": (b"vp09", lambda: box(b"vpcC", vpcc_payload(t.config))),
-        }.get(t.codec, (None, None))
-        if kind is None:
+        }
+        if t.codec not in entries:
             raise ValueError(f"fMP4 cannot carry video codec {t.codec!r}")
+        kind, make_config = entries[t.codec]
         return box(
             kind,
             bytes(6),
@@ -164,7 +166,7 @@ def sample_entry(t: TrackSpec) -> bytes:
             struct.pack(">H", 1),
             bytes(32),
             struct.pack(">Hh", 0x0018, -1),
-            config(),
+            make_config(),
         )
     rate = t.sample_rate if t.sample_rate < 65536 else 0
     if t.codec == "aac":
@@ -246,7 +248,7 @@ def dfla_payload(config: bytes) -> bytes:
 
 def fragment(sequence: int, runs: list[tuple[int, int, list[Sample]]]) -> bytes:
     """moof + mdat: `runs` are (track_id, base media decode time, samples) per track."""
-    trafs = []
+    trafs: list[tuple[int, int, int, bytes]] = []
     payloads = []
     offsets = []
     mdat_size = 0
@@ -264,14 +266,19 @@ def fragment(sequence: int, runs: list[tuple[int, int, list[Sample]]]) -> bytes:
     # trun data offsets are relative to the moof start (default-base-is-moof)
     moof_size = 8 + 16 + sum(8 + 16 + 20 + 20 + len(t[3]) for t in trafs)
     parts = [box(b"mfhd", _U32.pack(0), _U32.pack(sequence))]
-    for (track_id, base_time, count, table), offset in zip(trafs, offsets):
+    for (track_id, base_time, count, run_table), offset in zip(trafs, offsets):
         parts.append(
             box(
                 b"traf",
                 full_box(b"tfhd", 0, 0x020000, _U32.pack(track_id)),
                 full_box(b"tfdt", 1, 0, struct.pack(">Q", base_time)),
                 full_box(
-                    b"trun", 1, 0x000F01, _U32.pack(count), _U32.pack(moof_size + 8 + offset), table
+                    b"trun",
+                    1,
+                    0x000F01,
+                    _U32.pack(count),
+                    _U32.pack(moof_size + 8 + offset),
+                    run_table,
                 ),
             )
         )

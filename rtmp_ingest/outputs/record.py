@@ -261,6 +261,8 @@ class SourceRecording:
     # -- input -----------------------------------------------------------------------------
 
     def feed_changed(self, feed_id: int, remote_addr: str, at_unix_s: float) -> None:
+        if self.feeds and self.feeds[-1]["feedId"] == feed_id:
+            return  #: one switch can supersede several standbys: recorded once
         feed = {"feedId": feed_id, "remoteAddr": remote_addr, "from": round(at_unix_s, 3)}
         self.feeds.append(feed)
         if self._entry is not None:

@@ -116,8 +116,18 @@ def track_spec(
             height=height,
         )
     params = codecs.describe_config(codec, config) if config else {}
-    rate = int(params.get("sample_rate") or (info.sample_rate if info and info.sample_rate else 0))
-    channels = int(params.get("channels") or (info.channels if info and info.channels else 2))
+    described_rate = params.get("sample_rate")
+    described_channels = params.get("channels")
+    rate = (
+        described_rate
+        if isinstance(described_rate, int) and described_rate
+        else (info.sample_rate if info and info.sample_rate else 0)
+    )
+    channels = (
+        described_channels
+        if isinstance(described_channels, int) and described_channels
+        else (info.channels if info and info.channels else 2)
+    )
     if codec == "opus":
         rate = 48_000
     if codec == "aac" and not config:
@@ -151,7 +161,7 @@ def picture_size(codec: str, config: bytes) -> tuple[int, int]:
             context = av.CodecContext.create(codec, "r")
             context.extradata = config
             context.open()
-            return context.width, context.height
+            return context.width, context.height  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001 - no size is a valid answer; players read the bitstream
             return 0, 0
     return 0, 0

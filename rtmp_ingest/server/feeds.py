@@ -96,6 +96,7 @@ class Feeds:
         if session is None or session.feed is None:
             return False
         feed = session.feed
+        self.registry.kick_feed(feed_id, now_s=trio.current_time())
         session.kick(EndReason.KICKED, "Your feed was stopped by the server operator.")
         log.info(
             "kick stream=%s sourceId=%s protocol=%s remote=%s feed=%d",
@@ -132,15 +133,16 @@ class Feeds:
             self.metrics.supersedes += 1
             session = self.publishers.get(event.feed_id)
             log.info(
-                "supersede stream=%s sourceId=%s protocol=%s remote=%s feed=%d by_feed=%d",
+                "supersede stream=%s sourceId=%s protocol=%s remote=%s feed=%d by_feed=%d %s",
                 shown(event.stream_path),
                 quoted(event.source_id),
                 session.protocol if session else "-",
                 session.remote if session else "-",
                 event.feed_id,
                 event.by_feed_id,
+                "disconnected" if event.disconnect else "standby",
             )
-            if session is not None:
+            if session is not None and event.disconnect:
                 session.kick(
                     EndReason.SUPERSEDED,
                     f"Superseded: a newer feed took over sourceId {event.source_id!r} "

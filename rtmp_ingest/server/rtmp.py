@@ -90,6 +90,8 @@ class RtmpSession:
         self._claims: TokenClaims | None = None
         #: this connection's share of the listener's `pending_total` (partial input bytes)
         self._pending = 0
+        #: the most partial input it ever held (big ones ask for memory to be given back)
+        self.pending_peak = 0
         #: a player that paused: pinged, and dropped if it stops answering (see below)
         self._paused = False
         self._pong = trio.Event()
@@ -348,6 +350,8 @@ class RtmpSession:
         """
         server = self.server
         pending = self.conn.pending_bytes
+        if pending > self.pending_peak:
+            self.pending_peak = pending
         server.pending_total += pending - self._pending
         grew = pending > self._pending
         self._pending = pending

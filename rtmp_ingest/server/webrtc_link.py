@@ -209,6 +209,11 @@ class WebrtcService:
         finally:
             self.shutdown()
 
+    @property
+    def is_ready(self) -> bool:
+        """The WebRTC process is up and configured (takes offers now)."""
+        return self._ready.is_set()
+
     async def wait_ready(self, *, timeout_s: float) -> bool:
         with trio.move_on_after(timeout_s):
             await self._ready.wait()

@@ -1,4 +1,4 @@
-"""The publish policy, table-driven and without sockets (STYLE §15; docs/spec.md §2, §3.7, §5)."""
+"""The publish policy, table-driven and without sockets (docs/style.md §15; docs/spec.md §2, §3.7, §5)."""
 
 from __future__ import annotations
 

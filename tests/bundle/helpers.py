@@ -86,11 +86,16 @@ def publish(
     now_s: float = 0.0,
     priority: int = 0,
     stream_path: str = "live/show",
+    remote_addr: str = "",
 ) -> Feed:
     """Admit a feed (multisource allowed) or fail the test."""
     result = registry.request_publish(
         PublishRequest(
-            stream_path=stream_path, source_id=source_id, priority=priority, permissions=MULTISOURCE
+            stream_path=stream_path,
+            source_id=source_id,
+            priority=priority,
+            permissions=MULTISOURCE,
+            remote_addr=remote_addr,
         ),
         now_s=now_s,
     )

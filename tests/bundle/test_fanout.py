@@ -7,6 +7,7 @@ from tests.bundle.helpers import (
     audio,
     audio_config,
     coded,
+    drain,
     metadata,
     payloads,
     publish,
@@ -244,3 +245,24 @@ def test_reader_joining_while_the_source_reconnects_gets_the_sequence_headers():
     frames = reader.drain_nowait()
     assert payloads(frames) == [b"avcC-720p", b"asc-48k", b"onMetaData", b"key"]
     assert not any(o.discontinuity for o in frames)  # same settings: nothing to reinitialise
+
+
+def test_a_stalled_reader_pins_at_most_its_byte_bound_of_big_frames():
+    """4K-sized frames: the 512-frame bound alone would let one stalled player hold
+    ~100 MB of the feed; `reader_queue_bytes` caps it, and it skips like a full queue."""
+    registry = Registry(BundleConfig(reader_queue_bytes=1_000_000))
+    feed = publish(registry, "cam")
+    registry.push_frame(feed, video_config(), now_s=0.0)
+    big = b"\x00" * 200_000
+    registry.push_frame(feed, video(0, key=True, tag=big), now_s=0.0)
+    reader = registry.subscribe("live/show", "cam", start=StartMode.LIVE)
+    held_max = 0
+    for n in range(1, 200):  # never drained: a player whose socket is full
+        registry.push_frame(feed, video(n * 33, key=n % 60 == 0, tag=big), now_s=n * 0.033)
+        held_max = max(held_max, sum(len(o.frame.payload) for o in reader._queue))
+    assert held_max <= 1_000_000 + len(big)
+    assert reader.statistics().skips >= 1
+    frames = drain(reader)
+    assert frames  # it goes on: the next keyframe after the skip
+    registry.push_frame(feed, video(200 * 33, key=True, tag=big), now_s=7.0)
+    assert any(o.frame.keyframe for o in drain(reader))

@@ -1,4 +1,4 @@
-"""SPEC.md §3 as executable documentation: one example per rule of the bundle."""
+"""docs/spec.md §3 as executable documentation: one example per rule of the bundle."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def test_default_source_is_superseded_like_any_other(registry):
     registry.push_frame(old, video(0, key=True), now_s=0.0)
     new = publish(registry, now_s=1.0)
     registry.push_frame(new, video(0, key=True), now_s=1.0)
-    assert old.state is FeedState.ENDED and old.end_reason is EndReason.SUPERSEDED
+    assert old.state is FeedState.STANDBY and old.end_reason is None
     assert new.state is FeedState.ON_AIR
 
 
@@ -127,10 +127,11 @@ def test_no_frame_of_the_old_feed_reaches_viewers_after_the_switch(registry):
     registry.push_frame(old, video(66, tag=b"old-late"), now_s=0.11)
     registry.push_frame(old, video(99, key=True, tag=b"old-key"), now_s=0.12)
     assert b"old-late" not in payloads(reader.drain_nowait())
-    assert old.state is FeedState.ENDED
+    assert old.state is FeedState.STANDBY
 
 
-def test_superseded_feed_is_reported_so_the_driver_can_close_it(registry):
+def test_superseded_feed_is_reported_so_the_driver_can_close_it():
+    registry = Registry(BundleConfig(superseded="disconnect"))
     old = publish(registry, "cam1")
     registry.push_frame(old, video(0, key=True), now_s=0.0)
     new = publish(registry, "cam1", now_s=1.0)
@@ -138,7 +139,11 @@ def test_superseded_feed_is_reported_so_the_driver_can_close_it(registry):
     events = registry.drain_events()
     assert (
         Superseded(
-            stream_path="live/show", source_id="cam1", feed_id=old.feed_id, by_feed_id=new.feed_id
+            stream_path="live/show",
+            source_id="cam1",
+            feed_id=old.feed_id,
+            by_feed_id=new.feed_id,
+            disconnect=True,
         )
         in events
     )
@@ -213,7 +218,12 @@ def test_higher_priority_feed_takes_over_and_the_backup_stays_as_standby(registr
     assert not [e for e in registry.drain_events() if isinstance(e, Superseded)]
 
 
-def test_among_equal_priorities_the_newest_wins(registry):
+@pytest.mark.parametrize(
+    ("mode", "superseded_state"),
+    [("standby", FeedState.STANDBY), ("disconnect", FeedState.ENDED)],
+)
+def test_among_equal_priorities_the_newest_wins(mode, superseded_state):
+    registry = Registry(BundleConfig(superseded=mode))
     first = publish(registry, "cam1", priority=5)
     registry.push_frame(first, video(0, key=True), now_s=0.0)
     second = publish(registry, "cam1", priority=5, now_s=0.1)
@@ -222,7 +232,7 @@ def test_among_equal_priorities_the_newest_wins(registry):
     assert second.state is FeedState.ON_AIR and third.state is FeedState.PENDING
     registry.push_frame(third, video(0, key=True), now_s=0.4)
     assert third.state is FeedState.ON_AIR
-    assert first.state is second.state is FeedState.ENDED
+    assert first.state is second.state is superseded_state
     stats = registry.source_statistics("live/show", "cam1", now_s=0.5)
     assert stats.supersede_count == 2
 
@@ -269,7 +279,8 @@ def test_composition_offsets_are_preserved_across_a_switch(registry):
     registry.push_frame(new, video(533, cts_ms=100), now_s=0.066)
     frames = reader.drain_nowait()
     assert [o.frame.cts_ms for o in frames] == [66, 33, 100]
-    assert [o.dts_ms + o.frame.cts_ms for o in frames] == [66, 66, 166]
+    # the spare's first picture follows the last one shown by one frame (no PTS collision)
+    assert [o.dts_ms + o.frame.cts_ms for o in frames] == [66, 99, 199]
 
 
 def test_codec_change_across_a_switch_is_flagged_as_discontinuity(registry):
@@ -339,7 +350,7 @@ def test_small_backward_jitter_is_clamped_to_keep_dts_non_decreasing(registry):
     assert [o.dts_ms for o in reader.drain_nowait()] == [0, 33, 33, 66]
 
 
-def test_audio_older_than_the_switch_keyframe_is_dropped(registry):
+def test_audio_of_the_new_feed_follows_the_last_audio_out_at_a_switch(registry):
     old = publish(registry, "cam1")
     reader = registry.subscribe("live/show", "cam1")
     registry.push_frame(old, video(0, key=True), now_s=0.0)
@@ -348,9 +359,14 @@ def test_audio_older_than_the_switch_keyframe_is_dropped(registry):
     registry.push_frame(new, video(1000, key=True, tag=b"key"), now_s=0.033)
     registry.push_frame(new, audio(990, tag=b"audio-before-key"), now_s=0.034)
     registry.push_frame(new, audio(1010, tag=b"audio-after-key"), now_s=0.035)
+    registry.push_frame(new, audio(1031, tag=b"audio-later"), now_s=0.036)
     frames = reader.drain_nowait()
-    assert payloads(frames) == [b"v0", b"a10", b"key", b"audio-after-key"]
-    assert [o.dts_ms for o in frames] == [0, 10, 43, 53]
+    assert payloads(frames)[2:] == [b"key", b"audio-before-key", b"audio-after-key", b"audio-later"]
+    # video one frame after the last video; audio one AAC frame (21 ms) after the last
+    # audio, its own spacing kept
+    assert [o.dts_ms for o in frames] == [0, 10, 33, 31, 51, 72]
+    registry.push_frame(old, audio(30, tag=b"old-late"), now_s=0.037)
+    assert payloads(reader.drain_nowait()) == []
 
 
 def test_each_source_reports_the_wall_clock_time_of_its_timeline_origin(registry):

@@ -1,4 +1,4 @@
-"""Random interleavings of publishes, frames, ends, time and readers (SPEC.md §3).
+"""Random interleavings of publishes, frames, ends, time and readers (docs/spec.md §3).
 
 A hypothesis state machine drives one stream of a registry and checks, after
 every step, the invariants of the bundle:
@@ -13,6 +13,12 @@ every step, the invariants of the bundle:
   of the source's latest DTS by more than max(wall gap, frame duration) + jitter;
 * refused publishes change nothing;
 * events follow each source's state (no `inactive` without `active` …);
+* docs/spec.md §3.3: a superseded feed stays connected as a standby (mode "standby")
+  or ends with EndReason.SUPERSEDED and `Superseded.disconnect` (mode
+  "disconnect"); a feed published from the host of a superseded encoder while
+  one of its feeds is connected, or within the reconnect window after the last
+  one left, ranks below the feed that superseded it and never supersedes it;
+* a kicked feed ends with EndReason.KICKED and leaves the feed index;
 * once every feed ended and every grace period ran out, the registry is empty.
 """
 
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import attrs
 from hypothesis import HealthCheck, settings
+from hypothesis import event as note_case
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -55,13 +62,16 @@ from rtmp_ingest.bundle import (
 PATH = "live/machine"
 GRACE_S = 2.0
 JITTER_MS = 200
+WINDOW_S = 3.0
 SOURCE_IDS = ["", "a", "b", "c", "bad\x07id"]
+REMOTES = ["10.0.0.1:1000", "10.0.0.1:1001", "10.0.0.2:1000", "[2001:db8::1]:1935"]
 CONFIG = BundleConfig(
     reconnect_grace_s=GRACE_S,
     max_sources_per_stream=3,
     max_feeds_per_source=3,
     max_jitter_ms=JITTER_MS,
     max_gop_cache_bytes=400,
+    superseded_reconnect_s=WINDOW_S,
 )
 
 
@@ -72,8 +82,20 @@ class FeedModel:
     kind: str  # "av", "video", "audio"
     codec: str
     clock_ms: int
+    host: str = ""
     alive: bool = True
     video_index: dict[str, int] = attrs.Factory(dict)
+    superseded: bool = False
+    demoted: bool = False
+    below: int | None = None  # feed id it must rank below (a superseded encoder's reconnect)
+
+
+@attrs.define
+class Lineage:
+    ceiling: int  # the feed that superseded this host's feed
+    priority: int
+    until_lo: float = float("inf")  # the window ends between until_lo and until_hi
+    until_hi: float = float("inf")
 
 
 @attrs.define
@@ -94,9 +116,15 @@ class ReaderModel:
 
 
 class BundleMachine(RuleBasedStateMachine):
+    config = CONFIG
+
     @initialize()
     def setup(self):
-        self.registry = Registry(CONFIG, wall_origin_s=1000.0)
+        self.registry = Registry(self.config, wall_origin_s=1000.0)
+        self.disconnect = self.config.superseded == "disconnect"
+        self.lineage: dict[tuple[str, str], Lineage] = {}
+        self.previous_on_air: dict[str, int] = {}
+        self.step_start = 0.0
         self.now = 0.0
         self.models: list[FeedModel] = []
         self.pushed: dict[bytes, Pushed] = {}
@@ -148,8 +176,12 @@ class BundleMachine(RuleBasedStateMachine):
         allowed=st.sampled_from([None, frozenset({"", "a"})]),
         kind=st.sampled_from(["av", "av", "video", "audio"]),
         codec=st.sampled_from(["h264", "hevc"]),
+        remote=st.sampled_from(REMOTES),
     )
-    def publish(self, source_id, priority, app, token, allowed, kind, codec):
+    def publish(self, source_id, priority, app, token, allowed, kind, codec, remote):
+        self.do_publish(source_id, priority, app, token, allowed, kind, codec, remote)
+
+    def do_publish(self, source_id, priority, app, token, allowed, kind, codec, remote):
         self.registry.tick(now_s=self.now)
         self.check_events()
         before = (
@@ -160,7 +192,11 @@ class BundleMachine(RuleBasedStateMachine):
             app_multisource=app, token_multisource=token, allowed_source_ids=allowed
         )
         request = PublishRequest(
-            stream_path=PATH, source_id=source_id, priority=priority, permissions=permissions
+            stream_path=PATH,
+            source_id=source_id,
+            priority=priority,
+            permissions=permissions,
+            remote_addr=remote,
         )
         result = self.registry.request_publish(request, now_s=self.now)
         expected = self.expected_refusal(source_id, app, token, allowed)
@@ -176,7 +212,38 @@ class BundleMachine(RuleBasedStateMachine):
             assert self.registry.drain_events() == []
             return
         assert expected is None, expected
-        self.models.append(FeedModel(result.feed, source_id, kind, codec, clock_ms=0))
+        host = result.feed.client
+        model = FeedModel(result.feed, source_id, kind, codec, clock_ms=0, host=host)
+        lineage = self.lineage.get((source_id, host))
+        if lineage is not None and lineage.priority == priority:
+            connected = any(
+                m.alive
+                and m.source_id == source_id
+                and m.host == host
+                and (m.superseded or m.demoted)
+                for m in self.models
+            )
+            if connected or self.now <= lineage.until_lo:
+                model.demoted = True
+                model.below = lineage.ceiling
+                note_case("a superseded encoder's reconnect")
+            elif self.now <= lineage.until_hi:
+                model.demoted = result.feed.demoted  # inside the unsure band
+        self.models.append(model)
+
+    @precondition(lambda self: any(m.superseded for m in self.models))
+    @rule(pick=st.integers(0, 1000), port=st.integers(2000, 2003), drop_old=st.booleans())
+    def reconnect(self, pick, port, drop_old):
+        """A superseded encoder comes back from its host (OBS reconnects by default)."""
+        superseded = [m for m in self.models if m.superseded]
+        old = superseded[pick % len(superseded)]
+        if drop_old and old.alive:
+            self.registry.end_feed(old.feed, EndReason.DISCONNECT, now_s=self.now)
+            self.ended(old, self.now, self.now)
+        remote = f"[{old.host}]:{port}" if ":" in old.host else f"{old.host}:{port}"
+        self.do_publish(
+            old.source_id, old.feed.priority, True, True, None, old.kind, old.codec, remote
+        )
 
     def expected_refusal(self, source_id, app, token, allowed):
         if "\x07" in source_id:
@@ -275,13 +342,34 @@ class BundleMachine(RuleBasedStateMachine):
             model.clock_ms += 33
 
     @precondition(lambda self: any(m.alive for m in self.models))
-    @rule(pick=st.integers(0, 1000), reason=st.sampled_from(list(EndReason)))
+    @rule(
+        pick=st.integers(0, 1000),
+        reason=st.sampled_from(sorted(set(EndReason) - {EndReason.SUPERSEDED}, key=str)),
+    )
     def end_feed(self, pick, reason):
         alive = [m for m in self.models if m.alive]
         model = alive[pick % len(alive)]
-        model.alive = False
         self.registry.end_feed(model.feed, reason, now_s=self.now)
+        self.ended(model, self.now, self.now)
         assert model.feed.state is FeedState.ENDED
+
+    @precondition(lambda self: any(m.alive for m in self.models))
+    @rule(pick=st.integers(0, 1000))
+    def kick(self, pick):
+        alive = [m for m in self.models if m.alive]
+        model = alive[pick % len(alive)]
+        assert self.registry.kick_feed(model.feed.feed_id, now_s=self.now) is model.feed
+        self.ended(model, self.now, self.now)
+        assert model.feed.end_reason is EndReason.KICKED
+        assert self.registry.find_feed(model.feed.feed_id) is None
+        assert self.registry.kick_feed(model.feed.feed_id, now_s=self.now) is None
+
+    def ended(self, model: FeedModel, lo: float, hi: float) -> None:
+        model.alive = False
+        lineage = self.lineage.get((model.source_id, model.host))
+        if lineage is not None and (model.superseded or model.demoted):
+            lineage.until_lo = lo + WINDOW_S
+            lineage.until_hi = hi + WINDOW_S
 
     @precondition(lambda self: self.models)
     @rule(pick=st.integers(0, 1000))
@@ -364,24 +452,61 @@ class BundleMachine(RuleBasedStateMachine):
             key = (sid, frame.track_id)
             if key in self.track_dts:
                 assert out.dts_ms >= self.track_dts[key], (out, self.track_dts[key])
-            if sid in self.source_max:
+            # Audio a feed sent while waiting goes out when the feed goes on air (its
+            # preroll, pushed in an earlier step): it fills the time up to the sync
+            # frame, and the wall-clock gap still counts from the last frame sent live.
+            preroll = record.now_s < self.step_start
+            if sid in self.source_max and not preroll:
                 gap_ms = (record.now_s - self.source_last_now[sid]) * 1000
                 bound = max(gap_ms, record.frame_ms_before) + JITTER_MS + 1
                 assert out.dts_ms <= self.source_max[sid] + bound, (out, self.source_max[sid])
             self.track_dts[key] = out.dts_ms
             self.source_max[sid] = max(self.source_max.get(sid, out.dts_ms), out.dts_ms)
-            self.source_last_now[sid] = record.now_s
+            if not preroll or sid not in self.source_last_now:
+                self.source_last_now[sid] = record.now_s
 
     def check_ranks(self, feeds: list) -> None:
-        """SPEC.md §3.4: standby feeds rank below the one on air, pending ones above."""
-        rank = {f.feed_id: (f.priority, f.feed_id) for f in feeds}
+        """docs/spec.md §3.3, §3.4: standby feeds rank below the one on air, pending ones above."""
         on_air = [f for f in feeds if f.state is FeedState.ON_AIR]
         for feed in feeds:
+            assert feed.rank[0] == feed.priority
             if feed.state is FeedState.STANDBY:
-                assert on_air and rank[feed.feed_id] < rank[on_air[0].feed_id]
+                assert on_air and feed.rank < on_air[0].rank
             elif feed.state is FeedState.PENDING and on_air:
-                assert rank[feed.feed_id] > rank[on_air[0].feed_id]
-                assert feed.priority > on_air[0].priority or feed.feed_id > on_air[0].feed_id
+                assert feed.rank > on_air[0].rank
+        if on_air:  # nothing of its priority that ranks above it has had its sync frame yet
+            top = on_air[0]
+            assert all(
+                f.state is FeedState.PENDING
+                for f in feeds
+                if f.priority == top.priority and f.rank > top.rank
+            )
+
+    def note_switches(self) -> None:
+        """A feed that went on air in this step: its host's reconnects are newcomers again.
+
+        Only the feed that pushes frames in a step can go on air, so at most one
+        switch per source happens between two checks; it comes before the
+        `Superseded` events of the same switch (which remember its losers' hosts).
+        """
+        now = {}
+        for model in self.models:
+            if model.alive and model.feed.state is FeedState.ON_AIR:
+                now[model.source_id] = model
+        for sid, model in now.items():
+            if self.previous_on_air.get(sid) != model.feed.feed_id:
+                model.superseded = model.demoted = False
+                self.lineage.pop((sid, model.host), None)
+        self.previous_on_air = {sid: m.feed.feed_id for sid, m in now.items()}
+
+    def check_lineage(self) -> None:
+        """docs/spec.md §3.3: a superseded encoder's reconnect ranks below its successor."""
+        alive = {m.feed.feed_id: m for m in self.models if m.alive}
+        for model in alive.values():
+            if model.below is not None and model.below in alive:
+                assert model.feed.rank < alive[model.below].feed.rank, (model, model.below)
+        if not self.disconnect:
+            assert all(m.feed.end_reason is not EndReason.SUPERSEDED for m in self.models)
 
     def check_events(self) -> None:
         for event in self.registry.drain_events():
@@ -405,15 +530,30 @@ class BundleMachine(RuleBasedStateMachine):
                 assert state == "active", (event, state)
                 if isinstance(event, Superseded):
                     loser = self.model_of(event.feed_id)
+                    winner = self.model_of(event.by_feed_id)
                     assert loser.alive and loser.source_id == sid
-                    assert loser.feed.state is FeedState.ENDED
-                    loser.alive = False
+                    assert loser.feed.priority == winner.feed.priority
+                    assert winner.below != loser.feed.feed_id, "a reconnect took the source back"
+                    assert event.disconnect is self.disconnect
+                    loser.superseded = True
+                    note_case("superseded")
+                    self.lineage[(sid, loser.host)] = Lineage(
+                        event.by_feed_id, winner.feed.priority
+                    )
+                    if self.disconnect:
+                        assert loser.feed.state is FeedState.ENDED
+                        assert loser.feed.end_reason is EndReason.SUPERSEDED
+                        self.ended(loser, self.step_start, self.now)
+                    else:
+                        assert loser.feed.state is not FeedState.ENDED
             elif isinstance(event, Reconnecting):
                 assert state == "active", (event, state)
                 self.event_state[sid] = "reconnecting"
             elif isinstance(event, Inactive):
                 assert state in ("active", "reconnecting"), (event, state)
                 self.event_state[sid] = "absent"
+                for key in [k for k in self.lineage if k[0] == sid]:
+                    del self.lineage[key]
 
     @invariant()
     def bundle_is_consistent(self):
@@ -421,6 +561,7 @@ class BundleMachine(RuleBasedStateMachine):
             return
         # Events first: an Active that opens a new timeline resets the continuity
         # bookkeeping before the new timeline's frames are checked.
+        self.note_switches()
         self.check_events()
         frames = self.reference.reader.drain_nowait()
         self.check_delivered(self.reference, frames, prompt=True)
@@ -450,6 +591,8 @@ class BundleMachine(RuleBasedStateMachine):
                 assert model.feed.state is FeedState.ENDED
         for sid in sources:
             self.check_ranks([m.feed for m in self.models if m.alive and m.source_id == sid])
+        self.check_lineage()
+        self.step_start = self.now
         assert self.registry.statistics().readers == len(self.readers) + 1
         if not any(m.alive for m in self.models) and self.registry.next_deadline_s() is None:
             assert self.registry.stream_paths() == ()
@@ -471,10 +614,19 @@ class BundleMachine(RuleBasedStateMachine):
         assert not self.stream_had_active
 
 
-BundleMachine.TestCase.settings = settings(
-    max_examples=600,
+class DisconnectMachine(BundleMachine):
+    """The same rules with `bundle.superseded = "disconnect"`."""
+
+    config = attrs.evolve(CONFIG, superseded="disconnect")
+
+
+MACHINE_SETTINGS = settings(
+    max_examples=400,
     stateful_step_count=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+BundleMachine.TestCase.settings = MACHINE_SETTINGS
+DisconnectMachine.TestCase.settings = MACHINE_SETTINGS
 TestBundleMachine = BundleMachine.TestCase
+TestDisconnectMachine = DisconnectMachine.TestCase

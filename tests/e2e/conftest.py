@@ -64,6 +64,7 @@ async def start_daemon(nursery: trio.Nursery, tmp_path: Any) -> AsyncIterator[Ca
         base: dict[str, Any] = {
             "rtmp": {"listen": "127.0.0.1:0"},
             "http": {"listen": "127.0.0.1:0"},
+            "srt": {"listen": "127.0.0.1:0"},
             "data_dir": str(tmp_path / f"data{len(daemons)}"),
         }
         for key, value in overrides.items():

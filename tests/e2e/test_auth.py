@@ -1,12 +1,14 @@
-"""End to end: publish tokens and the multisource gates (SPEC.md §3.7, §5)."""
+"""End to end: publish tokens and the multisource gates (docs/spec.md §3.7, §5)."""
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import pytest
 import trio
 
+from rtmp_ingest.app import App as Daemon
 from rtmp_ingest.auth import tokens
 from tests.tools import clients
 
@@ -128,6 +130,103 @@ async def test_rtmps_with_a_self_signed_certificate(start_daemon, spawn, tmp_pat
     source = await running.wait_for(lambda: _live(running, "live/secure", "cam1"), timeout_s=15)
     assert source["onAir"]["bytesIn"] > 0
     assert await client.wait() == 0
+
+
+async def _live(running, stream, source_id):
+    source = (await running.sources(stream)).get(source_id)
+    return source if source and source["state"] == "live" else None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"streams": ["live/*"], "expiresAt": NaN}',
+        '{"streams": ["live/*"], "expiresAt": Infinity}',
+        '{"streams": ["live/*"], "expiresAt": 1e999}',
+        '{"streams": ["live/*"], "expiresAt": ' + "9" * 5000 + "}",
+        '{"streams": ' + "[" * 20000 + "]" * 20000 + "}",
+        '{"streams": [' + ",".join(['"live/' + "x" * 500 + '"'] * 64) + "]}",
+    ],
+)
+async def test_token_requests_the_server_cannot_honour_are_400_not_500(start_daemon, body):
+    running = await start_daemon(**TOKEN_MODE)
+    response = await running.request(
+        "POST", "/api/v1/tokens", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] and "Traceback" not in response.text
+    assert (await mint(running, streams=["live/*"]))["token"]  #: the API still serves
+
+
+async def test_a_token_with_many_claims_is_one_the_server_and_ffmpeg_accept(start_daemon, spawn):
+    running = await start_daemon(**TOKEN_MODE)
+    many = [f"live/room-{i:02d}-" + "x" * 40 for i in range(40)] + ["live/big"]
+    too_long = await mint(running, streams=many, multisource=True, label="x" * 128, ttl="1h")
+    assert len(too_long["token"]) <= tokens.MAX_TOKEN_BYTES
+    assert "ffmpeg" in too_long["warning"]  #: minted, with what it means for encoders
+    streams = [f"live/room-{i:02d}-" + "x" * 40 for i in range(6)] + ["live/big"]
+    minted = await mint(running, streams=streams, multisource=True, label="x" * 40, ttl="1h")
+    assert "warning" not in minted
+    publisher = await spawn(
+        clients.pyav(running.url("live/big", sourceId="cam1", token=minted["token"]), 3)
+    )
+
+    async def live():
+        source = (await running.sources("live/big")).get("cam1")
+        return source if source and source["state"] == "live" else None
+
+    await running.wait_for(live, timeout_s=20)
+    assert await publisher.wait() == 0
+
+
+needs_bans = pytest.mark.skipif(
+    "ban_s" not in inspect.signature(Daemon.kick_source).parameters
+    or not hasattr(Daemon, "kick_feed"),
+    reason="the daemon has no kick bans / kick_feed yet (api/defs.py)",
+)
+
+
+@needs_bans
+async def test_a_kick_with_a_ban_sends_a_reconnecting_encoder_away(start_daemon, spawn):
+    running = await start_daemon()
+    await spawn(clients.pyav(running.url("live/ban", sourceId="cam1"), 30))
+    source = await running.wait_for(lambda: _live(running, "live/ban", "cam1"), timeout_s=20)
+    response = await running.request(
+        "DELETE", "/api/v1/streams/live/ban/sources/cam1", params={"ban_s": "60"}
+    )
+    assert response.status_code == 200 and response.json()["banS"] == 60.0
+    assert response.json()["feedId"] == source["onAir"]["id"]
+    # the same encoder from the same address is refused while the ban lasts
+    code, _ = await refused_quickly(
+        spawn, clients.pyav(running.url("live/ban", sourceId="cam1"), 5)
+    )
+    assert code != 0
+    source = (await running.sources("live/ban")).get("cam1")
+    assert source is None or source["onAir"] is None  #: gone, or its grace running out
+
+
+@needs_bans
+async def test_a_standby_feed_is_kicked_by_its_feed_id(start_daemon, spawn):
+    running = await start_daemon()
+    await spawn(clients.pyav(running.url("live/kf", sourceId="cam1"), 30))
+    await running.wait_for(lambda: _live(running, "live/kf", "cam1"), timeout_s=20)
+    await spawn(clients.pyav(running.url("live/kf", sourceId="cam1", priority="-1"), 30))
+
+    async def standby():
+        source = (await running.sources("live/kf")).get("cam1")
+        return source["standby"][0] if source and source["standby"] else None
+
+    feed = await running.wait_for(standby, timeout_s=20)
+    response = await running.request("DELETE", f"/api/v1/streams/live/kf/feeds/{feed['id']}")
+    assert response.status_code == 200 and response.json()["feedId"] == feed["id"]
+
+    async def gone():
+        source = (await running.sources("live/kf")).get("cam1")
+        return source is not None and not source["standby"] and source["onAir"] is not None
+
+    await running.wait_for(gone, timeout_s=15)
+    missing = await running.request("DELETE", "/api/v1/streams/live/kf/feeds/999999")
+    assert missing.status_code == 404
 
 
 async def _live(running, stream, source_id):

@@ -2,7 +2,7 @@
 
 Run with `make test-obs` (sets RUN_OBS=1). Not part of `make test`: OBS needs ~15 s of
 start-up and teardown per run and a display server, and segfaults at exit now and then
-(shared/realclients/FINDINGS.md §4). Uses ../shared/realclients/publish_obs.sh.
+(docs/clients.md §4). Uses ../shared/realclients/publish_obs.sh.
 """
 
 from __future__ import annotations

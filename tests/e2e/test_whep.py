@@ -103,7 +103,7 @@ async def test_whep_plays_an_rtmp_source_through_supersedes(
     whip_server: Whip, view: Any, spawn: Any
 ) -> None:
     """H.264 + AAC from an RTMP encoder: the viewer decodes pictures within a short bound
-    and Opus audio (transcoded once for the source); two supersedes later the same peer
+    and Opus audio (transcoded once for the source); after a supersede the same peer
     connection, the same SSRCs, timestamps never backwards, no frozen second."""
     running = whip_server.running
     first_rtmp = await spawn(rtmp_publisher(whip_server, "live/w"))
@@ -119,7 +119,7 @@ async def test_whep_plays_an_rtmp_source_through_supersedes(
     assert before["size"] == [320, 180]
     whep = running.daemon.whep
     assert whep is not None and len(whep.transcoders) == 1
-    for _ in range(2):
+    for _ in range(1):
         await spawn(rtmp_publisher(whip_server, "live/w"))
         with trio.fail_after(60):
             while await wait_on_air(running, "live/w", "cam") == first_feed:
@@ -134,7 +134,7 @@ async def test_whep_plays_an_rtmp_source_through_supersedes(
     assert after["audio"] > before["audio"] + 50
     assert len(whep.transcoders) == 1, "AAC is transcoded once per source"
     assert viewer.states.count("connected") == 1
-    await first_rtmp.wait(timeout_s=30)  #: superseded RTMP encoders are disconnected
+    assert first_rtmp.process.returncode is None  #: the superseded encoder stands by
     assert any(p.kind == "whep" for p in running.daemon.players)
     source = (await running.sources("live/w"))["cam"]
     assert source["urls"]["whep"].endswith("/whep/live/w?sourceId=cam")

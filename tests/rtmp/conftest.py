@@ -1,7 +1,7 @@
 """Shared fixtures of the protocol-core tests.
 
 `feed_mode` runs a session-level test twice: once with every byte string fed to
-the core whole, once fed one byte at a time (STYLE.md: "Every core test runs twice").
+the core whole, once fed one byte at a time (docs/style.md: "Every core test runs twice").
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ AVCDecoderConfigurationRecord plus length-prefixed NAL units. `publish` sends
 them with our TrioRtmpClient: onMetaData (with `videoTrackIdInfoMap` for the
 extra layers), one multitrack SequenceStart message carrying every layer's
 avcC, then one multitrack CodedFrames message per frame time carrying every
-layer's frame, paced in real time. Byte layout (shared/ERTMP.md):
+layer's frame, paced in real time. Byte layout (docs/ertmp.md):
 
     byte0 = 0x80 | frameType << 4 | 6 (Multitrack)
     byte1 = AvMultitrackType << 4 | PacketType   (ManyTracks = 1; SequenceStart 0, CodedFrames 1)

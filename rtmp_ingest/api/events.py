@@ -1,14 +1,21 @@
-"""Bundle events as JSON, fanned out to event-stream subscribers (SSE).
+"""Bundle events as JSON, fanned out to event-stream subscribers (docs/spec.md §3.10).
+
+The API owns the event JSON: `event_json` turns a bundle event into the
+`(name, payload)` pair the SSE endpoint sends, with times as ISO 8601 UTC
+strings like the REST views (`timelineOrigin`, `deadline`). `EventHub` is
+what the server's event pump publishes into (`publish(event,
+wall_origin_s=...)`); the composition root creates it and hands it to the
+daemon, so the server never imports this module.
 
 Each subscriber has a bounded queue; publishing never waits: a subscriber
 whose queue is full is disconnected (its stream ends; the client reconnects
-and gets the current state again) and counted. Event names and payloads are
-SPEC.md §3.10's: `active {stream, sourceId, tracks}`, `updated`, `superseded`,
-`reconnecting`, `inactive {stream, sourceId}`, `stopped {stream}`.
+and gets the current state again) and counted. A subscription is removed from
+the hub by `close()`, which the SSE response calls on every exit path.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import trio
@@ -18,6 +25,17 @@ from rtmp_ingest.bundle.records import TrackDescription
 
 #: Events a subscriber may fall behind by before it is cut off.
 SUBSCRIBER_QUEUE_EVENTS = 1024
+
+
+def iso(unix_s: float | None) -> str | None:
+    """A Unix time as ISO 8601 UTC with milliseconds (`2026-01-01T12:00:00.000Z`)."""
+    if unix_s is None:
+        return None
+    return (
+        dt.datetime.fromtimestamp(unix_s, dt.UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 def track_json(track: TrackDescription) -> dict[str, Any]:
@@ -41,22 +59,26 @@ def track_json(track: TrackDescription) -> dict[str, Any]:
     return out
 
 
-def event_json(event: Any, *, wall_origin_s: float) -> tuple[str, dict[str, Any]]:
-    """(event name, JSON payload) for a bundle event."""
+def _tracks(tracks: Any) -> list[dict[str, Any]]:
+    return [track_json(t) for t in tracks if t.media.value != "data"]
+
+
+def event_json(event: object, *, wall_origin_s: float) -> tuple[str, dict[str, Any]]:
+    """(event name, JSON payload) for a bundle event; times are ISO strings."""
     if isinstance(event, Active):
         return "active", {
             "stream": event.stream_path,
             "sourceId": event.source_id,
             "feedId": event.feed_id,
-            "tracks": [track_json(t) for t in event.tracks if t.media.value != "data"],
-            "timelineOrigin": event.timeline_origin_wall_s,
+            "tracks": _tracks(event.tracks),
+            "timelineOrigin": iso(event.timeline_origin_wall_s),
         }
     if isinstance(event, Updated):
         return "updated", {
             "stream": event.stream_path,
             "sourceId": event.source_id,
             "feedId": event.feed_id,
-            "tracks": [track_json(t) for t in event.tracks if t.media.value != "data"],
+            "tracks": _tracks(event.tracks),
         }
     if isinstance(event, Superseded):
         return "superseded", {
@@ -71,7 +93,7 @@ def event_json(event: Any, *, wall_origin_s: float) -> tuple[str, dict[str, Any]
             "sourceId": event.source_id,
             "feedId": event.feed_id,
             "reason": event.reason.value,
-            "deadline": wall_origin_s + event.deadline_s,
+            "deadline": iso(wall_origin_s + event.deadline_s),
         }
     if isinstance(event, Inactive):
         return "inactive", {"stream": event.stream_path, "sourceId": event.source_id}
@@ -91,6 +113,7 @@ class Subscription:
         self._hub = hub
 
     def offer(self, name: str, payload: dict[str, Any]) -> bool:
+        """Queues one event; False when the subscriber is too far behind (or closed)."""
         if self.stream_filter is not None and payload.get("stream") != self.stream_filter:
             return True
         try:
@@ -100,12 +123,13 @@ class Subscription:
         return True
 
     def close(self) -> None:
-        self._hub._subscriptions.discard(self)
+        """Leaves the hub and ends the subscriber's channel (idempotent)."""
+        self._hub._remove(self)
         self._send.close()
 
 
 class EventHub:
-    """Fan-out of bundle events to subscribers."""
+    """Fan-out of bundle events to subscribers; the JSON is made once per event."""
 
     def __init__(self) -> None:
         self._subscriptions: set[Subscription] = set()
@@ -117,11 +141,14 @@ class EventHub:
         self._subscriptions.add(subscription)
         return subscription
 
+    def _remove(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
     @property
     def subscribers(self) -> int:
         return len(self._subscriptions)
 
-    def publish(self, event: Any, *, wall_origin_s: float) -> None:
+    def publish(self, event: object, *, wall_origin_s: float) -> None:
         name, payload = event_json(event, wall_origin_s=wall_origin_s)
         self.published += 1
         for subscription in list(self._subscriptions):
