@@ -44,11 +44,13 @@ def test_a_port_in_use_is_one_line_naming_the_key_and_address(
         ports["rtmp"],
         "--http",
         ports["http"],
+        "--srt",
+        "127.0.0.1:0",
         "--data-dir",
         str(tmp_path),
     )
     assert result.returncode == 2
-    errors = [line for line in result.stderr.splitlines() if "WARNING" not in line]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("rtmp-ingest:")]
     assert errors == [
         f"rtmp-ingest: cannot start: {key}.listen 127.0.0.1:{busy_port}: Address already in use"
     ]
@@ -75,7 +77,7 @@ def test_config_check_catches_what_serve_would_fail_on(
     check = run("config", "--check", str(path))
     assert check.returncode == 2
     assert message in check.stderr and len(check.stderr.splitlines()) == 1
-    serve = run("serve", "--config", str(path), "--data-dir", str(tmp_path))
+    serve = run("serve", "--config", str(path), "--srt", "127.0.0.1:0", "--data-dir", str(tmp_path))
     assert serve.returncode == 2 and message in serve.stderr
 
 
@@ -121,6 +123,8 @@ def test_sighup_reloads_app_settings_and_keeps_serving(tmp_path: Path) -> None:
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
+            "--srt",
+            "127.0.0.1:0",
             "--data-dir",
             str(tmp_path),
         ],
@@ -153,7 +157,8 @@ def test_token_mode_without_an_admin_key_refuses_to_start_beyond_loopback(
     path = tmp_path / "c.toml"
     path.write_text(f'[auth]\nmode = "token"\n[http]\nlisten = "{listen}"\n')
     for args in (["config", "--check", str(path)], ["serve", "--config", str(path)]):
-        result = run(*args, "--data-dir", str(tmp_path)) if args[0] == "serve" else run(*args)
+        extra = ["--srt", "127.0.0.1:0", "--data-dir", str(tmp_path)]
+        result = run(*args, *extra) if args[0] == "serve" else run(*args)
         assert result.returncode == 2
         assert "http.admin_key is empty" in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1

@@ -29,6 +29,10 @@ from rtmp_ingest.server.play import Player, play_batches, resolve_source, wait_f
 log = logging.getLogger("rtmp_ingest.flv")
 
 
+#: HTTP-FLV tags go out in writes of about this many bytes (see `body` below).
+FLV_WRITE_BYTES = 256 * 1024
+
+
 def routes(server: ApiServer) -> list[Any]:
     #: server.play's functions take the Feeds service, which ApiServer does not declare
     feeds = cast(Any, server).feeds
@@ -69,7 +73,19 @@ def routes(server: ApiServer) -> list[Any]:
                     play_batches(feeds, player, wait_s=wait_s)
                 ) as batches:
                     async for batch in batches:
-                        yield b"".join([flv_tag(*message) for message in batch])
+                        # in writes of about FLV_WRITE_BYTES: a player whose socket is full
+                        # then holds one such copy, not a copy of its whole start GOP
+                        pending: list[bytes] = []
+                        size = 0
+                        for message in batch:
+                            tag = flv_tag(*message)
+                            pending.append(tag)
+                            size += len(tag)
+                            if size >= FLV_WRITE_BYTES:
+                                yield b"".join(pending)
+                                pending, size = [], 0
+                        if pending:
+                            yield b"".join(pending)
             finally:
                 log.info(
                     "play end stream=%s sourceId=%r remote=%s reason=%s bytes=%d dropped=%d "

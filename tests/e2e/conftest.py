@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -99,8 +100,12 @@ class Client:
             return await self.process.wait()
 
     def kill(self) -> None:
+        """Kills the client and everything it started (a shell pipeline's children too)."""
         if self.process.returncode is None:
-            self.process.kill()
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 @pytest.fixture
@@ -114,6 +119,7 @@ async def spawn(nursery: trio.Nursery) -> AsyncIterator[Callable[..., Any]]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": REPO},
+            start_new_session=True,  #: its own process group: kill() ends its children too
         )
         client = Client(process, name)
         clients.append(client)

@@ -119,6 +119,7 @@ def write_config(path: Path, data_dir: Path, overrides: dict[str, Any]) -> Path:
         "data_dir": str(data_dir),
         "rtmp": {"listen": "127.0.0.1:0"},
         "http": {"listen": "127.0.0.1:0"},
+        "srt": {"listen": "127.0.0.1:0"},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):
