@@ -33,10 +33,12 @@ from rtmp_ingest.auth import (
     Keyring,
     KeyringError,
     Permit,
+    PlayAttempt,
     Policy,
     PolicySettings,
     PublishAttempt,
     Refusal,
+    TokenError,
 )
 from rtmp_ingest.bundle import EndReason, Registry
 from rtmp_ingest.config import Config, StartupError
@@ -48,6 +50,7 @@ from rtmp_ingest.server.play import Player
 from rtmp_ingest.server.record import RecorderService
 from rtmp_ingest.server.srt import SrtServer
 from rtmp_ingest.server.webrtc_link import WebrtcService
+from rtmp_ingest.server.whep import WhepService
 from rtmp_ingest.srt.lib import SrtUnavailable
 
 log = logging.getLogger("rtmp_ingest")
@@ -89,6 +92,18 @@ class App:
         self.webrtc = (
             WebrtcService(self.feeds, config.webrtc, self._authorize, log_level=config.log_level)
             if config.webrtc.enabled
+            else None
+        )
+        #: WHEP play over the same process (server/whep.py)
+        self.whep = (
+            WhepService(
+                self.feeds,
+                self.webrtc,
+                config.webrtc,
+                authorize_play=self._authorize_play,
+                verify_token=self._verify_viewer_token,
+            )
+            if self.webrtc is not None and config.webrtc.whep_enabled
             else None
         )
         self.hls = HlsService(config=config.hls, registry=self.registry, metrics=self.metrics)
@@ -184,9 +199,10 @@ class App:
         return up
 
     def _webrtc_routes(self) -> list[Any]:
-        from rtmp_ingest.api import whip  # noqa: PLC0415 - HTTP when served
+        from rtmp_ingest.api import whep, whip  # noqa: PLC0415 - HTTP when served
 
-        return whip.routes(self.webrtc) if self.webrtc is not None else []
+        routes = whip.routes(self.webrtc) if self.webrtc is not None else []
+        return routes + (whep.routes(self.whep) if self.whep is not None else [])
 
     # -- auth ------------------------------------------------------------------------
 
@@ -207,6 +223,27 @@ class App:
         """The policy without waiting (SRT decides inside libsrt's listen callback)."""
         assert self.authorizer is not None
         return self.authorizer.decide_nowait(attempt)
+
+    def _verify_viewer_token(
+        self, token: str, stream_path: str, source_id: str, remote_ip: str
+    ) -> str | None:
+        """None when a WHEP viewer's token covers what it asks for, else why not."""
+        if self.keyring is None:
+            return "the server has no keyring to check tokens with"
+        try:
+            self.keyring.verify(
+                token,
+                stream_path=stream_path,
+                source_id=source_id,
+                remote_ip=remote_ip,
+                now_s=self.unix_now(),
+            )
+        except TokenError as exc:
+            return str(exc)
+        return None
+
+    async def _authorize_play(self, attempt: PlayAttempt) -> Refusal | None:
+        return None if self.authorizer is None else await self.authorizer.authorize_play(attempt)
 
     async def _authorize(self, attempt: PublishAttempt) -> Permit | Refusal:
         assert self.authorizer is not None
@@ -279,6 +316,8 @@ class App:
             await nursery.start(self.feeds.run)
             if self.webrtc is not None:
                 await nursery.start(self.webrtc.run)
+            if self.whep is not None:
+                await nursery.start(self.whep.run)
             rtmp_bound, rtmps_bound = await nursery.start(self.rtmp.run)
             srt_bound = None
             if self.srt is not None:

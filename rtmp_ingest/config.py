@@ -383,6 +383,22 @@ class WebrtcConfig:
     keyframe_request_interval_s: float = 0.5
     restart_backoff_s: float = 0.5
     max_restart_backoff_s: float = 30.0
+    #: WHEP play (server/whep.py): serve viewers at /whep/APP/STREAM
+    whep_enabled: bool = True
+    #: how long a WHEP POST waits for its source to go live (0: 409 at once)
+    whep_wait_s: float = 0.0
+    #: how long a viewer stays attached while its source is away before the session ends
+    whep_linger_s: float = 10.0
+    whep_max_viewers: int = 500
+    #: WHEP viewers must show a token (Bearer or ?token=, the publish token format) whose
+    #: streams, sources and networks cover what they ask to play
+    whep_require_token: bool = False
+    #: frames a viewer's send queue in the WebRTC process holds before it skips to a keyframe
+    whep_max_queue_frames: int = 64
+    #: bitrate of the Opus that AAC sources are transcoded to (once per source)
+    whep_opus_bitrate: int = 96000
+    #: a viewer's keyframe requests (PLI/FIR) reach a WebRTC publisher at most this often
+    whep_pli_interval_s: float = 1.0
 
 
 @attrs.frozen(kw_only=True)

@@ -108,6 +108,14 @@ class Api:
     def _wall(self) -> float:
         return self.server.registry.wall_origin_s
 
+    def _webrtc(self, path: str, source_id: str) -> dict[str, Any] | None:
+        """WHEP's verdict on a source (docs/spec.md §7), once a viewer asked; else None."""
+        whep = getattr(self.server, "whep", None)
+        verdict = whep.playability(path, source_id) if whep is not None else None
+        if verdict is None:
+            return None
+        return {"playable": verdict.playable, "reason": verdict.reason}
+
     def _ports(self) -> tuple[int, int]:
         """(http, rtmp) ports: the bound ones, or the configured ones before binding."""
         bound = self.server.bound
@@ -156,6 +164,7 @@ class Api:
                 "urls": source_urls(
                     path, source_id, host=host, http_port=http_port, rtmp_port=rtmp_port
                 ),
+                "webrtc": self._webrtc(path, source_id),
                 "outputs": {
                     "players": len(players),
                     "rtmpPlayers": sum(1 for p in players if p.kind == "rtmp"),
@@ -167,6 +176,10 @@ class Api:
             }
             if (problem := url_problem(path)) is not None:
                 out["urlProblem"] = problem
+            elif getattr(server, "whep", None) is not None:
+                from rtmp_ingest.api.whep import whep_url  # noqa: PLC0415 - with WebRTC only
+
+                out["urls"]["whep"] = whep_url(path, source_id, host=host, http_port=http_port)
             return out
 
         return extra

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 from prometheus_client import CollectorRegistry
@@ -102,6 +102,9 @@ class ServerCollector:
             "Connected players (RTMP and HTTP-FLV)",
             value=out.get("players", 0),
         )
+        whep = getattr(server, "whep", None)
+        if whep is not None:
+            yield from _whep_metrics(whep.statistics())
         yield CounterMetricFamily("rtmp_ingest_publishes", "Publishes admitted", value=m.publishes)
         refused = CounterMetricFamily(
             "rtmp_ingest_publishes_refused", "Publishes refused", labels=["reason"]
@@ -190,3 +193,42 @@ def make_registry(server: ApiServer, *, http: ConnectionStats | None = None) -> 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServerCollector(server, http=http))
     return registry
+
+
+def _whep_metrics(stats: dict[str, Any]) -> Iterator[Any]:
+    """WHEP viewers (server/whep.py): `WhepService.statistics()` as metric families."""
+    yield GaugeMetricFamily(
+        "rtmp_ingest_whep_viewers", "Connected WHEP (WebRTC) viewers", value=stats["viewers"]
+    )
+    yield CounterMetricFamily(
+        "rtmp_ingest_whep_viewers_started", "WHEP viewers answered", value=stats["viewers_total"]
+    )
+    refused = CounterMetricFamily(
+        "rtmp_ingest_whep_refused", "WHEP offers refused", labels=["status"]
+    )
+    for status, count in sorted(stats["refused"].items()):
+        refused.add_metric([str(status)], count)
+    yield refused
+    yield GaugeMetricFamily(
+        "rtmp_ingest_whep_transcoders",
+        "AAC to Opus transcoders running (one per source with WHEP viewers)",
+        value=stats["transcoders"],
+    )
+    yield CounterMetricFamily(
+        "rtmp_ingest_whep_transcode_cpu_seconds",
+        "CPU time spent transcoding AAC to Opus for WHEP",
+        value=stats["transcode_cpu_s"],
+    )
+    dropped = CounterMetricFamily(
+        "rtmp_ingest_whep_dropped",
+        "WHEP frames dropped by where (link: daemon to WebRTC process; queue: a viewer's)",
+        labels=["where"],
+    )
+    dropped.add_metric(["link"], stats["link_frames_dropped"])
+    dropped.add_metric(["queue"], stats["queue_frames_dropped"])
+    yield dropped
+    yield CounterMetricFamily(
+        "rtmp_ingest_whep_queue_skips",
+        "Times a WHEP viewer's send queue was full and skipped to the next keyframe",
+        value=stats["queue_skips"],
+    )

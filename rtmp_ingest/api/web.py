@@ -9,6 +9,12 @@ source's codecs (RFC 6381, from the source's `hls.tracks` in the API) the
 browser's `MediaSource.isTypeSupported` refuses says "not playable in this
 browser" and names the codec instead of showing a black box.
 
+When WHEP is served (`[webrtc]`), each tile plays its source over WebRTC first
+(`/whep/APP/STREAM?sourceId=ID`, sub-second) and falls back to LL-HLS when that
+fails (refused, e.g. 422 for B-frames, or no connection); the label says which
+and the tile's latency (WebRTC: the browser's jitter buffer plus half the round
+trip; LL-HLS: hls.js's).
+
 The page loads no script from the internet: hls.js is vendored in the package
 (api/static/, see its README) and served at `/assets/hls-VERSION.min.js`;
 `http.hlsjs_url` may point elsewhere (a local mirror). With an admin key set the
@@ -68,6 +74,7 @@ _PAGE = """<!doctype html>
 <div id="grid"><div class="empty" id="empty">No source is live yet; tiles appear as sources go on air.</div></div>
 <script>
 const STREAM = __STREAM__;
+const WHEP = __WHEP__;
 const grid = document.getElementById("grid");
 const statusLine = document.getElementById("status");
 const tiles = new Map();
@@ -99,11 +106,85 @@ function show(sourceId, state, tracks) {
   }
   if (state === "live") checkCodecs(tile, sourceId);
   const codecs = (tracks || []).map(t => t.codec + (t.width ? " " + t.width + "x" + t.height : "")).join(", ");
-  tile.querySelector(".label").textContent = (sourceId || "default") + " · " + state + (codecs ? " · " + codecs : "");
+  tile.info = (sourceId || "default") + " · " + state + (codecs ? " · " + codecs : "");
+  label(tile);
   tile.classList.toggle("reconnecting", state !== "live");
 }
 
+function label(tile) {
+  const latency = tile.mode === "webrtc" ? tile.latency : tile.hls?.latency;
+  tile.querySelector(".label").textContent = tile.info + (tile.mode ? " · " + tile.mode : "") +
+    (latency != null ? " · " + Math.round(latency * 1000) + " ms" : "");
+}
+setInterval(() => tiles.forEach(async (tile) => {
+  if (tile.pc) {
+    (await tile.pc.getStats()).forEach((r) => {
+      if (r.type === "inbound-rtp" && r.kind === "video" && r.jitterBufferEmittedCount) {
+        tile.jitter = r.jitterBufferDelay / r.jitterBufferEmittedCount;
+      } else if (r.type === "candidate-pair" && r.nominated && r.currentRoundTripTime != null) {
+        tile.rtt = r.currentRoundTripTime;
+      }
+    });
+    tile.latency = tile.jitter != null ? tile.jitter + (tile.rtt || 0) / 2 : null;
+  }
+  label(tile);
+}), 1000);
+
+function whepUrl(sourceId) {
+  return "/whep/" + STREAM.split("/").map(encodeURIComponent).join("/") +
+    (sourceId === "" ? "" : "?sourceId=" + encodeURIComponent(sourceId));
+}
+
+function closeWhep(tile) {
+  if (tile.session) fetch(tile.session, {method: "DELETE", keepalive: true}).catch(() => {});
+  tile.pc?.close();
+  tile.pc = tile.session = null;
+}
+
+async function attachWhep(tile, video, sourceId) {
+  const pc = tile.pc = new RTCPeerConnection({iceServers: []});
+  pc.addTransceiver("video", {direction: "recvonly"});
+  pc.addTransceiver("audio", {direction: "recvonly"});
+  const media = new MediaStream();
+  pc.ontrack = (e) => { media.addTrack(e.track); video.srcObject = media; };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((done) => {  // no trickle ICE: the offer carries every candidate
+    if (pc.iceGatheringState === "complete") return done();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === "complete" && done();
+    setTimeout(done, 2000);
+  });
+  const response = await fetch(whepUrl(sourceId), {method: "POST", body: pc.localDescription.sdp,
+                                                   headers: {"Content-Type": "application/sdp"}});
+  const answer = await response.text();
+  if (response.status !== 201) throw new Error(answer);
+  tile.session = response.headers.get("Location");
+  await pc.setRemoteDescription({type: "answer", sdp: answer});
+  await new Promise((ok, fail) => {
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === "connected") ok();
+      else if (["failed", "closed"].includes(pc.connectionState)) fail(new Error(pc.connectionState));
+    };
+    setTimeout(() => fail(new Error("no WebRTC connection")), 10000);
+  });
+  tile.mode = "webrtc";
+  pc.onconnectionstatechange = () => {
+    if (["failed", "closed"].includes(pc.connectionState) && tiles.get(sourceId) === tile) {
+      closeWhep(tile);
+      attach(tile, video, sourceId);
+    }
+  };
+}
+
 function attach(tile, video, sourceId, attempt = 0) {
+  if (WHEP && window.RTCPeerConnection && !tile.noWebrtc) {
+    attachWhep(tile, video, sourceId).catch((error) => {
+      closeWhep(tile);
+      tile.noWebrtc = String(error.message || error);  // LL-HLS from now on
+      attach(tile, video, sourceId);
+    });
+    return;
+  }
+  tile.mode = "ll-hls";
   const url = playlist(sourceId);
   if (window.Hls && Hls.isSupported()) {
     const hls = new Hls({lowLatencyMode: true, backBufferLength: 10});
@@ -158,6 +239,7 @@ function drop(sourceId) {
   const tile = tiles.get(sourceId);
   if (!tile) return;
   tile.hls?.destroy();
+  closeWhep(tile);
   tile.remove();
   tiles.delete(sourceId);
 }
@@ -213,9 +295,10 @@ start();
 """
 
 
-def page(stream_path: str, hlsjs_url: str) -> str:
+def page(stream_path: str, hlsjs_url: str, *, whep: bool = False) -> str:
     return (
         _PAGE.replace("__TITLE__", html.escape(stream_path))
+        .replace("__WHEP__", "true" if whep else "false")
         .replace("__HLSJS__", html.escape(hlsjs_url, quote=True))
         .replace("__STREAM__", json.dumps(stream_path).replace("</", "<\\/"))
     )
@@ -241,7 +324,11 @@ def routes(server: ApiServer) -> list[Any]:
         if "/" not in path:
             return HTMLResponse("<p>Use /view/APP/STREAM</p>", status_code=400)
         return HTMLResponse(
-            page(path, hlsjs_url(server.config.http.hlsjs_url)),
+            page(
+                path,
+                hlsjs_url(server.config.http.hlsjs_url),
+                whep=server.config.webrtc.enabled and server.config.webrtc.whep_enabled,
+            ),
             headers={"Cache-Control": "no-cache"},
         )
 

@@ -63,6 +63,8 @@ STABLE_RUN_S = 30.0
 #: How long the process gets to exit after its link closes before it is killed.
 EXIT_TIMEOUT_S = 2.0
 _MEDIA = {"video": Media.VIDEO, "audio": Media.AUDIO}
+#: Viewer media messages queued to the process beyond which more are dropped (a stalled process).
+MAX_QUEUED_MESSAGES = 4096
 
 
 class Registry(Protocol):
@@ -170,6 +172,11 @@ class WebrtcService:
         #: publishes refused, by refusal code (the policy's and the bundle's)
         self.refused: dict[str, int] = {}
         self.link_errors = 0
+        #: control messages of sessions that are not WHIP feeds (WHEP viewers, server/whep.py);
+        #: {"op": "process-lost"} when the process dies
+        self.viewer_control: Callable[[dict[str, Any]], None] | None = None
+        #: link messages queued to the process beyond which viewer media is dropped
+        self.max_queued_messages = MAX_QUEUED_MESSAGES
 
     # -- the process -----------------------------------------------------------------
 
@@ -233,6 +240,8 @@ class WebrtcService:
             "include_loopback": config.include_loopback,
             "udp_ports": ports,
             "connect_timeout_s": config.connect_timeout_s,
+            "whep_max_queue_frames": config.whep_max_queue_frames,
+            "whep_pli_interval_s": config.whep_pli_interval_s,
         }
 
     async def _run_process(self) -> None:
@@ -368,6 +377,9 @@ class WebrtcService:
                 pending[0].set()
             elif op == "answer":
                 self._send({"op": "close", "session": session_id})  #: the request gave up
+        elif isinstance(session_id, int) and session_id not in self.sessions:
+            if self.viewer_control is not None and op in ("connected", "closed", "pli"):
+                self.viewer_control(message)
         elif op == "connected" and isinstance(session_id, int):
             session = self.sessions.get(session_id)
             if session is not None:
@@ -399,6 +411,40 @@ class WebrtcService:
                 )
                 self.end_session(session, EndReason.DISCONNECT, close_peer=False)
 
+    def allocate_session_id(self) -> int:
+        """A link session id (WHIP feeds and WHEP viewers share one space)."""
+        return next(self._ids)
+
+    def send_control(self, message: dict[str, Any]) -> bool:
+        """A control message to the process; False when it is not running."""
+        return self._send(message)
+
+    def send_media(self, data: bytes) -> bool:
+        """An encoded media message to the process; False (dropped) when down or backed up."""
+        out = self._out
+        if out is None or out.statistics().current_buffer_used >= self.max_queued_messages:
+            return False
+        out.send_nowait(data)
+        return True
+
+    async def negotiate(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Sends an offer message (with its "session") and waits for the answer or error."""
+        session_id = int(message["session"])
+        done = trio.Event()
+        replies: list[dict[str, Any]] = []
+        self._pending[session_id] = (done, replies)
+        try:
+            if not self._send(message):
+                raise WhipError(503, "WebRTC is not available right now; retry shortly.")
+            with trio.move_on_after(self.config.offer_timeout_s):
+                await done.wait()
+        finally:
+            del self._pending[session_id]
+        if not replies:
+            self._send({"op": "close", "session": session_id})
+            raise WhipError(503, "The WebRTC process did not answer the offer in time.")
+        return replies[0]
+
     def _send(self, message: dict[str, Any]) -> bool:
         out = self._out
         if out is None:
@@ -412,6 +458,8 @@ class WebrtcService:
             _event.set()
         for session in list(self.sessions.values()):
             self.end_session(session, EndReason.DISCONNECT, close_peer=False)
+        if self.viewer_control is not None:
+            self.viewer_control({"op": "process-lost"})
 
     # -- sessions --------------------------------------------------------------------
 

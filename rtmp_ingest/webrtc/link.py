@@ -17,7 +17,12 @@ fixed header:
     flags    u8    bit 0 keyframe, bit 1 configuration record
     dts_ms   i64   the frame's time on the session's clock (RTP + RTCP SR)
 
-so the daemon wraps it in a bundle `Frame` without parsing anything.
+so the daemon wraps it in a bundle `Frame` without parsing anything. In the
+other direction (daemon → process, a WHEP viewer's media) the same header
+carries the viewer's session, track 0 (video) or 1 (audio), the keyframe flag
+and the presentation time in ms on the viewer's timeline; the body is what
+aiortc packetizes as is: an H.264 access unit in Annex B, or one Opus packet
+(`rtmp_ingest.webrtc.sender`).
 
 `LinkDecoder` follows h11's shape: `receive_data(data)` (b"" = EOF), then
 `next_event()` until `NEED_DATA`. Any byte sequence yields events or a

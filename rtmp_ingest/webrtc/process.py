@@ -14,6 +14,17 @@ answers "ready". Then, per WHIP session the daemon allocated:
     daemon → process   {"op": "close", "session": S}
     process → daemon   {"op": "closed", "session": S, "reason": ...}
 
+and per WHEP viewer (`rtmp_ingest.webrtc.sender`):
+
+    daemon → process   {"op": "whep-offer", "session": S, "sdp": ..., "video": "h264"|"vp9"|null,
+                        "h264_profile": profile_idc|null, "audio": true|false}
+    process → daemon   {"op": "answer", "session": S, "sdp": ...} or {"op": "error", ...}
+    process → daemon   {"op": "connected", "session": S}
+    daemon → process   media messages (track 0 video, 1 audio; dts = presentation ms)
+    process → daemon   {"op": "pli", "session": S}   the viewer asked for a keyframe
+    daemon → process   {"op": "close", "session": S}
+    process → daemon   {"op": "closed", "session": S, "reason": ..., "framesDropped": N}
+
 A session whose ICE/DTLS does not connect within `connect_timeout_s` closes.
 Media never waits for the daemon: when more than `max_backlog_bytes` are
 queued on the link, frames are dropped (video then waits for a keyframe and
@@ -41,7 +52,7 @@ from aiortc import (
 from aiortc import clock as aiortc_clock
 from aiortc import sdp as aiortc_sdp
 
-from rtmp_ingest.webrtc import link, receiver, stack
+from rtmp_ingest.webrtc import link, receiver, sender, stack
 from rtmp_ingest.webrtc.clock import SessionClock
 
 log = logging.getLogger("rtmp_ingest.webrtc.process")
@@ -261,6 +272,7 @@ class Server:
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
         self.sessions: dict[int, PeerSession] = {}
+        self.viewers: dict[int, sender.ViewerSession] = {}
         self.config: dict[str, Any] = {}
         self.max_backlog = MAX_BACKLOG_BYTES
 
@@ -294,16 +306,53 @@ class Server:
             if reply["op"] == "error":
                 self.sessions.pop(session_id, None)
             self.send_control(reply)
+        elif (
+            op == "whep-offer"
+            and isinstance(session_id, int)
+            and isinstance(message.get("sdp"), str)
+        ):
+            await self._whep_offer(session_id, message)
         elif op == "close" and isinstance(session_id, int):
             found = self.sessions.get(session_id)
             if found is not None:
                 await found.close("closed-by-server")
+            viewer = self.viewers.get(session_id)
+            if viewer is not None:
+                await viewer.close("closed-by-server")
         elif op == "keyframe" and isinstance(session_id, int):
             found = self.sessions.get(session_id)
             if found is not None:
                 await found.request_keyframe()
         else:
             log.warning("unknown link message %r", op)
+
+    async def _whep_offer(self, session_id: int, message: dict[str, Any]) -> None:
+        viewer = sender.ViewerSession(
+            session_id, self.config, self.send_control, lambda s: self.viewers.pop(s, None)
+        )
+        self.viewers[session_id] = viewer
+        video = message.get("video")
+        profile = message.get("h264_profile")
+        try:
+            reply = await viewer.negotiate(
+                message["sdp"],
+                video_codec=video if isinstance(video, str) else None,
+                h264_profile=profile if isinstance(profile, int) else None,
+                audio=bool(message.get("audio")),
+            )
+        except Exception as exc:
+            log.exception("whep negotiation failed session=%d", session_id)
+            reply = {"op": "error", "session": session_id, "status": 500, "text": str(exc)}
+            await viewer.close("negotiation-error")
+        if reply["op"] == "error":
+            self.viewers.pop(session_id, None)
+        self.send_control(reply)
+
+    def media(self, event: link.Media) -> None:
+        """A frame from the daemon for a WHEP viewer."""
+        viewer = self.viewers.get(event.session)
+        if viewer is not None:
+            viewer.push(event.track, event.dts_ms, event.payload, keyframe=event.keyframe)
 
     def _configure(self, message: dict[str, Any]) -> None:
         self.config = message
@@ -328,6 +377,8 @@ class Server:
     async def close_all(self) -> None:
         for session in list(self.sessions.values()):
             await session.close("shutdown")
+        for viewer in list(self.viewers.values()):
+            await viewer.close("shutdown")
 
 
 async def serve(fd: int) -> None:
@@ -350,6 +401,8 @@ async def serve(fd: int) -> None:
                     task = asyncio.ensure_future(server.handle(event.message))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
+                elif isinstance(event, link.Media):
+                    server.media(event)
             if not data:
                 break
     except link.LinkError as exc:

@@ -1,0 +1,288 @@
+"""WHEP viewers in the WebRTC process: encoded frames from the daemon → aiortc senders.
+
+The daemon sends each viewer's frames already finished: video as one H.264
+access unit in Annex B (parameter sets in front of every keyframe) or one VP9
+frame, audio as one Opus packet, each with its presentation time in ms on the
+viewer's own continuous timeline. Nothing is encoded here: the frame is handed
+to aiortc as an `av.Packet`, which aiortc's sender only packetizes (RFC 6184
+STAP-A/FU-A, RFC 7587), so SSRCs and sequence numbers stay those of one
+sender for the whole session whatever the daemon's source does (supersede,
+reconnect), and RTP timestamps follow the daemon's timeline.
+
+aiortc answers NACKs from its per-sender packet history (the last 128 RTP
+packets) and forwards nothing else; a viewer's PLI/FIR cannot be honoured by
+passthrough, so it is reported to the daemon (at most once per
+`webrtc.whep_pli_interval_s`), which asks a WebRTC publisher for a keyframe.
+
+A viewer that cannot keep up (its queue holds `max_queue_frames` frames) loses
+its queued video and waits for the next keyframe (counted in `skips`); audio
+beyond the bound is dropped (counted), so one slow viewer never holds the link.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import av
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+from aiortc import sdp as aiortc_sdp
+from aiortc.mediastreams import MediaStreamError
+
+log = logging.getLogger("rtmp_ingest.webrtc.sender")
+
+#: Frames a viewer's track may hold before it skips to the next keyframe (~2 s of 30 fps).
+MAX_QUEUE_FRAMES = 64
+#: At most one keyframe request per this many seconds goes from a viewer to the daemon.
+PLI_INTERVAL_S = 1.0
+#: Seconds an answered viewer may take to connect (ICE + DTLS).
+CONNECT_TIMEOUT_S = 15.0
+_MS = fractions.Fraction(1, 1000)
+
+#: H.264 profile_idc of the source → the profile-level-id we prefer to answer with
+_PROFILE_IDS = {66: "42e0", 77: "4d00", 100: "6400"}
+
+
+class FrameTrack(MediaStreamTrack):
+    """A track whose `recv()` yields the daemon's encoded frames as `av.Packet`s."""
+
+    def __init__(self, kind: str, *, max_frames: int = MAX_QUEUE_FRAMES) -> None:
+        super().__init__()
+        self.kind = kind
+        self.max_frames = max_frames
+        self._queue: deque[av.Packet] = deque()
+        self._ready = asyncio.Event()
+        self._waiting_keyframe = False
+        self.frames_in = 0
+        self.frames_dropped = 0
+        self.skips = 0
+
+    def push(self, pts_ms: int, payload: bytes, *, keyframe: bool) -> None:
+        """One frame from the daemon; never blocks."""
+        self.frames_in += 1
+        if self.kind == "video":
+            if self._waiting_keyframe and not keyframe:
+                self.frames_dropped += 1
+                return
+            self._waiting_keyframe = False
+            if len(self._queue) >= self.max_frames:
+                self.frames_dropped += len(self._queue)
+                self._queue.clear()
+                self.skips += 1
+                if not keyframe:
+                    self._waiting_keyframe = True
+                    self.frames_dropped += 1
+                    return
+        elif len(self._queue) >= self.max_frames:
+            self.frames_dropped += 1
+            return
+        packet = av.Packet(payload)
+        packet.pts = pts_ms
+        packet.dts = pts_ms
+        packet.time_base = _MS
+        self._queue.append(packet)
+        self._ready.set()
+
+    async def recv(self) -> av.Packet:
+        while not self._queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._ready.clear()
+            await self._ready.wait()
+        return self._queue.popleft()
+
+    def stop(self) -> None:
+        super().stop()
+        self._ready.set()
+
+
+def send_preferences(kind: str, *, video_codec: str | None, h264_profile: int | None) -> list[Any]:
+    """Send capabilities in preference order: the source's codec (and H.264 profile) first."""
+    capabilities = RTCRtpSender.getCapabilities(kind)
+    assert capabilities is not None
+    wanted = f"video/{video_codec}".lower() if video_codec else ""
+    profile = _PROFILE_IDS.get(h264_profile or 0, "")
+
+    def rank(codec: Any) -> tuple[int, int]:
+        mime = codec.mimeType.lower()
+        if mime == "video/rtx":
+            return (1, 0)
+        first = 0 if mime == wanted else 2
+        pli = str(codec.parameters.get("profile-level-id", "")).lower()
+        return (first, 0 if profile and pli.startswith(profile) else 1)
+
+    return sorted(capabilities.codecs, key=rank)
+
+
+class ViewerSession:
+    """One WHEP viewer: a sendonly peer connection fed by the daemon."""
+
+    def __init__(
+        self,
+        session_id: int,
+        config: dict[str, Any],
+        send_control: Callable[[dict[str, Any]], None],
+        on_closed: Callable[[int], object],
+    ) -> None:
+        self.session_id = session_id
+        self.config = config
+        self.send_control = send_control
+        self.on_closed = on_closed
+        self.pc: RTCPeerConnection | None = None
+        #: link track index (0 video, 1 audio) → its track
+        self.tracks: dict[int, FrameTrack] = {}
+        self.connected = asyncio.Event()
+        self.closed = False
+        self.pli_last = -math.inf
+        self.pli_forwarded = 0
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    async def negotiate(
+        self, offer: str, *, video_codec: str | None, h264_profile: int | None, audio: bool
+    ) -> dict[str, Any]:
+        """The answer message, or an error message with the HTTP status to give."""
+        try:
+            description = aiortc_sdp.SessionDescription.parse(offer)
+        except Exception as exc:  # noqa: BLE001 - any parse failure is the offer's fault
+            return self._error(400, f"Malformed SDP offer: {exc}")
+        media = [m for m in description.media if m.kind in ("audio", "video")]
+        if not media:
+            return self._error(400, "The SDP offer has no audio or video section.")
+        servers = [
+            RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+            for s in self.config.get("ice_servers", [])
+        ]
+        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        pc.on("connectionstatechange", self._state_changed)
+        max_frames = int(self.config.get("whep_max_queue_frames") or MAX_QUEUE_FRAMES)
+        used = set()
+        for section in media:
+            kind = section.kind
+            index = 0 if kind == "video" else 1
+            wanted = video_codec is not None if kind == "video" else audio
+            if index in used or not wanted:
+                #: a second section of a kind, or a kind the source lacks: inactive
+                pc.addTransceiver(kind, direction="inactive")
+                continue
+            used.add(index)
+            track = FrameTrack(kind, max_frames=max_frames)
+            transceiver = pc.addTransceiver(track, direction="sendonly")
+            transceiver.setCodecPreferences(
+                send_preferences(kind, video_codec=video_codec, h264_profile=h264_profile)
+            )
+            self.tracks[index] = track
+            if kind == "video":
+                self._forward_pli(transceiver.sender)
+        if not self.tracks:
+            await self._close_pc()
+            return self._error(422, "The offer has no section for the source's media.")
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+            answer = await pc.createAnswer()
+        except Exception as exc:  # noqa: BLE001 - aiortc raises several kinds for bad offers
+            await self._close_pc()
+            text = str(exc)
+            if "codec" in text.lower() or "send parameters" in text:
+                return self._error(
+                    422,
+                    f"The offer has no codec the source can be sent in without re-encoding "
+                    f"(it is {video_codec or 'audio only'}, Opus audio).",
+                )
+            return self._error(400, f"Unusable SDP offer: {text}")
+        chosen = aiortc_sdp.SessionDescription.parse(answer.sdp).media
+        for section in chosen:
+            if section.kind == "video" and video_codec and 0 in self.tracks:
+                names = [c.mimeType.lower() for c in section.rtp.codecs]
+                if f"video/{video_codec}" not in names:
+                    await self._close_pc()
+                    return self._error(
+                        422,
+                        f"The source's video is {video_codec}, which the viewer did not offer "
+                        "(video is passed through, never re-encoded).",
+                    )
+        await pc.setLocalDescription(answer)
+        timeout = float(self.config.get("connect_timeout_s") or CONNECT_TIMEOUT_S)
+        self._spawn(self._connect_deadline(timeout))
+        return {"op": "answer", "session": self.session_id, "sdp": pc.localDescription.sdp}
+
+    def _forward_pli(self, sender: RTCRtpSender) -> None:
+        """The viewer's PLI/FIR → one rate-limited "pli" message to the daemon."""
+
+        def keyframe_wanted() -> None:
+            now = time.monotonic()
+            interval = float(self.config.get("whep_pli_interval_s") or PLI_INTERVAL_S)
+            if now - self.pli_last < interval or self.closed:
+                return
+            self.pli_last = now
+            self.pli_forwarded += 1
+            self.send_control({"op": "pli", "session": self.session_id})
+
+        sender._send_keyframe = keyframe_wanted  # type: ignore[method-assign]
+
+    def push(self, track: int, pts_ms: int, payload: bytes, *, keyframe: bool) -> None:
+        found = self.tracks.get(track)
+        if found is not None and not self.closed:
+            found.push(pts_ms, payload, keyframe=keyframe)
+
+    def _error(self, status: int, text: str) -> dict[str, Any]:
+        self.closed = True
+        return {"op": "error", "session": self.session_id, "status": status, "text": text}
+
+    async def _state_changed(self) -> None:
+        pc = self.pc
+        if pc is None or self.closed:
+            return
+        if pc.connectionState == "connected" and not self.connected.is_set():
+            self.connected.set()
+            self.send_control({"op": "connected", "session": self.session_id})
+        elif pc.connectionState in ("failed", "closed"):
+            await self.close(f"ice-{pc.connectionState}")
+
+    async def _connect_deadline(self, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(self.connected.wait(), timeout_s)
+        except TimeoutError:
+            await self.close("connect-timeout")
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self, reason: str) -> None:
+        if self.closed and self.pc is None:
+            return
+        self.closed = True
+        self.on_closed(self.session_id)
+        for track in self.tracks.values():
+            track.stop()
+        await self._close_pc()
+        self.send_control(
+            {
+                "op": "closed",
+                "session": self.session_id,
+                "reason": reason,
+                "framesDropped": sum(t.frames_dropped for t in self.tracks.values()),
+                "skips": sum(t.skips for t in self.tracks.values()),
+            }
+        )
+
+    async def _close_pc(self) -> None:
+        pc, self.pc = self.pc, None
+        if pc is not None:
+            with contextlib.suppress(Exception):
+                await pc.close()

@@ -1,0 +1,285 @@
+"""WHEP's sans-IO parts: H.264 FLV frames → Annex B access units, what WebRTC can carry,
+a viewer's timeline (cached GOP compressed to "now", continuous across supersedes),
+AAC → Opus, and the process-side send queue's bound."""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import fractions
+import math
+from typing import Any
+
+import av
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rtmp_ingest.bundle import Frame, Media, OutputFrame
+from rtmp_ingest.server import whep
+from rtmp_ingest.webrtc import link
+from rtmp_ingest.webrtc.h264 import avc_config_record
+
+SETTINGS = settings(max_examples=60, deadline=None)
+SPS = bytes((0x67, 0x42, 0xC0, 0x1E, 0xDA, 0x02, 0x80, 0xBF, 0xE5, 0x84))
+PPS = bytes((0x68, 0xCE, 0x3C, 0x80))
+START = b"\x00\x00\x00\x01"
+
+nals = st.lists(
+    st.binary(min_size=1, max_size=300).map(lambda b: bytes((0x41,)) + b), min_size=1, max_size=6
+)
+
+
+def prefixed(units: list[bytes], size: int = 4) -> bytes:
+    return b"".join(len(n).to_bytes(size, "big") + n for n in units)
+
+
+def video_body(data: bytes, *, keyframe: bool, cts: int = 0, config: bool = False) -> bytes:
+    head = 0x17 if keyframe or config else 0x27
+    return bytes((head, 0 if config else 1)) + cts.to_bytes(3, "big", signed=True) + data
+
+
+def out(media: Media, dts: int, body: bytes, **kwargs: Any) -> OutputFrame:
+    codec = "h264" if media is Media.VIDEO else kwargs.pop("codec", "opus")
+    frame = Frame(kwargs.pop("track", f"{media.value}0"), media, codec, dts, body, **kwargs)
+    return OutputFrame("cam", frame, dts, False)
+
+
+@SETTINGS
+@given(nals, st.sampled_from([1, 2, 4]))
+def test_avcc_to_annexb_round_trip(units: list[bytes], size: int) -> None:
+    short = [n[: (1 << (8 * size)) - 1] for n in units]
+    annexb, has_sps = whep.avcc_to_annexb(prefixed(short, size), size)
+    assert annexb == b"".join(START + n for n in short)
+    assert not has_sps
+
+
+@SETTINGS
+@given(st.binary(max_size=200), st.sampled_from([1, 2, 4]))
+def test_garbage_only_raises_value_error(data: bytes, size: int) -> None:
+    try:
+        whep.avcc_to_annexb(data, size)
+    except ValueError:
+        pass
+    try:
+        whep.avcc_parameter_sets(data)
+    except ValueError:
+        pass
+    access = whep.H264Access()
+    access.push(data)  #: never raises: unusable frames are counted
+    assert access.malformed >= 0
+
+
+def test_keyframes_carry_the_parameter_sets_and_b_frames_are_seen() -> None:
+    access = whep.H264Access()
+    record = avc_config_record(SPS, PPS)
+    assert access.push(video_body(record, keyframe=True, config=True)) is None
+    idr = bytes((0x65, 1, 2, 3))
+    unit = access.push(video_body(prefixed([idr]), keyframe=True))
+    assert unit == (START + SPS + START + PPS + START + idr, True, 0)
+    p = bytes((0x41, 9))
+    assert access.push(video_body(prefixed([p]), keyframe=False, cts=40)) == (START + p, False, 40)
+    assert access.b_frames == 1
+    #: a keyframe that carries its own SPS gets nothing in front
+    own = access.push(video_body(prefixed([SPS, PPS, idr]), keyframe=True))
+    assert own is not None and own[0] == START + SPS + START + PPS + START + idr
+
+
+def test_what_webrtc_can_carry() -> None:
+    record = avc_config_record(SPS, PPS)
+    gop = [
+        out(Media.VIDEO, 0, video_body(record, keyframe=True, config=True), config=True),
+        out(Media.VIDEO, 0, video_body(prefixed([bytes((0x65, 1))]), keyframe=True)),
+    ]
+    assert whep.check_playable([(Media.VIDEO, "h264"), (Media.AUDIO, "aac")], gop).playable
+    assert whep.h264_profile(gop) == 0x42
+    hevc = whep.check_playable([(Media.VIDEO, "hevc")], [])
+    assert not hevc.playable and "hevc" in (hevc.reason or "")
+    b = gop + [
+        out(Media.VIDEO, 40, video_body(prefixed([bytes((0x41, 1))]), keyframe=False, cts=80))
+    ]
+    verdict = whep.check_playable([(Media.VIDEO, "h264")], b)
+    assert not verdict.playable and "B-frames" in (verdict.reason or "")
+
+
+class FakeWebrtc:
+    def __init__(self) -> None:
+        self.sent: list[link.Media] = []
+        self.full = False
+
+    def send_media(self, data: bytes) -> bool:
+        if self.full:
+            return False
+        decoder = link.LinkDecoder()
+        decoder.receive_data(data)
+        event = decoder.next_event()
+        assert isinstance(event, link.Media)
+        self.sent.append(event)
+        return True
+
+
+def viewer() -> tuple[whep.WhepViewer, FakeWebrtc]:
+    fake = FakeWebrtc()
+    service: Any = type(
+        "S", (), {"webrtc": fake, "end_viewer": lambda *a, **k: None, "verdicts": {}}
+    )()
+    service.source_unplayable = lambda v, code, reason: (
+        service.verdicts.__setitem__((v.stream_path, v.source_id), (code, reason)),
+        v.ended.set(),
+    )
+    return (
+        whep.WhepViewer(
+            service=service,
+            session_id=7,
+            location="x",
+            stream_path="a/b",
+            source_id="cam",
+            remote="",
+        ),
+        fake,
+    )
+
+
+def gop(start: int, count: int, *, audio: bool = True) -> list[OutputFrame]:
+    record = avc_config_record(SPS, PPS)
+    frames = [out(Media.VIDEO, start, video_body(record, keyframe=True, config=True), config=True)]
+    for i in range(count):
+        key = i == 0
+        nal = bytes((0x65 if key else 0x41, i))
+        frames.append(
+            out(
+                Media.VIDEO, start + 40 * i, video_body(prefixed([nal]), keyframe=key), keyframe=key
+            )
+        )
+        if audio:
+            frames.append(out(Media.AUDIO, start + 40 * i, b"\x91Opus" + b"\xfc" * 3))
+    return frames
+
+
+def test_the_cached_gop_ends_now_and_the_timeline_runs_on() -> None:
+    """A 25-frame GOP reaches the viewer 1 ms apart ending where live continues; audio
+    older than the GOP's last picture is not sent; later frames keep their spacing."""
+    v, fake = viewer()
+    v.frames(gop(1000, 25), first=True)
+    video = [m for m in fake.sent if m.track == whep.TRACK_VIDEO]
+    assert [m.dts_ms for m in video] == list(range(25))
+    assert video[0].keyframe and video[0].payload.startswith(START + SPS)
+    audio = [m for m in fake.sent if m.track == whep.TRACK_AUDIO]
+    assert [m.dts_ms for m in audio] == [24]
+    fake.sent.clear()
+    # live frames, then a supersede: the bundle's output timeline runs on, a new GOP begins
+    v.frames(gop(1000 + 25 * 40, 3)[1:], first=False)
+    assert [m.dts_ms for m in fake.sent if m.track == 0] == [64, 104, 144]
+    fake.sent.clear()
+    v.frames(gop(1000 + 28 * 40 + 5, 2), first=False)
+    stamps = [m.dts_ms for m in fake.sent if m.track == 0]
+    assert stamps == [189, 229] and fake.sent[0].keyframe
+
+
+def test_opus_from_the_transcoder_follows_the_viewer_timeline() -> None:
+    v, fake = viewer()
+    v.opus(500, b"early")  #: before the picture: not sent
+    v.frames(gop(1000, 2, audio=False), first=True)
+    fake.sent.clear()
+    v.opus(1040, b"a")
+    v.opus(1040, b"dup")
+    v.opus(1060, b"b")
+    assert [(m.dts_ms, m.payload) for m in fake.sent] == [(1, b"a"), (21, b"b")]
+
+
+def aac_units(seconds: float) -> tuple[bytes, list[tuple[int, bytes]]]:
+    encoder = av.CodecContext.create("aac", "w")
+    encoder.sample_rate = 44100
+    encoder.layout = "stereo"
+    encoder.format = "fltp"
+    encoder.open()
+    units: list[tuple[int, bytes]] = []
+    samples = 0
+    while samples < seconds * 44100:
+        tone = array.array(
+            "f", (0.3 * math.sin(2 * math.pi * 440 * (samples + i) / 44100) for i in range(1024))
+        ).tobytes()
+        frame = av.AudioFrame(format="fltp", layout="stereo", samples=1024)
+        for plane in frame.planes:
+            plane.update(tone)
+        frame.sample_rate = 44100
+        frame.pts = samples
+        frame.time_base = fractions.Fraction(1, 44100)
+        for packet in encoder.encode(frame):
+            units.append((round(packet.pts * 1000 / 44100), bytes(packet)))
+        samples += 1024
+    return bytes(encoder.extradata), units
+
+
+def test_aac_becomes_decodable_opus_on_the_same_clock() -> None:
+    asc, units = aac_units(1.0)
+    codec = whep.AacToOpus(bitrate=64000)
+    codec.configure(asc)
+    packets = [p for dts, raw in units for p in codec.push(dts + 5000, raw)]
+    assert len(packets) >= 40
+    stamps = [ms for ms, _ in packets]
+    assert stamps == sorted(stamps) and 4900 <= stamps[0] <= 5100
+    assert all(b - a == 20 for a, b in zip(stamps, stamps[1:]))
+    decoder = av.CodecContext.create("libopus", "r")
+    decoded = sum(f.samples for _, p in packets for f in decoder.decode(av.Packet(p)))
+    assert decoded == 960 * len(packets)
+    assert codec.errors == 0
+
+
+def test_a_slow_viewer_queue_skips_to_the_next_keyframe() -> None:
+    pytest.importorskip("aiortc")
+    from rtmp_ingest.webrtc.sender import FrameTrack
+
+    async def run() -> FrameTrack:
+        track = FrameTrack("video", max_frames=4)
+        track.push(0, b"k", keyframe=True)
+        for i in range(1, 8):
+            track.push(i, b"p", keyframe=False)  #: nobody reads: the bound is hit
+        track.push(8, b"k2", keyframe=True)
+        first = await track.recv()
+        assert bytes(first) == b"k2" and first.pts == 8
+        return track
+
+    track = asyncio.run(run())
+    assert track.skips == 1 and track.frames_dropped == 8  #: every frame before k2
+
+
+def test_viewer_keyframe_requests_reach_the_daemon_rate_limited() -> None:
+    pytest.importorskip("aiortc")
+    from rtmp_ingest.webrtc.sender import ViewerSession
+
+    sent: list[dict[str, Any]] = []
+    session = ViewerSession(3, {}, sent.append, lambda _: None)
+    sender: Any = type("Sender", (), {})()
+    session._forward_pli(sender)
+    sender._send_keyframe()  #: what aiortc calls on a PLI or FIR
+    sender._send_keyframe()  #: within PLI_INTERVAL_S: not forwarded again
+    assert sent == [{"op": "pli", "session": 3}]
+    assert session.pli_forwarded == 1
+
+
+def test_a_b_frame_mid_session_ends_the_viewer_and_the_api_says_why() -> None:
+    v, fake = viewer()
+    frames = gop(0, 2, audio=False)
+    frames.append(
+        out(Media.VIDEO, 80, video_body(prefixed([bytes((0x41, 7))]), keyframe=False, cts=40))
+    )
+    frames.append(out(Media.VIDEO, 120, video_body(prefixed([bytes((0x41, 8))]), keyframe=False)))
+    v.frames(frames, first=False)
+    assert len(fake.sent) == 2, "nothing after the B-frame"
+    code, reason = v.service.verdicts[("a/b", "cam")]
+    assert code == "b-frames" and "B-frames" in reason
+
+
+def test_a_picture_lost_on_the_link_makes_video_wait_for_a_keyframe() -> None:
+    v, fake = viewer()
+    v.frames(gop(0, 3, audio=False), first=True)
+    fake.full = True
+    v.frames(gop(120, 2, audio=False)[2:], first=False)  #: one P-frame, lost
+    fake.full = False
+    fake.sent.clear()
+    v.frames(gop(160, 3, audio=False)[2:], first=False)  #: P-frames after the loss
+    assert fake.sent == [], "P-frames after the loss are held back"
+    v.frames(gop(240, 2, audio=False), first=False)
+    assert [m.keyframe for m in fake.sent] == [True, False]
+    assert v.frames_dropped >= 2
