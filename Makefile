@@ -33,8 +33,11 @@ browser: $(BROWSER_STAMP)
 
 # with npm on the machine the browser test's packages are installed; the test itself runs
 # wherever Debian's chromium is (CI installs it) and says why it skips elsewhere
+# two workers, a test file each at a time (end-to-end tests mostly wait on real-time
+# media; a file's tests share fixed resources such as WHIP's UDP port range)
+TEST_WORKERS ?= 2
 test: $(STAMP) $(if $(shell command -v npm),$(BROWSER_STAMP))
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # ruff (rules and format) and mypy: strict on the pure layers, checked on the rest
 STRICT := rtmp_ingest/rtmp rtmp_ingest/flv rtmp_ingest/bundle $(wildcard rtmp_ingest/auth)
