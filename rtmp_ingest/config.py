@@ -97,7 +97,7 @@ reader_threads = 2
 passphrases = {}
 
 [http]
-# Control API, events, metrics, HTTP-FLV.
+# Control API, events, metrics, HTTP-FLV, HLS, WebRTC; empty = no HTTP (RTMP and SRT run on).
 listen = "0.0.0.0:8080"
 # When set, /api/v1/* requires "Authorization: Bearer <admin_key>".
 admin_key = ""
@@ -525,7 +525,7 @@ def _check(config: Config) -> None:
         ("rtmps.listen", config.rtmps.listen),
         ("srt.listen", config.srt.listen),
     ):
-        if value or key != "rtmps.listen":
+        if value or key == "rtmp.listen":  #: rtmps and http may be off ("")
             parse_host_port(value, key=key)
     if config.rtmps.listen and not (config.rtmps.cert_file and config.rtmps.key_file):
         raise ConfigError("rtmps: listen is set but cert_file/key_file are missing")

@@ -414,3 +414,23 @@ async def test_a_kick_with_a_ban_keeps_an_auto_reconnecting_encoder_away(
     await trio.sleep(61)  # the ban ends
     _later, _ = await publish(daemon, "a")
     assert len(daemon.publishers) == 1
+
+
+async def test_rtmp_runs_without_http(tmp_path: Any, nursery: trio.Nursery) -> None:
+    config = config_mod.load(
+        None,
+        overrides={
+            "data_dir": str(tmp_path),
+            "rtmp": {"listen": "127.0.0.1:0"},
+            "http": {"listen": ""},
+            "srt": {"enabled": False},
+        },
+    )
+    app = App(config)
+    bound = await nursery.start(app.run)
+    assert bound.http is None and bound.rtmp[1] > 0
+    client = await TrioRtmpClient.open(bound.rtmp[1])
+    await client.connect("live")
+    stream_id = await client.create_stream()
+    assert (await client.publish(stream_id, "a")).code == "NetStream.Publish.Start"
+    app.shutdown()
