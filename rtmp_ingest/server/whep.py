@@ -33,7 +33,6 @@ and ends when nothing came back within `webrtc.whep_linger_s`.
 
 from __future__ import annotations
 
-import fractions
 import logging
 import secrets
 import time
@@ -44,8 +43,18 @@ import attrs
 import trio
 
 from rtmp_ingest.bundle import Media, OutputFrame, StartMode
-from rtmp_ingest.flv.tags import PacketType, TagError, parse_audio, parse_video
+from rtmp_ingest.flv.tags import PacketType
 from rtmp_ingest.outputs.flv import PlayerTrack
+from rtmp_ingest.outputs.webrtc_media import (
+    B_FRAMES_REASON,
+    PLAYABLE_AUDIO,
+    AacToOpus,
+    H264Access,
+    Playability,
+    audio_payload,
+    check_playable,
+    h264_profile,
+)
 from rtmp_ingest.server.play import Player, resolve_source, wait_for_source
 from rtmp_ingest.server.webrtc_link import WhipError
 from rtmp_ingest.webrtc import link
@@ -63,230 +72,6 @@ TRACK_VIDEO = 0
 TRACK_AUDIO = 1
 #: Spacing of the cached GOP's frames on a new viewer's timeline (see the module docstring).
 BURST_STEP_MS = 1
-#: An AAC input this far from where the Opus output stands re-anchors the output timeline.
-AUDIO_RESYNC_MS = 200
-OPUS_RATE = 48_000
-OPUS_FRAME_SAMPLES = 960  #: 20 ms
-#: Video codecs WHEP passes through (aiortc packetizes H.264; VP9/AV1 have no packetizer here).
-PLAYABLE_VIDEO = ("h264",)
-PLAYABLE_AUDIO = ("opus", "aac")
-_START_CODE = b"\x00\x00\x00\x01"
-
-
-B_FRAMES_REASON = (
-    "The source's H.264 has B-frames, which WebRTC cannot carry; "
-    "publish without B-frames (e.g. x264 -bf 0 or tune zerolatency)."
-)
-
-
-@attrs.frozen
-class Playability:
-    playable: bool
-    reason: str | None = None
-
-
-# -- H.264 frames → Annex B (sans-IO) --------------------------------------------------------
-
-
-def avcc_parameter_sets(record: bytes) -> tuple[bytes, int]:
-    """(SPS+PPS in Annex B, NAL length size) of an AVCDecoderConfigurationRecord."""
-    if len(record) < 7 or record[0] != 1:
-        raise ValueError("not an AVCDecoderConfigurationRecord")
-    size = (record[4] & 3) + 1
-    out = bytearray()
-    pos = 5
-    for mask in (0x1F, 0xFF):
-        count = record[pos] & mask
-        pos += 1
-        for _ in range(count):
-            length = int.from_bytes(record[pos : pos + 2], "big")
-            nal = record[pos + 2 : pos + 2 + length]
-            if len(nal) != length or not nal:
-                raise ValueError("truncated AVCDecoderConfigurationRecord")
-            out += _START_CODE + nal
-            pos += 2 + length
-    return bytes(out), size
-
-
-def avcc_to_annexb(data: bytes, length_size: int) -> tuple[bytes, bool]:
-    """(Annex B access unit, has SPS) of length-prefixed NAL units."""
-    out = bytearray()
-    has_sps = False
-    pos = 0
-    end = len(data)
-    while pos + length_size <= end:
-        length = int.from_bytes(data[pos : pos + length_size], "big")
-        pos += length_size
-        if length == 0 or pos + length > end:
-            raise ValueError("NAL unit length runs past the frame")
-        if data[pos] & 0x1F == 7:
-            has_sps = True
-        out += _START_CODE
-        out += data[pos : pos + length]
-        pos += length
-    if pos != end:
-        raise ValueError("trailing bytes after the last NAL unit")
-    return bytes(out), has_sps
-
-
-def _video_packet(body: bytes) -> tuple[PacketType, bool, int, bytes] | None:
-    """(packet type, keyframe, cts, payload) of an H.264 FLV video body."""
-    if len(body) > 5 and body[0] & 0x0F == 7 and not body[0] & 0x80:
-        cts = int.from_bytes(body[2:5], "big", signed=True)
-        kinds = {0: PacketType.SEQUENCE_START, 1: PacketType.CODED_FRAMES}
-        kind = kinds.get(body[1])
-        if kind is None:
-            return None
-        return kind, body[0] >> 4 == 1, cts, body[5:]
-    try:
-        packets = parse_video(body)
-    except (TagError, IndexError, ValueError):
-        return None
-    for packet in packets:
-        if packet.packet_type in (PacketType.SEQUENCE_START, PacketType.CODED_FRAMES):
-            return packet.packet_type, packet.keyframe, packet.cts_ms, packet.data
-    return None
-
-
-def _audio_payload(body: bytes) -> tuple[PacketType, bytes] | None:
-    if len(body) > 2 and body[0] >> 4 == 10:
-        return (PacketType.SEQUENCE_START if body[1] == 0 else PacketType.CODED_FRAMES), body[2:]
-    try:
-        packets = parse_audio(body)
-    except (TagError, IndexError, ValueError):
-        return None
-    for packet in packets:
-        if packet.packet_type in (PacketType.SEQUENCE_START, PacketType.CODED_FRAMES):
-            return packet.packet_type, packet.data
-    return None
-
-
-class H264Access:
-    """A source's H.264 frames → Annex B access units, parameter sets on every keyframe."""
-
-    def __init__(self) -> None:
-        self.parameter_sets = b""
-        self.length_size = 4
-        self.b_frames = 0  #: coded frames with a composition offset (B-frames)
-        self.malformed = 0
-
-    def push(self, body: bytes) -> tuple[bytes, bool, int] | None:
-        """(access unit, keyframe, cts) for a coded frame; None for config/unusable ones."""
-        parsed = _video_packet(body)
-        if parsed is None:
-            self.malformed += 1
-            return None
-        kind, keyframe, cts, data = parsed
-        try:
-            if kind is PacketType.SEQUENCE_START:
-                self.parameter_sets, self.length_size = avcc_parameter_sets(data)
-                return None
-            unit, has_sps = avcc_to_annexb(data, self.length_size)
-        except (ValueError, IndexError):
-            self.malformed += 1
-            return None
-        if cts != 0:
-            self.b_frames += 1
-        if keyframe and not has_sps:
-            unit = self.parameter_sets + unit
-        return unit, keyframe, cts
-
-
-def check_playable(tracks: list[tuple[Media, str]], gop: list[OutputFrame]) -> Playability:
-    """Whether WebRTC can carry a source: its track codecs and its cached GOP's frames."""
-    video = [codec for media, codec in tracks if media is Media.VIDEO]
-    if video and video[0] not in PLAYABLE_VIDEO:
-        return Playability(
-            False,
-            f"The source's video is {video[0]}; WebRTC viewers get H.264 passed through, "
-            "never re-encoded.",
-        )
-    for out in gop:
-        frame = out.frame
-        if frame.media is Media.VIDEO and not frame.config:
-            parsed = _video_packet(frame.payload)
-            if (parsed is not None and parsed[2] != 0) or frame.cts_ms != 0:
-                return Playability(False, B_FRAMES_REASON)
-    return Playability(True)
-
-
-def h264_profile(gop: list[OutputFrame]) -> int | None:
-    """profile_idc of the H.264 configuration record among a GOP's frames."""
-    for out in gop:
-        frame = out.frame
-        if frame.media is Media.VIDEO and frame.config and frame.codec == "h264":
-            parsed = _video_packet(frame.payload)
-            if parsed is not None and len(parsed[3]) > 1:
-                return parsed[3][1]
-    return None
-
-
-# -- AAC → Opus, once per source --------------------------------------------------------------
-
-
-class AacToOpus:
-    """AAC access units → Opus packets with their output-timeline ms (PyAV)."""
-
-    def __init__(self, *, bitrate: int) -> None:
-        self.bitrate = bitrate
-        self._asc: bytes | None = None
-        self._decoder: Any = None
-        self._resampler: Any = None
-        self._fifo: Any = None
-        self._encoder: Any = None
-        self._samples = 0  #: Opus samples fed to the encoder
-        self._origin_ms: float | None = None
-        self.errors = 0
-
-    def configure(self, asc: bytes) -> None:
-        import av  # noqa: PLC0415 - PyAV only where AAC is transcoded
-
-        if asc == self._asc and self._decoder is not None:
-            return
-        self._asc = asc
-        decoder = av.CodecContext.create("aac", "r")
-        decoder.extradata = asc
-        self._decoder = decoder
-        self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=OPUS_RATE)
-        if self._encoder is None:
-            encoder = av.CodecContext.create("libopus", "w")
-            encoder.sample_rate = OPUS_RATE
-            encoder.layout = "stereo"
-            encoder.format = "s16"
-            encoder.bit_rate = self.bitrate
-            encoder.time_base = fractions.Fraction(1, OPUS_RATE)
-            encoder.options = {"application": "lowdelay", "frame_duration": "20"}
-            encoder.open()
-            self._encoder = encoder
-            self._fifo = av.AudioFifo()
-
-    def push(self, dts_ms: int, raw: bytes) -> list[tuple[int, bytes]]:
-        """(ms, Opus packet) for one AAC access unit (possibly none yet)."""
-        import av  # noqa: PLC0415
-
-        if self._decoder is None:
-            return []
-        at_ms = self._samples * 1000 / OPUS_RATE
-        if self._origin_ms is None or abs(self._origin_ms + at_ms - dts_ms) > AUDIO_RESYNC_MS:
-            self._origin_ms = dts_ms - at_ms + self._fifo.samples * 1000 / OPUS_RATE
-        out: list[tuple[int, bytes]] = []
-        try:
-            for frame in self._decoder.decode(av.Packet(raw)):
-                frame.pts = None
-                for resampled in self._resampler.resample(frame):
-                    resampled.pts = None
-                    self._fifo.write(resampled)
-            while self._fifo.samples >= OPUS_FRAME_SAMPLES:
-                chunk = self._fifo.read(OPUS_FRAME_SAMPLES)
-                chunk.pts = self._samples
-                chunk.time_base = fractions.Fraction(1, OPUS_RATE)
-                ms = self._origin_ms + self._samples * 1000 / OPUS_RATE
-                self._samples += OPUS_FRAME_SAMPLES
-                for packet in self._encoder.encode(chunk):
-                    out.append((round(ms), bytes(packet)))
-        except (av.FFmpegError, ValueError):
-            self.errors += 1
-        return out
 
 
 class OpusTranscoder:
@@ -337,7 +122,7 @@ class OpusTranscoder:
             frame = out.frame
             if frame.media is not Media.AUDIO or frame.codec != "aac":
                 continue
-            parsed = _audio_payload(frame.payload)
+            parsed = audio_payload(frame.payload)
             if parsed is None:
                 continue
             kind, data = parsed
@@ -469,7 +254,7 @@ class WhepViewer:
         elif frame.media is Media.AUDIO and frame.codec == "opus":
             if skip_audio_before is not None and out.dts_ms < skip_audio_before:
                 return
-            parsed = _audio_payload(frame.payload)
+            parsed = audio_payload(frame.payload)
             if parsed is None or parsed[0] is not PacketType.CODED_FRAMES:
                 return
             if self.shift is None:

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtmp_ingest.bundle import Frame, Media, OutputFrame
+from rtmp_ingest.outputs import webrtc_media
 from rtmp_ingest.server import whep
 from rtmp_ingest.webrtc import link
 from rtmp_ingest.webrtc.h264 import avc_config_record
@@ -49,7 +50,7 @@ def out(media: Media, dts: int, body: bytes, **kwargs: Any) -> OutputFrame:
 @given(nals, st.sampled_from([1, 2, 4]))
 def test_avcc_to_annexb_round_trip(units: list[bytes], size: int) -> None:
     short = [n[: (1 << (8 * size)) - 1] for n in units]
-    annexb, has_sps = whep.avcc_to_annexb(prefixed(short, size), size)
+    annexb, has_sps = webrtc_media.avcc_to_annexb(prefixed(short, size), size)
     assert annexb == b"".join(START + n for n in short)
     assert not has_sps
 
@@ -58,20 +59,20 @@ def test_avcc_to_annexb_round_trip(units: list[bytes], size: int) -> None:
 @given(st.binary(max_size=200), st.sampled_from([1, 2, 4]))
 def test_garbage_only_raises_value_error(data: bytes, size: int) -> None:
     try:
-        whep.avcc_to_annexb(data, size)
+        webrtc_media.avcc_to_annexb(data, size)
     except ValueError:
         pass
     try:
-        whep.avcc_parameter_sets(data)
+        webrtc_media.avcc_parameter_sets(data)
     except ValueError:
         pass
-    access = whep.H264Access()
+    access = webrtc_media.H264Access()
     access.push(data)  #: never raises: unusable frames are counted
     assert access.malformed >= 0
 
 
 def test_keyframes_carry_the_parameter_sets_and_b_frames_are_seen() -> None:
-    access = whep.H264Access()
+    access = webrtc_media.H264Access()
     record = avc_config_record(SPS, PPS)
     assert access.push(video_body(record, keyframe=True, config=True)) is None
     idr = bytes((0x65, 1, 2, 3))
@@ -91,14 +92,14 @@ def test_what_webrtc_can_carry() -> None:
         out(Media.VIDEO, 0, video_body(record, keyframe=True, config=True), config=True),
         out(Media.VIDEO, 0, video_body(prefixed([bytes((0x65, 1))]), keyframe=True)),
     ]
-    assert whep.check_playable([(Media.VIDEO, "h264"), (Media.AUDIO, "aac")], gop).playable
-    assert whep.h264_profile(gop) == 0x42
-    hevc = whep.check_playable([(Media.VIDEO, "hevc")], [])
+    assert webrtc_media.check_playable([(Media.VIDEO, "h264"), (Media.AUDIO, "aac")], gop).playable
+    assert webrtc_media.h264_profile(gop) == 0x42
+    hevc = webrtc_media.check_playable([(Media.VIDEO, "hevc")], [])
     assert not hevc.playable and "hevc" in (hevc.reason or "")
     b = gop + [
         out(Media.VIDEO, 40, video_body(prefixed([bytes((0x41, 1))]), keyframe=False, cts=80))
     ]
-    verdict = whep.check_playable([(Media.VIDEO, "h264")], b)
+    verdict = webrtc_media.check_playable([(Media.VIDEO, "h264")], b)
     assert not verdict.playable and "B-frames" in (verdict.reason or "")
 
 
@@ -213,7 +214,7 @@ def aac_units(seconds: float) -> tuple[bytes, list[tuple[int, bytes]]]:
 
 def test_aac_becomes_decodable_opus_on_the_same_clock() -> None:
     asc, units = aac_units(1.0)
-    codec = whep.AacToOpus(bitrate=64000)
+    codec = webrtc_media.AacToOpus(bitrate=64000)
     codec.configure(asc)
     packets = [p for dts, raw in units for p in codec.push(dts + 5000, raw)]
     assert len(packets) >= 40
