@@ -22,8 +22,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/rtmp-ingest serve
 
-# the browser test's npm packages, pinned (Chromium itself: Debian's, installed by .ci/run)
-BROWSER_PKGS  := hls.js@1.7.4 playwright-core@1.65.1
+# the browser tests' and bench_whep's npm packages, pinned (Chromium itself: Debian's,
+# installed by .ci/run); mpegts.js plays HTTP-FLV in bench/bench_whep.py, served locally
+BROWSER_PKGS  := hls.js@1.7.4 mpegts.js@1.8.2 playwright-core@1.65.1
 BROWSER_STAMP := .browser/.installed-$(subst @,-,$(subst $() $(),_,$(BROWSER_PKGS)))
 $(BROWSER_STAMP):
 	mkdir -p .browser && cd .browser && npm install --silent --no-save --no-audit --no-fund $(BROWSER_PKGS)

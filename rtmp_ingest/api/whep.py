@@ -32,7 +32,7 @@ from rtmp_ingest.server.whep import WhepService
 SESSION_PREFIX = "/whep-session/"
 #: The player page: one <video>, the WHEP exchange without trickle ICE (the offer goes out
 #: once gathering is complete), the session DELETEd on unload. `window.whep` says how it
-#: goes (state, pictures shown, size) for tests and the curious.
+#: goes (state, pictures shown, size, video codec) for tests and the curious.
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>WHEP __PATH__</title>
 <style>body{margin:0;background:#111;color:#ddd;font:14px sans-serif}
@@ -40,7 +40,7 @@ video{width:100vw;max-height:92vh;background:#000}#s{padding:4px 8px}</style></h
 <body><video id="v" autoplay muted playsinline controls></video><div id="s">connecting</div>
 <script>
 const whep = window.whep = {state: "new", frames: 0, width: 0, height: 0, audioSamples: 0,
-                           error: null};
+                           codec: null, error: null};
 const video = document.getElementById("v"), status = document.getElementById("s");
 const endpoint = "/whep/__PATH__" + location.search;
 let session = null;
@@ -70,10 +70,14 @@ async function start() {
   await pc.setRemoteDescription({type: "answer", sdp: text});
   video.requestVideoFrameCallback(count);
   setInterval(async () => {
-    (await pc.getStats()).forEach((r) => {
+    const stats = await pc.getStats();
+    stats.forEach((r) => {
       if (r.type === "inbound-rtp" && r.kind === "audio") whep.audioSamples = r.totalSamplesReceived;
+      if (r.type === "inbound-rtp" && r.kind === "video" && stats.get(r.codecId))
+        whep.codec = stats.get(r.codecId).mimeType;
     });
-    if (whep.state === "connected") show(`${whep.width}x${whep.height} · ${whep.frames} pictures`);
+    if (whep.state === "connected")
+      show(`${whep.codec || ""} ${whep.width}x${whep.height} · ${whep.frames} pictures`);
   }, 500);
 }
 addEventListener("pagehide", () => { if (session) fetch(session, {method: "DELETE", keepalive: true}); });

@@ -2,9 +2,15 @@
 
 Synchronous and I/O-free (the WHEP service in server/whep.py drives it): H.264 from
 length-prefixed samples to Annex B access units with the parameter sets in front of
-every keyframe (`avcc_to_annexb`, `H264Access`), whether a source can be carried at
-all (`check_playable`: H.264 without B-frames, Opus or AAC audio), and AAC decoded
-and encoded to Opus once per source (`AacToOpus`, PyAV).
+every keyframe (`avcc_to_annexb`, `H264Access`), VP9 (E-RTMP `vp09`) frames as they
+are (`Vp9Access`; the WebRTC process cuts them into RTP, `webrtc.vp9_payload`),
+whether a source can be carried at all (`check_playable`: H.264 without B-frames or
+VP9 profile 0, Opus or AAC audio), and AAC decoded and encoded to Opus once per
+source (`AacToOpus`, PyAV).
+
+AV1 is not passed through: aiortc's codec table has no AV1 entry, and it is one table
+shared with WHIP ingest, whose answer would then accept AV1 publishers that nothing
+depacketizes (docs/spec.md §7); such a source gets the 422 with that reason.
 """
 
 from __future__ import annotations
@@ -17,13 +23,16 @@ import av
 
 from rtmp_ingest.bundle import Media, OutputFrame
 from rtmp_ingest.flv.tags import PacketType, TagError, parse_audio, parse_video
+from rtmp_ingest.webrtc.vp9 import keyframe_header
 
 #: An AAC input this far from where the Opus output stands re-anchors the output timeline.
 AUDIO_RESYNC_MS = 200
 OPUS_RATE = 48_000
 OPUS_FRAME_SAMPLES = 960  #: 20 ms
-#: Video codecs WHEP passes through (aiortc packetizes H.264; VP9/AV1 have no packetizer here).
-PLAYABLE_VIDEO = ("h264",)
+#: Video codecs WHEP passes through (aiortc packetizes H.264, webrtc.vp9_payload VP9).
+PLAYABLE_VIDEO = ("h264", "vp9")
+#: The VP9 profile the WebRTC process answers (its codec table's profile-id)
+VP9_PROFILE = 0
 PLAYABLE_AUDIO = ("opus", "aac")
 _START_CODE = b"\x00\x00\x00\x01"
 
@@ -147,21 +156,68 @@ class H264Access:
         return unit, keyframe, cts
 
 
+class Vp9Access:
+    """A source's VP9 frames (E-RTMP `vp09` bodies) → the frames themselves."""
+
+    def __init__(self) -> None:
+        self.malformed = 0
+
+    def push(self, body: bytes) -> tuple[bytes, bool, int] | None:
+        """(frame, keyframe, cts=0) for a coded frame; None for config/unusable ones."""
+        parsed = video_packet(body)
+        if parsed is None:
+            self.malformed += 1
+            return None
+        kind, _, _, data = parsed
+        if kind is not PacketType.CODED_FRAMES:
+            return None
+        if not data:
+            self.malformed += 1
+            return None
+        #: the bitstream decides (VP9 §6.2): a flag that lies would start a viewer on an
+        #: inter frame
+        return data, keyframe_header(data) is not None, 0
+
+
+def video_access(codec: str) -> H264Access | Vp9Access:
+    """What turns a source's video bodies of `codec` into what viewers are sent."""
+    return Vp9Access() if codec == "vp9" else H264Access()
+
+
 def check_playable(tracks: list[tuple[Media, str]], gop: list[OutputFrame]) -> Playability:
     """Whether WebRTC can carry a source: its track codecs and its cached GOP's frames."""
     video = [codec for media, codec in tracks if media is Media.VIDEO]
     if video and video[0] not in PLAYABLE_VIDEO:
+        why = " (aiortc has no AV1 packetizer or codec entry here)" if video[0] == "av1" else ""
         return Playability(
             False,
-            f"The source's video is {video[0]}; WebRTC viewers get H.264 passed through, "
-            "never re-encoded.",
+            f"The source's video is {video[0]}; WebRTC viewers get H.264 or VP9 passed "
+            f"through, never re-encoded{why}.",
         )
+    if video and video[0] == "vp9":
+        return _check_vp9(gop)
     for out in gop:
         frame = out.frame
         if frame.media is Media.VIDEO and not frame.config:
             parsed = video_packet(frame.payload)
             if (parsed is not None and parsed[2] != 0) or frame.cts_ms != 0:
                 return Playability(False, B_FRAMES_REASON)
+    return Playability(True)
+
+
+def _check_vp9(gop: list[OutputFrame]) -> Playability:
+    for out in gop:
+        frame = out.frame
+        if frame.media is Media.VIDEO and not frame.config and frame.codec == "vp9":
+            unit = Vp9Access().push(frame.payload)
+            header = keyframe_header(unit[0]) if unit is not None else None
+            if header is not None and header.profile != VP9_PROFILE:
+                return Playability(
+                    False,
+                    f"The source's VP9 is profile {header.profile} ({header.bit_depth}-bit); "
+                    f"WebRTC viewers get VP9 profile {VP9_PROFILE} (8-bit 4:2:0) passed "
+                    "through, never re-encoded.",
+                )
     return Playability(True)
 
 

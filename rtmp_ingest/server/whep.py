@@ -3,14 +3,15 @@
 `WhepService.play()` is a WHEP POST: it picks the source as RTMP play does
 (`play.resolve_source`: the requested sourceId, else the default source, else
 the top priority one), waiting up to `webrtc.whep_wait_s` for one to go live
-(409 after that), checks that WebRTC can carry it (H.264 without B-frames,
-Opus or AAC audio: else 422 with the reason, also kept for the API in
-`playability`), has the WebRTC process answer the offer (sendonly), and once
+(409 after that), checks that WebRTC can carry it (H.264 without B-frames or
+VP9 profile 0, Opus or AAC audio: else 422 with the reason, also kept for the
+API in `playability`), has the WebRTC process answer the offer (sendonly), and once
 the viewer's ICE/DTLS is up, reads the source from its cached GOP:
 
 - **Video passes through**: each H.264 frame becomes one Annex B access unit
   (parameter sets in front of every keyframe, so a supersede by an encoder
-  with other SPS/PPS needs nothing else) for aiortc to packetize; nothing is
+  with other SPS/PPS needs nothing else) for aiortc to packetize; a VP9 frame
+  goes as it is (the process's `vp9_payload` cuts it into RTP); nothing is
   decoded or encoded.
 - **Timeline**: presentation times are the bundle's output timeline (which
   already runs on across supersedes and reconnects) plus a per-viewer shift,
@@ -48,12 +49,15 @@ from rtmp_ingest.outputs.flv import PlayerTrack
 from rtmp_ingest.outputs.webrtc_media import (
     B_FRAMES_REASON,
     PLAYABLE_AUDIO,
+    PLAYABLE_VIDEO,
     AacToOpus,
     H264Access,
     Playability,
+    Vp9Access,
     audio_payload,
     check_playable,
     h264_profile,
+    video_access,
 )
 from rtmp_ingest.server.play import Player, resolve_source, wait_for_source
 from rtmp_ingest.server.webrtc_link import WhipError
@@ -149,6 +153,8 @@ class WhepViewer:
     remote: str
     answer: str = ""
     has_video: bool = True
+    #: the source's video codec when the viewer was answered ("h264", "vp9")
+    video_codec: str = "h264"
     audio_codec: str | None = None
     connected: trio.Event = attrs.Factory(trio.Event)
     ended: trio.Event = attrs.Factory(trio.Event)
@@ -158,7 +164,9 @@ class WhepViewer:
     shift: int | None = None
     last_video_ms: int = -1
     last_audio_ms: int = -1
-    video: H264Access = attrs.Factory(H264Access)
+    video: H264Access | Vp9Access = attrs.Factory(
+        lambda self: video_access(self.video_codec), takes_self=True
+    )
     frames_out: int = 0
     bytes_out: int = 0
     frames_dropped: int = 0  #: the link to the process was backed up
@@ -219,15 +227,19 @@ class WhepViewer:
     def _one(self, out: OutputFrame, at: int | None, *, skip_audio_before: int | None) -> None:
         frame = out.frame
         if frame.media is Media.VIDEO:
-            if frame.codec != "h264":
-                #: a feed in another codec took the source: the viewer's client renegotiates
-                #: (and hears why: a new POST gets the 422)
-                self.service.source_unplayable(
-                    self,
-                    f"codec-{frame.codec}",
-                    f"The source's video is now {frame.codec}; WebRTC viewers get H.264 "
-                    "passed through, never re-encoded.",
-                )
+            if frame.codec != self.video_codec:
+                #: a feed in another codec took the source: the peer connection was
+                #: answered for one codec, so the viewer's client renegotiates (and a new
+                #: POST hears whether the new codec can be carried)
+                if frame.codec in PLAYABLE_VIDEO:
+                    self.service.end_viewer(self, f"codec-{frame.codec}")
+                else:
+                    self.service.source_unplayable(
+                        self,
+                        f"codec-{frame.codec}",
+                        f"The source's video is now {frame.codec}; WebRTC viewers get H.264 "
+                        "or VP9 passed through, never re-encoded.",
+                    )
                 return
             unit = self.video.push(frame.payload)
             if unit is None:
@@ -405,6 +417,7 @@ class WhepService:
             source_id=found,
             remote=remote,
             has_video=video is not None,
+            video_codec=video or "h264",
             audio_codec=audio,
         )
         reply = await self.webrtc.negotiate(

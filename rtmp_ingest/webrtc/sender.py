@@ -9,6 +9,11 @@ STAP-A/FU-A, RFC 7587), so SSRCs and sequence numbers stay those of one
 sender for the whole session whatever the daemon's source does (supersede,
 reconnect), and RTP timestamps follow the daemon's timeline.
 
+aiortc has no VP9 packetizer: `install_passthrough_encoders()` makes its
+sender's encoder lookup (`aiortc.rtcrtpsender.get_encoder`, a module global
+of this process) return `Vp9Passthrough` for VP9, whose `pack()` cuts a frame
+with `vp9_payload.Vp9Payloader` (RFC 9628); every other codec is aiortc's.
+
 aiortc answers NACKs from its per-sender packet history (the last 128 RTP
 packets) and forwards nothing else; a viewer's PLI/FIR cannot be honoured by
 passthrough, so it is reported to the daemon (at most once per
@@ -39,9 +44,13 @@ from aiortc import (
     RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
+    rtcrtpsender,
 )
 from aiortc import sdp as aiortc_sdp
-from aiortc.mediastreams import MediaStreamError
+from aiortc.codecs.base import Encoder
+from aiortc.mediastreams import VIDEO_TIME_BASE, MediaStreamError, convert_timebase
+
+from rtmp_ingest.webrtc.vp9_payload import Vp9Payloader
 
 log = logging.getLogger("rtmp_ingest.webrtc.sender")
 
@@ -55,6 +64,36 @@ _MS = fractions.Fraction(1, 1000)
 
 #: H.264 profile_idc of the source → the profile-level-id we prefer to answer with
 _PROFILE_IDS = {66: "42e0", 77: "4d00", 100: "6400"}
+
+
+class Vp9Passthrough(Encoder):
+    """aiortc's encoder seat for VP9: frames arrive encoded and are only packetized."""
+
+    def __init__(self) -> None:
+        self.payloader = Vp9Payloader()
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        raise TypeError("WHEP passes VP9 through: its tracks yield packets, never pictures")
+
+    def pack(self, packet: av.Packet) -> tuple[list[bytes], int]:
+        assert packet.pts is not None and packet.time_base is not None
+        timestamp = convert_timebase(packet.pts, packet.time_base, VIDEO_TIME_BASE)
+        return self.payloader.payloads(bytes(packet)), timestamp
+
+
+def install_passthrough_encoders() -> None:
+    """aiortc's senders get `Vp9Passthrough` for VP9 (idempotent; see the module docstring)."""
+    original = rtcrtpsender.get_encoder
+    if getattr(original, "rtmp_ingest_passthrough", False):
+        return
+
+    def get_encoder(codec: Any) -> Any:
+        if codec.mimeType.lower() == "video/vp9":
+            return Vp9Passthrough()
+        return original(codec)
+
+    get_encoder.rtmp_ingest_passthrough = True  # type: ignore[attr-defined]
+    rtcrtpsender.get_encoder = get_encoder
 
 
 class FrameTrack(MediaStreamTrack):
@@ -138,6 +177,7 @@ class ViewerSession:
         send_control: Callable[[dict[str, Any]], None],
         on_closed: Callable[[int], object],
     ) -> None:
+        install_passthrough_encoders()
         self.session_id = session_id
         self.config = config
         self.send_control = send_control

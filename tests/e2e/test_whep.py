@@ -167,7 +167,7 @@ async def test_whep_plays_a_whip_source(whip_server: Whip, publish: Any, view: A
 
 
 async def test_whep_refusals(whip_server: Whip, view: Any, spawn: Any) -> None:
-    """409 for a source that is not live, 422 with the reason for B-frames and HEVC,
+    """409 for a source that is not live, 422 with the reason for B-frames, HEVC and AV1,
     OPTIONS with Accept-Post, PATCH 405, DELETE of an unknown session 404."""
     base = whip_server.base
     viewer = await view(f"{base}/whep/live/nothing?sourceId=cam")
@@ -218,6 +218,12 @@ async def test_whep_refusals(whip_server: Whip, view: Any, spawn: Any) -> None:
     viewer = await view(f"{base}/whep/live/hevc?sourceId=cam")
     reply = await viewer.line()
     assert reply["status"] == 422 and "hevc" in reply["body"]
+    #: AV1 is not passed through (no packetizer or codec entry in aiortc): a clean 422
+    await spawn(rtmp_publisher(whip_server, "live/av1", "--video", "av1"))
+    await wait_on_air(running, "live/av1", "cam")
+    viewer = await view(f"{base}/whep/live/av1?sourceId=cam")
+    reply = await viewer.line()
+    assert reply["status"] == 422 and "av1" in reply["body"]
     async with httpx.AsyncClient() as client:
         options = await client.options(f"{base}/whep/live/x")
         assert options.status_code == 204
@@ -668,3 +674,48 @@ async def test_viewer_tokens_when_required(
     reply = await viewer.line()
     assert reply["status"] == 201, reply
     await stats_until(viewer, lambda s: s["video"] >= 10)
+
+
+@browser_needed
+async def test_chromium_plays_a_vp9_source_over_whep(whip_server: Whip, spawn: Any) -> None:
+    """An E-RTMP `vp09` encoder (libvpx) → Chromium over WHEP: the VP9 frames are
+    payloaded by the daemon's own RFC 9628 payloader (aiortc has none), never re-encoded;
+    Chromium negotiates VP9 and shows a picture at least every half second."""
+    running = whip_server.running
+    await spawn(rtmp_publisher(whip_server, "live/vp9", "--video", "vp9", "--audio", "opus"))
+    await wait_on_air(running, "live/vp9", "cam")
+    browser = await trio.lowlevel.open_process(
+        [
+            "node",
+            str(REPO_PATH / "tests" / "tools" / "whep_check.js"),
+            f"{whip_server.base}/whep-view/live/vp9?sourceId=cam",
+            "40",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "NODE_PATH": str(MODULES)},
+    )
+    assert browser.stdout is not None
+    samples: list[dict[str, Any]] = []
+    buffer = b""
+    try:
+        with trio.fail_after(60):
+            while not samples or samples[-1]["frames"] < 8 * 25:
+                chunk = await browser.stdout.receive_some(65536)
+                assert chunk, f"the browser check ended early: {samples[-3:]}"
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.startswith(b"{"):
+                        samples.append(json.loads(line)["whep"])
+                        assert samples[-1].get("state") not in ("refused", "error", "failed"), (
+                            samples[-1]
+                        )
+    finally:
+        browser.kill()
+    playing = [s for s in samples if s["frames"] > 0]
+    assert playing[-1]["codec"] == "video/VP9" and playing[-1]["width"] == 320
+    for before, after in zip(playing, playing[1:]):
+        assert after["frames"] > before["frames"], "a picture at least every half second"
+    webrtc = (await running.sources("live/vp9"))["cam"]["webrtc"]
+    assert webrtc["playable"] is True

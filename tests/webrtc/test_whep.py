@@ -284,3 +284,101 @@ def test_a_picture_lost_on_the_link_makes_video_wait_for_a_keyframe() -> None:
     v.frames(gop(240, 2, audio=False), first=False)
     assert [m.keyframe for m in fake.sent] == [True, False]
     assert v.frames_dropped >= 2
+
+
+# -- VP9 passthrough ----------------------------------------------------------------------
+
+
+def vp9_body(frame: bytes, *, keyframe: bool, config: bool = False) -> bytes:
+    """An E-RTMP vp09 body: ExVideoTagHeader (CodedFrames or SequenceStart), FourCC."""
+    head = 0x80 | (1 if keyframe or config else 2) << 4 | (0 if config else 1)
+    return bytes((head,)) + b"vp09" + frame
+
+
+def vp9_out(dts: int, frame: bytes, *, keyframe: bool, config: bool = False) -> OutputFrame:
+    body = vp9_body(frame, keyframe=keyframe, config=config)
+    return OutputFrame(
+        "cam",
+        Frame("video0", Media.VIDEO, "vp9", dts, body, keyframe=keyframe, config=config),
+        dts,
+        False,
+    )
+
+
+def vp9_frames(pix_fmt: str = "yuv420p") -> list[tuple[bytes, bool]]:
+    encoder = av.CodecContext.create("libvpx-vp9", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = 64, 64, pix_fmt
+    encoder.time_base = fractions.Fraction(1, 30)
+    encoder.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+    out = []
+    for index in range(4):
+        picture = av.VideoFrame(64, 64, pix_fmt)
+        for plane in picture.planes:
+            plane.update(bytes([index * 30 % 256]) * plane.buffer_size)
+        picture.pts = index
+        out += [(bytes(p), p.is_keyframe) for p in encoder.encode(picture)]
+    return out + [(bytes(p), p.is_keyframe) for p in encoder.encode(None)]
+
+
+def test_vp9_profile_0_is_carried_other_profiles_and_av1_are_not() -> None:
+    (key, _), *_ = vp9_frames()
+    assert webrtc_media.check_playable([(Media.VIDEO, "vp9")], [vp9_out(0, key, keyframe=True)])
+    (key444, _), *_ = vp9_frames("yuv444p")  #: profile 1
+    verdict = webrtc_media.check_playable(
+        [(Media.VIDEO, "vp9")], [vp9_out(0, key444, keyframe=True)]
+    )
+    assert not verdict.playable and "profile 1" in (verdict.reason or "")
+    av1 = webrtc_media.check_playable([(Media.VIDEO, "av1")], [])
+    assert not av1.playable and "AV1 packetizer" in (av1.reason or "")
+
+
+def test_a_vp9_viewer_gets_the_frames_as_they_are_keyframes_from_the_bitstream() -> None:
+    v, fake = viewer()
+    v.video_codec = "vp9"
+    v.video = webrtc_media.video_access("vp9")
+    frames = vp9_frames()
+    batch = [vp9_out(0, b"\x01\x00\x00\x00\x00\x0a\x80", keyframe=True, config=True)]
+    #: the FLV frame type is ignored: the second frame claims to be a keyframe and is not
+    batch += [vp9_out(40 * i, f, keyframe=i < 2) for i, (f, _) in enumerate(frames)]
+    v.frames(batch, first=False)
+    assert [(m.payload, m.keyframe) for m in fake.sent] == frames
+    assert [m.dts_ms for m in fake.sent] == [40 * i for i in range(len(frames))]
+
+
+def test_another_playable_codec_ends_the_viewer_without_a_verdict() -> None:
+    ended: list[str] = []
+    v, fake = viewer()
+    v.service.end_viewer = lambda viewer, reason: ended.append(reason)
+    v.frames(gop(0, 2, audio=False), first=True)
+    (key, _), *_ = vp9_frames()
+    v.frames([vp9_out(80, key, keyframe=True)], first=False)
+    assert ended == ["codec-vp9"] and not v.service.verdicts
+    assert len(fake.sent) == 2
+
+
+def test_the_process_packs_vp9_with_the_payloader_on_a_90khz_clock() -> None:
+    pytest.importorskip("aiortc")
+    from aiortc import rtcrtpsender
+
+    from rtmp_ingest.webrtc.sender import Vp9Passthrough, install_passthrough_encoders
+    from rtmp_ingest.webrtc.vp9 import Vp9Depacketizer
+
+    install_passthrough_encoders()
+    install_passthrough_encoders()  #: idempotent
+    codec: Any = type("Codec", (), {"mimeType": "video/VP9"})()
+    encoder = rtcrtpsender.get_encoder(codec)
+    assert isinstance(encoder, Vp9Passthrough)
+    depacketizer = Vp9Depacketizer()
+    units = []
+    frames = vp9_frames()
+    seq = 0
+    for index, (frame, _) in enumerate(frames):
+        packet = av.Packet(frame)
+        packet.pts, packet.time_base = 1000 + 40 * index, fractions.Fraction(1, 1000)
+        payloads, timestamp = encoder.pack(packet)
+        assert timestamp == 90 * (1000 + 40 * index)
+        for number, payload in enumerate(payloads):
+            marker = number == len(payloads) - 1
+            units += depacketizer.push(seq, timestamp, marker, payload, now_ms=0.0)
+            seq += 1
+    assert [u.parts[0] for u in units] == [f for f, _ in frames]
