@@ -89,7 +89,7 @@ class OpusTranscoder:
         self.codec = AacToOpus(bitrate=service.config.whep_opus_bitrate)
         self.cancel = trio.CancelScope()
         self.packets_out = 0
-        self.cpu_s = 0.0  #: process CPU spent transcoding
+        self.cpu_s = 0.0  #: CPU time of the (trio) thread spent transcoding
 
     async def run(self) -> None:
         """Until its last viewer leaves; a failure ends the audio, never the service."""
@@ -120,7 +120,7 @@ class OpusTranscoder:
                 self.service.transcode_cpu_ended_s += self.cpu_s
 
     def _transcode(self, frames: list[OutputFrame]) -> None:
-        started = time.process_time()
+        started = time.thread_time()
         codec = self.codec
         for out in frames:
             frame = out.frame
@@ -137,7 +137,7 @@ class OpusTranscoder:
                 self.packets_out += 1
                 for viewer in list(self.viewers):
                     viewer.opus(ms, packet)
-        self.cpu_s += time.process_time() - started
+        self.cpu_s += time.thread_time() - started
 
 
 # -- viewers ----------------------------------------------------------------------------------
