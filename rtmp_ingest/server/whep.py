@@ -313,6 +313,10 @@ class WhepService:
         self.queue_dropped = 0
         self.queue_skips = 0
         self.transcode_cpu_ended_s = 0.0
+        #: viewers' keyframe requests sent on to WebRTC publishers, and those folded into
+        #: a request made less than `whep_pli_interval_s` before
+        self.plis_forwarded = 0
+        self.plis_coalesced = 0
         self._nursery: trio.Nursery | None = None
         webrtc.viewer_control = self._on_control
 
@@ -565,7 +569,12 @@ class WhepService:
             self._forward_pli(viewer)
 
     def _forward_pli(self, viewer: WhepViewer) -> None:
-        """A viewer's keyframe request → the source's WebRTC publisher, if it is one."""
+        """A viewer's keyframe request → the source's WebRTC publisher, if it is one.
+
+        The process limits each viewer to one request per `whep_pli_interval_s`; the
+        publisher gets at most one per that interval however many viewers ask (its
+        last request, from a viewer or from ingest's own loss recovery, counts)."""
+        now = trio.current_time()
         for session in list(self.webrtc.sessions.values()):
             if (
                 session.stream_path == viewer.stream_path
@@ -573,6 +582,10 @@ class WhepService:
                 and session.connected
                 and session.has_video
             ):
+                if now - session.keyframe_requested_s < self.config.whep_pli_interval_s:
+                    self.plis_coalesced += 1
+                    continue
+                self.plis_forwarded += 1
                 self.webrtc.request_keyframe(session)
 
     def source_unplayable(self, viewer: WhepViewer, code: str, reason: str) -> None:
@@ -626,4 +639,6 @@ class WhepService:
             #: the process's per-viewer queue (reported when a viewer leaves)
             "queue_frames_dropped": self.queue_dropped,
             "queue_skips": self.queue_skips,
+            "plis_forwarded": self.plis_forwarded,
+            "plis_coalesced": self.plis_coalesced,
         }

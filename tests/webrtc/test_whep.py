@@ -382,3 +382,50 @@ def test_the_process_packs_vp9_with_the_payloader_on_a_90khz_clock() -> None:
             units += depacketizer.push(seq, timestamp, marker, payload, now_ms=0.0)
             seq += 1
     assert [u.parts[0] for u in units] == [f for f, _ in frames]
+
+
+async def test_viewer_keyframe_requests_reach_a_whip_publisher_once_per_interval(
+    autojump_clock: Any,
+) -> None:
+    """Every viewer's PLI (each already limited by the process) → at most one keyframe
+    request to the source's WebRTC publisher per `whep_pli_interval_s`; other sources'
+    publishers are not asked."""
+    import trio
+
+    from rtmp_ingest.config import WebrtcConfig
+
+    class Session:
+        def __init__(self, source_id: str) -> None:
+            self.stream_path, self.source_id = "a/b", source_id
+            self.connected = self.has_video = True
+            self.keyframe_requested_s = -math.inf
+            self.asked = 0
+
+    class Webrtc:
+        viewer_control: Any = None
+
+        def __init__(self) -> None:
+            self.sessions = {1: Session("cam"), 2: Session("other")}
+
+        def request_keyframe(self, session: Session) -> None:
+            session.keyframe_requested_s = trio.current_time()
+            session.asked += 1
+
+    webrtc = Webrtc()
+    service = whep.WhepService(Any, webrtc, WebrtcConfig(enabled=True, whep_pli_interval_s=1.0))  # type: ignore[arg-type]
+    for session_id in (7, 8, 9):
+        v, _ = viewer()
+        v.service, v.session_id = service, session_id
+        service.viewers[session_id] = v
+    for session_id in (7, 8, 9):  #: three viewers ask at once
+        webrtc.viewer_control({"op": "pli", "session": session_id})
+    assert webrtc.sessions[1].asked == 1 and webrtc.sessions[2].asked == 0
+    assert (service.plis_forwarded, service.plis_coalesced) == (1, 2)
+    await trio.sleep(0.5)
+    webrtc.viewer_control({"op": "pli", "session": 8})
+    assert webrtc.sessions[1].asked == 1, "still inside the interval"
+    await trio.sleep(0.5)  #: MockClock (autojump): no real wait
+    webrtc.viewer_control({"op": "pli", "session": 8})
+    assert webrtc.sessions[1].asked == 2
+    assert service.statistics()["plis_forwarded"] == 2
+    assert service.statistics()["plis_coalesced"] == 3
