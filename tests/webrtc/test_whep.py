@@ -429,3 +429,53 @@ async def test_viewer_keyframe_requests_reach_a_whip_publisher_once_per_interval
     assert webrtc.sessions[1].asked == 2
     assert service.statistics()["plis_forwarded"] == 2
     assert service.statistics()["plis_coalesced"] == 3
+
+
+@pytest.mark.parametrize("codec", ["h264", "vp9"])
+def test_the_answer_sends_the_source_codec_with_nack_and_rtx(codec: str) -> None:
+    """Lost packets are retransmitted from the sender's short history (aiortc keeps the
+    last 128 RTP packets per viewer): the answer keeps NACK feedback and an RTX stream
+    for the source's codec, which is the one chosen even when the offer lists others
+    first."""
+    pytest.importorskip("aiortc")
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver
+    from aiortc import sdp as aiortc_sdp
+
+    from rtmp_ingest.webrtc import stack
+    from rtmp_ingest.webrtc.sender import ViewerSession
+
+    stack.configure_codecs()
+    stack.restrict_host_addresses(["127.0.0.1"])
+
+    async def run() -> str:
+        client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        video = client.addTransceiver("video", direction="recvonly")
+        capabilities = RTCRtpReceiver.getCapabilities("video")
+        assert capabilities is not None
+        #: the viewer prefers the other codec: the answer still picks the source's
+        video.setCodecPreferences(
+            sorted(capabilities.codecs, key=lambda c: c.mimeType.lower() == f"video/{codec}")
+        )
+        client.addTransceiver("audio", direction="recvonly")
+        await client.setLocalDescription(await client.createOffer())
+        session = ViewerSession(1, {}, lambda _: None, lambda _: None)
+        reply = await session.negotiate(
+            client.localDescription.sdp,
+            video_codec=codec,
+            h264_profile=66 if codec == "h264" else None,
+            audio=True,
+        )
+        await session.close("test")
+        await client.close()
+        assert reply["op"] == "answer", reply
+        return str(reply["sdp"])
+
+    answer = aiortc_sdp.SessionDescription.parse(asyncio.run(run()))
+    section = next(m for m in answer.media if m.kind == "video")
+    chosen = section.rtp.codecs[0]
+    assert chosen.mimeType.lower() == f"video/{codec}"
+    assert any(f.type == "nack" and not f.parameter for f in chosen.rtcpFeedback)
+    assert any(
+        c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") == chosen.payloadType
+        for c in section.rtp.codecs
+    )
