@@ -27,6 +27,7 @@ import pytest
 import trio
 
 from rtmp_ingest.auth import TokenClaims
+from rtmp_ingest.bundle import Media
 
 from .conftest import REPO
 from .test_whip import Publisher, Whip, publish, wait_on_air, whip_server
@@ -719,3 +720,101 @@ async def test_chromium_plays_a_vp9_source_over_whep(whip_server: Whip, spawn: A
         assert after["frames"] > before["frames"], "a picture at least every half second"
     webrtc = (await running.sources("live/vp9"))["cam"]["webrtc"]
     assert webrtc["playable"] is True
+
+
+#: Chromium publishes its fake camera over WHIP in VP9 only, then a second page of the same
+#: browser plays the source over WHEP; prints the player page's window.whep every 500 ms.
+CHROMIUM_VP9_WHIP = r"""
+const { chromium } = require('playwright-core');
+const [base, path, token, seconds] = process.argv.slice(1);
+(async () => {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--autoplay-policy=no-user-gesture-required', '--no-sandbox',
+           '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+           '--disable-features=WebRtcHideLocalIpsWithMdns'],
+  });
+  const publisher = await browser.newPage();
+  await publisher.goto(base + '/metrics');
+  const reply = await publisher.evaluate(async ({ url, token }) => {
+    const media = await navigator.mediaDevices.getUserMedia(
+      { video: { width: 320, height: 240, frameRate: 25 }, audio: true });
+    const pc = window.pc = new RTCPeerConnection({ iceServers: [] });
+    const video = pc.addTransceiver(media.getVideoTracks()[0], { direction: 'sendonly' });
+    pc.addTransceiver(media.getAudioTracks()[0], { direction: 'sendonly' });
+    video.setCodecPreferences(RTCRtpSender.getCapabilities('video').codecs.filter((c) =>
+      (c.mimeType === 'video/VP9' && (c.sdpFmtpLine || '').includes('profile-id=0'))
+      || c.mimeType === 'video/rtx'));
+    await pc.setLocalDescription(await pc.createOffer());
+    await new Promise((done) => {
+      if (pc.iceGatheringState === 'complete') return done();
+      pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && done();
+      setTimeout(done, 2000);
+    });
+    const response = await fetch(url, { method: 'POST', body: pc.localDescription.sdp,
+      headers: { 'Content-Type': 'application/sdp', 'Authorization': 'Bearer ' + token } });
+    const answer = await response.text();
+    if (response.status === 201) await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    return { status: response.status, body: answer };
+  }, { url: base + '/whip/' + path + '?sourceId=cam', token });
+  console.log(JSON.stringify({ whip: reply }));
+  if (reply.status !== 201) { await browser.close(); return; }
+  //: the viewer waits for the source to be on air (the test checks the API first)
+  await new Promise((done) => process.stdin.once('data', done));
+  const viewer = await browser.newPage();
+  await viewer.goto(base + '/whep-view/' + path + '?sourceId=cam');
+  const end = Date.now() + 1000 * Number(seconds);
+  while (Date.now() < end) {
+    await viewer.waitForTimeout(500);
+    console.log(JSON.stringify({ whep: await viewer.evaluate(() => window.whep) }));
+  }
+  await browser.close();
+})();
+"""
+
+
+@browser_needed
+async def test_chromium_plays_a_vp9_whip_source_over_whep(whip_server: Whip) -> None:
+    """A VP9 WebRTC publisher (Chromium's fake camera, VP9 only) → the bundle as E-RTMP
+    vp09 → Chromium over WHEP, VP9 re-payloaded by the daemon, never re-encoded."""
+    running = whip_server.running
+    browser = await trio.lowlevel.open_process(
+        ["node", "-e", CHROMIUM_VP9_WHIP, whip_server.base, "live/wv9", whip_server.token, "40"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "NODE_PATH": str(MODULES)},
+    )
+    assert browser.stdout is not None and browser.stdin is not None
+    samples: list[dict[str, Any]] = []
+    buffer = b""
+    try:
+        with trio.fail_after(90):
+            while not samples or samples[-1]["frames"] < 100:
+                chunk = await browser.stdout.receive_some(65536)
+                assert chunk, f"the browser ended early: {samples[-3:]}"
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if not line.startswith(b"{"):
+                        continue
+                    message = json.loads(line)
+                    if "whip" in message:
+                        assert message["whip"]["status"] == 201, message
+                        await wait_on_air(running, "live/wv9", "cam")
+                        await browser.stdin.send_all(b"go\n")
+                        continue
+                    samples.append(message["whep"])
+                    assert samples[-1].get("state") not in ("refused", "error", "failed"), samples[
+                        -1
+                    ]
+    finally:
+        browser.kill()
+    stats = running.daemon.registry.stream_statistics("live/wv9", now_s=trio.current_time())
+    assert stats is not None
+    codecs = {t.codec for s in stats.sources for t in s.tracks if t.media is Media.VIDEO}
+    assert codecs == {"vp9"}, "the publisher sent VP9"
+    playing = [s for s in samples if s["frames"] > 0]
+    assert playing[-1]["codec"] == "video/VP9" and playing[-1]["width"] > 0
+    for before, after in zip(playing, playing[1:]):
+        assert after["frames"] > before["frames"], "a picture at least every half second"
