@@ -3,14 +3,11 @@
 Synchronous and I/O-free (the WHEP service in server/whep.py drives it): H.264 from
 length-prefixed samples to Annex B access units with the parameter sets in front of
 every keyframe (`avcc_to_annexb`, `H264Access`), VP9 (E-RTMP `vp09`) frames as they
-are (`Vp9Access`; the WebRTC process cuts them into RTP, `webrtc.vp9_payload`),
-whether a source can be carried at all (`check_playable`: H.264 without B-frames or
-VP9 profile 0, Opus or AAC audio), and AAC decoded and encoded to Opus once per
-source (`AacToOpus`, PyAV).
-
-AV1 is not passed through: aiortc's codec table has no AV1 entry, and it is one table
-shared with WHIP ingest, whose answer would then accept AV1 publishers that nothing
-depacketizes (docs/spec.md §7); such a source gets the 422 with that reason.
+are (`Vp9Access`) and AV1 (`av01`) temporal units with the sequence header in front of
+every keyframe (`Av1Access`) — the WebRTC process cuts those two into RTP
+(`webrtc.vp9_payload`, `webrtc.av1_payload`) —, whether a source can be carried at all
+(`check_playable`: H.264 without B-frames, VP9 profile 0, AV1 Main profile, Opus or
+AAC audio), and AAC decoded and encoded to Opus once per source (`AacToOpus`, PyAV).
 """
 
 from __future__ import annotations
@@ -23,16 +20,22 @@ import av
 
 from rtmp_ingest.bundle import Media, OutputFrame
 from rtmp_ingest.flv.tags import PacketType, TagError, parse_audio, parse_video
+from rtmp_ingest.webrtc.av1_payload import OBU_SEQUENCE_HEADER, Av1Error, obus
 from rtmp_ingest.webrtc.vp9 import keyframe_header
 
 #: An AAC input this far from where the Opus output stands re-anchors the output timeline.
 AUDIO_RESYNC_MS = 200
 OPUS_RATE = 48_000
 OPUS_FRAME_SAMPLES = 960  #: 20 ms
-#: Video codecs WHEP passes through (aiortc packetizes H.264, webrtc.vp9_payload VP9).
-PLAYABLE_VIDEO = ("h264", "vp9")
+#: Video codecs WHEP passes through (aiortc packetizes H.264; webrtc.vp9_payload VP9,
+#: webrtc.av1_payload AV1).
+PLAYABLE_VIDEO = ("h264", "vp9", "av1")
 #: The VP9 profile the WebRTC process answers (its codec table's profile-id)
 VP9_PROFILE = 0
+#: The AV1 profile browsers decode (seq_profile 0, Main: 8/10-bit 4:2:0)
+AV1_PROFILE = 0
+#: AV1CodecConfigurationRecord bytes before its configOBUs (AV1-ISOBMFF §2.3.3)
+AV1C_HEADER_BYTES = 4
 PLAYABLE_AUDIO = ("opus", "aac")
 _START_CODE = b"\x00\x00\x00\x01"
 
@@ -179,9 +182,46 @@ class Vp9Access:
         return data, keyframe_header(data) is not None, 0
 
 
-def video_access(codec: str) -> H264Access | Vp9Access:
+class Av1Access:
+    """A source's AV1 temporal units (E-RTMP `av01` bodies) → TUs, the sequence header
+    (from the configuration record, if the TU lacks it) in front of every keyframe."""
+
+    def __init__(self) -> None:
+        self.config_obus = b""
+        self.malformed = 0
+
+    def push(self, body: bytes) -> tuple[bytes, bool, int] | None:
+        """(TU, keyframe, cts=0) for a coded frame; None for config/unusable ones."""
+        parsed = video_packet(body)
+        if parsed is None:
+            self.malformed += 1
+            return None
+        kind, keyframe, _, data = parsed
+        try:
+            if kind is PacketType.SEQUENCE_START:
+                obus(data[AV1C_HEADER_BYTES:])  #: well-formed, or not kept
+                self.config_obus = data[AV1C_HEADER_BYTES:]
+                return None
+            if kind is not PacketType.CODED_FRAMES:
+                return None
+            elements = obus(data)
+        except Av1Error:
+            self.malformed += 1
+            return None
+        if not elements:
+            return None
+        if keyframe and not any(k == OBU_SEQUENCE_HEADER for k, _ in elements):
+            data = self.config_obus + data
+        return data, keyframe, 0
+
+
+def video_access(codec: str) -> H264Access | Vp9Access | Av1Access:
     """What turns a source's video bodies of `codec` into what viewers are sent."""
-    return Vp9Access() if codec == "vp9" else H264Access()
+    if codec == "vp9":
+        return Vp9Access()
+    if codec == "av1":
+        return Av1Access()
+    return H264Access()
 
 
 def check_playable(tracks: list[tuple[Media, str]], gop: list[OutputFrame]) -> Playability:
@@ -217,6 +257,21 @@ def _check_vp9(gop: list[OutputFrame]) -> Playability:
                     f"The source's VP9 is profile {header.profile} ({header.bit_depth}-bit); "
                     f"WebRTC viewers get VP9 profile {VP9_PROFILE} (8-bit 4:2:0) passed "
                     "through, never re-encoded.",
+                )
+    return Playability(True)
+
+
+def _check_av1(gop: list[OutputFrame]) -> Playability:
+    for out in gop:
+        frame = out.frame
+        if frame.media is Media.VIDEO and frame.config and frame.codec == "av1":
+            parsed = video_packet(frame.payload)
+            record = parsed[3] if parsed is not None else b""
+            if len(record) >= 2 and record[1] >> 5 != AV1_PROFILE:
+                return Playability(
+                    False,
+                    f"The source's AV1 is profile {record[1] >> 5}; WebRTC viewers get AV1 "
+                    "Main (profile 0) passed through, never re-encoded.",
                 )
     return Playability(True)
 

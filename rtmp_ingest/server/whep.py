@@ -4,14 +4,15 @@
 (`play.resolve_source`: the requested sourceId, else the default source, else
 the top priority one), waiting up to `webrtc.whep_wait_s` for one to go live
 (409 after that), checks that WebRTC can carry it (H.264 without B-frames or
-VP9 profile 0, Opus or AAC audio: else 422 with the reason, also kept for the
-API in `playability`), has the WebRTC process answer the offer (sendonly), and once
+VP9 profile 0, AV1 Main, Opus or AAC audio: else 422 with the reason, also kept
+for the API in `playability`), has the WebRTC process answer the offer (sendonly), and once
 the viewer's ICE/DTLS is up, reads the source from its cached GOP:
 
 - **Video passes through**: each H.264 frame becomes one Annex B access unit
   (parameter sets in front of every keyframe, so a supersede by an encoder
   with other SPS/PPS needs nothing else) for aiortc to packetize; a VP9 frame
-  goes as it is (the process's `vp9_payload` cuts it into RTP); nothing is
+  goes as it is, an AV1 temporal unit with the sequence header on keyframes
+  (the process's `vp9_payload`/`av1_payload` cut them into RTP); nothing is
   decoded or encoded.
 - **Timeline**: presentation times are the bundle's output timeline (which
   already runs on across supersedes and reconnects) plus a per-viewer shift,
@@ -51,6 +52,7 @@ from rtmp_ingest.outputs.webrtc_media import (
     PLAYABLE_AUDIO,
     PLAYABLE_VIDEO,
     AacToOpus,
+    Av1Access,
     H264Access,
     Playability,
     Vp9Access,
@@ -164,7 +166,7 @@ class WhepViewer:
     shift: int | None = None
     last_video_ms: int = -1
     last_audio_ms: int = -1
-    video: H264Access | Vp9Access = attrs.Factory(
+    video: H264Access | Vp9Access | Av1Access = attrs.Factory(
         lambda self: video_access(self.video_codec), takes_self=True
     )
     frames_out: int = 0
@@ -237,8 +239,8 @@ class WhepViewer:
                     self.service.source_unplayable(
                         self,
                         f"codec-{frame.codec}",
-                        f"The source's video is now {frame.codec}; WebRTC viewers get H.264 "
-                        "or VP9 passed through, never re-encoded.",
+                        f"The source's video is now {frame.codec}; WebRTC viewers get H.264, "
+                        "VP9 or AV1 passed through, never re-encoded.",
                     )
                 return
             unit = self.video.push(frame.payload)

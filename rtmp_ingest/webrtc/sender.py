@@ -1,18 +1,22 @@
 """WHEP viewers in the WebRTC process: encoded frames from the daemon → aiortc senders.
 
 The daemon sends each viewer's frames already finished: video as one H.264
-access unit in Annex B (parameter sets in front of every keyframe) or one VP9
-frame, audio as one Opus packet, each with its presentation time in ms on the
-viewer's own continuous timeline. Nothing is encoded here: the frame is handed
+access unit in Annex B (parameter sets in front of every keyframe), one VP9
+frame or one AV1 temporal unit, audio as one Opus packet, each with its
+presentation time in ms on the viewer's own continuous timeline. Nothing is encoded here: the frame is handed
 to aiortc as an `av.Packet`, which aiortc's sender only packetizes (RFC 6184
 STAP-A/FU-A, RFC 7587), so SSRCs and sequence numbers stay those of one
 sender for the whole session whatever the daemon's source does (supersede,
 reconnect), and RTP timestamps follow the daemon's timeline.
 
-aiortc has no VP9 packetizer: `install_passthrough_encoders()` makes its
-sender's encoder lookup (`aiortc.rtcrtpsender.get_encoder`, a module global
-of this process) return `Vp9Passthrough` for VP9, whose `pack()` cuts a frame
-with `vp9_payload.Vp9Payloader` (RFC 9628); every other codec is aiortc's.
+aiortc has no VP9 or AV1 packetizer: `install_passthrough_encoders()` makes
+its sender's encoder lookup (`aiortc.rtcrtpsender.get_encoder`, a module
+global of this process) return `Vp9Passthrough` / `Av1Passthrough`, whose
+`pack()` cuts a frame with `vp9_payload` (RFC 9628) / `av1_payload` (the AV1
+RTP specification); every other codec is aiortc's. It also adds AV1 (and its
+RTX) to aiortc's codec table (`aiortc.codecs.CODECS`), which only WHEP answers
+use: WHIP's receive preferences (`stack.codec_preferences`) leave out what the
+receiver cannot depacketize.
 
 aiortc answers NACKs from its per-sender packet history (the last 128 RTP
 packets) and forwards nothing else; a viewer's PLI/FIR cannot be honoured by
@@ -47,9 +51,11 @@ from aiortc import (
     rtcrtpsender,
 )
 from aiortc import sdp as aiortc_sdp
+from aiortc.codecs import CODECS
 from aiortc.codecs.base import Encoder
 from aiortc.mediastreams import VIDEO_TIME_BASE, MediaStreamError, convert_timebase
 
+from rtmp_ingest.webrtc.av1_payload import Av1Error, Av1Payloader
 from rtmp_ingest.webrtc.vp9_payload import Vp9Payloader
 
 log = logging.getLogger("rtmp_ingest.webrtc.sender")
@@ -61,6 +67,10 @@ PLI_INTERVAL_S = 1.0
 #: Seconds an answered viewer may take to connect (ICE + DTLS).
 CONNECT_TIMEOUT_S = 15.0
 _MS = fractions.Fraction(1, 1000)
+
+#: Payload types of the AV1 entry (and its RTX) in the codec table; answers use the
+#: viewer's own numbers, these only keep the table free of clashes (stack.py has 98-111).
+AV1_PAYLOAD_TYPE = 100
 
 #: H.264 profile_idc of the source → the profile-level-id we prefer to answer with
 _PROFILE_IDS = {66: "42e0", 77: "4d00", 100: "6400"}
@@ -81,15 +91,73 @@ class Vp9Passthrough(Encoder):
         return self.payloader.payloads(bytes(packet)), timestamp
 
 
+class Av1Passthrough(Encoder):
+    """aiortc's encoder seat for AV1: temporal units arrive encoded, are only packetized."""
+
+    def __init__(self) -> None:
+        self.payloader = Av1Payloader()
+        self.malformed = 0
+
+    def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        raise TypeError("WHEP passes AV1 through: its tracks yield packets, never pictures")
+
+    def pack(self, packet: av.Packet) -> tuple[list[bytes], int]:
+        assert packet.pts is not None and packet.time_base is not None
+        timestamp = convert_timebase(packet.pts, packet.time_base, VIDEO_TIME_BASE)
+        try:
+            payloads = self.payloader.payloads(bytes(packet), keyframe=packet.is_keyframe)
+        except Av1Error:
+            self.malformed += 1  #: the daemon checked the TU; nothing broken goes out
+            return [], timestamp
+        return payloads, timestamp
+
+
+def _add_av1_codec() -> None:
+    """AV1 (and its RTX) in aiortc's codec table, for WHEP answers (idempotent)."""
+    video = CODECS["video"]
+    if any(c.mimeType.lower() == "video/av1" for c in video):
+        return
+    from aiortc.rtcrtpparameters import (  # noqa: PLC0415 - with the table it extends
+        RTCRtcpFeedback,
+        RTCRtpCodecParameters,
+    )
+
+    video.append(
+        RTCRtpCodecParameters(
+            mimeType="video/AV1",
+            clockRate=90000,
+            payloadType=AV1_PAYLOAD_TYPE,
+            rtcpFeedback=[
+                RTCRtcpFeedback(type="nack"),
+                RTCRtcpFeedback(type="nack", parameter="pli"),
+                RTCRtcpFeedback(type="goog-remb"),
+            ],
+        )
+    )
+    video.append(
+        RTCRtpCodecParameters(
+            mimeType="video/rtx",
+            clockRate=90000,
+            payloadType=AV1_PAYLOAD_TYPE + 1,
+            parameters={"apt": AV1_PAYLOAD_TYPE},
+        )
+    )
+
+
 def install_passthrough_encoders() -> None:
-    """aiortc's senders get `Vp9Passthrough` for VP9 (idempotent; see the module docstring)."""
+    """aiortc's senders get `Vp9Passthrough`/`Av1Passthrough` (idempotent; see the module
+    docstring), and its codec table an AV1 entry."""
+    _add_av1_codec()
     original = rtcrtpsender.get_encoder
     if getattr(original, "rtmp_ingest_passthrough", False):
         return
 
     def get_encoder(codec: Any) -> Any:
-        if codec.mimeType.lower() == "video/vp9":
+        mime = codec.mimeType.lower()
+        if mime == "video/vp9":
             return Vp9Passthrough()
+        if mime == "video/av1":
+            return Av1Passthrough()
         return original(codec)
 
     get_encoder.rtmp_ingest_passthrough = True  # type: ignore[attr-defined]
@@ -133,6 +201,7 @@ class FrameTrack(MediaStreamTrack):
         packet.pts = pts_ms
         packet.dts = pts_ms
         packet.time_base = _MS
+        packet.is_keyframe = keyframe  #: what the AV1 payloader marks (N)
         self._queue.append(packet)
         self._ready.set()
 

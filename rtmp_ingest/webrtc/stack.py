@@ -17,8 +17,14 @@
 - **ICE servers** come only from the configuration: an empty list is passed
   explicitly, so aiortc's default public STUN server is never contacted.
 
-aiortc internals touched here: the `aiortc.codecs.CODECS` table and
-`aioice.ice.get_host_addresses`, both module globals of this process.
+- **Payload types**: an answer must reuse the offer's payload type for a codec;
+  aiortc does so only for 96-127, but browsers also number codecs 35-63 (Chromium's
+  AV1 is 45), so `aiortc.rtp.DYNAMIC_PAYLOAD_TYPES` is widened to both ranges
+  (RFC 3551 §3; 64-95 stay out, RFC 5761 §4).
+
+aiortc internals touched here: the `aiortc.codecs.CODECS` table,
+`aiortc.rtp.DYNAMIC_PAYLOAD_TYPES` and `aioice.ice.get_host_addresses`, all module
+globals of this process.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aioice.ice
+import aiortc.rtp
 from aiortc.codecs import CODECS
 from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpCodecParameters
 
@@ -39,6 +46,8 @@ VIDEO_PAYLOAD_TYPE_BASE = 102
 VP9_PAYLOAD_TYPE = 98
 OPUS_PAYLOAD_TYPE = 111
 LOOPBACK_V4 = "127.0.0.1"
+#: Payload types an answer takes over from the offer (see the module docstring)
+DYNAMIC_PAYLOAD_TYPES = frozenset(range(35, 64)) | frozenset(range(96, 128))
 
 
 def configure_codecs() -> None:
@@ -92,12 +101,17 @@ def configure_codecs() -> None:
             parameters={"apt": VP9_PAYLOAD_TYPE},
         )
     )
+    aiortc.rtp.DYNAMIC_PAYLOAD_TYPES = DYNAMIC_PAYLOAD_TYPES  # type: ignore[assignment]
     CODECS["video"][:] = video
     CODECS["audio"][:] = [
         RTCRtpCodecParameters(
             mimeType="audio/opus", clockRate=48000, channels=2, payloadType=OPUS_PAYLOAD_TYPE
         )
     ]
+
+
+#: What the receiver depacketizes; the table may hold more for WHEP's senders (AV1)
+RECEIVED_MIME_TYPES = frozenset({"video/h264", "video/vp9", "video/rtx", "audio/opus"})
 
 
 def codec_preferences(kind: str) -> list[Any]:
@@ -107,7 +121,8 @@ def codec_preferences(kind: str) -> list[Any]:
     capabilities = RTCRtpReceiver.getCapabilities(kind)
     assert capabilities is not None
     rank = {"video/h264": 0, "video/vp9": 1}
-    return sorted(capabilities.codecs, key=lambda c: rank.get(c.mimeType.lower(), 2))
+    received = [c for c in capabilities.codecs if c.mimeType.lower() in RECEIVED_MIME_TYPES]
+    return sorted(received, key=lambda c: rank.get(c.mimeType.lower(), 2))
 
 
 def restrict_host_addresses(addresses: list[str], *, include_loopback: bool = True) -> None:

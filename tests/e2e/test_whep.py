@@ -168,7 +168,8 @@ async def test_whep_plays_a_whip_source(whip_server: Whip, publish: Any, view: A
 
 
 async def test_whep_refusals(whip_server: Whip, view: Any, spawn: Any) -> None:
-    """409 for a source that is not live, 422 with the reason for B-frames, HEVC and AV1,
+    """409 for a source that is not live, 422 with the reason for B-frames, HEVC and an AV1
+    source for a viewer that did not offer AV1,
     OPTIONS with Accept-Post, PATCH 405, DELETE of an unknown session 404."""
     base = whip_server.base
     viewer = await view(f"{base}/whep/live/nothing?sourceId=cam")
@@ -219,7 +220,7 @@ async def test_whep_refusals(whip_server: Whip, view: Any, spawn: Any) -> None:
     viewer = await view(f"{base}/whep/live/hevc?sourceId=cam")
     reply = await viewer.line()
     assert reply["status"] == 422 and "hevc" in reply["body"]
-    #: AV1 is not passed through (no packetizer or codec entry in aiortc): a clean 422
+    #: an AV1 source for a viewer that did not offer AV1 (aiortc offers H.264 and VP9)
     await spawn(rtmp_publisher(whip_server, "live/av1", "--video", "av1"))
     await wait_on_air(running, "live/av1", "cam")
     viewer = await view(f"{base}/whep/live/av1?sourceId=cam")
@@ -678,18 +679,23 @@ async def test_viewer_tokens_when_required(
 
 
 @browser_needed
-async def test_chromium_plays_a_vp9_source_over_whep(whip_server: Whip, spawn: Any) -> None:
-    """An E-RTMP `vp09` encoder (libvpx) → Chromium over WHEP: the VP9 frames are
-    payloaded by the daemon's own RFC 9628 payloader (aiortc has none), never re-encoded;
-    Chromium negotiates VP9 and shows a picture at least every half second."""
+@pytest.mark.parametrize("codec", ["vp9", "av1"])
+async def test_chromium_plays_a_vp9_or_av1_source_over_whep(
+    whip_server: Whip, spawn: Any, codec: str
+) -> None:
+    """An E-RTMP `vp09` (libvpx) or `av01` (SVT-AV1) encoder → Chromium over WHEP: the
+    frames are payloaded by the daemon's own RFC 9628 / AV1 RTP payloader (aiortc has
+    neither), never re-encoded; Chromium negotiates the codec and shows a picture at least
+    every half second."""
     running = whip_server.running
-    await spawn(rtmp_publisher(whip_server, "live/vp9", "--video", "vp9", "--audio", "opus"))
-    await wait_on_air(running, "live/vp9", "cam")
+    path = f"live/{codec}"
+    await spawn(rtmp_publisher(whip_server, path, "--video", codec, "--audio", "opus"))
+    await wait_on_air(running, path, "cam")
     browser = await trio.lowlevel.open_process(
         [
             "node",
             str(REPO_PATH / "tests" / "tools" / "whep_check.js"),
-            f"{whip_server.base}/whep-view/live/vp9?sourceId=cam",
+            f"{whip_server.base}/whep-view/{path}?sourceId=cam",
             "40",
         ],
         stdout=subprocess.PIPE,
@@ -715,10 +721,10 @@ async def test_chromium_plays_a_vp9_source_over_whep(whip_server: Whip, spawn: A
     finally:
         browser.kill()
     playing = [s for s in samples if s["frames"] > 0]
-    assert playing[-1]["codec"] == "video/VP9" and playing[-1]["width"] == 320
+    assert playing[-1]["codec"] == f"video/{codec.upper()}" and playing[-1]["width"] == 320
     for before, after in zip(playing, playing[1:]):
         assert after["frames"] > before["frames"], "a picture at least every half second"
-    webrtc = (await running.sources("live/vp9"))["cam"]["webrtc"]
+    webrtc = (await running.sources(path))["cam"]["webrtc"]
     assert webrtc["playable"] is True
 
 
