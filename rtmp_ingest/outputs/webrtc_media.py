@@ -228,14 +228,15 @@ def check_playable(tracks: list[tuple[Media, str]], gop: list[OutputFrame]) -> P
     """Whether WebRTC can carry a source: its track codecs and its cached GOP's frames."""
     video = [codec for media, codec in tracks if media is Media.VIDEO]
     if video and video[0] not in PLAYABLE_VIDEO:
-        why = " (aiortc has no AV1 packetizer or codec entry here)" if video[0] == "av1" else ""
         return Playability(
             False,
-            f"The source's video is {video[0]}; WebRTC viewers get H.264 or VP9 passed "
-            f"through, never re-encoded{why}.",
+            f"The source's video is {video[0]}; WebRTC viewers get H.264, VP9 or AV1 passed "
+            "through, never re-encoded.",
         )
     if video and video[0] == "vp9":
         return _check_vp9(gop)
+    if video and video[0] == "av1":
+        return _check_av1(gop)
     for out in gop:
         frame = out.frame
         if frame.media is Media.VIDEO and not frame.config:

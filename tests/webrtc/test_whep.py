@@ -320,7 +320,7 @@ def vp9_frames(pix_fmt: str = "yuv420p") -> list[tuple[bytes, bool]]:
     return out + [(bytes(p), p.is_keyframe) for p in encoder.encode(None)]
 
 
-def test_vp9_profile_0_is_carried_other_profiles_and_av1_are_not() -> None:
+def test_vp9_profile_0_is_carried_other_profiles_are_not() -> None:
     (key, _), *_ = vp9_frames()
     assert webrtc_media.check_playable([(Media.VIDEO, "vp9")], [vp9_out(0, key, keyframe=True)])
     (key444, _), *_ = vp9_frames("yuv444p")  #: profile 1
@@ -328,8 +328,52 @@ def test_vp9_profile_0_is_carried_other_profiles_and_av1_are_not() -> None:
         [(Media.VIDEO, "vp9")], [vp9_out(0, key444, keyframe=True)]
     )
     assert not verdict.playable and "profile 1" in (verdict.reason or "")
-    av1 = webrtc_media.check_playable([(Media.VIDEO, "av1")], [])
-    assert not av1.playable and "AV1 packetizer" in (av1.reason or "")
+
+
+SEQUENCE_HEADER = bytes((0x0A, 3, 0, 0, 0))  #: OBU type 1 with its size (content opaque)
+
+
+def av1_out(dts: int, data: bytes, *, keyframe: bool, config: bool = False) -> OutputFrame:
+    head = 0x80 | (1 if keyframe or config else 2) << 4 | (0 if config else 1)
+    body = bytes((head,)) + b"av01" + data
+    frame = Frame("video0", Media.VIDEO, "av1", dts, body, keyframe=keyframe, config=config)
+    return OutputFrame("cam", frame, dts, False)
+
+
+def av1_record(profile: int) -> bytes:
+    """AV1CodecConfigurationRecord (marker+version, profile+level, …) and configOBUs."""
+    return bytes((0x81, profile << 5 | 8, 0x0C, 0)) + SEQUENCE_HEADER
+
+
+def test_av1_main_is_carried_other_profiles_are_not() -> None:
+    main = [av1_out(0, av1_record(0), keyframe=True, config=True)]
+    assert webrtc_media.check_playable([(Media.VIDEO, "av1")], main).playable
+    high = [av1_out(0, av1_record(1), keyframe=True, config=True)]
+    verdict = webrtc_media.check_playable([(Media.VIDEO, "av1")], high)
+    assert not verdict.playable and "profile 1" in (verdict.reason or "")
+
+
+def test_an_av1_viewer_gets_units_with_the_sequence_header_on_keyframes() -> None:
+    v, fake = viewer()
+    v.video_codec = "av1"
+    v.video = webrtc_media.video_access("av1")
+    delimiter, frame = bytes((0x12, 0)), bytes((0x32, 2, 0xAB, 0xCD))
+    v.frames(
+        [
+            av1_out(0, av1_record(0), keyframe=True, config=True),
+            av1_out(0, delimiter + frame, keyframe=True),  #: no sequence header of its own
+            av1_out(40, delimiter + frame, keyframe=False),
+            av1_out(80, bytes((0x80, 1)), keyframe=False),  #: forbidden bit: not sent
+            av1_out(120, delimiter + SEQUENCE_HEADER + frame, keyframe=True),
+        ],
+        first=False,
+    )
+    assert [(m.payload, m.keyframe) for m in fake.sent] == [
+        (SEQUENCE_HEADER + delimiter + frame, True),
+        (delimiter + frame, False),
+        (delimiter + SEQUENCE_HEADER + frame, True),
+    ]
+    assert v.video.malformed == 1
 
 
 def test_a_vp9_viewer_gets_the_frames_as_they_are_keyframes_from_the_bitstream() -> None:
@@ -431,7 +475,7 @@ async def test_viewer_keyframe_requests_reach_a_whip_publisher_once_per_interval
     assert service.statistics()["plis_coalesced"] == 3
 
 
-@pytest.mark.parametrize("codec", ["h264", "vp9"])
+@pytest.mark.parametrize("codec", ["h264", "vp9", "av1"])
 def test_the_answer_sends_the_source_codec_with_nack_and_rtx(codec: str) -> None:
     """Lost packets are retransmitted from the sender's short history (aiortc keeps the
     last 128 RTP packets per viewer): the answer keeps NACK feedback and an RTX stream
@@ -442,10 +486,11 @@ def test_the_answer_sends_the_source_codec_with_nack_and_rtx(codec: str) -> None
     from aiortc import sdp as aiortc_sdp
 
     from rtmp_ingest.webrtc import stack
-    from rtmp_ingest.webrtc.sender import ViewerSession
+    from rtmp_ingest.webrtc.sender import ViewerSession, install_passthrough_encoders
 
     stack.configure_codecs()
     stack.restrict_host_addresses(["127.0.0.1"])
+    install_passthrough_encoders()  #: the AV1 entry (a viewer process has it once it serves)
 
     async def run() -> str:
         client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -479,3 +524,19 @@ def test_the_answer_sends_the_source_codec_with_nack_and_rtx(codec: str) -> None
         c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") == chosen.payloadType
         for c in section.rtp.codecs
     )
+
+
+def test_whip_receivers_never_answer_av1_that_only_whep_can_send() -> None:
+    pytest.importorskip("aiortc")
+    from aiortc import RTCRtpSender
+
+    from rtmp_ingest.webrtc import stack
+    from rtmp_ingest.webrtc.sender import install_passthrough_encoders
+
+    stack.configure_codecs()
+    install_passthrough_encoders()
+    capabilities = RTCRtpSender.getCapabilities("video")
+    assert capabilities is not None
+    assert "video/av1" in {c.mimeType.lower() for c in capabilities.codecs}
+    received = {c.mimeType.lower() for c in stack.codec_preferences("video")}
+    assert received == {"video/h264", "video/vp9", "video/rtx"}
