@@ -88,20 +88,37 @@ def children(pid: int) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def publish(url: str, stop: threading.Event) -> None:
+#: the publisher's encoder per codec, set for live (no lookahead, no reordering); VP9
+#: and AV1 go out as E-RTMP (PyAV's FLV muxer)
+ENCODERS = {
+    "h264": (
+        "libx264",
+        {
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "x264-params": f"keyint={FPS}:min-keyint={FPS}:scenecut=0",
+        },
+    ),
+    "vp9": (
+        "libvpx-vp9",
+        {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "g": str(FPS)},
+    ),
+    "av1": ("libsvtav1", {"preset": "12", "svtav1-params": f"pred-struct=1:keyint={FPS}"}),
+}
+
+
+def publish(url: str, stop: threading.Event, codec: str = "h264") -> None:
     """RTMP publisher: time-coded pictures and a tone, paced like a live encoder."""
     import array
 
     import av
 
     out = av.open(url, "w", format="flv")
-    video = out.add_stream("libx264", rate=FPS)
+    name, options = ENCODERS[codec]
+    video = out.add_stream(name, rate=FPS)
     video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-    video.codec_context.options = {
-        "preset": "ultrafast",
-        "tune": "zerolatency",
-        "x264-params": f"keyint={FPS}:min-keyint={FPS}:scenecut=0",
-    }
+    video.codec_context.gop_size = FPS
+    video.codec_context.options = dict(options)
     audio = out.add_stream("aac", rate=AUDIO_RATE)
     audio.layout = "stereo"
     started = time.monotonic()
@@ -154,8 +171,9 @@ def publish(url: str, stop: threading.Event) -> None:
 class Daemon:
     """The server on loopback with the publisher running (a context manager)."""
 
-    def __init__(self, *, hls: bool) -> None:
+    def __init__(self, *, hls: bool, codec: str = "h264") -> None:
         self.hls = hls
+        self.codec = codec
 
     def __enter__(self) -> Daemon:
         tmp = tempfile.mkdtemp(prefix="bench-whep-")
@@ -173,7 +191,8 @@ class Daemon:
         )
         self.stop = threading.Event()
         self.publisher = threading.Thread(
-            target=publish, args=(f"rtmp://127.0.0.1:{self.port}/live/bench", self.stop)
+            target=publish,
+            args=(f"rtmp://127.0.0.1:{self.port}/live/bench", self.stop, self.codec),
         )
         try:
             wait_listening(self.port)
@@ -230,18 +249,20 @@ def summary(values: list[float]) -> dict[str, Any]:
     }
 
 
-def latency(seconds: float, warmup_s: float) -> dict[str, Any]:
+def latency(
+    seconds: float, warmup_s: float, *, codec: str = "h264", players: tuple[str, ...] = PLAYERS
+) -> dict[str, Any]:
     """WHEP vs LL-HLS vs HTTP-FLV in one Chromium page (see the module docstring)."""
     from rtmp_ingest.api.web import HLSJS_PATH
 
     modules = REPO / ".browser" / "node_modules"
     if not (modules / "mpegts.js").exists() or not (modules / "playwright-core").exists():
         raise SystemExit("bench_whep: run `make browser` first (playwright-core, mpegts.js)")
-    with Daemon(hls=True) as daemon:
+    with Daemon(hls="ll-hls" in players, codec=codec) as daemon:
         before = daemon.cpu()
         result = subprocess.run(
             ["node", str(REPO / "bench" / "whep_latency.js"), daemon.base, "live/bench"]
-            + [str(seconds), HLSJS_PATH],
+            + [str(seconds), HLSJS_PATH, ",".join(players)],
             capture_output=True,
             text=True,
             env={**os.environ, "NODE_PATH": str(modules)},
@@ -253,8 +274,13 @@ def latency(seconds: float, warmup_s: float) -> dict[str, Any]:
     if line is None:
         raise RuntimeError(f"whep_latency.js printed nothing: {result.stderr[-2000:]}")
     page = json.loads(line)
-    out: dict[str, Any] = {"seconds": seconds, "warmup_s": warmup_s, "players": {}}
-    for name in PLAYERS:
+    out: dict[str, Any] = {
+        "codec": codec,
+        "seconds": seconds,
+        "warmup_s": warmup_s,
+        "players": {},
+    }
+    for name in players:
         samples = page["samples"].get(name, [])
         start = samples[0][0] + 1000 * warmup_s if samples else 0
         settled = [late for shown, late in samples if shown >= start]
@@ -380,10 +406,14 @@ def table(result: dict[str, Any]) -> str:
             "| player (Chromium) | samples | median ms | p95 ms |",
             "|---|---:|---:|---:|",
         ]
-        for name, figures in result["latency"]["players"].items():
-            lines.append(
-                f"| {name} | {figures['samples']} | {figures['median_ms']} | {figures['p95_ms']} |"
-            )
+        runs = [result["latency"], *result.get("passthrough", [])]
+        for run in runs:
+            for name, figures in run["players"].items():
+                label = name if run["codec"] == "h264" else f"{name}, {run['codec']}"
+                lines.append(
+                    f"| {label} | {figures['samples']} | {figures['median_ms']} "
+                    f"| {figures['p95_ms']} |"
+                )
     if "cost" in result:
         lines += [
             "",
@@ -416,6 +446,13 @@ def main() -> None:
     parser.add_argument("--cost-seconds", type=float, default=20.0)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
+    parser.add_argument(
+        "--passthrough-codecs",
+        nargs="*",
+        default=["vp9", "av1"],
+        choices=["vp9", "av1"],
+        help="also WHEP latency of an E-RTMP source in these codecs (WHEP only)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "whep.json")
     args = parser.parse_args()
     result: dict[str, Any] = {
@@ -432,6 +469,11 @@ def main() -> None:
             and whep["median_ms"] <= TARGET_MEDIAN_MS
             and whep["p95_ms"] <= TARGET_P95_MS
         )
+        result["passthrough"] = []
+        for codec in args.passthrough_codecs:
+            run = latency(args.seconds / 2, args.warmup, codec=codec, players=("whep",))
+            result["passthrough"].append(run)
+            print(json.dumps(run), flush=True)
     if not args.skip_cost:
         result["cost"] = cost(args.viewers, args.cost_seconds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
