@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import fractions
 import math
 from typing import Any
@@ -540,3 +541,87 @@ def test_whip_receivers_never_answer_av1_that_only_whep_can_send() -> None:
     assert "video/av1" in {c.mimeType.lower() for c in capabilities.codecs}
     received = {c.mimeType.lower() for c in stack.codec_preferences("video")}
     assert received == {"video/h264", "video/vp9", "video/rtx"}
+
+
+def h264_units(count: int) -> list[tuple[bytes, bool]]:
+    """`count` Annex B access units of a 320x240 x264 stream (one keyframe, then P)."""
+    encoder = av.CodecContext.create("libx264", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = 320, 240, "yuv420p"
+    encoder.time_base = fractions.Fraction(1, 30)
+    encoder.options = {"preset": "ultrafast", "tune": "zerolatency", "keyint": "600"}
+    out = []
+    for index in range(count):
+        picture = av.VideoFrame(320, 240, "yuv420p")
+        for number, plane in enumerate(picture.planes):
+            plane.update(bytes([(index * 7 + number * 40) % 256]) * plane.buffer_size)
+        picture.pts = index
+        out += [(bytes(p), p.is_keyframe) for p in encoder.encode(picture)]
+    return out
+
+
+def test_lost_packets_are_retransmitted_from_the_viewer_history() -> None:
+    """Every 5th video packet is lost on its first way out: the viewer (aiortc) NACKs
+    each, and each is sent again from the sender's history as RTX (RFC 4588: the RTX
+    payload starts with the lost packet's sequence number)."""
+    pytest.importorskip("aiortc")
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+    from aiortc.rtp import RtpPacket
+
+    from rtmp_ingest.webrtc import stack
+    from rtmp_ingest.webrtc.sender import ViewerSession
+
+    stack.configure_codecs()
+    stack.restrict_host_addresses(["127.0.0.1"])
+    units = h264_units(30)
+
+    async def run() -> tuple[list[int], set[int], int]:
+        client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        client.addTransceiver("video", direction="recvonly")
+        client.on("track", lambda track: None)
+        await client.setLocalDescription(await client.createOffer())
+        session = ViewerSession(1, {}, lambda _: None, lambda _: None)
+        reply = await session.negotiate(
+            client.localDescription.sdp, video_codec="h264", h264_profile=66, audio=False
+        )
+        assert reply["op"] == "answer", reply
+        await client.setRemoteDescription(RTCSessionDescription(sdp=reply["sdp"], type="answer"))
+        await asyncio.wait_for(session.connected.wait(), 20)
+        assert session.pc is not None
+        dtls: Any = session.pc.getSenders()[0].transport
+        video_pt = int(reply["sdp"].split("m=video ", 1)[1].split()[2])
+        send = dtls._send_rtp  #: the plaintext RTP on its way to SRTP
+        first_time: set[int] = set()
+        lost: list[int] = []
+        resent: set[int] = set()
+        recovered = asyncio.Event()
+
+        async def lossy(data: bytes) -> None:
+            if 200 <= data[1] <= 206:  #: RTCP
+                await send(data)
+                return
+            packet = RtpPacket.parse(data)
+            if packet.payload_type != video_pt:
+                resent.add(int.from_bytes(packet.payload[:2], "big"))  #: RTX: the OSN
+                if len(lost) >= 5 and resent >= set(lost):
+                    recovered.set()
+            elif packet.sequence_number not in first_time:
+                first_time.add(packet.sequence_number)
+                if len(first_time) % 5 == 0 and len(lost) < 5:  #: each followed by more
+                    lost.append(packet.sequence_number)
+                    return
+            await send(data)
+
+        dtls._send_rtp = lossy
+        for index, (unit, key) in enumerate(units):
+            session.push(0, index * 33, unit, keyframe=key)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(recovered.wait(), 20)
+        finally:
+            await session.close("test")
+            await client.close()
+        return lost, resent, len(first_time)
+
+    lost, resent, sent = asyncio.run(run())
+    assert len(lost) == 5 and sent >= 25
+    assert set(lost) <= resent, f"lost {lost}, sent again {sorted(resent)}"
