@@ -56,7 +56,7 @@ from aiortc.codecs.base import Encoder
 from aiortc.mediastreams import VIDEO_TIME_BASE, MediaStreamError, convert_timebase
 
 from rtmp_ingest.webrtc.av1_payload import Av1Error, Av1Payloader
-from rtmp_ingest.webrtc.vp9_payload import Vp9Payloader
+from rtmp_ingest.webrtc.vp9_payload import MAX_PAYLOAD_BYTES, Vp9Payloader
 
 log = logging.getLogger("rtmp_ingest.webrtc.sender")
 
@@ -76,11 +76,19 @@ AV1_PAYLOAD_TYPE = 100
 _PROFILE_IDS = {66: "42e0", 77: "4d00", 100: "6400"}
 
 
+#: How the passthrough encoders cut frames, from the process configuration
+#: (`whep_max_payload_bytes`, `whep_vp9_flexible`), set by `install_passthrough_encoders`.
+PAYLOAD_SETTINGS: dict[str, Any] = {"max_payload_bytes": MAX_PAYLOAD_BYTES, "vp9_flexible": True}
+
+
 class Vp9Passthrough(Encoder):
     """aiortc's encoder seat for VP9: frames arrive encoded and are only packetized."""
 
     def __init__(self) -> None:
-        self.payloader = Vp9Payloader()
+        self.payloader = Vp9Payloader(
+            max_payload_bytes=PAYLOAD_SETTINGS["max_payload_bytes"],
+            flexible=PAYLOAD_SETTINGS["vp9_flexible"],
+        )
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
         raise TypeError("WHEP passes VP9 through: its tracks yield packets, never pictures")
@@ -95,7 +103,7 @@ class Av1Passthrough(Encoder):
     """aiortc's encoder seat for AV1: temporal units arrive encoded, are only packetized."""
 
     def __init__(self) -> None:
-        self.payloader = Av1Payloader()
+        self.payloader = Av1Payloader(max_payload_bytes=PAYLOAD_SETTINGS["max_payload_bytes"])
         self.malformed = 0
 
     def encode(self, frame: Any, force_keyframe: bool = False) -> tuple[list[bytes], int]:
@@ -144,9 +152,16 @@ def _add_av1_codec() -> None:
     )
 
 
-def install_passthrough_encoders() -> None:
+def install_passthrough_encoders(config: dict[str, Any] | None = None) -> None:
     """aiortc's senders get `Vp9Passthrough`/`Av1Passthrough` (idempotent; see the module
-    docstring), and its codec table an AV1 entry."""
+    docstring), and its codec table an AV1 entry; `config` (the process's) may set
+    `whep_max_payload_bytes` and `whep_vp9_flexible`."""
+    config = config or {}
+    PAYLOAD_SETTINGS["max_payload_bytes"] = int(
+        config.get("whep_max_payload_bytes") or MAX_PAYLOAD_BYTES
+    )
+    flexible = config.get("whep_vp9_flexible")
+    PAYLOAD_SETTINGS["vp9_flexible"] = True if flexible is None else bool(flexible)
     _add_av1_codec()
     original = rtcrtpsender.get_encoder
     if getattr(original, "rtmp_ingest_passthrough", False):
@@ -246,7 +261,7 @@ class ViewerSession:
         send_control: Callable[[dict[str, Any]], None],
         on_closed: Callable[[int], object],
     ) -> None:
-        install_passthrough_encoders()
+        install_passthrough_encoders(config)
         self.session_id = session_id
         self.config = config
         self.send_control = send_control

@@ -625,3 +625,22 @@ def test_lost_packets_are_retransmitted_from_the_viewer_history() -> None:
     lost, resent, sent = asyncio.run(run())
     assert len(lost) == 5 and sent >= 25
     assert set(lost) <= resent, f"lost {lost}, sent again {sorted(resent)}"
+
+
+def test_the_process_configuration_sets_how_frames_are_cut() -> None:
+    pytest.importorskip("aiortc")
+    from aiortc import rtcrtpsender
+
+    from rtmp_ingest.webrtc.sender import install_passthrough_encoders
+
+    vp9: Any = type("Codec", (), {"mimeType": "video/VP9"})()
+    av1: Any = type("Codec", (), {"mimeType": "video/AV1"})()
+    try:
+        install_passthrough_encoders({"whep_max_payload_bytes": 300, "whep_vp9_flexible": False})
+        encoder = rtcrtpsender.get_encoder(vp9)
+        assert (encoder.payloader.max_payload_bytes, encoder.payloader.flexible) == (300, False)
+        assert rtcrtpsender.get_encoder(av1).payloader.max_payload_bytes == 300
+    finally:
+        install_passthrough_encoders({})
+    encoder = rtcrtpsender.get_encoder(vp9)
+    assert (encoder.payloader.max_payload_bytes, encoder.payloader.flexible) == (1200, True)
