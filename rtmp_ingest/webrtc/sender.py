@@ -3,11 +3,12 @@
 The daemon sends each viewer's frames already finished: video as one H.264
 access unit in Annex B (parameter sets in front of every keyframe), one VP9
 frame or one AV1 temporal unit, audio as one Opus packet, each with its
-presentation time in ms on the viewer's own continuous timeline. Nothing is encoded here: the frame is handed
-to aiortc as an `av.Packet`, which aiortc's sender only packetizes (RFC 6184
-STAP-A/FU-A, RFC 7587), so SSRCs and sequence numbers stay those of one
-sender for the whole session whatever the daemon's source does (supersede,
-reconnect), and RTP timestamps follow the daemon's timeline.
+presentation time in ms on the viewer's own continuous timeline. Nothing is
+encoded here: the frame is handed to aiortc as an `av.Packet`, which aiortc's
+sender only packetizes (RFC 6184 STAP-A/FU-A, RFC 7587, and the payloaders
+below), so SSRCs and sequence numbers stay those of one sender for the whole
+session whatever the daemon's source does (supersede, reconnect), and RTP
+timestamps follow the daemon's timeline.
 
 aiortc has no VP9 or AV1 packetizer: `install_passthrough_encoders()` makes
 its sender's encoder lookup (`aiortc.rtcrtpsender.get_encoder`, a module
@@ -21,7 +22,8 @@ receiver cannot depacketize.
 aiortc answers NACKs from its per-sender packet history (the last 128 RTP
 packets) and forwards nothing else; a viewer's PLI/FIR cannot be honoured by
 passthrough, so it is reported to the daemon (at most once per
-`webrtc.whep_pli_interval_s`), which asks a WebRTC publisher for a keyframe.
+`webrtc.whep_pli_interval_s`), which asks a WebRTC publisher for a keyframe
+(again at most once per interval, however many viewers ask).
 
 A viewer that cannot keep up (its queue holds `max_queue_frames` frames) loses
 its queued video and waits for the next keyframe (counted in `skips`); audio
