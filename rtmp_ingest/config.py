@@ -237,6 +237,12 @@ record = false
 """
 
 
+#: Bounds of webrtc.whep_max_payload_bytes: a payloader needs room for a descriptor and
+#: some data; above ~1400 a packet no longer fits a 1500-byte MTU with SRTP and headers
+MIN_RTP_PAYLOAD_BYTES = 200
+MAX_RTP_PAYLOAD_BYTES = 1400
+
+
 class ConfigError(ValueError):
     """A configuration problem, worded for the operator (names the key)."""
 
@@ -399,6 +405,11 @@ class WebrtcConfig:
     whep_opus_bitrate: int = 96000
     #: a viewer's keyframe requests (PLI/FIR) reach a WebRTC publisher at most this often
     whep_pli_interval_s: float = 1.0
+    #: largest RTP payload a WHEP sender cuts video into (fits a 1500-byte path with room
+    #: for SRTP, RTP extensions and tunnels)
+    whep_max_payload_bytes: int = 1200
+    #: VP9 payload descriptor mode for WHEP viewers (RFC 9628): flexible (true) or not
+    whep_vp9_flexible: bool = True
 
 
 @attrs.frozen(kw_only=True)
@@ -576,6 +587,10 @@ def _check(config: Config) -> None:
     ):
         if getattr(webrtc, key) <= 0:
             raise ConfigError(f"webrtc.{key}: must be > 0")
+    if not MIN_RTP_PAYLOAD_BYTES <= webrtc.whep_max_payload_bytes <= MAX_RTP_PAYLOAD_BYTES:
+        raise ConfigError(
+            f"webrtc.whep_max_payload_bytes: must be {MIN_RTP_PAYLOAD_BYTES}..{MAX_RTP_PAYLOAD_BYTES}"
+        )
     if webrtc.max_restart_backoff_s < webrtc.restart_backoff_s:
         raise ConfigError("webrtc.max_restart_backoff_s: must be >= webrtc.restart_backoff_s")
     try:

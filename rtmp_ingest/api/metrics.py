@@ -232,3 +232,12 @@ def _whep_metrics(stats: dict[str, Any]) -> Iterator[Any]:
         "Times a WHEP viewer's send queue was full and skipped to the next keyframe",
         value=stats["queue_skips"],
     )
+    plis = CounterMetricFamily(
+        "rtmp_ingest_whep_keyframe_requests",
+        "WHEP viewers' keyframe requests for WebRTC publishers, by outcome (forwarded to the "
+        "publisher, or coalesced into one already sent within webrtc.whep_pli_interval_s)",
+        labels=["outcome"],
+    )
+    plis.add_metric(["forwarded"], stats.get("plis_forwarded", 0))
+    plis.add_metric(["coalesced"], stats.get("plis_coalesced", 0))
+    yield plis

@@ -242,6 +242,8 @@ class WebrtcService:
             "connect_timeout_s": config.connect_timeout_s,
             "whep_max_queue_frames": config.whep_max_queue_frames,
             "whep_pli_interval_s": config.whep_pli_interval_s,
+            "whep_max_payload_bytes": config.whep_max_payload_bytes,
+            "whep_vp9_flexible": config.whep_vp9_flexible,
         }
 
     async def _run_process(self) -> None:

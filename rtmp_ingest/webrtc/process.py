@@ -16,7 +16,7 @@ answers "ready". Then, per WHIP session the daemon allocated:
 
 and per WHEP viewer (`rtmp_ingest.webrtc.sender`):
 
-    daemon → process   {"op": "whep-offer", "session": S, "sdp": ..., "video": "h264"|"vp9"|null,
+    daemon → process   {"op": "whep-offer", "session": S, "sdp": ..., "video": "h264"|"vp9"|"av1"|null,
                         "h264_profile": profile_idc|null, "audio": true|false}
     process → daemon   {"op": "answer", "session": S, "sdp": ...} or {"op": "error", ...}
     process → daemon   {"op": "connected", "session": S}
