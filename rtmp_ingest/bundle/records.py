@@ -196,7 +196,6 @@ class PublishRequest:
     query: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_query_pairs)
 
 
-
 @attrs.frozen(kw_only=True)
 class TimelineResume:
     """Where a source's next timeline starts when another process ran it before

@@ -69,7 +69,6 @@ from rtmp_ingest.bundle.records import (
 )
 from rtmp_ingest.bundle.source import Source
 
-
 #: Timelines to carry on kept for sources not created yet: a node that takes over a
 #: dead owner's streams learns every source at once, and a source never published again
 #: must not be kept for ever.
