@@ -120,6 +120,15 @@ class App:
         )
         self.feeds.add_sink("hls", self.hls.on_event)
         self.feeds.add_sink("record", self.recorder.on_event)
+        #: [cluster]: this process as one node sharing a Redis registry (docs/spec.md §9);
+        #: coredis is imported only then
+        self.cluster: Any = None
+        if config.cluster.enabled:
+            from rtmp_ingest.cluster.node import ClusterNode  # noqa: PLC0415 - coredis
+
+            self.cluster = ClusterNode(config, self.feeds)
+            self.rtmp.placement = self.cluster
+            self.feeds.add_sink("cluster", self.cluster.on_event)
         self.started_at = time.time()
         self.bound: Bound | None = None
         self._shutdown = trio.Event()
@@ -326,6 +335,8 @@ class App:
                 except* SrtUnavailable as group:
                     raise StartupError(f"srt: {_first_leaf(group)}") from None
             http_bound = await self._start_http(nursery) if config.http.listen else None
+            if self.cluster is not None:
+                await self._start_cluster(nursery, rtmp_bound, http_bound)
             self.bound = Bound(rtmp=rtmp_bound, rtmps=rtmps_bound, http=http_bound, srt=srt_bound)
             log.info(
                 "listening rtmp=%s:%d%s%s%s%s",
@@ -343,6 +354,8 @@ class App:
                 self.srt.stop_accepting()
                 self.srt.kick_all(EndReason.SHUTDOWN, "Server shutting down.")
             await self.rtmp.drain()
+            if self.cluster is not None:
+                await self.cluster.leave()
             self.recorder.close_all()
             with trio.move_on_after(SHUTDOWN_TIMEOUT_S):
                 while self.recorder.recordings:
@@ -363,6 +376,16 @@ class App:
                 f"http.listen {self.config.http.listen}: {getattr(exc, 'strerror', None) or exc}"
             ) from None
         return bound
+
+    async def _start_cluster(
+        self, nursery: trio.Nursery, rtmp: Address, http: Address | None
+    ) -> None:
+        from rtmp_ingest.cluster.registry import RegistryUnavailable  # noqa: PLC0415 - coredis
+
+        try:
+            await nursery.start(functools.partial(self.cluster.run, rtmp=rtmp, http=http))
+        except* RegistryUnavailable as group:
+            raise StartupError(f"cluster.redis: {_first_leaf(group)}") from None
 
     def shutdown(self) -> None:
         """Starts a graceful shutdown (safe to call from a signal handler task)."""

@@ -107,6 +107,8 @@ class _Upstream:
         self._events: list[Any] = []
         self.closed = False
         self.bytes_out = 0
+        #: until the writer task runs, what the core answers is sent by `receive` itself
+        self._writing = False
 
     @property
     def outbox_bytes(self) -> int:
@@ -128,6 +130,7 @@ class _Upstream:
 
     async def writer(self) -> None:
         assert self.stream is not None
+        self._writing = True
         while True:
             while not self._outbox:
                 await self._wake.wait()
@@ -161,7 +164,10 @@ class _Upstream:
                 if event is NEED_DATA or isinstance(event, ev.ConnectionClosed):
                     break
                 out.append(event)
-            self.queue()  #: acknowledgements, ping responses
+            if self._writing:
+                self.queue()  #: acknowledgements, ping responses, the handshake's C2
+            else:
+                await self.flush()
             if out or self.closed:
                 return out
 

@@ -265,8 +265,11 @@ class RtmpSession:
                         await send_eof()
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                         return
-                while await self.stream.receive_some(RECEIVE_BYTES):
-                    pass
+                try:
+                    while await self.stream.receive_some(RECEIVE_BYTES):
+                        pass
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return  #: the peer reset instead of closing: nothing more to wait for
 
     async def _writer(self) -> None:
         """The one task that writes to the socket: sends the outbox, in order.
