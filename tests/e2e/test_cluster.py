@@ -1,0 +1,237 @@
+"""End to end, docs/spec.md §9 "Nodes": three `serve` processes sharing a real redis-server.
+
+cam1 publishes (PyAV) to node A, cam2 to node B, of one stream: A takes the stream's
+lease, B relays cam2 there, and a player on node C gets both sources from C's own
+pulls. cam1 republished via C supersedes make-before-break on the owner. Then the
+owner is killed (-9): the encoders reconnect to the nodes left, one of them takes the
+lease once it lapsed, and the player that stayed on C sees its timeline go on forward.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from rtmp_ingest.cluster.registry import open_registry
+from tests.cluster.redis_server import free_port, redis_server
+from tests.tools import clients, pyav_player
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+STREAM = "live/show"
+#: Short leases, so that a dead owner's stream moves within the test's patience.
+LEASE_S = 1.0
+RENEW_S = 0.25
+SECRET = "cluster-test-secret-0123456789"
+PREFIX = "e2e"
+
+
+class Node:
+    """One `rtmp-ingest serve` process of the cluster."""
+
+    def __init__(self, name: str, redis_url: str, tmp: Path) -> None:
+        self.name = name
+        self.rtmp_port = free_port()
+        self.http_port = free_port()
+        self.config = tmp / f"{name}.toml"
+        self.log = tmp / f"{name}.log"
+        self.config.write_text(
+            f'data_dir = "{tmp / ("data-" + name)}"\n'
+            f'[rtmp]\nlisten = "127.0.0.1:{self.rtmp_port}"\n'
+            f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n'
+            "[srt]\nenabled = false\n"
+            f'[cluster]\nredis = "{redis_url}"\nnode_id = "{name}"\nlease_s = {LEASE_S}\n'
+            f'renew_s = {RENEW_S}\nsecret = "{SECRET}"\nkey_prefix = "{PREFIX}"\n'
+        )
+        self.process: trio.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "rtmp_ingest.cli", "serve", "--config", str(self.config)],
+            cwd=str(REPO),
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+
+    def url(self, source_id: str) -> str:
+        return f"rtmp://127.0.0.1:{self.rtmp_port}/{STREAM}?sourceId={source_id}"
+
+    async def get(self, path: str) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.http_port}") as http:
+            return await http.get(path, timeout=5)
+
+    async def sources(self) -> dict[str, Any]:
+        """sourceId → the API's source record, on this node."""
+        try:
+            response = await self.get(f"/api/v1/streams/{STREAM}")
+        except httpx.HTTPError:
+            return {}
+        if response.status_code != 200:
+            return {}
+        return {s["sourceId"]: s for s in response.json()["sources"]}
+
+    async def live(self, *source_ids: str) -> bool:
+        sources = await self.sources()
+        return all(
+            s in sources and sources[s]["state"] == "live" and sources[s]["onAir"]
+            for s in source_ids
+        )
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+
+
+async def until(predicate: Any, timeout_s: float = 30.0, what: str = "") -> Any:
+    """Polls `predicate` (async) until it returns something truthy, within `timeout_s`."""
+    with trio.move_on_after(timeout_s):
+        while not (value := await predicate()):
+            await trio.sleep(0.1)
+        return value
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
+
+
+async def encoder(urls: list[str], seconds: float, *, task_status: Any = trio.TASK_STATUS_IGNORED):
+    """A PyAV encoder that reconnects, like a real one: when its connection ends or is
+    refused before `seconds` are over it publishes again, to the next URL of `urls`."""
+    deadline = trio.current_time() + seconds
+    attempt = 0
+    task_status.started()
+    while (left := deadline - trio.current_time()) > 1.0:
+        process = await trio.lowlevel.open_process(
+            clients.pyav(urls[attempt % len(urls)], left),
+            cwd=str(REPO),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        try:
+            await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+        attempt += 1
+        await trio.sleep(0.2)
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[tuple[str, dict[str, Node]]]:
+    with redis_server() as redis_url:
+        nodes = {name: Node(name, redis_url, tmp_path) for name in "ABC"}
+        try:
+            for node in nodes.values():
+                await node.start()
+            for node in nodes.values():
+
+                async def healthy(node: Node = node) -> bool:
+                    try:
+                        return (await node.get("/healthz")).status_code == 200
+                    except httpx.HTTPError:
+                        return False
+
+                await until(healthy, 60, f"node {node.name} to serve")
+            yield redis_url, nodes
+        finally:
+            for node in nodes.values():
+                node.kill()
+            for node in nodes.values():
+                if node.process is not None:
+                    with trio.move_on_after(10):
+                        await node.process.wait()
+
+
+async def owner(redis_url: str) -> str | None:
+    async with open_registry(
+        redis_url, node_id="test", prefix=PREFIX, lease_s=1, timeline_keep_s=60, timeout_s=2
+    ) as registry:
+        return await registry.owner(STREAM)
+
+
+async def test_three_nodes_one_stream_relay_pull_supersede_and_owner_death(cluster, nursery):
+    redis_url, nodes = cluster
+    a, b, c = nodes["A"], nodes["B"], nodes["C"]
+    await nursery.start(encoder, [a.url("cam1")], 60.0)
+    await until(lambda: a.live("cam1"), 30, "cam1 on air at A")
+    assert await owner(redis_url) == "A"
+    await nursery.start(encoder, [b.url("cam2")], 60.0)
+    await until(lambda: a.live("cam1", "cam2"), 30, "cam2 relayed by B to the owner A")
+    #: B does not keep cam2 itself: it pulls it back from the owner like any other node
+    await until(lambda: b.live("cam1", "cam2"), 30, "B pulling both sources")
+    assert {f["onAir"]["protocol"] for f in (await b.sources()).values()} == {"cluster"}
+    await until(lambda: c.live("cam1", "cam2"), 30, "C pulling both sources")
+    on_c = {s: f["onAir"] for s, f in (await c.sources()).items()}
+    assert {f["protocol"] for f in on_c.values()} == {"cluster"}
+
+    #: players on C, read in threads: cam1 for the whole story, cam2 for a few seconds
+    results: dict[str, pyav_player.PlayResult] = {}
+
+    async def play(source_id: str, seconds: float) -> None:
+        results[source_id] = await trio.to_thread.run_sync(
+            lambda: pyav_player.play(c.url(source_id), seconds, read_timeout_s=20.0)
+        )
+
+    nursery.start_soon(play, "cam1", 35.0)
+    nursery.start_soon(play, "cam2", 5.0)
+
+    async def finished(source_id: str) -> bool:
+        return source_id in results
+
+    await until(lambda: finished("cam2"), 40, "the cam2 player on C to finish")
+    print("CAM2", results["cam2"].summary())
+    assert results["cam2"].frames_decoded > 0, results["cam2"].summary()
+
+    #: cam1 again, through C: relayed to A, where it supersedes the first cam1 feed
+    first = (await a.sources())["cam1"]["onAir"]["id"]
+    superseded_at = time.monotonic()
+    await nursery.start(encoder, [c.url("cam1")], 60.0)
+
+    async def superseded() -> bool:
+        source = (await a.sources()).get("cam1", {})
+        return bool(source.get("onAir")) and source["onAir"]["id"] != first
+
+    await until(superseded, 30, "cam1 via C superseding on the owner")
+    assert (await a.sources())["cam1"]["supersedeCount"] >= 1
+
+    async def new_feed_ran() -> bool:  #: two seconds of the new feed on air before the kill
+        return (await a.sources())["cam1"]["onAir"]["videoFrames"] >= 50
+
+    await until(new_feed_ran, 30, "the new cam1 feed to run a while")
+
+    #: the owner dies: the relays from B and C break, their encoders reconnect (to B, C)
+    a.kill()
+    killed_at = time.monotonic()
+
+    async def new_owner() -> str | None:
+        holder = await owner(redis_url)
+        return holder if holder in ("B", "C") else None
+
+    taken_by = await until(new_owner, 30, "a new owner")
+    survivor = nodes[taken_by]
+    await until(lambda: survivor.live("cam1", "cam2"), 30, f"both sources on {taken_by}")
+    await until(lambda: c.live("cam1", "cam2"), 30, "both sources on C again")
+
+    await until(lambda: finished("cam1"), 60, "the cam1 player on C to finish")
+    result = results["cam1"]
+    video = result.video()
+    assert video is not None, result.summary()
+    assert video.backwards() == [], result.summary()
+    before = [d for d, t in zip(video.dts_ms, video.arrival) if t < killed_at]
+    after = [d for d, t in zip(video.dts_ms, video.arrival) if t > killed_at + LEASE_S]
+    assert before and after, result.summary()
+    assert min(after) > max(before), "the player's timeline went back after the take-over"
+    assert result.frames_after(superseded_at) > 0, result.summary()
+    assert result.frames_after(killed_at + LEASE_S) > 0, result.summary()
