@@ -151,7 +151,15 @@ class _Upstream:
             await self.stream.send_all(data)
 
     async def receive(self) -> list[Any]:
-        """The next events from the owner ([] once it closed: `closed` is set)."""
+        """The next events from the owner ([] once it closed: `closed` is set); first
+        those `wait_for` read past what it waited for (media right behind a status)."""
+        assert self.stream is not None
+        if self._events:
+            out, self._events = self._events, []
+            return out
+        return await self._read()
+
+    async def _read(self) -> list[Any]:
         assert self.stream is not None
         while True:
             data = await self.stream.receive_some(RECEIVE_BYTES)
@@ -180,7 +188,7 @@ class _Upstream:
                     return event
             if self.closed:
                 return None
-            self._events.extend(await self.receive())
+            self._events.extend(await self._read())
 
     async def start(self, app: str) -> int:
         """connect + createStream; returns the message stream id."""
