@@ -9,6 +9,7 @@ lease once it lapsed, and the player that stayed on C sees its timeline go on fo
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -223,6 +224,24 @@ async def test_three_nodes_one_stream_relay_pull_supersede_and_owner_death(clust
     survivor = nodes[taken_by]
     await until(lambda: survivor.live("cam1", "cam2"), 30, f"both sources on {taken_by}")
     await until(lambda: c.live("cam1", "cam2"), 30, "both sources on C again")
+
+    #: the operator's view: `cluster status` names the new owner; the dead node drops out
+    async def status() -> dict[str, Any] | None:
+        done = await trio.run_process(
+            [sys.executable, "-m", "rtmp_ingest.cli", "cluster", "status", "--json"]
+            + ["--config", str(c.config)],
+            capture_stdout=True,
+            cwd=str(REPO),
+        )
+        data = json.loads(done.stdout)
+        return data if "A" not in {n["node_id"] for n in data["nodes"]} else None
+
+    data = await until(status, 30, "cluster status without A")
+    assert data["leases"] == {STREAM: taken_by}
+    assert {n["node_id"] for n in data["nodes"]} == {"B", "C"}
+    owner_entry = next(n for n in data["nodes"] if n["node_id"] == taken_by)
+    assert owner_entry["metrics"]["streams"] == 1
+    assert set(data["streams_per_node"][taken_by][0]["sources"]) == {"cam1", "cam2"}
 
     await until(lambda: finished("cam1"), 60, "the cam1 player on C to finish")
     result = results["cam1"]
