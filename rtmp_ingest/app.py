@@ -46,6 +46,7 @@ from rtmp_ingest.server.counters import Metrics
 from rtmp_ingest.server.feeds import Feeds
 from rtmp_ingest.server.hls import HlsService
 from rtmp_ingest.server.listener import SHUTDOWN_TIMEOUT_S, Address, RtmpListener
+from rtmp_ingest.server.placement import PlacementError
 from rtmp_ingest.server.play import Player
 from rtmp_ingest.server.record import RecorderService
 from rtmp_ingest.server.srt import SrtServer
@@ -210,8 +211,18 @@ class App:
     def _webrtc_routes(self) -> list[Any]:
         from rtmp_ingest.api import whep, whip  # noqa: PLC0415 - HTTP when served
 
-        routes = whip.routes(self.webrtc) if self.webrtc is not None else []
+        owner_url = self._owner_url if self.cluster is not None else None
+        routes = whip.routes(self.webrtc, owner_url) if self.webrtc is not None else []
         return routes + (whep.routes(self.whep) if self.whep is not None else [])
+
+    async def _owner_url(self, stream_path: str) -> str | None:
+        """WHIP in a cluster: the owner's base URL when another node owns `stream_path`."""
+        owner = await self.cluster.owner_of(stream_path)
+        if owner is None:
+            return None
+        if not owner.http:
+            raise PlacementError(f"The stream's owner ({owner.node_id}) serves no HTTP.")
+        return f"http://{owner.http}"
 
     # -- auth ------------------------------------------------------------------------
 
