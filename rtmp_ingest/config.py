@@ -260,6 +260,9 @@ relay_connect_timeout_s = 5.0
 relay_max_buffer_bytes = 8388608
 # A pull that lost its owner looks again this often (until the source is gone from the registry).
 pull_retry_s = 0.5
+# Pull every source live on another node, so this node's viewers get every stream; false =
+# an ingest edge: it relays publishers to their owners and serves only the streams it owns.
+pull = true
 
 # Per-application settings; "*" applies to every app not named.
 [apps."*"]
@@ -452,6 +455,7 @@ class ClusterConfig:
     relay_connect_timeout_s: float = 5.0
     relay_max_buffer_bytes: int = 8 * 1024**2
     pull_retry_s: float = 0.5
+    pull: bool = True
 
     @property
     def enabled(self) -> bool:

@@ -21,8 +21,9 @@ And it keeps this node's part of the registry up to date, in tasks of its own:
 - the bundle events of owned streams (a sink of `Feeds`) are published; a source that
   turned inactive, or a stream that stopped, is forgotten and its lease released;
 - every `timeline_write_s` (at most): each owned source's last DTS and timeline origin;
-- pulls: every source live on another node is pulled once (cluster/relay.py), started
-  when its owner's events say so and checked against the registry every `renew_s`.
+- pulls (unless `cluster.pull` is false: an ingest edge): every source live on another
+  node is pulled once (cluster/relay.py), started when its owner's events say so and
+  checked against the registry every `renew_s`.
 """
 
 from __future__ import annotations
@@ -475,8 +476,9 @@ class ClusterNode:
                 nursery.start_soon(self._lease_loop, reg)
                 nursery.start_soon(self._publish_events, reg)
                 nursery.start_soon(self._timeline_loop, reg)
-                nursery.start_soon(self._listen_events, reg)
-                nursery.start_soon(self._reconcile_loop, reg)
+                if settings.pull:
+                    nursery.start_soon(self._listen_events, reg)
+                    nursery.start_soon(self._reconcile_loop, reg)
                 task_status.started(self.info)
                 await self._left.wait()
                 nursery.cancel_scope.cancel()
