@@ -390,6 +390,8 @@ class ClusterNode:
         key = (stream_path, source_id)
         try:
             with scope:
+                if stream_path in self.owned:  #: taken over while the pull was being set up
+                    return
                 resume = None
                 if self.registry.source_statistics(stream_path, source_id, now_s=0.0) is None:
                     resume = self._pulled_state.pop(key, None)
