@@ -38,6 +38,7 @@ from rtmp_ingest.auth import (
     PolicySettings,
     PublishAttempt,
     Refusal,
+    RefusalCode,
     TokenError,
 )
 from rtmp_ingest.bundle import EndReason, Registry
@@ -242,6 +243,13 @@ class App:
     def _decide_now(self, attempt: PublishAttempt, *, now_s: float) -> Permit | Refusal:
         """The policy without waiting (SRT decides inside libsrt's listen callback)."""
         assert self.authorizer is not None
+        holder = None if self.cluster is None else self.cluster.remote_holder(attempt.stream_path)
+        if holder is not None:  #: SRT is not relayed: the encoder is sent to the owner
+            return Refusal.of(
+                RefusalCode.OTHER,
+                f"This stream is served by node {holder}; publish there.",
+                attempt=attempt,
+            )
         return self.authorizer.decide_nowait(attempt)
 
     def _verify_viewer_token(

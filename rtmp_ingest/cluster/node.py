@@ -10,7 +10,11 @@ It is the RTMP driver's `Placement` (server/placement.py):
   its address; a lease whose node entry is gone (the owner died) is waited out, at
   most `lease_s`, and then taken.
 - `open_relay`: a publish for a stream owned elsewhere is relayed there (cluster/relay.py);
-- `inbound`: internal credentials of a relay from another node are checked and removed.
+- `inbound`: internal credentials of a relay from another node are checked and removed;
+- `remote_holder(path)`: without waiting, the other node known to own a stream (SRT
+  decides inside libsrt's callback: it refuses such a publish, naming the owner). A
+  stream that still gets a publisher here without this node owning it has its lease
+  claimed at once; if another node has it, its local publishers are ended.
 
 And it keeps this node's part of the registry up to date, in tasks of its own:
 
@@ -37,6 +41,7 @@ from typing import Any
 import trio
 
 from rtmp_ingest.bundle import (
+    Active,
     EndReason,
     Event,
     Inactive,
@@ -109,6 +114,13 @@ class ClusterNode:
         self._written: dict[str, dict[str, tuple[int, bool]]] = {}
         self._pulled_state: dict[tuple[str, str], TimelineResume] = {}
         self._reconcile_now = trio.Event()
+        #: streams other nodes hold leases on (refreshed every renew_s): what a driver
+        #: that cannot wait for Redis (SRT's listen callback) checks
+        self.remote_leases: dict[str, str] = {}
+        #: streams that got a local publisher without this node owning them (a driver
+        #: that is not placement-aware): their lease is claimed, or the publishers go
+        self._claims_in, self._claims_out = trio.open_memory_channel[str](EVENT_QUEUE)
+        self._claiming: set[str] = set()
         self._left = trio.Event()
         self._started_at = time.time()
 
@@ -213,9 +225,22 @@ class ClusterNode:
 
     # -- the bundle's events (a sink of Feeds) ---------------------------------------------
 
+    def remote_holder(self, stream_path: str) -> str | None:
+        """The node that owns `stream_path` when it is known to be another one (no wait)."""
+        if stream_path in self.owned:
+            return None
+        return self.remote_leases.get(stream_path)
+
     def on_event(self, event: Event) -> None:
         """Events of owned streams go to the registry (never blocks the pump)."""
-        if getattr(event, "stream_path", None) not in self.owned:
+        path = str(getattr(event, "stream_path", ""))
+        if path not in self.owned:
+            if isinstance(event, Active) and path not in self._claiming and self._local(path):
+                self._claiming.add(path)
+                try:
+                    self._claims_in.send_nowait(path)
+                except trio.WouldBlock:
+                    self._claiming.discard(path)
             return
         try:
             self._events_in.send_nowait(event)
@@ -237,6 +262,41 @@ class ClusterNode:
                     await self._release(reg, path)
             except RegistryUnavailable as exc:
                 log.warning("cluster event not published stream=%s: %s", shown(path), exc)
+
+    def _local(self, stream_path: str) -> list[Any]:
+        """This node's own publishers of `stream_path` (pulled copies excluded)."""
+        return [
+            s
+            for s in self.feeds.publishers.values()
+            if s.feed is not None
+            and s.feed.stream_path == stream_path
+            and not isinstance(s, PulledFeed)
+        ]
+
+    async def _claims(self, reg: ClusterRegistry) -> None:
+        """A stream published here past the placement check (SRT): take its lease, or
+        send its publishers away when another node has it (one owner per stream)."""
+        async for path in self._claims_out:
+            try:
+                holder = await reg.acquire(path)
+                if holder == self.node_id:
+                    await self._took(reg, path)
+                else:
+                    for session in self._local(path):
+                        session.kick(
+                            EndReason.KICKED,
+                            f"This stream is served by node {holder}; publish there.",
+                        )
+                    log.warning(
+                        "owner stream=%s node=%s: published here but owned by %s: publishers ended",
+                        shown(path),
+                        self.node_id,
+                        holder,
+                    )
+            except RegistryUnavailable as exc:
+                log.warning("cluster claim stream=%s: %s", shown(path), exc)
+            finally:
+                self._claiming.discard(path)
 
     async def _release(self, reg: ClusterRegistry, stream_path: str) -> None:
         self.owned.pop(stream_path, None)
@@ -276,6 +336,11 @@ class ClusterNode:
                 lost = await reg.renew(list(self.owned))
                 for path in lost:
                     self._lost(path)
+                self.remote_leases = {
+                    path: holder
+                    for path, holder in (await reg.leases()).items()
+                    if holder != self.node_id
+                }
                 now = trio.current_time()
                 live = set(self.registry.stream_paths())
                 for path, since in list(self.owned.items()):
@@ -289,13 +354,7 @@ class ClusterNode:
         self.owned.pop(stream_path, None)
         self._written.pop(stream_path, None)
         self.counters["leases_lost"] += 1
-        sessions = [
-            s
-            for s in self.feeds.publishers.values()
-            if s.feed is not None
-            and s.feed.stream_path == stream_path
-            and not isinstance(s, PulledFeed)
-        ]
+        sessions = self._local(stream_path)
         log.warning(
             "owner stream=%s node=%s: lease lost, ending %d local publisher(s)",
             shown(stream_path),
@@ -478,6 +537,7 @@ class ClusterNode:
                 nursery.start_soon(self._lease_loop, reg)
                 nursery.start_soon(self._publish_events, reg)
                 nursery.start_soon(self._timeline_loop, reg)
+                nursery.start_soon(self._claims, reg)
                 if settings.pull:
                     nursery.start_soon(self._listen_events, reg)
                     nursery.start_soon(self._reconcile_loop, reg)

@@ -41,17 +41,19 @@ PREFIX = "e2e"
 class Node:
     """One `rtmp-ingest serve` process of the cluster."""
 
-    def __init__(self, name: str, redis_url: str, tmp: Path) -> None:
+    def __init__(self, name: str, redis_url: str, tmp: Path, *, srt: bool = False) -> None:
         self.name = name
         self.rtmp_port = free_port()
         self.http_port = free_port()
+        self.srt_port = free_port()
         self.config = tmp / f"{name}.toml"
         self.log = tmp / f"{name}.log"
+        srt_section = f'listen = "127.0.0.1:{self.srt_port}"' if srt else "enabled = false"
         self.config.write_text(
             f'data_dir = "{tmp / ("data-" + name)}"\n'
             f'[rtmp]\nlisten = "127.0.0.1:{self.rtmp_port}"\n'
             f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n'
-            "[srt]\nenabled = false\n"
+            f"[srt]\n{srt_section}\n"
             f'[cluster]\nredis = "{redis_url}"\nnode_id = "{name}"\nlease_s = {LEASE_S}\n'
             f'renew_s = {RENEW_S}\nsecret = "{SECRET}"\nkey_prefix = "{PREFIX}"\n'
         )
@@ -69,14 +71,17 @@ class Node:
     def url(self, source_id: str) -> str:
         return f"rtmp://127.0.0.1:{self.rtmp_port}/{STREAM}?sourceId={source_id}"
 
+    def srt_url(self, stream_id: str) -> str:
+        return f"srt://127.0.0.1:{self.srt_port}?streamid={stream_id}"
+
     async def get(self, path: str) -> httpx.Response:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.http_port}") as http:
             return await http.get(path, timeout=5)
 
-    async def sources(self) -> dict[str, Any]:
+    async def sources(self, stream: str = STREAM) -> dict[str, Any]:
         """sourceId → the API's source record, on this node."""
         try:
-            response = await self.get(f"/api/v1/streams/{STREAM}")
+            response = await self.get(f"/api/v1/streams/{stream}")
         except httpx.HTTPError:
             return {}
         if response.status_code != 200:
@@ -130,9 +135,14 @@ async def encoder(urls: list[str], seconds: float, *, task_status: Any = trio.TA
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[tuple[str, dict[str, Node]]]:
+def srt_nodes() -> bool:
+    return False
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, srt_nodes: bool) -> AsyncIterator[tuple[str, dict[str, Node]]]:
     with redis_server() as redis_url:
-        nodes = {name: Node(name, redis_url, tmp_path) for name in "ABC"}
+        nodes = {name: Node(name, redis_url, tmp_path, srt=srt_nodes) for name in "ABC"}
         try:
             for node in nodes.values():
                 await node.start()
@@ -155,11 +165,11 @@ async def cluster(tmp_path: Path) -> AsyncIterator[tuple[str, dict[str, Node]]]:
                         await node.process.wait()
 
 
-async def owner(redis_url: str) -> str | None:
+async def owner(redis_url: str, stream: str = STREAM) -> str | None:
     async with open_registry(
         redis_url, node_id="test", prefix=PREFIX, lease_s=1, timeline_keep_s=60, timeout_s=2
     ) as registry:
-        return await registry.owner(STREAM)
+        return await registry.owner(stream)
 
 
 async def test_three_nodes_one_stream_relay_pull_supersede_and_owner_death(cluster, nursery):
@@ -254,3 +264,56 @@ async def test_three_nodes_one_stream_relay_pull_supersede_and_owner_death(clust
     assert min(after) > max(before), "the player's timeline went back after the take-over"
     assert result.frames_after(superseded_at) > 0, result.summary()
     assert result.frames_after(killed_at + LEASE_S) > 0, result.summary()
+
+
+def ffmpeg_srt(url: str, seconds: float) -> list[str]:
+    argv = clients.ffmpeg("rtmp://unused", seconds)
+    return argv[:-3] + ["-f", "mpegts", url]
+
+
+@pytest.mark.skipif(not clients.have("ffmpeg"), reason="ffmpeg CLI not installed")
+@pytest.mark.parametrize("srt_nodes", [True])
+async def test_srt_is_sent_to_the_owner_and_a_new_stream_over_srt_gets_a_lease(
+    cluster, nursery, srt_nodes
+):
+    """SRT is not relayed: a node refuses an SRT publish of a stream another node owns
+    (libsrt decides in its callback, without Redis), and takes the lease of a new one."""
+    redis_url, nodes = cluster
+    a, b = nodes["A"], nodes["B"]
+    await nursery.start(encoder, [a.url("cam1")], 30.0)
+    await until(lambda: a.live("cam1"), 30, "cam1 on air at A")
+    assert await owner(redis_url) == "A"
+
+    async def knows_the_owner() -> bool:  #: B refreshes the leases it knows every renew_s
+        return "refused" in b.log.read_text() or await srt_refused()
+
+    async def srt_refused() -> bool:
+        done = await trio.run_process(
+            ffmpeg_srt(b.srt_url(f"{STREAM}?sourceId=srt1"), 3.0),
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return done.returncode != 0 and "srt1" not in await a.sources()
+
+    await until(knows_the_owner, 60, "B refusing SRT for A's stream")
+    assert "This stream is served by node A" in b.log.read_text()
+    assert "srt1" not in await b.sources() and "srt1" not in await a.sources()
+
+    spawned = await trio.lowlevel.open_process(
+        ffmpeg_srt(b.srt_url("live/srtonly?sourceId=s"), 20.0),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        async def srt_live_at_b() -> bool:
+            source = (await b.sources("live/srtonly")).get("s")
+            return bool(source and source["onAir"])
+
+        await until(srt_live_at_b, 30, "SRT on air at B")
+        await until(lambda: owner(redis_url, "live/srtonly"), 30, "B's lease on live/srtonly")
+        assert await owner(redis_url, "live/srtonly") == "B"
+    finally:
+        spawned.kill()
+        await spawned.wait()
