@@ -1,4 +1,5 @@
-"""End to end, docs/spec.md §9 "Nodes": three `serve` processes sharing a real redis-server.
+"""End to end, docs/spec.md §9 "Nodes": three `serve` processes sharing a real redis-server
+(and, last, two in-process nodes for what the owner decides about a relayed publish).
 
 cam1 publishes (PyAV) to node A, cam2 to node B, of one stream: A takes the stream's
 lease, B relays cam2 there, and a player on node C gets both sources from C's own
@@ -23,9 +24,11 @@ import httpx
 import pytest
 import trio
 
+from rtmp_ingest.auth import tokens
 from rtmp_ingest.cluster.registry import open_registry
 from tests.cluster.redis_server import free_port, redis_server
 from tests.tools import clients, pyav_player
+from tests.tools.rtmp_client import TrioRtmpClient
 
 pytestmark = pytest.mark.e2e
 
@@ -318,3 +321,67 @@ async def test_srt_is_sent_to_the_owner_and_a_new_stream_over_srt_gets_a_lease(
     finally:
         spawned.kill()
         await spawned.wait()
+
+
+# -- in-process nodes: the relay carries the publish as it was -----------------------------
+
+TOKEN_SECRET = "cluster-token-secret-0123456789"
+
+
+async def in_process_nodes(start_daemon: Any, redis_url: str) -> tuple[Any, Any]:
+    common = {
+        "auth": {"mode": "token", "secret": TOKEN_SECRET},
+        "srt": {"enabled": False},
+    }
+    a = await start_daemon(
+        cluster={"redis": redis_url, "node_id": "A", "secret": SECRET, "key_prefix": "inproc"},
+        **common,
+    )
+    b = await start_daemon(
+        cluster={"redis": redis_url, "node_id": "B", "secret": SECRET, "key_prefix": "inproc"},
+        **common,
+    )
+    return a, b
+
+
+def token(**claims: Any) -> str:
+    return tokens.mint(
+        tokens.TokenClaims(token_id="t1", streams=["live/*"], multisource=True, **claims),
+        TOKEN_SECRET.encode(),
+    )
+
+
+async def publish(port: int, name: str) -> tuple[Any, Any]:
+    """An RTMP publisher (our client core) up to the server's answer to `publish`."""
+    client = await TrioRtmpClient.open(port)
+    await client.connect("live")
+    stream_id = await client.create_stream()
+    return client, await client.publish(stream_id, name)
+
+
+async def test_the_owner_decides_a_relayed_publish_as_if_it_came_directly(start_daemon):
+    with redis_server() as redis_url:
+        a, b = await in_process_nodes(start_daemon, redis_url)
+        first, status = await publish(a.rtmp_port, f"show?sourceId=cam1&token={token()}")
+        assert status.code == "NetStream.Publish.Start"
+
+        #: a bad token through B gets the owner's refusal, word for word
+        direct, refused_at_a = await publish(a.rtmp_port, "show?sourceId=cam2&token=nope")
+        relayed, refused_via_b = await publish(b.rtmp_port, "show?sourceId=cam2&token=nope")
+        assert refused_at_a.level == refused_via_b.level == "error"
+        assert refused_via_b.description == refused_at_a.description
+
+        #: a good one is admitted by the owner, with the encoder's own address
+        good, accepted = await publish(b.rtmp_port, f"show?sourceId=cam2&token={token()}")
+        assert accepted.code == "NetStream.Publish.Start"
+        encoder = "%s:%d" % good.stream.socket.getsockname()[:2]
+
+        async def on_a() -> Any:
+            return (await a.sources("live/show")).get("cam2")
+
+        cam2 = await a.wait_for(on_a)
+        feed = cam2["pending"][0] if cam2["pending"] else cam2["onAir"]
+        assert feed["remoteAddr"] == encoder
+        assert b.daemon.cluster.counters["relays"] == 1
+        for client in (first, direct, relayed, good):
+            await client.aclose()
