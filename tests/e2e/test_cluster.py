@@ -44,7 +44,9 @@ PREFIX = "e2e"
 class Node:
     """One `rtmp-ingest serve` process of the cluster."""
 
-    def __init__(self, name: str, redis_url: str, tmp: Path, *, srt: bool = False) -> None:
+    def __init__(
+        self, name: str, redis_url: str, tmp: Path, *, srt: bool = False, pull: bool = True
+    ) -> None:
         self.name = name
         self.rtmp_port = free_port()
         self.http_port = free_port()
@@ -59,6 +61,7 @@ class Node:
             f"[srt]\n{srt_section}\n"
             f'[cluster]\nredis = "{redis_url}"\nnode_id = "{name}"\nlease_s = {LEASE_S}\n'
             f'renew_s = {RENEW_S}\nsecret = "{SECRET}"\nkey_prefix = "{PREFIX}"\n'
+            f"pull = {'true' if pull else 'false'}\n"
         )
         self.process: trio.Process | None = None
 
@@ -321,6 +324,76 @@ async def test_srt_is_sent_to_the_owner_and_a_new_stream_over_srt_gets_a_lease(
     finally:
         spawned.kill()
         await spawned.wait()
+
+
+async def test_a_new_owner_without_a_copy_continues_the_timeline_from_the_registry(tmp_path):
+    """D is an ingest edge (no pulls, so no copy of its own): when the owner A dies and the
+    encoder comes back through D, D carries on A's timeline from what A wrote to Redis —
+    the same origin (the API's timelineOrigin, HLS's program date time) and DTS that go on
+    from A's, not from 0 (RTMP players start their own clock at 0 whatever the source's)."""
+
+    async def state(redis_url: str) -> Any:
+        async with open_registry(
+            redis_url, node_id="t", prefix=PREFIX, lease_s=1, timeline_keep_s=60, timeout_s=2
+        ) as registry:
+            return (await registry.timelines(STREAM)).get("cam1")
+
+    with redis_server() as redis_url:
+        a = Node("A", redis_url, tmp_path)
+        d = Node("D", redis_url, tmp_path, pull=False)
+        try:
+            for node in (a, d):
+                await node.start()
+
+                async def healthy(node: Node = node) -> bool:
+                    try:
+                        return (await node.get("/healthz")).status_code == 200
+                    except httpx.HTTPError:
+                        return False
+
+                await until(healthy, 60, f"node {node.name} to serve")
+            async with trio.open_nursery() as nursery:
+                await nursery.start(encoder, [a.url("cam1"), d.url("cam1")], 60.0)
+                await until(lambda: a.live("cam1"), 30, "cam1 on air at A")
+                origin = (await a.sources())["cam1"]["timelineOrigin"]
+
+                async def written() -> Any:  #: a few seconds of A's timeline in Redis
+                    got = await state(redis_url)
+                    return got if got is not None and got.last_dts_ms > 3000 else None
+
+                last_written = (await until(written, 30, "A's timeline in Redis")).last_dts_ms
+                a.kill()
+
+                async def taken() -> bool:
+                    return await owner(redis_url) == "D" and await d.live("cam1")
+
+                await until(taken, 30, "D owning the stream with cam1 on air")
+                assert (await d.sources())["cam1"]["timelineOrigin"] == origin
+                #: what A wrote last (A is dead), or already D's first write: D's next is later
+                before = await state(redis_url)
+                assert before.last_dts_ms >= last_written
+
+                async def d_wrote() -> Any:
+                    got = await state(redis_url)
+                    return got if got is not None and got.at_wall_s > before.at_wall_s else None
+
+                after = await until(d_wrote, 30, "D's own timeline state")
+                nursery.cancel_scope.cancel()
+            assert after.last_dts_ms > before.last_dts_ms
+            assert after.origin_wall_s == pytest.approx(_unix(origin), abs=0.01)
+            assert "continuing 1 source timeline(s) from the registry" in d.log.read_text()
+        finally:
+            for node in (a, d):
+                node.kill()
+                if node.process is not None:
+                    with trio.move_on_after(10):
+                        await node.process.wait()
+
+
+def _unix(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 # -- in-process nodes: the relay carries the publish as it was -----------------------------
