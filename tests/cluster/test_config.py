@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from rtmp_ingest import config as config_mod
+from rtmp_ingest.app import App
+from tests.cluster.redis_server import free_port
 
 GOOD = {"redis": "redis://10.0.0.2:6379/0", "secret": "0123456789abcdef"}
 
@@ -61,3 +63,24 @@ def test_bad_values_are_refused_naming_the_key(changes, key):
 
 def test_the_secret_is_masked_in_the_effective_configuration():
     assert config_mod.masked(load())["cluster"]["secret"] == "***"
+
+
+async def test_serve_with_an_unreachable_redis_stops_with_one_line(tmp_path):
+    """A node that cannot join its cluster does not serve alone (it would split the stream)."""
+    config = config_mod.load(
+        None,
+        overrides={
+            "data_dir": str(tmp_path),
+            "rtmp": {"listen": "127.0.0.1:0"},
+            "http": {"listen": ""},
+            "srt": {"enabled": False},
+            "cluster": {**GOOD, "redis": f"redis://127.0.0.1:{free_port()}/0"},
+        },
+    )
+    with pytest.raises(BaseException) as caught:  #: nurseries wrap it in groups
+        await App(config).run()
+    leaves = [caught.value]
+    while isinstance(leaves[0], BaseExceptionGroup):
+        leaves = list(leaves[0].exceptions)
+    assert isinstance(leaves[0], config_mod.StartupError)
+    assert str(leaves[0]).startswith("cluster.redis: ")
