@@ -564,7 +564,8 @@ class ClusterNode:
         """This node's view: id, owned streams, pulls, counters (for the API and metrics)."""
         return {
             "node": self.node_id,
+            "streams": len(self.owned),
             "owned": sorted(self.owned),
-            "pulls": sorted(f"{p}#{s}" for p, s in self.pulls),
+            "pulls_active": len(self.pulls),
             **self.counters,
         }

@@ -456,5 +456,8 @@ async def test_the_owner_decides_a_relayed_publish_as_if_it_came_directly(start_
         feed = cam2["pending"][0] if cam2["pending"] else cam2["onAir"]
         assert feed["remoteAddr"] == encoder
         assert b.daemon.cluster.counters["relays"] == 1
+        metrics = (await b.get("/metrics")).text
+        assert 'rtmp_ingest_cluster_relays{node="B"} 1.0' in metrics
+        assert 'rtmp_ingest_cluster_streams_owned{node="A"} 1.0' in (await a.get("/metrics")).text
         for client in (first, direct, relayed, good):
             await client.aclose()
