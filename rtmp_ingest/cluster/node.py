@@ -368,35 +368,39 @@ class ClusterNode:
         """Each owned source's timeline state, at most once per timeline_write_s."""
         while True:
             await trio.sleep(self.settings.timeline_write_s)
-            now = trio.current_time()
-            wall = time.time()
-            for path in list(self.owned):
-                stats = self.registry.stream_statistics(path, now_s=now)
-                if stats is None:
+            await self._write_timelines(reg)
+
+    async def _write_timelines(self, reg: ClusterRegistry) -> None:
+        """Writes what changed since the last write: (last DTS, on air) per source."""
+        now = trio.current_time()
+        wall = time.time()
+        for path in list(self.owned):
+            stats = self.registry.stream_statistics(path, now_s=now)
+            if stats is None:
+                continue
+            written = self._written.setdefault(path, {})
+            changed: dict[str, SourceTimeline] = {}
+            for source in stats.sources:
+                if source.last_dts_ms is None or source.timeline_origin_wall_s is None:
                     continue
-                written = self._written.setdefault(path, {})
-                changed: dict[str, SourceTimeline] = {}
-                for source in stats.sources:
-                    if source.last_dts_ms is None or source.timeline_origin_wall_s is None:
-                        continue
-                    live = source.state is SourceState.LIVE
-                    if written.get(source.source_id) == (source.last_dts_ms, live):
-                        continue
-                    changed[source.source_id] = SourceTimeline(
-                        last_dts_ms=source.last_dts_ms,
-                        origin_wall_s=source.timeline_origin_wall_s,
-                        at_wall_s=wall,
-                        live=live,
-                    )
-                if not changed:
+                live = source.state is SourceState.LIVE
+                if written.get(source.source_id) == (source.last_dts_ms, live):
                     continue
-                try:
-                    await reg.write_timelines(path, changed)
-                except RegistryUnavailable as exc:
-                    log.warning("cluster timeline not written stream=%s: %s", shown(path), exc)
-                    continue
-                for source_id, state in changed.items():
-                    written[source_id] = (state.last_dts_ms, state.live)
+                changed[source.source_id] = SourceTimeline(
+                    last_dts_ms=source.last_dts_ms,
+                    origin_wall_s=source.timeline_origin_wall_s,
+                    at_wall_s=wall,
+                    live=live,
+                )
+            if not changed:
+                continue
+            try:
+                await reg.write_timelines(path, changed)
+            except RegistryUnavailable as exc:
+                log.warning("cluster timeline not written stream=%s: %s", shown(path), exc)
+                continue
+            for source_id, state in changed.items():
+                written[source_id] = (state.last_dts_ms, state.live)
 
     # -- pulls ------------------------------------------------------------------------------
 
@@ -552,6 +556,7 @@ class ClusterNode:
         reg = self._reg
         if reg is not None:
             try:
+                await self._write_timelines(reg)  #: the last state, for whoever takes over
                 for path in list(self.owned):
                     await reg.release(path)
                 await reg.leave()
