@@ -57,7 +57,7 @@ from rtmp_ingest.cluster.registry import (
     open_registry,
 )
 from rtmp_ingest.cluster.relay import PulledFeed, RtmpRelay, check_hop, hop_query, pull_source
-from rtmp_ingest.config import Config, parse_host_port
+from rtmp_ingest.config import Config, ConfigError, parse_host_port
 from rtmp_ingest.server.feeds import Feeds
 from rtmp_ingest.server.logtext import quoted, shown
 from rtmp_ingest.server.placement import PlacementError, RemoteOwner
@@ -82,6 +82,18 @@ def _advertised(configured: str, bound: Address | None) -> str:
     if host in ("0.0.0.0", "::", ""):
         host = socket.gethostname()
     return f"{host}:{port}"
+
+
+def _remote(info: NodeInfo) -> RemoteOwner | None:
+    """How to reach a node from its directory entry (None: its address does not parse)."""
+    try:
+        host, port = parse_host_port(info.rtmp, key="rtmp")
+    except ConfigError:
+        log.warning(
+            "cluster node=%s announces an unusable rtmp address %r", info.node_id, info.rtmp
+        )
+        return None
+    return RemoteOwner(info.node_id, host, port, info.http)
 
 
 class ClusterNode:
@@ -150,8 +162,10 @@ class ClusterNode:
                     "The cluster registry cannot be reached; try again later."
                 ) from None
             if info is not None:
-                host, port = parse_host_port(info.rtmp, key="node rtmp")
-                return RemoteOwner(info.node_id, host, port, info.http)
+                owner = _remote(info)
+                if owner is None:
+                    raise PlacementError(f"The stream's owner ({holder}) has no usable address.")
+                return owner
             if trio.current_time() > deadline:
                 raise PlacementError(
                     f"The stream's owner ({holder}) is gone and its lease has not lapsed; retry."
@@ -437,11 +451,7 @@ class ClusterNode:
                     continue
                 if holder not in owners:
                     info = await reg.node(holder)
-                    owners[holder] = (
-                        None
-                        if info is None
-                        else RemoteOwner(info.node_id, *parse_host_port(info.rtmp), info.http)
-                    )
+                    owners[holder] = None if info is None else _remote(info)
                 owner = owners[holder]
                 if owner is not None and self._nursery is not None:
                     scope = self.pulls[(path, source_id)] = trio.CancelScope()
@@ -458,17 +468,21 @@ class ClusterNode:
                 resume = None
                 if self.registry.source_statistics(stream_path, source_id, now_s=0.0) is None:
                     resume = self._pulled_state.pop(key, None)
-                reason = await pull_source(
-                    self.feeds,
-                    owner,
-                    stream_path=stream_path,
-                    source_id=source_id,
-                    node_id=self.node_id,
-                    limits=self.limits,
-                    timeout_s=self.settings.relay_connect_timeout_s,
-                    resume=resume,
-                    counters=self.counters,
-                )
+                try:
+                    reason = await pull_source(
+                        self.feeds,
+                        owner,
+                        stream_path=stream_path,
+                        source_id=source_id,
+                        node_id=self.node_id,
+                        limits=self.limits,
+                        timeout_s=self.settings.relay_connect_timeout_s,
+                        resume=resume,
+                        counters=self.counters,
+                    )
+                except Exception:  #: logged with its traceback; the pull is tried again
+                    log.exception("pull failed stream=%s", shown(stream_path))
+                    reason = "internal error"
                 log.info(
                     "pull end stream=%s sourceId=%s owner=%s: %s",
                     shown(stream_path),
@@ -538,16 +552,26 @@ class ClusterNode:
             )
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._lease_loop, reg)
-                nursery.start_soon(self._publish_events, reg)
-                nursery.start_soon(self._timeline_loop, reg)
-                nursery.start_soon(self._claims, reg)
+                tasks = [self._lease_loop, self._publish_events, self._timeline_loop, self._claims]
                 if settings.pull:
-                    nursery.start_soon(self._listen_events, reg)
-                    nursery.start_soon(self._reconcile_loop, reg)
+                    tasks += [self._listen_events, self._reconcile_loop]
+                for task in tasks:
+                    nursery.start_soon(self._supervised, task, reg)
                 task_status.started(self.info)
                 await self._left.wait()
                 nursery.cancel_scope.cancel()
+
+    async def _supervised(self, task: Any, reg: ClusterRegistry) -> None:
+        """Runs one of the node's loops for ever: a failure is logged and the loop starts
+        again after renew_s; nothing of the cluster takes the daemon down."""
+        while True:
+            try:
+                await task(reg)
+            except Exception:  #: logged with its traceback (BLE001 allows it when logged)
+                log.exception(
+                    "cluster task %s failed node=%s: restarted", task.__name__, self.node_id
+                )
+            await trio.sleep(self.settings.renew_s)
 
     async def leave(self) -> None:
         """A clean shutdown (after the listeners drained): leases given back, so other
