@@ -26,8 +26,9 @@ import trio
 
 from rtmp_ingest.auth import tokens
 from rtmp_ingest.cluster.registry import open_registry
+from rtmp_ingest.rtmp import events as ev
 from tests.cluster.redis_server import free_port, redis_server
-from tests.tools import clients, pyav_player
+from tests.tools import clients, flv_media, pyav_player
 from tests.tools.rtmp_client import TrioRtmpClient
 
 pytestmark = pytest.mark.e2e
@@ -460,4 +461,49 @@ async def test_the_owner_decides_a_relayed_publish_as_if_it_came_directly(start_
         assert 'rtmp_ingest_cluster_relays{node="B"} 1.0' in metrics
         assert 'rtmp_ingest_cluster_streams_owned{node="A"} 1.0' in (await a.get("/metrics")).text
         for client in (first, direct, relayed, good):
+            await client.aclose()
+
+
+async def test_an_owner_that_ends_a_relayed_feed_tells_the_encoder_through_the_relay(
+    start_daemon,
+):
+    """Disconnect-mode supersede on the owner: the encoder behind the relay hears why."""
+    with redis_server() as redis_url:
+        nodes = []
+        for name in "AB":
+            nodes.append(
+                await start_daemon(
+                    bundle={"superseded": "disconnect"},
+                    srt={"enabled": False},
+                    cluster={
+                        "redis": redis_url,
+                        "node_id": name,
+                        "secret": SECRET,
+                        "key_prefix": "inproc2",
+                    },
+                )
+            )
+        a, b = nodes
+        tags = flv_media.encode_tags(2.0)
+        #: A owns the stream (a first publisher there), cam1 comes through B
+        owner_feed = await flv_media.publish_tags(
+            a.rtmp_port, "live/show?sourceId=cam0", tags, realtime=False, keep_open=True
+        )
+        relayed = await flv_media.publish_tags(
+            b.rtmp_port, "live/show?sourceId=cam1", tags, realtime=False, keep_open=True
+        )
+
+        async def cam1_on_a() -> Any:
+            source = (await a.sources("live/show")).get("cam1")
+            return source if source and source["onAir"] else None
+
+        await a.wait_for(cam1_on_a)
+        spare = await flv_media.publish_tags(
+            a.rtmp_port, "live/show?sourceId=cam1", tags, realtime=False, keep_open=True
+        )
+        told = await relayed.wait_for(
+            lambda e: isinstance(e, ev.Status) and e.level == "error", timeout_s=20
+        )
+        assert told is not None and "supersede" in told.description.lower(), told
+        for client in (owner_feed, relayed, spare):
             await client.aclose()
