@@ -507,3 +507,40 @@ async def test_an_owner_that_ends_a_relayed_feed_tells_the_encoder_through_the_r
         assert told is not None and "supersede" in told.description.lower(), told
         for client in (owner_feed, relayed, spare):
             await client.aclose()
+
+
+async def test_a_stream_that_stops_gives_its_lease_back_and_leaves_no_timeline(start_daemon):
+    """A normal end (every source gone past its grace) is not a take-over: the lease is
+    released and the next publish, anywhere, starts a fresh timeline, as on one machine."""
+    with redis_server() as redis_url:
+        a = await start_daemon(
+            bundle={"reconnect_grace_s": 0.2},
+            srt={"enabled": False},
+            cluster={"redis": redis_url, "node_id": "A", "secret": SECRET, "key_prefix": PREFIX},
+        )
+        client = await flv_media.publish_tags(
+            a.rtmp_port,
+            "live/show?sourceId=cam1",
+            flv_media.encode_tags(2.0),
+            realtime=False,
+            keep_open=True,
+        )
+
+        async def timeline_written() -> bool:
+            async with open_registry(
+                redis_url, node_id="t", prefix=PREFIX, lease_s=1, timeline_keep_s=60, timeout_s=2
+            ) as registry:
+                return "cam1" in await registry.timelines(STREAM)
+
+        await a.wait_for(timeline_written)
+        assert await owner(redis_url) == "A"
+        await client.aclose()
+
+        async def released() -> bool:
+            async with open_registry(
+                redis_url, node_id="t", prefix=PREFIX, lease_s=1, timeline_keep_s=60, timeout_s=2
+            ) as registry:
+                return await registry.owner(STREAM) is None and not await registry.timelines(STREAM)
+
+        await a.wait_for(released)
+        assert a.daemon.cluster.statistics()["owned"] == []
