@@ -26,7 +26,7 @@ And it keeps this node's part of the registry up to date, in tasks of its own:
   turned inactive, or a stream that stopped, is forgotten and its lease released;
 - every `timeline_write_s` (at most): each owned source's last DTS and timeline origin;
 - pulls (unless `cluster.pull` is false: an ingest edge): every source live on another
-  node is pulled once (cluster/relay.py), started when its owner's events say so and
+  node is pulled once (cluster/pulls.py), started when its owner's events say so and
   checked against the registry every `renew_s`.
 """
 
@@ -49,6 +49,7 @@ from rtmp_ingest.bundle import (
     Stopped,
     TimelineResume,
 )
+from rtmp_ingest.cluster.pulls import Pulls, remote_owner
 from rtmp_ingest.cluster.registry import (
     ClusterRegistry,
     NodeInfo,
@@ -56,10 +57,10 @@ from rtmp_ingest.cluster.registry import (
     SourceTimeline,
     open_registry,
 )
-from rtmp_ingest.cluster.relay import PulledFeed, RtmpRelay, check_hop, hop_query, pull_source
-from rtmp_ingest.config import Config, ConfigError, parse_host_port
+from rtmp_ingest.cluster.relay import PulledFeed, RtmpRelay, check_hop, hop_query
+from rtmp_ingest.config import Config
 from rtmp_ingest.server.feeds import Feeds
-from rtmp_ingest.server.logtext import quoted, shown
+from rtmp_ingest.server.logtext import shown
 from rtmp_ingest.server.placement import PlacementError, RemoteOwner
 
 log = logging.getLogger("rtmp_ingest.cluster")
@@ -69,8 +70,6 @@ Address = tuple[str, int]
 #: Bundle events waiting to be published; past this the oldest are dropped (counted):
 #: the timeline writer and the pull reconciliation repair what a lost event leaves.
 EVENT_QUEUE = 1024
-#: Pulled timelines remembered to continue (a pull back after the local grace ran out).
-MAX_PULLED_STATES = 4096
 
 
 def _advertised(configured: str, bound: Address | None) -> str:
@@ -82,18 +81,6 @@ def _advertised(configured: str, bound: Address | None) -> str:
     if host in ("0.0.0.0", "::", ""):
         host = socket.gethostname()
     return f"{host}:{port}"
-
-
-def _remote(info: NodeInfo) -> RemoteOwner | None:
-    """How to reach a node from its directory entry (None: its address does not parse)."""
-    try:
-        host, port = parse_host_port(info.rtmp, key="rtmp")
-    except ConfigError:
-        log.warning(
-            "cluster node=%s announces an unusable rtmp address %r", info.node_id, info.rtmp
-        )
-        return None
-    return RemoteOwner(info.node_id, host, port, info.http)
 
 
 class ClusterNode:
@@ -108,8 +95,6 @@ class ClusterNode:
         self.node_id = self.settings.node_id
         #: streams this node owns → when it took the lease (trio clock)
         self.owned: dict[str, float] = {}
-        #: (stream, source) pulled from its owner → the pull's cancel scope
-        self.pulls: dict[tuple[str, str], trio.CancelScope] = {}
         self.counters: dict[str, int] = {
             "relays": 0,
             "relay_bytes": 0,
@@ -124,8 +109,8 @@ class ClusterNode:
         self._nursery: trio.Nursery | None = None
         self._events_in, self._events_out = trio.open_memory_channel[Event](EVENT_QUEUE)
         self._written: dict[str, dict[str, tuple[int, bool]]] = {}
-        self._pulled_state: dict[tuple[str, str], TimelineResume] = {}
-        self._reconcile_now = trio.Event()
+        #: every source live on another node, pulled once (cluster/pulls.py)
+        self.pulling = Pulls(self)
         #: streams other nodes hold leases on (refreshed every renew_s): what a driver
         #: that cannot wait for Redis (SRT's listen callback) checks
         self.remote_leases: dict[str, str] = {}
@@ -162,7 +147,7 @@ class ClusterNode:
                     "The cluster registry cannot be reached; try again later."
                 ) from None
             if info is not None:
-                owner = _remote(info)
+                owner = remote_owner(info)
                 if owner is None:
                     raise PlacementError(f"The stream's owner ({holder}) has no usable address.")
                 return owner
@@ -214,9 +199,7 @@ class ClusterNode:
     async def _took(self, reg: ClusterRegistry, stream_path: str) -> None:
         """This node now owns `stream_path`: continue its timelines, stop pulling it."""
         self.owned[stream_path] = trio.current_time()
-        for key, scope in list(self.pulls.items()):
-            if key[0] == stream_path:
-                scope.cancel()
+        self.pulling.cancel_stream(stream_path)
         states = await reg.timelines(stream_path)
         for source_id, state in states.items():
             self.registry.resume_timeline(
@@ -416,101 +399,6 @@ class ClusterNode:
             for source_id, state in changed.items():
                 written[source_id] = (state.last_dts_ms, state.live)
 
-    # -- pulls ------------------------------------------------------------------------------
-
-    async def _listen_events(self, reg: ClusterRegistry) -> None:
-        """Another owner's events: a source may have gone live there: look again now."""
-        while True:
-            try:
-                async with reg.events() as events:
-                    async for event in events:
-                        if event.get("node") != self.node_id:
-                            self._reconcile_now.set()
-            except RegistryUnavailable as exc:
-                log.warning("cluster events unavailable node=%s: %s", self.node_id, exc)
-            await trio.sleep(self.settings.renew_s)
-
-    async def _reconcile_loop(self, reg: ClusterRegistry) -> None:
-        """Every source live on another node is pulled once."""
-        while True:
-            with trio.move_on_after(self.settings.renew_s):
-                await self._reconcile_now.wait()
-            self._reconcile_now = trio.Event()
-            try:
-                await self._reconcile(reg)
-            except RegistryUnavailable as exc:
-                log.warning("cluster pulls not checked node=%s: %s", self.node_id, exc)
-
-    async def _reconcile(self, reg: ClusterRegistry) -> None:
-        owners: dict[str, RemoteOwner | None] = {}
-        for path, holder in (await reg.leases()).items():
-            if holder == self.node_id or path in self.owned:
-                continue
-            for source_id, state in (await reg.timelines(path)).items():
-                if not state.live or (path, source_id) in self.pulls:
-                    continue
-                if holder not in owners:
-                    info = await reg.node(holder)
-                    owners[holder] = None if info is None else _remote(info)
-                owner = owners[holder]
-                if owner is not None and self._nursery is not None:
-                    scope = self.pulls[(path, source_id)] = trio.CancelScope()
-                    self._nursery.start_soon(self._pull, path, source_id, owner, scope)
-
-    async def _pull(
-        self, stream_path: str, source_id: str, owner: RemoteOwner, scope: trio.CancelScope
-    ) -> None:
-        key = (stream_path, source_id)
-        try:
-            with scope:
-                if stream_path in self.owned:  #: taken over while the pull was being set up
-                    return
-                resume = None
-                if self.registry.source_statistics(stream_path, source_id, now_s=0.0) is None:
-                    resume = self._pulled_state.pop(key, None)
-                try:
-                    reason = await pull_source(
-                        self.feeds,
-                        owner,
-                        stream_path=stream_path,
-                        source_id=source_id,
-                        node_id=self.node_id,
-                        limits=self.limits,
-                        timeout_s=self.settings.relay_connect_timeout_s,
-                        resume=resume,
-                        counters=self.counters,
-                    )
-                except Exception:  #: logged with its traceback; the pull is tried again
-                    log.exception("pull failed stream=%s", shown(stream_path))
-                    reason = "internal error"
-                log.info(
-                    "pull end stream=%s sourceId=%s owner=%s: %s",
-                    shown(stream_path),
-                    quoted(source_id),
-                    owner.node_id,
-                    shown(reason),
-                )
-                self._remember(stream_path, source_id)
-                await trio.sleep(self.settings.pull_retry_s)
-        finally:
-            if self.pulls.get(key) is scope:
-                del self.pulls[key]
-            self._reconcile_now.set()
-
-    def _remember(self, stream_path: str, source_id: str) -> None:
-        """Where this node's copy of a pulled source was, to continue it after a long gap."""
-        stats = self.registry.source_statistics(stream_path, source_id, now_s=trio.current_time())
-        if stats is None or stats.last_dts_ms is None or stats.timeline_origin_wall_s is None:
-            return
-        self._pulled_state.pop((stream_path, source_id), None)
-        self._pulled_state[(stream_path, source_id)] = TimelineResume(
-            last_dts_ms=stats.last_dts_ms,
-            origin_wall_s=stats.timeline_origin_wall_s,
-            at_wall_s=time.time(),
-        )
-        while len(self._pulled_state) > MAX_PULLED_STATES:
-            del self._pulled_state[next(iter(self._pulled_state))]
-
     # -- running ------------------------------------------------------------------------------
 
     async def run(
@@ -554,7 +442,7 @@ class ClusterNode:
                 self._nursery = nursery
                 tasks = [self._lease_loop, self._publish_events, self._timeline_loop, self._claims]
                 if settings.pull:
-                    tasks += [self._listen_events, self._reconcile_loop]
+                    tasks += [self.pulling.listen, self.pulling.reconcile_loop]
                 for task in tasks:
                     nursery.start_soon(self._supervised, task, reg)
                 task_status.started(self.info)
@@ -595,6 +483,6 @@ class ClusterNode:
             "node": self.node_id,
             "streams": len(self.owned),
             "owned": sorted(self.owned),
-            "pulls_active": len(self.pulls),
+            "pulls_active": len(self.pulling.active),
             **self.counters,
         }
