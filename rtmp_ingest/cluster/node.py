@@ -38,6 +38,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+import attrs
 import trio
 
 from rtmp_ingest.bundle import (
@@ -213,6 +214,11 @@ class ClusterNode:
             )
         if states:
             self.counters["takeovers"] += 1
+            #: nothing is on air here yet: other nodes must not pull what the old owner had
+            #: (the timeline writer marks each source live again once it is)
+            await reg.write_timelines(
+                stream_path, {sid: attrs.evolve(state, live=False) for sid, state in states.items()}
+            )
         log.info(
             "owner stream=%s node=%s: lease taken%s",
             shown(stream_path),
