@@ -3,8 +3,8 @@
 What every node keeps there, under the configured key prefix `P`:
 
     P:lease:STREAM     the owning node's id; SET NX PX lease_s, renewed by its owner every
-                       renew_s (compare-and-PEXPIRE), deleted by it (compare-and-DEL) when
-                       the stream stops. An owner that dies stops renewing: within lease_s
+                       renew_s (compare-and-PEXPIRE; a key Redis lost is set again), deleted
+                       by it (compare-and-DEL) when the stream stops. An owner that dies stops renewing: within lease_s
                        the key is gone and the next publish anywhere takes the stream.
     P:node:ID          the node's entry (JSON: addresses, start, heartbeat, its counters),
                        SET PX lease_s by its heartbeat; P:nodes is the set of ids ever seen
@@ -34,12 +34,18 @@ import trio
 
 log = logging.getLogger("rtmp_ingest.cluster")
 
-#: Renews every key of `KEYS` still holding ARGV[1] for ARGV[2] ms; 1 per kept key, 0 per lost.
+#: Renews every key of `KEYS` still holding ARGV[1] for ARGV[2] ms, and takes back one that
+#: is gone (Redis restarted empty, or was flushed: the owner is still the owner); 1 per
+#: kept key, 0 per key another node holds.
 _RENEW = """
 local out = {}
 for i, key in ipairs(KEYS) do
-  if redis.call('get', key) == ARGV[1] then
+  local holder = redis.call('get', key)
+  if holder == ARGV[1] then
     redis.call('pexpire', key, ARGV[2])
+    out[i] = 1
+  elseif not holder then
+    redis.call('set', key, ARGV[1], 'PX', ARGV[2])
     out[i] = 1
   else
     out[i] = 0

@@ -72,6 +72,14 @@ async def test_only_the_owner_renews_or_releases(redis_url, prefix):
         assert await b.acquire("live/one") == "b"
 
 
+async def test_a_lease_redis_lost_is_taken_back_by_its_holder(redis_url, prefix):
+    async with nodes_ab(redis_url, prefix) as (a, b):
+        await a.acquire("live/show")
+        await a.client.delete([f"{prefix}:lease:live/show"])  #: Redis restarted empty
+        assert await a.renew(["live/show"]) == set()
+        assert await b.acquire("live/show") == "a"
+
+
 async def test_a_lease_nobody_renews_lapses_within_lease_s(redis_url, prefix):
     lease_s = 0.5
     async with nodes_ab(redis_url, prefix, lease_a=lease_s, lease_b=lease_s) as (a, b):
