@@ -12,8 +12,10 @@ N python publishers of the 3 Mbit/s clip (../shared/bench/rtmp_load.py), one str
 - `relay-pull`: the same with `cluster.pull = true` (the default): R also pulls every
   source back from O for its own viewers, so it receives each Mbit twice.
 
-Prints one JSON object per run, then a table. The load generator runs on the same two
-cores; `other_busy_cores` says how busy the machine was besides.
+Prints one JSON object per run (also written to `--json-out`), then a table. The load
+generator runs on the same two cores; `other_busy_cores` says how busy the machine was
+besides. `run(mode, n, seconds)` is the whole measurement, for another bench to call
+(a section of bench_scale.py).
 """
 
 from __future__ import annotations
@@ -150,6 +152,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--publishers", type=int, nargs="+", default=[1, 10])
     parser.add_argument("--modes", nargs="+", default=["direct", "relay-edge", "relay-pull"])
+    parser.add_argument("--json-out", default=str(REPO / "bench" / "results" / "cluster.jsonl"))
     args = parser.parse_args()
     rows = []
     for n in args.publishers:
@@ -157,6 +160,9 @@ def main() -> None:
             row = run(mode, n, args.seconds)
             print(json.dumps(row), flush=True)
             rows.append(row)
+    if args.json_out:
+        with open(args.json_out, "w") as out:
+            out.writelines(json.dumps(row) + "\n" for row in rows)
     print(
         table(
             rows,
