@@ -741,7 +741,7 @@ def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
 
 
 #: Keys whose values `masked` hides (API and `config --print-effective`).
-SECRET_KEYS = frozenset({"secret", "admin_key", "passphrase", "passphrases"})
+SECRET_KEYS = frozenset({"secret", "admin_key", "passphrase", "passphrases", "redis"})
 
 
 def masked(config: Config) -> dict[str, Any]:

@@ -61,8 +61,10 @@ def test_bad_values_are_refused_naming_the_key(changes, key):
         load(**changes)
 
 
-def test_the_secret_is_masked_in_the_effective_configuration():
-    assert config_mod.masked(load())["cluster"]["secret"] == "***"
+def test_the_secret_and_the_redis_url_are_masked_in_the_effective_configuration():
+    #: (a redis:// URL may carry a password)
+    shown = config_mod.masked(load(redis="redis://:hunter2@10.0.0.2:6379/0"))["cluster"]
+    assert shown["secret"] == shown["redis"] == "***"
 
 
 async def test_serve_with_an_unreachable_redis_stops_with_one_line(tmp_path):
