@@ -38,6 +38,7 @@ from rtmp_ingest.auth import (
     PolicySettings,
     PublishAttempt,
     Refusal,
+    RefusalCode,
     TokenError,
 )
 from rtmp_ingest.bundle import EndReason, Registry
@@ -46,6 +47,7 @@ from rtmp_ingest.server.counters import Metrics
 from rtmp_ingest.server.feeds import Feeds
 from rtmp_ingest.server.hls import HlsService
 from rtmp_ingest.server.listener import SHUTDOWN_TIMEOUT_S, Address, RtmpListener
+from rtmp_ingest.server.placement import PlacementError
 from rtmp_ingest.server.play import Player
 from rtmp_ingest.server.record import RecorderService
 from rtmp_ingest.server.srt import SrtServer
@@ -120,6 +122,15 @@ class App:
         )
         self.feeds.add_sink("hls", self.hls.on_event)
         self.feeds.add_sink("record", self.recorder.on_event)
+        #: [cluster]: this process as one node sharing a Redis registry (docs/spec.md §9);
+        #: coredis is imported only then
+        self.cluster: Any = None
+        if config.cluster.enabled:
+            from rtmp_ingest.cluster.node import ClusterNode  # noqa: PLC0415 - coredis
+
+            self.cluster = ClusterNode(config, self.feeds)
+            self.rtmp.placement = self.cluster
+            self.feeds.add_sink("cluster", self.cluster.on_event)
         self.started_at = time.time()
         self.bound: Bound | None = None
         self._shutdown = trio.Event()
@@ -201,8 +212,18 @@ class App:
     def _webrtc_routes(self) -> list[Any]:
         from rtmp_ingest.api import whep, whip  # noqa: PLC0415 - HTTP when served
 
-        routes = whip.routes(self.webrtc) if self.webrtc is not None else []
+        owner_url = self._owner_url if self.cluster is not None else None
+        routes = whip.routes(self.webrtc, owner_url) if self.webrtc is not None else []
         return routes + (whep.routes(self.whep) if self.whep is not None else [])
+
+    async def _owner_url(self, stream_path: str) -> str | None:
+        """WHIP in a cluster: the owner's base URL when another node owns `stream_path`."""
+        owner = await self.cluster.owner_of(stream_path)
+        if owner is None:
+            return None
+        if not owner.http:
+            raise PlacementError(f"The stream's owner ({owner.node_id}) serves no HTTP.")
+        return f"http://{owner.http}"
 
     # -- auth ------------------------------------------------------------------------
 
@@ -222,6 +243,13 @@ class App:
     def _decide_now(self, attempt: PublishAttempt, *, now_s: float) -> Permit | Refusal:
         """The policy without waiting (SRT decides inside libsrt's listen callback)."""
         assert self.authorizer is not None
+        holder = None if self.cluster is None else self.cluster.remote_holder(attempt.stream_path)
+        if holder is not None:  #: SRT is not relayed: the encoder is sent to the owner
+            return Refusal.of(
+                RefusalCode.OTHER,
+                f"This stream is served by node {holder}; publish there.",
+                attempt=attempt,
+            )
         return self.authorizer.decide_nowait(attempt)
 
     def _verify_viewer_token(
@@ -326,6 +354,8 @@ class App:
                 except* SrtUnavailable as group:
                     raise StartupError(f"srt: {_first_leaf(group)}") from None
             http_bound = await self._start_http(nursery) if config.http.listen else None
+            if self.cluster is not None:
+                await self._start_cluster(nursery, rtmp_bound, http_bound)
             self.bound = Bound(rtmp=rtmp_bound, rtmps=rtmps_bound, http=http_bound, srt=srt_bound)
             log.info(
                 "listening rtmp=%s:%d%s%s%s%s",
@@ -343,6 +373,8 @@ class App:
                 self.srt.stop_accepting()
                 self.srt.kick_all(EndReason.SHUTDOWN, "Server shutting down.")
             await self.rtmp.drain()
+            if self.cluster is not None:
+                await self.cluster.leave()
             self.recorder.close_all()
             with trio.move_on_after(SHUTDOWN_TIMEOUT_S):
                 while self.recorder.recordings:
@@ -363,6 +395,16 @@ class App:
                 f"http.listen {self.config.http.listen}: {getattr(exc, 'strerror', None) or exc}"
             ) from None
         return bound
+
+    async def _start_cluster(
+        self, nursery: trio.Nursery, rtmp: Address, http: Address | None
+    ) -> None:
+        from rtmp_ingest.cluster.registry import RegistryUnavailable  # noqa: PLC0415 - coredis
+
+        try:
+            await nursery.start(functools.partial(self.cluster.run, rtmp=rtmp, http=http))
+        except* RegistryUnavailable as group:
+            raise StartupError(f"cluster.redis: {_first_leaf(group)}") from None
 
     def shutdown(self) -> None:
         """Starts a graceful shutdown (safe to call from a signal handler task)."""

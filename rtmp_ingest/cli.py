@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
         help="print the merged configuration (embedded default + FILE) as TOML, secrets masked",
     )
     _token_parsers(sub)
+    #: [cluster] (docs/spec.md §9): what the shared Redis registry shows
+    cluster = sub.add_parser("cluster", help="a cluster of nodes sharing a Redis registry")
+    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
+    status = cluster_sub.add_parser("status", help="nodes, leases, streams per node")
+    status.add_argument("--config", help=f"TOML file with [cluster] (default: ${CONFIG_ENV})")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     export = sub.add_parser(
         "export", help="mux every source's recordings of a time range into one file"
     )
@@ -267,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         return _token(args, config)
     if args.command == "export":
         return _export(args, config)
+    if args.command == "cluster":
+        return _cluster_status(args, config)
     if _exposed(config):
         return EXIT_CONFIG
     logging.basicConfig(
@@ -312,6 +320,25 @@ def _startup_failure(exc: BaseException) -> str | None:
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.filename}: {exc.strerror}"
     return None
+
+
+# -- rtmp-ingest cluster status -----------------------------------------------------------
+
+
+def _cluster_status(args: argparse.Namespace, config: config_mod.Config) -> int:
+    if not config.cluster.enabled:
+        print("rtmp-ingest: config error: cluster.redis is not set", file=sys.stderr)
+        return EXIT_CONFIG
+    from rtmp_ingest.cluster import status  # noqa: PLC0415 - coredis only with [cluster]
+    from rtmp_ingest.cluster.registry import RegistryUnavailable  # noqa: PLC0415
+
+    try:
+        data = trio.run(status.gather, config.cluster)
+    except RegistryUnavailable as exc:
+        print(f"rtmp-ingest: cluster registry unavailable: {exc}", file=sys.stderr)
+        return 1
+    print(status.to_json(data) if args.json else status.render(data))
+    return 0
 
 
 # -- rtmp-ingest token ------------------------------------------------------------------

@@ -228,6 +228,42 @@ keyframe_request_interval_s = 0.5
 restart_backoff_s = 0.5
 max_restart_backoff_s = 30.0
 
+[cluster]
+# More machines (docs/spec.md §9): nodes that share one Redis registry. Empty = one machine,
+# nothing of the cluster runs and no Redis is needed. "redis://HOST:PORT/DB" (or rediss://).
+redis = ""
+# This node's name in the registry (letters, digits, ".", "_", "-"); empty = HOST-RTMPPORT.
+node_id = ""
+# HOST:PORT other nodes and redirected clients use to reach this node's RTMP and HTTP;
+# empty = the bound address (with 0.0.0.0 replaced by this host's name).
+advertise_rtmp = ""
+advertise_http = ""
+# A stream's lease (and a node's entry) lives this long unless renewed: an owner that dies
+# loses its streams within lease_s, and its encoders' reconnects are then taken by another node.
+lease_s = 5.0
+# How often leases and the node's heartbeat are renewed (at most half of lease_s).
+renew_s = 1.5
+# Internal credentials: nodes prove relay and pull connections to each other with it
+# (HMAC-SHA256, at least 16 bytes; the same on every node). Required with redis.
+secret = ""
+# Prefix of every Redis key and channel this cluster uses (several clusters, one Redis).
+key_prefix = "rtmp_ingest"
+# Each owned source's last DTS and timeline origin are written at most this often ...
+timeline_write_s = 1.0
+# ... and kept this long after the last write (a new owner continues from them).
+timeline_keep_s = 3600.0
+# One Redis command may take this long before the node counts Redis as unreachable.
+redis_timeout_s = 2.0
+# A relay or pull connection to another node must be up (handshake, publish/play) in this time.
+relay_connect_timeout_s = 5.0
+# Bytes a relay may hold for a slow owner before it drops the publisher (it reconnects).
+relay_max_buffer_bytes = 8388608
+# A pull that lost its owner looks again this often (until the source is gone from the registry).
+pull_retry_s = 0.5
+# Pull every source live on another node, so this node's viewers get every stream; false =
+# an ingest edge: it relays publishers to their owners and serves only the streams it owns.
+pull = true
+
 # Per-application settings; "*" applies to every app not named.
 [apps."*"]
 # Account-level multisource gate (docs/spec.md §3.7): may publishers of this app use sourceId?
@@ -413,6 +449,78 @@ class WebrtcConfig:
 
 
 @attrs.frozen(kw_only=True)
+class ClusterConfig:
+    """`[cluster]`: nodes sharing a Redis registry (docs/spec.md §9); see the default TOML."""
+
+    redis: str = ""
+    node_id: str = ""
+    advertise_rtmp: str = ""
+    advertise_http: str = ""
+    lease_s: float = 5.0
+    renew_s: float = 1.5
+    secret: str = ""
+    key_prefix: str = "rtmp_ingest"
+    timeline_write_s: float = 1.0
+    timeline_keep_s: float = 3600.0
+    redis_timeout_s: float = 2.0
+    relay_connect_timeout_s: float = 5.0
+    relay_max_buffer_bytes: int = 8 * 1024**2
+    pull_retry_s: float = 0.5
+    pull: bool = True
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.redis)
+
+
+#: Bounds of `cluster.lease_s`: under half a second a busy node loses leases it holds; over
+#: five minutes a dead owner's encoders wait that long for another node.
+MIN_LEASE_S = 0.5
+MAX_LEASE_S = 300.0
+#: What a node id may be (it goes into Redis keys, URLs and log lines).
+NODE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+MAX_NODE_ID_CHARS = 64
+
+
+def _check_cluster(cluster: ClusterConfig) -> None:
+    """`[cluster]`: the values `serve` could not run a node with (only when redis is set)."""
+    if not cluster.enabled:
+        return
+    if not cluster.redis.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("cluster.redis: expected redis://HOST:PORT/DB, rediss://… or unix://…")
+    if cluster.node_id and (
+        len(cluster.node_id) > MAX_NODE_ID_CHARS or not set(cluster.node_id) <= NODE_ID_CHARS
+    ):
+        raise ConfigError(
+            f"cluster.node_id: at most {MAX_NODE_ID_CHARS} of letters, digits, '.', '_', '-'"
+        )
+    for key in ("advertise_rtmp", "advertise_http"):
+        value = getattr(cluster, key)
+        if value:
+            host, _port = parse_host_port(value, key=f"cluster.{key}")
+            if host in ("0.0.0.0", "::"):
+                raise ConfigError(f"cluster.{key}: must name an address others can reach")
+    if not MIN_LEASE_S <= cluster.lease_s <= MAX_LEASE_S:
+        raise ConfigError(f"cluster.lease_s: must be {MIN_LEASE_S}..{MAX_LEASE_S:.0f}")
+    if not 0 < cluster.renew_s <= cluster.lease_s / 2:
+        raise ConfigError("cluster.renew_s: must be more than 0 and at most half of lease_s")
+    if len(cluster.secret.encode("utf-8")) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"cluster.secret: must be at least {MIN_SECRET_BYTES} bytes (nodes authenticate "
+            "relays and pulls with it)"
+        )
+    if not cluster.key_prefix or not set(cluster.key_prefix) <= NODE_ID_CHARS | {":"}:
+        raise ConfigError("cluster.key_prefix: letters, digits, '.', '_', '-', ':' only")
+    for key in ("timeline_write_s", "redis_timeout_s", "relay_connect_timeout_s", "pull_retry_s"):
+        if getattr(cluster, key) <= 0:
+            raise ConfigError(f"cluster.{key}: must be > 0")
+    if cluster.timeline_keep_s < cluster.lease_s:
+        raise ConfigError("cluster.timeline_keep_s: must be at least lease_s")
+    if cluster.relay_max_buffer_bytes < 64 * 1024:
+        raise ConfigError("cluster.relay_max_buffer_bytes: must be at least 65536")
+
+
+@attrs.frozen(kw_only=True)
 class AppConfig:
     multisource: bool = True
     record: bool = False
@@ -431,6 +539,7 @@ class Config:
     hls: HlsConfig = HlsConfig()
     record: RecordConfig = RecordConfig()
     webrtc: WebrtcConfig = WebrtcConfig()
+    cluster: ClusterConfig = ClusterConfig()
     apps: dict[str, AppConfig] = attrs.field(factory=lambda: {"*": AppConfig()})
 
     def app(self, name: str) -> AppConfig:
@@ -597,6 +706,7 @@ def _check(config: Config) -> None:
         config.bundle.bundle_config()
     except ValueError as exc:
         raise ConfigError(f"bundle: {exc}") from None
+    _check_cluster(config.cluster)
     _check_files(config)
 
 
@@ -646,7 +756,7 @@ def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
 
 
 #: Keys whose values `masked` hides (API and `config --print-effective`).
-SECRET_KEYS = frozenset({"secret", "admin_key", "passphrase", "passphrases"})
+SECRET_KEYS = frozenset({"secret", "admin_key", "passphrase", "passphrases", "redis"})
 
 
 def masked(config: Config) -> dict[str, Any]:

@@ -105,6 +105,9 @@ class ServerCollector:
         whep = getattr(server, "whep", None)
         if whep is not None:
             yield from _whep_metrics(whep.statistics())
+        cluster = getattr(server, "cluster", None)
+        if cluster is not None:
+            yield from _cluster_metrics(cluster.statistics())
         yield CounterMetricFamily("rtmp_ingest_publishes", "Publishes admitted", value=m.publishes)
         refused = CounterMetricFamily(
             "rtmp_ingest_publishes_refused", "Publishes refused", labels=["reason"]
@@ -241,3 +244,20 @@ def _whep_metrics(stats: dict[str, Any]) -> Iterator[Any]:
     plis.add_metric(["forwarded"], stats.get("plis_forwarded", 0))
     plis.add_metric(["coalesced"], stats.get("plis_coalesced", 0))
     yield plis
+
+
+def _cluster_metrics(stats: dict[str, Any]) -> Iterator[Any]:
+    """This node of a cluster (cluster/node.py, docs/spec.md §9), labelled with its id."""
+    node = [stats["node"]]
+    for name, kind, help_text, value in (
+        ("streams_owned", GaugeMetricFamily, "Streams whose lease this node holds", "streams"),
+        ("relays", GaugeMetricFamily, "Publishers relayed to their stream's owner now", "relays"),
+        ("pulls", GaugeMetricFamily, "Sources pulled from their owner now", "pulls"),
+        ("relay_bytes", CounterMetricFamily, "Bytes sent by relays that ended", "relay_bytes"),
+        ("takeovers", CounterMetricFamily, "Streams taken over with a timeline", "takeovers"),
+        ("leases_lost", CounterMetricFamily, "Leases another node took", "leases_lost"),
+        ("events_dropped", CounterMetricFamily, "Bundle events not published", "events_dropped"),
+    ):
+        family = kind(f"rtmp_ingest_cluster_{name}", help_text, labels=["node"])
+        family.add_metric(node, stats[value])
+        yield family

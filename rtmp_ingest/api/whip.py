@@ -11,7 +11,8 @@
 Errors are text/plain: 400 malformed offer or query, 401/403 refused by the
 publish policy (the same reason text RTMP encoders get), 409/429 bundle
 limits, 413 offer too large, 415 not application/sdp, 422 no supported codec,
-503 WebRTC process unavailable. ICE servers from the configuration are
+503 WebRTC process unavailable. In a cluster, a stream another node owns gets
+`307` to that node's WHIP URL (RFC 9725 §4.5: clients follow it). ICE servers from the configuration are
 announced as `Link: <url>; rel="ice-server"` headers (RFC 9725 §4.4). Every
 response exposes Location and Link to browsers (CORS).
 """
@@ -19,12 +20,14 @@ response exposes Location and Link to browsers (CORS).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from rtmp_ingest.server.placement import PlacementError
 from rtmp_ingest.server.webrtc_link import WebrtcService, WhipError
 
 log = logging.getLogger("rtmp_ingest.whip")
@@ -41,11 +44,17 @@ def _text(status: int, text: str, **headers: str) -> Response:
     )
 
 
+#: With a cluster (docs/spec.md §9): the base URL ("http://HOST:PORT") of the node that
+#: owns a stream path, None when this node does; raises PlacementError (→ 503).
+OwnerUrl = Callable[[str], Awaitable[str | None]]
+
+
 class Whip:
     """WHIP handlers bound to one WebRTC service."""
 
-    def __init__(self, service: WebrtcService) -> None:
+    def __init__(self, service: WebrtcService, owner_url: OwnerUrl | None = None) -> None:
         self.service = service
+        self.owner_url = owner_url
 
     def _links(self) -> list[tuple[str, str]]:
         config = self.service.config
@@ -78,6 +87,16 @@ class Whip:
         app, _, stream = path.partition("/")
         if not app or not stream:
             return _text(400, "Publish to /whip/APP/STREAM.")
+        if self.owner_url is not None:
+            #: another node owns the stream: the client publishes there (RFC 9725 §4.5)
+            try:
+                owner = await self.owner_url(path)
+            except PlacementError as exc:
+                return _text(503, str(exc))
+            if owner is not None:
+                raw = request.url.query
+                target = f"{owner}{request.url.path}" + (f"?{raw}" if raw else "")
+                return _text(307, "This stream is served by another node.", Location=target)
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/sdp":
             return _text(415, "The offer must be sent as Content-Type: application/sdp.")
@@ -138,9 +157,9 @@ class Whip:
         )
 
 
-def routes(service: WebrtcService) -> list[Any]:
+def routes(service: WebrtcService, owner_url: OwnerUrl | None = None) -> list[Any]:
     """The WHIP routes; mount them in the HTTP app when WebRTC is enabled."""
-    whip = Whip(service)
+    whip = Whip(service, owner_url)
     return [
         Route("/whip/{path:path}", whip.publish, methods=["POST"]),
         Route("/whip/{path:path}", whip.options, methods=["OPTIONS"]),

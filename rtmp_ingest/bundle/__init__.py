@@ -33,6 +33,7 @@ from rtmp_ingest.bundle.records import (
     RefusalCode,
     SourceState,
     StartMode,
+    TimelineResume,
     TrackDescription,
     TrackInfo,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "Stopped",
     "StreamStatistics",
     "Superseded",
+    "TimelineResume",
     "TrackDescription",
     "TrackInfo",
     "Updated",

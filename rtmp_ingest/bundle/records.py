@@ -196,6 +196,21 @@ class PublishRequest:
     query: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_query_pairs)
 
 
+@attrs.frozen(kw_only=True)
+class TimelineResume:
+    """Where a source's next timeline starts when another process ran it before
+    (docs/spec.md §9: a new owner continues the old owner's output timeline).
+
+    The first frame lands `max(frame duration, wall time since at_wall_s)` after
+    `last_dts_ms`, on a timeline whose origin stays `origin_wall_s`.
+    """
+
+    last_dts_ms: int
+    origin_wall_s: float
+    #: wall-clock seconds (Unix time) at which `last_dts_ms` was current
+    at_wall_s: float
+
+
 class RefusalCode(enum.Enum):
     """Why a publish was refused (docs/spec.md §3.7, §3.8)."""
 

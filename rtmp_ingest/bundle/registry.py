@@ -65,8 +65,14 @@ from rtmp_ingest.bundle.records import (
     Frame,
     PublishRequest,
     StartMode,
+    TimelineResume,
 )
 from rtmp_ingest.bundle.source import Source
+
+#: Timelines to carry on kept for sources not created yet: a node that takes over a
+#: dead owner's streams learns every source at once, and a source never published again
+#: must not be kept for ever.
+MAX_RESUMES = 4096
 
 
 class _Stream:
@@ -99,6 +105,8 @@ class Registry:
         self._deadline_seq = 0
         self._source_taps: dict[tuple[str, str], list[Reader]] = {}
         self._stream_taps: dict[str, list[Reader]] = {}
+        #: timelines to carry on (docs/spec.md §9) for sources not created yet
+        self._resumes: dict[tuple[str, str], TimelineResume] = {}
 
     @property
     def wall_origin_s(self) -> float:
@@ -143,6 +151,9 @@ class Registry:
                 emit=self._on_event,
                 wall_origin_s=self._wall_origin_s,
             )
+            resume = self._resumes.pop((request.stream_path, request.source_id), None)
+            if resume is not None:
+                source.resume_from(resume)
             self._retarget(source)
         feed = Feed(
             feed_id=self._next_feed_id,
@@ -158,6 +169,21 @@ class Registry:
         self._feeds[feed.feed_id] = feed
         source.add_feed(feed, now_s)
         return Admitted(feed, feed.state)
+
+    def resume_timeline(self, stream_path: str, source_id: str, resume: TimelineResume) -> bool:
+        """The source's next output timeline continues after `resume` (docs/spec.md §9: a
+        stream's new owner carries on where the old one was). Kept for a source that does
+        not exist yet (at most MAX_RESUMES of them, the oldest dropped); False when the
+        source runs a timeline now, which then carries on unchanged."""
+        stream = self._streams.get(stream_path)
+        source = None if stream is None else stream.sources.get(source_id)
+        if source is not None:
+            return source.resume_from(resume)
+        self._resumes.pop((stream_path, source_id), None)
+        self._resumes[(stream_path, source_id)] = resume
+        while len(self._resumes) > MAX_RESUMES:
+            del self._resumes[next(iter(self._resumes))]
+        return True
 
     def push_frame(self, feed: Feed, frame: Frame, *, now_s: float) -> None:
         """Route one frame of `feed` (ignored if the feed has ended or lost its source)."""

@@ -89,6 +89,7 @@ from rtmp_ingest.bundle.records import (
     Media,
     OutputFrame,
     SourceState,
+    TimelineResume,
     TrackDescription,
 )
 
@@ -160,6 +161,7 @@ class Source:
         "_on_air",
         "_origin_wall_s",
         "_reported_tracks",
+        "_resume",
         "_supersedes",
         "_targets",
         "_timing_line",
@@ -210,6 +212,7 @@ class Source:
         self._cache_bytes = 0
         self._cache_skip: set[str] = set()  # video layers without a keyframe in the cache
         self._reported_tracks: tuple[TrackDescription, ...] = ()
+        self._resume: TimelineResume | None = None
         self._lineage.clear()
 
     # -- the hot path -----------------------------------------------------------
@@ -511,6 +514,12 @@ class Source:
     def _switch_dts(self, sync_frame: Frame, now_s: float) -> int:
         """docs/spec.md §3.5 — where the sync frame lands on the output timeline."""
         if self._origin_wall_s is None:
+            resume, self._resume = self._resume, None
+            if resume is not None:  #: docs/spec.md §9: carry on another owner's timeline
+                self._origin_wall_s = resume.origin_wall_s
+                gap_ms = (self._wall_origin_s + now_s - resume.at_wall_s) * 1000.0
+                self._last_dts = resume.last_dts_ms + round(max(self._frame_ms, gap_ms))
+                return self._last_dts
             self._origin_wall_s = self._wall_origin_s + now_s
             self._last_dts = 0
             return 0
@@ -679,6 +688,14 @@ class Source:
     def set_readers(self, readers: tuple[Reader, ...]) -> None:
         """The readers this source fans out to (the registry keeps the subscriptions)."""
         self._targets = readers
+
+    def resume_from(self, resume: TimelineResume) -> bool:
+        """The next timeline starts after `resume` (docs/spec.md §9); False (and nothing
+        changes) while a timeline runs: it carries on as it is."""
+        if self._origin_wall_s is not None:
+            return False
+        self._resume = resume
+        return True
 
     def set_wall_origin(self, wall_origin_s: float) -> None:
         """Wall-clock seconds of `now_s` 0, for the next timeline's origin."""

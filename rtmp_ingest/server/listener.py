@@ -24,6 +24,7 @@ from rtmp_ingest.bundle import EndReason
 from rtmp_ingest.config import Config, StartupError, parse_host_port
 from rtmp_ingest.server.feeds import Feeds
 from rtmp_ingest.server.logtext import shown
+from rtmp_ingest.server.placement import Placement
 from rtmp_ingest.server.rtmp import RtmpSession
 
 log = logging.getLogger("rtmp_ingest")
@@ -66,6 +67,8 @@ class RtmpListener:
         self.metrics = feeds.metrics
         #: the publish policy and hook (the composition root sets it before listening)
         self.authorizer: Authorizer | None = None
+        #: who serves a stream when this is one node of a cluster (server/placement.py)
+        self.placement: Placement | None = None
         self.sessions: set[RtmpSession] = set()
         #: partial input bytes all connections hold (see RtmpSession._account_pending)
         self.pending_total = 0

@@ -45,6 +45,7 @@ from rtmp_ingest.rtmp import (
 from rtmp_ingest.rtmp import events as ev
 from rtmp_ingest.server.logtext import quoted, shown
 from rtmp_ingest.server.media import FeedMedia
+from rtmp_ingest.server.placement import Placement, PlacementError, PublishRelay, RemoteOwner
 from rtmp_ingest.server.play import Player, play_batches
 
 if TYPE_CHECKING:
@@ -98,6 +99,8 @@ class RtmpSession:
         #: the first malformed media message of the feed was logged (later ones are counted)
         self._drop_logged = False
         self.feed: Feed | None = None
+        #: a publish this node relays to the stream's owner (cluster, server/placement.py)
+        self.relay: PublishRelay | None = None
         #: whether this publisher's feeds are recorded (app setting, or the token's claim)
         self.record = False
         self.publish_stream_id: int | None = None
@@ -262,8 +265,11 @@ class RtmpSession:
                         await send_eof()
                     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                         return
-                while await self.stream.receive_some(RECEIVE_BYTES):
-                    pass
+                try:
+                    while await self.stream.receive_some(RECEIVE_BYTES):
+                        pass
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return  #: the peer reset instead of closing: nothing more to wait for
 
     async def _writer(self) -> None:
         """The one task that writes to the socket: sends the outbox, in order.
@@ -424,6 +430,8 @@ class RtmpSession:
                 media = cast("ev.VideoData | ev.AudioData", event)
                 feed = self.feed
                 if feed is None:
+                    if self.relay is not None:
+                        self._relay_media(9 if cls is ev.VideoData else 8, media)
                     continue
                 frames = (self.media.video if cls is ev.VideoData else self.media.audio)(
                     media.timestamp_ms, media.payload
@@ -452,6 +460,8 @@ class RtmpSession:
                         event.timestamp_ms, event.name, event.values, event.payload
                     ):
                         registry.push_frame(self.feed, frame, now_s=now)
+                elif self.relay is not None:
+                    self._relay_media(18, event)
             elif isinstance(event, ev.ConnectRequested):
                 self._on_connect(event)
             elif isinstance(event, ev.PublishRequested):
@@ -459,6 +469,8 @@ class RtmpSession:
             elif isinstance(event, ev.PlayRequested):
                 self._on_play(event)
             elif isinstance(event, ev.Unpublished):
+                if self.relay is not None and event.stream_id == self.publish_stream_id:
+                    self.relay.close()
                 if self.feed is not None and event.stream_id == self.publish_stream_id:
                     self._feed_ended(EndReason.UNPUBLISH)
                     #: the connection may publish again (OBS does after a stop/start)
@@ -511,16 +523,26 @@ class RtmpSession:
         self._closing = True
 
     def _on_publish(self, event: ev.PublishRequested) -> None:
+        placement = self.server.placement
+        if placement is not None and self.feed is None and self.relay is None:
+            #: a cluster: the owner is found first (it may take a Redis round trip)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._place_then_publish, event, placement)
+            return
+        self._admit(event, event.address.query, self.remote)
+
+    def _admit(self, event: ev.PublishRequested, query: dict[str, str], remote: str) -> None:
+        """The publish as this process decides it (policy, hook, bundle)."""
         address = event.address
         self.stream_path = address.path
-        self.source_id = address.query.get("sourceId", "")
+        self.source_id = query.get("sourceId", "")
         attempt = PublishAttempt.from_query(
             protocol=self.protocol,  # type: ignore[arg-type]
             stream_path=address.path,
-            query=address.query,
-            remote=self.remote,
+            query=query,
+            remote=remote,
         )
-        if self.feed is not None:
+        if self.feed is not None or self.relay is not None:
             self._refuse(
                 event.stream_id,
                 Refusal.of(
@@ -540,6 +562,92 @@ class RtmpSession:
             self._nursery.start_soon(self._authorize_then_decide, event, attempt)
             return
         self._decided(event, attempt, authorizer.decide_nowait(attempt))
+
+    # -- a cluster: the stream's owner first (docs/spec.md §9) -----------------------------
+
+    async def _place_then_publish(self, event: ev.PublishRequested, placement: Placement) -> None:
+        """Admits the publish here when this node owns the stream, else relays it there."""
+        address = event.address
+        query, vouched = placement.inbound(address.path, address.query, self.remote)
+        self.stream_path = address.path
+        self.source_id = query.get("sourceId", "")
+        try:
+            owner = await placement.owner_of(address.path, relayed=vouched is not None)
+            if owner is None:
+                self._admit(event, query, vouched or self.remote)
+            else:
+                await self._relay_to(event, placement, owner, query)
+        except PlacementError as exc:
+            self._refuse(event.stream_id, Refusal.of(RefusalCode.OTHER, str(exc)))
+        self._handle_events()  #: what the publisher sent after `publish`, now decided
+        if self._closing:
+            self._scope.cancel()
+            return
+        try:
+            await self._flush()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError):
+            self._scope.cancel()
+
+    async def _relay_to(
+        self,
+        event: ev.PublishRequested,
+        placement: Placement,
+        owner: RemoteOwner,
+        query: dict[str, str],
+    ) -> None:
+        relay = placement.open_relay(
+            owner, stream_path=event.address.path, query=query, app=self.app, remote=self.remote
+        )
+        refusal = await relay.open()
+        if refusal is not None:
+            self.conn.reject_publish(event.stream_id, refusal, code="NetStream.Publish.Rejected")
+            log.info(
+                "publish refused by owner=%s stream=%s sourceId=%s remote=%s: %s",
+                owner.node_id,
+                shown(event.address.path),
+                quoted(self.source_id),
+                self.remote,
+                shown(refusal),
+            )
+            self._closing = True
+            return
+        self.conn.accept_publish(event.stream_id)
+        self.relay = relay
+        self.publish_stream_id = event.stream_id
+        self._deadline.deadline = trio.current_time() + self._idle_timeout_s
+        assert self._nursery is not None
+        self._nursery.start_soon(self._run_relay, relay, owner)
+        log.info(
+            "relay stream=%s sourceId=%s remote=%s owner=%s rtmp=%s:%d",
+            shown(event.address.path),
+            quoted(self.source_id),
+            self.remote,
+            owner.node_id,
+            owner.rtmp_host,
+            owner.rtmp_port,
+        )
+
+    async def _run_relay(self, relay: PublishRelay, owner: RemoteOwner) -> None:
+        reason = await relay.run()
+        log.info(
+            "relay end stream=%s sourceId=%s remote=%s owner=%s: %s",
+            shown(self.stream_path),
+            quoted(self.source_id),
+            self.remote,
+            owner.node_id,
+            reason,
+        )
+        self.kick(EndReason.DISCONNECT, reason)
+
+    def _relay_media(self, type_id: int, event: Any) -> None:
+        assert self.relay is not None
+        if not self.relay.forward(type_id, event.timestamp_ms, event.payload):
+            self.kick(EndReason.DISCONNECT, "The stream's owner does not keep up; reconnect.")
+            return
+        now = trio.current_time()
+        if now - self._media_at > IDLE_DEADLINE_STEP_S:
+            self._media_at = now
+            self._deadline.deadline = now + self._idle_timeout_s
 
     async def _authorize_then_decide(
         self, event: ev.PublishRequested, attempt: PublishAttempt

@@ -1,0 +1,59 @@
+"""Internal credentials of a relay (cluster/relay.py): a node vouches for the encoder's
+address to the owner; forged, stale or replayed-for-another-stream ones count for nothing."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rtmp_ingest.cluster.relay import HOP_AUTH, HOP_KEYS, HOP_MAX_AGE_S, check_hop, hop_query
+
+SECRET = b"0123456789abcdef0123"
+NOW = 1_800_000_000.0
+
+
+def relayed(**changes: str) -> dict[str, str]:
+    query = {"sourceId": "cam1", "token": "T"}
+    query.update(
+        hop_query(
+            SECRET, node_id="B", stream_path="live/show", remote="203.0.113.9:5000", now_s=NOW
+        )
+    )
+    query.update(changes)
+    return query
+
+
+def test_valid_credentials_give_the_encoders_address_and_are_removed():
+    clean, remote = check_hop(SECRET, relayed(), stream_path="live/show", now_s=NOW + 1)
+    assert remote == "203.0.113.9:5000"
+    assert clean == {"sourceId": "cam1", "token": "T"}
+
+
+def test_an_ordinary_client_has_no_vouched_address():
+    clean, remote = check_hop(SECRET, {"sourceId": "x"}, stream_path="live/show", now_s=NOW)
+    assert (clean, remote) == ({"sourceId": "x"}, None)
+
+
+def test_forged_stale_or_misdirected_credentials_are_ignored_and_removed():
+    for query, path, now in (
+        (relayed(**{HOP_AUTH: "0" * 64}), "live/show", NOW),
+        (relayed(clusterRemote="198.51.100.1:1"), "live/show", NOW),
+        (relayed(), "live/other", NOW),
+        (relayed(), "live/show", NOW + HOP_MAX_AGE_S + 1),
+        (relayed(), "live/show", NOW - HOP_MAX_AGE_S - 1),
+    ):
+        clean, remote = check_hop(SECRET, query, stream_path=path, now_s=now)
+        assert remote is None
+        assert not set(clean) & HOP_KEYS
+
+
+def test_another_clusters_secret_is_not_accepted():
+    _, remote = check_hop(b"another-secret-of-16", relayed(), stream_path="live/show", now_s=NOW)
+    assert remote is None
+
+
+@given(st.dictionaries(st.text(max_size=20), st.text(max_size=40), max_size=8))
+def test_any_query_yields_a_clean_query_never_an_error(query):
+    clean, remote = check_hop(SECRET, query, stream_path="live/show", now_s=NOW)
+    assert remote is None
+    assert not set(clean) & HOP_KEYS

@@ -1,0 +1,546 @@
+"""End to end, docs/spec.md §9 "Nodes": three `serve` processes sharing a real redis-server
+(and, last, two in-process nodes for what the owner decides about a relayed publish).
+
+cam1 publishes (PyAV) to node A, cam2 to node B, of one stream: A takes the stream's
+lease, B relays cam2 there, and a player on node C gets both sources from C's own
+pulls. cam1 republished via C supersedes make-before-break on the owner. Then the
+owner is killed (-9): the encoders reconnect to the nodes left, one of them takes the
+lease once it lapsed, and the player that stayed on C sees its timeline go on forward.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from rtmp_ingest.auth import tokens
+from rtmp_ingest.cluster.registry import open_registry
+from rtmp_ingest.rtmp import events as ev
+from tests.cluster.redis_server import free_port, redis_server
+from tests.tools import clients, flv_media, pyav_player
+from tests.tools.rtmp_client import TrioRtmpClient
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+STREAM = "live/show"
+#: Short leases, so that a dead owner's stream moves within the test's patience.
+LEASE_S = 1.0
+RENEW_S = 0.25
+SECRET = "cluster-test-secret-0123456789"
+PREFIX = "e2e"
+
+
+class Node:
+    """One `rtmp-ingest serve` process of the cluster."""
+
+    def __init__(
+        self, name: str, redis_url: str, tmp: Path, *, srt: bool = False, pull: bool = True
+    ) -> None:
+        self.name = name
+        self.rtmp_port = free_port()
+        self.http_port = free_port()
+        self.srt_port = free_port()
+        self.config = tmp / f"{name}.toml"
+        self.log = tmp / f"{name}.log"
+        srt_section = f'listen = "127.0.0.1:{self.srt_port}"' if srt else "enabled = false"
+        self.config.write_text(
+            f'data_dir = "{tmp / ("data-" + name)}"\n'
+            f'[rtmp]\nlisten = "127.0.0.1:{self.rtmp_port}"\n'
+            f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n'
+            f"[srt]\n{srt_section}\n"
+            f'[cluster]\nredis = "{redis_url}"\nnode_id = "{name}"\nlease_s = {LEASE_S}\n'
+            f'renew_s = {RENEW_S}\nsecret = "{SECRET}"\nkey_prefix = "{PREFIX}"\n'
+            f"pull = {'true' if pull else 'false'}\n"
+        )
+        self.process: trio.Process | None = None
+
+    async def start(self) -> None:
+        self.process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "rtmp_ingest.cli", "serve", "--config", str(self.config)],
+            cwd=str(REPO),
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+
+    def url(self, source_id: str) -> str:
+        return f"rtmp://127.0.0.1:{self.rtmp_port}/{STREAM}?sourceId={source_id}"
+
+    def srt_url(self, stream_id: str) -> str:
+        return f"srt://127.0.0.1:{self.srt_port}?streamid={stream_id}"
+
+    async def get(self, path: str) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.http_port}") as http:
+            return await http.get(path, timeout=5)
+
+    async def sources(self, stream: str = STREAM) -> dict[str, Any]:
+        """sourceId → the API's source record, on this node."""
+        try:
+            response = await self.get(f"/api/v1/streams/{stream}")
+        except httpx.HTTPError:
+            return {}
+        if response.status_code != 200:
+            return {}
+        return {s["sourceId"]: s for s in response.json()["sources"]}
+
+    async def live(self, *source_ids: str) -> bool:
+        sources = await self.sources()
+        return all(
+            s in sources and sources[s]["state"] == "live" and sources[s]["onAir"]
+            for s in source_ids
+        )
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+
+
+async def until(predicate: Any, timeout_s: float = 30.0, what: str = "") -> Any:
+    """Polls `predicate` (async) until it returns something truthy, within `timeout_s`."""
+    with trio.move_on_after(timeout_s):
+        while not (value := await predicate()):
+            await trio.sleep(0.1)
+        return value
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
+
+
+async def encoder(urls: list[str], seconds: float, *, task_status: Any = trio.TASK_STATUS_IGNORED):
+    """A PyAV encoder that reconnects, like a real one: when its connection ends or is
+    refused before `seconds` are over it publishes again, to the next URL of `urls`."""
+    deadline = trio.current_time() + seconds
+    attempt = 0
+    task_status.started()
+    while (left := deadline - trio.current_time()) > 1.0:
+        process = await trio.lowlevel.open_process(
+            clients.pyav(urls[attempt % len(urls)], left),
+            cwd=str(REPO),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        try:
+            await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                with trio.CancelScope(shield=True):
+                    await process.wait()
+        attempt += 1
+        await trio.sleep(0.2)
+
+
+@pytest.fixture
+def srt_nodes() -> bool:
+    return False
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, srt_nodes: bool) -> AsyncIterator[tuple[str, dict[str, Node]]]:
+    with redis_server() as redis_url:
+        nodes = {name: Node(name, redis_url, tmp_path, srt=srt_nodes) for name in "ABC"}
+        try:
+            for node in nodes.values():
+                await node.start()
+            for node in nodes.values():
+
+                async def healthy(node: Node = node) -> bool:
+                    try:
+                        return (await node.get("/healthz")).status_code == 200
+                    except httpx.HTTPError:
+                        return False
+
+                await until(healthy, 60, f"node {node.name} to serve")
+            yield redis_url, nodes
+        finally:
+            for node in nodes.values():
+                node.kill()
+            for node in nodes.values():
+                if node.process is not None:
+                    with trio.move_on_after(10):
+                        await node.process.wait()
+
+
+async def owner(redis_url: str, stream: str = STREAM) -> str | None:
+    async with open_registry(
+        redis_url, node_id="test", prefix=PREFIX, lease_s=1, timeline_keep_s=60, timeout_s=2
+    ) as registry:
+        return await registry.owner(stream)
+
+
+async def test_three_nodes_one_stream_relay_pull_supersede_and_owner_death(cluster, nursery):
+    redis_url, nodes = cluster
+    a, b, c = nodes["A"], nodes["B"], nodes["C"]
+    await nursery.start(encoder, [a.url("cam1")], 60.0)
+    await until(lambda: a.live("cam1"), 30, "cam1 on air at A")
+    assert await owner(redis_url) == "A"
+    await nursery.start(encoder, [b.url("cam2")], 60.0)
+    await until(lambda: a.live("cam1", "cam2"), 30, "cam2 relayed by B to the owner A")
+    #: B does not keep cam2 itself: it pulls it back from the owner like any other node
+    await until(lambda: b.live("cam1", "cam2"), 30, "B pulling both sources")
+    assert {f["onAir"]["protocol"] for f in (await b.sources()).values()} == {"cluster"}
+    await until(lambda: c.live("cam1", "cam2"), 30, "C pulling both sources")
+    on_c = {s: f["onAir"] for s, f in (await c.sources()).items()}
+    assert {f["protocol"] for f in on_c.values()} == {"cluster"}
+
+    #: players on C, read in threads: cam1 for the whole story, cam2 for a few seconds
+    results: dict[str, pyav_player.PlayResult] = {}
+
+    async def play(source_id: str, seconds: float) -> None:
+        results[source_id] = await trio.to_thread.run_sync(
+            lambda: pyav_player.play(c.url(source_id), seconds, read_timeout_s=20.0)
+        )
+
+    nursery.start_soon(play, "cam1", 35.0)
+    nursery.start_soon(play, "cam2", 5.0)
+
+    async def finished(source_id: str) -> bool:
+        return source_id in results
+
+    await until(lambda: finished("cam2"), 40, "the cam2 player on C to finish")
+    print("CAM2", results["cam2"].summary())
+    assert results["cam2"].frames_decoded > 0, results["cam2"].summary()
+
+    #: cam1 again, through C: relayed to A, where it supersedes the first cam1 feed
+    first = (await a.sources())["cam1"]["onAir"]["id"]
+    superseded_at = time.monotonic()
+    await nursery.start(encoder, [c.url("cam1")], 60.0)
+
+    async def superseded() -> bool:
+        source = (await a.sources()).get("cam1", {})
+        return bool(source.get("onAir")) and source["onAir"]["id"] != first
+
+    await until(superseded, 30, "cam1 via C superseding on the owner")
+    assert (await a.sources())["cam1"]["supersedeCount"] >= 1
+
+    async def new_feed_ran() -> bool:  #: two seconds of the new feed on air before the kill
+        return (await a.sources())["cam1"]["onAir"]["videoFrames"] >= 50
+
+    await until(new_feed_ran, 30, "the new cam1 feed to run a while")
+
+    #: the owner dies: the relays from B and C break, their encoders reconnect (to B, C)
+    a.kill()
+    killed_at = time.monotonic()
+
+    async def new_owner() -> str | None:
+        holder = await owner(redis_url)
+        return holder if holder in ("B", "C") else None
+
+    taken_by = await until(new_owner, 30, "a new owner")
+    survivor = nodes[taken_by]
+    await until(lambda: survivor.live("cam1", "cam2"), 30, f"both sources on {taken_by}")
+    await until(lambda: c.live("cam1", "cam2"), 30, "both sources on C again")
+
+    #: the operator's view: `cluster status` names the new owner; the dead node drops out
+    async def status() -> dict[str, Any] | None:
+        done = await trio.run_process(
+            [sys.executable, "-m", "rtmp_ingest.cli", "cluster", "status", "--json"]
+            + ["--config", str(c.config)],
+            capture_stdout=True,
+            cwd=str(REPO),
+        )
+        data = json.loads(done.stdout)
+        return data if "A" not in {n["node_id"] for n in data["nodes"]} else None
+
+    data = await until(status, 30, "cluster status without A")
+    assert data["leases"] == {STREAM: taken_by}
+    assert {n["node_id"] for n in data["nodes"]} == {"B", "C"}
+    owner_entry = next(n for n in data["nodes"] if n["node_id"] == taken_by)
+    assert owner_entry["metrics"]["streams"] == 1
+    assert set(data["streams_per_node"][taken_by][0]["sources"]) == {"cam1", "cam2"}
+
+    await until(lambda: finished("cam1"), 60, "the cam1 player on C to finish")
+    result = results["cam1"]
+    video = result.video()
+    assert video is not None, result.summary()
+    assert video.backwards() == [], result.summary()
+    before = [d for d, t in zip(video.dts_ms, video.arrival) if t < killed_at]
+    after = [d for d, t in zip(video.dts_ms, video.arrival) if t > killed_at + LEASE_S]
+    assert before and after, result.summary()
+    assert min(after) > max(before), "the player's timeline went back after the take-over"
+    assert result.frames_after(superseded_at) > 0, result.summary()
+    assert result.frames_after(killed_at + LEASE_S) > 0, result.summary()
+
+
+def ffmpeg_srt(url: str, seconds: float) -> list[str]:
+    argv = clients.ffmpeg("rtmp://unused", seconds)
+    return argv[:-3] + ["-f", "mpegts", url]
+
+
+@pytest.mark.skipif(not clients.have("ffmpeg"), reason="ffmpeg CLI not installed")
+@pytest.mark.parametrize("srt_nodes", [True])
+async def test_srt_is_sent_to_the_owner_and_a_new_stream_over_srt_gets_a_lease(
+    cluster, nursery, srt_nodes
+):
+    """SRT is not relayed: a node refuses an SRT publish of a stream another node owns
+    (libsrt decides in its callback, without Redis), and takes the lease of a new one."""
+    redis_url, nodes = cluster
+    a, b = nodes["A"], nodes["B"]
+    await nursery.start(encoder, [a.url("cam1")], 30.0)
+    await until(lambda: a.live("cam1"), 30, "cam1 on air at A")
+    assert await owner(redis_url) == "A"
+
+    async def refused_naming_the_owner() -> bool:
+        #: B refreshes the leases it knows every renew_s; a publish that came before (or a
+        #: stale view) is admitted, and ended at once when B finds A holds the lease
+        await trio.run_process(
+            ffmpeg_srt(b.srt_url(f"{STREAM}?sourceId=srt1"), 3.0),
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return "This stream is served by node A" in b.log.read_text()
+
+    await until(refused_naming_the_owner, 60, "B refusing SRT for A's stream")
+    on_b = (await b.sources()).get("srt1")
+    assert on_b is None or not on_b["onAir"]
+    assert "srt1" not in await a.sources()
+    assert await owner(redis_url) == "A"
+
+    spawned = await trio.lowlevel.open_process(
+        ffmpeg_srt(b.srt_url("live/srtonly?sourceId=s"), 20.0),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        async def srt_live_at_b() -> bool:
+            source = (await b.sources("live/srtonly")).get("s")
+            return bool(source and source["onAir"])
+
+        await until(srt_live_at_b, 30, "SRT on air at B")
+        await until(lambda: owner(redis_url, "live/srtonly"), 30, "B's lease on live/srtonly")
+        assert await owner(redis_url, "live/srtonly") == "B"
+    finally:
+        spawned.kill()
+        await spawned.wait()
+
+
+async def test_a_new_owner_without_a_copy_continues_the_timeline_from_the_registry(tmp_path):
+    """D is an ingest edge (no pulls, so no copy of its own): when the owner A dies and the
+    encoder comes back through D, D carries on A's timeline from what A wrote to Redis —
+    the same origin (the API's timelineOrigin, HLS's program date time) and DTS that go on
+    from A's, not from 0 (RTMP players start their own clock at 0 whatever the source's)."""
+
+    async def state(redis_url: str) -> Any:
+        async with open_registry(
+            redis_url, node_id="t", prefix=PREFIX, lease_s=1, timeline_keep_s=60, timeout_s=2
+        ) as registry:
+            return (await registry.timelines(STREAM)).get("cam1")
+
+    with redis_server() as redis_url:
+        a = Node("A", redis_url, tmp_path)
+        d = Node("D", redis_url, tmp_path, pull=False)
+        try:
+            for node in (a, d):
+                await node.start()
+
+                async def healthy(node: Node = node) -> bool:
+                    try:
+                        return (await node.get("/healthz")).status_code == 200
+                    except httpx.HTTPError:
+                        return False
+
+                await until(healthy, 60, f"node {node.name} to serve")
+            async with trio.open_nursery() as nursery:
+                await nursery.start(encoder, [a.url("cam1"), d.url("cam1")], 60.0)
+                await until(lambda: a.live("cam1"), 30, "cam1 on air at A")
+                origin = (await a.sources())["cam1"]["timelineOrigin"]
+
+                async def written() -> Any:  #: a few seconds of A's timeline in Redis
+                    got = await state(redis_url)
+                    return got if got is not None and got.last_dts_ms > 3000 else None
+
+                last_written = (await until(written, 30, "A's timeline in Redis")).last_dts_ms
+                a.kill()
+
+                async def taken() -> bool:
+                    return await owner(redis_url) == "D" and await d.live("cam1")
+
+                await until(taken, 30, "D owning the stream with cam1 on air")
+                assert (await d.sources())["cam1"]["timelineOrigin"] == origin
+                #: what A wrote last (A is dead), or already D's first write: D's next is later
+                before = await state(redis_url)
+                assert before.last_dts_ms >= last_written
+
+                async def d_wrote() -> Any:
+                    got = await state(redis_url)
+                    return got if got is not None and got.at_wall_s > before.at_wall_s else None
+
+                after = await until(d_wrote, 30, "D's own timeline state")
+                nursery.cancel_scope.cancel()
+            assert after.last_dts_ms > before.last_dts_ms
+            assert after.origin_wall_s == pytest.approx(_unix(origin), abs=0.01)
+            assert "continuing 1 source timeline(s) from the registry" in d.log.read_text()
+        finally:
+            for node in (a, d):
+                node.kill()
+                if node.process is not None:
+                    with trio.move_on_after(10):
+                        await node.process.wait()
+
+
+def _unix(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+# -- in-process nodes: the relay carries the publish as it was -----------------------------
+
+TOKEN_SECRET = "cluster-token-secret-0123456789"
+
+
+async def in_process_nodes(start_daemon: Any, redis_url: str) -> tuple[Any, Any]:
+    common = {
+        "auth": {"mode": "token", "secret": TOKEN_SECRET},
+        "srt": {"enabled": False},
+    }
+    a = await start_daemon(
+        cluster={"redis": redis_url, "node_id": "A", "secret": SECRET, "key_prefix": "inproc"},
+        **common,
+    )
+    b = await start_daemon(
+        cluster={"redis": redis_url, "node_id": "B", "secret": SECRET, "key_prefix": "inproc"},
+        **common,
+    )
+    return a, b
+
+
+def token(**claims: Any) -> str:
+    return tokens.mint(
+        tokens.TokenClaims(token_id="t1", streams=["live/*"], multisource=True, **claims),
+        TOKEN_SECRET.encode(),
+    )
+
+
+async def publish(port: int, name: str) -> tuple[Any, Any]:
+    """An RTMP publisher (our client core) up to the server's answer to `publish`."""
+    client = await TrioRtmpClient.open(port)
+    await client.connect("live")
+    stream_id = await client.create_stream()
+    return client, await client.publish(stream_id, name)
+
+
+async def test_the_owner_decides_a_relayed_publish_as_if_it_came_directly(start_daemon):
+    with redis_server() as redis_url:
+        a, b = await in_process_nodes(start_daemon, redis_url)
+        first, status = await publish(a.rtmp_port, f"show?sourceId=cam1&token={token()}")
+        assert status.code == "NetStream.Publish.Start"
+
+        #: a bad token through B gets the owner's refusal, word for word
+        direct, refused_at_a = await publish(a.rtmp_port, "show?sourceId=cam2&token=nope")
+        relayed, refused_via_b = await publish(b.rtmp_port, "show?sourceId=cam2&token=nope")
+        assert refused_at_a.level == refused_via_b.level == "error"
+        assert refused_via_b.description == refused_at_a.description
+
+        #: a good one is admitted by the owner, with the encoder's own address
+        good, accepted = await publish(b.rtmp_port, f"show?sourceId=cam2&token={token()}")
+        assert accepted.code == "NetStream.Publish.Start"
+        encoder = "%s:%d" % good.stream.socket.getsockname()[:2]
+
+        async def on_a() -> Any:
+            return (await a.sources("live/show")).get("cam2")
+
+        cam2 = await a.wait_for(on_a)
+        feed = cam2["pending"][0] if cam2["pending"] else cam2["onAir"]
+        assert feed["remoteAddr"] == encoder
+        assert b.daemon.cluster.counters["relays"] == 1
+        metrics = (await b.get("/metrics")).text
+        assert 'rtmp_ingest_cluster_relays{node="B"} 1.0' in metrics
+        assert 'rtmp_ingest_cluster_streams_owned{node="A"} 1.0' in (await a.get("/metrics")).text
+        for client in (first, direct, relayed, good):
+            await client.aclose()
+
+
+async def test_an_owner_that_ends_a_relayed_feed_tells_the_encoder_through_the_relay(
+    start_daemon,
+):
+    """Disconnect-mode supersede on the owner: the encoder behind the relay hears why."""
+    with redis_server() as redis_url:
+        nodes = []
+        for name in "AB":
+            nodes.append(
+                await start_daemon(
+                    bundle={"superseded": "disconnect"},
+                    srt={"enabled": False},
+                    cluster={
+                        "redis": redis_url,
+                        "node_id": name,
+                        "secret": SECRET,
+                        "key_prefix": "inproc2",
+                    },
+                )
+            )
+        a, b = nodes
+        tags = flv_media.encode_tags(2.0)
+        #: A owns the stream (a first publisher there), cam1 comes through B
+        owner_feed = await flv_media.publish_tags(
+            a.rtmp_port, "live/show?sourceId=cam0", tags, realtime=False, keep_open=True
+        )
+        relayed = await flv_media.publish_tags(
+            b.rtmp_port, "live/show?sourceId=cam1", tags, realtime=False, keep_open=True
+        )
+
+        async def cam1_on_a() -> Any:
+            source = (await a.sources("live/show")).get("cam1")
+            return source if source and source["onAir"] else None
+
+        await a.wait_for(cam1_on_a)
+        spare = await flv_media.publish_tags(
+            a.rtmp_port, "live/show?sourceId=cam1", tags, realtime=False, keep_open=True
+        )
+        told = await relayed.wait_for(
+            lambda e: isinstance(e, ev.Status) and e.level == "error", timeout_s=20
+        )
+        assert told is not None and "supersede" in told.description.lower(), told
+        for client in (owner_feed, relayed, spare):
+            await client.aclose()
+
+
+async def test_a_stream_that_stops_gives_its_lease_back_and_leaves_no_timeline(start_daemon):
+    """A normal end (every source gone past its grace) is not a take-over: the lease is
+    released and the next publish, anywhere, starts a fresh timeline, as on one machine."""
+    with redis_server() as redis_url:
+        a = await start_daemon(
+            bundle={"reconnect_grace_s": 0.2},
+            srt={"enabled": False},
+            cluster={"redis": redis_url, "node_id": "A", "secret": SECRET, "key_prefix": PREFIX},
+        )
+        client = await flv_media.publish_tags(
+            a.rtmp_port,
+            "live/show?sourceId=cam1",
+            flv_media.encode_tags(2.0),
+            realtime=False,
+            keep_open=True,
+        )
+
+        async def timeline_written() -> bool:
+            async with open_registry(
+                redis_url, node_id="t", prefix=PREFIX, lease_s=1, timeline_keep_s=60, timeout_s=2
+            ) as registry:
+                return "cam1" in await registry.timelines(STREAM)
+
+        await a.wait_for(timeline_written)
+        assert await owner(redis_url) == "A"
+        await client.aclose()
+
+        async def released() -> bool:
+            async with open_registry(
+                redis_url, node_id="t", prefix=PREFIX, lease_s=1, timeline_keep_s=60, timeout_s=2
+            ) as registry:
+                return await registry.owner(STREAM) is None and not await registry.timelines(STREAM)
+
+        await a.wait_for(released)
+        assert a.daemon.cluster.statistics()["owned"] == []
