@@ -1,44 +1,86 @@
-"""WHIP ingest cost beside RTMP ingest: server CPU-ms per Mbit, same daemon, same run.
+"""WHIP ingest beside RTMP ingest: CPU per Mbit, switch time (keyframe on demand), RTMP latency.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_whip.py [--publishers 1 4] [--seconds 15]
+    PYTHONPATH=. .venv/bin/python bench/bench_whip.py [--publishers 1 4 8] [--seconds 15]
+        [--switches 8] [--latency-seconds 20] [--only cpu switch latency]
 
-Starts one daemon (RTMP on loopback, the WebRTC service and its aiortc process,
-the WHIP routes; HLS off, so ingest alone is measured), then for each N runs N
-aiortc WHIP publishers (tests/webrtc/whip_client.py: 320x240 H.264 + Opus, the
-bitrate aiortc's REMB-driven encoder picks) and N RTMP publishers
-(tests/tools/pyav_publish.py, realtime), one kind at a time. Over a window
-after a warm-up it reads the CPU time of the daemon and of the WebRTC process
-(/proc) and the media bytes the bundle received, and prints one JSON line per
-run: CPU-ms per Mbit of the daemon, of the WebRTC process, and summed. The
-publishers (x264 and Opus encoders) share the machine, so absolute figures
-depend on it; the ratio WHIP/RTMP is the point.
+Every part runs `rtmp-ingest serve` (the real daemon: RTMP on loopback, `[webrtc]` on,
+its aiortc process, HLS and SRT off so ingest alone is measured) and writes one JSON
+line per result to bench/results/whip.jsonl, then prints a table.
 
-Then the standby takeover (`--switches` times, with and without
-`webrtc.keyframe_on_demand`): a WHIP feed on air with a spare WHIP feed at
-priority -1 standing by, both with a 10 s GOP; the feed on air DELETEs its
-session; measured: seconds until the spare is on air (it needs a keyframe).
+- **cpu**: for each N, N WHIP publishers, then N RTMP publishers, of the same media:
+  a 720p30 H.264 (Constrained Baseline, 1.45 Mbit/s CBR, 2 s GOP) + Opus (64 kbit/s)
+  clip made once with ffmpeg (/tmp/rtmp_bench_media). WHIP: aiortc peer connections
+  sending the clip's packets as they are (no encoder: `MediaPlayer(decode=False)`),
+  all in one process (`bench_whip.py whip-publish`); RTMP: ../shared/bench/rtmp_load.py
+  (python publishers, paced) looping the same clip remuxed to FLV (E-RTMP Opus). Over
+  the window: CPU of the daemon and of the WebRTC process (/proc) per Mbit the bundle
+  received (the feeds' bytesIn), each and summed.
+- **switch**: keyframe on demand. An RTMP feed (640x360) is on air; a GStreamer
+  webrtcbin spare (320x240, x264 with a 2 s GOP) stands by at priority -1. At a random
+  point of the spare's GOP the RTMP feed is kicked (API DELETE): the spare's packets
+  are flowing, it is the feed that must go on air from then. Measured: the kick →
+  the first coded frame of the spare at an RTMP player (the frame after the new
+  sequence header). With `webrtc.keyframe_on_demand` the server sends PLI + FIR at
+  once; without, the spare goes on air at its next keyframe (uniform over the GOP).
+- **latency**: rtmp_load --latency, as bench/bench_play.py: 30 RTMP publishers of the
+  3 Mbit/s clip and a player on stream 0, publish → play per frame; once alone and
+  once with 4 WHIP publishers (the cpu part's) ingesting beside them.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import random
+import shutil
+import signal
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-GSTREAMER = Path("/usr/bin/python3").exists() and (
-    subprocess.run(
-        ["/usr/bin/python3", "-c", "import gi; gi.require_version('GstWebRTC', '1.0')"],
-        capture_output=True,
-    ).returncode
-    == 0
-)
+sys.path.insert(0, str(REPO))
+from bench.common import LoadRun, free_port, rtmp_load, sleep_until, table, wait_listening
+
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+MEDIA_DIR = Path("/tmp/rtmp_bench_media")
+RESULTS = REPO / "bench" / "results" / "whip.jsonl"
+#: the clip: 720p30, 2 s GOP, CBR video + Opus (longer than warm-up + any window)
+CLIP_SECONDS = 60
+CLIP_VIDEO_KBPS = 1450
+CLIP_AUDIO_KBPS = 64
+GOP_FRAMES = 60  #: 2 s at 30 fps (the clip's and the switch spare's GOP)
+#: ICE ports of the bench daemon (not the e2e tests' range)
+UDP_PORTS = (47000, 47999)
+WARMUP_S = 4.0  #: after the last publisher is up: ICE, DTLS, first keyframes
+GSTREAMER_CLIENT = REPO / "tests" / "webrtc" / "gst_whip_client.py"
+CONFIG = """\
+log_level = "{log_level}"
+[rtmp]
+listen = "127.0.0.1:{port}"
+max_connections_per_address = 1000
+[http]
+listen = "127.0.0.1:{http_port}"
+[srt]
+enabled = false
+[hls]
+enabled = false
+[bundle]
+max_streams = 4096
+[webrtc]
+enabled = true
+host_addresses = ["127.0.0.1"]
+udp_port_min = {udp_min}
+udp_port_max = {udp_max}
+keyframe_on_demand = {kod}
+max_sessions = 200
+"""
 
 
 def cpu_s(pid: int) -> float:
@@ -46,302 +88,596 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * TICK_S
 
 
-def serve(*, keyframe_on_demand: bool = True) -> None:
-    """The server side, in this process: daemon + WebRTC service + WHIP routes."""
-    import tempfile
+def gstreamer() -> bool:
+    probe = "import gi; gi.require_version('GstWebRTC', '1.0'); gi.require_version('Nice', '0.1')"
+    try:
+        return (
+            subprocess.run(["/usr/bin/python3", "-c", probe], capture_output=True).returncode == 0
+        )
+    except OSError:
+        return False
 
-    import attrs
-    import trio
-    from hypercorn.config import Config as HypercornConfig
-    from hypercorn.trio import serve as hypercorn_serve
-    from starlette.applications import Starlette
-    from starlette.responses import JSONResponse
-    from starlette.routing import Route
 
-    from rtmp_ingest import config as config_mod
-    from rtmp_ingest.api import whip
-    from rtmp_ingest.bundle import Permissions, PublishRequest
-    from rtmp_ingest.config import WebrtcConfig
-    from rtmp_ingest.server.daemon import Daemon
-    from rtmp_ingest.server.webrtc_link import WebrtcService
+# -- media ---------------------------------------------------------------------------
 
-    @attrs.frozen
-    class Permit:
-        request: PublishRequest
-        record: bool = False
 
-    def decide(attempt: Any, *, now_s: float) -> Permit:
-        return Permit(
-            PublishRequest(
-                stream_path=f"{attempt.app}/{attempt.stream}",
-                source_id=attempt.source_id,
-                priority=int(attempt.query.get("priority", "0") or 0),
-                permissions=Permissions(app_multisource=True, token_multisource=True),
-                remote_addr=attempt.remote,
+def ensure_media() -> tuple[Path, Path]:
+    """The clip as MPEG-TS (Annex B H.264 + Opus, for aiortc) and FLV (for RTMP)."""
+    MEDIA_DIR.mkdir(parents=True, exist_ok=True)
+    name = f"whip_720p30_{CLIP_VIDEO_KBPS}k_g{GOP_FRAMES}_{CLIP_SECONDS}s"
+    ts, flv = MEDIA_DIR / f"{name}.ts", MEDIA_DIR / f"{name}.flv"
+    if not ts.exists():
+        rate = f"{CLIP_VIDEO_KBPS}k"
+        subprocess.run(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y"]
+            + ["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30,noise=alls=12:allf=t"]
+            + ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"]
+            + ["-t", str(CLIP_SECONDS), "-c:v", "libx264", "-preset", "veryfast"]
+            + ["-profile:v", "baseline", "-pix_fmt", "yuv420p"]
+            + ["-b:v", rate, "-maxrate", rate, "-bufsize", rate]
+            + [
+                "-x264-params",
+                f"keyint={GOP_FRAMES}:min-keyint={GOP_FRAMES}:scenecut=0:nal-hrd=cbr",
+            ]
+            + ["-c:a", "libopus", "-b:a", f"{CLIP_AUDIO_KBPS}k", "-ac", "2"]
+            + ["-f", "mpegts", str(ts) + ".part"],
+            check=True,
+            timeout=600,
+        )
+        os.replace(str(ts) + ".part", ts)
+    if not flv.exists():
+        import av  # noqa: PLC0415 - PyAV's FFmpeg writes E-RTMP Opus (Debian's 5.1 cannot)
+
+        with av.open(str(ts)) as source, av.open(str(flv) + ".part", "w", format="flv") as out:
+            streams = {s.index: out.add_stream_from_template(s) for s in source.streams}
+            for packet in source.demux():
+                if packet.dts is None:
+                    continue
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+        os.replace(str(flv) + ".part", flv)
+    return ts, flv
+
+
+# -- the daemon ------------------------------------------------------------------------
+
+
+class Daemon:
+    """`rtmp-ingest serve` with WebRTC on; `pid`/`port`/`kind` as bench.common's Server."""
+
+    kind = "ours"
+
+    def __init__(self, *, keyframe_on_demand: bool = True, log_level: str = "warning") -> None:
+        self.port, self.http_port = free_port(), free_port()
+        self.base = f"http://127.0.0.1:{self.http_port}"
+        self.tmp = tempfile.mkdtemp(prefix="bench-whip-")
+        self.keyframe_on_demand = keyframe_on_demand
+        self.log_level = log_level
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def __enter__(self) -> Daemon:
+        config = Path(self.tmp) / "config.toml"
+        config.write_text(
+            CONFIG.format(
+                log_level=self.log_level,
+                port=self.port,
+                http_port=self.http_port,
+                udp_min=UDP_PORTS[0],
+                udp_max=UDP_PORTS[1],
+                kod="true" if self.keyframe_on_demand else "false",
             )
         )
-
-    async def main() -> None:
-        overrides = {
-            "log_level": "warning",
-            "rtmp": {"listen": "127.0.0.1:0", "max_connections_per_address": 1000},
-            "http": {"listen": "127.0.0.1:0"},
-            "hls": {"enabled": False},
-            "data_dir": tempfile.mkdtemp(prefix="bench-whip-"),
-        }
-        daemon = Daemon(config_mod.load(None, overrides=overrides))
-        service = WebrtcService(
-            daemon,
-            WebrtcConfig(
-                enabled=True,
-                host_addresses=["127.0.0.1"],
-                keyframe_on_demand=keyframe_on_demand,
-            ),
-            decide,
+        self.log = Path(self.tmp) / "server.log"
+        self.process = subprocess.Popen(
+            [str(REPO / ".venv" / "bin" / "rtmp-ingest"), "serve", "--config", str(config)]
+            + ["--data-dir", self.tmp],
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
         )
+        wait_listening(self.port, 30)
+        wait_listening(self.http_port, 30)
+        deadline = time.monotonic() + 60
+        while self.webrtc_pid() is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no WebRTC process (see {self.log})")
+            time.sleep(0.1)
+        return self
 
-        async def end(request: Any) -> JSONResponse:
-            """Ends the WHIP feed on air of a stream's source "cam" (what DELETE does)."""
-            stats = daemon.registry.source_statistics(
-                request.query_params["stream"], "cam", now_s=trio.current_time()
-            )
-            for session in list(service.sessions.values()):
-                if stats and session.feed and session.feed.feed_id == stats.on_air_feed_id:
-                    service.delete(session.location)
-            return JSONResponse({})
+    def __exit__(self, *exc: object) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
-        async def on_air(request: Any) -> JSONResponse:
-            stats = daemon.registry.source_statistics(
-                request.query_params["stream"], "cam", now_s=trio.current_time()
-            )
-            return JSONResponse(
-                {
-                    "on_air": stats.on_air_feed_id if stats else None,
-                    "feeds": len(stats.feeds) if stats else 0,
-                }
-            )
+    def webrtc_pid(self) -> int | None:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if stat[1] == str(self.pid) and b"rtmp_ingest.webrtc.process" in cmdline:
+                return int(entry)
+        return None
 
-        async def totals(request: Any) -> JSONResponse:
-            now = trio.current_time()
-            live = 0
-            for path in daemon.registry.stream_paths():
-                stats = daemon.registry.stream_statistics(path, now_s=now)
-                if stats is not None:
-                    for source in stats.sources:
-                        live += sum(f.bytes_in for f in source.feeds)
-            return JSONResponse(
-                {
-                    "bytes_in": live + daemon.metrics.bytes_in_ended,
-                    "webrtc_pid": service.process_id,
-                    "feeds": len(daemon.publishers),
-                }
-            )
+    def api(self, path: str) -> Any:
+        import httpx  # noqa: PLC0415
 
-        async with trio.open_nursery() as nursery:
-            bound = await nursery.start(daemon.run)
-            await nursery.start(service.run)
-            await service.wait_ready(timeout_s=60)
-            hyper = HypercornConfig()
-            hyper.bind = ["127.0.0.1:0"]
-            hyper.accesslog = None
-            app = Starlette(
-                routes=[
-                    Route("/totals", totals),
-                    Route("/onair", on_air),
-                    Route("/end", end),
-                    *whip.routes(service),
+        return httpx.get(self.base + path, timeout=15).json()
+
+    def feeds(self, prefix: str) -> dict[str, dict[str, Any]]:
+        """The feed on air of every stream whose path starts with `prefix`."""
+        out = {}
+        for stream in self.api("/api/v1/streams")["streams"]:
+            if stream["path"].startswith(prefix):
+                for source in stream["sources"]:
+                    if source["onAir"]:
+                        out[stream["path"]] = source["onAir"]
+        return out
+
+
+# -- WHIP publishers of the clip (a subprocess: `bench_whip.py whip-publish ...`) ---------
+
+
+async def _whip_publish(base: str, count: int, seconds: float, media: str, prefix: str) -> None:
+    import httpx  # noqa: PLC0415
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender  # noqa: PLC0415
+    from aiortc import RTCSessionDescription  # noqa: PLC0415
+    from aiortc.contrib.media import MediaPlayer  # noqa: PLC0415
+
+    from rtmp_ingest.webrtc import stack  # noqa: PLC0415
+
+    stack.restrict_host_addresses(["127.0.0.1"])
+    sessions: list[tuple[Any, str]] = []
+    connected = asyncio.Event()
+    up = 0
+    async with httpx.AsyncClient(timeout=30) as http:
+        for index in range(count):
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            player = MediaPlayer(media, decode=False)
+            video = pc.addTransceiver(player.video, direction="sendonly")
+            video.setCodecPreferences(
+                [
+                    c
+                    for c in RTCRtpSender.getCapabilities("video").codecs
+                    if c.mimeType.lower() in ("video/h264", "video/rtx")
                 ]
             )
-            binds = await nursery.start(hypercorn_serve, app, hyper)
-            print(json.dumps({"rtmp": bound.rtmp[1], "http": binds[0]}), flush=True)
+            pc.addTransceiver(player.audio, direction="sendonly")
 
-    trio.run(main)
+            def changed(pc: Any = pc) -> None:
+                nonlocal up
+                if pc.connectionState == "connected":
+                    up += 1
+                    if up == count:
+                        connected.set()
 
-
-def _get(base: str, path: str) -> dict[str, Any]:
-    import httpx
-
-    return httpx.get(base + path, timeout=10).json()
-
-
-def run(
-    kind: str, n: int, seconds: float, ports: dict[str, Any], server_pid: int
-) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    clients = []
-    for i in range(n):
-        if kind == "whip":
-            argv = [
-                sys.executable,
-                "-m",
-                "tests.webrtc.whip_client",
-                f"{ports['http']}/whip/live/{kind}{n}-{i}?sourceId=cam",
-                "--seconds",
-                str(seconds + 30),
-                "--noise",
-            ]
-        else:
-            argv = [
-                sys.executable,
-                "-m",
-                "tests.tools.pyav_publish",
-                f"rtmp://127.0.0.1:{ports['rtmp']}/live/{kind}{n}-{i}?sourceId=cam",
-                "--seconds",
-                str(seconds + 30),
-                "--realtime",
-                "--audio",
-                "opus",
-                "--size",
-                "320x240",
-                "--fps",
-                "30",
-            ]
-        clients.append(
-            subprocess.Popen(
-                argv,
-                cwd=REPO,
-                env=env,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+            pc.on("connectionstatechange", changed)
+            await pc.setLocalDescription(await pc.createOffer())
+            url = f"{base}/whip/live/{prefix}{index}?sourceId=cam"
+            response = await http.post(
+                url,
+                content=pc.localDescription.sdp,
+                headers={"Content-Type": "application/sdp"},
             )
+            if response.status_code != 201:
+                print(json.dumps({"error": response.status_code, "text": response.text}))
+                return
+            await pc.setRemoteDescription(RTCSessionDescription(response.text, "answer"))
+            sessions.append((pc, str(httpx.URL(url).join(response.headers["location"]))))
+        await asyncio.wait_for(connected.wait(), 60)
+        print(json.dumps({"connected": count}), flush=True)
+        stdin = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        try:
+            await asyncio.wait_for(stdin, seconds)
+        except TimeoutError:
+            pass
+        for pc, location in sessions:
+            await http.delete(location)
+            await pc.close()
+
+
+class WhipPublishers:
+    """`count` WHIP publishers of the clip in one subprocess, up once `start()` returns."""
+
+    def __init__(self, daemon: Daemon, count: int, media: Path, prefix: str, seconds: float):
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "whip-publish", daemon.base, str(count)]
+            + [str(seconds), str(media), prefix],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
-    try:
-        deadline = time.monotonic() + 60
-        while _get(ports["http"], "/totals")["feeds"] < n and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(3.0)  #: warm-up: ICE, DTLS, bitrate ramp
-        first = _get(ports["http"], "/totals")
-        child = first["webrtc_pid"]
-        d0, c0, t0 = cpu_s(server_pid), cpu_s(child), time.monotonic()
+
+    def wait_connected(self) -> None:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if '"connected"' not in line:
+            self.stop()
+            raise RuntimeError(f"WHIP publishers did not connect: {line!r}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()  #: they DELETE their sessions and exit
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+# -- cpu -------------------------------------------------------------------------------
+
+
+def wait_feeds(daemon: Daemon, prefix: str, count: int, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(daemon.feeds(prefix)) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(daemon.feeds(prefix))} of {count} feeds on air")
+        time.sleep(0.2)
+
+
+def bytes_in(daemon: Daemon, prefix: str) -> int:
+    return sum(feed["bytesIn"] for feed in daemon.feeds(prefix).values())
+
+
+def measure(daemon: Daemon, prefix: str, seconds: float, until: float | None = None) -> dict:
+    webrtc = daemon.webrtc_pid()
+    assert webrtc is not None
+    b0, d0, w0, t0 = bytes_in(daemon, prefix), cpu_s(daemon.pid), cpu_s(webrtc), time.monotonic()
+    if until is None:
         time.sleep(seconds)
-        last = _get(ports["http"], "/totals")
-        d1, c1, t1 = cpu_s(server_pid), cpu_s(child), time.monotonic()
-    finally:
-        for client in clients:
-            client.kill()
-        for client in clients:
-            client.wait()
-    mbit = (last["bytes_in"] - first["bytes_in"]) * 8 / 1e6
-    per = (lambda cpu: round(cpu * 1000 / mbit, 2)) if mbit else (lambda cpu: None)
+    else:
+        sleep_until(until)
+    b1, d1, w1, t1 = bytes_in(daemon, prefix), cpu_s(daemon.pid), cpu_s(webrtc), time.monotonic()
+    mbit = (b1 - b0) * 8 / 1e6
+    per = (lambda cpu: round(cpu * 1000 / mbit, 2)) if mbit > 0 else (lambda cpu: None)
     return {
-        "protocol": kind,
-        "publishers": n,
-        "ingest_mbps": round(mbit / (t1 - t0), 3),
+        "seconds": round(t1 - t0, 2),
+        "ingest_mbps": round(mbit / (t1 - t0), 2),
         "daemon_cpu_ms_per_mbit": per(d1 - d0),
-        "webrtc_process_cpu_ms_per_mbit": per(c1 - c0),
-        "total_cpu_ms_per_mbit": per(d1 - d0 + c1 - c0),
-        "feeds_at_end": last["feeds"],
+        "webrtc_cpu_ms_per_mbit": per(w1 - w0),
+        "total_cpu_ms_per_mbit": per(d1 - d0 + w1 - w0),
+        "daemon_cpu_pct": round((d1 - d0) * 100 / (t1 - t0), 1),
+        "webrtc_cpu_pct": round((w1 - w0) * 100 / (t1 - t0), 1),
     }
 
 
-def switch(ports: dict[str, Any], index: int) -> float:
-    """Seconds from the feed on air ending to its standby (10 s GOP) being on air."""
+def run_cpu(args: argparse.Namespace, ts: Path, flv: Path) -> list[dict]:
+    rows = []
+    with Daemon() as daemon:
+        for n in args.publishers:
+            prefix = f"live/whip{n}-"
+            whip = WhipPublishers(daemon, n, ts, f"whip{n}-", WARMUP_S + args.seconds + 60)
+            try:
+                whip.wait_connected()
+                wait_feeds(daemon, prefix, n)
+                time.sleep(WARMUP_S)
+                row = {"part": "cpu", "protocol": "whip", "publishers": n}
+                row.update(measure(daemon, prefix, args.seconds))
+            finally:
+                whip.stop()
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            prefix = f"live/rtmp{n}-"
+            load = LoadRun(
+                daemon,  # type: ignore[arg-type]
+                "-n",
+                str(n),
+                "--seconds",
+                str(args.seconds),
+                "--warmup",
+                str(WARMUP_S),
+                "--media",
+                str(flv),
+                "--url-template",
+                f"rtmp://127.0.0.1:{{port}}/{prefix}{{i}}?sourceId=cam",
+                tag=f"-whip-bench-rtmp{n}",
+            )
+            start, end = load.window()
+            sleep_until(start)
+            row = {"part": "cpu", "protocol": "rtmp", "publishers": n}
+            row.update(measure(daemon, prefix, args.seconds, until=end))
+            load.result(timeout_s=args.seconds + 120)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+# -- switch ----------------------------------------------------------------------------
+
+
+async def _rtmp_first_new_frame(port: int, stream: str, ready: Any, t0_box: list[float]) -> float:
+    """Plays `stream` (sourceId cam); returns when the first coded frame after a video
+    sequence header different from the first one arrives (trio.current_time())."""
+    import trio  # noqa: PLC0415
+
+    from rtmp_ingest.rtmp import NEED_DATA, ClientConnection  # noqa: PLC0415
+    from rtmp_ingest.rtmp import events as ev  # noqa: PLC0415
+
+    app, _, name = stream.partition("/")
+    connection = await trio.open_tcp_stream("127.0.0.1", port)
+    conn = ClientConnection()
+    conn.connect(app, tc_url=f"rtmp://127.0.0.1:{port}/{app}")
+    conn.create_stream()
+    conn.play(1, name + "?sourceId=cam")
+    await connection.send_all(conn.data_to_send())
+    first_config: bytes | None = None
+    switched = False
+    try:
+        while True:
+            data = await connection.receive_some(65536)
+            if not data:
+                raise RuntimeError("the player's connection ended")
+            now = trio.current_time()
+            conn.receive_data(data)
+            while (event := conn.next_event()) is not NEED_DATA:
+                if not isinstance(event, ev.VideoData) or len(event.payload) < 2:
+                    continue
+                payload = event.payload
+                if payload[1] == 0:  #: AVC sequence header
+                    if first_config is None:
+                        first_config = payload
+                        ready.set()
+                    elif payload != first_config and t0_box:
+                        switched = True
+                elif switched and payload[1] == 1:
+                    return now
+            out = conn.data_to_send()
+            if out:
+                await connection.send_all(out)
+    finally:
+        await connection.aclose()
+
+
+async def _one_switch(daemon: Daemon, index: int, gop_s: float, main_kind: str) -> dict:
+    import httpx  # noqa: PLC0415
+    import trio  # noqa: PLC0415
+
+    stream = f"live/switch-{main_kind}-{index}"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    stream = f"live/switch{index}"
-    url = f"{ports['http']}/whip/{stream}?sourceId=cam"
-
-    def client(*extra: str) -> subprocess.Popen[bytes]:
-        #: GStreamer's x264enc keeps its GOP; aiortc's encoder restarts (a keyframe) whenever
-        #: its target bitrate moves, which would hide the GOP wait this measures
-        argv = (
-            ["/usr/bin/python3", "tests/webrtc/gst_whip_client.py", url, "--gop", "300"]
-            if GSTREAMER
-            else [sys.executable, "-m", "tests.webrtc.whip_client", url, "--gop", "300"]
-        )
-        return subprocess.Popen(
-            [*argv, *extra],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def state() -> dict[str, Any]:
-        return _get(ports["http"], f"/onair?stream={stream}")
-
-    main_client = client()
+    if main_kind == "rtmp":
+        argv = [sys.executable, "-m", "tests.tools.pyav_publish"]
+        argv += [f"rtmp://127.0.0.1:{daemon.port}/{stream}?sourceId=cam", "--seconds", "120"]
+        argv += ["--realtime", "--size", "640x360", "--fps", "30", "--gop", "1"]
+    else:  #: an aiortc WHIP feed (its encoder's SPS differs from x264's: a new avcC)
+        argv = [sys.executable, "-m", "tests.webrtc.whip_client"]
+        argv += [f"{daemon.base}/whip/{stream}?sourceId=cam", "--seconds", "120"]
+    main = await trio.lowlevel.open_process(
+        argv,
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     spare = None
     try:
-        deadline = time.monotonic() + 60
-        while state()["on_air"] is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        first = state()["on_air"]
-        url += "&priority=-1"
-        spare = client("--seconds", "120")
-        while state()["feeds"] < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(2.0)  #: the spare is connected, standing by mid-GOP
-        ended = time.monotonic()
-        _get(ports["http"], f"/end?stream={stream}")  #: as the publisher's DELETE would
-        while state()["on_air"] in (first, None) and time.monotonic() < ended + 30:
-            time.sleep(0.005)
-        return time.monotonic() - ended
-    finally:
-        for process in (main_client, spare):
-            if process is not None:
-                process.kill()
-                process.wait()
+        async with httpx.AsyncClient(base_url=daemon.base, timeout=15) as http:
 
+            async def source() -> dict[str, Any] | None:
+                response = await http.get(f"/api/v1/streams/{stream}/sources/cam")
+                return response.json() if response.status_code == 200 else None
 
-def run_switches(args: argparse.Namespace) -> None:
-    for on_demand in (True, False):
-        server = subprocess.Popen(
-            [sys.executable, __file__, "serve"] + ([] if on_demand else ["--no-kf"]),
-            cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            assert server.stdout is not None
-            ports = json.loads(server.stdout.readline())
-            times = sorted(switch(ports, i) for i in range(args.switches))
-            print(
-                json.dumps(
-                    {
-                        "test": "standby-takeover",
-                        "keyframe_on_demand": on_demand,
-                        "spare_gop_s": 10,
-                        "switch_ms": [round(t * 1000) for t in times],
-                        "median_ms": round(times[len(times) // 2] * 1000),
-                    }
-                ),
-                flush=True,
+            with trio.fail_after(60):
+                while not ((found := await source()) and found["onAir"]):
+                    await trio.sleep(0.05)
+            main_feed = found["onAir"]["id"]
+            spare = await trio.lowlevel.open_process(
+                ["/usr/bin/python3", str(GSTREAMER_CLIENT)]
+                + [f"{daemon.base}/whip/{stream}?sourceId=cam&priority=-1"]
+                + ["--gop", str(round(gop_s * 30)), "--seconds", "120"],
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
-        finally:
-            server.terminate()
-            server.wait(10)
+            with trio.fail_after(60):
+                while True:
+                    found = await source()
+                    standby = found["standby"] if found else []
+                    if standby and standby[0]["videoFrames"] > 45:
+                        break
+                    await trio.sleep(0.1)
+            spare_feed = standby[0]["id"]
+            ready = trio.Event()
+            t0_box: list[float] = []
+            result: list[float] = []
+            async with trio.open_nursery() as nursery:
+
+                async def play() -> None:
+                    result.append(await _rtmp_first_new_frame(daemon.port, stream, ready, t0_box))
+
+                nursery.start_soon(play)
+                with trio.fail_after(30):
+                    await ready.wait()
+                #: a random point of the spare's GOP
+                await trio.sleep(random.uniform(0, gop_s))
+                t0_box.append(trio.current_time())
+                kicked = await http.delete(f"/api/v1/streams/{stream}/feeds/{main_feed}")
+                assert kicked.status_code in (200, 204), kicked.text
+                with trio.fail_after(gop_s + 10):
+                    while not result:
+                        await trio.sleep(0.001)
+            after = await source()
+            assert after is not None and after["onAir"]["id"] == spare_feed, after
+            return {"switch_ms": round((result[0] - t0_box[0]) * 1000, 1)}
+    finally:
+        for process in (main, spare):
+            if process is not None and process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+def run_switches(args: argparse.Namespace) -> list[dict]:
+    import trio  # noqa: PLC0415
+
+    if not gstreamer():
+        print(json.dumps({"part": "switch", "skipped": "GStreamer webrtcbin (python3-gi)"}))
+        return []
+    rows = []
+    gop_s = GOP_FRAMES / 30
+    for main_kind, on_demand in [(k, d) for k in args.switch_main for d in (True, False)]:
+        with Daemon(keyframe_on_demand=on_demand) as daemon:
+            times = []
+            for index in range(args.switches):
+                times.append(trio.run(_one_switch, daemon, index, gop_s, main_kind)["switch_ms"])
+            row = {
+                "part": "switch",
+                "main": main_kind,
+                "keyframe_on_demand": on_demand,
+                "spare_gop_s": gop_s,
+                "switches": len(times),
+                "median_ms": round(statistics.median(times), 1),
+                "mean_ms": round(statistics.fmean(times), 1),
+                "min_ms": min(times),
+                "max_ms": max(times),
+                "switch_ms": sorted(times),
+            }
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
+
+
+# -- latency ---------------------------------------------------------------------------
+
+
+def run_latency(args: argparse.Namespace, ts: Path) -> list[dict]:
+    rows = []
+    for whip_n in (0, 4):
+        with Daemon() as daemon:
+            whip = None
+            if whip_n:
+                whip = WhipPublishers(daemon, whip_n, ts, "beside", args.latency_seconds + 180)
+                whip.wait_connected()
+                wait_feeds(daemon, "live/beside", whip_n)
+            try:
+                r = rtmp_load(
+                    daemon,  # type: ignore[arg-type]
+                    "-n",
+                    "30",
+                    "--seconds",
+                    str(args.latency_seconds),
+                    "--latency",
+                    "--wait-quiet",
+                    "10",
+                    timeout_s=args.latency_seconds + 240,
+                )
+                whip_live = len(daemon.feeds("live/beside"))
+            finally:
+                if whip is not None:
+                    whip.stop()
+        lat = r.get("latency") or {}
+        row = {
+            "part": "latency",
+            "rtmp_publishers": 30,
+            "whip_publishers": whip_n,
+            "whip_on_air_at_end": whip_live,
+            "median_ms": lat.get("median_ms"),
+            "p95_ms": lat.get("p95_ms"),
+            "max_ms": lat.get("max_ms"),
+            "frames": lat.get("frames_used"),
+            "all_connected": r.get("all_connected"),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["serve"]:
-        serve(keyframe_on_demand="--no-kf" not in sys.argv)
+    if sys.argv[1:2] == ["whip-publish"]:
+        base, count, seconds, media, prefix = sys.argv[2:7]
+        asyncio.run(_whip_publish(base, int(count), float(seconds), media, prefix))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--publishers", type=int, nargs="*", default=[1, 4])
-    parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--switches", type=int, default=3, help="takeovers per mode (0 = skip)")
-    args = parser.parse_args()
-    if args.switches:
-        run_switches(args)
-    server = subprocess.Popen(
-        [sys.executable, __file__, "serve"],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        text=True,
+    parser.add_argument("--publishers", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--seconds", type=float, default=15.0, help="cpu window per run")
+    parser.add_argument("--switches", type=int, default=8, help="takeovers per mode")
+    parser.add_argument(
+        "--switch-main",
+        nargs="+",
+        choices=["rtmp", "whip"],
+        default=["rtmp", "whip"],
+        help="the feed on air that is kicked: an RTMP encoder or an aiortc WHIP publisher",
     )
-    try:
-        assert server.stdout is not None
-        ports = json.loads(server.stdout.readline())
-        for n in args.publishers:
-            for kind in ("rtmp", "whip"):
-                print(json.dumps(run(kind, n, args.seconds, ports, server.pid)), flush=True)
-    finally:
-        server.terminate()
-        server.wait(10)
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--only", nargs="+", choices=["cpu", "switch", "latency"])
+    args = parser.parse_args()
+    parts = args.only or ["cpu", "switch", "latency"]
+    ts, flv = ensure_media()
+    rows: list[dict] = []
+    if "cpu" in parts:
+        rows += run_cpu(args, ts, flv)
+    if "switch" in parts:
+        rows += run_switches(args)
+    if "latency" in parts:
+        rows += run_latency(args, ts)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    print()
+    cpu = [r for r in rows if r["part"] == "cpu"]
+    if cpu:
+        print(
+            table(
+                cpu,
+                [
+                    ("protocol", "ingest"),
+                    ("publishers", "N"),
+                    ("ingest_mbps", "Mbit/s"),
+                    ("daemon_cpu_ms_per_mbit", "daemon ms/Mbit"),
+                    ("webrtc_cpu_ms_per_mbit", "webrtc ms/Mbit"),
+                    ("total_cpu_ms_per_mbit", "total ms/Mbit"),
+                ],
+            )
+        )
+        print()
+    switch = [r for r in rows if r["part"] == "switch"]
+    if switch:
+        print(
+            table(
+                switch,
+                [
+                    ("main", "on air before"),
+                    ("keyframe_on_demand", "keyframe on demand"),
+                    ("spare_gop_s", "GOP s"),
+                    ("switches", "n"),
+                    ("median_ms", "median ms"),
+                    ("mean_ms", "mean ms"),
+                    ("min_ms", "min ms"),
+                    ("max_ms", "max ms"),
+                ],
+            )
+        )
+        print()
+    latency = [r for r in rows if r["part"] == "latency"]
+    if latency:
+        print(
+            table(
+                latency,
+                [
+                    ("rtmp_publishers", "RTMP"),
+                    ("whip_publishers", "WHIP beside"),
+                    ("median_ms", "median ms"),
+                    ("p95_ms", "p95 ms"),
+                    ("max_ms", "max ms"),
+                    ("frames", "frames"),
+                ],
+            )
+        )
 
 
 if __name__ == "__main__":

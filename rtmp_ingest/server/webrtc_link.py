@@ -308,13 +308,28 @@ class WebrtcService:
                         session.remote,
                     )
                     self.end_session(session, EndReason.IDLE_TIMEOUT, close_peer=True)
-                elif (
-                    config.keyframe_on_demand
-                    and session.feed.state is FeedState.PENDING
-                    and session.has_video
-                    and now - session.keyframe_requested_s >= config.keyframe_request_interval_s
-                ):
+                elif self._wants_keyframe(session, now):
                     self.request_keyframe(session)
+
+    def _wants_keyframe(self, session: WhipSession, now: float) -> bool:
+        """A connected video feed waiting to go on air, not asked within the interval."""
+        config = self.config
+        return (
+            config.keyframe_on_demand
+            and session.connected
+            and session.feed is not None
+            and session.feed.state is FeedState.PENDING
+            and session.has_video
+            and now - session.keyframe_requested_s >= config.keyframe_request_interval_s
+        )
+
+    def request_pending_keyframes(self) -> None:
+        """Keyframe requests now for every feed the last bundle change left waiting to go on
+        air, without waiting for the watcher's turn (it runs after the current task)."""
+        now = trio.current_time()
+        for session in list(self.sessions.values()):
+            if self._wants_keyframe(session, now):
+                self.request_keyframe(session)
 
     async def _reader(self, stream: trio.SocketStream) -> None:
         decoder = link.LinkDecoder()
@@ -478,6 +493,9 @@ class WebrtcService:
         self.by_location.pop(session.location, None)
         if session.feed is not None:
             self.host.end_feed(session, reason)
+            #: a standby WHIP feed may be the one to go on air now: its PLI goes out before
+            #: this peer connection's close, which keeps the process busy for a while
+            self.request_pending_keyframes()
         if close_peer:
             self._send({"op": "close", "session": session.session_id})
 
