@@ -126,7 +126,7 @@ def ensure_media() -> tuple[Path, Path]:
         )
         os.replace(str(ts) + ".part", ts)
     if not flv.exists():
-        import av  # noqa: PLC0415 - PyAV's FFmpeg writes E-RTMP Opus (Debian's 5.1 cannot)
+        import av
 
         with av.open(str(ts)) as source, av.open(str(flv) + ".part", "w", format="flv") as out:
             streams = {s.index: out.add_stream_from_template(s) for s in source.streams}
@@ -212,7 +212,7 @@ class Daemon:
         return None
 
     def api(self, path: str) -> Any:
-        import httpx  # noqa: PLC0415
+        import httpx
 
         return httpx.get(self.base + path, timeout=15).json()
 
@@ -231,12 +231,16 @@ class Daemon:
 
 
 async def _whip_publish(base: str, count: int, seconds: float, media: str, prefix: str) -> None:
-    import httpx  # noqa: PLC0415
-    from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender  # noqa: PLC0415
-    from aiortc import RTCSessionDescription  # noqa: PLC0415
-    from aiortc.contrib.media import MediaPlayer  # noqa: PLC0415
+    import httpx
+    from aiortc import (
+        RTCConfiguration,
+        RTCPeerConnection,
+        RTCRtpSender,
+        RTCSessionDescription,
+    )
+    from aiortc.contrib.media import MediaPlayer
 
-    from rtmp_ingest.webrtc import stack  # noqa: PLC0415
+    from rtmp_ingest.webrtc import stack
 
     stack.restrict_host_addresses(["127.0.0.1"])
     sessions: list[tuple[Any, str]] = []
@@ -405,10 +409,10 @@ def run_cpu(args: argparse.Namespace, ts: Path, flv: Path) -> list[dict]:
 async def _rtmp_first_new_frame(port: int, stream: str, ready: Any, t0_box: list[float]) -> float:
     """Plays `stream` (sourceId cam); returns when the first coded frame after a video
     sequence header different from the first one arrives (trio.current_time())."""
-    import trio  # noqa: PLC0415
+    import trio
 
-    from rtmp_ingest.rtmp import NEED_DATA, ClientConnection  # noqa: PLC0415
-    from rtmp_ingest.rtmp import events as ev  # noqa: PLC0415
+    from rtmp_ingest.rtmp import NEED_DATA, ClientConnection
+    from rtmp_ingest.rtmp import events as ev
 
     app, _, name = stream.partition("/")
     connection = await trio.open_tcp_stream("127.0.0.1", port)
@@ -446,8 +450,8 @@ async def _rtmp_first_new_frame(port: int, stream: str, ready: Any, t0_box: list
 
 
 async def _one_switch(daemon: Daemon, index: int, gop_s: float, main_kind: str) -> dict:
-    import httpx  # noqa: PLC0415
-    import trio  # noqa: PLC0415
+    import httpx
+    import trio
 
     stream = f"live/switch-{main_kind}-{index}"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -524,7 +528,7 @@ async def _one_switch(daemon: Daemon, index: int, gop_s: float, main_kind: str) 
 
 
 def run_switches(args: argparse.Namespace) -> list[dict]:
-    import trio  # noqa: PLC0415
+    import trio
 
     if not gstreamer():
         print(json.dumps({"part": "switch", "skipped": "GStreamer webrtcbin (python3-gi)"}))
