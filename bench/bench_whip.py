@@ -34,6 +34,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -197,6 +198,9 @@ class Daemon:
             self.process.kill()
             self.process.wait()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
 
     def webrtc_pid(self) -> int | None:
         for entry in os.listdir("/proc"):
@@ -536,10 +540,15 @@ def run_switches(args: argparse.Namespace) -> list[dict]:
     rows = []
     gop_s = GOP_FRAMES / 30
     for main_kind, on_demand in [(k, d) for k in args.switch_main for d in (True, False)]:
-        with Daemon(keyframe_on_demand=on_demand) as daemon:
+        with Daemon(keyframe_on_demand=on_demand, log_level="info") as daemon:
             times = []
             for index in range(args.switches):
                 times.append(trio.run(_one_switch, daemon, index, gop_s, main_kind)["switch_ms"])
+            #: the daemon logs each request → keyframe delay (webrtc_link, keyframe on demand)
+            delays = [
+                float(m.group(1))
+                for m in re.finditer(r"keyframe (\d+\.\d) ms after the request", daemon.log_text())
+            ]
             row = {
                 "part": "switch",
                 "main": main_kind,
@@ -551,6 +560,8 @@ def run_switches(args: argparse.Namespace) -> list[dict]:
                 "min_ms": min(times),
                 "max_ms": max(times),
                 "switch_ms": sorted(times),
+                #: of which: keyframe request sent → the spare's keyframe at the daemon
+                "request_to_keyframe_ms": round(statistics.median(delays), 1) if delays else None,
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -663,6 +674,7 @@ def main() -> None:
                     ("mean_ms", "mean ms"),
                     ("min_ms", "min ms"),
                     ("max_ms", "max ms"),
+                    ("request_to_keyframe_ms", "request→keyframe ms"),
                 ],
             )
         )

@@ -122,6 +122,10 @@ class WhipSession:
     last_media_s: float = 0.0
     keyframe_requested_s: float = -math.inf
     keyframe_requests: int = 0
+    #: when the first keyframe request not yet answered by a keyframe went out (else None)
+    keyframe_awaited_since_s: float | None = None
+    #: request → keyframe at the daemon, the last time a request was answered (seconds)
+    keyframe_delay_s: float | None = None
     frames_in: int = 0
     #: frames the process dropped as broken (never handed over; a PLI asked for the next)
     malformed: int = 0
@@ -372,6 +376,8 @@ class WebrtcService:
                     )
                     session.last_media_s = now
                     session.frames_in += 1
+                    if event.keyframe and session.keyframe_awaited_since_s is not None:
+                        self._keyframe_arrived(session, now)
                 elif type(event) is link.Control:
                     self._on_control(event.message, now)
                 else:
@@ -480,9 +486,25 @@ class WebrtcService:
 
     def request_keyframe(self, session: WhipSession) -> None:
         """PLI + FIR to the publisher now (keyframe on demand)."""
-        session.keyframe_requested_s = trio.current_time()
+        now = session.keyframe_requested_s = trio.current_time()
         if self._send({"op": "keyframe", "session": session.session_id}):
             session.keyframe_requests += 1
+            if session.keyframe_awaited_since_s is None:
+                session.keyframe_awaited_since_s = now
+
+    def _keyframe_arrived(self, session: WhipSession, now: float) -> None:
+        """A keyframe after a request: how long the publisher took, round trip included."""
+        assert session.keyframe_awaited_since_s is not None
+        session.keyframe_delay_s = now - session.keyframe_awaited_since_s
+        session.keyframe_awaited_since_s = None
+        log.info(
+            "keyframe on demand stream=%s sourceId=%r session=%d: keyframe %.1f ms after "
+            "the request",
+            session.stream_path,
+            session.source_id,
+            session.session_id,
+            session.keyframe_delay_s * 1000,
+        )
 
     def end_session(self, session: WhipSession, reason: EndReason, *, close_peer: bool) -> None:
         """Ends a session's feed (and its peer connection); idempotent."""
