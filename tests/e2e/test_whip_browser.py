@@ -316,3 +316,34 @@ async def test_a_kick_shows_as_ended_and_closing_the_page_unpublishes(
     with trio.fail_after(30):
         while whip_server.service.sessions:
             await trio.sleep(0.05)
+
+
+async def test_a_standby_browser_takes_over_at_once_when_the_rtmp_feed_ends(
+    whip_server: Whip, open_page: Any, spawn: Any
+) -> None:
+    """A page at priority -1 beside an RTMP feed of its sourceId says "standing by"; when the
+    RTMP feed is kicked the server asks Chromium for a keyframe (keyframe on demand) and the
+    page says live, its feed on air, well within Chromium's own keyframe interval."""
+    running, stream = whip_server.running, "live/spare"
+    await spawn(rtmp_publisher(whip_server, stream, "cam"))
+    rtmp_feed = await running.wait_for(lambda: on_air_feed(running, stream, "cam"), 60)
+    page = await open_page(
+        f"{whip_server.base}/publish/{stream}?sourceId=cam&priority=-1", whip_server.token
+    )
+    standby = await page.until(lambda s: s["state"] == "standby" and (s["bitrateKbps"] or 0) > 0)
+    assert standby["shown"] == "standing by"
+    assert f"feed {rtmp_feed['id']} (rtmp) is on air" in standby["detail"]
+    session = next(iter(whip_server.service.sessions.values()))
+    requests_before = session.keyframe_requests
+    kicked = await running.request("DELETE", f"/api/v1/streams/{stream}/feeds/{rtmp_feed['id']}")
+    assert kicked.status_code in (200, 204), kicked.text
+    with trio.fail_after(10):
+        while (feed := await on_air_feed(running, stream, "cam")) is None or (
+            feed["id"] == rtmp_feed["id"]
+        ):
+            await trio.sleep(0.02)
+    assert feed["id"] == standby["feedId"] and feed["protocol"] == "webrtc"
+    assert session.keyframe_requests > requests_before, "the takeover asked for a keyframe"
+    assert session.keyframe_delay_s is not None and session.keyframe_delay_s < 2.0
+    live = await page.until(is_live, timeout_s=30)
+    assert live["detail"].startswith('on air as "cam"')

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from types import SimpleNamespace
 from typing import Any
 
 import attrs
 import httpx
+import pytest
 from starlette.applications import Starlette
 
 from rtmp_ingest.api import publish, whip
@@ -166,3 +169,11 @@ async def test_the_publish_page_refuses_odd_paths_and_says_when_whip_is_off() ->
             assert (await http.get(bad)).status_code == 400, bad
     assert publish.valid_path("live/a.b-c_d/e")
     assert not publish.valid_path("live/" + "x" * publish.MAX_PATH_CHARS)
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="node is not installed")
+def test_the_publish_script_is_valid_javascript() -> None:
+    result = subprocess.run(
+        ["node", "--check", str(publish.SCRIPT_FILE)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
