@@ -45,6 +45,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+import trio
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.common import LoadRun, free_port, rtmp_load, sleep_until, table, wait_listening
@@ -216,7 +219,6 @@ class Daemon:
         return None
 
     def api(self, path: str) -> Any:
-        import httpx
 
         return httpx.get(self.base + path, timeout=15).json()
 
@@ -235,7 +237,6 @@ class Daemon:
 
 
 async def _whip_publish(base: str, count: int, seconds: float, media: str, prefix: str) -> None:
-    import httpx
     from aiortc import (
         RTCConfiguration,
         RTCPeerConnection,
@@ -410,10 +411,11 @@ def run_cpu(args: argparse.Namespace, ts: Path, flv: Path) -> list[dict]:
 # -- switch ----------------------------------------------------------------------------
 
 
-async def _rtmp_first_new_frame(port: int, stream: str, ready: Any, t0_box: list[float]) -> float:
+async def _rtmp_first_new_frame(
+    port: int, stream: str, ready: Any, t0_box: list[float]
+) -> tuple[float, float]:
     """Plays `stream` (sourceId cam); returns when the first coded frame after a video
-    sequence header different from the first one arrives (trio.current_time())."""
-    import trio
+    sequence header different from the first one arrives (trio.current_time(), time.time())."""
 
     from rtmp_ingest.rtmp import NEED_DATA, ClientConnection
     from rtmp_ingest.rtmp import events as ev
@@ -445,7 +447,7 @@ async def _rtmp_first_new_frame(port: int, stream: str, ready: Any, t0_box: list
                     elif payload != first_config and t0_box:
                         switched = True
                 elif switched and payload[1] == 1:
-                    return now
+                    return now, time.time()
             out = conn.data_to_send()
             if out:
                 await connection.send_all(out)
@@ -454,8 +456,6 @@ async def _rtmp_first_new_frame(port: int, stream: str, ready: Any, t0_box: list
 
 
 async def _one_switch(daemon: Daemon, index: int, gop_s: float, main_kind: str) -> dict:
-    import httpx
-    import trio
 
     stream = f"live/switch-{main_kind}-{index}"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -504,7 +504,7 @@ async def _one_switch(daemon: Daemon, index: int, gop_s: float, main_kind: str) 
             spare_feed = standby[0]["id"]
             ready = trio.Event()
             t0_box: list[float] = []
-            result: list[float] = []
+            result: list[tuple[float, float]] = []
             async with trio.open_nursery() as nursery:
 
                 async def play() -> None:
@@ -523,7 +523,7 @@ async def _one_switch(daemon: Daemon, index: int, gop_s: float, main_kind: str) 
                         await trio.sleep(0.001)
             after = await source()
             assert after is not None and after["onAir"]["id"] == spare_feed, after
-            return {"switch_ms": round((result[0] - t0_box[0]) * 1000, 1)}
+            return {"switch_ms": round((result[0][0] - t0_box[0]) * 1000, 1)}
     finally:
         for process in (main, spare):
             if process is not None and process.returncode is None:
@@ -531,11 +531,108 @@ async def _one_switch(daemon: Daemon, index: int, gop_s: float, main_kind: str) 
                 await process.wait()
 
 
+def _connected_at(log_text: str, stream: str) -> float | None:
+    """Wall time of the daemon's "whip connected" line for `stream` (ms resolution)."""
+    match = re.search(
+        r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) INFO \S+: whip connected stream="
+        + re.escape(stream)
+        + " ",
+        log_text,
+        re.M,
+    )
+    if match is None:
+        return None
+    seconds = time.mktime(time.strptime(match.group(1), "%Y-%m-%d %H:%M:%S"))
+    return seconds + int(match.group(2)) / 1000
+
+
+async def _one_supersede(daemon: Daemon, index: int, gop_s: float) -> dict:
+    """A fresh GStreamer publisher at priority 1 supersedes an RTMP feed: its connection
+    (the daemon's "whip connected", DTLS up, media starts) → its first frame at a player."""
+    stream = f"live/supersede-{index}"
+    main = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "tests.tools.pyav_publish"]
+        + [f"rtmp://127.0.0.1:{daemon.port}/{stream}?sourceId=cam", "--seconds", "120"]
+        + ["--realtime", "--size", "640x360", "--fps", "30", "--gop", "1"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    taker = None
+    try:
+        async with httpx.AsyncClient(base_url=daemon.base, timeout=15) as http:
+            with trio.fail_after(60):
+                while (await http.get(f"/api/v1/streams/{stream}/sources/cam")).status_code != 200:
+                    await trio.sleep(0.05)
+        ready = trio.Event()
+        result: list[tuple[float, float]] = []
+        async with trio.open_nursery() as nursery:
+
+            async def play() -> None:
+                result.append(await _rtmp_first_new_frame(daemon.port, stream, ready, [0.0]))
+
+            nursery.start_soon(play)
+            with trio.fail_after(30):
+                await ready.wait()
+            #: a random point of the RTMP feed's 1 s GOP and of the newcomer's start
+            await trio.sleep(random.uniform(0, gop_s))
+            taker = await trio.lowlevel.open_process(
+                ["/usr/bin/python3", str(GSTREAMER_CLIENT)]
+                + [f"{daemon.base}/whip/{stream}?sourceId=cam&priority=1"]
+                + ["--gop", str(round(gop_s * 30)), "--seconds", "120"],
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            with trio.fail_after(gop_s + 30):
+                while not result:
+                    await trio.sleep(0.001)
+        connected = _connected_at(daemon.log_text(), stream)
+        assert connected is not None, "no 'whip connected' line"
+        return {"switch_ms": round((result[0][1] - connected) * 1000, 1)}
+    finally:
+        for process in (main, taker):
+            if process is not None and process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+def run_supersedes(args: argparse.Namespace) -> list[dict]:
+    if not gstreamer() or not args.supersedes:
+        return []
+    rows = []
+    gop_s = GOP_FRAMES / 30
+    for on_demand in (True, False):
+        with Daemon(keyframe_on_demand=on_demand, log_level="info") as daemon:
+            times = [
+                trio.run(_one_supersede, daemon, index, gop_s)["switch_ms"]
+                for index in range(args.supersedes)
+            ]
+        row = {
+            "part": "switch",
+            "main": "rtmp",
+            "case": "fresh WHIP publisher, priority 1",
+            "keyframe_on_demand": on_demand,
+            "spare_gop_s": gop_s,
+            "switches": len(times),
+            "median_ms": round(statistics.median(times), 1),
+            "mean_ms": round(statistics.fmean(times), 1),
+            "min_ms": min(times),
+            "max_ms": max(times),
+            "switch_ms": sorted(times),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def run_switches(args: argparse.Namespace) -> list[dict]:
-    import trio
 
     if not gstreamer():
         print(json.dumps({"part": "switch", "skipped": "GStreamer webrtcbin (python3-gi)"}))
+        return []
+    if not args.switches:
         return []
     rows = []
     gop_s = GOP_FRAMES / 30
@@ -552,6 +649,7 @@ def run_switches(args: argparse.Namespace) -> list[dict]:
             row = {
                 "part": "switch",
                 "main": main_kind,
+                "case": "standby takeover (kick)",
                 "keyframe_on_demand": on_demand,
                 "spare_gop_s": gop_s,
                 "switches": len(times),
@@ -623,6 +721,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="cpu window per run")
     parser.add_argument("--switches", type=int, default=8, help="takeovers per mode")
     parser.add_argument(
+        "--supersedes", type=int, default=6, help="supersedes by a fresh publisher per mode"
+    )
+    parser.add_argument(
         "--switch-main",
         nargs="+",
         choices=["rtmp", "whip"],
@@ -639,10 +740,16 @@ def main() -> None:
         rows += run_cpu(args, ts, flv)
     if "switch" in parts:
         rows += run_switches(args)
+        rows += run_supersedes(args)
     if "latency" in parts:
         rows += run_latency(args, ts)
+    #: the parts not run this time keep their last rows
+    kept = []
+    if RESULTS.exists():
+        kept = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
+    kept = [row for row in kept if row.get("part") not in parts]
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    RESULTS.write_text("".join(json.dumps(row) + "\n" for row in kept + rows))
     print()
     cpu = [r for r in rows if r["part"] == "cpu"]
     if cpu:
@@ -666,6 +773,7 @@ def main() -> None:
             table(
                 switch,
                 [
+                    ("case", "case"),
                     ("main", "on air before"),
                     ("keyframe_on_demand", "keyframe on demand"),
                     ("spare_gop_s", "GOP s"),
