@@ -19,7 +19,10 @@ Keyframe on demand (docs/spec.md §7): whenever the bundle changes, and every
 `keyframe_request_interval_s` while it lasts, a connected WHIP feed that is
 waiting to go on air (PENDING: it superseded, reconnected or takes over from
 standby) gets a keyframe request (PLI + FIR), so the switch takes about one
-round trip instead of the publisher's next GOP.
+round trip instead of the publisher's next GOP. When a WHIP feed ends the
+requests go out at once, before its peer connection's close reaches the
+process (closing keeps the process busy for a while). The delay from a request
+to the keyframe is logged and kept per session (`keyframe_delay_s`).
 """
 
 from __future__ import annotations

@@ -82,14 +82,20 @@ function h264First(kind) {
   return capabilities.codecs.slice().sort((a, b) => rank(a) - rank(b));
 }
 
+// the picture with sound if the browser gives it, else the picture alone (no microphone,
+// or a browser that cannot capture a screen's audio)
 async function capture(kind) {
-  if (kind === "screen") {
-    return navigator.mediaDevices.getDisplayMedia({video: {frameRate: 30}, audio: true});
+  const devices = navigator.mediaDevices;
+  const video = kind === "screen" ? {frameRate: 30}
+    : {width: {ideal: 1280}, height: {ideal: 720}, frameRate: {ideal: 30}};
+  const get = (constraints) => kind === "screen" ? devices.getDisplayMedia(constraints)
+                                                 : devices.getUserMedia(constraints);
+  try {
+    return await get({video, audio: true});
+  } catch (error) {
+    if (!["NotFoundError", "OverconstrainedError", "TypeError", "NotReadableError"].includes(error.name)) throw error;
+    return get({video});
   }
-  return navigator.mediaDevices.getUserMedia({
-    video: {width: {ideal: 1280}, height: {ideal: 720}, frameRate: {ideal: 30}},
-    audio: true,
-  });
 }
 
 function gathered(pc) {
