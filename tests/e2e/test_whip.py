@@ -350,6 +350,8 @@ async def test_standby_takeover_asks_for_a_keyframe_at_once(
     await wait_on_air(running, "live/kf", "cam", spare_session.feed.feed_id)
     switch_s = trio.current_time() - ended_at
     assert spare_session.keyframe_requests > requests_before
+    #: the daemon timed the answer (request → keyframe), as it logs it
+    assert spare_session.keyframe_delay_s is not None and spare_session.keyframe_delay_s < 1.5
     #: measured: 25 ms with the request, 3 s without (aiortc's encoder restarts while its
     #: bitrate ramps up, else it would be the 10 s GOP)
     assert switch_s < 1.5, f"took {switch_s:.2f}s: the spare's GOP is 10 s"
