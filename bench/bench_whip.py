@@ -516,14 +516,35 @@ async def _one_switch(daemon: Daemon, index: int, gop_s: float, main_kind: str) 
                 #: a random point of the spare's GOP
                 await trio.sleep(random.uniform(0, gop_s))
                 t0_box.append(trio.current_time())
+                t0_wall = time.time()
                 kicked = await http.delete(f"/api/v1/streams/{stream}/feeds/{main_feed}")
+                kick_s = trio.current_time() - t0_box[0]
                 assert kicked.status_code in (200, 204), kicked.text
                 with trio.fail_after(gop_s + 10):
                     while not result:
                         await trio.sleep(0.001)
             after = await source()
             assert after is not None and after["onAir"]["id"] == spare_feed, after
-            return {"switch_ms": round((result[0][0] - t0_box[0]) * 1000, 1)}
+            if os.environ.get("BENCH_WHIP_TRACE"):
+                print(
+                    json.dumps(
+                        {
+                            "trace": stream,
+                            "kick_wall": t0_wall,
+                            "player_wall": result[0][1],
+                            "log": [
+                                line
+                                for line in daemon.log_text().splitlines()
+                                if stream in line and ("active" in line or "keyframe" in line)
+                            ][-3:],
+                        }
+                    ),
+                    flush=True,
+                )
+            return {
+                "switch_ms": round((result[0][0] - t0_box[0]) * 1000, 1),
+                "kick_ms": round(kick_s * 1000, 1),
+            }
     finally:
         for process in (main, spare):
             if process is not None and process.returncode is None:
@@ -638,9 +659,11 @@ def run_switches(args: argparse.Namespace) -> list[dict]:
     gop_s = GOP_FRAMES / 30
     for main_kind, on_demand in [(k, d) for k in args.switch_main for d in (True, False)]:
         with Daemon(keyframe_on_demand=on_demand, log_level="info") as daemon:
-            times = []
+            times, kicks = [], []
             for index in range(args.switches):
-                times.append(trio.run(_one_switch, daemon, index, gop_s, main_kind)["switch_ms"])
+                one = trio.run(_one_switch, daemon, index, gop_s, main_kind)
+                times.append(one["switch_ms"])
+                kicks.append(one["kick_ms"])
             #: the daemon logs each request → keyframe delay (webrtc_link, keyframe on demand)
             delays = [
                 float(m.group(1))
@@ -660,6 +683,8 @@ def run_switches(args: argparse.Namespace) -> list[dict]:
                 "switch_ms": sorted(times),
                 #: of which: keyframe request sent → the spare's keyframe at the daemon
                 "request_to_keyframe_ms": round(statistics.median(delays), 1) if delays else None,
+                #: and: the kick's HTTP DELETE, sent → answered (the request goes out in it)
+                "kick_http_ms": round(statistics.median(kicks), 1),
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -783,6 +808,7 @@ def main() -> None:
                     ("min_ms", "min ms"),
                     ("max_ms", "max ms"),
                     ("request_to_keyframe_ms", "request→keyframe ms"),
+                    ("kick_http_ms", "kick HTTP ms"),
                 ],
             )
         )

@@ -379,7 +379,11 @@ class WebrtcService:
                     )
                     session.last_media_s = now
                     session.frames_in += 1
-                    if event.keyframe and session.keyframe_awaited_since_s is not None:
+                    if (
+                        event.keyframe
+                        and media is Media.VIDEO
+                        and session.keyframe_awaited_since_s is not None
+                    ):
                         self._keyframe_arrived(session, now)
                 elif type(event) is link.Control:
                     self._on_control(event.message, now)
