@@ -347,3 +347,16 @@ async def test_a_standby_browser_takes_over_at_once_when_the_rtmp_feed_ends(
     assert session.keyframe_delay_s is not None and session.keyframe_delay_s < 2.0
     live = await page.until(is_live, timeout_s=30)
     assert live["detail"].startswith('on air as "cam"')
+
+
+async def test_a_refused_token_shows_the_policy_text_and_publishes_nothing(
+    whip_server: Whip, open_page: Any
+) -> None:
+    """The page shows the server's refusal (the text RTMP encoders get) and its status."""
+    page = await open_page(f"{whip_server.base}/publish/live/nope?sourceId=browser", "bad")
+    refused = await page.until(lambda s: s["state"] in ("refused", "live", "error"), 60)
+    assert refused["state"] == "refused" and refused["shown"] == "refused"
+    assert refused["detail"] == "401: Publish refused: malformed token."
+    assert refused["location"] is None
+    assert not whip_server.service.sessions
+    assert whip_server.running.daemon.registry.stream_paths() == ()
