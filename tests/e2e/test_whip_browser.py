@@ -27,7 +27,7 @@ import trio
 from tests.tools import pyav_player
 
 from .conftest import REPO, Running
-from .test_whip import Whip, _decode, _hls_media, whip_server
+from .test_whip import UDP_PORTS, Whip, _decode, _hls_media, whip_server
 
 pytest.importorskip("aiortc")
 MODULES = Path(REPO) / ".browser" / "node_modules"
@@ -360,3 +360,31 @@ async def test_a_refused_token_shows_the_policy_text_and_publishes_nothing(
     assert refused["location"] is None
     assert not whip_server.service.sessions
     assert whip_server.running.daemon.registry.stream_paths() == ()
+
+
+async def test_without_the_api_key_the_page_says_live_from_its_connection(
+    start_daemon: Callable[..., Any], open_page: Any
+) -> None:
+    """With `http.admin_key` set the page cannot read the API: it says live once connected
+    and sending, and says why it cannot tell more; WHIP itself needs no admin key."""
+    running: Running = await start_daemon(
+        http={"admin_key": "operator-secret"},
+        webrtc={
+            "enabled": True,
+            "host_addresses": ["127.0.0.1"],
+            "udp_port_min": UDP_PORTS[0],
+            "udp_port_max": UDP_PORTS[1],
+        },
+    )
+    service = running.daemon.webrtc
+    assert service is not None and await service.wait_ready(timeout_s=30)
+    page = await open_page(f"{running.http}/publish/live/guarded?sourceId=cam")
+    live = await page.until(is_live)
+    assert live["api"] == "no access"
+    assert "the control API needs its admin key" in live["detail"]
+    assert len(service.sessions) == 1
+    await page.command("stop")
+    await page.until(lambda s: s["state"] == "stopped", timeout_s=30)
+    with trio.fail_after(30):
+        while service.sessions:
+            await trio.sleep(0.05)
