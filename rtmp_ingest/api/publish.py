@@ -1,4 +1,4 @@
-"""The publish page: `GET /publish/APP/STREAM` makes a browser a WHIP source of a stream.
+"""The publish page: `GET /publish/APP/STREAM` makes a browser a WHIP source (docs/spec.md §7).
 
 The page (api/static/publish.html) picks camera + microphone or the screen, a
 sourceId (prefilled from `?sourceId=`), an optional publish token (sent as
