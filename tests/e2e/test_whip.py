@@ -208,6 +208,14 @@ async def test_refusals_bad_offers_and_methods(whip_server: Whip, publish: Any) 
         assert no_token.status_code == 401
         assert no_token.text.startswith("A publish token is required: ")
         assert no_token.headers["content-type"].startswith("text/plain")
+        cross = await http.post(
+            "/whip/live/x",
+            content=offer,
+            headers={"Content-Type": "application/sdp", "Origin": "http://studio.example"},
+        )
+        #: a page on another origin reads the session and its feed (http.cors_origins "*")
+        exposed = cross.headers["access-control-expose-headers"]
+        assert all(name in exposed for name in ("Location", "Link", "Feed-Id")), exposed
         bad = await http.post(
             "/whip/live/x?token=nope", content=offer, headers={"Content-Type": "application/sdp"}
         )
