@@ -479,7 +479,7 @@ def build_app(
             allow_methods=["GET", "POST", "DELETE", "OPTIONS", "PATCH"],
             allow_headers=["Authorization", "Content-Type", "If-Match"],
             #: WHIP/WHEP clients in a browser read these (RFC 9725)
-            expose_headers=["Location", "Link", "Accept-Post", "ETag"],
+            expose_headers=["Location", "Link", "Accept-Post", "ETag", "Feed-Id"],
         ),
     ]
     return Starlette(

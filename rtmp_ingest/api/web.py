@@ -35,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from rtmp_ingest.api import publish
 from rtmp_ingest.api.defs import ApiServer
 
 #: The vendored hls.js (api/static/README.md says where it comes from).
@@ -342,4 +343,5 @@ def routes(server: ApiServer) -> list[Any]:
     return [
         Route("/view/{path:path}", view, methods=["GET"]),
         Route(HLSJS_PATH, script, methods=["GET"]),
+        *publish.routes(server),  #: the browser's WHIP publish page
     ]

@@ -2,7 +2,8 @@
 
     POST    /whip/APP/STREAM?sourceId=ID[&priority=N][&token=T]   application/sdp offer
             Authorization: Bearer TOKEN (or ?token=)
-            → 201, application/sdp answer, Location: /whip-session/ID
+            → 201, application/sdp answer, Location: /whip-session/ID,
+              Feed-Id: the feed's id in the API and its events
     DELETE  /whip-session/ID      → 200, the feed ends (unpublish)
     PATCH   /whip-session/ID      → 405: no trickle ICE or ICE restart (the answer
                                      carries every candidate)
@@ -35,7 +36,7 @@ log = logging.getLogger("rtmp_ingest.whip")
 #: An SDP offer with every codec and candidate a browser sends is ~6 KiB.
 MAX_OFFER_BYTES = 64 * 1024
 SESSION_PREFIX = "/whip-session/"
-EXPOSE = {"Access-Control-Expose-Headers": "Location, Link, Accept-Post"}
+EXPOSE = {"Access-Control-Expose-Headers": "Location, Link, Accept-Post, Feed-Id"}
 
 
 def _text(status: int, text: str, **headers: str) -> Response:
@@ -132,12 +133,14 @@ class Whip:
         except WhipError as exc:
             return _text(exc.status, exc.text)
         location = f"{SESSION_PREFIX}{session.location}"
+        #: Feed-Id: the feed's id in the API and its events (the publish page follows it)
+        feed_id = str(session.feed.feed_id) if session.feed is not None else ""
         return self._with_links(
             Response(
                 session.answer,
                 status_code=201,
                 media_type="application/sdp",
-                headers={**EXPOSE, "Location": location},
+                headers={**EXPOSE, "Location": location, "Feed-Id": feed_id},
             )
         )
 

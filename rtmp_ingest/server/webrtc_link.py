@@ -19,7 +19,10 @@ Keyframe on demand (docs/spec.md §7): whenever the bundle changes, and every
 `keyframe_request_interval_s` while it lasts, a connected WHIP feed that is
 waiting to go on air (PENDING: it superseded, reconnected or takes over from
 standby) gets a keyframe request (PLI + FIR), so the switch takes about one
-round trip instead of the publisher's next GOP.
+round trip instead of the publisher's next GOP. When a WHIP feed ends the
+requests go out at once, before its peer connection's close reaches the
+process (closing keeps the process busy for a while). The delay from a request
+to the keyframe is logged and kept per session (`keyframe_delay_s`).
 """
 
 from __future__ import annotations
@@ -122,6 +125,10 @@ class WhipSession:
     last_media_s: float = 0.0
     keyframe_requested_s: float = -math.inf
     keyframe_requests: int = 0
+    #: when the first keyframe request not yet answered by a keyframe went out (else None)
+    keyframe_awaited_since_s: float | None = None
+    #: request → keyframe at the daemon, the last time a request was answered (seconds)
+    keyframe_delay_s: float | None = None
     frames_in: int = 0
     #: frames the process dropped as broken (never handed over; a PLI asked for the next)
     malformed: int = 0
@@ -310,13 +317,28 @@ class WebrtcService:
                         session.remote,
                     )
                     self.end_session(session, EndReason.IDLE_TIMEOUT, close_peer=True)
-                elif (
-                    config.keyframe_on_demand
-                    and session.feed.state is FeedState.PENDING
-                    and session.has_video
-                    and now - session.keyframe_requested_s >= config.keyframe_request_interval_s
-                ):
+                elif self._wants_keyframe(session, now):
                     self.request_keyframe(session)
+
+    def _wants_keyframe(self, session: WhipSession, now: float) -> bool:
+        """A connected video feed waiting to go on air, not asked within the interval."""
+        config = self.config
+        return (
+            config.keyframe_on_demand
+            and session.connected
+            and session.feed is not None
+            and session.feed.state is FeedState.PENDING
+            and session.has_video
+            and now - session.keyframe_requested_s >= config.keyframe_request_interval_s
+        )
+
+    def request_pending_keyframes(self) -> None:
+        """Keyframe requests now for every feed the last bundle change left waiting to go on
+        air, without waiting for the watcher's turn (it runs after the current task)."""
+        now = trio.current_time()
+        for session in list(self.sessions.values()):
+            if self._wants_keyframe(session, now):
+                self.request_keyframe(session)
 
     async def _reader(self, stream: trio.SocketStream) -> None:
         decoder = link.LinkDecoder()
@@ -359,6 +381,12 @@ class WebrtcService:
                     )
                     session.last_media_s = now
                     session.frames_in += 1
+                    if (
+                        event.keyframe
+                        and media is Media.VIDEO
+                        and session.keyframe_awaited_since_s is not None
+                    ):
+                        self._keyframe_arrived(session, now)
                 elif type(event) is link.Control:
                     self._on_control(event.message, now)
                 else:
@@ -467,9 +495,25 @@ class WebrtcService:
 
     def request_keyframe(self, session: WhipSession) -> None:
         """PLI + FIR to the publisher now (keyframe on demand)."""
-        session.keyframe_requested_s = trio.current_time()
+        now = session.keyframe_requested_s = trio.current_time()
         if self._send({"op": "keyframe", "session": session.session_id}):
             session.keyframe_requests += 1
+            if session.keyframe_awaited_since_s is None:
+                session.keyframe_awaited_since_s = now
+
+    def _keyframe_arrived(self, session: WhipSession, now: float) -> None:
+        """A keyframe after a request: how long the publisher took, round trip included."""
+        assert session.keyframe_awaited_since_s is not None
+        session.keyframe_delay_s = now - session.keyframe_awaited_since_s
+        session.keyframe_awaited_since_s = None
+        log.info(
+            "keyframe on demand stream=%s sourceId=%r session=%d: keyframe %.1f ms after "
+            "the request",
+            session.stream_path,
+            session.source_id,
+            session.session_id,
+            session.keyframe_delay_s * 1000,
+        )
 
     def end_session(self, session: WhipSession, reason: EndReason, *, close_peer: bool) -> None:
         """Ends a session's feed (and its peer connection); idempotent."""
@@ -480,6 +524,9 @@ class WebrtcService:
         self.by_location.pop(session.location, None)
         if session.feed is not None:
             self.host.end_feed(session, reason)
+            #: a standby WHIP feed may be the one to go on air now: its PLI goes out before
+            #: this peer connection's close, which keeps the process busy for a while
+            self.request_pending_keyframes()
         if close_peer:
             self._send({"op": "close", "session": session.session_id})
 

@@ -208,6 +208,14 @@ async def test_refusals_bad_offers_and_methods(whip_server: Whip, publish: Any) 
         assert no_token.status_code == 401
         assert no_token.text.startswith("A publish token is required: ")
         assert no_token.headers["content-type"].startswith("text/plain")
+        cross = await http.post(
+            "/whip/live/x",
+            content=offer,
+            headers={"Content-Type": "application/sdp", "Origin": "http://studio.example"},
+        )
+        #: a page on another origin reads the session and its feed (http.cors_origins "*")
+        exposed = cross.headers["access-control-expose-headers"]
+        assert all(name in exposed for name in ("Location", "Link", "Feed-Id")), exposed
         bad = await http.post(
             "/whip/live/x?token=nope", content=offer, headers={"Content-Type": "application/sdp"}
         )
@@ -350,6 +358,8 @@ async def test_standby_takeover_asks_for_a_keyframe_at_once(
     await wait_on_air(running, "live/kf", "cam", spare_session.feed.feed_id)
     switch_s = trio.current_time() - ended_at
     assert spare_session.keyframe_requests > requests_before
+    #: the daemon timed the answer (request → keyframe), as it logs it
+    assert spare_session.keyframe_delay_s is not None and spare_session.keyframe_delay_s < 1.5
     #: measured: 25 ms with the request, 3 s without (aiortc's encoder restarts while its
     #: bitrate ramps up, else it would be the 10 s GOP)
     assert switch_s < 1.5, f"took {switch_s:.2f}s: the spare's GOP is 10 s"

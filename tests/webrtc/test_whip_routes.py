@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+import subprocess
+from types import SimpleNamespace
 from typing import Any
 
 import attrs
 import httpx
+import pytest
 from starlette.applications import Starlette
 
-from rtmp_ingest.api import whip
+from rtmp_ingest.api import publish, whip
 from rtmp_ingest.config import WebrtcConfig
 from rtmp_ingest.server.webrtc_link import WhipError
 
@@ -16,9 +22,15 @@ OFFER = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RT
 
 
 @attrs.define
+class FakeFeed:
+    feed_id: int = 7
+
+
+@attrs.define
 class FakeSession:
     location: str = "Zx81"
     answer: str = "v=0\r\nanswer\r\n"
+    feed: FakeFeed = attrs.Factory(FakeFeed)
 
 
 class FakeService:
@@ -57,7 +69,9 @@ async def test_publish_answers_201_with_location_and_the_token_from_either_place
         assert response.status_code == 201
         assert response.headers["content-type"] == "application/sdp"
         assert response.headers["location"] == "/whip-session/Zx81"
+        assert response.headers["feed-id"] == "7"  #: the feed in the API and its events
         assert "Location" in response.headers["access-control-expose-headers"]
+        assert "Feed-Id" in response.headers["access-control-expose-headers"]
         assert response.text == "v=0\r\nanswer\r\n"
         await http.post("/whip/live/show?token=T2", content=OFFER, headers=SDP)
     first, second = service.calls
@@ -104,3 +118,62 @@ async def test_options_delete_patch_and_ice_server_links() -> None:
         assert (await http.delete("/whip-session/nope")).status_code == 404
         patch = await http.patch("/whip-session/Zx81", content="a=end-of-candidates")
         assert patch.status_code == 405 and "DELETE" in patch.headers["allow"]
+
+
+def page_client(*, webrtc: bool) -> httpx.AsyncClient:
+    server = SimpleNamespace(config=SimpleNamespace(webrtc=WebrtcConfig(enabled=webrtc)))
+    app = Starlette(routes=publish.routes(server))  # type: ignore[arg-type]
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+
+
+async def test_the_publish_page_and_its_script_come_from_this_server_only() -> None:
+    async with page_client(webrtc=True) as http:
+        page = await http.get("/publish/live/show?sourceId=cam")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        csp = page.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "connect-src 'self'" in csp
+        scripts = re.findall(r'<script src="([^"]+)"', page.text)
+        assert scripts == [publish.script()[1]] and scripts[0].startswith("/assets/publish-")
+        config = re.search(r'<script type="application/json" id="config">(.*?)</script>', page.text)
+        assert config is not None
+        assert json.loads(config.group(1)) == {"stream": "live/show", "whip": True}
+        code = await http.get(scripts[0])
+        assert code.status_code == 200 and code.headers["content-type"].startswith(
+            "text/javascript"
+        )
+        assert "immutable" in code.headers["cache-control"]
+        text = code.text
+        #: what the page promises: WHIP POST with a bearer token, H.264 first, no trickle,
+        #: DELETE on stop and pagehide
+        for needle in (
+            '"/whip/"',
+            "Bearer ",
+            "setCodecPreferences",
+            "iceGatheringState",
+            '"DELETE"',
+            '"pagehide"',
+            "getDisplayMedia",
+            "getUserMedia",
+            "getStats",
+        ):
+            assert needle in text, needle
+        assert "http://" not in text and "https://" not in text, "no script from elsewhere"
+
+
+async def test_the_publish_page_refuses_odd_paths_and_says_when_whip_is_off() -> None:
+    async with page_client(webrtc=False) as http:
+        off = await http.get("/publish/live/show")
+        assert off.status_code == 200
+        assert '"whip": false' in off.text
+        for bad in ("/publish/live", "/publish/live/<script>", "/publish/live/../x"):
+            assert (await http.get(bad)).status_code == 400, bad
+    assert publish.valid_path("live/a.b-c_d/e")
+    assert not publish.valid_path("live/" + "x" * publish.MAX_PATH_CHARS)
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="node is not installed")
+def test_the_publish_script_is_valid_javascript() -> None:
+    result = subprocess.run(
+        ["node", "--check", str(publish.SCRIPT_FILE)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
