@@ -41,6 +41,7 @@ from rtmp_ingest.auth import (
     TokenError,
 )
 from rtmp_ingest.bundle import EndReason, Registry
+from rtmp_ingest.cluster.worker import WorkerAgent
 from rtmp_ingest.config import Config, StartupError
 from rtmp_ingest.server.counters import Metrics
 from rtmp_ingest.server.feeds import Feeds
@@ -69,8 +70,10 @@ class Bound:
 class App:
     """One server process: its registry, services, listeners and HTTP."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, worker: WorkerAgent | None = None) -> None:
         self.config = config
+        #: one of `workers` processes (docs/spec.md §9): hand-offs, shared ports
+        self.worker = worker
         self.data_dir = Path(config.data_dir)
         self.registry = Registry(config.bundle.bundle_config())
         self.metrics = Metrics()
@@ -82,6 +85,9 @@ class App:
         #: the one publish policy (and hook) every ingest driver asks; set when run starts
         self.authorizer: Authorizer | None = None
         self.rtmp = RtmpListener(config, self.feeds)
+        if worker is not None:
+            self.rtmp.handoff = worker
+            self.rtmp.reuse_port = True
         #: SRT ingest: libsrt listener, admission in its callback, TS demux (when enabled)
         self.srt = (
             SrtServer(self.feeds, config.srt, decide=self._decide_now, make_attempt=_srt_attempt)
@@ -327,6 +333,8 @@ class App:
                     raise StartupError(f"srt: {_first_leaf(group)}") from None
             http_bound = await self._start_http(nursery) if config.http.listen else None
             self.bound = Bound(rtmp=rtmp_bound, rtmps=rtmps_bound, http=http_bound, srt=srt_bound)
+            if self.worker is not None:
+                await nursery.start(self.worker.run, self, attrs.asdict(self.bound))
             log.info(
                 "listening rtmp=%s:%d%s%s%s%s",
                 *rtmp_bound,
@@ -353,9 +361,17 @@ class App:
     async def _start_http(self, nursery: trio.Nursery) -> Address:
         from rtmp_ingest.api.http import serve_http  # noqa: PLC0415 - RTMP runs without HTTP
 
+        worker = self.worker
         try:
             bound: Address = await nursery.start(
-                functools.partial(serve_http, self, extra_routes=self._webrtc_routes())
+                functools.partial(
+                    serve_http,
+                    self,
+                    extra_routes=self._webrtc_routes(),
+                    reuse_port=worker is not None,
+                    internal_socket=worker.internal_http_socket if worker is not None else None,
+                    outer=worker.http_middleware if worker is not None else None,
+                )
             )
         except* OSError as group:
             exc = _first_leaf(group)

@@ -9,6 +9,7 @@ exits 2).
 
 from __future__ import annotations
 
+import os
 import ssl
 import tomllib
 from pathlib import Path
@@ -37,6 +38,9 @@ DEFAULT_TOML = """\
 data_dir = "data"
 # debug | info | warning | error
 log_level = "info"
+# Worker processes sharing the ports (docs/spec.md §9): "auto" = one per CPU core,
+# 1 = a single process (no supervisor), N = N workers (at most 256).
+workers = "auto"
 
 [rtmp]
 # Where encoders and players connect (HOST:PORT; port 0 = any free port).
@@ -411,6 +415,8 @@ class AppConfig:
 class Config:
     data_dir: str = "data"
     log_level: str = "info"
+    #: "auto" (one per core) or a count of worker processes (cluster/supervisor.py)
+    workers: int | str = "auto"
     rtmp: RtmpConfig = RtmpConfig()
     rtmps: RtmpsConfig = RtmpsConfig()
     srt: SrtConfig = SrtConfig()
@@ -442,6 +448,28 @@ _converter.register_structure_hook(bool, _strict(bool, bool))
 _converter.register_structure_hook(int, _strict(int, int))
 _converter.register_structure_hook(float, _strict(float, int, float))
 _converter.register_structure_hook(str, _strict(str, str))
+
+# -- workers (docs/spec.md §9) ---------------------------------------------------------
+#: More workers than this is a typo, not a machine.
+MAX_WORKERS = 256
+
+
+def _structure_workers(value: Any, _type: Any) -> int | str:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS:
+        return value
+    raise ValueError(f'expected "auto" or a whole number 1..{MAX_WORKERS}, got {value!r}')
+
+
+_converter.register_structure_hook_func(lambda kind: kind == (int | str), _structure_workers)
+
+
+def worker_count(setting: int | str) -> int:
+    """The number of workers a `workers` setting means on this machine."""
+    if setting == "auto":
+        return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+    return int(setting)
 
 
 def _first_problem(exc: BaseException, path: str = "") -> str:

@@ -42,12 +42,14 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Any, Final, Protocol
 
 import attrs
 
 from rtmp_ingest.rtmp import NEED_DATA, PAUSED, ProtocolError, ServerConnection
 from rtmp_ingest.rtmp import events as ev
+
+from .ownership import Local, Worker
 
 #: What a connection may send before publish/play and still be handed over. The
 #: handshake is 3073 bytes and commands a few hundred; the read that carried the
@@ -141,6 +143,22 @@ class Handoff:
 
 
 PREFIX_BYTES: Final = _PREFIX.size
+
+
+class HandoffHook(Protocol):
+    """What the RTMP listener asks, in a worker (cluster/worker.py implements it)."""
+
+    #: this worker's id (logs, and the `from_worker` of its hand-offs)
+    worker_id: int
+
+    def owner_of(self, stream_path: str) -> Local | Worker:
+        """Where a connection that asks for `stream_path` is served."""
+        ...
+
+    async def hand_over(self, stream: Any, owner: Worker, handoff: Handoff) -> None:
+        """Gives the connection on `stream` to `owner` (for TLS: relays until it ends);
+        raises HandoffError when the owner did not take it."""
+        ...
 
 
 class ReadLog:

@@ -90,12 +90,16 @@ def overrides_for(holders: Mapping[str, int], live: Iterable[int]) -> dict[str, 
     }
 
 
+def _worker_set(workers: Iterable[int]) -> frozenset[int]:
+    return frozenset(workers)
+
+
 @attrs.define
 class WorkerOwnership:
     """One worker's view: itself, the live workers, and the supervisor's overrides."""
 
     worker_id: int
-    live: frozenset[int] = attrs.field(converter=frozenset)
+    live: frozenset[int] = attrs.field(converter=_worker_set)
     overrides: dict[str, int] = attrs.field(factory=dict)
 
     def update(self, *, live: Iterable[int], overrides: Mapping[str, int]) -> None:
