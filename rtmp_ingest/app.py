@@ -324,6 +324,9 @@ class App:
                 await nursery.start(self.webrtc.run)
             if self.whep is not None:
                 await nursery.start(self.whep.run)
+            if self.worker is not None:
+                #: the supervisor's table of workers first: no connection routed on a guess
+                await nursery.start(self.worker.run, self)
             rtmp_bound, rtmps_bound = await nursery.start(self.rtmp.run)
             srt_bound = None
             if self.srt is not None:
@@ -334,7 +337,7 @@ class App:
             http_bound = await self._start_http(nursery) if config.http.listen else None
             self.bound = Bound(rtmp=rtmp_bound, rtmps=rtmps_bound, http=http_bound, srt=srt_bound)
             if self.worker is not None:
-                await nursery.start(self.worker.run, self, attrs.asdict(self.bound))
+                await self.worker.serving(attrs.asdict(self.bound))
             log.info(
                 "listening rtmp=%s:%d%s%s%s%s",
                 *rtmp_bound,

@@ -11,7 +11,7 @@ docs/spec.md §9. The supervisor serves no client itself. It
 3. starts each worker as `rtmp-ingest serve` with the resolved addresses and
    `RTMP_INGEST_WORKER` set (cluster/worker.py); only worker 0 serves SRT;
 4. keeps the table every worker routes by: the live workers (a worker is live from
-   its hello until its process ends), their pids, and the overrides — streams held
+   the moment it says it serves until its process ends), their pids, and the overrides — streams held
    by a worker that is not their rendezvous owner (cluster/ownership.py) — sent to
    all whenever it changes;
 5. restarts a worker that dies after a backoff (`RESTART_BACKOFF_S`, doubling up to
@@ -163,6 +163,7 @@ class Supervisor:
 
     async def _serve_link(self, stream: trio.SocketStream) -> None:
         worker_id: int | None = None
+        pid = 0
         buffer = bytearray()
         try:
             while True:
@@ -178,11 +179,13 @@ class Supervisor:
                     message = json.loads(line)
                     if "hello" in message:
                         worker_id = int(message["hello"])
-                        self.live[worker_id] = int(message["pid"])
-                        self.bound[worker_id] = dict(message.get("bound") or {})
+                        pid = int(message["pid"])
                         self._links[worker_id] = stream
                         self._table = None  #: the newcomer needs the table whatever it is
-                        log.info("worker=%d pid=%s serving", worker_id, message["pid"])
+                    elif "serving" in message and worker_id is not None:
+                        self.live[worker_id] = pid
+                        self.bound[worker_id] = dict(message["serving"] or {})
+                        log.info("worker=%d pid=%d serving", worker_id, pid)
                         if len(self.live) == self.count:
                             self._ready.set()
                     elif "holds" in message and worker_id is not None:
@@ -213,7 +216,10 @@ class Supervisor:
         layout = self.layout(worker_id)
         while not self._stopping:
             env = {**os.environ, WORKER_ENV: layout.to_env()}
-            process = await trio.lowlevel.open_process(self.worker_argv(), env=env)
+            #: its own session: a terminal's Ctrl-C reaches the supervisor, which stops it
+            process = await trio.lowlevel.open_process(
+                self.worker_argv(), env=env, start_new_session=True
+            )
             self.processes[worker_id] = process
             started = trio.current_time()
             code = await process.wait()

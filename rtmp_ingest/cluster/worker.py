@@ -8,11 +8,16 @@ A worker is the normal `App` (app.py) with a `WorkerAgent`. The agent
   cluster/transfer.py);
 - receives the connections other workers hand to it (`HandoffServer`, which starts
   them in the RTMP listener);
-- keeps one line-delimited JSON connection to the supervisor: it says hello (id, pid,
-  bound addresses) once it serves, reports the stream paths its registry holds when
-  they change (checked every `HOLDS_CHECK_S`), and takes the table of live workers and
-  overrides the supervisor sends. If the supervisor goes away the worker shuts down:
-  no orphan keeps ports the next supervisor needs.
+- keeps one line-delimited JSON connection to the supervisor: it says hello (id, pid)
+  and waits for the supervisor's table *before* the App binds its listeners (no
+  connection is routed on a guess), says `serving` (bound addresses) once it
+  listens — only then do the others count it live — reports the stream paths its
+  registry holds whenever the bundle changes (and at least every `HOLDS_CHECK_S`), and
+  takes every new table of live workers and overrides. If the supervisor goes away the
+  worker shuts down: no orphan keeps ports the next supervisor needs.
+
+A stream this worker's registry holds is always its own (`owner_of`), whatever the
+table says: the table may lag a hold by one report.
 
 Where things live is fixed by the run directory the supervisor made (`Layout`).
 """
@@ -31,7 +36,7 @@ import trio
 
 from rtmp_ingest.cluster.forward import Forwarder
 from rtmp_ingest.cluster.handoff import Handoff, HandoffError
-from rtmp_ingest.cluster.ownership import Local, Worker, WorkerOwnership
+from rtmp_ingest.cluster.ownership import LOCAL, Local, Worker, WorkerOwnership
 from rtmp_ingest.cluster.transfer import HandoffServer, relay, send_connection
 
 log = logging.getLogger("rtmp_ingest.cluster")
@@ -42,6 +47,8 @@ HOLDS_CHECK_S: Final = 0.2
 MAX_CONTROL_LINE_BYTES: Final = 8 * 1024 * 1024
 #: The environment variable that makes `rtmp-ingest serve` a worker (set by the supervisor).
 WORKER_ENV: Final = "RTMP_INGEST_WORKER"
+#: How long a new worker waits for the supervisor's first table before giving up.
+FIRST_TABLE_TIMEOUT_S: Final = 30.0
 
 
 @attrs.frozen(kw_only=True)
@@ -88,6 +95,9 @@ class AppView(Protocol):
     def registry(self) -> Any: ...
 
     @property
+    def bundle_changed(self) -> trio.Event: ...
+
+    @property
     def rtmp(self) -> Any: ...
 
     def shutdown(self) -> None: ...
@@ -107,13 +117,27 @@ class WorkerAgent:
         self.handoffs_out = 0
         self.handoffs_in = 0
         self._server: HandoffServer | None = None
+        self._app: AppView | None = None
+        self._control: trio.SocketStream | None = None
+        self._send_lock = trio.StrictFIFOLock()
+        self._first_table = trio.Event()
 
     # -- HandoffHook ---------------------------------------------------------------------
 
+    def _holds(self, stream_path: str) -> bool:
+        app = self._app
+        return (
+            app is not None and app.registry.stream_statistics(stream_path, now_s=0.0) is not None
+        )
+
     def owner_of(self, stream_path: str) -> Local | Worker:
+        if self._holds(stream_path):
+            return LOCAL
         return self.ownership.owner_of(stream_path)
 
     def owner_id(self, stream_path: str) -> int:
+        if self._holds(stream_path):
+            return self.worker_id
         return self.ownership.owner_id(stream_path)
 
     def live_workers(self) -> list[int]:
@@ -165,13 +189,11 @@ class WorkerAgent:
     # -- running -------------------------------------------------------------------------
 
     async def run(
-        self,
-        app: AppView,
-        bound: dict[str, Any],
-        *,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+        self, app: AppView, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Receives hand-offs and talks to the supervisor until the worker ends."""
+        """Receives hand-offs and talks to the supervisor until the worker ends; started
+        once the supervisor's first table is in (the App binds its listeners after that)."""
+        self._app = app
 
         def adopt(sock: socket.socket, handoff: Handoff) -> None:
             self.handoffs_in += 1
@@ -182,20 +204,32 @@ class WorkerAgent:
         _unlink(path)
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run, path)
-            control = await trio.open_unix_socket(self.layout.control_socket)
+            control = self._control = await trio.open_unix_socket(self.layout.control_socket)
             nursery.start_soon(self._read_tables, control, app)
-            await _send_line(control, {"hello": self.worker_id, "pid": self.pid, "bound": bound})
+            await self._send({"hello": self.worker_id, "pid": self.pid})
+            with trio.fail_after(FIRST_TABLE_TIMEOUT_S):
+                await self._first_table.wait()
             task_status.started()
-            await self._report_holds(control, app)
+            await self._report_holds(app)
 
-    async def _report_holds(self, control: trio.SocketStream, app: AppView) -> None:
+    async def serving(self, bound: dict[str, Any]) -> None:
+        """Tells the supervisor this worker listens (from now on it is live for all)."""
+        await self._send({"serving": bound})
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        assert self._control is not None
+        async with self._send_lock:
+            await _send_line(self._control, message)
+
+    async def _report_holds(self, app: AppView) -> None:
         reported: list[str] | None = None
         while True:
             holds = sorted(app.registry.stream_paths())
             if holds != reported:
-                await _send_line(control, {"holds": holds})
+                await self._send({"holds": holds})
                 reported = holds
-            await trio.sleep(HOLDS_CHECK_S)
+            with trio.move_on_after(HOLDS_CHECK_S):
+                await app.bundle_changed.wait()
 
     async def _read_tables(self, control: trio.SocketStream, app: AppView) -> None:
         buffer = bytearray()
@@ -222,6 +256,7 @@ class WorkerAgent:
         self.pids = {int(w): int(pid) for w, pid in table.get("pids", {}).items()}
         self.pids[self.worker_id] = self.pid
         self.ownership.update(live=live, overrides=overrides)
+        self._first_table.set()
         log.debug("worker=%d live=%s overrides=%d", self.worker_id, live, len(overrides))
 
 
