@@ -298,13 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         from rtmp_ingest.cluster.supervisor import serve_workers  # noqa: PLC0415
 
         try:
-            failure = serve_workers(config, count=count, config_file=config_path(args.config))
+            return serve_workers(config, count=count, config_file=config_path(args.config))
         except KeyboardInterrupt:
             return 130
-        if failure is not None:
-            print(f"rtmp-ingest: cannot start: {failure} (see its log above)", file=sys.stderr)
+        except config_mod.StartupError as exc:
+            print(f"rtmp-ingest: cannot start: {exc}", file=sys.stderr)
             return EXIT_CONFIG
-        return 0
     try:
         trio.run(_serve, config, lambda: _load(args), worker)
     except KeyboardInterrupt:

@@ -41,6 +41,7 @@ import trio
 
 from rtmp_ingest.cluster.ownership import overrides_for
 from rtmp_ingest.cluster.worker import MAX_CONTROL_LINE_BYTES, WORKER_ENV, Layout
+from rtmp_ingest.config import StartupError, parse_host_port
 
 log = logging.getLogger("rtmp_ingest.cluster")
 
@@ -68,19 +69,28 @@ class WorkerPlan:
     addresses: Mapping[str, str]
 
 
-def _resolve(listen: str, reserved: list[socket.socket]) -> str:
-    """HOST:PORT with port 0 replaced by a free port, kept by a bound SO_REUSEPORT socket."""
-    host, _, port = listen.rpartition(":")
-    if port != "0":
-        return listen
-    bare = host.strip("[]")
-    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((bare or "0.0.0.0", 0))
+def _reserve(key: str, listen: str, reserved: list[socket.socket]) -> str:
+    """HOST:PORT held by a bound SO_REUSEPORT socket (port 0 replaced by the free port it
+    got), so the workers can all bind it; a port another program holds is a StartupError
+    naming the key, as a single server says it."""
+    host, port = parse_host_port(listen, key=key)
+    shown = f"[{host}]" if ":" in host else host
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
+    except OSError as exc:
+        raise StartupError(f"{key} {shown}:{port}: {exc.strerror or exc}") from None
     reserved.append(sock)
-    return f"{host}:{sock.getsockname()[1]}"
+    return f"{shown}:{sock.getsockname()[1]}"
 
 
 class Supervisor:
@@ -90,11 +100,10 @@ class Supervisor:
         self.config = config
         self.count = count
         self.config_file = config_file
-        self.run_dir = tempfile.mkdtemp(prefix="rtmp-ingest-workers-")
-        os.chmod(self.run_dir, 0o700)
-        self.hop_secret = secrets.token_hex(16)
         self._reserved: list[socket.socket] = []
         self.addresses = self._resolve_addresses()
+        self.run_dir = tempfile.mkdtemp(prefix="rtmp-ingest-workers-")  #: mode 0700
+        self.hop_secret = secrets.token_hex(16)
         #: worker id → its process (while it runs), its pid, and what it holds
         self.processes: dict[int, trio.Process] = {}
         self.live: dict[int, int] = {}
@@ -107,15 +116,18 @@ class Supervisor:
         self.restarts = 0
         #: why the first start failed (a worker died before it served): the exit status
         self.start_failure: str | None = None
+        self.exit_code = 0
+        #: workers that were starting when SIGHUP came: they get it once they serve
+        self._reload_owed: set[int] = set()
         self._cancel: trio.CancelScope | None = None
 
     def _resolve_addresses(self) -> dict[str, str]:
         config = self.config
-        found = {"rtmp": _resolve(config.rtmp.listen, self._reserved)}
+        found = {"rtmp": _reserve("rtmp.listen", config.rtmp.listen, self._reserved)}
         if config.rtmps.listen:
-            found["rtmps"] = _resolve(config.rtmps.listen, self._reserved)
+            found["rtmps"] = _reserve("rtmps.listen", config.rtmps.listen, self._reserved)
         if config.http.listen:
-            found["http"] = _resolve(config.http.listen, self._reserved)
+            found["http"] = _reserve("http.listen", config.http.listen, self._reserved)
         if config.srt.enabled:
             found["srt"] = config.srt.listen  #: one worker binds it (port 0: its choice)
         return found
@@ -186,6 +198,9 @@ class Supervisor:
                         self.live[worker_id] = pid
                         self.bound[worker_id] = dict(message["serving"] or {})
                         log.info("worker=%d pid=%d serving", worker_id, pid)
+                        if worker_id in self._reload_owed:
+                            self._reload_owed.discard(worker_id)
+                            self.signal_workers(signal.SIGHUP, only={worker_id})
                         if len(self.live) == self.count:
                             self._ready.set()
                     elif "holds" in message and worker_id is not None:
@@ -232,6 +247,7 @@ class Supervisor:
             if not self._ready.is_set() and self._cancel is not None:
                 #: a worker that cannot start at all (port taken, bad file): stop, say so
                 self.start_failure = f"worker {worker_id} exited with code {code} before serving"
+                self.exit_code = code if code > 0 else 1
                 self._stopping = True
                 self.signal_workers(signal.SIGTERM)
                 self._cancel.cancel()
@@ -253,9 +269,9 @@ class Supervisor:
             await trio.sleep(backoff)
             backoff = min(backoff * 2, RESTART_BACKOFF_MAX_S)
 
-    def signal_workers(self, signum: int) -> None:
-        for process in list(self.processes.values()):
-            if process.returncode is None:
+    def signal_workers(self, signum: int, *, only: set[int] | None = None) -> None:
+        for worker_id, process in list(self.processes.items()):
+            if process.returncode is None and (only is None or worker_id in only):
                 try:
                     process.send_signal(signum)
                 except ProcessLookupError:
@@ -274,32 +290,42 @@ class Supervisor:
                 process.kill()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         try:
-            async with trio.open_nursery() as nursery:
-                self._cancel = nursery.cancel_scope
-                await nursery.start(self._serve_control)
-                for worker_id in range(self.count):
-                    nursery.start_soon(self._run_worker, worker_id)
-                with trio.move_on_after(WORKER_START_TIMEOUT_S):
-                    await self._ready.wait()
-                if not self._ready.is_set():
-                    log.error("workers did not all start within %.0f s", WORKER_START_TIMEOUT_S)
-                self._log_listening()
-                task_status.started()
-                with trio.open_signal_receiver(
-                    signal.SIGINT, signal.SIGTERM, signal.SIGHUP
-                ) as sigs:
-                    async for signum in sigs:
-                        if signum == signal.SIGHUP:
-                            self.signal_workers(signal.SIGHUP)
-                            continue
-                        log.info("%s received: stopping the workers", signal.Signals(signum).name)
-                        await self.stop()
-                        nursery.cancel_scope.cancel()
+            with trio.open_signal_receiver(*signals) as received:
+                async with trio.open_nursery() as nursery:
+                    self._cancel = nursery.cancel_scope
+                    nursery.start_soon(self._on_signals, received, nursery.cancel_scope)
+                    await nursery.start(self._serve_control)
+                    for worker_id in range(self.count):
+                        nursery.start_soon(self._run_worker, worker_id)
+                    with trio.move_on_after(WORKER_START_TIMEOUT_S):
+                        await self._ready.wait()
+                    if not self._ready.is_set():
+                        log.error("workers did not all start in %.0f s", WORKER_START_TIMEOUT_S)
+                    self._log_listening()
+                    task_status.started()
         finally:
-            for sock in self._reserved:
-                sock.close()
-            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.close()
+
+    async def _on_signals(self, received: Any, scope: trio.CancelScope) -> None:
+        async for signum in received:
+            if signum == signal.SIGHUP:
+                #: to workers that serve (and so handle it); one still starting may have
+                #: read the file before it changed: it gets the signal once it serves
+                self.signal_workers(signal.SIGHUP, only=set(self.live))
+                self._reload_owed = set(self.processes) - set(self.live)
+                continue
+            log.info("%s received: stopping the workers", signal.Signals(signum).name)
+            await self.stop()
+            scope.cancel()
+
+    def close(self) -> None:
+        """Frees the reserved ports and removes the run directory (idempotent)."""
+        for sock in self._reserved:
+            sock.close()
+        self._reserved.clear()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def _log_listening(self) -> None:
         srt = next((b["srt"] for b in self.bound.values() if b.get("srt")), None)
@@ -313,14 +339,23 @@ class Supervisor:
         log.info("listening %s workers=%d pids=%s", " ".join(parts), self.count, pids)
 
 
-def serve_workers(config: Any, *, count: int, config_file: str | None) -> str | None:
-    """Runs the supervisor until SIGTERM/SIGINT (the `serve --workers N` path); returns
-    why the workers could not start, or None."""
-    from rtmp_ingest.auth import Keyring  # noqa: PLC0415 - the supervisor only
+def serve_workers(config: Any, *, count: int, config_file: str | None) -> int:
+    """Runs the supervisor until SIGTERM/SIGINT (the `serve --workers N` path); returns the
+    exit status (a worker that could not start said why on stderr; its status is passed on).
 
-    Keyring.load(
-        Path(config.data_dir), secret=config.auth.secret
-    )  #: create it once, before workers
+    Raises StartupError when a port is taken (before any worker starts)."""
+    from rtmp_ingest.auth import Keyring, KeyringError  # noqa: PLC0415 - the supervisor only
+
+    try:
+        #: the secret is created once, before workers sharing data_dir could race to write it
+        Keyring.load(Path(config.data_dir), secret=config.auth.secret)
+    except KeyringError as exc:
+        raise StartupError(str(exc)) from None
     supervisor = Supervisor(config, count=count, config_file=config_file)
-    trio.run(supervisor.run)
-    return supervisor.start_failure
+    try:
+        trio.run(supervisor.run)
+    finally:
+        supervisor.close()
+    if supervisor.start_failure is not None:
+        log.error("%s; stopped", supervisor.start_failure)
+    return supervisor.exit_code
