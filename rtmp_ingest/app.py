@@ -38,6 +38,7 @@ from rtmp_ingest.auth import (
     PolicySettings,
     PublishAttempt,
     Refusal,
+    RefusalCode,
     TokenError,
 )
 from rtmp_ingest.bundle import EndReason, Registry
@@ -228,6 +229,18 @@ class App:
     def _decide_now(self, attempt: PublishAttempt, *, now_s: float) -> Permit | Refusal:
         """The policy without waiting (SRT decides inside libsrt's listen callback)."""
         assert self.authorizer is not None
+        if self.worker is not None:
+            #: workers: SRT runs in one worker and cannot be handed over (docs/spec.md §9)
+            holder = self.worker.held_elsewhere(attempt.stream_path)
+            if holder is not None:
+                return Refusal.of(
+                    RefusalCode.OTHER,
+                    f"Stream {attempt.stream_path} is served by another worker of this "
+                    "server; publish it over RTMP or WHIP, or publish SRT to a new stream.",
+                    attempt=attempt,
+                    detail=f"held by worker {holder}, SRT is served by worker "
+                    f"{self.worker.worker_id} only",
+                )
         return self.authorizer.decide_nowait(attempt)
 
     def _verify_viewer_token(

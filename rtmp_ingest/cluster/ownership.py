@@ -9,9 +9,11 @@ when one joins, only the paths it now wins move to it; every worker wins about
 
 A stream that is already held somewhere stays there: after a worker died its
 streams went to the survivors, and when it comes back new connections for those
-streams must still reach the worker that holds them. So `WorkerOwnership` keeps
-the supervisor's table of *overrides* (paths held by a worker that is not their
-rendezvous owner) and looks them up first.
+streams must still reach the worker that holds them (`overrides_for` names such
+holdings). So `WorkerOwnership` keeps the supervisor's table of *holders* (every
+path a live worker's registry holds) and looks it up first; rendezvous decides only
+for a stream nobody holds. The holders table also tells the SRT worker whether a
+stream is held elsewhere (SRT cannot be handed over, see cluster/worker.py).
 
 The lead composes this with the node-level owner check of the cluster registry
 through `Ownership` (node first, then worker); a caller gets `LOCAL` or a
@@ -96,20 +98,21 @@ def _worker_set(workers: Iterable[int]) -> frozenset[int]:
 
 @attrs.define
 class WorkerOwnership:
-    """One worker's view: itself, the live workers, and the supervisor's overrides."""
+    """One worker's view: itself, the live workers, and the supervisor's holders."""
 
     worker_id: int
     live: frozenset[int] = attrs.field(converter=_worker_set)
-    overrides: dict[str, int] = attrs.field(factory=dict)
+    #: stream path → the live worker whose registry holds it
+    holders: dict[str, int] = attrs.field(factory=dict)
 
-    def update(self, *, live: Iterable[int], overrides: Mapping[str, int]) -> None:
+    def update(self, *, live: Iterable[int], holders: Mapping[str, int]) -> None:
         """Takes the supervisor's latest table (sent whenever a worker or a holding changes)."""
         self.live = frozenset(live) | {self.worker_id}
-        self.overrides = dict(overrides)
+        self.holders = dict(holders)
 
     def holder_of(self, stream_path: str) -> int | None:
-        """The worker an override says holds `stream_path`, or None."""
-        holder = self.overrides.get(stream_path)
+        """The live worker that holds `stream_path`, or None."""
+        holder = self.holders.get(stream_path)
         return holder if holder is not None and holder in self.live else None
 
     def owner_id(self, stream_path: str) -> int:

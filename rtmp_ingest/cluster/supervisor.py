@@ -10,10 +10,11 @@ docs/spec.md §9. The supervisor serves no client itself. It
    race to write the secret);
 3. starts each worker as `rtmp-ingest serve` with the resolved addresses and
    `RTMP_INGEST_WORKER` set (cluster/worker.py); only worker 0 serves SRT;
-4. keeps the table every worker routes by: the live workers (a worker is live from
-   the moment it says it serves until its process ends), their pids, and the overrides — streams held
-   by a worker that is not their rendezvous owner (cluster/ownership.py) — sent to
-   all whenever it changes;
+4. keeps the table every worker routes by — the live workers (a worker is live from
+   the moment it says it serves until its process ends), their pids, and the holders
+   (every stream a live worker holds: a stream stays where it is even when that is not,
+   or no longer, its rendezvous owner, cluster/ownership.py) — and sends it to all
+   whenever it changes;
 5. restarts a worker that dies after a backoff (`RESTART_BACKOFF_S`, doubling up to
    `RESTART_BACKOFF_MAX_S`, reset after `STABLE_AFTER_S` of life): only the streams
    it owned are lost, and their encoders reconnect to a live worker;
@@ -39,7 +40,6 @@ from typing import Any, Final
 import attrs
 import trio
 
-from rtmp_ingest.cluster.ownership import overrides_for
 from rtmp_ingest.cluster.worker import MAX_CONTROL_LINE_BYTES, WORKER_ENV, Layout
 from rtmp_ingest.config import StartupError, parse_host_port
 
@@ -157,7 +157,7 @@ class Supervisor:
         return {
             "live": sorted(self.live),
             "pids": {str(w): pid for w, pid in self.live.items()},
-            "overrides": overrides_for(holders, self.live),
+            "holders": holders,
         }
 
     async def _broadcast(self) -> None:

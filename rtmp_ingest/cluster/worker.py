@@ -3,7 +3,7 @@
 A worker is the normal `App` (app.py) with a `WorkerAgent`. The agent
 
 - answers the RTMP listener's `owner_of` from its `WorkerOwnership` (rendezvous over
-  the live workers, the supervisor's overrides first) and hands connections over
+  the live workers, the supervisor's holders first) and hands connections over
   (`hand_over`: the descriptor for plain RTMP, a plaintext relay for RTMPS — see
   cluster/transfer.py);
 - receives the connections other workers hand to it (`HandoffServer`, which starts
@@ -13,7 +13,7 @@ A worker is the normal `App` (app.py) with a `WorkerAgent`. The agent
   connection is routed on a guess), says `serving` (bound addresses) once it
   listens — only then do the others count it live — reports the stream paths its
   registry holds whenever the bundle changes (and at least every `HOLDS_CHECK_S`), and
-  takes every new table of live workers and overrides. If the supervisor goes away the
+  takes every new table of live workers and holders. If the supervisor goes away the
   worker shuts down: no orphan keeps ports the next supervisor needs.
 
 A stream this worker's registry holds is always its own (`owner_of`), whatever the
@@ -140,6 +140,13 @@ class WorkerAgent:
             return self.worker_id
         return self.ownership.owner_id(stream_path)
 
+    def held_elsewhere(self, stream_path: str) -> int | None:
+        """The other worker that holds `stream_path`, or None (SRT admission asks this)."""
+        if self._holds(stream_path):
+            return None
+        holder = self.ownership.holder_of(stream_path)
+        return holder if holder != self.worker_id else None
+
     def live_workers(self) -> list[int]:
         return sorted(self.ownership.live)
 
@@ -252,12 +259,12 @@ class WorkerAgent:
 
     def _apply(self, table: dict[str, Any]) -> None:
         live = [int(w) for w in table.get("live", [])]
-        overrides = {str(p): int(w) for p, w in table.get("overrides", {}).items()}
+        holders = {str(p): int(w) for p, w in table.get("holders", {}).items()}
         self.pids = {int(w): int(pid) for w, pid in table.get("pids", {}).items()}
         self.pids[self.worker_id] = self.pid
-        self.ownership.update(live=live, overrides=overrides)
+        self.ownership.update(live=live, holders=holders)
         self._first_table.set()
-        log.debug("worker=%d live=%s overrides=%d", self.worker_id, live, len(overrides))
+        log.debug("worker=%d live=%s holders=%d", self.worker_id, live, len(holders))
 
 
 async def _send_line(stream: trio.SocketStream, message: dict[str, Any]) -> None:

@@ -76,16 +76,16 @@ def test_a_held_stream_stays_with_its_holder_when_its_owner_comes_back():
     table = overrides_for({path: 1}, live=[0, 1])  #: worker 0 is back
     assert table == {path: 1}
     back = WorkerOwnership(0, live={0, 1})
-    back.update(live={0, 1}, overrides=table)
+    back.update(live={0, 1}, holders={path: 1})
     assert back.owner_of(path) == Worker(1)
     #: once worker 1 no longer holds it, the path goes home
-    back.update(live={0, 1}, overrides=overrides_for({}, live=[0, 1]))
+    back.update(live={0, 1}, holders={})
     assert back.owner_of(path) == LOCAL
 
 
 def test_an_override_naming_a_dead_worker_is_ignored():
     view = WorkerOwnership(0, live={0, 1})
-    view.update(live={0}, overrides={"live/x": 1})
+    view.update(live={0}, holders={"live/x": 1})
     assert view.owner_of("live/x") == LOCAL
     assert overrides_for({"live/x": 1}, live=[0]) == {}
 
