@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ import trio
 
 from rtmp_ingest.cluster.ownership import rendezvous_owner
 from tests.e2e.conftest import REPO
+from tests.tools import clients
 from tests.tools.pyav_player import play
 
 STREAMS = [f"live/w{i}" for i in range(8)]
@@ -41,6 +43,7 @@ class Workers:
         self.process = process
         self.log: list[str] = []
         self.rtmp_port = 0
+        self.rtmps_port = 0
         self.http = ""
         self.listening = trio.Event()
 
@@ -59,6 +62,8 @@ class Workers:
                 if found:
                     self.rtmp_port = int(found.group(1))
                     self.http = f"http://127.0.0.1:{found.group(2)}"
+                    rtmps = re.search(r" rtmps=\S+:(\d+)", line)
+                    self.rtmps_port = int(rtmps.group(1)) if rtmps else 0
                     self.listening.set()
 
     def url(self, path: str, **query: str) -> str:
@@ -134,26 +139,42 @@ class Encoder:
 
 
 @pytest.fixture
-async def workers(nursery: trio.Nursery, tmp_path: Any) -> AsyncIterator[Workers]:
-    argv = [
-        sys.executable, "-c", "from rtmp_ingest.cli import main; raise SystemExit(main())",
-        "serve", "--workers", "2", "--rtmp", "127.0.0.1:0", "--http", "127.0.0.1:0",
-        "--srt", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
-    ]  # fmt: skip
-    process = await trio.lowlevel.open_process(
-        argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": REPO},
-    )  # fmt: skip
-    running = Workers(process)
-    nursery.start_soon(running.read_log)
-    with trio.fail_after(60):
-        await running.listening.wait()
-    yield running
-    process.send_signal(signal.SIGTERM)
-    with trio.move_on_after(20):
-        await process.wait()
-    if process.returncode is None:
-        process.kill()
+async def start_workers(nursery: trio.Nursery, tmp_path: Any) -> AsyncIterator[Any]:
+    started: list[trio.Process] = []
+
+    async def start(config_toml: str = "") -> Workers:
+        config = tmp_path / f"config{len(started)}.toml"
+        config.write_text(config_toml)
+        argv = [
+            sys.executable, "-c", "from rtmp_ingest.cli import main; raise SystemExit(main())",
+            "serve", "--workers", "2", "--config", str(config), "--rtmp", "127.0.0.1:0",
+            "--http", "127.0.0.1:0", "--srt", "127.0.0.1:0",
+            "--data-dir", str(tmp_path / f"data{len(started)}"),
+        ]  # fmt: skip
+        process = await trio.lowlevel.open_process(
+            argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": REPO},
+        )  # fmt: skip
+        started.append(process)
+        running = Workers(process)
+        nursery.start_soon(running.read_log)
+        with trio.fail_after(60):
+            await running.listening.wait()
+        return running
+
+    yield start
+    for process in started:
+        process.send_signal(signal.SIGTERM)
+    for process in started:
+        with trio.move_on_after(20):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+
+
+@pytest.fixture
+async def workers(start_workers: Any) -> Workers:
+    return await start_workers()
 
 
 async def all_live(workers: Workers, expected: list[tuple[str, str]]) -> Any:
@@ -277,3 +298,50 @@ async def test_two_workers_serve_every_stream_from_its_owner(workers: Workers, n
 async def on_air(workers: Workers, stream: str) -> Any:
     source = (await workers.sources(stream)).get("cam1")
     return source if source and source["state"] == "live" and source["onAir"] else None
+
+
+@pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg missing")
+async def test_rtmps_reaches_the_owner_through_the_worker_that_holds_the_tls(
+    start_workers: Any, nursery: trio.Nursery, tmp_path: Any
+) -> None:
+    """A TLS session cannot move with its socket: the worker it landed on keeps the TLS
+    and relays plaintext to the owner, which serves it as RTMPS (cluster/transfer.py)."""
+    trustme = pytest.importorskip("trustme")
+    cert = trustme.CA().issue_cert("127.0.0.1", "localhost")
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_file))
+    cert.private_key_pem.write_to_path(str(key_file))
+    workers = await start_workers(
+        f'[rtmps]\nlisten = "127.0.0.1:0"\ncert_file = "{cert_file}"\nkey_file = "{key_file}"\n'
+    )
+    assert workers.rtmps_port
+    spawned: list[trio.Process] = []
+    try:
+        for attempt in range(12):
+            stream = f"live/tls{attempt}"
+            url = f"rtmps://127.0.0.1:{workers.rtmps_port}/{stream}?sourceId=cam1"
+            spawned.append(
+                await trio.lowlevel.open_process(
+                    clients.ffmpeg(url, 30), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                )
+            )
+            source = await wait_for(functools.partial(on_air, workers, stream), 30)
+            assert source["onAir"]["protocol"] == "rtmps"
+            if any("relaying rtmps" in line and f"stream={stream}" in line for line in workers.log):
+                #: relayed, and it still flows: its bytes keep growing at the owner
+                first = source["onAir"]["bytesIn"]
+
+                async def grew(stream: str = stream, first: int = first) -> Any:
+                    later = await on_air(workers, stream)
+                    return later if later and later["onAir"]["bytesIn"] > first else None
+
+                await wait_for(grew, 30)
+                listing = await workers.streams()
+                (entry,) = [s for s in listing["streams"] if s["path"] == stream]
+                assert entry["worker"]["id"] == rendezvous_owner(stream, [0, 1])
+                break
+        else:
+            pytest.fail("no RTMPS connection landed away from its owner")
+    finally:
+        for process in spawned:
+            process.kill()
