@@ -16,6 +16,11 @@ WHIP/WHEP sessions (`/whip-session/…`, `/whep-session/…`) name no stream, so
 worker that serves the POST appends `w=ID` to the `Location` it answers with; later
 PATCH/DELETE requests carry it and are forwarded to that worker.
 
+A token revocation (`POST /api/v1/tokens/ID/revoke`) is sent to every other live
+worker first, then applied by the worker it reached, which answers: after the answer
+no worker admits the token (each holds the revocation list in memory; the file is
+shared).
+
 `GET /api/v1/streams` asks every live worker and merges the lists; each stream (in
 the list and in `GET /api/v1/streams/PATH`) says which worker serves it
 (`"worker": {"id": …, "pid": …}`). The event stream (`/api/v1/events`) and
@@ -50,6 +55,7 @@ _HOP_BY_HOP = frozenset(
 _STREAM_RESOURCE = re.compile(r"^/api/v1/streams/(.+?)(?:/sources/.*|/feeds/[^/]+)?$")
 _STREAM_ONLY = re.compile(r"^/api/v1/streams/(.+?)/?$")
 _SESSION_PREFIXES = ("/whip-session/", "/whep-session/")
+_REVOKE = re.compile(r"^/api/v1/tokens/[^/]+/revoke$")
 _OFFER_PREFIXES = ("/whip/", "/whep/")
 
 
@@ -143,6 +149,9 @@ class Forwarder:
         path: str = scope["path"]
         if scope["method"] == "GET" and path.rstrip("/") == "/api/v1/streams":
             await self._aggregate(scope, send)
+            return
+        if scope["method"] == "POST" and _REVOKE.match(path):
+            await self._revoke_everywhere(scope, receive, send)
             return
         target = self._target(scope)
         if target is None or target == self.cluster.worker_id:
@@ -304,6 +313,25 @@ class Forwarder:
             log.info("forwarded response from worker=%d cut: %s", target, exc)
         finally:
             await response.aclose()
+
+    async def _revoke_everywhere(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Makes every other live worker revoke, then revokes here and answers: once the
+        client has its answer, no worker admits the token."""
+        headers = [h for h in self._outgoing_headers(scope) if h[0] != b"content-length"]
+        for worker_id in self.cluster.live_workers():
+            if worker_id == self.cluster.worker_id:
+                continue
+            try:
+                response = await self._client(worker_id).post(
+                    scope["path"], headers=headers, timeout=AGGREGATE_TIMEOUT_S
+                )
+            except httpx.HTTPError as exc:
+                log.error("revocation not applied on worker=%d: %s", worker_id, exc)
+                continue
+            if response.status_code != 200:
+                #: the same request fails here too (a bad id, no admin key): it answers
+                log.info("revocation on worker=%d: HTTP %d", worker_id, response.status_code)
+        await self.app(scope, receive, send)
 
     async def _aggregate(self, scope: dict[str, Any], send: Any) -> None:
         """GET /api/v1/streams over every live worker."""
