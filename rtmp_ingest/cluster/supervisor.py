@@ -54,6 +54,9 @@ STABLE_AFTER_S: Final = 30.0
 #: How long workers get to drain after SIGTERM before they are killed: the listener's
 #: own bound (server/listener.py SHUTDOWN_TIMEOUT_S, 5 s) plus the recorder's close.
 WORKER_SHUTDOWN_S: Final = 8.0
+#: How long writing one table to a worker may take (a worker that does not read is cut
+#: off; it then shuts down and is restarted).
+LINK_SEND_TIMEOUT_S: Final = 10.0
 #: How long a new worker may take to say hello before the start counts as failed.
 WORKER_START_TIMEOUT_S: Final = 60.0
 
@@ -93,6 +96,15 @@ def _reserve(key: str, listen: str, reserved: list[socket.socket]) -> str:
     return f"{shown}:{sock.getsockname()[1]}"
 
 
+class _Link:
+    """A worker's control connection: the table last sent on it, and its sender's wake-up."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.sent: dict[str, Any] | None = None
+        self.wake = trio.Event()
+
+
 class Supervisor:
     """Starts, watches and restarts the workers (see the module docstring)."""
 
@@ -109,7 +121,7 @@ class Supervisor:
         self.live: dict[int, int] = {}
         self.holds: dict[int, list[str]] = {}
         self.bound: dict[int, dict[str, Any]] = {}
-        self._links: dict[int, trio.SocketStream] = {}
+        self._links: dict[int, _Link] = {}
         self._table: dict[str, Any] | None = None
         self._stopping = False
         self._ready = trio.Event()
@@ -160,23 +172,44 @@ class Supervisor:
             "holders": holders,
         }
 
-    async def _broadcast(self) -> None:
+    def _publish_table(self) -> None:
+        """Makes the current table the one every link's sender sends next (coalesced: a
+        burst of changes — hundreds of streams starting — costs one line per worker)."""
         table = self.table()
         if table == self._table:
             return
         self._table = table
-        line = json.dumps(table, separators=(",", ":")).encode() + b"\n"
-        for worker_id, link in list(self._links.items()):
-            try:
-                with trio.move_on_after(1.0):
-                    await link.send_all(line)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._links.pop(worker_id, None)
+        for link in self._links.values():
+            link.wake.set()
+
+    async def _send_tables(self, link: _Link) -> None:
+        """The one task that writes to a worker's link: the latest table, whole lines."""
+        while True:
+            table = self._table
+            if table is not None and table is not link.sent:
+                line = json.dumps(table, separators=(",", ":")).encode() + b"\n"
+                with trio.fail_after(LINK_SEND_TIMEOUT_S):
+                    await link.stream.send_all(line)
+                link.sent = table
+                continue
+            link.wake = trio.Event()
+            await link.wake.wait()
 
     async def _serve_link(self, stream: trio.SocketStream) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                await self._read_link(stream, nursery)
+                nursery.cancel_scope.cancel()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError) as exc:
+            log.warning("worker link closed: %s", exc)
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _read_link(self, stream: trio.SocketStream, nursery: trio.Nursery) -> None:
         worker_id: int | None = None
         pid = 0
         buffer = bytearray()
+        link: _Link | None = None
         try:
             while True:
                 data = await stream.receive_some(65536)
@@ -189,11 +222,13 @@ class Supervisor:
                     line, _, rest = bytes(buffer).partition(b"\n")
                     buffer = bytearray(rest)
                     message = json.loads(line)
-                    if "hello" in message:
+                    if "hello" in message and link is None:
                         worker_id = int(message["hello"])
                         pid = int(message["pid"])
-                        self._links[worker_id] = stream
-                        self._table = None  #: the newcomer needs the table whatever it is
+                        link = self._links[worker_id] = _Link(stream)
+                        if self._table is None:
+                            self._table = self.table()
+                        nursery.start_soon(self._send_tables, link)
                     elif "serving" in message and worker_id is not None:
                         self.live[worker_id] = pid
                         self.bound[worker_id] = dict(message["serving"] or {})
@@ -205,13 +240,12 @@ class Supervisor:
                             self._ready.set()
                     elif "holds" in message and worker_id is not None:
                         self.holds[worker_id] = [str(p) for p in message["holds"]]
-                    await self._broadcast()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ValueError):
-            pass
+                    self._publish_table()
+        except ValueError as exc:
+            log.warning("worker=%s sent a bad control line: %s", worker_id, exc)
         finally:
-            if worker_id is not None and self._links.get(worker_id) is stream:
+            if worker_id is not None and self._links.get(worker_id) is link:
                 self._links.pop(worker_id, None)
-            await trio.aclose_forcefully(stream)
 
     async def _serve_control(self, *, task_status: trio.TaskStatus[None]) -> None:
         path = self.layout(0).control_socket
@@ -241,7 +275,7 @@ class Supervisor:
             self.processes.pop(worker_id, None)
             self.live.pop(worker_id, None)
             self.holds.pop(worker_id, None)
-            await self._broadcast()
+            self._publish_table()
             if self._stopping:
                 return
             if not self._ready.is_set() and self._cancel is not None:
