@@ -345,3 +345,63 @@ async def test_rtmps_reaches_the_owner_through_the_worker_that_holds_the_tls(
     finally:
         for process in spawned:
             process.kill()
+
+
+@pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg missing")
+async def test_srt_is_served_by_worker_0_and_refused_for_a_stream_held_elsewhere(
+    start_workers: Any,
+) -> None:
+    """SRT (UDP) cannot be handed over: only worker 0 listens. A stream it starts is held
+    there, so RTMP for it goes there too; a stream worker 1 holds is refused over SRT."""
+    from tests.e2e.test_srt import ffmpeg_srt, srt_url
+
+    workers = await start_workers()
+    srt_port = int(re.search(r" srt=\S+:(\d+)", next(
+        line for line in workers.log if "rtmp_ingest.cluster: listening" in line
+    )).group(1))  # fmt: skip
+    names = (f"live/srt{i}" for i in range(100))
+    on_one = [n for n in names if rendezvous_owner(n, [0, 1]) == 1][:2]
+    held_by_one, started_by_srt = on_one
+    spawned: list[trio.Process] = []
+
+    async def spawn(argv: list[str]) -> trio.Process:
+        process = await trio.lowlevel.open_process(
+            argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        spawned.append(process)
+        return process
+
+    async def serving(stream: str, source: str) -> Any:
+        listing = await workers.streams()
+        for entry in listing["streams"]:
+            if entry["path"] == stream:
+                live = {s["sourceId"] for s in entry["sources"] if s["onAir"]}
+                return entry if source in live else None
+        return None
+
+    try:
+        # an SRT publisher to a stream nobody holds: served by worker 0, which holds it now
+        await spawn(ffmpeg_srt(srt_url(srt_port, f"{started_by_srt}?sourceId=srt"), 60))
+        entry = await wait_for(functools.partial(serving, started_by_srt, "srt"), 60)
+        assert entry["worker"]["id"] == 0
+        # RTMP for that stream follows the holder, not the rendezvous owner (worker 1)
+        await spawn(clients.ffmpeg(workers.url(started_by_srt, sourceId="cam"), 60))
+        entry = await wait_for(functools.partial(serving, started_by_srt, "cam"), 60)
+        assert entry["worker"]["id"] == 0
+        assert {s["sourceId"] for s in entry["sources"]} == {"srt", "cam"}
+        # a stream worker 1 holds: SRT is refused (worker 0 cannot serve it), said in the log
+        await spawn(clients.ffmpeg(workers.url(held_by_one, sourceId="cam"), 60))
+        await wait_for(functools.partial(serving, held_by_one, "cam"), 60)
+        refused = await spawn(ffmpeg_srt(srt_url(srt_port, f"{held_by_one}?sourceId=srt"), 10))
+        with trio.fail_after(30):
+            code = await refused.wait()
+        assert code != 0
+        assert any(
+            "held by worker 1, SRT is served by worker 0 only" in line for line in workers.log
+        )
+        listing = await workers.streams()
+        assert [s["path"] for s in listing["streams"]].count(held_by_one) == 1
+    finally:
+        for process in spawned:
+            if process.returncode is None:
+                process.kill()
