@@ -137,6 +137,8 @@ class RtmpSession:
         #: the worker that owns the stream this connection asked for (set: hand it over)
         self._handoff_to: tuple[Worker, Handoff] | None = None
         self._request: ev.PublishRequested | ev.PlayRequested | None = None
+        #: a publish/play was asked on this connection already (only the first can move)
+        self._asked = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -537,16 +539,26 @@ class RtmpSession:
     # -- workers: hand-off to the stream's owner (docs/spec.md §9) -----------------------
 
     def _owned_elsewhere(self, request: ev.PublishRequested | ev.PlayRequested) -> bool:
-        """True when this first request's stream belongs to another worker: the session
-        then stops reading and `run` hands the socket over (see cluster/handoff.py)."""
+        """True when the request's stream belongs to another worker. For the connection's
+        first request the session then stops reading and `run` hands the socket over
+        (see cluster/handoff.py); a later one (a second publish or play on a connection
+        that stays here) is refused, so a stream is never served in two workers."""
         reads, self._reads = self._reads, None  #: only the first request may move
+        first, self._asked = not self._asked, True
         stream_path = request.address.path
         hook = self.server.handoff
-        if reads is None or hook is None:
-            return False
+        if hook is None or (first and self._handed_in is not None):
+            return False  #: a handed-over connection's first request is this worker's
         owner = hook.owner_of(stream_path)
         if not isinstance(owner, Worker):
             return False
+        if reads is None:
+            self._refuse_for_owner(
+                request,
+                f"Stream {stream_path} is served by another worker of this server; "
+                "publish or play it on a new connection.",
+            )
+            return True
         if reads.overflowed:
             log.info(
                 "not handed over remote=%s stream=%s: over %d bytes before the request",
@@ -554,7 +566,9 @@ class RtmpSession:
                 shown(stream_path),
                 len(reads.reads),
             )
-            self._refuse_for_owner(request, "cannot take this connection now")
+            self._refuse_for_owner(
+                request, f"The worker serving {stream_path} cannot take this connection; reconnect."
+            )
             return True
         self._handoff_to = (
             owner,
@@ -570,9 +584,8 @@ class RtmpSession:
         self._closing = True
         return True
 
-    def _refuse_for_owner(self, request: ev.PublishRequested | ev.PlayRequested, why: str) -> None:
-        """The request's stream is served by a worker that cannot have it: say so, close."""
-        text = f"The worker serving {request.address.path} {why}; reconnect."
+    def _refuse_for_owner(self, request: ev.PublishRequested | ev.PlayRequested, text: str) -> None:
+        """The request cannot be served here nor handed over: say why, and close."""
         if isinstance(request, ev.PublishRequested):
             self.conn.reject_publish(request.stream_id, text, code="NetStream.Publish.Rejected")
         else:
@@ -595,7 +608,10 @@ class RtmpSession:
                 exc,
             )
             if self._request is not None:
-                self._refuse_for_owner(self._request, "is not reachable")
+                self._refuse_for_owner(
+                    self._request,
+                    f"The worker serving {handoff.stream_path} is not reachable; reconnect.",
+                )
             return False
         self._closed = True  #: the socket is the owner's now: nothing more from here
         log.info(
@@ -647,7 +663,7 @@ class RtmpSession:
 
     def _on_publish(self, event: ev.PublishRequested) -> None:
         address = event.address
-        if self._reads is not None and self._owned_elsewhere(event):
+        if self.server.handoff is not None and self._owned_elsewhere(event):
             return
         self.stream_path = address.path
         self.source_id = address.query.get("sourceId", "")
@@ -735,7 +751,7 @@ class RtmpSession:
 
     def _on_play(self, event: ev.PlayRequested) -> None:
         address = event.address
-        if self._reads is not None and self._owned_elsewhere(event):
+        if self.server.handoff is not None and self._owned_elsewhere(event):
             return
         self.stream_path = address.path
         requested = address.query.get("sourceId")

@@ -226,12 +226,14 @@ def test_the_handshake_randomness_stays_out_of_the_state():
     assert a.events == b.events
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=200))
 def test_garbage_is_a_handoff_error(message):
     with pytest.raises(HandoffError):
         Handoff.decode(message)
 
 
+@settings(deadline=None)
 @given(st.binary(max_size=4000), st.integers(min_value=1, max_value=500))
 def test_garbage_replay_reads_are_a_handoff_error(data, size):
     with pytest.raises(HandoffError):
