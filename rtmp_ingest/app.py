@@ -42,6 +42,7 @@ from rtmp_ingest.auth import (
     TokenError,
 )
 from rtmp_ingest.bundle import EndReason, Registry
+from rtmp_ingest.cluster.worker import WorkerAgent
 from rtmp_ingest.config import Config, StartupError
 from rtmp_ingest.server.counters import Metrics
 from rtmp_ingest.server.feeds import Feeds
@@ -71,8 +72,10 @@ class Bound:
 class App:
     """One server process: its registry, services, listeners and HTTP."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, worker: WorkerAgent | None = None) -> None:
         self.config = config
+        #: one of `workers` processes (docs/spec.md §9): hand-offs, shared ports
+        self.worker = worker
         self.data_dir = Path(config.data_dir)
         self.registry = Registry(config.bundle.bundle_config())
         self.metrics = Metrics()
@@ -84,6 +87,9 @@ class App:
         #: the one publish policy (and hook) every ingest driver asks; set when run starts
         self.authorizer: Authorizer | None = None
         self.rtmp = RtmpListener(config, self.feeds)
+        if worker is not None:
+            self.rtmp.handoff = worker
+            self.rtmp.reuse_port = True
         #: SRT ingest: libsrt listener, admission in its callback, TS demux (when enabled)
         self.srt = (
             SrtServer(self.feeds, config.srt, decide=self._decide_now, make_attempt=_srt_attempt)
@@ -250,6 +256,18 @@ class App:
                 f"This stream is served by node {holder}; publish there.",
                 attempt=attempt,
             )
+        if self.worker is not None:
+            #: workers: SRT runs in one worker and cannot be handed over (docs/spec.md §9)
+            holder = self.worker.held_elsewhere(attempt.stream_path)
+            if holder is not None:
+                return Refusal.of(
+                    RefusalCode.OTHER,
+                    f"Stream {attempt.stream_path} is served by another worker of this "
+                    "server; publish it over RTMP or WHIP, or publish SRT to a new stream.",
+                    attempt=attempt,
+                    detail=f"held by worker {holder}, SRT is served by worker "
+                    f"{self.worker.worker_id} only",
+                )
         return self.authorizer.decide_nowait(attempt)
 
     def _verify_viewer_token(
@@ -346,6 +364,9 @@ class App:
                 await nursery.start(self.webrtc.run)
             if self.whep is not None:
                 await nursery.start(self.whep.run)
+            if self.worker is not None:
+                #: the supervisor's table of workers first: no connection routed on a guess
+                await nursery.start(self.worker.run, self)
             rtmp_bound, rtmps_bound = await nursery.start(self.rtmp.run)
             srt_bound = None
             if self.srt is not None:
@@ -357,6 +378,8 @@ class App:
             if self.cluster is not None:
                 await self._start_cluster(nursery, rtmp_bound, http_bound)
             self.bound = Bound(rtmp=rtmp_bound, rtmps=rtmps_bound, http=http_bound, srt=srt_bound)
+            if self.worker is not None:
+                await self.worker.serving(attrs.asdict(self.bound))
             log.info(
                 "listening rtmp=%s:%d%s%s%s%s",
                 *rtmp_bound,
@@ -385,9 +408,17 @@ class App:
     async def _start_http(self, nursery: trio.Nursery) -> Address:
         from rtmp_ingest.api.http import serve_http  # noqa: PLC0415 - RTMP runs without HTTP
 
+        worker = self.worker
         try:
             bound: Address = await nursery.start(
-                functools.partial(serve_http, self, extra_routes=self._webrtc_routes())
+                functools.partial(
+                    serve_http,
+                    self,
+                    extra_routes=self._webrtc_routes(),
+                    reuse_port=worker is not None,
+                    internal_socket=worker.internal_http_socket if worker is not None else None,
+                    outer=worker.http_middleware if worker is not None else None,
+                )
             )
         except* OSError as group:
             exc = _first_leaf(group)

@@ -31,11 +31,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from rtmp_ingest import __version__, auth
 from rtmp_ingest import config as config_mod
 from rtmp_ingest.auth import tokens
+from rtmp_ingest.cluster.worker import WORKER_ENV
 
 EXIT_CONFIG = 2
 #: Names the configuration file when `--config` is not given (every subcommand).
@@ -57,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http", help="HTTP listen address HOST:PORT")
     serve.add_argument("--srt", help="SRT listen address HOST:PORT (srt.listen)")
     serve.add_argument("--data-dir", help="data directory")
+    serve.add_argument(
+        "--workers",
+        help='worker processes on the same ports: "auto" (one per core, the default), 1, N',
+    )
     cfg = sub.add_parser("config", help="configuration helpers")
     cfg.add_argument("--print-default", action="store_true", help="print the embedded default TOML")
     cfg.add_argument("--check", metavar="FILE", help="validate a configuration file")
@@ -199,6 +205,9 @@ def _load(args: argparse.Namespace) -> config_mod.Config:
         overrides.setdefault("srt", {})["listen"] = args.srt
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
+    if getattr(args, "workers", None):
+        workers = args.workers
+        overrides["workers"] = int(workers) if workers.isdigit() else workers
     return config_mod.load(config_path(getattr(args, "config", None)), overrides=overrides)
 
 
@@ -210,10 +219,10 @@ def config_path(given: str | None, environ: Mapping[str, str] | None = None) -> 
     return environ.get(CONFIG_ENV) or None
 
 
-async def _serve(config: config_mod.Config, reload: Any) -> None:
+async def _serve(config: config_mod.Config, reload: Any, worker: Any = None) -> None:
     from rtmp_ingest.app import App  # noqa: PLC0415 - keep `config`/`token` light
 
-    daemon = App(config)
+    daemon = App(config, worker=worker)
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
             nursery.start_soon(_watch_signals, signals, daemon, nursery.cancel_scope, reload)
@@ -277,12 +286,34 @@ def main(argv: list[str] | None = None) -> int:
         return _cluster_status(args, config)
     if _exposed(config):
         return EXIT_CONFIG
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # -- workers (docs/spec.md §9): a supervisor, or one of its workers ------------------
+    worker = None
+    layout_text = os.environ.get(WORKER_ENV)
+    if layout_text:
+        from rtmp_ingest.cluster.worker import Layout, WorkerAgent  # noqa: PLC0415
+
+        layout = Layout.from_env(layout_text)
+        if not layout.srt:
+            config = attrs.evolve(config, srt=attrs.evolve(config.srt, enabled=False))
+        worker = WorkerAgent(layout)
+    log_format = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    if worker is not None:
+        log_format = f"%(asctime)s %(levelname)s worker={worker.worker_id} %(name)s: %(message)s"
+    logging.basicConfig(level=config.log_level.upper(), format=log_format)
     logging.getLogger("hypercorn").setLevel(logging.WARNING)
+    count = config_mod.worker_count(config.workers, cluster=config.cluster.enabled)
+    if worker is None and count > 1:
+        from rtmp_ingest.cluster.supervisor import serve_workers  # noqa: PLC0415
+
+        try:
+            return serve_workers(config, count=count, config_file=config_path(args.config))
+        except KeyboardInterrupt:
+            return 130
+        except config_mod.StartupError as exc:
+            print(f"rtmp-ingest: cannot start: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     try:
-        trio.run(_serve, config, lambda: _load(args))
+        trio.run(_serve, config, lambda: _load(args), worker)
     except KeyboardInterrupt:
         return 130
     except BaseException as exc:  #: start-up failures become one line, the rest re-raise

@@ -9,6 +9,7 @@ exits 2).
 
 from __future__ import annotations
 
+import os
 import ssl
 import tomllib
 from pathlib import Path
@@ -37,6 +38,10 @@ DEFAULT_TOML = """\
 data_dir = "data"
 # debug | info | warning | error
 log_level = "info"
+# Worker processes sharing the ports (docs/spec.md §9): "auto" = one per CPU core,
+# 1 = a single process (no supervisor), N = N workers (at most 256). A cluster node
+# ([cluster] redis set) is one process: "auto" means 1 there.
+workers = "auto"
 
 [rtmp]
 # Where encoders and players connect (HOST:PORT; port 0 = any free port).
@@ -530,6 +535,8 @@ class AppConfig:
 class Config:
     data_dir: str = "data"
     log_level: str = "info"
+    #: "auto" (one per core) or a count of worker processes (cluster/supervisor.py)
+    workers: int | str = "auto"
     rtmp: RtmpConfig = RtmpConfig()
     rtmps: RtmpsConfig = RtmpsConfig()
     srt: SrtConfig = SrtConfig()
@@ -562,6 +569,31 @@ _converter.register_structure_hook(bool, _strict(bool, bool))
 _converter.register_structure_hook(int, _strict(int, int))
 _converter.register_structure_hook(float, _strict(float, int, float))
 _converter.register_structure_hook(str, _strict(str, str))
+
+# -- workers (docs/spec.md §9) ---------------------------------------------------------
+#: More workers than this is a typo, not a machine.
+MAX_WORKERS = 256
+
+
+def _structure_workers(value: Any, _type: Any) -> int | str:
+    if value == "auto":
+        return "auto"
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS:
+        return value
+    raise ValueError(f'expected "auto" or a whole number 1..{MAX_WORKERS}, got {value!r}')
+
+
+_converter.register_structure_hook_func(lambda kind: kind == (int | str), _structure_workers)
+
+
+def worker_count(setting: int | str, *, cluster: bool = False) -> int:
+    """The number of workers a `workers` setting means on this machine.
+
+    A cluster node is one process (its lease renewals and relays are one node's):
+    `"auto"` means 1 there, and more cores are more nodes (docs/spec.md §9)."""
+    if setting == "auto":
+        return 1 if cluster else max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+    return int(setting)
 
 
 def _first_problem(exc: BaseException, path: str = "") -> str:
@@ -707,6 +739,11 @@ def _check(config: Config) -> None:
     except ValueError as exc:
         raise ConfigError(f"bundle: {exc}") from None
     _check_cluster(config.cluster)
+    if config.cluster.enabled and worker_count(config.workers, cluster=True) > 1:
+        raise ConfigError(
+            "workers: a cluster node is one process; with [cluster] redis set, use "
+            'workers = 1 (or "auto") and run one node per core for more cores'
+        )
     _check_files(config)
 
 

@@ -27,6 +27,7 @@ import functools
 import hmac
 import logging
 import math
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -52,6 +53,7 @@ from rtmp_ingest.api.urls import source_urls, stream_hls_url, url_problem
 from rtmp_ingest.api.views import config_view, source_json, stream_json
 from rtmp_ingest.auth import KeyringError, tokens
 from rtmp_ingest.bundle import Active
+from rtmp_ingest.cluster.sockets import open_reuse_port_listeners
 from rtmp_ingest.config import parse_host_port
 from rtmp_ingest.outputs.names import DEFAULT_SOURCE_IN_PATH
 
@@ -509,11 +511,17 @@ async def serve_http(
     server: ApiServer,
     *,
     extra_routes: list[Any] | None = None,
+    reuse_port: bool = False,
+    internal_socket: str | None = None,
+    outer: Callable[[Any], Any] | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Binds `http.listen`, reports the bound (host, port) and serves until cancelled.
 
     `extra_routes`: what the composition root adds (the WebRTC endpoints when enabled).
+    In a worker (docs/spec.md §9, cluster/): `reuse_port` binds with SO_REUSEPORT,
+    `internal_socket` serves the same app on a unix socket for the other workers, and
+    `outer` wraps the app (forwarding a stream's requests to its owner).
     """
     host, port = parse_host_port(server.config.http.listen, key="http.listen")
     config = HypercornConfig()
@@ -528,9 +536,19 @@ async def serve_http(
         extra_routes=output_routes(server) + list(extra_routes or ()),
         connection_stats=stats,
     )
-    listeners = await trio.open_tcp_listeners(port, host=host or None)
+    if outer is not None:
+        app = outer(app)
+    if reuse_port:
+        listeners = await open_reuse_port_listeners(port, host=host or None)
+    else:
+        listeners = await trio.open_tcp_listeners(port, host=host or None)
     listener = HttpListener(app, config, limits_of(server), stats=stats)
     bound_host, bound_port = listeners[0].socket.getsockname()[:2]
     async with trio.open_nursery() as nursery:
         await nursery.start(listener.serve, listeners)
+        if internal_socket is not None:
+            internal = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            await internal.bind(internal_socket)
+            internal.listen(limits_of(server).max_connections)
+            await nursery.start(listener.serve, [trio.SocketListener(internal)])
         task_status.started((bound_host, bound_port))

@@ -174,7 +174,9 @@ class HttpListener:
     async def handle(self, stream: trio.SocketStream) -> None:
         """One accepted connection: admitted (served by hypercorn) or refused with 503."""
         try:
-            ip = stream.socket.getpeername()[0]
+            peer = stream.socket.getpeername()
+            #: a unix socket (another worker's internal request, cluster/) has no address
+            ip = peer[0] if isinstance(peer, tuple) else "local"
         except OSError:
             await trio.aclose_forcefully(stream)
             return

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import socket
 import ssl
 from collections import Counter
 from collections.abc import Callable
@@ -21,6 +22,8 @@ import trio
 
 from rtmp_ingest.auth import Authorizer
 from rtmp_ingest.bundle import EndReason
+from rtmp_ingest.cluster.handoff import Handoff, HandoffHook
+from rtmp_ingest.cluster.sockets import open_reuse_port_listeners
 from rtmp_ingest.config import Config, StartupError, parse_host_port
 from rtmp_ingest.server.feeds import Feeds
 from rtmp_ingest.server.logtext import shown
@@ -78,6 +81,11 @@ class RtmpListener:
         self._connections: trio.Nursery | None = None
         self._sessions_changed = trio.Event()
         self._trim_wanted = trio.Event()
+        # -- workers (docs/spec.md §9): set by the composition root before `run` --
+        #: asked once a connection's stream path is known; None: one process, no hand-off
+        self.handoff: HandoffHook | None = None
+        #: bind with SO_REUSEPORT, so every worker listens on the same ports
+        self.reuse_port = False
 
     async def run(
         self,
@@ -89,7 +97,7 @@ class RtmpListener:
         async with trio.open_nursery() as connections:
             self._connections = connections
             host, port = parse_host_port(config.rtmp.listen, key="rtmp.listen")
-            listeners = await _listen("rtmp.listen", host, port)
+            listeners = await _listen("rtmp.listen", host, port, reuse_port=self.reuse_port)
             rtmp_bound = listeners[0].socket.getsockname()[:2]
             connections.start_soon(self._serve, listeners, False)
             rtmps_bound = None
@@ -102,7 +110,7 @@ class RtmpListener:
                     raise StartupError(
                         f"rtmps.cert_file/key_file: cannot load {config.rtmps.cert_file!r}: {exc}"
                     ) from None
-                tcp = await _listen("rtmps.listen", host, port)
+                tcp = await _listen("rtmps.listen", host, port, reuse_port=self.reuse_port)
                 rtmps_bound = tcp[0].socket.getsockname()[:2]
                 tls = [trio.SSLListener(t, context, https_compatible=False) for t in tcp]
                 connections.start_soon(self._serve, tls, True)
@@ -131,9 +139,19 @@ class RtmpListener:
                 handler_nursery=self._connections,
             )
 
-    async def handle(self, stream: Any, *, secure: bool) -> None:
-        """Serves one accepted connection to its end."""
-        remote = _peer(stream)
+    def adopt(self, sock: socket.socket, handoff: Handoff) -> None:
+        """A connection another worker handed over (cluster/transfer.py): served here."""
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        if self._connections is None:
+            sock.close()
+            return
+        self._connections.start_soon(self.handle, stream, handoff.secure, handoff)
+
+    async def handle(
+        self, stream: Any, secure: bool = False, handed_in: Handoff | None = None
+    ) -> None:
+        """Serves one accepted (or handed-over) connection to its end."""
+        remote = _peer(stream) if handed_in is None else handed_in.remote
         ip = remote.rsplit(":", 1)[0]
         rtmp = self.config.rtmp
         if (
@@ -149,12 +167,12 @@ class RtmpListener:
             )
             await trio.aclose_forcefully(stream)
             return
-        session = RtmpSession(self, stream, remote, secure=secure)
+        session = RtmpSession(self, stream, remote, secure=secure, handed_in=handed_in)
         self.sessions.add(session)
         self.per_address[ip] += 1
         self.metrics.connections_total += 1
         try:
-            if secure:
+            if secure and handed_in is None:
                 with trio.move_on_after(rtmp.handshake_timeout_s) as scope:
                     await stream.do_handshake()
                 if scope.cancelled_caught:
@@ -211,9 +229,13 @@ class RtmpListener:
             self._connections.cancel_scope.cancel()
 
 
-async def _listen(key: str, host: str, port: int) -> list[trio.SocketListener]:
+async def _listen(
+    key: str, host: str, port: int, *, reuse_port: bool = False
+) -> list[trio.SocketListener]:
     """TCP listeners on host:port; a failure is a one-line StartupError naming the key."""
     try:
+        if reuse_port:
+            return await open_reuse_port_listeners(port, host=host)
         return await trio.open_tcp_listeners(port, host=host)
     except OSError as exc:
         shown_host = f"[{host}]" if ":" in host else host

@@ -34,6 +34,8 @@ from rtmp_ingest.auth import (
     refusal_from_bundle,
 )
 from rtmp_ingest.bundle import Admitted, EndReason, Refused
+from rtmp_ingest.cluster.handoff import Handoff, HandoffError, ReadLog, replay
+from rtmp_ingest.cluster.ownership import Worker
 from rtmp_ingest.outputs.flv import PlayerTrack
 from rtmp_ingest.rtmp import (
     NEED_DATA,
@@ -67,7 +69,13 @@ class RtmpSession:
     """One RTMP connection: a publisher (or a player, see outputs)."""
 
     def __init__(
-        self, server: RtmpListener, stream: trio.abc.Stream, remote: str, *, secure: bool
+        self,
+        server: RtmpListener,
+        stream: trio.abc.Stream,
+        remote: str,
+        *,
+        secure: bool,
+        handed_in: Handoff | None = None,
     ) -> None:
         self.server = server
         self.stream = stream
@@ -124,6 +132,16 @@ class RtmpSession:
         #: set before the socket is closed / when play ends (eager delivery checks them)
         self._closed = False
         self._play_stopped = False
+        # -- workers (docs/spec.md §9, cluster/handoff.py) --
+        #: a connection another worker handed over: its reads, replayed before reading
+        self._handed_in = handed_in
+        #: this worker's reads until the first request, in case its owner is elsewhere
+        self._reads = ReadLog() if server.handoff is not None and handed_in is None else None
+        #: the worker that owns the stream this connection asked for (set: hand it over)
+        self._handoff_to: tuple[Worker, Handoff] | None = None
+        self._request: ev.PublishRequested | ev.PlayRequested | None = None
+        #: a publish/play was asked on this connection already (only the first can move)
+        self._asked = False
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -169,6 +187,10 @@ class RtmpSession:
                     )
                 if self._play_scope is not None:
                     self._play_scope.cancel()
+                if self._handoff_to is not None and not self._broken and self._kick is None:
+                    if await self._hand_over(*self._handoff_to):
+                        nursery.cancel_scope.cancel()
+                        return
                 reason = self._end_feed_now(reason)
                 if not self._broken:
                     await self._goodbye()
@@ -333,8 +355,15 @@ class RtmpSession:
 
     async def _serve(self) -> None:
         conn = self.conn
+        if self._handed_in is not None:
+            self._resume(self._handed_in)
+            if conn.pending_bytes != self._pending:
+                self._account_pending()
+            await self._flush()
         while not self._closing:
             data = await self._receive()
+            if self._reads is not None:
+                self._reads.add(data)
             conn.receive_data(data)
             if not conn.handshake_complete and data:
                 await self._flush()
@@ -502,9 +531,7 @@ class RtmpSession:
     # -- decisions -----------------------------------------------------------------------
 
     def _on_connect(self, event: ev.ConnectRequested) -> None:
-        self.app = event.app.partition("?")[0].partition("/")[0]
-        self.reconnect_capable = bool(event.caps_ex & 0x1)
-        self.fourcc_list = event.fourcc_list
+        self._connected(event)
         self.conn.accept_connect()
         self._deadline.deadline = trio.current_time() + self.server.config.rtmp.command_timeout_s
         log.debug(
@@ -514,6 +541,130 @@ class RtmpSession:
             quoted(event.tc_url),
             quoted(str(event.properties.get("flashVer"))),
         )
+
+    def _connected(self, event: ev.ConnectRequested) -> None:
+        """What the session keeps of the connect (also when a hand-off replays it)."""
+        self.app = event.app.partition("?")[0].partition("/")[0]
+        self.reconnect_capable = bool(event.caps_ex & 0x1)
+        self.fourcc_list = event.fourcc_list
+
+    # -- workers: hand-off to the stream's owner (docs/spec.md §9) -----------------------
+
+    def _owned_elsewhere(self, request: ev.PublishRequested | ev.PlayRequested) -> bool:
+        """True when the request's stream belongs to another worker. For the connection's
+        first request the session then stops reading and `run` hands the socket over
+        (see cluster/handoff.py); a later one (a second publish or play on a connection
+        that stays here) is refused, so a stream is never served in two workers."""
+        reads, self._reads = self._reads, None  #: only the first request may move
+        first, self._asked = not self._asked, True
+        stream_path = request.address.path
+        hook = self.server.handoff
+        if hook is None or (first and self._handed_in is not None):
+            return False  #: a handed-over connection's first request is this worker's
+        owner = hook.owner_of(stream_path)
+        if not isinstance(owner, Worker):
+            return False
+        if reads is None:
+            self._refuse_for_owner(
+                request,
+                f"Stream {stream_path} is served by another worker of this server; "
+                "publish or play it on a new connection.",
+            )
+            return True
+        if reads.overflowed:
+            log.info(
+                "not handed over remote=%s stream=%s: over %d bytes before the request",
+                self.remote,
+                shown(stream_path),
+                len(reads.reads),
+            )
+            self._refuse_for_owner(
+                request, f"The worker serving {stream_path} cannot take this connection; reconnect."
+            )
+            return True
+        self._handoff_to = (
+            owner,
+            Handoff(
+                stream_path=stream_path,
+                remote=self.remote,
+                secure=self.secure,
+                from_worker=hook.worker_id,
+                reads=reads.reads,
+            ),
+        )
+        self._request = request
+        self._closing = True
+        return True
+
+    def _refuse_for_owner(self, request: ev.PublishRequested | ev.PlayRequested, text: str) -> None:
+        """The request cannot be served here nor handed over: say why, and close."""
+        if isinstance(request, ev.PublishRequested):
+            self.conn.reject_publish(request.stream_id, text, code="NetStream.Publish.Rejected")
+        else:
+            self.conn.reject_play(request.stream_id, text, code="NetStream.Play.Failed")
+        self._farewell = True
+        self._closing = True
+
+    async def _hand_over(self, owner: Worker, handoff: Handoff) -> bool:
+        """Gives the connection to `owner`; False (and the client told) when that failed."""
+        hook = self.server.handoff
+        assert hook is not None
+        try:
+            await hook.hand_over(self.stream, owner, handoff)
+        except HandoffError as exc:
+            log.warning(
+                "hand-off failed remote=%s stream=%s to worker=%d: %s; connection closed",
+                self.remote,
+                shown(handoff.stream_path),
+                owner.worker_id,
+                exc,
+            )
+            if self._request is not None:
+                self._refuse_for_owner(
+                    self._request,
+                    f"The worker serving {handoff.stream_path} is not reachable; reconnect.",
+                )
+            return False
+        self._closed = True  #: the socket is the owner's now: nothing more from here
+        log.info(
+            "handed over remote=%s stream=%s protocol=%s to worker=%d",
+            self.remote,
+            shown(handoff.stream_path),
+            self.protocol,
+            owner.worker_id,
+        )
+        return True
+
+    def _resume(self, handoff: Handoff) -> None:
+        """A handed-over connection: replays its reads, then decides its request here."""
+        try:
+            replayed = replay(self.conn, handoff.reads)
+        except HandoffError as exc:
+            log.warning(
+                "hand-off from worker=%d remote=%s unusable: %s; connection closed",
+                handoff.from_worker,
+                self.remote,
+                exc,
+            )
+            self._broken = True
+            self._closing = True
+            return
+        for event in replayed.events:
+            if isinstance(event, ev.ConnectRequested):
+                self._connected(event)
+        log.info(
+            "taken over remote=%s stream=%s protocol=%s from worker=%d",
+            self.remote,
+            shown(handoff.stream_path),
+            self.protocol,
+            handoff.from_worker,
+        )
+        request = replayed.request
+        if isinstance(request, ev.PublishRequested):
+            self._on_publish(request)
+        else:
+            self._on_play(request)
+        self._handle_events()  #: what the first worker's core held behind the request
 
     def _refuse(self, stream_id: int, refusal: Refusal) -> None:
         """Tells the encoder why (its log shows the status text) and ends the session."""
@@ -534,6 +685,8 @@ class RtmpSession:
     def _admit(self, event: ev.PublishRequested, query: dict[str, str], remote: str) -> None:
         """The publish as this process decides it (policy, hook, bundle)."""
         address = event.address
+        if self.server.handoff is not None and self._owned_elsewhere(event):
+            return
         self.stream_path = address.path
         self.source_id = query.get("sourceId", "")
         attempt = PublishAttempt.from_query(
@@ -706,6 +859,8 @@ class RtmpSession:
 
     def _on_play(self, event: ev.PlayRequested) -> None:
         address = event.address
+        if self.server.handoff is not None and self._owned_elsewhere(event):
+            return
         self.stream_path = address.path
         requested = address.query.get("sourceId")
         self.source_id = requested or ""

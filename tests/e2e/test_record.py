@@ -115,7 +115,8 @@ async def _files(running, stream, count):
 def test_a_recording_survives_kill_9_of_the_server(tmp_path):
     config = tmp_path / "config.toml"
     config.write_text(
-        '[rtmp]\nlisten = "127.0.0.1:0"\n[http]\nlisten = "127.0.0.1:0"\n'
+        #: one process, killed without a chance to close its files
+        'workers = 1\n[rtmp]\nlisten = "127.0.0.1:0"\n[http]\nlisten = "127.0.0.1:0"\n'
         '[apps."*"]\nrecord = true\n[record]\nfragment_s = 0.5\n'
     )
     server = subprocess.Popen(

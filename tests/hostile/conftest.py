@@ -117,6 +117,8 @@ class Served:
 def write_config(path: Path, data_dir: Path, overrides: dict[str, Any]) -> Path:
     config: dict[str, Any] = {
         "data_dir": str(data_dir),
+        #: one server process: its RSS, its descriptors and its signals are what is measured
+        "workers": 1,
         "rtmp": {"listen": "127.0.0.1:0"},
         "http": {"listen": "127.0.0.1:0"},
         "srt": {"listen": "127.0.0.1:0"},

@@ -1,0 +1,179 @@
+"""The RTMP driver's hand-off (server/rtmp.py, docs/spec.md §9), two daemons in one test.
+
+A fake hook plays the supervisor's table and the descriptor passing: "handing over"
+gives the very same in-memory connection, with the `Handoff`, to a second daemon's
+listener (`handle(..., handed_in=...)`), as `adopt` does with a received descriptor. The
+client is one ordinary RTMP client that never learns it changed process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+from rtmp_ingest import config as config_mod
+from rtmp_ingest.app import App
+from rtmp_ingest.cluster.handoff import Handoff, HandoffError, request_path
+from rtmp_ingest.cluster.ownership import LOCAL, Local, Worker
+from tests.tools.rtmp_client import TrioRtmpClient
+
+AVC_CONFIG = bytes.fromhex("1700000000014d401effe1000967") + b"\x00" * 8
+AVC_KEY = bytes.fromhex("1701000000") + b"\x00\x00\x00\x05\x65\x88\x84\x00\x00"
+
+
+class Detachable(trio.abc.HalfCloseableStream):
+    """The connection as the first worker holds it: once handed over, its close is the
+    closing of one descriptor of two, which does nothing to the connection."""
+
+    def __init__(self, inner: trio.abc.HalfCloseableStream) -> None:
+        self.inner = inner
+        self.detached = False
+
+    async def send_all(self, data: Any) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        return bytes(await self.inner.receive_some(max_bytes))
+
+    async def send_eof(self) -> None:
+        await self.inner.send_eof()
+
+    async def aclose(self) -> None:
+        if not self.detached:
+            await self.inner.aclose()
+
+
+class FakeHook:
+    def __init__(self, worker_id: int, owners: dict[str, int]) -> None:
+        self.worker_id = worker_id
+        self.owners = owners
+        self.owner_app: App | None = None
+        self.handed: list[Handoff] = []
+        self.fail = False
+
+    def owner_of(self, stream_path: str) -> Local | Worker:
+        owner = self.owners.get(stream_path, self.worker_id)
+        return LOCAL if owner == self.worker_id else Worker(owner)
+
+    async def hand_over(self, stream: Any, owner: Worker, handoff: Handoff) -> None:
+        if self.fail:
+            raise HandoffError("no such socket")
+        self.handed.append(handoff)
+        stream.detached = True
+        assert self.owner_app is not None and self.owner_app.rtmp._connections is not None
+        self.owner_app.rtmp._connections.start_soon(
+            self.owner_app.rtmp.handle, stream.inner, False, handoff
+        )
+
+
+async def _daemon(tmp_path: Any, nursery: trio.Nursery, name: str, hook: FakeHook) -> App:
+    config = config_mod.load(
+        None,
+        overrides={"data_dir": str(tmp_path / name), "rtmp": {"listen": "127.0.0.1:0"}},
+    )
+    daemon = App(config)
+    daemon.rtmp.handoff = hook
+    daemon.open_auth()
+    await nursery.start(daemon.feeds.run)
+    await nursery.start(daemon.rtmp.run)
+    return daemon
+
+
+@pytest.fixture
+async def pair(tmp_path: Any, nursery: trio.Nursery) -> AsyncIterator[tuple[App, App, FakeHook]]:
+    owners = {"live/here": 0, "live/there": 1}
+    first_hook, owner_hook = FakeHook(0, owners), FakeHook(1, owners)
+    first = await _daemon(tmp_path, nursery, "w0", first_hook)
+    owner = await _daemon(tmp_path, nursery, "w1", owner_hook)
+    first_hook.owner_app = owner
+    yield first, owner, first_hook
+
+
+def connect(daemon: App) -> TrioRtmpClient:
+    up_send, up_receive = trio.testing.memory_stream_one_way_pair()
+    down_send, down_receive = trio.testing.memory_stream_one_way_pair()
+    server_end = Detachable(trio.StapledStream(down_send, up_receive))
+    assert daemon.rtmp._connections is not None
+    daemon.rtmp._connections.start_soon(daemon.rtmp.handle, server_end, False)
+    return TrioRtmpClient(trio.StapledStream(up_send, down_receive))  # type: ignore[arg-type]
+
+
+async def wait_until(predicate: Any) -> None:
+    with trio.fail_after(10):
+        while not predicate():
+            await trio.sleep(0.01)
+
+
+async def test_a_publisher_of_a_stream_owned_elsewhere_carries_on_at_the_owner(pair):
+    first, owner, hook = pair
+    client = connect(first)
+    await client.connect("live")
+    stream_id = await client.create_stream()
+    status = await client.publish(stream_id, "there?sourceId=cam1")
+    assert status.code == "NetStream.Publish.Start"  #: the owner's answer, on the same connection
+    client.conn.send_video(stream_id, 0, AVC_CONFIG)
+    client.conn.send_video(stream_id, 0, AVC_KEY)
+    await client.flush()
+    await wait_until(lambda: owner.registry.stream_statistics("live/there", now_s=0.0))
+    assert first.registry.stream_statistics("live/there", now_s=0.0) is None
+    (handoff,) = hook.handed
+    assert handoff.stream_path == "live/there" and handoff.from_worker == 0
+    assert request_path(handoff.reads) == "live/there"
+    await wait_until(lambda: not first.sessions)  #: the first worker let go
+    (session,) = owner.sessions
+    assert session.protocol == "rtmp" and session.source_id == "cam1"
+
+
+async def test_a_player_of_a_stream_owned_elsewhere_is_served_by_the_owner(pair):
+    first, owner, hook = pair
+    client = connect(first)
+    await client.connect("live")
+    stream_id = await client.create_stream()
+    await client.play(stream_id, "there")
+    await wait_until(lambda: any(s.player is not None for s in owner.sessions))
+    assert [h.stream_path for h in hook.handed] == ["live/there"]
+
+
+async def test_a_stream_owned_here_is_served_here(pair):
+    first, owner, hook = pair
+    client = connect(first)
+    await client.connect("live")
+    stream_id = await client.create_stream()
+    status = await client.publish(stream_id, "here?sourceId=cam1")
+    assert status.code == "NetStream.Publish.Start"
+    assert hook.handed == [] and not owner.sessions
+
+
+async def test_an_owner_that_cannot_be_reached_is_what_the_encoder_is_told(pair):
+    first, _, hook = pair
+    hook.fail = True
+    client = connect(first)
+    await client.connect("live")
+    stream_id = await client.create_stream()
+    status = await client.publish(stream_id, "there?sourceId=cam1")
+    assert status.code == "NetStream.Publish.Rejected"
+    assert "not reachable" in status.description
+
+
+async def test_a_second_publish_of_a_stream_owned_elsewhere_is_refused(pair):
+    """Only a connection's first request can move; a later one is never served in the
+    wrong worker (the stream would be split)."""
+    first, owner, hook = pair
+    client = connect(first)
+    await client.connect("live")
+    stream_id = await client.create_stream()
+    assert (await client.publish(stream_id, "here?sourceId=cam1")).code.endswith("Start")
+    client.conn.unpublish(stream_id, "here?sourceId=cam1")
+    await client.flush()
+    second = await client.create_stream()
+    status = await client.publish(second, "there?sourceId=cam1")
+    assert status.code == "NetStream.Publish.Rejected"
+    assert "new connection" in status.description
+    assert hook.handed == [] and owner.registry.stream_statistics("live/there", now_s=0.0) is None
