@@ -22,6 +22,7 @@ import trio
 from av.video.frame import PictureType
 
 from tests.tools.rtmp_client import TrioRtmpClient
+from tests.tools.sched import normal_scheduling
 
 VIDEO_ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1", "vp9": "libvpx-vp9"}
 AUDIO_ENCODERS = {"aac": "aac", "opus": "libopus", "mp3": "libmp3lame", "flac": "flac"}
@@ -109,6 +110,8 @@ def encode_tags(
             frame.time_base = fractions.Fraction(1, fps)
             frame.pict_type = PictureType.NONE
             out.mux(vstream.encode(frame))
+            if index == 0:
+                normal_scheduling()  #: SVT-AV1 opened with the first frame
         source.close()
     if astream is not None:
         rate = astream.rate

@@ -21,6 +21,8 @@ import time
 import av
 from av.video.frame import PictureType
 
+from tests.tools.sched import normal_scheduling
+
 ENCODERS = {
     "h264": "libx264",
     "hevc": "libx265",
@@ -117,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 frame.pict_type = PictureType.NONE
                 for packet in vstream.encode(frame):
                     out.mux(packet)
+                if sent_video % args.fps == 0:
+                    normal_scheduling()  #: SVT-AV1's threads (opened with the first frame)
                 sent_video += 1
                 next_video = sent_video / args.fps
             else:
