@@ -37,7 +37,7 @@ import trio
 from rtmp_ingest import __version__, auth
 from rtmp_ingest import config as config_mod
 from rtmp_ingest.auth import tokens
-from rtmp_ingest.cluster.worker import WORKER_ENV
+from rtmp_ingest.cluster import WORKER_ENV
 
 EXIT_CONFIG = 2
 #: Names the configuration file when `--config` is not given (every subcommand).

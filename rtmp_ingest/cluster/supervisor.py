@@ -40,7 +40,8 @@ from typing import Any, Final
 import attrs
 import trio
 
-from rtmp_ingest.cluster.worker import MAX_CONTROL_LINE_BYTES, WORKER_ENV, Layout
+from rtmp_ingest.cluster import WORKER_ENV
+from rtmp_ingest.cluster.worker import MAX_CONTROL_LINE_BYTES, Layout
 from rtmp_ingest.config import StartupError, parse_host_port
 
 log = logging.getLogger("rtmp_ingest.cluster")

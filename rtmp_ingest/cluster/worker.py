@@ -45,8 +45,6 @@ log = logging.getLogger("rtmp_ingest.cluster")
 HOLDS_CHECK_S: Final = 0.2
 #: The longest control line either side accepts (a table of many held streams).
 MAX_CONTROL_LINE_BYTES: Final = 8 * 1024 * 1024
-#: The environment variable that makes `rtmp-ingest serve` a worker (set by the supervisor).
-WORKER_ENV: Final = "RTMP_INGEST_WORKER"
 #: How long a new worker waits for the supervisor's first table before giving up.
 FIRST_TABLE_TIMEOUT_S: Final = 30.0
 
