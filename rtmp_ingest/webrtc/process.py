@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -44,9 +43,6 @@ import sys
 from typing import Any
 
 from aiortc import (
-    RTCConfiguration,
-    RTCIceServer,
-    RTCPeerConnection,
     RTCSessionDescription,
 )
 from aiortc import clock as aiortc_clock
@@ -54,6 +50,7 @@ from aiortc import sdp as aiortc_sdp
 
 from rtmp_ingest.webrtc import link, receiver, sender, stack
 from rtmp_ingest.webrtc.clock import SessionClock
+from rtmp_ingest.webrtc.peer import PeerBase
 
 log = logging.getLogger("rtmp_ingest.webrtc.process")
 
@@ -115,36 +112,21 @@ class _TrackSink:
         )
 
 
-class PeerSession:
+class PeerSession(PeerBase):
     """One WHIP publisher: its peer connection and receivers."""
 
     def __init__(self, server: Server, session_id: int) -> None:
+        super().__init__(session_id, server.config, server.send_control)
         self.server = server
-        self.session_id = session_id
-        self.pc: RTCPeerConnection | None = None
         self.receivers: list[receiver.EncodedReceiver] = []
-        self.connected = asyncio.Event()
-        self.closed = False
         self.frames_dropped = 0
-        #: background tasks (connect deadline, deferred close), referenced so they live
-        self._tasks: set[asyncio.Future[None]] = set()
 
     async def negotiate(self, offer: str) -> dict[str, Any]:
         """The answer message, or an error message with the HTTP status to give."""
-        try:
-            description = aiortc_sdp.SessionDescription.parse(offer)
-        except Exception as exc:  # noqa: BLE001 - any parse failure is the offer's fault
-            return self._error(400, f"Malformed SDP offer: {exc}")
-        media = [m for m in description.media if m.kind in ("audio", "video")]
-        if not media:
-            return self._error(400, "The SDP offer has no audio or video section.")
-        config = self.server.config
-        servers = [
-            RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
-            for s in config.get("ice_servers", [])
-        ]
-        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
-        pc.on("connectionstatechange", self._state_changed)
+        media = self._parse_offer(offer)
+        if isinstance(media, dict):
+            return media
+        pc = self._open_pc()
         transceivers = []
         for section in media:
             #: created before the offer is applied, so our codec order decides the answer
@@ -203,9 +185,7 @@ class PeerSession:
             )
             counts[kind] += 1
         await pc.setLocalDescription(answer)
-        self._tasks.add(
-            asyncio.ensure_future(self._connect_deadline(config.get("connect_timeout_s")))
-        )
+        self._start_connect_deadline(self.config.get("connect_timeout_s") or CONNECT_TIMEOUT_S)
         return {
             "op": "answer",
             "session": self.session_id,
@@ -213,36 +193,13 @@ class PeerSession:
             "tracks": tracks,
         }
 
-    def _error(self, status: int, text: str) -> dict[str, Any]:
-        self.closed = True
-        return {"op": "error", "session": self.session_id, "status": status, "text": text}
-
-    async def _state_changed(self) -> None:
-        pc = self.pc
-        if pc is None or self.closed:
-            return
-        if pc.connectionState == "connected" and not self.connected.is_set():
-            self.connected.set()
-            self.server.send_control({"op": "connected", "session": self.session_id})
-            for rtp in self.receivers:
-                await rtp.request_keyframe(force=True)
-        elif pc.connectionState in ("failed", "closed"):
-            await self.close(f"ice-{pc.connectionState}")
-
-    async def _connect_deadline(self, timeout_s: float | None) -> None:
-        try:
-            await asyncio.wait_for(self.connected.wait(), timeout_s or CONNECT_TIMEOUT_S)
-        except TimeoutError:
-            await self.close("connect-timeout")
+    async def _on_connected(self) -> None:
+        for rtp in self.receivers:
+            await rtp.request_keyframe(force=True)
 
     async def request_keyframe(self) -> None:
         for rtp in self.receivers:
             await rtp.request_keyframe(force=True)
-
-    def close_soon(self, reason: str) -> None:
-        task = asyncio.ensure_future(self.close(reason))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def close(self, reason: str) -> None:
         if self.closed:
@@ -259,11 +216,6 @@ class PeerSession:
                 + sum(r.video.frames_dropped for r in self.receivers if r.video is not None),
             }
         )
-
-    async def _close_pc(self) -> None:
-        if self.pc is not None:
-            with contextlib.suppress(Exception):
-                await self.pc.close()
 
 
 class Server:

@@ -33,7 +33,6 @@ beyond the bound is dropped (counted), so one slow viewer never holds the link.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fractions
 import logging
 import math
@@ -45,9 +44,6 @@ from typing import Any
 import av
 from aiortc import (
     MediaStreamTrack,
-    RTCConfiguration,
-    RTCIceServer,
-    RTCPeerConnection,
     RTCRtpSender,
     RTCSessionDescription,
     rtcrtpsender,
@@ -58,6 +54,7 @@ from aiortc.codecs.base import Encoder
 from aiortc.mediastreams import VIDEO_TIME_BASE, MediaStreamError, convert_timebase
 
 from rtmp_ingest.webrtc.av1_payload import Av1Error, Av1Payloader
+from rtmp_ingest.webrtc.peer import PeerBase
 from rtmp_ingest.webrtc.vp9_payload import MAX_PAYLOAD_BYTES, Vp9Payloader
 
 log = logging.getLogger("rtmp_ingest.webrtc.sender")
@@ -253,7 +250,7 @@ def send_preferences(kind: str, *, video_codec: str | None, h264_profile: int | 
     return sorted(capabilities.codecs, key=rank)
 
 
-class ViewerSession:
+class ViewerSession(PeerBase):
     """One WHEP viewer: a sendonly peer connection fed by the daemon."""
 
     def __init__(
@@ -264,36 +261,21 @@ class ViewerSession:
         on_closed: Callable[[int], object],
     ) -> None:
         install_passthrough_encoders(config)
-        self.session_id = session_id
-        self.config = config
-        self.send_control = send_control
+        super().__init__(session_id, config, send_control)
         self.on_closed = on_closed
-        self.pc: RTCPeerConnection | None = None
         #: link track index (0 video, 1 audio) → its track
         self.tracks: dict[int, FrameTrack] = {}
-        self.connected = asyncio.Event()
-        self.closed = False
         self.pli_last = -math.inf
         self.pli_forwarded = 0
-        self._tasks: set[asyncio.Future[None]] = set()
 
     async def negotiate(
         self, offer: str, *, video_codec: str | None, h264_profile: int | None, audio: bool
     ) -> dict[str, Any]:
         """The answer message, or an error message with the HTTP status to give."""
-        try:
-            description = aiortc_sdp.SessionDescription.parse(offer)
-        except Exception as exc:  # noqa: BLE001 - any parse failure is the offer's fault
-            return self._error(400, f"Malformed SDP offer: {exc}")
-        media = [m for m in description.media if m.kind in ("audio", "video")]
-        if not media:
-            return self._error(400, "The SDP offer has no audio or video section.")
-        servers = [
-            RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
-            for s in self.config.get("ice_servers", [])
-        ]
-        pc = self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
-        pc.on("connectionstatechange", self._state_changed)
+        media = self._parse_offer(offer)
+        if isinstance(media, dict):
+            return media
+        pc = self._open_pc()
         max_frames = int(self.config.get("whep_max_queue_frames") or MAX_QUEUE_FRAMES)
         used = set()
         for section in media:
@@ -342,7 +324,7 @@ class ViewerSession:
                     )
         await pc.setLocalDescription(answer)
         timeout = float(self.config.get("connect_timeout_s") or CONNECT_TIMEOUT_S)
-        self._spawn(self._connect_deadline(timeout))
+        self._start_connect_deadline(timeout)
         return {"op": "answer", "session": self.session_id, "sdp": pc.localDescription.sdp}
 
     def _forward_pli(self, sender: RTCRtpSender) -> None:
@@ -364,30 +346,8 @@ class ViewerSession:
         if found is not None and not self.closed:
             found.push(pts_ms, payload, keyframe=keyframe)
 
-    def _error(self, status: int, text: str) -> dict[str, Any]:
-        self.closed = True
-        return {"op": "error", "session": self.session_id, "status": status, "text": text}
-
-    async def _state_changed(self) -> None:
-        pc = self.pc
-        if pc is None or self.closed:
-            return
-        if pc.connectionState == "connected" and not self.connected.is_set():
-            self.connected.set()
-            self.send_control({"op": "connected", "session": self.session_id})
-        elif pc.connectionState in ("failed", "closed"):
-            await self.close(f"ice-{pc.connectionState}")
-
-    async def _connect_deadline(self, timeout_s: float) -> None:
-        try:
-            await asyncio.wait_for(self.connected.wait(), timeout_s)
-        except TimeoutError:
-            await self.close("connect-timeout")
-
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def _on_connected(self) -> None:
+        """Nothing more: the daemon starts sending frames on the "connected" message."""
 
     async def close(self, reason: str) -> None:
         if self.closed and self.pc is None:
@@ -406,9 +366,3 @@ class ViewerSession:
                 "skips": sum(t.skips for t in self.tracks.values()),
             }
         )
-
-    async def _close_pc(self) -> None:
-        pc, self.pc = self.pc, None
-        if pc is not None:
-            with contextlib.suppress(Exception):
-                await pc.close()
