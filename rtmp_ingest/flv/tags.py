@@ -137,6 +137,28 @@ def _tracks(
         pos += size
 
 
+def _track_header(
+    body: bytes, pos: int, packet_type: int, multitrack_code: int
+) -> tuple[int, int, int | None, str | None]:
+    """After the packet type: the multitrack header if `packet_type` says there is one,
+    then the FourCC unless every track names its own. Returns (pos, the packet type the
+    tracks carry, the multitrack type or None, the FourCC or None)."""
+    multitrack_type: int | None = None
+    fourcc: str | None = None
+    if packet_type == multitrack_code:
+        if pos >= len(body):
+            raise TagError("truncated multitrack header")
+        multitrack_type, packet_type = body[pos] >> 4, body[pos] & 0x0F
+        pos += 1
+        if multitrack_type > MANY_TRACKS_MANY_CODECS:
+            raise TagError(f"unknown multitrack type {multitrack_type}")
+        if packet_type == multitrack_code:
+            raise TagError("multitrack inside multitrack")
+    if multitrack_type != MANY_TRACKS_MANY_CODECS:
+        fourcc, pos = _fourcc(body, pos)
+    return pos, packet_type, multitrack_type, fourcc
+
+
 def parse_video(body: bytes) -> list[Packet]:
     """Parses a video message body into one packet per track."""
     if not body:
@@ -148,19 +170,7 @@ def parse_video(body: bytes) -> list[Packet]:
     pos, packet_type, nano = _modex(body, 1, b0 & 0x0F, _V_MODEX)
     if frame_type == FRAME_COMMAND and packet_type != _V_METADATA:
         return [Packet("video", 0, "", PacketType.COMMAND, False, 0, body[pos : pos + 1], nano)]
-    multitrack_type: int | None = None
-    fourcc: str | None = None
-    if packet_type == _V_MULTITRACK:
-        if pos >= len(body):
-            raise TagError("truncated multitrack header")
-        multitrack_type, packet_type = body[pos] >> 4, body[pos] & 0x0F
-        pos += 1
-        if multitrack_type > MANY_TRACKS_MANY_CODECS:
-            raise TagError(f"unknown multitrack type {multitrack_type}")
-        if packet_type == _V_MULTITRACK:
-            raise TagError("multitrack inside multitrack")
-    if multitrack_type != MANY_TRACKS_MANY_CODECS:
-        fourcc, pos = _fourcc(body, pos)
+    pos, packet_type, multitrack_type, fourcc = _track_header(body, pos, packet_type, _V_MULTITRACK)
     packets = []
     for track_fourcc, track_id, data in _tracks(body, pos, multitrack_type, fourcc):
         codec = codecs.VIDEO_FOURCC.get(track_fourcc or "")
@@ -239,19 +249,7 @@ def parse_audio(body: bytes) -> list[Packet]:
     if sound_format != SOUND_EX_HEADER:
         return [_legacy_audio(body, sound_format)]
     pos, packet_type, nano = _modex(body, 1, b0 & 0x0F, _A_MODEX)
-    multitrack_type: int | None = None
-    fourcc: str | None = None
-    if packet_type == _A_MULTITRACK:
-        if pos >= len(body):
-            raise TagError("truncated multitrack header")
-        multitrack_type, packet_type = body[pos] >> 4, body[pos] & 0x0F
-        pos += 1
-        if multitrack_type > MANY_TRACKS_MANY_CODECS:
-            raise TagError(f"unknown multitrack type {multitrack_type}")
-        if packet_type == _A_MULTITRACK:
-            raise TagError("multitrack inside multitrack")
-    if multitrack_type != MANY_TRACKS_MANY_CODECS:
-        fourcc, pos = _fourcc(body, pos)
+    pos, packet_type, multitrack_type, fourcc = _track_header(body, pos, packet_type, _A_MULTITRACK)
     packets = []
     for track_fourcc, track_id, data in _tracks(body, pos, multitrack_type, fourcc):
         codec = codecs.AUDIO_FOURCC.get(track_fourcc or "")
