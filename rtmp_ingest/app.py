@@ -134,7 +134,9 @@ class App:
         if config.cluster.enabled:
             from rtmp_ingest.cluster.node import ClusterNode  # noqa: PLC0415 - coredis
 
-            self.cluster = ClusterNode(config, self.feeds)
+            #: with workers, each worker is a node of its own that places only the streams
+            #: it owns on this machine, and pulls only those (cluster/node.py)
+            self.cluster = ClusterNode(config, self.feeds, machine=worker)
             self.rtmp.placement = self.cluster
             self.feeds.add_sink("cluster", self.cluster.on_event)
         self.started_at = time.time()

@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         log_format = f"%(asctime)s %(levelname)s worker={worker.worker_id} %(name)s: %(message)s"
     logging.basicConfig(level=config.log_level.upper(), format=log_format)
     logging.getLogger("hypercorn").setLevel(logging.WARNING)
-    count = config_mod.worker_count(config.workers, cluster=config.cluster.enabled)
+    count = config_mod.worker_count(config.workers)
     if worker is None and count > 1:
         from rtmp_ingest.cluster.supervisor import serve_workers  # noqa: PLC0415
 

@@ -39,8 +39,8 @@ data_dir = "data"
 # debug | info | warning | error
 log_level = "info"
 # Worker processes sharing the ports (docs/spec.md §9): "auto" = one per CPU core,
-# 1 = a single process (no supervisor), N = N workers (at most 256). A cluster node
-# ([cluster] redis set) is one process: "auto" means 1 there.
+# 1 = a single process (no supervisor), N = N workers (at most 256). With [cluster] each
+# worker is a node of its own in the registry, NODE_ID.wN (docs/spec.md §9).
 workers = "auto"
 
 [rtmp]
@@ -238,6 +238,7 @@ max_restart_backoff_s = 30.0
 # nothing of the cluster runs and no Redis is needed. "redis://HOST:PORT/DB" (or rediss://).
 redis = ""
 # This node's name in the registry (letters, digits, ".", "_", "-"); empty = HOST-RTMPPORT.
+# With workers > 1 it names the machine, and each worker is the node NODE_ID.wN.
 node_id = ""
 # HOST:PORT other nodes and redirected clients use to reach this node's RTMP and HTTP;
 # empty = the bound address (with 0.0.0.0 replaced by this host's name).
@@ -485,6 +486,8 @@ MAX_LEASE_S = 300.0
 #: What a node id may be (it goes into Redis keys, URLs and log lines).
 NODE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 MAX_NODE_ID_CHARS = 64
+#: What a worker adds to its machine's node id (".w255": MAX_WORKERS - 1), within the limit.
+WORKER_NODE_SUFFIX_CHARS = 5
 
 
 def _check_cluster(cluster: ClusterConfig) -> None:
@@ -493,11 +496,15 @@ def _check_cluster(cluster: ClusterConfig) -> None:
         return
     if not cluster.redis.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("cluster.redis: expected redis://HOST:PORT/DB, rediss://… or unix://…")
+    longest = MAX_NODE_ID_CHARS - WORKER_NODE_SUFFIX_CHARS
     if cluster.node_id and (
-        len(cluster.node_id) > MAX_NODE_ID_CHARS or not set(cluster.node_id) <= NODE_ID_CHARS
+        len(cluster.node_id) > longest or not set(cluster.node_id) <= NODE_ID_CHARS
     ):
+        raise ConfigError(f"cluster.node_id: at most {longest} of letters, digits, '.', '_', '-'")
+    worker_like = cluster.node_id.rpartition(".w")
+    if worker_like[1] and worker_like[2].isdigit():
         raise ConfigError(
-            f"cluster.node_id: at most {MAX_NODE_ID_CHARS} of letters, digits, '.', '_', '-'"
+            "cluster.node_id: may not end in .wN (the ids of a machine's workers, docs/spec.md §9)"
         )
     for key in ("advertise_rtmp", "advertise_http"):
         value = getattr(cluster, key)
@@ -586,13 +593,11 @@ def _structure_workers(value: Any, _type: Any) -> int | str:
 _converter.register_structure_hook_func(lambda kind: kind == (int | str), _structure_workers)
 
 
-def worker_count(setting: int | str, *, cluster: bool = False) -> int:
-    """The number of workers a `workers` setting means on this machine.
-
-    A cluster node is one process (its lease renewals and relays are one node's):
-    `"auto"` means 1 there, and more cores are more nodes (docs/spec.md §9)."""
+def worker_count(setting: int | str) -> int:
+    """The number of workers a `workers` setting means on this machine ("auto": one per
+    core, with or without `[cluster]`: each worker is then a node, docs/spec.md §9)."""
     if setting == "auto":
-        return 1 if cluster else max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+        return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
     return int(setting)
 
 
@@ -739,11 +744,6 @@ def _check(config: Config) -> None:
     except ValueError as exc:
         raise ConfigError(f"bundle: {exc}") from None
     _check_cluster(config.cluster)
-    if config.cluster.enabled and worker_count(config.workers, cluster=True) > 1:
-        raise ConfigError(
-            "workers: a cluster node is one process; with [cluster] redis set, use "
-            'workers = 1 (or "auto") and run one node per core for more cores'
-        )
     _check_files(config)
 
 

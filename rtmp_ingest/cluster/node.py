@@ -16,6 +16,20 @@ It is the RTMP driver's `Placement` (server/placement.py):
   stream that still gets a publisher here without this node owning it has its lease
   claimed at once; if another node has it, its local publishers are ended.
 
+**With workers** (`serve --workers N` and `[cluster]`, docs/spec.md §9) every worker
+is a node of its own, `MACHINE.wN` (`worker_node_id`: the configured node id and the
+worker's index, so a restarted worker keeps its id and the leases it held), and all of
+a machine's workers advertise the machine's shared addresses. A connection first
+reaches the stream's worker on its machine (hand-off or HTTP forward, cluster/
+worker.py), so only that worker asks `owner_of`, takes the lease, relays, pulls. A
+lease held by another worker of the same machine (its *sibling*) is never relayed to:
+the worker that owns the stream on the machine now (the sibling died, was restarted
+without the stream, or let it go) moves the lease to itself at once
+(`ClusterRegistry.take_from`), continuing the timelines its sibling wrote. `local_owner`
+(what the pulls ask) is true only for the machine's worker-level owner of a stream
+whose lease no sibling holds, so a machine pulls each source once, into the worker its
+players are handed to. Without workers `local_owner` is always true.
+
 And it keeps this node's part of the registry up to date, in tasks of its own:
 
 - every `renew_s`: the node's entry (heartbeat, counters) and its leases. A lease it
@@ -35,8 +49,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -50,6 +64,7 @@ from rtmp_ingest.bundle import (
     Stopped,
     TimelineResume,
 )
+from rtmp_ingest.cluster.ownership import LOCAL, Local, Worker
 from rtmp_ingest.cluster.pulls import Pulls, remote_owner
 from rtmp_ingest.cluster.registry import (
     ClusterRegistry,
@@ -73,6 +88,30 @@ Address = tuple[str, int]
 EVENT_QUEUE = 1024
 
 
+#: How a worker's node id ends: MACHINE + ".w" + its index (docs/spec.md §9).
+WORKER_SUFFIX = ".w"
+
+
+def worker_node_id(machine_id: str, worker_id: int) -> str:
+    """The node id of worker `worker_id` of the machine whose node id is `machine_id`."""
+    return f"{machine_id}{WORKER_SUFFIX}{worker_id}"
+
+
+def sibling_worker(holder: str, *, machine_id: str) -> int | None:
+    """The worker index when `holder` is a worker of machine `machine_id`, else None."""
+    prefix = machine_id + WORKER_SUFFIX
+    index = holder[len(prefix) :] if holder.startswith(prefix) else ""
+    return int(index) if index.isdigit() and str(int(index)) == index else None
+
+
+class Machine(Protocol):
+    """The worker ownership of this machine (cluster/worker.py `WorkerAgent`)."""
+
+    worker_id: int
+
+    def owner_of(self, stream_path: str) -> Local | Worker: ...
+
+
 def _advertised(configured: str, bound: Address | None) -> str:
     if configured:
         return configured
@@ -87,13 +126,29 @@ def _advertised(configured: str, bound: Address | None) -> str:
 class ClusterNode:
     """One node: its leases, its directory entry, its pulls (see the module docstring)."""
 
-    def __init__(self, config: Config, feeds: Feeds) -> None:
+    def __init__(
+        self,
+        config: Config,
+        feeds: Feeds,
+        *,
+        machine: Machine | None = None,
+        opener: Callable[..., Any] = open_registry,
+    ) -> None:
         self.settings = config.cluster
         self.limits = config.rtmp.limits()
         self.feeds = feeds
         self.registry = feeds.registry
         self.secret = self.settings.secret.encode("utf-8")
+        #: this machine's workers (None: one process); see the module docstring
+        self.machine = machine
+        self.machine_id = self.settings.node_id
         self.node_id = self.settings.node_id
+        if machine is not None and self.machine_id:
+            self.node_id = worker_node_id(self.machine_id, machine.worker_id)
+        #: opens the registry (cluster/registry.py `open_registry`; tests give another)
+        self._open_registry = opener
+        #: whether this process is the one of its machine to serve (and pull) a stream
+        self.local_owner: Callable[[str], bool] = self._serves_here
         #: streams this node owns → when it took the lease (trio clock)
         self.owned: dict[str, float] = {}
         self.counters: dict[str, int] = {
@@ -133,10 +188,16 @@ class ClusterNode:
         deadline = trio.current_time() + settings.lease_s + settings.redis_timeout_s
         while True:
             try:
-                holder = await reg.acquire(stream_path)
+                holder = await self._acquire(reg, stream_path)
                 if holder == self.node_id:
                     await self._took(reg, stream_path)
                     return None
+                if self.sibling(holder) is not None:
+                    #: never relayed to: its connections reach it by hand-off (cluster/worker.py)
+                    raise PlacementError(
+                        f"{shown(stream_path)} is served by another worker of this node "
+                        f"({holder}); reconnect."
+                    )
                 if relayed:
                     raise PlacementError(
                         f"This node does not own {shown(stream_path)} ({holder} does); reconnect."
@@ -157,6 +218,38 @@ class ClusterNode:
                     f"The stream's owner ({holder}) is gone and its lease has not lapsed; retry."
                 )
             await trio.sleep(settings.pull_retry_s)
+
+    def sibling(self, holder: str | None) -> int | None:
+        """The worker index when `holder` is another worker of this machine, else None."""
+        if self.machine is None or holder is None or holder == self.node_id:
+            return None
+        return sibling_worker(holder, machine_id=self.machine_id)
+
+    def _worker_owns(self, stream_path: str) -> bool:
+        """This worker is the one of its machine that serves `stream_path` (cluster/worker.py)."""
+        return self.machine is None or self.machine.owner_of(stream_path) is LOCAL
+
+    def _serves_here(self, stream_path: str) -> bool:
+        """`local_owner`: the machine's worker for `stream_path`, and no sibling's lease."""
+        return self._worker_owns(stream_path) and (
+            self.sibling(self.remote_leases.get(stream_path)) is None
+        )
+
+    async def _acquire(self, reg: ClusterRegistry, stream_path: str) -> str:
+        """The stream's lease holder after trying to take it; a sibling's lease is moved
+        here when this worker owns the stream on the machine (module docstring)."""
+        holder = await reg.acquire(stream_path)
+        worker = self.sibling(holder)
+        if worker is not None and self._worker_owns(stream_path):
+            holder = await reg.take_from(stream_path, holder)
+            if holder == self.node_id:
+                log.info(
+                    "owner stream=%s node=%s: lease moved from worker=%d of this machine",
+                    shown(stream_path),
+                    self.node_id,
+                    worker,
+                )
+        return holder
 
     def inbound(
         self, stream_path: str, query: Mapping[str, str], remote: str
@@ -232,7 +325,9 @@ class ClusterNode:
         """The node that owns `stream_path` when it is known to be another one (no wait)."""
         if stream_path in self.owned:
             return None
-        return self.remote_leases.get(stream_path)
+        holder = self.remote_leases.get(stream_path)
+        #: a sibling's: the worker ownership decides (cluster/worker.py `held_elsewhere`)
+        return None if self.sibling(holder) is not None else holder
 
     def on_event(self, event: Event) -> None:
         """Events of owned streams go to the registry (never blocks the pump)."""
@@ -281,7 +376,7 @@ class ClusterNode:
         send its publishers away when another node has it (one owner per stream)."""
         async for path in self._claims_out:
             try:
-                holder = await reg.acquire(path)
+                holder = await self._acquire(reg, path)
                 if holder == self.node_id:
                     await self._took(reg, path)
                 else:
@@ -329,6 +424,8 @@ class ClusterNode:
                 "players": len(self.feeds.players),
                 **self.counters,
             },
+            machine=self.machine_id,
+            worker=None if self.machine is None else self.machine.worker_id,
         )
 
     async def _lease_loop(self, reg: ClusterRegistry) -> None:
@@ -417,15 +514,20 @@ class ClusterNode:
         """Joins the cluster, serves until cancelled, then leaves it (leases released)."""
         settings = self.settings
         if not self.node_id:
-            self.node_id = f"{socket.gethostname()}-{rtmp[1]}"
+            #: every worker of a machine binds the same port: the same machine id
+            self.machine_id = self.node_id = f"{socket.gethostname()}-{rtmp[1]}"
+            if self.machine is not None:
+                self.node_id = worker_node_id(self.machine_id, self.machine.worker_id)
         self.info = NodeInfo(
             node_id=self.node_id,
             rtmp=_advertised(settings.advertise_rtmp, rtmp),
             http=_advertised(settings.advertise_http, http),
             started_at_s=self._started_at,
             heartbeat_at_s=time.time(),
+            machine=self.machine_id,
+            worker=None if self.machine is None else self.machine.worker_id,
         )
-        async with open_registry(
+        async with self._open_registry(
             settings.redis,
             node_id=self.node_id,
             prefix=settings.key_prefix,
@@ -487,6 +589,7 @@ class ClusterNode:
         """This node's view: id, owned streams, pulls, counters (for the API and metrics)."""
         return {
             "node": self.node_id,
+            "machine": self.machine_id,
             "streams": len(self.owned),
             "owned": sorted(self.owned),
             "pulls_active": len(self.pulling.active),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -46,6 +47,8 @@ class PullHost(Protocol):
     limits: Limits
     settings: ClusterConfig
     counters: dict[str, int]
+    #: whether this process is the one of its machine that serves the stream (workers)
+    local_owner: Callable[[str], bool]
 
 
 def remote_owner(info: NodeInfo) -> RemoteOwner | None:
@@ -106,7 +109,7 @@ class Pulls:
         host = self.host
         owners: dict[str, RemoteOwner | None] = {}
         for path, holder in (await reg.leases()).items():
-            if holder == host.node_id or path in host.owned:
+            if holder == host.node_id or path in host.owned or not host.local_owner(path):
                 continue
             for source_id, state in (await reg.timelines(path)).items():
                 if not state.live or (path, source_id) in self.active:

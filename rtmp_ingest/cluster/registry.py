@@ -4,9 +4,12 @@ What every node keeps there, under the configured key prefix `P`:
 
     P:lease:STREAM     the owning node's id; SET NX PX lease_s, renewed by its owner every
                        renew_s (compare-and-PEXPIRE; a key Redis lost is set again), deleted
-                       by it (compare-and-DEL) when the stream stops. An owner that dies stops renewing: within lease_s
-                       the key is gone and the next publish anywhere takes the stream.
-    P:node:ID          the node's entry (JSON: addresses, start, heartbeat, its counters),
+                       by it (compare-and-DEL) when the stream stops. An owner that dies stops
+                       renewing: within lease_s the key is gone and the next publish anywhere
+                       takes the stream; sooner, the worker of its machine that now owns the
+                       stream there moves it to itself (compare-and-SET, `take_from`).
+    P:node:ID          the node's entry (JSON: addresses, start, heartbeat, its counters, its
+                       machine and worker: with `workers > 1` each worker is a node MACHINE.wN),
                        SET PX lease_s by its heartbeat; P:nodes is the set of ids ever seen
                        (an id whose entry lapsed is dropped from it when listed).
     P:timeline:STREAM  hash source id → JSON {last_dts_ms, origin_wall_s, at_wall_s, live},
@@ -58,6 +61,16 @@ _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+#: Moves KEYS[1] from ARGV[1] (a dead or idle worker of this machine) to ARGV[2] for ARGV[3]
+#: ms, or takes it when nobody holds it; returns the holder afterwards.
+_TAKE_FROM = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] or not holder then
+  redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return ARGV[2]
+end
+return holder
+"""
 #: Keys one SCAN round asks for (`cluster status`, the pull reconciliation).
 SCAN_COUNT = 500
 
@@ -79,6 +92,10 @@ class NodeInfo:
     heartbeat_at_s: float
     #: what the node reports of itself (streams owned, publishers, players, relays, pulls)
     metrics: dict[str, int] = attrs.field(factory=dict)
+    #: the machine it runs on (its configured node id; "": its own) and its worker there: with
+    #: `workers > 1` every worker is a node "MACHINE.wN"; one process: machine = node_id
+    machine: str = ""
+    worker: int | None = None
 
     def to_json(self) -> str:
         return json.dumps(attrs.asdict(self), separators=(",", ":"))
@@ -93,6 +110,8 @@ class NodeInfo:
             started_at_s=float(data["started_at_s"]),
             heartbeat_at_s=float(data["heartbeat_at_s"]),
             metrics={str(k): int(v) for k, v in dict(data.get("metrics", {})).items()},
+            machine=str(data.get("machine", "")),
+            worker=None if data.get("worker") is None else int(data["worker"]),
         )
 
 
@@ -236,6 +255,19 @@ class ClusterRegistry:
         holder = await self._call("acquire", self.client.get(key))
         if holder is None:  #: it lapsed between the two commands: try once more
             return await self.acquire(stream_path)
+        return str(holder)
+
+    async def take_from(self, stream_path: str, previous: str) -> str:
+        """Takes the stream's lease from `previous` (another worker of this machine that
+        no longer serves it, docs/spec.md §9) or from nobody; returns the holder after."""
+        holder = await self._call(
+            "take",
+            self.client.eval(
+                _TAKE_FROM,
+                keys=[self._key("lease", stream_path)],
+                args=[previous, self.node_id, self.lease_ms],
+            ),
+        )
         return str(holder)
 
     async def owner(self, stream_path: str) -> str | None:

@@ -1,6 +1,7 @@
 """`rtmp-ingest cluster status`: the cluster as its Redis registry shows it (docs/spec.md §9).
 
-Nodes (addresses, age, heartbeat, the counters each reports: streams owned, local
+Nodes grouped by machine (with `workers > 1` every worker is a node MACHINE.wN of its
+own: addresses, age, heartbeat, the counters each reports: streams owned, local
 publishers, players, relays, pulls), then the leases: which node owns which stream,
 with the sources the owner last wrote. Read only; it runs beside the nodes.
 """
@@ -13,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from rtmp_ingest.cluster.registry import open_registry
+from rtmp_ingest.cluster.registry import NodeInfo, open_registry
 from rtmp_ingest.config import ClusterConfig
 
 #: The node id the status command uses on the registry (it takes no lease).
@@ -44,6 +45,9 @@ async def gather(settings: ClusterConfig) -> dict[str, Any]:
                 }
             )
     now = time.time()
+    machines: dict[str, list[str]] = {}
+    for node in sorted(nodes, key=_machine_order):
+        machines.setdefault(node.machine or node.node_id, []).append(node.node_id)
     return {
         "at": now,
         "nodes": [
@@ -54,20 +58,37 @@ async def gather(settings: ClusterConfig) -> dict[str, Any]:
             }
             for node in nodes
         ],
+        "machines": machines,
         "leases": dict(sorted(leases.items())),
         "streams_per_node": streams,
     }
 
 
+def _machine_order(node: NodeInfo) -> tuple[str, int, str]:
+    return (node.machine or node.node_id, -1 if node.worker is None else node.worker, node.node_id)
+
+
 def render(data: dict[str, Any]) -> str:
-    """The table `cluster status` prints."""
-    lines = [f"{len(data['nodes'])} node(s), {len(data['leases'])} stream lease(s)", ""]
-    header = ("NODE", "RTMP", "HTTP", "UP", "BEAT", "STREAMS", "PUBS", "PLAYERS", "RELAYS", "PULLS")
+    """The table `cluster status` prints (a machine's workers under it)."""
+    machines = data.get("machines", {})
+    lines = [
+        f"{len(machines)} machine(s), {len(data['nodes'])} node(s), "
+        f"{len(data['leases'])} stream lease(s)",
+        "",
+    ]
+    header = (
+        "MACHINE", "NODE", "RTMP", "HTTP", "UP", "BEAT", "STREAMS", "PUBS", "PLAYERS", "RELAYS",
+        "PULLS",
+    )  # fmt: skip
     rows = [header]
-    for node in data["nodes"]:
+    by_id = {node["node_id"]: node for node in data["nodes"]}
+    ordered = [(machine, by_id[n]) for machine, ids in machines.items() for n in ids if n in by_id]
+    shown_machine = ""
+    for machine, node in ordered:
         m = node["metrics"]
         rows.append(
             (
+                machine if machine != shown_machine else "",
                 node["node_id"],
                 node["rtmp"],
                 node["http"] or "-",
@@ -79,6 +100,7 @@ def render(data: dict[str, Any]) -> str:
                 ),
             )
         )
+        shown_machine = machine
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     live_nodes = {node["node_id"] for node in data["nodes"]}

@@ -10,9 +10,13 @@ deals with a stream another process owns:
   (`_resume`, cluster/handoff.py). A later request on the same connection for a
   stream served elsewhere is refused (`_refuse_for_owner`).
 - **another node of a cluster** (`[cluster]`, server/placement.py): the publish is
-  placed first (`_place_then_publish`: this node may take the lease), and a publish
-  whose owner is another node is relayed there (`_relay_to`, `_run_relay`, and
+  placed (`_place_then_publish`: this node may take the lease), and a publish whose
+  owner is another node is relayed there (`_relay_to`, `_run_relay`, and
   `_relay_media` from the reader loop), one hop, the owner's answer the encoder's.
+
+Both together (workers in a cluster): the worker check comes first, so a connection
+is placed only by the worker that owns its stream on this machine; a relay from
+another node that lands on another worker is handed to that one like any connection.
 
 The state it keeps is set up by `_init_elsewhere`; everything else is the session's
 own (a mixin, so the session's attributes are its attributes).

@@ -543,6 +543,8 @@ class RtmpSession(OwnerElsewhere):
         self._closing = True
 
     def _on_publish(self, event: ev.PublishRequested) -> None:
+        if self.server.handoff is not None and self._owned_elsewhere(event):
+            return  #: workers: the stream's worker on this machine decides (and places) it
         placement = self.server.placement
         if placement is not None and self.feed is None and self.relay is None:
             #: a cluster: the owner is found first (it may take a Redis round trip)
@@ -554,8 +556,6 @@ class RtmpSession(OwnerElsewhere):
     def _admit(self, event: ev.PublishRequested, query: dict[str, str], remote: str) -> None:
         """The publish as this process decides it (policy, hook, bundle)."""
         address = event.address
-        if self.server.handoff is not None and self._owned_elsewhere(event):
-            return
         self.stream_path = address.path
         self.source_id = query.get("sourceId", "")
         attempt = PublishAttempt.from_query(

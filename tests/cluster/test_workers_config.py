@@ -48,13 +48,29 @@ def test_the_command_line_overrides_the_file(tmp_path):
     assert cli._load(args).workers == "auto"
 
 
-def test_a_cluster_node_is_one_process(tmp_path, capsys):
+def test_workers_and_a_cluster_combine(tmp_path, capsys):
+    """docs/spec.md §9: with [cluster], "auto" is one worker per core again and a count is
+    accepted (each worker is a node NODE_ID.wN of the registry)."""
     redis = {"redis": "redis://127.0.0.1:6379/0", "secret": "s" * 32}
     config = config_mod.load(None, overrides={"cluster": redis})
-    assert config_mod.worker_count(config.workers, cluster=True) == 1  #: "auto"
+    assert config_mod.worker_count(config.workers) == (os.cpu_count() or 1)  #: "auto"
     path = tmp_path / "c.toml"
     path.write_text(
         f'workers = 2\n[cluster]\nredis = "{redis["redis"]}"\nsecret = "{redis["secret"]}"\n'
+        'node_id = "edge-1"\n'
+    )
+    assert cli.main(["config", "--check", str(path)]) == 0
+    assert "OK" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("node_id", ["edge.w0", "a.w12", "x" * 60])
+def test_a_node_id_leaves_room_for_its_workers(node_id, tmp_path, capsys):
+    """A machine's id may not be taken for one of its workers' ids (MACHINE.wN), and a
+    worker's id must still fit the registry's limit."""
+    path = tmp_path / "c.toml"
+    path.write_text(
+        f'[cluster]\nredis = "redis://127.0.0.1:6379/0"\nsecret = "{"s" * 32}"\n'
+        f'node_id = "{node_id}"\n'
     )
     assert cli.main(["config", "--check", str(path)]) == cli.EXIT_CONFIG
-    assert "a cluster node is one process" in capsys.readouterr().err
+    assert "cluster.node_id" in capsys.readouterr().err
