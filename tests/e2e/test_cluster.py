@@ -10,6 +10,7 @@ lease once it lapsed, and the player that stayed on C sees its timeline go on fo
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -46,7 +47,14 @@ class Node:
     """One `rtmp-ingest serve` process of the cluster."""
 
     def __init__(
-        self, name: str, redis_url: str, tmp: Path, *, srt: bool = False, pull: bool = True
+        self,
+        name: str,
+        redis_url: str,
+        tmp: Path,
+        *,
+        srt: bool = False,
+        pull: bool = True,
+        workers: int = 1,
     ) -> None:
         self.name = name
         self.rtmp_port = free_port()
@@ -56,7 +64,7 @@ class Node:
         self.log = tmp / f"{name}.log"
         srt_section = f'listen = "127.0.0.1:{self.srt_port}"' if srt else "enabled = false"
         self.config.write_text(
-            f'data_dir = "{tmp / ("data-" + name)}"\n'
+            f'data_dir = "{tmp / ("data-" + name)}"\nworkers = {workers}\n'
             f'[rtmp]\nlisten = "127.0.0.1:{self.rtmp_port}"\n'
             f'[http]\nlisten = "127.0.0.1:{self.http_port}"\n'
             f"[srt]\n{srt_section}\n"
@@ -116,7 +124,12 @@ async def until(predicate: Any, timeout_s: float = 30.0, what: str = "") -> Any:
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
 
 
-async def encoder(urls: list[str], seconds: float, *, task_status: Any = trio.TASK_STATUS_IGNORED):
+async def encoder(
+    urls: list[str],
+    seconds: float,
+    *extra: str,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+):
     """A PyAV encoder that reconnects, like a real one: when its connection ends or is
     refused before `seconds` are over it publishes again, to the next URL of `urls`."""
     deadline = trio.current_time() + seconds
@@ -124,7 +137,7 @@ async def encoder(urls: list[str], seconds: float, *, task_status: Any = trio.TA
     task_status.started()
     while (left := deadline - trio.current_time()) > 1.0:
         process = await trio.lowlevel.open_process(
-            clients.pyav(urls[attempt % len(urls)], left),
+            clients.pyav(urls[attempt % len(urls)], left, *extra),
             cwd=str(REPO),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -544,3 +557,191 @@ async def test_a_stream_that_stops_gives_its_lease_back_and_leaves_no_timeline(s
 
         await a.wait_for(released)
         assert a.daemon.cluster.statistics()["owned"] == []
+
+
+# -- two nodes of two workers each: workers and nodes combine (docs/spec.md §9) -------------
+
+#: small pictures, every frame a keyframe: 6 encoders and 4 workers share this machine
+SMALL = ("--video", "h264", "--audio", "none", "--size", "160x96", "--fps", "10", "--gop", "1")
+WORKER_STREAMS = [f"live/combo{i}" for i in range(3)]
+
+
+def stream_url(node: Node, stream: str, source_id: str) -> str:
+    return f"rtmp://127.0.0.1:{node.rtmp_port}/{stream}?sourceId={source_id}"
+
+
+async def servers_of(nodes: dict[str, Node], stream: str) -> list[tuple[str, int, int]]:
+    """(node, worker id, pid) of every worker where a source of `stream` is published
+    (on air from an encoder or a relay, not a pull of another node's copy)."""
+    found = []
+    for name, node in nodes.items():
+        try:
+            listing = (await node.get("/api/v1/streams")).json()
+        except (httpx.HTTPError, ValueError):
+            continue
+        for entry in listing.get("streams", []):
+            if entry["path"] != stream:
+                continue
+            published = [
+                s for s in entry["sources"] if s["onAir"] and s["onAir"]["protocol"] != "cluster"
+            ]
+            if published:
+                found.append((name, entry["worker"]["id"], entry["worker"]["pid"]))
+    return found
+
+
+async def copies_of(node: Node, stream: str) -> list[int]:
+    """The workers of `node` that hold `stream` at all (published or pulled)."""
+    listing = (await node.get("/api/v1/streams")).json()
+    return [e["worker"]["id"] for e in listing.get("streams", []) if e["path"] == stream]
+
+
+async def test_two_nodes_of_two_workers_serve_each_stream_in_one_worker(tmp_path, nursery):
+    """Nodes A and B, each `serve --workers 2`: every stream gets sources through both
+    nodes' shared ports; each stream's sources are on exactly one worker of one node (the
+    API of both), the other node holds one pulled copy in one worker, and a player there
+    decodes both sources. `kill -9` of the owning worker: its encoders reconnect, the
+    stream goes on in one worker, and the player that stayed on the other node sees its
+    timeline go forward. Then B's supervisor dies: B's workers leave the cluster."""
+    with redis_server() as redis_url:
+        nodes = {name: Node(name, redis_url, tmp_path, workers=2) for name in "AB"}
+        try:
+            for node in nodes.values():
+                await node.start()
+            for node in nodes.values():
+
+                async def healthy(node: Node = node) -> bool:
+                    try:
+                        return (await node.get("/healthz")).status_code == 200
+                    except httpx.HTTPError:
+                        return False
+
+                await until(healthy, 90, f"node {node.name} to serve")
+            a, b = nodes["A"], nodes["B"]
+            for index, stream in enumerate(WORKER_STREAMS):
+                #: the first source reaches A for some streams and B for others: both own
+                first, second = (a, b) if index % 2 == 0 else (b, a)
+                for node in (first, second):
+                    url = stream_url(node, stream, f"cam{node.name}")
+                    await nursery.start(functools.partial(encoder, [url], 240.0, *SMALL))
+                    if node is first:
+
+                        async def started(stream: str = stream) -> bool:
+                            return len(await servers_of(nodes, stream)) == 1
+
+                        await until(started, 60, f"the first source of {stream}")
+
+            async def placed(stream: str) -> tuple[str, int, int] | None:
+                servers = await servers_of(nodes, stream)
+                if len(servers) != 1:
+                    return None
+                name, worker, _pid = servers[0]
+                listing = (await nodes[name].get(f"/api/v1/streams/{stream}")).json()
+                live = {
+                    s["sourceId"]
+                    for s in listing["sources"]
+                    if s["state"] == "live" and s["onAir"] and s["onAir"]["protocol"] != "cluster"
+                }
+                return (
+                    servers[0]
+                    if live == {"camA", "camB"} and listing["worker"]["id"] == worker
+                    else None
+                )
+
+            owners = {}
+            for stream in WORKER_STREAMS:
+                owners[stream] = await until(
+                    functools.partial(placed, stream), 120, f"{stream} on one worker of one node"
+                )
+            print("OWNERS", owners)
+            assert {name for name, _w, _p in owners.values()} == {"A", "B"}
+            #: the registry agrees: each stream's lease is its serving worker's (MACHINE.wN)
+            for stream, (name, worker, _pid) in owners.items():
+                assert await owner(redis_url, stream) == f"{name}.w{worker}"
+
+            #: the other node pulls each source once, into one worker, and plays both
+            stream = WORKER_STREAMS[0]
+            home = owners[stream][0]
+            other = b if home == "A" else a
+
+            async def pulled_once() -> bool:
+                sources = await other.sources(stream)
+                on = {sid for sid, src in sources.items() if src["onAir"]}
+                return on == {"camA", "camB"} and len(await copies_of(other, stream)) == 1
+
+            await until(pulled_once, 60, f"{other.name} pulling {stream} into one worker")
+            results: dict[str, pyav_player.PlayResult] = {}
+
+            async def play(source_id: str, seconds: float) -> None:
+                url = stream_url(other, stream, source_id)
+                results[source_id] = await trio.to_thread.run_sync(
+                    lambda: pyav_player.play(url, seconds, read_timeout_s=30.0)
+                )
+
+            nursery.start_soon(play, "camA", 6.0)
+            nursery.start_soon(play, "camB", 45.0)
+
+            async def finished(source_id: str) -> bool:
+                return source_id in results
+
+            await until(lambda: finished("camA"), 60, "the camA player to finish")
+            assert results["camA"].frames_decoded > 0, results["camA"].summary()
+
+            #: kill -9 the worker that serves the stream
+            _name, worker, pid = owners[stream]
+            os.kill(pid, signal.SIGKILL)
+            killed_at = time.monotonic()
+
+            async def moved_on() -> tuple[str, int, int] | None:
+                found = await placed(stream)
+                return found if found is not None and found[2] != pid else None
+
+            after_kill = await until(moved_on, 90, f"{stream} served again after the kill")
+            print("AFTER KILL", after_kill)
+            assert await owner(redis_url, stream) == f"{after_kill[0]}.w{after_kill[1]}"
+            #: the other streams were not touched unless they lived in the killed worker
+            for other_stream, served in owners.items():
+                if served[2] != pid:
+                    assert await servers_of(nodes, other_stream) == [served]
+
+            await until(lambda: finished("camB"), 90, "the camB player to finish")
+            result = results["camB"]
+            video = result.video()
+            assert video is not None, result.summary()
+            assert video.backwards() == [], result.summary()
+            before = [d for d, t in zip(video.dts_ms, video.arrival) if t < killed_at]
+            later = [d for d, t in zip(video.dts_ms, video.arrival) if t > killed_at + LEASE_S]
+            assert before and later, result.summary()
+            assert min(later) > max(before), "the player's timeline went back after the kill"
+
+            #: the operator's view groups workers under their machine
+            async def status() -> dict[str, Any]:
+                done = await trio.run_process(
+                    [sys.executable, "-m", "rtmp_ingest.cli", "cluster", "status", "--json"]
+                    + ["--config", str(a.config)],
+                    capture_stdout=True,
+                    cwd=str(REPO),
+                )
+                return json.loads(done.stdout)
+
+            async def both_machines() -> dict[str, Any] | None:
+                data = await status()
+                ok = data["machines"] == {"A": ["A.w0", "A.w1"], "B": ["B.w0", "B.w1"]}
+                return data if ok else None
+
+            await until(both_machines, 30, "cluster status with two machines of two workers")
+
+            #: B's supervisor dies: its workers end with it and leave the cluster
+            b.kill()
+
+            async def only_a() -> bool:
+                return (await status())["machines"] == {"A": ["A.w0", "A.w1"]}
+
+            await until(only_a, 30, "B's workers gone from the registry")
+        finally:
+            for node in nodes.values():
+                node.kill()
+            for node in nodes.values():
+                if node.process is not None:
+                    with trio.move_on_after(10):
+                        await node.process.wait()
