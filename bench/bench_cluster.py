@@ -1,6 +1,7 @@
 """Relay cost between two nodes (docs/spec.md §9): CPU-ms per Mbit on the relaying node.
 
     PYTHONPATH=. .venv/bin/python bench/bench_cluster.py [--seconds 20] [--publishers 1 10]
+        [--workers 2]
 
 A real redis-server and two `rtmp-ingest serve` nodes on loopback: O owns every stream
 (its leases are set in Redis before the load starts), R is the node the encoders reach.
@@ -11,6 +12,10 @@ N python publishers of the 3 Mbit/s clip (../shared/bench/rtmp_load.py), one str
   it received and relays to O (the relay alone);
 - `relay-pull`: the same with `cluster.pull = true` (the default): R also pulls every
   source back from O for its own viewers, so it receives each Mbit twice.
+
+With `--workers N` both nodes run `workers = N` (docs/spec.md §9: every worker is a node
+O.wN / R.wN; the leases are preset to the worker of O that owns each stream there), and
+the CPU measured is the node's supervisor and all its workers.
 
 Prints one JSON object per run (also written to `--json-out`), then a table. The load
 generator runs on the same two cores; `other_busy_cores` says how busy the machine was
@@ -27,15 +32,19 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from common import REPO, free_port, rtmp_load, table, wait_listening
 
 sys.path.insert(0, str(REPO))
+from rtmp_ingest.cluster.node import worker_node_id
+from rtmp_ingest.cluster.ownership import rendezvous_owner
 from tests.cluster.redis_server import redis_server
 
 NODE_CONFIG = """\
 log_level = "warning"
+workers = {workers}
 data_dir = "{data}"
 [rtmp]
 listen = "127.0.0.1:{port}"
@@ -62,7 +71,7 @@ PRESET_LEASE_MS = 600_000
 class Node:
     """One cluster node process (what `common.rtmp_load` measures: `pid`, `port`, `kind`)."""
 
-    def __init__(self, name: str, redis: str, *, pull: bool) -> None:
+    def __init__(self, name: str, redis: str, *, pull: bool, workers: int = 1) -> None:
         self.kind = name
         self.port = free_port()
         self.http_port = free_port()
@@ -76,6 +85,7 @@ class Node:
                 redis=redis,
                 name=name,
                 pull="true" if pull else "false",
+                workers=workers,
             )
         )
         self.process = subprocess.Popen(
@@ -84,7 +94,24 @@ class Node:
             stderr=subprocess.STDOUT,
         )
         wait_listening(self.port)
+        if workers > 1:
+            self._wait_workers(workers)
         time.sleep(0.5)
+
+    def _wait_workers(self, workers: int, timeout_s: float = 60.0) -> None:
+        """Until the API lists every worker as reachable (all of them serve)."""
+        url = f"http://127.0.0.1:{self.http_port}/api/v1/streams"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    listed = json.load(response).get("workers", [])
+                if sum(1 for w in listed if w.get("reachable")) == workers:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"node {self.kind}: not all {workers} workers serve")
 
     @property
     def pid(self) -> int:
@@ -99,12 +126,16 @@ class Node:
             self.process.wait()
 
 
-def preset_leases(redis_url: str, owner: str, n: int) -> None:
-    """Streams live/s0..s{n-1} belong to `owner` before any publisher arrives."""
+def preset_leases(redis_url: str, owner: str, n: int, *, workers: int = 1) -> None:
+    """Streams live/s0..s{n-1} belong to `owner` (with workers: to the worker of `owner`
+    that owns each stream on its machine) before any publisher arrives."""
     port = redis_url.rsplit(":", 1)[1].split("/")[0]
     for i in range(n):
+        holder = owner
+        if workers > 1:
+            holder = worker_node_id(owner, rendezvous_owner(f"live/s{i}", range(workers)))
         subprocess.run(
-            ["redis-cli", "-p", port, "SET", f"bench:lease:live/s{i}", owner]
+            ["redis-cli", "-p", port, "SET", f"bench:lease:live/s{i}", holder]
             + ["PX", str(PRESET_LEASE_MS)],
             check=True,
             capture_output=True,
@@ -117,12 +148,12 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(mode: str, n: int, seconds: float) -> dict[str, object]:
+def run(mode: str, n: int, seconds: float, *, workers: int = 1) -> dict[str, object]:
     with redis_server() as redis_url:
-        owner = Node("O", redis_url, pull=True)
-        edge = Node("R", redis_url, pull=mode == "relay-pull")
+        owner = Node("O", redis_url, pull=True, workers=workers)
+        edge = Node("R", redis_url, pull=mode == "relay-pull", workers=workers)
         try:
-            preset_leases(redis_url, "O", n)
+            preset_leases(redis_url, "O", n, workers=workers)
             target = owner if mode == "direct" else edge
             owner_cpu_before = cpu_s(owner.pid)
             started = time.monotonic()
@@ -133,6 +164,7 @@ def run(mode: str, n: int, seconds: float) -> dict[str, object]:
             owner.stop()
     return {
         "test": mode,
+        "workers": workers,
         "n": n,
         "node_measured": target.kind,
         "cpu_ms_per_mbit": round(r["cpu_s_per_mbit"] * 1000, 3)
@@ -151,13 +183,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--publishers", type=int, nargs="+", default=[1, 10])
+    parser.add_argument("--workers", type=int, default=1, help="workers per node")
     parser.add_argument("--modes", nargs="+", default=["direct", "relay-edge", "relay-pull"])
     parser.add_argument("--json-out", default=str(REPO / "bench" / "results" / "cluster.jsonl"))
     args = parser.parse_args()
     rows = []
     for n in args.publishers:
         for mode in args.modes:
-            row = run(mode, n, args.seconds)
+            row = run(mode, n, args.seconds, workers=args.workers)
             print(json.dumps(row), flush=True)
             rows.append(row)
     if args.json_out:
@@ -168,6 +201,7 @@ def main() -> None:
             rows,
             [
                 ("test", "test"),
+                ("workers", "workers"),
                 ("n", "publishers"),
                 ("node_measured", "node"),
                 ("cpu_ms_per_mbit", "CPU-ms/Mbit"),

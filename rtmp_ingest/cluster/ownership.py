@@ -15,9 +15,10 @@ path a live worker's registry holds) and looks it up first; rendezvous decides o
 for a stream nobody holds. The holders table also tells the SRT worker whether a
 stream is held elsewhere (SRT cannot be handed over, see cluster/worker.py).
 
-The lead composes this with the node-level owner check of the cluster registry
-through `Ownership` (node first, then worker); a caller gets `LOCAL` or a
-`Worker(id)`.
+With `[cluster]` this comes first (docs/spec.md §9): a connection reaches the
+stream's worker on its machine, and only that worker asks the node-level placement
+(cluster/node.py `ClusterNode`, whose `local_owner` is this answer); a caller gets
+`LOCAL` or a `Worker(id)`.
 """
 
 from __future__ import annotations

@@ -14,8 +14,10 @@ the relaying node vouches for. Such a publish is never relayed again (one hop): 
 this node is not the owner (any more), `owner_of(..., relayed=True)` refuses it and
 the encoder reconnects.
 
-The composition root may stack placements (node first, then worker): each is a
-`Placement`, and a composite answers with the first non-local owner.
+With workers (docs/spec.md §9) the worker ownership comes first: the RTMP driver
+hands a connection to the stream's worker on this machine before it asks
+`owner_of`, so a `Placement` is asked only by the process that serves the stream on
+its machine (each worker is a cluster node of its own, cluster/node.py).
 """
 
 from __future__ import annotations
