@@ -191,19 +191,20 @@ class SrtSession:
                     self.source_id,
                     description,
                 )
-            if self._relay_end:
+            if self.feed is None:
                 log.info(
                     "relay end stream=%s sourceId=%r protocol=srt remote=%s owner=%s: %s",
                     self.stream_path,
                     self.source_id,
                     self.remote,
                     self.owner.node_id if self.owner is not None else self._holder,
-                    self._relay_end,
+                    self._relay_end or (self._kick[1] if self._kick else f"encoder {reason.value}"),
                 )
             relayed = self.relayed
             if relayed is not None and relayed.relay is not None:
                 relayed.relay.close()
-            self.server.host.end_feed(self, reason)
+            if self.feed is not None:
+                self.server.host.end_feed(self, reason)
             self.server.release(self)
 
     # -- a publish of a stream served elsewhere (server/srt_relay.py) --------------------
