@@ -51,6 +51,7 @@ from rtmp_ingest.server.placement import PlacementError
 from rtmp_ingest.server.play import Player
 from rtmp_ingest.server.record import RecorderService
 from rtmp_ingest.server.srt import SrtServer
+from rtmp_ingest.server.srt_relay import ClusterSrt
 from rtmp_ingest.server.webrtc_link import WebrtcService
 from rtmp_ingest.server.whep import WhepService
 from rtmp_ingest.srt.lib import SrtUnavailable
@@ -136,7 +137,7 @@ class App:
             self.cluster = ClusterNode(config, self.feeds)
             self.rtmp.placement = self.cluster
             if self.srt is not None:
-                self.srt.placement = self.cluster
+                self.srt.placement = ClusterSrt(self.cluster)
                 self.srt.relay_backlog_bytes = config.cluster.relay_max_buffer_bytes
             self.feeds.add_sink("cluster", self.cluster.on_event)
         self.started_at = time.time()

@@ -400,10 +400,11 @@ class SrtServer:
         placement = self.placement
         holder = None if placement is None else placement.remote_holder(stream_id.path)
         if holder is not None:
-            #: another process serves the stream: accepted without a local feed, the
-            #: session relays it to the owner (server/srt_relay.py, docs/spec.md §9)
+            #: another process serves (or may serve) the stream: accepted without a local
+            #: feed, the session finds the owner and relays it there, or publishes here
+            #: when the stream turns out to be this process's (server/srt_relay.py, §9)
             log.info(
-                "admit stream=%s sourceId=%r remote=%s holder=%s priority=%d srt: to be relayed",
+                "admit stream=%s sourceId=%r remote=%s holder=%s priority=%d srt: to be placed",
                 stream_id.path,
                 stream_id.source_id,
                 remote,

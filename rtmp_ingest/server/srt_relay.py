@@ -29,7 +29,7 @@ and HLS of the feed show.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from typing import Protocol
 
 from rtmp_ingest.bundle import Frame, Media
@@ -69,6 +69,49 @@ class SrtPlacement(Protocol):
     ) -> PublishRelay:
         """A relay of one publisher (`remote`) of `stream_path` to `owner`."""
         ...
+
+
+#: `remote_holder` of a cluster stream this node does not own and knows no lease of yet
+UNPLACED = "the cluster"
+
+
+class ClusterView(SrtPlacement, Protocol):
+    """What `ClusterSrt` uses of the cluster node (cluster/node.py `ClusterNode`)."""
+
+    @property
+    def owned(self) -> Container[str]: ...
+
+
+class ClusterSrt:
+    """A cluster node as the SRT driver's placement. The node's view of the leases others
+    hold is refreshed every `renew_s`, so a stream it does not own may be held by a node
+    it does not know of yet: every such publish is placed by the session (`owner_of`
+    takes a free lease or names the holder), as RTMP publishes are, instead of being
+    admitted here and ended once the claim finds the owner (docs/spec.md §9)."""
+
+    def __init__(self, node: ClusterView) -> None:
+        self.node = node
+
+    def remote_holder(self, stream_path: str) -> str | None:
+        if stream_path in self.node.owned:
+            return None
+        return self.node.remote_holder(stream_path) or UNPLACED
+
+    async def owner_of(self, stream_path: str, *, relayed: bool = False) -> RemoteOwner | None:
+        return await self.node.owner_of(stream_path, relayed=relayed)
+
+    def open_relay(
+        self,
+        owner: RemoteOwner,
+        *,
+        stream_path: str,
+        query: Mapping[str, str],
+        app: str,
+        remote: str,
+    ) -> PublishRelay:
+        return self.node.open_relay(
+            owner, stream_path=stream_path, query=query, app=app, remote=remote
+        )
 
 
 def message_of(frame: Frame) -> tuple[int, int, bytes] | None:
