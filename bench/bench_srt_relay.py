@@ -1,0 +1,164 @@
+"""The SRT relay's cost (docs/spec.md §9, server/srt_relay.py): CPU-ms per Mbit.
+
+    PYTHONPATH=. .venv/bin/python bench/bench_srt_relay.py [--publishers 1,10] [--seconds 15]
+
+N ffmpeg SRT publishers of the 3 Mbit/s clip (real time, as in bench_srt.py) into the
+SRT driver running in this process, two ways:
+
+- `local`: the driver feeds a bundle registry here (bench_srt.py's load, the baseline);
+- `relayed`: every stream is served by another process — a plain `rtmp-ingest serve`
+  on loopback, the "owner" — so each SRT session opens a `cluster/relay.py` `RtmpRelay`
+  to it and forwards its demuxed frames there over RTMP (what a cluster node or worker 0
+  does with an SRT publish of a stream held elsewhere).
+
+CPU of this process (trio thread, reader threads, libsrt's threads) per Mbit received;
+`relayed` minus `local` is the relay hop itself. The owner's CPU is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bench.bench_srt import Host, decide, make_clip, publisher
+from bench.common import REPO, free_port, table, wait_listening
+from rtmp_ingest.cluster.relay import RtmpRelay
+from rtmp_ingest.config import RtmpConfig, SrtConfig
+from rtmp_ingest.server.placement import RemoteOwner
+from rtmp_ingest.server.srt import SrtServer
+
+OWNER_CONFIG = """\
+log_level = "warning"
+data_dir = "{data}"
+[rtmp]
+listen = "127.0.0.1:{port}"
+[http]
+enabled = false
+[srt]
+enabled = false
+[bundle]
+max_streams = 4096
+[hls]
+enabled = false
+"""
+
+
+class OwnerElsewhere:
+    """A placement (server/srt_relay.py `SrtPlacement`) whose every stream is served by
+    the owner process: SRT publishes are relayed there."""
+
+    def __init__(self, port: int) -> None:
+        self.owner = RemoteOwner(node_id="owner", rtmp_host="127.0.0.1", rtmp_port=port, http="")
+        self.counters: dict[str, int] = {"relays": 0, "relay_bytes": 0}
+
+    def remote_holder(self, stream_path: str) -> str | None:
+        return "owner"
+
+    async def owner_of(self, stream_path: str, *, relayed: bool = False) -> RemoteOwner | None:
+        return self.owner
+
+    def open_relay(
+        self, owner: RemoteOwner, *, stream_path: str, query: Mapping[str, str], app: str,
+        remote: str,
+    ) -> RtmpRelay:  # fmt: skip
+        return RtmpRelay(
+            owner,
+            stream_path=stream_path,
+            query=dict(query),
+            limits=RtmpConfig().limits(),
+            timeout_s=5.0,
+            max_buffer_bytes=8 * 1024 * 1024,
+            counters=self.counters,
+        )
+
+
+async def load(clip: Path, publishers: int, seconds: float, owner_port: int | None) -> Any:
+    server = SrtServer(Host(), SrtConfig(listen="127.0.0.1:0"), decide=decide)
+    placement = None if owner_port is None else OwnerElsewhere(owner_port)
+    server.placement = placement
+    async with trio.open_nursery() as nursery:
+        port = (await nursery.start(server.run))[1]
+        procs = [
+            publisher(clip, f"srt://127.0.0.1:{port}?streamid=live/s{i}", seconds + 5)
+            for i in range(publishers)
+        ]
+
+        def ready() -> bool:
+            if len(server.sessions) < publishers:
+                return False
+            return placement is None or placement.counters["relays"] >= publishers
+
+        with trio.fail_after(30):
+            while not ready():
+                await trio.sleep(0.1)
+        await trio.sleep(2)  # settle
+        bytes0 = sum(s.bytes_in for s in server.sessions.values())
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        await trio.sleep(seconds)
+        cpu = time.process_time() - cpu0
+        wall = time.monotonic() - wall0
+        received = sum(s.bytes_in for s in server.sessions.values()) - bytes0
+        sessions = len(server.sessions)
+        relays = 0 if placement is None else placement.counters["relays"]
+        for proc in procs:
+            proc.kill()
+        nursery.cancel_scope.cancel()
+    for proc in procs:
+        proc.wait()
+    mbit = received * 8 / 1e6
+    return {
+        "mode": "local" if owner_port is None else "relayed",
+        "publishers": publishers,
+        "sessions_at_end": sessions,
+        "relays_at_end": relays,
+        "mbit_per_s": round(mbit / wall, 1),
+        "cpu_pct": round(100 * cpu / wall, 1),
+        "cpu_ms_per_mbit": round(cpu * 1000 / mbit, 3) if mbit else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--publishers", default="1,10")
+    parser.add_argument("--seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = make_clip(Path(tmp))
+        owner_port = free_port()
+        config = Path(tmp) / "owner.toml"
+        config.write_text(OWNER_CONFIG.format(data=tmp, port=owner_port))
+        owner = subprocess.Popen(
+            [str(REPO / ".venv" / "bin" / "rtmp-ingest"), "serve", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_listening(owner_port)
+            rows = []
+            for count in (int(n) for n in args.publishers.split(",")):
+                for port in (None, owner_port):
+                    rows.append(trio.run(load, clip, count, args.seconds, port))
+                    print(rows[-1], file=sys.stderr)
+        finally:
+            owner.terminate()
+            owner.wait(timeout=15)
+    print(
+        table(
+            rows,
+            [("mode", "mode"), ("publishers", "publishers"), ("mbit_per_s", "Mbit/s"),
+             ("cpu_pct", "CPU %"), ("cpu_ms_per_mbit", "CPU-ms/Mbit"),
+             ("relays_at_end", "relays")],
+        )
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
