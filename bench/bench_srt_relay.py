@@ -41,7 +41,7 @@ data_dir = "{data}"
 [rtmp]
 listen = "127.0.0.1:{port}"
 [http]
-enabled = false
+listen = "127.0.0.1:{http_port}"
 [srt]
 enabled = false
 [bundle]
@@ -134,7 +134,7 @@ def main() -> None:
         clip = make_clip(Path(tmp))
         owner_port = free_port()
         config = Path(tmp) / "owner.toml"
-        config.write_text(OWNER_CONFIG.format(data=tmp, port=owner_port))
+        config.write_text(OWNER_CONFIG.format(data=tmp, port=owner_port, http_port=free_port()))
         owner = subprocess.Popen(
             [str(REPO / ".venv" / "bin" / "rtmp-ingest"), "serve", "--config", str(config)],
             stdout=subprocess.DEVNULL,
