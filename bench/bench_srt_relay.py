@@ -66,9 +66,8 @@ class OwnerElsewhere:
         return self.owner
 
     def open_relay(
-        self, owner: RemoteOwner, *, stream_path: str, query: Mapping[str, str], app: str,
-        remote: str,
-    ) -> RtmpRelay:  # fmt: skip
+        self, owner: RemoteOwner, *, stream_path: str, query: Mapping[str, str], **_: Any
+    ) -> RtmpRelay:
         return RtmpRelay(
             owner,
             stream_path=stream_path,

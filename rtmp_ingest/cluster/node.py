@@ -58,7 +58,7 @@ from rtmp_ingest.cluster.registry import (
     SourceTimeline,
     open_registry,
 )
-from rtmp_ingest.cluster.relay import PulledFeed, RtmpRelay, check_hop, hop_query
+from rtmp_ingest.cluster.relay import HopRelays, PulledFeed, RtmpRelay, check_hop
 from rtmp_ingest.config import Config
 from rtmp_ingest.server.feeds import Feeds
 from rtmp_ingest.server.logtext import shown
@@ -104,6 +104,14 @@ class ClusterNode:
             "leases_lost": 0,
             "events_dropped": 0,
         }
+        self.hops = HopRelays(
+            secret=self.secret,
+            hop_from=self.node_id,
+            limits=self.limits,
+            timeout_s=self.settings.relay_connect_timeout_s,
+            max_buffer_bytes=self.settings.relay_max_buffer_bytes,
+            counters=self.counters,
+        )
         self.info: NodeInfo | None = None
         self._reg: ClusterRegistry | None = None
         self._ready = trio.Event()
@@ -172,21 +180,8 @@ class ClusterNode:
         app: str,
         remote: str,
     ) -> RtmpRelay:
-        credentials = hop_query(
-            self.secret,
-            node_id=self.node_id,
-            stream_path=stream_path,
-            remote=remote,
-            now_s=time.time(),
-        )
-        return RtmpRelay(
-            owner,
-            stream_path=stream_path,
-            query={**query, **credentials},
-            limits=self.limits,
-            timeout_s=self.settings.relay_connect_timeout_s,
-            max_buffer_bytes=self.settings.relay_max_buffer_bytes,
-            counters=self.counters,
+        return self.hops.open_relay(
+            owner, stream_path=stream_path, query=query, app=app, remote=remote
         )
 
     async def _registry(self) -> ClusterRegistry:

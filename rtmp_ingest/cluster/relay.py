@@ -474,6 +474,55 @@ async def _pull_media(up: _Upstream, pulled: PulledFeed, registry: Any) -> str:
     return "the owner closed the connection"
 
 
+class HopRelays:
+    """Relays of publishes to their owners (`RtmpRelay`), each vouched for with internal
+    credentials signed with `secret` as coming from `hop_from` (`hop_query`; the owner
+    checks them with `check_hop`), so the owner's policy sees the encoder's address."""
+
+    def __init__(
+        self,
+        *,
+        secret: bytes,
+        hop_from: str,
+        limits: Limits,
+        timeout_s: float,
+        max_buffer_bytes: int,
+        counters: dict[str, int],
+    ) -> None:
+        self.secret = secret
+        self.hop_from = hop_from
+        self.limits = limits
+        self.timeout_s = timeout_s
+        self.max_buffer_bytes = max_buffer_bytes
+        self.counters = counters
+
+    def open_relay(
+        self,
+        owner: RemoteOwner,
+        *,
+        stream_path: str,
+        query: Mapping[str, str],
+        app: str,
+        remote: str,
+    ) -> RtmpRelay:
+        credentials = hop_query(
+            self.secret,
+            node_id=self.hop_from,
+            stream_path=stream_path,
+            remote=remote,
+            now_s=time.time(),
+        )
+        return RtmpRelay(
+            owner,
+            stream_path=stream_path,
+            query={**query, **credentials},
+            limits=self.limits,
+            timeout_s=self.timeout_s,
+            max_buffer_bytes=self.max_buffer_bytes,
+            counters=self.counters,
+        )
+
+
 class WorkerView(Protocol):
     """What `WorkerRelays` uses of the worker's agent (cluster/worker.py)."""
 
@@ -485,12 +534,16 @@ class WorkerView(Protocol):
 
     def held_elsewhere(self, stream_path: str) -> int | None: ...
 
+    def inbound(
+        self, stream_path: str, query: Mapping[str, str], remote: str
+    ) -> tuple[dict[str, str], str | None]: ...
+
 
 #: Where a worker reaches the machine's RTMP port when it listens on every address.
 _LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
-class WorkerRelays:
+class WorkerRelays(HopRelays):
     """A worker's placement for the publishes it cannot hand over (SRT, served by worker
     0 only: a UDP flow has no socket to pass). A publish of a stream another worker
     holds is relayed to the machine's own RTMP port — whichever worker accepts it hands
@@ -507,14 +560,19 @@ class WorkerRelays:
         timeout_s: float,
         max_buffer_bytes: int,
     ) -> None:
+        super().__init__(
+            secret=agent.hop_secret.encode("utf-8"),
+            hop_from=f"worker{agent.worker_id}",
+            limits=limits,
+            timeout_s=timeout_s,
+            max_buffer_bytes=max_buffer_bytes,
+            counters={"relays": 0, "relay_bytes": 0},
+        )
         self.agent = agent
         host, port = rtmp
         self.rtmp_host = _LOOPBACK.get(host, host)
         self.rtmp_port = port
-        self.limits = limits
-        self.timeout_s = timeout_s
-        self.max_buffer_bytes = max_buffer_bytes
-        self.counters: dict[str, int] = {"relays": 0, "relay_bytes": 0}
+        self.inbound = agent.inbound
 
     def remote_holder(self, stream_path: str) -> str | None:
         holder = self.agent.held_elsewhere(stream_path)
@@ -526,30 +584,4 @@ class WorkerRelays:
             return None
         return RemoteOwner(
             node_id=f"worker{holder}", rtmp_host=self.rtmp_host, rtmp_port=self.rtmp_port, http=""
-        )
-
-    def open_relay(
-        self,
-        owner: RemoteOwner,
-        *,
-        stream_path: str,
-        query: Mapping[str, str],
-        app: str,
-        remote: str,
-    ) -> RtmpRelay:
-        credentials = hop_query(
-            self.agent.hop_secret.encode("utf-8"),
-            node_id=f"worker{self.agent.worker_id}",
-            stream_path=stream_path,
-            remote=remote,
-            now_s=time.time(),
-        )
-        return RtmpRelay(
-            owner,
-            stream_path=stream_path,
-            query={**query, **credentials},
-            limits=self.limits,
-            timeout_s=self.timeout_s,
-            max_buffer_bytes=self.max_buffer_bytes,
-            counters=self.counters,
         )

@@ -29,11 +29,11 @@ and HLS of the feed show.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Container, Iterable
 from typing import Protocol
 
 from rtmp_ingest.bundle import Frame, Media
-from rtmp_ingest.server.placement import PublishRelay, RemoteOwner
+from rtmp_ingest.server.placement import Placement, PublishRelay
 
 #: FLV/RTMP message types of the media the relay forwards
 TYPE_AUDIO = 8
@@ -46,28 +46,12 @@ _TYPE_OF = {Media.VIDEO: TYPE_VIDEO, Media.AUDIO: TYPE_AUDIO, Media.DATA: TYPE_D
 TOO_SLOW = "The stream's owner does not keep up; reconnect."
 
 
-class SrtPlacement(Protocol):
-    """What the SRT driver asks of a cluster node or of a worker (a `Placement` plus the
-    answer its listen callback can have without waiting)."""
+class SrtPlacement(Placement, Protocol):
+    """What the SRT driver asks of a cluster node or of a worker: a `Placement` plus the
+    answer its listen callback can have without waiting."""
 
     def remote_holder(self, stream_path: str) -> str | None:
-        """The other node or worker known to hold `stream_path` (None: not known)."""
-        ...
-
-    async def owner_of(self, stream_path: str, *, relayed: bool = False) -> RemoteOwner | None:
-        """None when this process serves `stream_path`; raises PlacementError."""
-        ...
-
-    def open_relay(
-        self,
-        owner: RemoteOwner,
-        *,
-        stream_path: str,
-        query: Mapping[str, str],
-        app: str,
-        remote: str,
-    ) -> PublishRelay:
-        """A relay of one publisher (`remote`) of `stream_path` to `owner`."""
+        """The other node or worker that holds `stream_path` or may (None: served here)."""
         ...
 
 
@@ -91,27 +75,14 @@ class ClusterSrt:
 
     def __init__(self, node: ClusterView) -> None:
         self.node = node
+        self.owner_of = node.owner_of
+        self.inbound = node.inbound
+        self.open_relay = node.open_relay
 
     def remote_holder(self, stream_path: str) -> str | None:
         if stream_path in self.node.owned:
             return None
         return self.node.remote_holder(stream_path) or UNPLACED
-
-    async def owner_of(self, stream_path: str, *, relayed: bool = False) -> RemoteOwner | None:
-        return await self.node.owner_of(stream_path, relayed=relayed)
-
-    def open_relay(
-        self,
-        owner: RemoteOwner,
-        *,
-        stream_path: str,
-        query: Mapping[str, str],
-        app: str,
-        remote: str,
-    ) -> PublishRelay:
-        return self.node.open_relay(
-            owner, stream_path=stream_path, query=query, app=app, remote=remote
-        )
 
 
 def message_of(frame: Frame) -> tuple[int, int, bytes] | None:

@@ -8,7 +8,6 @@ in-memory placement and relay (the shapes of `server.placement`), plus the pure
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -91,18 +90,9 @@ class FakePlacement:
             raise PlacementError(self.error)
         return self.owner
 
-    def open_relay(
-        self,
-        owner: RemoteOwner,
-        *,
-        stream_path: str,
-        query: Mapping[str, str],
-        app: str,
-        remote: str,
-    ) -> FakeRelay:
-        self.opened.append(
-            {"owner": owner, "stream_path": stream_path, "query": dict(query), "remote": remote}
-        )
+    def open_relay(self, owner: RemoteOwner, **where: Any) -> FakeRelay:
+        """Keeps what the driver asked (stream_path, query, app, remote)."""
+        self.opened.append({"owner": owner, **where, "query": dict(where["query"])})
         return self.relay
 
 
