@@ -58,7 +58,7 @@ from rtmp_ingest.cluster.registry import (
     SourceTimeline,
     open_registry,
 )
-from rtmp_ingest.cluster.relay import HopRelays, PulledFeed, RtmpRelay, check_hop
+from rtmp_ingest.cluster.relay import HopRelays, PulledFeed, check_hop
 from rtmp_ingest.config import Config
 from rtmp_ingest.server.feeds import Feeds
 from rtmp_ingest.server.logtext import shown
@@ -112,6 +112,8 @@ class ClusterNode:
             max_buffer_bytes=self.settings.relay_max_buffer_bytes,
             counters=self.counters,
         )
+        #: a relay of a publish this node does not own (`Placement.open_relay`)
+        self.open_relay = self.hops.open_relay
         self.info: NodeInfo | None = None
         self._reg: ClusterRegistry | None = None
         self._ready = trio.Event()
@@ -170,19 +172,6 @@ class ClusterNode:
         self, stream_path: str, query: Mapping[str, str], remote: str
     ) -> tuple[dict[str, str], str | None]:
         return check_hop(self.secret, query, stream_path=stream_path, now_s=time.time())
-
-    def open_relay(
-        self,
-        owner: RemoteOwner,
-        *,
-        stream_path: str,
-        query: Mapping[str, str],
-        app: str,
-        remote: str,
-    ) -> RtmpRelay:
-        return self.hops.open_relay(
-            owner, stream_path=stream_path, query=query, app=app, remote=remote
-        )
 
     async def _registry(self) -> ClusterRegistry:
         """The registry once the node is up (a publish may arrive while it starts)."""

@@ -147,9 +147,16 @@ def srt_nodes() -> bool:
 
 
 @pytest.fixture
-async def cluster(tmp_path: Path, srt_nodes: bool) -> AsyncIterator[tuple[str, dict[str, Node]]]:
+def node_names() -> str:
+    return "ABC"
+
+
+@pytest.fixture
+async def cluster(
+    tmp_path: Path, srt_nodes: bool, node_names: str
+) -> AsyncIterator[tuple[str, dict[str, Node]]]:
     with redis_server() as redis_url:
-        nodes = {name: Node(name, redis_url, tmp_path, srt=srt_nodes) for name in "ABC"}
+        nodes = {name: Node(name, redis_url, tmp_path, srt=srt_nodes) for name in node_names}
         try:
             for node in nodes.values():
                 await node.start()

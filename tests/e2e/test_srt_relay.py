@@ -19,18 +19,14 @@ import functools
 import re
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trio
 
 from rtmp_ingest.cluster.ownership import rendezvous_owner
 from rtmp_ingest.srt import lib
-from tests.cluster.redis_server import redis_server
-from tests.e2e.test_cluster import STREAM, Node, encoder, owner, until
+from tests.e2e.test_cluster import STREAM, cluster, encoder, owner, until  # noqa: F401 - fixture
 from tests.e2e.test_srt import ffmpeg_srt, srt_url
 from tests.e2e.test_workers import REPO, start_workers, wait_for  # noqa: F401 - fixture
 from tests.tools import clients
@@ -63,35 +59,15 @@ async def srt_encoder(
         await trio.sleep(0.5)  #: a real encoder's reconnect delay
 
 
-@pytest.fixture
-async def two_nodes(tmp_path: Path) -> AsyncIterator[tuple[str, Node, Node]]:
-    with redis_server() as redis_url:
-        a = Node("A", redis_url, tmp_path, srt=True)
-        b = Node("B", redis_url, tmp_path, srt=True)
-        try:
-            for node in (a, b):
-                await node.start()
-            for node in (a, b):
-
-                async def healthy(node: Node = node) -> bool:
-                    try:
-                        return (await node.get("/healthz")).status_code == 200
-                    except httpx.HTTPError:
-                        return False
-
-                await until(healthy, 60, f"node {node.name} to serve")
-            yield redis_url, a, b
-        finally:
-            for node in (a, b):
-                node.kill()
-            for node in (a, b):
-                if node.process is not None:
-                    with trio.move_on_after(10):
-                        await node.process.wait()
-
-
-async def test_srt_on_another_node_is_relayed_to_the_owner(two_nodes, nursery):
-    redis_url, a, b = two_nodes
+@pytest.mark.parametrize(("srt_nodes", "node_names"), [(True, "AB")])
+async def test_srt_on_another_node_is_relayed_to_the_owner(
+    cluster,  # noqa: F811 - the fixture
+    nursery,
+    srt_nodes,
+    node_names,
+):
+    redis_url, nodes = cluster
+    a, b = nodes["A"], nodes["B"]
     await nursery.start(encoder, [a.url("cam1")], 90.0)
     await until(lambda: a.live("cam1"), 30, "cam1 on air at A")
     assert await owner(redis_url) == "A"
