@@ -21,19 +21,17 @@ import argparse
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from bench.bench_srt import Host, decide, make_clip, publisher
+from bench.bench_srt import load_ours, make_clip
 from bench.common import REPO, free_port, table, wait_listening
 from rtmp_ingest.cluster.relay import RtmpRelay
-from rtmp_ingest.config import RtmpConfig, SrtConfig
+from rtmp_ingest.config import RtmpConfig
 from rtmp_ingest.server.placement import RemoteOwner
-from rtmp_ingest.server.srt import SrtServer
 
 OWNER_CONFIG = """\
 log_level = "warning"
@@ -80,48 +78,9 @@ class OwnerElsewhere:
 
 
 async def load(clip: Path, publishers: int, seconds: float, owner_port: int | None) -> Any:
-    server = SrtServer(Host(), SrtConfig(listen="127.0.0.1:0"), decide=decide)
     placement = None if owner_port is None else OwnerElsewhere(owner_port)
-    server.placement = placement
-    async with trio.open_nursery() as nursery:
-        port = (await nursery.start(server.run))[1]
-        procs = [
-            publisher(clip, f"srt://127.0.0.1:{port}?streamid=live/s{i}", seconds + 5)
-            for i in range(publishers)
-        ]
-
-        def ready() -> bool:
-            if len(server.sessions) < publishers:
-                return False
-            return placement is None or placement.counters["relays"] >= publishers
-
-        with trio.fail_after(30):
-            while not ready():
-                await trio.sleep(0.1)
-        await trio.sleep(2)  # settle
-        bytes0 = sum(s.bytes_in for s in server.sessions.values())
-        cpu0, wall0 = time.process_time(), time.monotonic()
-        await trio.sleep(seconds)
-        cpu = time.process_time() - cpu0
-        wall = time.monotonic() - wall0
-        received = sum(s.bytes_in for s in server.sessions.values()) - bytes0
-        sessions = len(server.sessions)
-        relays = 0 if placement is None else placement.counters["relays"]
-        for proc in procs:
-            proc.kill()
-        nursery.cancel_scope.cancel()
-    for proc in procs:
-        proc.wait()
-    mbit = received * 8 / 1e6
-    return {
-        "mode": "local" if owner_port is None else "relayed",
-        "publishers": publishers,
-        "sessions_at_end": sessions,
-        "relays_at_end": relays,
-        "mbit_per_s": round(mbit / wall, 1),
-        "cpu_pct": round(100 * cpu / wall, 1),
-        "cpu_ms_per_mbit": round(cpu * 1000 / mbit, 3) if mbit else None,
-    }
+    row = await load_ours(clip, publishers, seconds, placement)
+    return {"mode": "local" if placement is None else "relayed", **row}
 
 
 def main() -> None:
@@ -153,8 +112,7 @@ def main() -> None:
         table(
             rows,
             [("mode", "mode"), ("publishers", "publishers"), ("mbit_per_s", "Mbit/s"),
-             ("cpu_pct", "CPU %"), ("cpu_ms_per_mbit", "CPU-ms/Mbit"),
-             ("relays_at_end", "relays")],
+             ("cpu_pct", "CPU %"), ("cpu_ms_per_mbit", "CPU-ms/Mbit")],
         )
     )  # fmt: skip
 
