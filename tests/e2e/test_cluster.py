@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -116,15 +116,21 @@ async def until(predicate: Any, timeout_s: float = 30.0, what: str = "") -> Any:
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
 
 
-async def encoder(urls: list[str], seconds: float, *, task_status: Any = trio.TASK_STATUS_IGNORED):
-    """A PyAV encoder that reconnects, like a real one: when its connection ends or is
-    refused before `seconds` are over it publishes again, to the next URL of `urls`."""
+async def encoder(
+    urls: list[str],
+    seconds: float,
+    *,
+    argv: Callable[[str, float], list[str]] = clients.pyav,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+):
+    """A PyAV encoder (or `argv`'s) that reconnects, like a real one: when its connection
+    ends or is refused before `seconds` are over it publishes again, to the next URL."""
     deadline = trio.current_time() + seconds
     attempt = 0
     task_status.started()
     while (left := deadline - trio.current_time()) > 1.0:
         process = await trio.lowlevel.open_process(
-            clients.pyav(urls[attempt % len(urls)], left),
+            argv(urls[attempt % len(urls)], left),
             cwd=str(REPO),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -39,24 +39,8 @@ pytestmark = [
 ]
 
 
-async def srt_encoder(
-    url: str, seconds: float, *, task_status: Any = trio.TASK_STATUS_IGNORED
-) -> None:
-    """An ffmpeg SRT publisher that reconnects until `seconds` are over."""
-    deadline = trio.current_time() + seconds
-    task_status.started()
-    while (left := deadline - trio.current_time()) > 1.0:
-        process = await trio.lowlevel.open_process(
-            ffmpeg_srt(url, left), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            await process.wait()
-        finally:
-            if process.returncode is None:
-                process.kill()
-                with trio.CancelScope(shield=True):
-                    await process.wait()
-        await trio.sleep(0.5)  #: a real encoder's reconnect delay
+#: an ffmpeg SRT publisher that reconnects until its seconds are over
+srt_encoder = functools.partial(encoder, argv=ffmpeg_srt)
 
 
 @pytest.mark.parametrize(("srt_nodes", "node_names"), [(True, "AB")])
@@ -71,7 +55,7 @@ async def test_srt_on_another_node_is_relayed_to_the_owner(
     await nursery.start(encoder, [a.url("cam1")], 90.0)
     await until(lambda: a.live("cam1"), 30, "cam1 on air at A")
     assert await owner(redis_url) == "A"
-    await nursery.start(srt_encoder, b.srt_url(f"{STREAM}?sourceId=srt1"), 90.0)
+    await nursery.start(srt_encoder, [b.srt_url(f"{STREAM}?sourceId=srt1")], 90.0)
     await until(lambda: a.live("cam1", "srt1"), 60, "srt1 relayed by B to the owner A")
     assert await owner(redis_url) == "A"
     relayed = [
@@ -118,7 +102,7 @@ async def test_srt_for_a_stream_another_worker_holds_is_relayed_there(start_work
         entry = await wait_for(functools.partial(serving, "cam"), 60)
         assert entry["worker"]["id"] == 1
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(srt_encoder, srt_url(srt_port, f"{stream}?sourceId=srt"), 60.0)
+            nursery.start_soon(srt_encoder, [srt_url(srt_port, f"{stream}?sourceId=srt")], 60.0)
             entry = await wait_for(functools.partial(serving, "cam", "srt"), 60)
             assert entry["worker"]["id"] == 1
             listing = await workers.streams()
