@@ -27,6 +27,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
+import attrs
 import trio
 
 from rtmp_ingest.bundle import EndReason, Permissions, PublishRequest, TimelineResume
@@ -474,27 +475,18 @@ async def _pull_media(up: _Upstream, pulled: PulledFeed, registry: Any) -> str:
     return "the owner closed the connection"
 
 
+@attrs.define
 class HopRelays:
     """Relays of publishes to their owners (`RtmpRelay`), each vouched for with internal
     credentials signed with `secret` as coming from `hop_from` (`hop_query`; the owner
     checks them with `check_hop`), so the owner's policy sees the encoder's address."""
 
-    def __init__(
-        self,
-        *,
-        secret: bytes,
-        hop_from: str,
-        limits: Limits,
-        timeout_s: float,
-        max_buffer_bytes: int,
-        counters: dict[str, int],
-    ) -> None:
-        self.secret = secret
-        self.hop_from = hop_from
-        self.limits = limits
-        self.timeout_s = timeout_s
-        self.max_buffer_bytes = max_buffer_bytes
-        self.counters = counters
+    secret: bytes
+    hop_from: str
+    limits: Limits
+    timeout_s: float
+    max_buffer_bytes: int
+    counters: dict[str, int]
 
     def open_relay(
         self,

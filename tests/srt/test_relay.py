@@ -117,11 +117,16 @@ def relay_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 # -- the driver with a real caller ----------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _srt_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """The driver's operator log lines (what the tests read)."""
+    caplog.set_level(logging.INFO, "rtmp_ingest.srt")
+
+
 @needs_libsrt
 async def test_media_goes_to_the_owner_in_order(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "rtmp_ingest.srt")
     relay = FakeRelay()
     placement = FakePlacement(relay)
     server, host, port = await start(nursery, placement)
@@ -147,7 +152,6 @@ async def test_media_goes_to_the_owner_in_order(
 async def test_the_owners_refusal_ends_the_connection(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "rtmp_ingest.srt")
     relay = FakeRelay(refusal="Bad token.")
     server, _host, port = await start(nursery, FakePlacement(relay))
     sock = await publish(port, "live/show?sourceId=cam1", encode_ts("h264"))
@@ -163,7 +167,6 @@ async def test_the_owners_refusal_ends_the_connection(
 async def test_the_owner_ending_the_relay_ends_the_connection(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "rtmp_ingest.srt")
     relay = FakeRelay()
     server, _host, port = await start(nursery, FakePlacement(relay))
     sock = await publish(port, "live/show?sourceId=cam1", encode_ts("h264"))
@@ -178,7 +181,6 @@ async def test_the_owner_ending_the_relay_ends_the_connection(
 async def test_an_owner_that_does_not_keep_up_ends_the_connection(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "rtmp_ingest.srt")
     relay = FakeRelay(keep_up=False)
     server, _host, port = await start(nursery, FakePlacement(relay))
     sock = await publish(port, "live/show?sourceId=cam1", encode_ts("h264", "aac"))
@@ -192,7 +194,6 @@ async def test_an_owner_that_does_not_keep_up_ends_the_connection(
 async def test_media_waiting_for_the_owner_is_bounded(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "rtmp_ingest.srt")
     placement = FakePlacement(FakeRelay())
     placement.hold = True
     server, _host, port = await start(nursery, placement)
@@ -207,7 +208,6 @@ async def test_media_waiting_for_the_owner_is_bounded(
 async def test_an_unreachable_registry_ends_the_connection_with_why(
     nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "rtmp_ingest.srt")
     placement = FakePlacement(FakeRelay())
     placement.error = "The cluster registry cannot be reached; try again later."
     server, _host, port = await start(nursery, placement)
