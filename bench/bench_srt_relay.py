@@ -7,8 +7,8 @@ SRT driver running in this process, two ways:
 
 - `local`: the driver feeds a bundle registry here (bench_srt.py's load, the baseline);
 - `relayed`: every stream is served by another process — a plain `rtmp-ingest serve`
-  on loopback, the "owner" — so each SRT session opens a `cluster/relay.py` `RtmpRelay`
-  to it and forwards its demuxed frames there over RTMP (what a cluster node or worker 0
+  on loopback (bench_scale.py's, one worker), the "owner" — so each SRT session opens
+  a `cluster/relay.py` `RtmpRelay` to it and forwards its demuxed frames there over RTMP (what a cluster node or worker 0
   does with an SRT publish of a stream held elsewhere).
 
 CPU of this process (trio thread, reader threads, libsrt's threads) per Mbit received;
@@ -18,7 +18,6 @@ CPU of this process (trio thread, reader threads, libsrt's threads) per Mbit rec
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -28,25 +27,10 @@ from typing import Any
 import trio
 
 from bench.bench_srt import load_ours, make_clip
-from bench.common import REPO, free_port, table, wait_listening
+from bench.common import REPO, table
 from rtmp_ingest.cluster.relay import RtmpRelay
 from rtmp_ingest.config import RtmpConfig
 from rtmp_ingest.server.placement import RemoteOwner
-
-OWNER_CONFIG = """\
-log_level = "warning"
-data_dir = "{data}"
-[rtmp]
-listen = "127.0.0.1:{port}"
-[http]
-listen = "127.0.0.1:{http_port}"
-[srt]
-enabled = false
-[bundle]
-max_streams = 4096
-[hls]
-enabled = false
-"""
 
 
 class OwnerElsewhere:
@@ -88,26 +72,16 @@ def main() -> None:
     parser.add_argument("--publishers", default="1,10")
     parser.add_argument("--seconds", type=float, default=15.0)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    sys.path.insert(0, str(REPO / "bench"))  #: bench_scale imports `common` as a script
+    from bench_scale import WorkersServer
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, WorkersServer(1) as owner:
         clip = make_clip(Path(tmp))
-        owner_port = free_port()
-        config = Path(tmp) / "owner.toml"
-        config.write_text(OWNER_CONFIG.format(data=tmp, port=owner_port, http_port=free_port()))
-        owner = subprocess.Popen(
-            [str(REPO / ".venv" / "bin" / "rtmp-ingest"), "serve", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_listening(owner_port)
-            rows = []
-            for count in (int(n) for n in args.publishers.split(",")):
-                for port in (None, owner_port):
-                    rows.append(trio.run(load, clip, count, args.seconds, port))
-                    print(rows[-1], file=sys.stderr)
-        finally:
-            owner.terminate()
-            owner.wait(timeout=15)
+        for count in (int(n) for n in args.publishers.split(",")):
+            for port in (None, owner.port):
+                rows.append(trio.run(load, clip, count, args.seconds, port))
+                print(rows[-1], file=sys.stderr)
     print(
         table(
             rows,
