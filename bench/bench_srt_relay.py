@@ -8,8 +8,9 @@ SRT driver running in this process, two ways:
 - `local`: the driver feeds a bundle registry here (bench_srt.py's load, the baseline);
 - `relayed`: every stream is served by another process — a plain `rtmp-ingest serve`
   on loopback (bench_scale.py's, one worker), the "owner" — so each SRT session opens
-  a `cluster/relay.py` `RtmpRelay` to it and forwards its demuxed frames there over RTMP (what a cluster node or worker 0
-  does with an SRT publish of a stream held elsewhere).
+  a `cluster/relay.py` `RtmpRelay` to it and forwards its demuxed frames there over
+  RTMP (what a cluster node or worker 0 does with an SRT publish of a stream held
+  elsewhere).
 
 CPU of this process (trio thread, reader threads, libsrt's threads) per Mbit received;
 `relayed` minus `local` is the relay hop itself. The owner's CPU is not counted.
