@@ -117,6 +117,17 @@ def relay_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 # -- the driver with a real caller ----------------------------------------------------
 
 
+async def publish_until_ended(port: int, stream_id: str, data: bytes) -> int:
+    """`publish` for a connection the server may end while the caller still sends (the
+    owner's refusal, a full buffer): the send stops there, as an encoder's would."""
+    sock = await trio.to_thread.run_sync(lambda: caller.connect(port, stream_id))
+    try:
+        await trio.to_thread.run_sync(caller.send_ts, sock, data)
+    except lib.SrtError:
+        pass  #: ended by the server mid-send: what the test then checks
+    return sock
+
+
 @pytest.fixture(autouse=True)
 def _srt_logs(caplog: pytest.LogCaptureFixture) -> None:
     """The driver's operator log lines (what the tests read)."""
@@ -154,7 +165,7 @@ async def test_the_owners_refusal_ends_the_connection(
 ) -> None:
     relay = FakeRelay(refusal="Bad token.")
     server, _host, port = await start(nursery, FakePlacement(relay))
-    sock = await publish(port, "live/show?sourceId=cam1", encode_ts("h264"))
+    sock = await publish_until_ended(port, "live/show?sourceId=cam1", encode_ts("h264"))
     await wait_until(lambda: server.connections_total == 1 and not server.sessions)
     caller.close(sock)
     (line,) = relay_lines(caplog)
@@ -183,7 +194,7 @@ async def test_an_owner_that_does_not_keep_up_ends_the_connection(
 ) -> None:
     relay = FakeRelay(keep_up=False)
     server, _host, port = await start(nursery, FakePlacement(relay))
-    sock = await publish(port, "live/show?sourceId=cam1", encode_ts("h264", "aac"))
+    sock = await publish_until_ended(port, "live/show?sourceId=cam1", encode_ts("h264", "aac"))
     await wait_until(lambda: server.connections_total == 1 and not server.sessions)
     caller.close(sock)
     assert "does not keep up" in relay_lines(caplog)[0]
@@ -198,7 +209,7 @@ async def test_media_waiting_for_the_owner_is_bounded(
     placement.hold = True
     server, _host, port = await start(nursery, placement)
     server.relay_backlog_bytes = 2000
-    sock = await publish(port, "live/show?sourceId=cam1", encode_ts("h264", "aac"))
+    sock = await publish_until_ended(port, "live/show?sourceId=cam1", encode_ts("h264", "aac"))
     await wait_until(lambda: server.connections_total == 1 and not server.sessions)
     caller.close(sock)
     assert "did not answer before 2000 bytes" in relay_lines(caplog)[0]
@@ -211,7 +222,7 @@ async def test_an_unreachable_registry_ends_the_connection_with_why(
     placement = FakePlacement(FakeRelay())
     placement.error = "The cluster registry cannot be reached; try again later."
     server, _host, port = await start(nursery, placement)
-    sock = await publish(port, "live/show?sourceId=cam1", encode_ts("h264"))
+    sock = await publish_until_ended(port, "live/show?sourceId=cam1", encode_ts("h264"))
     await wait_until(lambda: server.connections_total == 1 and not server.sessions)
     caller.close(sock)
     assert relay_lines(caplog)[0].endswith("refused: " + placement.error)
