@@ -164,9 +164,13 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def load_ours(clip: Path, publishers: int, seconds: float) -> dict[str, Any]:
+async def load_ours(
+    clip: Path, publishers: int, seconds: float, placement: Any = None
+) -> dict[str, Any]:
+    """`placement`: relays every publish to an owner instead (bench_srt_relay.py)."""
     host = Host()
     server = SrtServer(host, SrtConfig(listen="127.0.0.1:0"), decide=decide)
+    server.placement = placement
     async with trio.open_nursery() as nursery:
         port = (await nursery.start(server.run))[1]
         procs = [
@@ -174,7 +178,9 @@ async def load_ours(clip: Path, publishers: int, seconds: float) -> dict[str, An
             for i in range(publishers)
         ]
         with trio.fail_after(20):
-            while len(server.sessions) < publishers:
+            while len(server.sessions) < publishers or (
+                placement is not None and placement.counters["relays"] < publishers
+            ):
                 await trio.sleep(0.1)
         await trio.sleep(2)  # settle
         bytes0 = sum(s.bytes_in for s in server.sessions.values())

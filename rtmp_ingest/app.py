@@ -38,7 +38,6 @@ from rtmp_ingest.auth import (
     PolicySettings,
     PublishAttempt,
     Refusal,
-    RefusalCode,
     TokenError,
 )
 from rtmp_ingest.bundle import EndReason, Registry
@@ -52,6 +51,7 @@ from rtmp_ingest.server.placement import PlacementError
 from rtmp_ingest.server.play import Player
 from rtmp_ingest.server.record import RecorderService
 from rtmp_ingest.server.srt import SrtServer
+from rtmp_ingest.server.srt_relay import ClusterSrt
 from rtmp_ingest.server.webrtc_link import WebrtcService
 from rtmp_ingest.server.whep import WhepService
 from rtmp_ingest.srt.lib import SrtUnavailable
@@ -138,6 +138,9 @@ class App:
             #: it owns on this machine, and pulls only those (cluster/node.py)
             self.cluster = ClusterNode(config, self.feeds, machine=worker)
             self.rtmp.placement = self.cluster
+            if self.srt is not None:
+                self.srt.placement = ClusterSrt(self.cluster)
+                self.srt.relay_backlog_bytes = config.cluster.relay_max_buffer_bytes
             self.feeds.add_sink("cluster", self.cluster.on_event)
         self.started_at = time.time()
         self.bound: Bound | None = None
@@ -249,27 +252,11 @@ class App:
         return PolicySettings(mode=config.auth.mode, apps=config.apps)  # type: ignore[arg-type]
 
     def _decide_now(self, attempt: PublishAttempt, *, now_s: float) -> Permit | Refusal:
-        """The policy without waiting (SRT decides inside libsrt's listen callback)."""
+        """The policy without waiting (SRT decides inside libsrt's listen callback).
+
+        A stream another node or worker serves is not refused here: the SRT driver
+        relays it to the owner (server/srt_relay.py, docs/spec.md §9)."""
         assert self.authorizer is not None
-        holder = None if self.cluster is None else self.cluster.remote_holder(attempt.stream_path)
-        if holder is not None:  #: SRT is not relayed: the encoder is sent to the owner
-            return Refusal.of(
-                RefusalCode.OTHER,
-                f"This stream is served by node {holder}; publish there.",
-                attempt=attempt,
-            )
-        if self.worker is not None:
-            #: workers: SRT runs in one worker and cannot be handed over (docs/spec.md §9)
-            holder = self.worker.held_elsewhere(attempt.stream_path)
-            if holder is not None:
-                return Refusal.of(
-                    RefusalCode.OTHER,
-                    f"Stream {attempt.stream_path} is served by another worker of this "
-                    "server; publish it over RTMP or WHIP, or publish SRT to a new stream.",
-                    attempt=attempt,
-                    detail=f"held by worker {holder}, SRT is served by worker "
-                    f"{self.worker.worker_id} only",
-                )
         return self.authorizer.decide_nowait(attempt)
 
     def _verify_viewer_token(
@@ -371,6 +358,8 @@ class App:
                 await nursery.start(self.worker.run, self)
             rtmp_bound, rtmps_bound = await nursery.start(self.rtmp.run)
             srt_bound = None
+            if self.srt is not None and self.worker is not None and self.worker.layout.count > 1:
+                self._relay_srt_to_workers(rtmp_bound)
             if self.srt is not None:
                 try:
                     srt_bound = await nursery.start(self.srt.run)
@@ -406,6 +395,21 @@ class App:
                     await trio.sleep(0.02)
             await self.hub.aclose()
             nursery.cancel_scope.cancel()
+
+    def _relay_srt_to_workers(self, rtmp_bound: Address) -> None:
+        """Workers: SRT publishes of streams another worker holds go there over RTMP."""
+        from rtmp_ingest.cluster.relay import WorkerRelays  # noqa: PLC0415 - workers only
+
+        assert self.srt is not None and self.worker is not None
+        cluster = self.config.cluster
+        self.srt.placement = WorkerRelays(
+            self.worker,
+            rtmp=rtmp_bound,
+            limits=self.config.rtmp.limits(),
+            timeout_s=cluster.relay_connect_timeout_s,
+            max_buffer_bytes=cluster.relay_max_buffer_bytes,
+        )
+        self.srt.relay_backlog_bytes = cluster.relay_max_buffer_bytes
 
     async def _start_http(self, nursery: trio.Nursery) -> Address:
         from rtmp_ingest.api.http import serve_http  # noqa: PLC0415 - RTMP runs without HTTP

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 import attrs
@@ -153,6 +153,13 @@ class HandoffHook(Protocol):
 
     def owner_of(self, stream_path: str) -> Local | Worker:
         """Where a connection that asks for `stream_path` is served."""
+        ...
+
+    def inbound(
+        self, stream_path: str, query: Mapping[str, str], remote: str
+    ) -> tuple[dict[str, str], str | None]:
+        """The query without internal credentials, and the encoder's address when another
+        worker's relay vouched for it (None: an ordinary client)."""
         ...
 
     async def hand_over(self, stream: Any, owner: Worker, handoff: Handoff) -> None:

@@ -73,7 +73,7 @@ from rtmp_ingest.cluster.registry import (
     SourceTimeline,
     open_registry,
 )
-from rtmp_ingest.cluster.relay import PulledFeed, RtmpRelay, check_hop, hop_query
+from rtmp_ingest.cluster.relay import HopRelays, PulledFeed, check_hop
 from rtmp_ingest.config import Config
 from rtmp_ingest.server.feeds import Feeds
 from rtmp_ingest.server.logtext import shown
@@ -159,6 +159,16 @@ class ClusterNode:
             "leases_lost": 0,
             "events_dropped": 0,
         }
+        self.hops = HopRelays(
+            secret=self.secret,
+            hop_from=self.node_id,
+            limits=self.limits,
+            timeout_s=self.settings.relay_connect_timeout_s,
+            max_buffer_bytes=self.settings.relay_max_buffer_bytes,
+            counters=self.counters,
+        )
+        #: a relay of a publish this node does not own (`Placement.open_relay`)
+        self.open_relay = self.hops.open_relay
         self.info: NodeInfo | None = None
         self._reg: ClusterRegistry | None = None
         self._ready = trio.Event()
@@ -255,32 +265,6 @@ class ClusterNode:
         self, stream_path: str, query: Mapping[str, str], remote: str
     ) -> tuple[dict[str, str], str | None]:
         return check_hop(self.secret, query, stream_path=stream_path, now_s=time.time())
-
-    def open_relay(
-        self,
-        owner: RemoteOwner,
-        *,
-        stream_path: str,
-        query: Mapping[str, str],
-        app: str,
-        remote: str,
-    ) -> RtmpRelay:
-        credentials = hop_query(
-            self.secret,
-            node_id=self.node_id,
-            stream_path=stream_path,
-            remote=remote,
-            now_s=time.time(),
-        )
-        return RtmpRelay(
-            owner,
-            stream_path=stream_path,
-            query={**query, **credentials},
-            limits=self.limits,
-            timeout_s=self.settings.relay_connect_timeout_s,
-            max_buffer_bytes=self.settings.relay_max_buffer_bytes,
-            counters=self.counters,
-        )
 
     async def _registry(self) -> ClusterRegistry:
         """The registry once the node is up (a publish may arrive while it starts)."""

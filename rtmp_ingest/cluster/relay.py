@@ -22,10 +22,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
+import attrs
 import trio
 
 from rtmp_ingest.bundle import EndReason, Permissions, PublishRequest, TimelineResume
@@ -471,3 +473,107 @@ async def _pull_media(up: _Upstream, pulled: PulledFeed, registry: Any) -> str:
             ):
                 return event.code
     return "the owner closed the connection"
+
+
+@attrs.define
+class HopRelays:
+    """Relays of publishes to their owners (`RtmpRelay`), each vouched for with internal
+    credentials signed with `secret` as coming from `hop_from` (`hop_query`; the owner
+    checks them with `check_hop`), so the owner's policy sees the encoder's address."""
+
+    secret: bytes
+    hop_from: str
+    limits: Limits
+    timeout_s: float
+    max_buffer_bytes: int
+    counters: dict[str, int]
+
+    def open_relay(
+        self,
+        owner: RemoteOwner,
+        *,
+        stream_path: str,
+        query: Mapping[str, str],
+        app: str,
+        remote: str,
+    ) -> RtmpRelay:
+        credentials = hop_query(
+            self.secret,
+            node_id=self.hop_from,
+            stream_path=stream_path,
+            remote=remote,
+            now_s=time.time(),
+        )
+        return RtmpRelay(
+            owner,
+            stream_path=stream_path,
+            query={**query, **credentials},
+            limits=self.limits,
+            timeout_s=self.timeout_s,
+            max_buffer_bytes=self.max_buffer_bytes,
+            counters=self.counters,
+        )
+
+
+class WorkerView(Protocol):
+    """What `WorkerRelays` uses of the worker's agent (cluster/worker.py)."""
+
+    @property
+    def worker_id(self) -> int: ...
+
+    @property
+    def hop_secret(self) -> str: ...
+
+    def held_elsewhere(self, stream_path: str) -> int | None: ...
+
+    def inbound(
+        self, stream_path: str, query: Mapping[str, str], remote: str
+    ) -> tuple[dict[str, str], str | None]: ...
+
+
+#: Where a worker reaches the machine's RTMP port when it listens on every address.
+_LOOPBACK = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+class WorkerRelays(HopRelays):
+    """A worker's placement for the publishes it cannot hand over (SRT, served by worker
+    0 only: a UDP flow has no socket to pass). A publish of a stream another worker
+    holds is relayed to the machine's own RTMP port — whichever worker accepts it hands
+    the connection to the holder (cluster/handoff.py) — with internal credentials signed
+    with the run's `Layout.hop_secret`, which the holder's RTMP driver checks and strips
+    (`WorkerAgent.inbound`), so the policy sees the encoder's address (docs/spec.md §9)."""
+
+    def __init__(
+        self,
+        agent: WorkerView,
+        *,
+        rtmp: tuple[str, int],
+        limits: Limits,
+        timeout_s: float,
+        max_buffer_bytes: int,
+    ) -> None:
+        super().__init__(
+            secret=agent.hop_secret.encode("utf-8"),
+            hop_from=f"worker{agent.worker_id}",
+            limits=limits,
+            timeout_s=timeout_s,
+            max_buffer_bytes=max_buffer_bytes,
+            counters={"relays": 0, "relay_bytes": 0},
+        )
+        self.agent = agent
+        host, port = rtmp
+        self.rtmp_host = _LOOPBACK.get(host, host)
+        self.rtmp_port = port
+        self.inbound = agent.inbound
+
+    def remote_holder(self, stream_path: str) -> str | None:
+        holder = self.agent.held_elsewhere(stream_path)
+        return None if holder is None else f"worker{holder}"
+
+    async def owner_of(self, stream_path: str, *, relayed: bool = False) -> RemoteOwner | None:
+        holder = self.agent.held_elsewhere(stream_path)
+        if holder is None:
+            return None
+        return RemoteOwner(
+            node_id=f"worker{holder}", rtmp_host=self.rtmp_host, rtmp_port=self.rtmp_port, http=""
+        )

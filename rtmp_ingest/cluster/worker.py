@@ -28,6 +28,8 @@ import json
 import logging
 import os
 import socket
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -37,6 +39,7 @@ import trio
 from rtmp_ingest.cluster.forward import Forwarder
 from rtmp_ingest.cluster.handoff import Handoff, HandoffError
 from rtmp_ingest.cluster.ownership import LOCAL, Local, Worker, WorkerOwnership
+from rtmp_ingest.cluster.relay import check_hop
 from rtmp_ingest.cluster.transfer import HandoffServer, relay, send_connection
 
 log = logging.getLogger("rtmp_ingest.cluster")
@@ -144,6 +147,18 @@ class WorkerAgent:
             return None
         holder = self.ownership.holder_of(stream_path)
         return holder if holder != self.worker_id else None
+
+    def inbound(
+        self, stream_path: str, query: Mapping[str, str], remote: str
+    ) -> tuple[dict[str, str], str | None]:
+        """The query without internal credentials, and the encoder's address when another
+        worker's relay (an SRT publish, cluster/relay.py `WorkerRelays`) vouched for it."""
+        return check_hop(
+            self.layout.hop_secret.encode("utf-8"),
+            query,
+            stream_path=stream_path,
+            now_s=time.time(),
+        )
 
     def live_workers(self) -> list[int]:
         return sorted(self.ownership.live)

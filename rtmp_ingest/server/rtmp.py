@@ -551,6 +551,12 @@ class RtmpSession(OwnerElsewhere):
             assert self._nursery is not None
             self._nursery.start_soon(self._place_then_publish, event, placement)
             return
+        hook = self.server.handoff
+        if hook is not None:
+            #: a worker: another worker's relay (SRT, cluster/relay.py) vouches for the encoder
+            query, vouched = hook.inbound(event.address.path, event.address.query, self.remote)
+            self._admit(event, query, vouched or self.remote)
+            return
         self._admit(event, event.address.query, self.remote)
 
     def _admit(self, event: ev.PublishRequested, query: dict[str, str], remote: str) -> None:

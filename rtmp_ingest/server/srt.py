@@ -46,6 +46,7 @@ import trio
 
 from rtmp_ingest.bundle import Admitted, EndReason, PublishRequest, RefusalCode, Refused
 from rtmp_ingest.config import SrtConfig, parse_host_port
+from rtmp_ingest.server.srt_relay import SrtPlacement
 from rtmp_ingest.server.srt_session import Pending, SrtSession
 from rtmp_ingest.srt import lib
 from rtmp_ingest.srt.streamid import StreamId, StreamIdError
@@ -65,6 +66,9 @@ POLL_MS = 100
 MAX_BATCH_BYTES = 256 * 1024  # ~0.7 s of a 3 Mbit/s feed; 200 SRT messages
 #: recvmsg buffer: SRT's largest live payload (SRTO_PAYLOADSIZE ≤ 1456) with room to spare
 MESSAGE_BYTES = 1500
+#: Media an SRT publish to be relayed may queue while the stream's owner is found and
+#: answers (the app sets `cluster.relay_max_buffer_bytes`): ~20 s of a 3 Mbit/s feed.
+RELAY_BACKLOG_BYTES = 8 * 1024 * 1024
 #: srt_listen backlog (connections accepted by libsrt, not yet by us)
 LISTEN_BACKLOG = 64
 
@@ -174,6 +178,10 @@ class SrtServer:
         self.config = config
         self._decide = decide
         self._make_attempt = make_attempt
+        #: a cluster node or a worker: publishes of streams served elsewhere are relayed
+        self.placement: SrtPlacement | None = None
+        #: media an SRT publish to be relayed may queue while the owner answers
+        self.relay_backlog_bytes = RELAY_BACKLOG_BYTES
         self.sessions: dict[int, SrtSession] = {}
         self._pending: dict[int, Pending] = {}
         self.refused: collections.Counter[str] = collections.Counter()
@@ -223,9 +231,10 @@ class SrtServer:
         finally:
             self._stopping = True
             for pending in self._pending.values():
-                self.host.registry.end_feed(
-                    pending.feed, EndReason.SHUTDOWN, now_s=trio.current_time()
-                )
+                if pending.feed is not None:
+                    self.host.registry.end_feed(
+                        pending.feed, EndReason.SHUTDOWN, now_s=trio.current_time()
+                    )
             self._pending.clear()
             lib.close(self._listener)
             for worker in self._workers:
@@ -345,7 +354,7 @@ class SrtServer:
             reject, pending = lib.REJX_ISE, None
         with verdict.lock:
             if verdict.abandoned:
-                if pending is not None:
+                if pending is not None and pending.feed is not None:
                     self.host.registry.end_feed(
                         pending.feed, EndReason.DISCONNECT, now_s=trio.current_time()
                     )
@@ -388,6 +397,29 @@ class SrtServer:
                 decision.log_text,
             )
         request = attrs.evolve(decision.request, priority=stream_id.priority, remote_addr=remote)
+        placement = self.placement
+        holder = None if placement is None else placement.remote_holder(stream_id.path)
+        if holder is not None:
+            #: another process serves (or may serve) the stream: accepted without a local
+            #: feed, the session finds the owner and relays it there, or publishes here
+            #: when the stream turns out to be this process's (server/srt_relay.py, §9)
+            log.info(
+                "admit stream=%s sourceId=%r remote=%s holder=%s priority=%d srt: to be placed",
+                stream_id.path,
+                stream_id.source_id,
+                remote,
+                holder,
+                stream_id.priority,
+            )
+            return 0, Pending(
+                None,
+                decision.record,
+                stream_id,
+                remote,
+                now + PENDING_ACCEPT_S,
+                request=request,
+                holder=holder,
+            )
         result = self.host.registry.request_publish(request, now_s=now)
         if isinstance(result, Refused):
             status = HTTP_STATUS_OF_REFUSAL.get(result.code, 403)
@@ -429,7 +461,8 @@ class SrtServer:
             for sock, pending in list(self._pending.items()):
                 if pending.deadline_s <= now:
                     del self._pending[sock]
-                    self.host.registry.end_feed(pending.feed, EndReason.DISCONNECT, now_s=now)
+                    if pending.feed is not None:
+                        self.host.registry.end_feed(pending.feed, EndReason.DISCONNECT, now_s=now)
                     log.info(
                         "handshake failed stream=%s sourceId=%r remote=%s srt: admitted but "
                         "never connected (wrong passphrase?)",
@@ -448,8 +481,10 @@ class SrtServer:
         self.connections_total += 1
         worker = min(self._workers, key=lambda w: len(w.sockets))
         self._owner[sock] = worker
-        self.host.feed_started(session)
         self._nursery.start_soon(session.run)
+        if session.feed is None:
+            return worker  #: to be relayed: the session logs where it went
+        self.host.feed_started(session)
         log.info(
             "publish stream=%s sourceId=%r remote=%s feed=%d srt",
             session.stream_path,

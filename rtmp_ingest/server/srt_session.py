@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from rtmp_ingest.bundle import EndReason
+from rtmp_ingest.bundle import Admitted, EndReason, Refused
+from rtmp_ingest.server.placement import PlacementError, RemoteOwner
+from rtmp_ingest.server.srt_relay import RelayedMedia
 from rtmp_ingest.srt import lib
 from rtmp_ingest.srt.streamid import StreamId
 from rtmp_ingest.ts import TsError, TsMedia
@@ -40,6 +42,10 @@ class Pending:
     stream_id: StreamId
     remote: str
     deadline_s: float
+    #: the bundle request a publish to be relayed makes if it is served here after all
+    request: Any = None
+    #: the other process known to hold the stream: the session relays it (no `feed`)
+    holder: str | None = None
 
 
 class SrtSession:
@@ -62,6 +68,7 @@ class SrtSession:
         self.feed: Any = pending.feed
         self.record = pending.record
         self.stream_path = pending.stream_id.path
+        self.pending_query = pending.stream_id.query
         self.source_id = pending.stream_id.source_id
         self.media = TsMedia()
         self.bytes_in = 0
@@ -72,6 +79,15 @@ class SrtSession:
         self._deadline = trio.CancelScope()
         self._media_at = 0.0
         self._reported_drops = 0
+        #: a publish of a stream served elsewhere (server/srt_relay.py): its media and
+        #: the bundle request to make if it turns out to be served here after all
+        self.relayed: RelayedMedia | None = None
+        self._request = pending.request
+        self._holder = pending.holder
+        self.owner: RemoteOwner | None = None
+        self._relay_end = ""
+        if self.feed is None:
+            self.relayed = RelayedMedia(max_backlog_bytes=server.relay_backlog_bytes)
 
     def kick(self, reason: EndReason, description: str) -> None:
         """Ends the session from outside (supersede, operator, shutdown); idempotent."""
@@ -109,10 +125,16 @@ class SrtSession:
             )
             self.end(EndReason.DISCONNECT)
             return
-        registry = self.server.host.registry
         feed = self.feed
-        for frame in frames:
-            registry.push_frame(feed, frame, now_s=now_s)
+        if feed is None:
+            assert self.relayed is not None
+            stop = self.relayed.push(frames)
+            if stop is not None:
+                self._stop(stop)
+        else:
+            registry = self.server.host.registry
+            for frame in frames:
+                registry.push_frame(feed, frame, now_s=now_s)
         if frames and now_s - self._media_at > IDLE_DEADLINE_STEP_S:
             self._media_at = now_s
             self._deadline.deadline = now_s + self.server.config.idle_timeout_s
@@ -130,13 +152,23 @@ class SrtSession:
         self._end_reason = reason
         self._ended.set()
 
+    def _stop(self, why: str) -> None:
+        """A relayed publish ends (the owner's refusal or goodbye, a relay too slow)."""
+        if not self._ended.is_set():
+            self._relay_end = why
+            self.end(EndReason.DISCONNECT)
+
     async def run(self) -> None:
         reason = EndReason.DISCONNECT
         try:
             with self._scope:
                 self._deadline.deadline = trio.current_time() + self.server.config.idle_timeout_s
                 with self._deadline:
-                    await self._ended.wait()
+                    async with trio.open_nursery() as nursery:
+                        if self.relayed is not None:
+                            nursery.start_soon(self._place)
+                        await self._ended.wait()
+                        nursery.cancel_scope.cancel()
                     reason = self._end_reason
                 if self._deadline.cancelled_caught:
                     reason = EndReason.IDLE_TIMEOUT
@@ -159,5 +191,85 @@ class SrtSession:
                     self.source_id,
                     description,
                 )
-            self.server.host.end_feed(self, reason)
+            if self.feed is None:
+                log.info(
+                    "relay end stream=%s sourceId=%r protocol=srt remote=%s owner=%s: %s",
+                    self.stream_path,
+                    self.source_id,
+                    self.remote,
+                    self.owner.node_id if self.owner is not None else self._holder,
+                    self._relay_end or (self._kick[1] if self._kick else f"encoder {reason.value}"),
+                )
+            relayed = self.relayed
+            if relayed is not None and relayed.relay is not None:
+                relayed.relay.close()
+            if self.feed is not None:
+                self.server.host.end_feed(self, reason)
             self.server.release(self)
+
+    # -- a publish of a stream served elsewhere (server/srt_relay.py) --------------------
+
+    async def _place(self) -> None:
+        """Finds the owner; publishes here after all, or relays there until either ends."""
+        placement = self.server.placement
+        assert placement is not None and self.relayed is not None
+        try:
+            owner = await placement.owner_of(self.stream_path)
+            if owner is None:
+                self._publish_here()
+                return
+            self.owner = owner
+            relay = placement.open_relay(
+                owner,
+                stream_path=self.stream_path,
+                query=dict(self.pending_query),
+                app=self.stream_path.partition("/")[0],
+                remote=self.remote,
+            )
+            refusal = await relay.open()
+        except PlacementError as exc:
+            self._stop(f"refused: {exc}")
+            return
+        if refusal is not None:
+            self._stop(f"refused by the owner: {refusal}")
+            return
+        log.info(
+            "relay stream=%s sourceId=%r protocol=srt remote=%s owner=%s rtmp=%s:%d",
+            self.stream_path,
+            self.source_id,
+            self.remote,
+            owner.node_id,
+            owner.rtmp_host,
+            owner.rtmp_port,
+        )
+        try:
+            stop = self.relayed.attach(relay)
+            if stop is not None:
+                self._stop(stop)
+            self._stop(await relay.run())
+        finally:
+            relay.close()
+
+    def _publish_here(self) -> None:
+        """The stream is served by this process after all: an ordinary SRT feed."""
+        assert self.relayed is not None
+        now = trio.current_time()
+        registry = self.server.host.registry
+        result = registry.request_publish(self._request, now_s=now)
+        if isinstance(result, Refused):
+            self._stop(f"refused here: {result.reason}")
+            return
+        assert isinstance(result, Admitted)
+        backlog = self.relayed.take_backlog()
+        self.relayed = None
+        self.feed = result.feed
+        self.server.host.feed_started(self)
+        log.info(
+            "publish stream=%s sourceId=%r remote=%s feed=%d srt (served here after all)",
+            self.stream_path,
+            self.source_id,
+            self.remote,
+            self.feed.feed_id,
+        )
+        for frame in backlog:
+            registry.push_frame(self.feed, frame, now_s=now)

@@ -62,6 +62,11 @@ class FakeHook:
         owner = self.owners.get(stream_path, self.worker_id)
         return LOCAL if owner == self.worker_id else Worker(owner)
 
+    def inbound(
+        self, stream_path: str, query: dict[str, str], remote: str
+    ) -> tuple[dict[str, str], str | None]:
+        return dict(query), None
+
     async def hand_over(self, stream: Any, owner: Worker, handoff: Handoff) -> None:
         if self.fail:
             raise HandoffError("no such socket")
