@@ -397,18 +397,25 @@ class App:
             nursery.cancel_scope.cancel()
 
     def _relay_srt_to_workers(self, rtmp_bound: Address) -> None:
-        """Workers: SRT publishes of streams another worker holds go there over RTMP."""
-        from rtmp_ingest.cluster.relay import WorkerRelays  # noqa: PLC0415 - workers only
+        """Workers: SRT publishes of streams another worker serves go there over RTMP."""
+        from rtmp_ingest.cluster.relay import (  # noqa: PLC0415 - workers only
+            MachineRelays,
+            WorkerRelays,
+        )
 
         assert self.srt is not None and self.worker is not None
         cluster = self.config.cluster
-        self.srt.placement = WorkerRelays(
+        workers = WorkerRelays(
             self.worker,
             rtmp=rtmp_bound,
             limits=self.config.rtmp.limits(),
             timeout_s=cluster.relay_connect_timeout_s,
             max_buffer_bytes=cluster.relay_max_buffer_bytes,
         )
+        if self.cluster is None:
+            self.srt.placement = workers
+        else:  #: and nodes: the stream's worker first, then the node (docs/spec.md §9)
+            self.srt.placement = MachineRelays(self.worker, workers, ClusterSrt(self.cluster))
         self.srt.relay_backlog_bytes = cluster.relay_max_buffer_bytes
 
     async def _start_http(self, nursery: trio.Nursery) -> Address:

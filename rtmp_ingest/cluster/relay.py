@@ -577,3 +577,80 @@ class WorkerRelays(HopRelays):
         return RemoteOwner(
             node_id=f"worker{holder}", rtmp_host=self.rtmp_host, rtmp_port=self.rtmp_port, http=""
         )
+
+
+class MachineView(WorkerView, Protocol):
+    """What `MachineRelays` adds to `WorkerView`: the machine's worker for a stream."""
+
+    def owner_id(self, stream_path: str) -> int: ...
+
+
+class NodeSrt(Protocol):
+    """The node-level SRT placement (server/srt_relay.py `ClusterSrt`)."""
+
+    def remote_holder(self, stream_path: str) -> str | None: ...
+
+    async def owner_of(self, stream_path: str, *, relayed: bool = False) -> RemoteOwner | None: ...
+
+    def open_relay(
+        self,
+        owner: RemoteOwner,
+        *,
+        stream_path: str,
+        query: Mapping[str, str],
+        app: str,
+        remote: str,
+    ) -> Any: ...
+
+    def inbound(
+        self, stream_path: str, query: Mapping[str, str], remote: str
+    ) -> tuple[dict[str, str], str | None]: ...
+
+
+class MachineRelays:
+    """SRT on a cluster node with workers (docs/spec.md §9): as for RTMP, the stream's
+    worker on this machine comes first and only that worker places the stream among the
+    nodes. A publish of a stream another worker serves (it holds it, or is its rendezvous
+    owner) goes there over the machine's RTMP port (`WorkerRelays`; the hand-off brings
+    it to that worker, which places it); one this worker serves is placed by the node."""
+
+    def __init__(self, agent: MachineView, workers: WorkerRelays, node: NodeSrt) -> None:
+        self.agent = agent
+        self.workers = workers
+        self.node = node
+        self.inbound = node.inbound
+
+    def _worker(self, stream_path: str) -> RemoteOwner | None:
+        owner = self.agent.owner_id(stream_path)
+        if owner == self.agent.worker_id:
+            return None
+        return RemoteOwner(
+            node_id=f"worker{owner}",
+            rtmp_host=self.workers.rtmp_host,
+            rtmp_port=self.workers.rtmp_port,
+            http="",
+        )
+
+    def remote_holder(self, stream_path: str) -> str | None:
+        sibling = self._worker(stream_path)
+        return sibling.node_id if sibling is not None else self.node.remote_holder(stream_path)
+
+    async def owner_of(self, stream_path: str, *, relayed: bool = False) -> RemoteOwner | None:
+        sibling = self._worker(stream_path)
+        if sibling is not None:
+            return sibling
+        return await self.node.owner_of(stream_path, relayed=relayed)
+
+    def open_relay(
+        self,
+        owner: RemoteOwner,
+        *,
+        stream_path: str,
+        query: Mapping[str, str],
+        app: str,
+        remote: str,
+    ) -> Any:
+        opener = self.workers if owner == self._worker(stream_path) else self.node
+        return opener.open_relay(
+            owner, stream_path=stream_path, query=query, app=app, remote=remote
+        )

@@ -222,14 +222,19 @@ class OwnerElsewhere:
         """Admits the publish here when this node owns the stream, else relays it there."""
         address = event.address
         query, vouched = placement.inbound(address.path, address.query, self.remote)
+        relayed = vouched is not None  #: from another node: never relayed again
+        hook = self.server.handoff
+        if vouched is None and hook is not None:
+            #: an SRT publish worker 0 relayed here (the same node: it may still be placed)
+            _, vouched = hook.inbound(address.path, address.query, self.remote)
         self.stream_path = address.path
         self.source_id = query.get("sourceId", "")
         try:
-            owner = await placement.owner_of(address.path, relayed=vouched is not None)
+            owner = await placement.owner_of(address.path, relayed=relayed)
             if owner is None:
                 self._admit(event, query, vouched or self.remote)
             else:
-                await self._relay_to(event, placement, owner, query)
+                await self._relay_to(event, placement, owner, query, vouched or self.remote)
         except PlacementError as exc:
             self._refuse(event.stream_id, Refusal.of(RefusalCode.OTHER, str(exc)))
         self._handle_events()  #: what the publisher sent after `publish`, now decided
@@ -247,9 +252,10 @@ class OwnerElsewhere:
         placement: Placement,
         owner: RemoteOwner,
         query: dict[str, str],
+        remote: str,
     ) -> None:
         relay = placement.open_relay(
-            owner, stream_path=event.address.path, query=query, app=self.app, remote=self.remote
+            owner, stream_path=event.address.path, query=query, app=self.app, remote=remote
         )
         refusal = await relay.open()
         if refusal is not None:
