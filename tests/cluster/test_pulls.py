@@ -31,7 +31,7 @@ RENEW_S = 1.5
 RETRY_S = 0.5
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def mock_clock() -> trio.testing.MockClock:
     return trio.testing.MockClock(autojump_threshold=0)
 
@@ -138,7 +138,7 @@ def running(log: list[FakePull]) -> list[tuple[str, str]]:
 
 
 async def test_on_demand_pulls_nothing_until_a_viewer_arrives_then_each_source_once(
-    nursery: trio.Nursery, started: list[FakePull]
+    nursery: trio.Nursery, started: list[FakePull], mock_clock: trio.testing.MockClock
 ) -> None:
     host, pulls = make("on_demand")
     reg = FakeRegistry()
@@ -160,7 +160,7 @@ async def test_on_demand_pulls_nothing_until_a_viewer_arrives_then_each_source_o
 
 
 async def test_the_pulls_stop_pull_idle_s_after_the_last_viewer_left_not_before(
-    nursery: trio.Nursery, started: list[FakePull]
+    nursery: trio.Nursery, started: list[FakePull], mock_clock: trio.testing.MockClock
 ) -> None:
     host, pulls = make("on_demand")
     viewers = host.feeds.viewers
@@ -188,7 +188,7 @@ async def test_the_pulls_stop_pull_idle_s_after_the_last_viewer_left_not_before(
 
 
 async def test_a_viewer_coming_back_within_pull_idle_s_keeps_the_pulls(
-    nursery: trio.Nursery, started: list[FakePull]
+    nursery: trio.Nursery, started: list[FakePull], mock_clock: trio.testing.MockClock
 ) -> None:
     host, pulls = make("on_demand")
     viewers = host.feeds.viewers
@@ -205,7 +205,7 @@ async def test_a_viewer_coming_back_within_pull_idle_s_keeps_the_pulls(
 
 
 async def test_hls_requests_keep_the_pulls_while_they_come(
-    nursery: trio.Nursery, started: list[FakePull]
+    nursery: trio.Nursery, started: list[FakePull], mock_clock: trio.testing.MockClock
 ) -> None:
     host, pulls = make("on_demand")
     viewers = host.feeds.viewers
@@ -226,7 +226,7 @@ async def test_hls_requests_keep_the_pulls_while_they_come(
 
 
 async def test_a_pull_whose_owner_died_is_tried_again_while_viewers_remain(
-    nursery: trio.Nursery, started: list[FakePull]
+    nursery: trio.Nursery, started: list[FakePull], mock_clock: trio.testing.MockClock
 ) -> None:
     host, pulls = make("on_demand")
     viewers = host.feeds.viewers
@@ -251,7 +251,7 @@ async def test_a_pull_whose_owner_died_is_tried_again_while_viewers_remain(
 
 
 async def test_a_new_source_of_a_watched_stream_is_pulled_too(
-    nursery: trio.Nursery, started: list[FakePull]
+    nursery: trio.Nursery, started: list[FakePull], mock_clock: trio.testing.MockClock
 ) -> None:
     host, pulls = make("on_demand")
     reg = FakeRegistry()
@@ -266,7 +266,7 @@ async def test_a_new_source_of_a_watched_stream_is_pulled_too(
 
 
 async def test_always_pulls_every_live_source_without_viewers_and_never_stops_them(
-    nursery: trio.Nursery, started: list[FakePull]
+    nursery: trio.Nursery, started: list[FakePull], mock_clock: trio.testing.MockClock
 ) -> None:
     host, pulls = make("always")
     reg = FakeRegistry()
@@ -283,7 +283,7 @@ async def test_always_pulls_every_live_source_without_viewers_and_never_stops_th
 
 
 async def test_never_pulls_nothing_even_with_viewers(
-    nursery: trio.Nursery, started: list[FakePull]
+    nursery: trio.Nursery, started: list[FakePull], mock_clock: trio.testing.MockClock
 ) -> None:
     host, pulls = make("never")
     reg = FakeRegistry()
@@ -295,7 +295,7 @@ async def test_never_pulls_nothing_even_with_viewers(
 
 
 async def test_a_stream_another_worker_serves_or_this_node_owns_is_not_pulled(
-    nursery: trio.Nursery, started: list[FakePull]
+    nursery: trio.Nursery, started: list[FakePull], mock_clock: trio.testing.MockClock
 ) -> None:
     host, pulls = make("always")
     host.local = False  #: ClusterNode.local_owner: another worker of this machine has it
@@ -312,7 +312,7 @@ async def test_a_stream_another_worker_serves_or_this_node_owns_is_not_pulled(
 
 
 async def test_unknown_paths_do_not_make_the_registry_work_per_request(
-    nursery: trio.Nursery, started: list[FakePull]
+    nursery: trio.Nursery, started: list[FakePull], mock_clock: trio.testing.MockClock
 ) -> None:
     host, pulls = make("on_demand")
     reg = FakeRegistry()
