@@ -39,7 +39,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 import trio
@@ -113,6 +113,30 @@ class Pulls:
         viewers = host.feeds.viewers
         viewers.wanted = self.wanted
         viewers.left = lambda _path: self._wake.set()
+
+    def listing(self, local: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """`GET /api/v1/streams` on a node: `local` (the API's objects of the streams in
+        this node's bundle, owned or pulled) marked with their owner, then the streams
+        other nodes own that are not here (on demand, no viewer asked yet) with their
+        owner and live sources, as the last reconciliation saw them: a viewer page finds
+        every stream of the cluster, and playing one here starts its pull."""
+        out = []
+        for stream in local:
+            elsewhere = self.remote.get(stream["path"])
+            owner = elsewhere.owner if elsewhere is not None else self.host.node_id
+            out.append({**stream, "owner": owner, "local": True})
+        here = {stream["path"] for stream in local}
+        for path, remote in sorted(self.remote.items()):
+            if path not in here:
+                out.append(
+                    {
+                        "path": path,
+                        "owner": remote.owner,
+                        "local": False,
+                        "sources": [{"sourceId": sid, "state": "live"} for sid in remote.sources],
+                    }
+                )
+        return out
 
     @property
     def mode(self) -> str:

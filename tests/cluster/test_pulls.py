@@ -361,3 +361,27 @@ def test_on_demand_is_the_default_and_bad_values_name_the_key() -> None:
     for key in ("pull_idle_s", "pull_wait_s"):
         with pytest.raises(ConfigError, match=rf"cluster\.{key}"):
             from_dict({"cluster": {**base, key: 0}})
+
+
+async def test_the_stream_list_shows_the_clusters_streams_with_their_owner(
+    nursery: trio.Nursery, started: list[FakePull], mock_clock: trio.testing.MockClock
+) -> None:
+    host, pulls = make("on_demand")
+    reg = FakeRegistry()
+    reg.lease["live/other"] = "B"
+    reg.timeline["live/other"] = _live("")
+    nursery.start_soon(pulls.reconcile_loop, reg)
+    await trio.sleep(RENEW_S / 2)
+    mine = {"path": "live/mine", "sources": []}  #: owned here
+    pulled = {"path": "live/other", "sources": [{"sourceId": "", "state": "live"}]}
+    listed = pulls.listing([mine, pulled])
+    assert [(s["path"], s["owner"], s["local"]) for s in listed] == [
+        ("live/mine", "C", True),
+        ("live/other", "B", True),
+        (STREAM, "A", False),
+    ]
+    assert listed[2]["sources"] == [
+        {"sourceId": "cam1", "state": "live"},
+        {"sourceId": "cam2", "state": "live"},
+    ]
+    assert started == []  #: listing is not watching
