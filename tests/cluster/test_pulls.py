@@ -366,7 +366,7 @@ def test_on_demand_is_the_default_and_bad_values_name_the_key() -> None:
 async def test_the_stream_list_shows_the_clusters_streams_with_their_owner(
     nursery: trio.Nursery, started: list[FakePull], mock_clock: trio.testing.MockClock
 ) -> None:
-    host, pulls = make("on_demand")
+    _host, pulls = make("on_demand")
     reg = FakeRegistry()
     reg.lease["live/other"] = "B"
     reg.timeline["live/other"] = _live("")
