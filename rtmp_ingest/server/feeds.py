@@ -72,11 +72,14 @@ class Viewers:
         if self.left is not None:
             self.left(stream_path)
 
-    def seen(self, stream_path: str) -> bool:
-        """A viewer without a session (an HLS request) was here just now; True if a source
-        of the stream is coming (see the class docstring)."""
+    def seen(self, stream_path: str, *, window_s: float = 0.0) -> bool:
+        """A viewer without a session (an HLS request) was here just now and counts as
+        watching for `window_s` more (until its next request is due); True if a source of
+        the stream is coming (see the class docstring)."""
         wanted = self._want(stream_path)
-        self._seen_now(stream_path)
+        until = trio.current_time() + window_s
+        if self._last_s.get(stream_path, float("-inf")) < until:
+            self._remember(stream_path, until)
         return wanted
 
     @contextmanager
@@ -93,8 +96,9 @@ class Viewers:
         return self._present.get(stream_path, 0)
 
     def idle_since(self, stream_path: str) -> float | None:
-        """When the last viewer of `stream_path` left or was seen (trio time); None while
-        one is present; -inf when none ever was (or it was forgotten)."""
+        """When the last viewer of `stream_path` left or stops counting as seen (trio
+        time, maybe ahead); None while one is present; -inf when none ever was (or it
+        was forgotten)."""
         if stream_path in self._present:
             return None
         return self._last_s.get(stream_path, float("-inf"))
@@ -103,8 +107,12 @@ class Viewers:
         return self.wanted(stream_path) if self.wanted is not None else False
 
     def _seen_now(self, stream_path: str) -> None:
+        now = trio.current_time()
+        self._remember(stream_path, max(now, self._last_s.get(stream_path, now)))
+
+    def _remember(self, stream_path: str, at_s: float) -> None:
         self._last_s.pop(stream_path, None)
-        self._last_s[stream_path] = trio.current_time()
+        self._last_s[stream_path] = at_s
         while len(self._last_s) > MAX_VIEWED_STREAMS:
             del self._last_s[next(iter(self._last_s))]
 

@@ -52,6 +52,11 @@ log = logging.getLogger("rtmp_ingest.hls")
 
 Key = tuple[str, str]
 
+#: An HLS client counts as watching its stream for this many target durations after each
+#: request: a live client reloads its playlist about once a target duration (RFC 8216
+#: §6.3.4), fetching parts in between; past this it left (or stalled)
+VIEWER_WINDOW_TARGETS = 3
+
 #: tries of one disk-copy file before it is given up (a full disk that frees up in time
 #: gets the file; one that stays full costs the CDN copy of that file only)
 DISK_WRITE_ATTEMPTS = 3
@@ -177,7 +182,8 @@ class HlsService:
     def viewer_seen(self, stream_path: str) -> bool:
         """An HLS request for `stream_path` (a viewer was here now); True if a source of
         it is on its way (a cluster pull), so a request finding nothing may wait."""
-        return self.viewers.seen(stream_path)
+        window_s = VIEWER_WINDOW_TARGETS * math.ceil(self.settings.segment_s)
+        return self.viewers.seen(stream_path, window_s=window_s)
 
     async def wait_any_change(self) -> None:
         """Returns at the next new part, segment, start or end of any source."""

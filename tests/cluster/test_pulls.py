@@ -224,6 +224,16 @@ async def test_hls_requests_keep_the_pulls_while_they_come(
     await trio.sleep_until(last + IDLE_S + 0.001)
     assert running(started) == []
 
+    #: a sighting counts for its window (the client's next reload is due by then)
+    viewers.seen(STREAM, window_s=6.0)
+    seen = trio.current_time()
+    await trio.testing.wait_all_tasks_blocked()
+    assert len(running(started)) == 2
+    await trio.sleep_until(seen + 6.0 + IDLE_S - 0.01)
+    assert len(running(started)) == 2
+    await trio.sleep_until(seen + 6.0 + IDLE_S + 0.001)
+    assert running(started) == []
+
 
 async def test_a_pull_whose_owner_died_is_tried_again_while_viewers_remain(
     nursery: trio.Nursery, started: list[FakePull], mock_clock: trio.testing.MockClock
