@@ -114,7 +114,12 @@ class App:
             if self.webrtc is not None and config.webrtc.whep_enabled
             else None
         )
-        self.hls = HlsService(config=config.hls, registry=self.registry, metrics=self.metrics)
+        self.hls = HlsService(
+            config=config.hls,
+            registry=self.registry,
+            metrics=self.metrics,
+            viewers=self.feeds.viewers,
+        )
         self.recorder = RecorderService(
             config=config.record,
             registry=self.registry,

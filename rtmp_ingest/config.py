@@ -13,7 +13,7 @@ import os
 import ssl
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import cattrs
@@ -266,9 +266,19 @@ relay_connect_timeout_s = 5.0
 relay_max_buffer_bytes = 8388608
 # A pull that lost its owner looks again this often (until the source is gone from the registry).
 pull_retry_s = 0.5
-# Pull every source live on another node, so this node's viewers get every stream; false =
-# an ingest edge: it relays publishers to their owners and serves only the streams it owns.
-pull = true
+# Which sources of streams owned by other nodes this node pulls (docs/spec.md §9):
+# "on_demand" = a stream's sources while this node has viewers of it (RTMP, HTTP-FLV, HLS,
+# WHEP), as SRS edges and MediaMTX's sourceOnDemand do; "always" = every source live on
+# another node (a full mesh: N nodes carry N times the ingest); "never" = an ingest edge: it
+# relays publishers to their owners and serves only the streams it owns. (true = "always",
+# false = "never", as before.)
+pull = "on_demand"
+# On demand: a stream's pulls stop this long after its last local viewer left (an HLS
+# client counts as there until this long after its last request).
+pull_idle_s = 10.0
+# On demand: an HLS request for a stream this node is starting to pull waits this long for
+# the stream's first playlist (hls.js gives a playlist 10-20 s; a 404 ends ffplay at once).
+pull_wait_s = 8.0
 
 # Per-application settings; "*" applies to every app not named.
 [apps."*"]
@@ -454,6 +464,22 @@ class WebrtcConfig:
     whep_vp9_flexible: bool = True
 
 
+#: `cluster.pull` values (docs/spec.md §9); a file's true/false mean the first/last.
+PULL_MODES = ("always", "on_demand", "never")
+PullMode = Literal["always", "on_demand", "never"]
+
+
+def _pull_mode(value: object) -> PullMode:
+    """`cluster.pull` as one of PULL_MODES (true/false kept for older files)."""
+    if value is True:
+        return "always"
+    if value is False:
+        return "never"
+    if value == "always" or value == "on_demand" or value == "never":
+        return value
+    raise ValueError(f"expected one of {', '.join(map(repr, PULL_MODES))} or true/false")
+
+
 @attrs.frozen(kw_only=True)
 class ClusterConfig:
     """`[cluster]`: nodes sharing a Redis registry (docs/spec.md §9); see the default TOML."""
@@ -472,7 +498,10 @@ class ClusterConfig:
     relay_connect_timeout_s: float = 5.0
     relay_max_buffer_bytes: int = 8 * 1024**2
     pull_retry_s: float = 0.5
-    pull: bool = True
+    #: "always" | "on_demand" | "never" (true/false in a file mean "always"/"never")
+    pull: PullMode = attrs.field(default="on_demand", converter=lambda v: _pull_mode(v))
+    pull_idle_s: float = 10.0
+    pull_wait_s: float = 8.0
 
     @property
     def enabled(self) -> bool:
@@ -523,7 +552,14 @@ def _check_cluster(cluster: ClusterConfig) -> None:
         )
     if not cluster.key_prefix or not set(cluster.key_prefix) <= NODE_ID_CHARS | {":"}:
         raise ConfigError("cluster.key_prefix: letters, digits, '.', '_', '-', ':' only")
-    for key in ("timeline_write_s", "redis_timeout_s", "relay_connect_timeout_s", "pull_retry_s"):
+    for key in (
+        "timeline_write_s",
+        "redis_timeout_s",
+        "relay_connect_timeout_s",
+        "pull_retry_s",
+        "pull_idle_s",
+        "pull_wait_s",
+    ):
         if getattr(cluster, key) <= 0:
             raise ConfigError(f"cluster.{key}: must be > 0")
     if cluster.timeline_keep_s < cluster.lease_s:
@@ -576,6 +612,7 @@ _converter.register_structure_hook(bool, _strict(bool, bool))
 _converter.register_structure_hook(int, _strict(int, int))
 _converter.register_structure_hook(float, _strict(float, int, float))
 _converter.register_structure_hook(str, _strict(str, str))
+_converter.register_structure_hook_func(lambda kind: kind == PullMode, lambda v, _t: _pull_mode(v))
 
 # -- workers (docs/spec.md §9) ---------------------------------------------------------
 #: More workers than this is a typo, not a machine.

@@ -122,6 +122,14 @@ class HlsView(Protocol):
 
     async def wait_change(self, key: tuple[str, str]) -> None: ...
 
+    def viewer_seen(self, stream_path: str) -> bool:
+        """A request for `stream_path` (a viewer); True if a source of it is on its way."""
+        ...
+
+    async def wait_any_change(self) -> None:
+        """Returns at the next change of any source's HLS."""
+        ...
+
 
 class RecorderView(Protocol):
     @property

@@ -12,6 +12,13 @@ SOURCE is the percent-encoded sourceId, `_` for the default source; TRACK is
 from the raw (still percent-encoded) request path, so a sourceId may hold any
 character. Segments and parts have unique URLs (media sequence numbers
 start at the timeline's origin), so they are cacheable; playlists are not.
+
+Every request counts as a sighting of a viewer of its stream (`viewer_seen`). On a
+cluster node that starts or keeps the stream's on-demand pull (docs/spec.md §9); a
+request that finds nothing while that pull is starting waits, up to
+`cluster.pull_wait_s`, for what it asked for instead of answering 404 at once: ffplay
+gives up on a 404, while hls.js and ffmpeg wait for a slow playlist (hls.js up to its
+load timeout of 10-20 s), so a slow first answer is the one both survive.
 """
 
 from __future__ import annotations
@@ -98,6 +105,20 @@ def routes(server: ApiServer) -> list[Any]:
             return error(404, "use /hls/APP/STREAM/index.m3u8")
         if not service.enabled:
             return error(404, "HLS is off on this server ([hls] enabled = false)")
+        coming = False
+        for stream_path in _stream_paths(parts):
+            coming = service.viewer_seen(stream_path) or coming
+        response = await serve(request, parts)
+        if response.status_code != 404 or not coming:
+            return response
+        #: the stream's pull is starting: wait for what was asked (bounded)
+        with trio.move_on_after(server.config.cluster.pull_wait_s):
+            while response.status_code == 404:
+                await service.wait_any_change()
+                response = await serve(request, parts)
+        return response
+
+    async def serve(request: Request, parts: list[str]) -> Response:
         name = parts[-1]
         if name == "index.m3u8":
             stream_path = unquote("/".join(parts[:-1]))
@@ -178,6 +199,19 @@ def routes(server: ApiServer) -> list[Any]:
         return _media(data, "video/iso.segment", service, track)
 
     return [Route("/hls/{rest:path}", hls, methods=["GET"])]
+
+
+def _stream_paths(parts: list[str]) -> list[str]:
+    """The stream path(s) a request's path components may name (an `index.m3u8` is a
+    stream's or a source's)."""
+    name = parts[-1]
+    if name == "index.m3u8":
+        candidates = [parts[:-1], parts[:-2]] if len(parts) >= 3 else [parts[:-1]]
+    elif name.endswith(".m3u8"):
+        candidates = [parts[:-2]] if len(parts) >= 3 else []
+    else:
+        candidates = [parts[:-3]] if len(parts) >= 4 else []
+    return [unquote("/".join(c)) for c in candidates if len(c) >= 2]
 
 
 def _media(

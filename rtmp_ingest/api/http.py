@@ -234,6 +234,9 @@ class Api:
             stats = registry.stream_statistics(path, now_s=now)
             if stats is not None:
                 streams.append(self._stream_json(stats, request))
+        cluster = getattr(self.server, "cluster", None)
+        if cluster is not None:  #: a node: every stream of the cluster, with its owner
+            streams = cluster.pulling.listing(streams)
         return JSONResponse({"streams": streams})
 
     async def stream(self, request: Request) -> Response:

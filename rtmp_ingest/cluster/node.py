@@ -175,6 +175,7 @@ class ClusterNode:
         self._nursery: trio.Nursery | None = None
         self._events_in, self._events_out = trio.open_memory_channel[Event](EVENT_QUEUE)
         self._written: dict[str, dict[str, tuple[int, bool]]] = {}
+        self.local_owner = lambda path: True
         #: every source live on another node, pulled once (cluster/pulls.py)
         self.pulling = Pulls(self)
         #: streams other nodes hold leases on (refreshed every renew_s): what a driver

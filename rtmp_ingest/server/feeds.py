@@ -4,6 +4,12 @@ A driver (RTMP today; SRT and WHIP beside it) asks the registry for a feed and t
 reports it here (`feed_started`, `end_feed`); `Feeds` keeps the session of every live
 feed so it can be told to go (supersede in disconnect mode, an operator's kick).
 
+`Feeds.viewers` counts who watches which stream on this node, whatever the protocol
+(RTMP and HTTP-FLV players, from their wait for a source to their end; WHEP viewers,
+from their POST to their end; HLS clients, as "seen" at each request): the one place a
+cluster node's on-demand pulls (cluster/pulls.py, docs/spec.md §9) learn that a stream
+is wanted here and, later, that nobody has watched it for a while.
+
 The pump drains bundle events and hands each to the outputs registered as sinks
 (events for SSE, HLS, recording) — an exception in one sink's handling of one
 stream's event is contained there: logged once per sink and stream, counted in
@@ -14,7 +20,8 @@ stream's event is contained there: logged once per sink and stream, counted in
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -29,6 +36,86 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rtmp_ingest")
 
+#: Streams whose last viewer's time is remembered (paths asked for and gone are forgotten
+#: oldest first past this: a client asking for random paths cannot grow it without bound).
+MAX_VIEWED_STREAMS = 65536
+
+
+class Viewers:
+    """Local viewers per stream path (see the module docstring); synchronous, no I/O.
+
+    `wanted(path)`, when set, is called at every arrival and sighting (so it must be
+    cheap): it returns True when a source of the stream is on its way or here (a cluster
+    pull), so a request that would find nothing may wait for it."""
+
+    def __init__(self) -> None:
+        self._present: dict[str, int] = {}
+        #: stream path → trio time the last viewer left or was seen (oldest first)
+        self._last_s: dict[str, float] = {}
+        self.wanted: Callable[[str], bool] | None = None
+        #: told when a stream's last present viewer left (the idle countdown starts)
+        self.left: Callable[[str], None] | None = None
+
+    def arrive(self, stream_path: str) -> bool:
+        """A viewer of `stream_path` is here until `leave`; True if a source is coming."""
+        count = self._present.get(stream_path, 0)
+        self._present[stream_path] = count + 1
+        return self._want(stream_path)
+
+    def leave(self, stream_path: str) -> None:
+        count = self._present.get(stream_path, 0) - 1
+        if count > 0:
+            self._present[stream_path] = count
+            return
+        self._present.pop(stream_path, None)
+        self._seen_now(stream_path)
+        if self.left is not None:
+            self.left(stream_path)
+
+    def seen(self, stream_path: str, *, window_s: float = 0.0) -> bool:
+        """A viewer without a session (an HLS request) was here just now and counts as
+        watching for `window_s` more (until its next request is due); True if a source of
+        the stream is coming (see the class docstring)."""
+        wanted = self._want(stream_path)
+        until = trio.current_time() + window_s
+        if self._last_s.get(stream_path, float("-inf")) < until:
+            self._remember(stream_path, until)
+        return wanted
+
+    @contextmanager
+    def watching(self, stream_path: str) -> Iterator[bool]:
+        """`arrive` … `leave` around a block; yields what `arrive` returned."""
+        coming = self.arrive(stream_path)
+        try:
+            yield coming
+        finally:
+            self.leave(stream_path)
+
+    def present(self, stream_path: str) -> int:
+        """Viewers of `stream_path` here now (HLS clients are never "present", only seen)."""
+        return self._present.get(stream_path, 0)
+
+    def idle_since(self, stream_path: str) -> float | None:
+        """When the last viewer of `stream_path` left or stops counting as seen (trio
+        time, maybe ahead); None while one is present; -inf when none ever was (or it
+        was forgotten)."""
+        if stream_path in self._present:
+            return None
+        return self._last_s.get(stream_path, float("-inf"))
+
+    def _want(self, stream_path: str) -> bool:
+        return self.wanted(stream_path) if self.wanted is not None else False
+
+    def _seen_now(self, stream_path: str) -> None:
+        now = trio.current_time()
+        self._remember(stream_path, max(now, self._last_s.get(stream_path, now)))
+
+    def _remember(self, stream_path: str, at_s: float) -> None:
+        self._last_s.pop(stream_path, None)
+        self._last_s[stream_path] = at_s
+        while len(self._last_s) > MAX_VIEWED_STREAMS:
+            del self._last_s[next(iter(self._last_s))]
+
 
 class Feeds:
     """Live feeds by id, players, and the bundle's event pump and clock."""
@@ -38,6 +125,8 @@ class Feeds:
         self.metrics = metrics
         self.publishers: dict[int, IngestSession] = {}
         self.players: set[Player] = set()
+        #: viewers per stream, every protocol (see the module docstring)
+        self.viewers = Viewers()
         #: set (and replaced) whenever the bundle changed; players wait on it for a source
         self.bundle_changed = trio.Event()
         self._sinks: list[tuple[str, Callable[[Any], None]]] = []

@@ -17,6 +17,11 @@ playlists are also written to disk for a CDN origin; a file whose write failed
 is tried again `DISK_RETRY_DELAY_S` later (or with the next segment), up to
 `DISK_WRITE_ATTEMPTS` times in all.
 
+HLS has no sessions: each request is a sighting of a viewer of its stream
+(`viewer_seen`, into `Feeds.viewers`), which keeps a cluster node's on-demand pull of
+that stream (docs/spec.md §9) going; a request for a stream whose pull is only starting
+waits for it (`wait_any_change`, api/hls.py) rather than getting a 404.
+
 Whatever goes wrong while handling one source's event (a bug, a file system
 that refuses a name) stops that source's HLS output only: logged once,
 counted (`output_failures` and the metrics sink), never raised into the event
@@ -41,10 +46,16 @@ from rtmp_ingest.outputs.hls import HlsSettings, SourceHls
 from rtmp_ingest.outputs.multivariant import multivariant
 from rtmp_ingest.outputs.names import disk_component, disk_path, disk_source_segment
 from rtmp_ingest.outputs.seams import OutputCounters, OutputMetrics, SourceSubscriber
+from rtmp_ingest.server.feeds import Viewers
 
 log = logging.getLogger("rtmp_ingest.hls")
 
 Key = tuple[str, str]
+
+#: An HLS client counts as watching its stream for this many target durations after each
+#: request: a live client reloads its playlist about once a target duration (RFC 8216
+#: §6.3.4), fetching parts in between; past this it left (or stalled)
+VIEWER_WINDOW_TARGETS = 3
 
 #: tries of one disk-copy file before it is given up (a full disk that frees up in time
 #: gets the file; one that stays full costs the CDN copy of that file only)
@@ -60,8 +71,13 @@ class HlsService:
         config: HlsConfig,
         registry: SourceSubscriber,
         metrics: OutputMetrics | None = None,
+        viewers: Viewers | None = None,
     ) -> None:
         self.registry = registry
+        #: where HLS requests count as viewers (the daemon's `Feeds.viewers`)
+        self.viewers = viewers if viewers is not None else Viewers()
+        #: set (and replaced) at any source's new part, segment, start or end
+        self._any_change = trio.Event()
         self.metrics: OutputMetrics = metrics if metrics is not None else OutputCounters()
         self.enabled = config.enabled
         self.settings = HlsSettings(
@@ -159,6 +175,19 @@ class HlsService:
         event = self._changed.pop(key, None)
         if event is not None:
             event.set()
+        if self._any_change.statistics().tasks_waiting:
+            self._any_change.set()
+            self._any_change = trio.Event()
+
+    def viewer_seen(self, stream_path: str) -> bool:
+        """An HLS request for `stream_path` (a viewer was here now); True if a source of
+        it is on its way (a cluster pull), so a request finding nothing may wait."""
+        window_s = VIEWER_WINDOW_TARGETS * math.ceil(self.settings.segment_s)
+        return self.viewers.seen(stream_path, window_s=window_s)
+
+    async def wait_any_change(self) -> None:
+        """Returns at the next new part, segment, start or end of any source."""
+        await self._any_change.wait()
 
     async def wait_change(self, key: Key) -> None:
         """Returns at the next new part, segment or end of the source."""

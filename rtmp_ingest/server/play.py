@@ -7,7 +7,9 @@ when the stream has no default source, the live source whose feed on air has
 the highest priority (the oldest among equals). A stream or source that is not
 live yet is waited for up to `play_wait_s` (nginx-rtmp's idle streams); so is
 one that goes away: the reader stays attached across a reconnect, and only
-when nothing comes back within `play_wait_s` does the play end.
+when nothing comes back within `play_wait_s` does the play end. From its wait to its
+end a player counts as a viewer of its stream (`Feeds.viewers`): on a cluster node that
+is what starts and keeps the pulls of a stream owned elsewhere (docs/spec.md §9).
 
 A slow player never slows ingest: the bundle's reader queue drops and skips to
 the next keyframe (counted) while `send` is blocked on the socket.
@@ -104,8 +106,9 @@ def _eager_hook(
 async def wait_for_source(
     feeds: Feeds, stream_path: str, requested: str | None, timeout_s: float
 ) -> str | None:
-    """Waits until a source to play is live; None after `timeout_s`."""
-    with trio.move_on_after(timeout_s):
+    """Waits until a source to play is live; None after `timeout_s`. The waiting viewer
+    counts as one of the stream's (a cluster node starts pulling it)."""
+    with feeds.viewers.watching(stream_path), trio.move_on_after(timeout_s):
         while True:
             changed = feeds.bundle_changed
             source_id = resolve_source(feeds, stream_path, requested)
@@ -127,45 +130,49 @@ async def play_batches(
     Ends when no source turned up within `wait_s` (`player.end_reason` "not-found")
     or the source stayed away for `wait_s` ("ended"); the consumer may stop earlier.
     """
-    source_id = await wait_for_source(feeds, player.stream_path, player.source_id, wait_s)
-    if source_id is None:
-        player.end_reason = "not-found"
-        return
-    reader = feeds.registry.subscribe(player.stream_path, source_id, start=StartMode.GOP)
-    player.reader = reader
-    feeds.players.add(player)
-    convert = player.track.convert
-    #: frames `deliver` sent without waking this task: the idle wait counts from the last
-    delivered = [0]
+    feeds.viewers.arrive(player.stream_path)
     try:
-        while True:
-            wake = trio.Event()
-            if deliver is None:
-                reader.set_wakeup(wake.set)
-            else:
-                reader.set_wakeup(_eager_hook(deliver, reader, wake, delivered))
-            frames = reader.drain_nowait()
-            if frames:
-                batch = [m for m in map(convert, frames) if m is not None]
-                if batch:
-                    yield batch
-                continue
-            before = delivered[0]
-            with trio.move_on_after(wait_s) as idle:
-                await wake.wait()
-            if idle.cancelled_caught:
-                if delivered[0] != before:
-                    continue  #: frames went out meanwhile: not idle, wait again from now
-                if resolve_source(feeds, player.stream_path, source_id) is None:
-                    player.end_reason = "ended"
-                    return
-            elif deliver is not None:
-                yield []  #: `deliver` could not finish: the consumer flushes what it left
+        source_id = await wait_for_source(feeds, player.stream_path, player.source_id, wait_s)
+        if source_id is None:
+            player.end_reason = "not-found"
+            return
+        reader = feeds.registry.subscribe(player.stream_path, source_id, start=StartMode.GOP)
+        player.reader = reader
+        feeds.players.add(player)
+        convert = player.track.convert
+        #: frames `deliver` sent without waking this task: the idle wait counts from the last
+        delivered = [0]
+        try:
+            while True:
+                wake = trio.Event()
+                if deliver is None:
+                    reader.set_wakeup(wake.set)
+                else:
+                    reader.set_wakeup(_eager_hook(deliver, reader, wake, delivered))
+                frames = reader.drain_nowait()
+                if frames:
+                    batch = [m for m in map(convert, frames) if m is not None]
+                    if batch:
+                        yield batch
+                    continue
+                before = delivered[0]
+                with trio.move_on_after(wait_s) as idle:
+                    await wake.wait()
+                if idle.cancelled_caught:
+                    if delivered[0] != before:
+                        continue  #: frames went out meanwhile: not idle, wait again from now
+                    if resolve_source(feeds, player.stream_path, source_id) is None:
+                        player.end_reason = "ended"
+                        return
+                elif deliver is not None:
+                    yield []  #: `deliver` could not finish: the consumer flushes what it left
+        finally:
+            feeds.players.discard(player)
+            feeds.metrics.player_bytes_ended += player.track.bytes
+            feeds.metrics.player_dropped_ended += reader.statistics().dropped
+            player.dropped_before += reader.statistics().dropped
+            player.skips_before += reader.statistics().skips
+            reader.close()
+            player.reader = None
     finally:
-        feeds.players.discard(player)
-        feeds.metrics.player_bytes_ended += player.track.bytes
-        feeds.metrics.player_dropped_ended += reader.statistics().dropped
-        player.dropped_before += reader.statistics().dropped
-        player.skips_before += reader.statistics().skips
-        reader.close()
-        player.reader = None
+        feeds.viewers.leave(player.stream_path)

@@ -393,6 +393,24 @@ class WhepService:
         if len(self.viewers) >= config.whep_max_viewers:
             raise WhipError(503, f"Too many WHEP viewers (the limit is {config.whep_max_viewers}).")
         stream_path = f"{app}/{stream}"
+        #: a viewer of the stream from here to `end_viewer` (a cluster node pulls it for it)
+        self.feeds.viewers.arrive(stream_path)
+        try:
+            return await self._answer(stream_path, source_id, remote, offer, nursery)
+        except BaseException:
+            self.feeds.viewers.leave(stream_path)
+            raise
+
+    async def _answer(
+        self,
+        stream_path: str,
+        source_id: str | None,
+        remote: str,
+        offer: str,
+        nursery: trio.Nursery,
+    ) -> WhepViewer:
+        """The POST's answer once its source is live and playable (`play` checked the rest)."""
+        config = self.config
         self.waiting += 1
         try:
             found = await wait_for_source(self.feeds, stream_path, source_id, config.whep_wait_s)
@@ -602,6 +620,7 @@ class WhepService:
             return
         viewer.end_reason = reason
         viewer.ended.set()
+        self.feeds.viewers.leave(viewer.stream_path)
         viewer.connected.set()  #: a viewer still waiting to connect stops waiting
         self.link_dropped_ended += viewer.frames_dropped
         self.viewers.pop(viewer.session_id, None)

@@ -131,6 +131,12 @@ class FakeHls:
     async def wait_change(self, key: tuple[str, str]) -> None:
         await trio.sleep_forever()
 
+    def viewer_seen(self, stream_path: str) -> bool:
+        return False
+
+    async def wait_any_change(self) -> None:
+        await trio.sleep_forever()
+
 
 class FakeRecorder:
     def __init__(self) -> None:

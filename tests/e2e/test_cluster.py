@@ -731,3 +731,96 @@ async def test_two_nodes_of_two_workers_serve_each_stream_in_one_worker(tmp_path
                 if node.process is not None:
                     with trio.move_on_after(10):
                         await node.process.wait()
+
+
+# -- pulls on demand (docs/spec.md §9, cluster/pulls.py) --------------------------------
+
+#: How long an on-demand pull stays after its last viewer, in these tests.
+PULL_IDLE_S = 2.0
+
+
+def on_demand(node: Node) -> Node:
+    """`node` with `cluster.pull = "on_demand"` and a short `pull_idle_s`."""
+    text = node.config.read_text().replace(
+        "pull = true\n", f'pull = "on_demand"\npull_idle_s = {PULL_IDLE_S}\n'
+    )
+    node.config.write_text(text)
+    return node
+
+
+async def players_on(node: Node) -> int:
+    """The node's connected RTMP/FLV players (the pulls of other nodes among them)."""
+    text = (await node.get("/metrics")).text
+    line = next(x for x in text.splitlines() if x.startswith("rtmp_ingest_players "))
+    return int(float(line.split()[1]))
+
+
+async def test_on_demand_pulls_start_with_a_viewer_and_end_after_it(tmp_path, nursery):
+    """Nodes B and C pull nothing of A's stream until a player (RTMP, then HLS) comes to
+    C; C then pulls its source, the player decodes, and pull_idle_s after it left C's
+    pull ends (A's players count says so). The stream list on C names A as the owner."""
+    with redis_server() as redis_url:
+        nodes = {name: on_demand(Node(name, redis_url, tmp_path)) for name in "ABC"}
+        a, b, c = nodes["A"], nodes["B"], nodes["C"]
+        try:
+            for node in nodes.values():
+                await node.start()
+            for node in nodes.values():
+
+                async def healthy(node: Node = node) -> bool:
+                    try:
+                        return (await node.get("/healthz")).status_code == 200
+                    except httpx.HTTPError:
+                        return False
+
+                await until(healthy, 60, f"node {node.name} to serve")
+            await nursery.start(encoder, [a.url("cam1")], 90.0)
+            await until(lambda: a.live("cam1"), 30, "cam1 on air at A")
+
+            async def listed_on_c() -> Any:
+                streams = (await c.get("/api/v1/streams")).json()["streams"]
+                entry = next((s for s in streams if s["path"] == STREAM), None)
+                return entry if entry and entry["sources"] else None  #: timeline written
+
+            #: C knows the stream (its reconciliation read the registry) but pulls nothing
+            entry = await until(listed_on_c, 30, "C listing A's stream")
+            assert entry["owner"] == "A" and entry["local"] is False, entry
+            assert [s["sourceId"] for s in entry["sources"]] == ["cam1"]
+            assert await c.sources() == {} and await b.sources() == {}
+            assert await players_on(a) == 0
+
+            #: an RTMP player on C: the pull starts, the player decodes
+            result = await trio.to_thread.run_sync(
+                lambda: pyav_player.play(c.url("cam1"), 4.0, read_timeout_s=20.0)
+            )
+            assert result.frames_decoded > 0, result.summary()
+            assert await b.sources() == {}  #: B had no viewer: still nothing
+            stopped = await until(
+                lambda: _zero(players_on, a), 30, "C's pull to end after its player"
+            )
+            assert stopped
+            assert "pull idle stream=live/show" in c.log.read_text()
+
+            #: an HLS client on C: the first playlist waits for the pull, then plays
+            hls = await trio.to_thread.run_sync(
+                lambda: pyav_player.play(
+                    f"http://127.0.0.1:{c.http_port}/hls/{STREAM}/index.m3u8",
+                    4.0,
+                    open_timeout_s=20.0,
+                    read_timeout_s=20.0,
+                )
+            )
+            assert hls.frames_decoded > 0, hls.summary()
+            await until(lambda: _zero(players_on, a), 30, "C's pull to end after HLS left")
+            assert await b.sources() == {}
+        finally:
+            for node in nodes.values():
+                node.kill()
+            for node in nodes.values():
+                if node.process is not None:
+                    with trio.move_on_after(10):
+                        await node.process.wait()
+
+
+async def _zero(count: Any, node: Node) -> bool:
+    return await count(node) == 0
