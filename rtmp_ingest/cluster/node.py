@@ -39,9 +39,10 @@ And it keeps this node's part of the registry up to date, in tasks of its own:
 - the bundle events of owned streams (a sink of `Feeds`) are published; a source that
   turned inactive, or a stream that stopped, is forgotten and its lease released;
 - every `timeline_write_s` (at most): each owned source's last DTS and timeline origin;
-- pulls (unless `cluster.pull` is false: an ingest edge): every source live on another
-  node is pulled once (cluster/pulls.py), started when its owner's events say so and
-  checked against the registry every `renew_s`.
+- pulls (unless `cluster.pull` is "never": an ingest edge): each source live on another
+  node is pulled at most once — always, or while this node has viewers of it ("on_demand",
+  cluster/pulls.py) — started when its owner's events or a viewer say so and checked
+  against the registry every `renew_s`.
 """
 
 from __future__ import annotations
@@ -175,7 +176,6 @@ class ClusterNode:
         self._nursery: trio.Nursery | None = None
         self._events_in, self._events_out = trio.open_memory_channel[Event](EVENT_QUEUE)
         self._written: dict[str, dict[str, tuple[int, bool]]] = {}
-        self.local_owner = lambda path: True
         #: every source live on another node, pulled once (cluster/pulls.py)
         self.pulling = Pulls(self)
         #: streams other nodes hold leases on (refreshed every renew_s): what a driver
@@ -534,7 +534,7 @@ class ClusterNode:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 tasks = [self._lease_loop, self._publish_events, self._timeline_loop, self._claims]
-                if settings.pull:
+                if settings.pull != "never":
                     tasks += [self.pulling.listen, self.pulling.reconcile_loop]
                 for task in tasks:
                     nursery.start_soon(self._supervised, task, reg)

@@ -566,10 +566,12 @@ async def servers_of(nodes: dict[str, Node], stream: str) -> list[tuple[str, int
         except (httpx.HTTPError, ValueError):
             continue
         for entry in listing.get("streams", []):
-            if entry["path"] != stream:
-                continue
+            if entry["path"] != stream or entry.get("local") is False:
+                continue  #: (another node's stream, listed with its owner)
             published = [
-                s for s in entry["sources"] if s["onAir"] and s["onAir"]["protocol"] != "cluster"
+                s
+                for s in entry["sources"]
+                if s.get("onAir") and s["onAir"]["protocol"] != "cluster"
             ]
             if published:
                 found.append((name, entry["worker"]["id"], entry["worker"]["pid"]))
@@ -579,7 +581,11 @@ async def servers_of(nodes: dict[str, Node], stream: str) -> list[tuple[str, int
 async def copies_of(node: Node, stream: str) -> list[int]:
     """The workers of `node` that hold `stream` at all (published or pulled)."""
     listing = (await node.get("/api/v1/streams")).json()
-    return [e["worker"]["id"] for e in listing.get("streams", []) if e["path"] == stream]
+    return [
+        e["worker"]["id"]
+        for e in listing.get("streams", [])
+        if e["path"] == stream and e.get("local") is not False
+    ]
 
 
 async def test_two_nodes_of_two_workers_serve_each_stream_in_one_worker(tmp_path, nursery):
