@@ -124,6 +124,21 @@ async def until(predicate: Any, timeout_s: float = 30.0, what: str = "") -> Any:
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what or predicate}")
 
 
+async def start_nodes(nodes: dict[str, Node], timeout_s: float) -> None:
+    """Starts every node, then waits until each one serves (its /healthz answers 200)."""
+    for node in nodes.values():
+        await node.start()
+    for node in nodes.values():
+
+        async def healthy(node: Node = node) -> bool:
+            try:
+                return (await node.get("/healthz")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await until(healthy, timeout_s, f"node {node.name} to serve")
+
+
 async def encoder(
     urls: list[str],
     seconds: float,
@@ -173,17 +188,7 @@ async def cluster(
     with redis_server() as redis_url:
         nodes = {name: Node(name, redis_url, tmp_path, srt=srt_nodes) for name in node_names}
         try:
-            for node in nodes.values():
-                await node.start()
-            for node in nodes.values():
-
-                async def healthy(node: Node = node) -> bool:
-                    try:
-                        return (await node.get("/healthz")).status_code == 200
-                    except httpx.HTTPError:
-                        return False
-
-                await until(healthy, 60, f"node {node.name} to serve")
+            await start_nodes(nodes, 60)
             yield redis_url, nodes
         finally:
             for node in nodes.values():
@@ -598,17 +603,7 @@ async def test_two_nodes_of_two_workers_serve_each_stream_in_one_worker(tmp_path
     with redis_server() as redis_url:
         nodes = {name: Node(name, redis_url, tmp_path, workers=2) for name in "AB"}
         try:
-            for node in nodes.values():
-                await node.start()
-            for node in nodes.values():
-
-                async def healthy(node: Node = node) -> bool:
-                    try:
-                        return (await node.get("/healthz")).status_code == 200
-                    except httpx.HTTPError:
-                        return False
-
-                await until(healthy, 90, f"node {node.name} to serve")
+            await start_nodes(nodes, 90)
             a, b = nodes["A"], nodes["B"]
             for index, stream in enumerate(WORKER_STREAMS):
                 #: the first source reaches A for some streams and B for others: both own
@@ -769,17 +764,7 @@ async def test_on_demand_pulls_start_with_a_viewer_and_end_after_it(tmp_path, nu
         nodes = {name: on_demand(Node(name, redis_url, tmp_path)) for name in "ABC"}
         a, b, c = nodes["A"], nodes["B"], nodes["C"]
         try:
-            for node in nodes.values():
-                await node.start()
-            for node in nodes.values():
-
-                async def healthy(node: Node = node) -> bool:
-                    try:
-                        return (await node.get("/healthz")).status_code == 200
-                    except httpx.HTTPError:
-                        return False
-
-                await until(healthy, 60, f"node {node.name} to serve")
+            await start_nodes(nodes, 60)
             await nursery.start(encoder, [a.url("cam1")], 90.0)
             await until(lambda: a.live("cam1"), 30, "cam1 on air at A")
 
