@@ -403,7 +403,7 @@ class App:
 
     def _relay_srt_to_workers(self, rtmp_bound: Address) -> None:
         """Workers: SRT publishes of streams another worker serves go there over RTMP."""
-        from rtmp_ingest.cluster.relay import (  # noqa: PLC0415 - workers only
+        from rtmp_ingest.cluster.hops import (  # noqa: PLC0415 - workers only
             MachineRelays,
             WorkerRelays,
         )

@@ -65,6 +65,7 @@ from rtmp_ingest.bundle import (
     Stopped,
     TimelineResume,
 )
+from rtmp_ingest.cluster.hops import HopRelays
 from rtmp_ingest.cluster.ownership import LOCAL, Local, Worker
 from rtmp_ingest.cluster.pulls import Pulls, remote_owner
 from rtmp_ingest.cluster.registry import (
@@ -74,7 +75,7 @@ from rtmp_ingest.cluster.registry import (
     SourceTimeline,
     open_registry,
 )
-from rtmp_ingest.cluster.relay import HopRelays, PulledFeed, check_hop
+from rtmp_ingest.cluster.relay import PulledFeed, check_hop
 from rtmp_ingest.config import Config
 from rtmp_ingest.server.feeds import Feeds
 from rtmp_ingest.server.logtext import shown

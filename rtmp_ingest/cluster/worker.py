@@ -152,7 +152,7 @@ class WorkerAgent:
         self, stream_path: str, query: Mapping[str, str], remote: str
     ) -> tuple[dict[str, str], str | None]:
         """The query without internal credentials, and the encoder's address when another
-        worker's relay (an SRT publish, cluster/relay.py `WorkerRelays`) vouched for it."""
+        worker's relay (an SRT publish, cluster/hops.py `WorkerRelays`) vouched for it."""
         return check_hop(
             self.layout.hop_secret.encode("utf-8"),
             query,

@@ -1,4 +1,4 @@
-"""SRT on a cluster node with workers (cluster/relay.py `MachineRelays`, docs/spec.md §9):
+"""SRT on a cluster node with workers (cluster/hops.py `MachineRelays`, docs/spec.md §9):
 the stream's worker on this machine comes first, as for RTMP; only that worker places the
 stream among the nodes."""
 
@@ -8,7 +8,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from rtmp_ingest.cluster.relay import HOP_KEYS, MachineRelays, WorkerRelays, check_hop
+from rtmp_ingest.cluster.hops import MachineRelays, WorkerRelays
+from rtmp_ingest.cluster.relay import HOP_KEYS, check_hop
 from rtmp_ingest.rtmp.limits import Limits
 from rtmp_ingest.server.placement import RemoteOwner
 

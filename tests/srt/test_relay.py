@@ -14,7 +14,8 @@ import pytest
 import trio
 
 from rtmp_ingest.bundle import EndReason, Frame, Media, Registry
-from rtmp_ingest.cluster.relay import HOP_KEYS, WorkerRelays
+from rtmp_ingest.cluster.hops import WorkerRelays
+from rtmp_ingest.cluster.relay import HOP_KEYS
 from rtmp_ingest.cluster.worker import Layout, WorkerAgent
 from rtmp_ingest.config import SrtConfig
 from rtmp_ingest.rtmp.limits import Limits
