@@ -233,14 +233,17 @@ async def test_admitted_publishers_partial_messages_share_one_global_budget(serv
     assert await trio.to_thread.run_sync(player.stdout.readline) == "playing\n"
     publishers = [await tools.open_publisher(served.rtmp_port, "live", f"hog{i}")
                   for i in range(10)]  # fmt: skip
+    #: built before the clock starts: making 600 MiB of bytes blocks this process (and the
+    #: live feed it publishes) for a second or more, a freeze that would be the test's own
+    floods = {sid: partial_messages(msid=sid, csids=range(20, 24), body_bytes=15 * MiB)
+              for _client, sid in publishers}  # fmt: skip
     baseline = served.rss()
     peak = Peak(served)
     done = trio.Event()
     results: list[bool] = []
 
     async def hog(client: Any, sid: int) -> None:
-        data = partial_messages(msid=sid, csids=range(20, 24), body_bytes=15 * MiB)
-        await tools.send_until_closed(client.stream, data)
+        await tools.send_until_closed(client.stream, floods[sid])
         #: an admitted hog may stay connected (its memory is capped) or be dropped
         results.append(await tools.wait_closed(client.stream, 1.0))
 
