@@ -49,7 +49,7 @@ def hlsjs_url():
 
 
 async def test_chromium_plays_every_source_of_a_stream_and_follows_them(
-    start_daemon, spawn, hlsjs_url
+    start_daemon, spawn, hlsjs_url, tmp_path
 ):
     running = await start_daemon(http={"hlsjs_url": hlsjs_url}, bundle={"reconnect_grace_s": 1.0})
     stream = "live/multiview"
@@ -70,10 +70,11 @@ async def test_chromium_plays_every_source_of_a_stream_and_follows_them(
             "110",  #: samples: a bound on a busy machine, the events below end it early
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=(tmp_path / "browser.err").open("wb"),
         env={**os.environ, "NODE_PATH": str(MODULES)},
     )
     assert browser.stdout is not None
+    seen = b""  #: the page's last sample, for the failure message
     playing = None
     after_end = None
     streak = 0
@@ -82,12 +83,18 @@ async def test_chromium_plays_every_source_of_a_stream_and_follows_them(
         with trio.fail_after(130):
             while after_end is None:
                 chunk = await browser.stdout.receive_some(65536)
-                assert chunk, "the browser check ended before the page did what it should"
+                if not chunk:
+                    errors = (tmp_path / "browser.err").read_text(errors="replace")[-2000:]
+                    raise AssertionError(
+                        "the browser check ended before the page did what it should; "
+                        f"its last sample: {seen.decode(errors='replace')}; stderr: {errors}"
+                    )
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
                     if not line.startswith(b"{"):
                         continue
+                    seen = line
                     tiles = json.loads(line)["tiles"]
                     if playing is None:
                         both = sorted(t["width"] for t in tiles) == [160, 320] and all(

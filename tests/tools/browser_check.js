@@ -6,9 +6,10 @@ const { chromium } = require('playwright-core');
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     args: ['--autoplay-policy=no-user-gesture-required', '--no-sandbox'],
+    timeout: 0,  // the test bounds the whole run; a busy machine may start Chromium slowly
   });
   const page = await browser.newPage();
-  await page.goto(process.argv[2]);
+  await page.goto(process.argv[2], { timeout: 0 });
   for (let i = 0; i < Number(process.argv[3] || 10); i++) {
     await page.waitForTimeout(1000);
     const tiles = await page.evaluate(() => [...document.querySelectorAll('.tile')].map(t => {
