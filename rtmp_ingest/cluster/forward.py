@@ -23,8 +23,9 @@ shared).
 
 `GET /api/v1/streams` asks every live worker and merges the lists; each stream (in
 the list and in `GET /api/v1/streams/PATH`) says which worker serves it
-(`"worker": {"id": …, "pid": …}`). The event stream (`/api/v1/events`) and
-`/metrics` stay per worker (each worker's own feeds and counters).
+(`"worker": {"id": …, "pid": …}`). The event stream (`GET /api/v1/events`) and
+`GET /metrics` are the whole machine's too: the worker reached merges every worker's
+(cluster/machine.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
+
+from rtmp_ingest.cluster.machine import MachineEvents, MachineMetrics
 
 log = logging.getLogger("rtmp_ingest.cluster")
 
@@ -64,10 +67,16 @@ class Cluster(Protocol):
 
     worker_id: int
     pids: dict[int, int]
+    restarts: dict[int, int]
 
     def owner_id(self, stream_path: str) -> int: ...
 
     def live_workers(self) -> list[int]: ...
+
+    @property
+    def worker_count(self) -> int: ...
+
+    async def wait_table_changed(self) -> None: ...
 
     def http_socket(self, worker_id: int) -> str: ...
 
@@ -120,6 +129,8 @@ class Forwarder:
         self.app = app
         self.cluster = cluster
         self._clients: dict[int, httpx.AsyncClient] = {}
+        self._events = MachineEvents(cluster, self._client)
+        self._metrics = MachineMetrics(cluster, self._client)
 
     def _client(self, worker_id: int) -> httpx.AsyncClient:
         client = self._clients.get(worker_id)
@@ -149,6 +160,12 @@ class Forwarder:
         path: str = scope["path"]
         if scope["method"] == "GET" and path.rstrip("/") == "/api/v1/streams":
             await self._aggregate(scope, send)
+            return
+        if scope["method"] == "GET" and path.rstrip("/") == "/api/v1/events":
+            await self._events(scope, receive, send, self._outgoing_headers(scope))
+            return
+        if scope["method"] == "GET" and path == "/metrics":
+            await self._metrics(scope, send, self._outgoing_headers(scope))
             return
         if scope["method"] == "POST" and _REVOKE.match(path):
             await self._revoke_everywhere(scope, receive, send)

@@ -131,6 +131,8 @@ class Supervisor:
         self._stopping = False
         self._ready = trio.Event()
         self.restarts = 0
+        #: worker id → how often it was restarted (in the table: the merged /metrics)
+        self.worker_restarts: dict[int, int] = {}
         #: why the first start failed (a worker died before it served): the exit status
         self.start_failure: str | None = None
         self.exit_code = 0
@@ -175,6 +177,7 @@ class Supervisor:
             "live": sorted(self.live),
             "pids": {str(w): pid for w, pid in self.live.items()},
             "holders": holders,
+            "restarts": {str(w): n for w, n in self.worker_restarts.items()},
         }
 
     def _publish_table(self) -> None:
@@ -305,6 +308,7 @@ class Supervisor:
                 backoff,
             )
             self.restarts += 1
+            self.worker_restarts[worker_id] = self.worker_restarts.get(worker_id, 0) + 1
             await trio.sleep(backoff)
             backoff = min(backoff * 2, RESTART_BACKOFF_MAX_S)
 

@@ -120,8 +120,11 @@ class WorkerAgent:
         self._server: HandoffServer | None = None
         self._app: AppView | None = None
         self._control: trio.SocketStream | None = None
+        #: worker id → how often the supervisor restarted it, as it last said
+        self.restarts: dict[int, int] = {}
         self._send_lock = trio.StrictFIFOLock()
         self._first_table = trio.Event()
+        self._table_changed = trio.Event()
 
     # -- HandoffHook ---------------------------------------------------------------------
 
@@ -162,6 +165,15 @@ class WorkerAgent:
 
     def live_workers(self) -> list[int]:
         return sorted(self.ownership.live)
+
+    @property
+    def worker_count(self) -> int:
+        """The workers the supervisor runs (live or restarting)."""
+        return self.layout.count
+
+    async def wait_table_changed(self) -> None:
+        """Returns once the supervisor's next table is in."""
+        await self._table_changed.wait()
 
     # -- HTTP (cluster/forward.py) ---------------------------------------------------------
 
@@ -275,8 +287,11 @@ class WorkerAgent:
         holders = {str(p): int(w) for p, w in table.get("holders", {}).items()}
         self.pids = {int(w): int(pid) for w, pid in table.get("pids", {}).items()}
         self.pids[self.worker_id] = self.pid
+        self.restarts = {int(w): int(n) for w, n in table.get("restarts", {}).items()}
         self.ownership.update(live=live, holders=holders)
         self._first_table.set()
+        self._table_changed.set()
+        self._table_changed = trio.Event()
         log.debug("worker=%d live=%s holders=%d", self.worker_id, live, len(holders))
 
 

@@ -11,6 +11,7 @@ retries — on a fresh stream each time — until it has what it must show.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from prometheus_client.parser import text_string_to_metric_families
 
 from rtmp_ingest.cluster.ownership import rendezvous_owner
 from tests.e2e.conftest import REPO
@@ -172,6 +174,52 @@ async def start_workers(nursery: trio.Nursery, tmp_path: Any) -> AsyncIterator[A
             process.kill()
 
 
+class MachineEvents:
+    """One `GET /api/v1/events` connection through the shared port, read to its end."""
+
+    def __init__(self, http: str) -> None:
+        self.http = http
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        #: the worker that merges (the response says which), set once the stream is open
+        self.served_by: int | None = None
+        self.open = trio.Event()
+        self.ended = False
+
+    async def run(self) -> None:
+        timeout = httpx.Timeout(10, read=None)
+        async with httpx.AsyncClient(base_url=self.http, timeout=timeout) as client:
+            async with client.stream("GET", "/api/v1/events") as response:
+                assert response.status_code == 200
+                self.served_by = int(response.headers["x-rtmp-ingest-worker"])
+                self.open.set()
+                buffer = ""
+                async for text in response.aiter_text():
+                    buffer += text
+                    *blocks, buffer = buffer.split("\n\n")
+                    for block in blocks:
+                        fields = dict(
+                            line.split(": ", 1) for line in block.split("\n") if ": " in line
+                        )
+                        if "event" in fields and "data" in fields:
+                            self.events.append((fields["event"], json.loads(fields["data"])))
+        self.ended = True
+
+    def named(self, name: str, **where: Any) -> list[dict[str, Any]]:
+        return [
+            p for n, p in self.events if n == name and all(p.get(k) == v for k, v in where.items())
+        ]
+
+
+def samples(text: str, name: str) -> dict[str, float]:
+    """worker label → value of the machine-wide /metrics' samples called `name`."""
+    return {
+        sample.labels["worker"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
 @pytest.fixture
 async def workers(start_workers: Any) -> Workers:
     return await start_workers()
@@ -189,6 +237,11 @@ async def all_live(workers: Workers, expected: list[tuple[str, str]]) -> Any:
 
 
 async def test_two_workers_serve_every_stream_from_its_owner(workers: Workers, nursery):
+    #: one dashboard's event stream, open before anything publishes, through the shared port
+    events = MachineEvents(workers.http)
+    nursery.start_soon(events.run)
+    with trio.fail_after(30):
+        await events.open.wait()
     encoders = [Encoder(workers.url(path, sourceId=source)) for path, source in PUBLISHERS]
     for encoder in encoders:
         nursery.start_soon(encoder.run)
@@ -208,6 +261,26 @@ async def test_two_workers_serve_every_stream_from_its_owner(workers: Workers, n
     single = (await workers.get(f"/api/v1/streams/{STREAMS[0]}")).json()
     assert single["worker"]["id"] == rendezvous_owner(STREAMS[0], [0, 1])
     assert any("handed over" in line for line in workers.log)
+
+    # -- one event stream and one scrape show the whole machine ------------------------
+    owner = {s["path"]: s["worker"] for s in listing["streams"]}
+
+    async def every_source_announced() -> bool:
+        return all(events.named("active", stream=p, sourceId=c) for p, c in PUBLISHERS)
+
+    await wait_for(every_source_announced, 30)
+    for path, source in PUBLISHERS:
+        assert events.named("active", stream=path, sourceId=source)[0]["worker"] == owner[path]
+    metrics = (await workers.get("/metrics")).text
+    assert samples(metrics, "rtmp_ingest_worker_up") == {"0": 1.0, "1": 1.0}
+    assert samples(metrics, "rtmp_ingest_worker_restarts_total") == {"0": 0.0, "1": 0.0}
+    both = {
+        family.name
+        for family in text_string_to_metric_families(metrics)
+        if family.name.startswith("rtmp_ingest_")
+        and {s.labels.get("worker") for s in family.samples} == {"0", "1"}
+    }
+    assert len(both) > 5, f"few families carry both workers: {sorted(both)}"
 
     # -- players landing on either worker decode ---------------------------------------
     landed: set[bool] = set()
@@ -254,7 +327,8 @@ async def test_two_workers_serve_every_stream_from_its_owner(workers: Workers, n
 
     # -- kill -9 of a worker: only its streams drop, it restarts, encoders reconnect ---
     listing = await wait_for(lambda: all_live(workers, PUBLISHERS), 60)
-    victim = 1
+    assert events.served_by is not None
+    victim = 1 - events.served_by  #: the event stream's connection is on the other one
     victim_pid = pids[victim]
     kept = {
         (s["path"], src["sourceId"]): src["onAir"]["id"]
@@ -291,6 +365,34 @@ async def test_two_workers_serve_every_stream_from_its_owner(workers: Workers, n
     assert sorted(s["path"] for s in listing["streams"] if s["path"] in STREAMS) == sorted(STREAMS)
     assert lost and kept, "each worker served some of the streams"
     assert any(f"worker={victim} pid={victim_pid} died" in line for line in workers.log)
+
+    # -- the event stream went on: the lost worker's sources ended, then came back -----
+    assert not events.ended, "the event stream ended with a worker it did not run on"
+    new_pid = next(w["pid"] for w in listing["workers"] if w["id"] == victim)
+    for path, source in PUBLISHERS:
+        if path not in lost:
+            continue
+        ended = events.named("inactive", stream=path, sourceId=source, reason="worker lost")
+        assert ended and ended[0]["worker"] == {"id": victim, "pid": victim_pid}, (path, source)
+        assert events.named("stopped", stream=path, reason="worker lost"), path
+
+    async def lost_ones_back() -> bool:
+        return all(
+            any(
+                e["worker"] == {"id": victim, "pid": new_pid}
+                for e in events.named("active", stream=p, sourceId=c)
+            )
+            for p, c in PUBLISHERS
+            if p in lost
+        )
+
+    await wait_for(lost_ones_back, 30)
+    assert not [p for n, p in events.events if n == "inactive" and p["stream"] not in lost], (
+        "a source of the surviving worker was said to end"
+    )
+    metrics = (await workers.get("/metrics")).text
+    assert samples(metrics, "rtmp_ingest_worker_up") == {"0": 1.0, "1": 1.0}
+    assert samples(metrics, "rtmp_ingest_worker_restarts_total")[str(victim)] == 1.0
     for encoder in encoders:
         encoder.stop()
 
