@@ -129,8 +129,8 @@ class Forwarder:
         self.app = app
         self.cluster = cluster
         self._clients: dict[int, httpx.AsyncClient] = {}
-        self._events = MachineEvents(cluster, self._client)
-        self._metrics = MachineMetrics(cluster, self._client)
+        self._events = MachineEvents(cluster, lambda worker_id: self._client(worker_id))
+        self._metrics = MachineMetrics(cluster, lambda worker_id: self._client(worker_id))
 
     def _client(self, worker_id: int) -> httpx.AsyncClient:
         client = self._clients.get(worker_id)
@@ -377,4 +377,25 @@ class Forwarder:
                 stream["worker"] = {"id": worker_id, "pid": pid}
             streams += found
             workers.append({"id": worker_id, "pid": pid, "reachable": True, "streams": len(found)})
-        await _send_json(send, 200, {"streams": streams, "workers": workers})
+        await _send_json(send, 200, {"streams": one_per_path(streams), "workers": workers})
+
+
+def one_per_path(streams: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The merged stream list with each stream once.
+
+    With `[cluster]` every worker also lists the cluster's streams it does not hold
+    (`"local": false`, cluster/pulls.py `Pulls.listing`), so one stream may come from
+    several workers: the worker that holds it wins; a stream no worker here holds is
+    listed once, without a worker (none of them serves it).
+    """
+    held = {s["path"] for s in streams if s.get("local", True)}
+    out = []
+    seen: set[str] = set()
+    for stream in streams:
+        path = str(stream.get("path"))
+        if stream.get("local", True):
+            out.append(stream)
+        elif path not in held and path not in seen:
+            seen.add(path)
+            out.append({k: v for k, v in stream.items() if k != "worker"})
+    return out

@@ -14,7 +14,13 @@ import httpx
 import pytest
 
 from rtmp_ingest.cluster import forward
-from rtmp_ingest.cluster.forward import CLIENT_HEADER, HOP_HEADER, Forwarder, stream_of
+from rtmp_ingest.cluster.forward import (
+    CLIENT_HEADER,
+    HOP_HEADER,
+    Forwarder,
+    one_per_path,
+    stream_of,
+)
 
 SECRET = "s3cret"
 
@@ -203,3 +209,25 @@ async def test_an_unreachable_owner_is_a_502_naming_it(machine, monkeypatch):
     assert response.status_code == 502
     assert "(1)" in response.json()["error"]
     assert forward.FORWARD_CONNECT_TIMEOUT_S > 0
+
+
+def test_with_a_cluster_each_stream_is_listed_once_by_the_worker_that_holds_it():
+    """Every worker lists the cluster's streams it does not hold (local: false)."""
+    w0, w1 = {"id": 0, "pid": 100}, {"id": 1, "pid": 101}
+    merged = one_per_path(
+        [
+            {"path": "live/mine", "local": True, "owner": "m.w0", "worker": w0},
+            {"path": "live/sibling", "local": False, "owner": "m.w1", "worker": w0},
+            {"path": "live/far", "local": False, "owner": "other.w0", "worker": w0},
+            {"path": "live/mine", "local": False, "owner": "m.w0", "worker": w1},
+            {"path": "live/sibling", "local": True, "owner": "m.w1", "worker": w1},
+            {"path": "live/far", "local": False, "owner": "other.w0", "worker": w1},
+            {"path": "live/plain", "worker": w1},  #: no [cluster]: no "local" at all
+        ]
+    )
+    assert [(s["path"], s.get("worker")) for s in merged] == [
+        ("live/mine", w0),
+        ("live/far", None),
+        ("live/sibling", w1),
+        ("live/plain", w1),
+    ]
