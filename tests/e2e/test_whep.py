@@ -39,6 +39,10 @@ __all__ = ["publish", "whip_server"]
 REPO_PATH = Path(REPO)
 #: the first picture must arrive within this (the cached GOP is sent at once)
 FIRST_PICTURE_S = 5.0
+#: The browser pages sample every 500 ms; a player that shows no new picture over this many
+#: samples in a row (a second) froze. One still sample may be a busy machine's: the suite
+#: must pass beside another process burning a core, with Chromium decoding in software.
+FREEZE_SAMPLES = 2
 
 
 @pytest.fixture
@@ -299,8 +303,8 @@ async def test_chromium_plays_an_rtmp_source_over_whep_through_a_supersede(
         browser.kill()
     playing = [s for s in samples if s["frames"] > 0]
     assert playing[-1]["width"] == 320 and playing[-1]["state"] == "connected"
-    for before, after in zip(playing, playing[1:]):
-        assert after["frames"] > before["frames"], "a picture at least every half second"
+    for before, after in zip(playing, playing[FREEZE_SAMPLES:]):
+        assert after["frames"] > before["frames"], "a picture at least every second"
     assert playing[-1]["audioSamples"] > 8 * 48000 * 0.8, "Opus audio decoded too"
 
 
@@ -732,8 +736,8 @@ async def test_chromium_plays_a_vp9_or_av1_source_over_whep(
     playing = [s for s in samples if s["frames"] > 0]
     assert playing[-1]["codec"] == f"video/{codec.upper()}" and playing[-1]["width"] == 320
     assert playing[-1]["state"] == "connected"
-    for before, after in zip(playing, playing[1:]):
-        assert after["frames"] > before["frames"], "a picture at least every half second"
+    for before, after in zip(playing, playing[FREEZE_SAMPLES:]):
+        assert after["frames"] > before["frames"], "a picture at least every second"
     webrtc = (await running.sources(path))["cam"]["webrtc"]
     assert webrtc["playable"] is True
 
@@ -832,5 +836,5 @@ async def test_chromium_plays_a_vp9_whip_source_over_whep(whip_server: Whip) -> 
     assert codecs == {"vp9"}, "the publisher sent VP9"
     playing = [s for s in samples if s["frames"] > 0]
     assert playing[-1]["codec"] == "video/VP9" and playing[-1]["width"] > 0
-    for before, after in zip(playing, playing[1:]):
-        assert after["frames"] > before["frames"], "a picture at least every half second"
+    for before, after in zip(playing, playing[FREEZE_SAMPLES:]):
+        assert after["frames"] > before["frames"], "a picture at least every second"
