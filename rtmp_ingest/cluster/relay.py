@@ -247,6 +247,22 @@ class RtmpRelay:
         self._reason = "The stream's owner ended the relay; reconnect."
 
     async def open(self) -> str | None:
+        """Connects and publishes upstream (`PublishRelay.open`). Unless the owner
+        accepted, the socket is closed on the way out, whatever the exit: a refusal, a
+        failure, or this task's cancellation (the encoder left, a shutdown) — even right
+        after the connect — so the owner never keeps a half-open connection; once it
+        accepted, `run` owns the socket (and closes it)."""
+        up = self._up
+        accepted = False
+        try:
+            refusal = await self._publish()
+            accepted = refusal is None
+            return refusal
+        finally:
+            if not accepted:
+                await up.aclose()  #: forceful: closes also when cancelled
+
+    async def _publish(self) -> str | None:
         up = self._up
         try:
             with trio.fail_after(self._timeout_s):
@@ -259,21 +275,14 @@ class RtmpRelay:
                     lambda e: isinstance(e, ev.Status) and e.stream_id == self._stream_id
                 )
         except trio.TooSlowError:
-            await up.aclose()
             raise PlacementError(
                 f"The stream's owner ({self.owner.node_id}) did not answer in time."
             ) from None
         except (trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError) as exc:
-            await up.aclose()
             raise PlacementError(f"The relay to {self.owner.node_id} failed: {exc}") from None
-        except PlacementError:
-            await up.aclose()
-            raise
         if status is None:
-            await up.aclose()
             raise PlacementError(f"The stream's owner ({self.owner.node_id}) closed the relay.")
         if status.code != "NetStream.Publish.Start":
-            await up.aclose()
             return status.description or status.code
         self.counters["relays"] += 1
         return None
