@@ -8,7 +8,8 @@ cancellation splits a chunk), every wait on the peer bounded.
 - `RtmpRelay` (a `server.placement.PublishRelay`): an encoder published to this
   node, which does not own the stream. The relay publishes the same stream path and
   query to the owner, adding internal credentials (`hop_query`) that vouch for the
-  encoder's address, and forwards every media message as it came. The owner's answer
+  encoder's address and the protocol it used (an SRT publish is relayed over RTMP; the
+  owner shows it as SRT), and forwards every media message as it came. The owner's answer
   to `publish` is the encoder's answer; when the owner ends the relay (supersede in
   disconnect mode, a kick, its death) the encoder is told and reconnects. One hop:
   the owner never relays such a publish again.
@@ -36,7 +37,7 @@ from rtmp_ingest.rtmp.limits import Limits
 from rtmp_ingest.server.feeds import Feeds
 from rtmp_ingest.server.logtext import quoted, shown
 from rtmp_ingest.server.media import FeedMedia
-from rtmp_ingest.server.placement import PlacementError, RemoteOwner
+from rtmp_ingest.server.placement import PlacementError, RemoteOwner, Vouched
 
 log = logging.getLogger("rtmp_ingest.cluster")
 
@@ -45,7 +46,12 @@ HOP_NODE = "clusterNode"
 HOP_REMOTE = "clusterRemote"
 HOP_TIME = "clusterTime"
 HOP_AUTH = "clusterAuth"
-HOP_KEYS = frozenset({HOP_NODE, HOP_REMOTE, HOP_TIME, HOP_AUTH})
+#: the protocol the encoder used; signed too (absent: a relay of an older version)
+HOP_PROTOCOL = "clusterProtocol"
+HOP_KEYS = frozenset({HOP_NODE, HOP_REMOTE, HOP_TIME, HOP_AUTH, HOP_PROTOCOL})
+#: Protocols a relay may vouch for (a relayed publish came over one of these; WebRTC
+#: is redirected, never relayed); another value counts as not said.
+RELAYED_PROTOCOLS = frozenset({"rtmp", "rtmps", "srt"})
 #: Query key that marks a pulled feed in this node's bundle (the API shows it).
 RELAYED_FROM = "relayedFrom"
 #: Credentials older (or further ahead) than this are refused: a captured relay URL
@@ -64,34 +70,45 @@ def _mac(secret: bytes, *parts: str) -> str:
 
 
 def hop_query(
-    secret: bytes, *, node_id: str, stream_path: str, remote: str, now_s: float
+    secret: bytes,
+    *,
+    node_id: str,
+    stream_path: str,
+    remote: str,
+    now_s: float,
+    protocol: str | None = None,
 ) -> dict[str, str]:
-    """The internal credentials of a relay of `remote`'s publish of `stream_path`."""
+    """The internal credentials of a relay of `remote`'s publish of `stream_path` (made
+    with `protocol`, when given: the signature covers it)."""
     stamp = f"{now_s:.0f}"
-    return {
-        HOP_NODE: node_id,
-        HOP_REMOTE: remote,
-        HOP_TIME: stamp,
-        HOP_AUTH: _mac(secret, node_id, remote, stream_path, stamp),
-    }
+    signed: tuple[str, ...] = (node_id, remote, stream_path, stamp)
+    query = {HOP_NODE: node_id, HOP_REMOTE: remote, HOP_TIME: stamp}
+    if protocol is not None:
+        signed += (protocol,)
+        query[HOP_PROTOCOL] = protocol
+    query[HOP_AUTH] = _mac(secret, *signed)
+    return query
 
 
 def check_hop(
     secret: bytes, query: Mapping[str, str], *, stream_path: str, now_s: float
-) -> tuple[dict[str, str], str | None]:
-    """The query without internal credentials, and the vouched-for remote when they are
-    valid (None: absent, forged, or too old — then the client is an ordinary one)."""
+) -> tuple[dict[str, str], Vouched | None]:
+    """The query without internal credentials, and what they vouch for when they are
+    valid (None: absent, forged, or too old — then the client is an ordinary one). The
+    protocol is signed when present, so it can be neither added, changed nor removed."""
     clean = {k: v for k, v in query.items() if k not in HOP_KEYS}
     node, remote, stamp, mac = (
         query.get(k, "") for k in (HOP_NODE, HOP_REMOTE, HOP_TIME, HOP_AUTH)
     )
+    protocol = query.get(HOP_PROTOCOL)
     if not (node and remote and stamp.isdigit() and mac):
         return clean, None
     if abs(now_s - int(stamp)) > HOP_MAX_AGE_S:
         return clean, None
-    if not hmac.compare_digest(mac, _mac(secret, node, remote, stream_path, stamp)):
+    signed = (node, remote, stream_path, stamp) + (() if protocol is None else (protocol,))
+    if not hmac.compare_digest(mac, _mac(secret, *signed)):
         return clean, None
-    return clean, remote
+    return clean, Vouched(remote, protocol if protocol in RELAYED_PROTOCOLS else None)
 
 
 class _Upstream:
