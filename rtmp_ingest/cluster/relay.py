@@ -49,6 +49,8 @@ HOP_AUTH = "clusterAuth"
 #: the protocol the encoder used; signed too (absent: a relay of an older version)
 HOP_PROTOCOL = "clusterProtocol"
 HOP_KEYS = frozenset({HOP_NODE, HOP_REMOTE, HOP_TIME, HOP_AUTH, HOP_PROTOCOL})
+#: What a relay itself speaks: the protocol of a relayed publish whose credentials name none.
+RELAY_PROTOCOL = "rtmp"
 #: Protocols a relay may vouch for (a relayed publish came over one of these; WebRTC
 #: is redirected, never relayed); another value counts as not said.
 RELAYED_PROTOCOLS = frozenset({"rtmp", "rtmps", "srt"})
@@ -79,11 +81,13 @@ def hop_query(
     protocol: str | None = None,
 ) -> dict[str, str]:
     """The internal credentials of a relay of `remote`'s publish of `stream_path` (made
-    with `protocol`, when given: the signature covers it)."""
+    with `protocol`, when given: the signature covers it). RTMP, the relay's own protocol,
+    goes unsaid, so an RTMP publish's credentials are the ones older versions make and
+    check (nodes of a cluster upgraded one at a time)."""
     stamp = f"{now_s:.0f}"
     signed: tuple[str, ...] = (node_id, remote, stream_path, stamp)
     query = {HOP_NODE: node_id, HOP_REMOTE: remote, HOP_TIME: stamp}
-    if protocol is not None:
+    if protocol is not None and protocol != RELAY_PROTOCOL:
         signed += (protocol,)
         query[HOP_PROTOCOL] = protocol
     query[HOP_AUTH] = _mac(secret, *signed)

@@ -65,6 +65,12 @@ def test_the_protocol_is_signed():
         assert clean == {"sourceId": "cam1", "token": "T"}
 
 
+def test_an_rtmp_publish_goes_unsaid_as_older_versions_relay_it():
+    """RTMP is what the relay speaks: its credentials stay those older owners check."""
+    assert relayed("rtmp") == relayed()
+    assert HOP_PROTOCOL not in relayed("rtmp")
+
+
 def test_a_protocol_this_version_does_not_know_is_not_shown():
     _, vouched = check_hop(SECRET, relayed("gopher"), stream_path="live/show", now_s=NOW)
     assert vouched == Vouched("203.0.113.9:5000", protocol=None)
