@@ -31,8 +31,11 @@ def feed_json(feed: FeedStatistics, *, wall_origin_s: float, session: Any = None
         "framesDropped": feed.frames_dropped,
         "tracks": [track_json(t) for t in feed.tracks if t.media.value != "data"],
     }
-    if session is not None and session.protocol == "srt":
-        out["srt"] = session.statistics()  #: RTT, loss, retransmits from libsrt
+    #: RTT, loss, retransmits from libsrt, where the SRT link is: a publish relayed from
+    #: another node or worker (docs/spec.md §9) shows protocol "srt" without them
+    link = getattr(session, "statistics", None)
+    if session is not None and session.protocol == "srt" and link is not None:
+        out["srt"] = link()
     return out
 
 

@@ -48,6 +48,7 @@ import attrs
 
 from rtmp_ingest.rtmp import NEED_DATA, PAUSED, ProtocolError, ServerConnection
 from rtmp_ingest.rtmp import events as ev
+from rtmp_ingest.server.placement import Vouched
 
 from .ownership import Local, Worker
 
@@ -157,9 +158,9 @@ class HandoffHook(Protocol):
 
     def inbound(
         self, stream_path: str, query: Mapping[str, str], remote: str
-    ) -> tuple[dict[str, str], str | None]:
-        """The query without internal credentials, and the encoder's address when another
-        worker's relay vouched for it (None: an ordinary client)."""
+    ) -> tuple[dict[str, str], Vouched | None]:
+        """The query without internal credentials, and the encoder's address (and
+        protocol) when another worker's relay vouched for it (None: an ordinary client)."""
         ...
 
     async def hand_over(self, stream: Any, owner: Worker, handoff: Handoff) -> None:

@@ -21,14 +21,15 @@ import attrs
 
 from rtmp_ingest.cluster.relay import RtmpRelay, hop_query
 from rtmp_ingest.rtmp.limits import Limits
-from rtmp_ingest.server.placement import RemoteOwner
+from rtmp_ingest.server.placement import RemoteOwner, Vouched
 
 
 @attrs.define
 class HopRelays:
     """Relays of publishes to their owners (`RtmpRelay`), each vouched for with internal
     credentials signed with `secret` as coming from `hop_from` (`hop_query`; the owner
-    checks them with `check_hop`), so the owner's policy sees the encoder's address."""
+    checks them with `check_hop`), so the owner's policy sees the encoder's address and
+    the owner shows the protocol the encoder used (SRT, relayed over RTMP)."""
 
     secret: bytes
     hop_from: str
@@ -45,6 +46,7 @@ class HopRelays:
         query: Mapping[str, str],
         app: str,
         remote: str,
+        protocol: str = "rtmp",
     ) -> RtmpRelay:
         credentials = hop_query(
             self.secret,
@@ -52,6 +54,7 @@ class HopRelays:
             stream_path=stream_path,
             remote=remote,
             now_s=time.time(),
+            protocol=protocol,
         )
         return RtmpRelay(
             owner,
@@ -77,7 +80,7 @@ class WorkerView(Protocol):
 
     def inbound(
         self, stream_path: str, query: Mapping[str, str], remote: str
-    ) -> tuple[dict[str, str], str | None]: ...
+    ) -> tuple[dict[str, str], Vouched | None]: ...
 
 
 #: Where a worker reaches the machine's RTMP port when it listens on every address.
@@ -149,11 +152,12 @@ class NodeSrt(Protocol):
         query: Mapping[str, str],
         app: str,
         remote: str,
+        protocol: str = "rtmp",
     ) -> Any: ...
 
     def inbound(
         self, stream_path: str, query: Mapping[str, str], remote: str
-    ) -> tuple[dict[str, str], str | None]: ...
+    ) -> tuple[dict[str, str], Vouched | None]: ...
 
 
 class MachineRelays:
@@ -198,8 +202,9 @@ class MachineRelays:
         query: Mapping[str, str],
         app: str,
         remote: str,
+        protocol: str = "rtmp",
     ) -> Any:
         opener = self.workers if owner == self._worker(stream_path) else self.node
         return opener.open_relay(
-            owner, stream_path=stream_path, query=query, app=app, remote=remote
+            owner, stream_path=stream_path, query=query, app=app, remote=remote, protocol=protocol
         )

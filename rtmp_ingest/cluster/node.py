@@ -79,7 +79,7 @@ from rtmp_ingest.cluster.relay import PulledFeed, check_hop
 from rtmp_ingest.config import Config
 from rtmp_ingest.server.feeds import Feeds
 from rtmp_ingest.server.logtext import shown
-from rtmp_ingest.server.placement import PlacementError, RemoteOwner
+from rtmp_ingest.server.placement import PlacementError, RemoteOwner, Vouched
 
 log = logging.getLogger("rtmp_ingest.cluster")
 
@@ -265,7 +265,7 @@ class ClusterNode:
 
     def inbound(
         self, stream_path: str, query: Mapping[str, str], remote: str
-    ) -> tuple[dict[str, str], str | None]:
+    ) -> tuple[dict[str, str], Vouched | None]:
         return check_hop(self.secret, query, stream_path=stream_path, now_s=time.time())
 
     async def _registry(self) -> ClusterRegistry:

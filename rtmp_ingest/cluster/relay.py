@@ -8,7 +8,8 @@ cancellation splits a chunk), every wait on the peer bounded.
 - `RtmpRelay` (a `server.placement.PublishRelay`): an encoder published to this
   node, which does not own the stream. The relay publishes the same stream path and
   query to the owner, adding internal credentials (`hop_query`) that vouch for the
-  encoder's address, and forwards every media message as it came. The owner's answer
+  encoder's address and the protocol it used (an SRT publish is relayed over RTMP; the
+  owner shows it as SRT), and forwards every media message as it came. The owner's answer
   to `publish` is the encoder's answer; when the owner ends the relay (supersede in
   disconnect mode, a kick, its death) the encoder is told and reconnects. One hop:
   the owner never relays such a publish again.
@@ -36,7 +37,7 @@ from rtmp_ingest.rtmp.limits import Limits
 from rtmp_ingest.server.feeds import Feeds
 from rtmp_ingest.server.logtext import quoted, shown
 from rtmp_ingest.server.media import FeedMedia
-from rtmp_ingest.server.placement import PlacementError, RemoteOwner
+from rtmp_ingest.server.placement import PlacementError, RemoteOwner, Vouched
 
 log = logging.getLogger("rtmp_ingest.cluster")
 
@@ -45,7 +46,14 @@ HOP_NODE = "clusterNode"
 HOP_REMOTE = "clusterRemote"
 HOP_TIME = "clusterTime"
 HOP_AUTH = "clusterAuth"
-HOP_KEYS = frozenset({HOP_NODE, HOP_REMOTE, HOP_TIME, HOP_AUTH})
+#: the protocol the encoder used; signed too (absent: a relay of an older version)
+HOP_PROTOCOL = "clusterProtocol"
+HOP_KEYS = frozenset({HOP_NODE, HOP_REMOTE, HOP_TIME, HOP_AUTH, HOP_PROTOCOL})
+#: What a relay itself speaks: the protocol of a relayed publish whose credentials name none.
+RELAY_PROTOCOL = "rtmp"
+#: Protocols a relay may vouch for (a relayed publish came over one of these; WebRTC
+#: is redirected, never relayed); another value counts as not said.
+RELAYED_PROTOCOLS = frozenset({"rtmp", "rtmps", "srt"})
 #: Query key that marks a pulled feed in this node's bundle (the API shows it).
 RELAYED_FROM = "relayedFrom"
 #: Credentials older (or further ahead) than this are refused: a captured relay URL
@@ -64,34 +72,47 @@ def _mac(secret: bytes, *parts: str) -> str:
 
 
 def hop_query(
-    secret: bytes, *, node_id: str, stream_path: str, remote: str, now_s: float
+    secret: bytes,
+    *,
+    node_id: str,
+    stream_path: str,
+    remote: str,
+    now_s: float,
+    protocol: str | None = None,
 ) -> dict[str, str]:
-    """The internal credentials of a relay of `remote`'s publish of `stream_path`."""
+    """The internal credentials of a relay of `remote`'s publish of `stream_path` (made
+    with `protocol`, when given: the signature covers it). RTMP, the relay's own protocol,
+    goes unsaid, so an RTMP publish's credentials are the ones older versions make and
+    check (nodes of a cluster upgraded one at a time)."""
     stamp = f"{now_s:.0f}"
-    return {
-        HOP_NODE: node_id,
-        HOP_REMOTE: remote,
-        HOP_TIME: stamp,
-        HOP_AUTH: _mac(secret, node_id, remote, stream_path, stamp),
-    }
+    signed: tuple[str, ...] = (node_id, remote, stream_path, stamp)
+    query = {HOP_NODE: node_id, HOP_REMOTE: remote, HOP_TIME: stamp}
+    if protocol is not None and protocol != RELAY_PROTOCOL:
+        signed += (protocol,)
+        query[HOP_PROTOCOL] = protocol
+    query[HOP_AUTH] = _mac(secret, *signed)
+    return query
 
 
 def check_hop(
     secret: bytes, query: Mapping[str, str], *, stream_path: str, now_s: float
-) -> tuple[dict[str, str], str | None]:
-    """The query without internal credentials, and the vouched-for remote when they are
-    valid (None: absent, forged, or too old — then the client is an ordinary one)."""
+) -> tuple[dict[str, str], Vouched | None]:
+    """The query without internal credentials, and what they vouch for when they are
+    valid (None: absent, forged, or too old — then the client is an ordinary one). The
+    protocol is signed when present, so it can be neither added, changed nor removed."""
     clean = {k: v for k, v in query.items() if k not in HOP_KEYS}
     node, remote, stamp, mac = (
         query.get(k, "") for k in (HOP_NODE, HOP_REMOTE, HOP_TIME, HOP_AUTH)
     )
+    protocol = query.get(HOP_PROTOCOL)
     if not (node and remote and stamp.isdigit() and mac):
         return clean, None
     if abs(now_s - int(stamp)) > HOP_MAX_AGE_S:
         return clean, None
-    if not hmac.compare_digest(mac, _mac(secret, node, remote, stream_path, stamp)):
+    signed = (node, remote, stream_path, stamp) + (() if protocol is None else (protocol,))
+    if not hmac.compare_digest(mac, _mac(secret, *signed)):
         return clean, None
-    return clean, remote
+    return clean, Vouched(remote, protocol if protocol in RELAYED_PROTOCOLS else None)
 
 
 class _Upstream:
@@ -247,6 +268,22 @@ class RtmpRelay:
         self._reason = "The stream's owner ended the relay; reconnect."
 
     async def open(self) -> str | None:
+        """Connects and publishes upstream (`PublishRelay.open`). Unless the owner
+        accepted, the socket is closed on the way out, whatever the exit: a refusal, a
+        failure, or this task's cancellation (the encoder left, a shutdown) — even right
+        after the connect — so the owner never keeps a half-open connection; once it
+        accepted, `run` owns the socket (and closes it)."""
+        up = self._up
+        accepted = False
+        try:
+            refusal = await self._publish()
+            accepted = refusal is None
+            return refusal
+        finally:
+            if not accepted:
+                await up.aclose()  #: forceful: closes also when cancelled
+
+    async def _publish(self) -> str | None:
         up = self._up
         try:
             with trio.fail_after(self._timeout_s):
@@ -259,21 +296,14 @@ class RtmpRelay:
                     lambda e: isinstance(e, ev.Status) and e.stream_id == self._stream_id
                 )
         except trio.TooSlowError:
-            await up.aclose()
             raise PlacementError(
                 f"The stream's owner ({self.owner.node_id}) did not answer in time."
             ) from None
         except (trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError) as exc:
-            await up.aclose()
             raise PlacementError(f"The relay to {self.owner.node_id} failed: {exc}") from None
-        except PlacementError:
-            await up.aclose()
-            raise
         if status is None:
-            await up.aclose()
             raise PlacementError(f"The stream's owner ({self.owner.node_id}) closed the relay.")
         if status.code != "NetStream.Publish.Start":
-            await up.aclose()
             return status.description or status.code
         self.counters["relays"] += 1
         return None

@@ -41,6 +41,7 @@ from rtmp_ingest.cluster.handoff import Handoff, HandoffError
 from rtmp_ingest.cluster.ownership import LOCAL, Local, Worker, WorkerOwnership
 from rtmp_ingest.cluster.relay import check_hop
 from rtmp_ingest.cluster.transfer import HandoffServer, relay, send_connection
+from rtmp_ingest.server.placement import Vouched
 
 log = logging.getLogger("rtmp_ingest.cluster")
 
@@ -153,7 +154,7 @@ class WorkerAgent:
 
     def inbound(
         self, stream_path: str, query: Mapping[str, str], remote: str
-    ) -> tuple[dict[str, str], str | None]:
+    ) -> tuple[dict[str, str], Vouched | None]:
         """The query without internal credentials, and the encoder's address when another
         worker's relay (an SRT publish, cluster/hops.py `WorkerRelays`) vouched for it."""
         return check_hop(

@@ -13,6 +13,10 @@ deals with a stream another process owns:
   placed (`_place_then_publish`: this node may take the lease), and a publish whose
   owner is another node is relayed there (`_relay_to`, `_run_relay`, and
   `_relay_media` from the reader loop), one hop, the owner's answer the encoder's.
+- **a relay that came here** (from another node, or an SRT publish another worker
+  relayed): what its credentials vouch for (`_vouched`) is the encoder's address and
+  the protocol it used, which becomes this session's: the owner's API and log lines
+  show an SRT publish as SRT, though it came over RTMP (docs/spec.md §9).
 
 Both together (workers in a cluster): the worker check comes first, so a connection
 is placed only by the worker that owns its stream on this machine; a relay from
@@ -35,7 +39,13 @@ from rtmp_ingest.cluster.handoff import Handoff, HandoffError, ReadLog, replay
 from rtmp_ingest.cluster.ownership import Worker
 from rtmp_ingest.rtmp import events as ev
 from rtmp_ingest.server.logtext import quoted, shown
-from rtmp_ingest.server.placement import Placement, PlacementError, PublishRelay, RemoteOwner
+from rtmp_ingest.server.placement import (
+    Placement,
+    PlacementError,
+    PublishRelay,
+    RemoteOwner,
+    Vouched,
+)
 
 if TYPE_CHECKING:
     from rtmp_ingest.rtmp import ServerConnection
@@ -218,6 +228,15 @@ class OwnerElsewhere:
 
     # -- a cluster: the stream's owner first (docs/spec.md §9) -----------------------------
 
+    def _vouched(self, vouched: Vouched | None) -> str:
+        """The encoder's address a relay vouched for (else this connection's); the protocol
+        the encoder used, when the relay said, is this session's from now on."""
+        if vouched is None:
+            return self.remote
+        if vouched.protocol is not None:
+            self.protocol = vouched.protocol
+        return vouched.remote
+
     async def _place_then_publish(self, event: ev.PublishRequested, placement: Placement) -> None:
         """Admits the publish here when this node owns the stream, else relays it there."""
         address = event.address
@@ -227,14 +246,15 @@ class OwnerElsewhere:
         if vouched is None and hook is not None:
             #: an SRT publish worker 0 relayed here (the same node: it may still be placed)
             _, vouched = hook.inbound(address.path, address.query, self.remote)
+        remote = self._vouched(vouched)
         self.stream_path = address.path
         self.source_id = query.get("sourceId", "")
         try:
             owner = await placement.owner_of(address.path, relayed=relayed)
             if owner is None:
-                self._admit(event, query, vouched or self.remote)
+                self._admit(event, query, remote)
             else:
-                await self._relay_to(event, placement, owner, query, vouched or self.remote)
+                await self._relay_to(event, placement, owner, query, remote)
         except PlacementError as exc:
             self._refuse(event.stream_id, Refusal.of(RefusalCode.OTHER, str(exc)))
         self._handle_events()  #: what the publisher sent after `publish`, now decided
@@ -255,7 +275,12 @@ class OwnerElsewhere:
         remote: str,
     ) -> None:
         relay = placement.open_relay(
-            owner, stream_path=event.address.path, query=query, app=self.app, remote=remote
+            owner,
+            stream_path=event.address.path,
+            query=query,
+            app=self.app,
+            remote=remote,
+            protocol=self.protocol,  #: the encoder's (`_vouched`): SRT stays SRT on the owner
         )
         refusal = await relay.open()
         if refusal is not None:

@@ -9,8 +9,9 @@ admitted the driver asks `owner_of(stream_path)`:
   (`open_relay`), a WHIP endpoint redirects the client with `307`.
 
 A connection that is itself a relay from another node carries internal credentials
-in its query; `inbound` checks them, removes them, and gives the encoder's address
-the relaying node vouches for. Such a publish is never relayed again (one hop): if
+in its query; `inbound` checks them, removes them, and gives what the relaying node
+vouches for (`Vouched`): the encoder's address, and the protocol the encoder used (an
+SRT publish is relayed over RTMP, and is shown as SRT on the owner). Such a publish is never relayed again (one hop): if
 this node is not the owner (any more), `owner_of(..., relayed=True)` refuses it and
 the encoder reconnects.
 
@@ -44,6 +45,17 @@ class RemoteOwner:
     http: str
 
 
+@attrs.frozen
+class Vouched:
+    """What a relay's valid internal credentials vouch for (docs/spec.md §9)."""
+
+    #: the encoder's "IP:PORT"
+    remote: str
+    #: the protocol the encoder used ("srt", "rtmps", …); None: credentials that do not
+    #: say (a relay of an older version), so the connection's own protocol
+    protocol: str | None = None
+
+
 class PublishRelay(Protocol):
     """One publisher's media on its way to the stream's owner (the RTMP driver's side)."""
 
@@ -73,8 +85,8 @@ class Placement(Protocol):
 
     def inbound(
         self, stream_path: str, query: Mapping[str, str], remote: str
-    ) -> tuple[dict[str, str], str | None]:
-        """The query without internal credentials, and the encoder's address when they
+    ) -> tuple[dict[str, str], Vouched | None]:
+        """The query without internal credentials, and what they vouch for when they
         were valid (None: an ordinary client)."""
         ...
 
@@ -86,6 +98,8 @@ class Placement(Protocol):
         query: Mapping[str, str],
         app: str,
         remote: str,
+        protocol: str = "rtmp",
     ) -> PublishRelay:
-        """A relay of one publisher (`remote`) of `stream_path` to `owner`."""
+        """A relay of one publisher (`remote`, publishing with `protocol`) of
+        `stream_path` to `owner`."""
         ...

@@ -555,7 +555,7 @@ class RtmpSession(OwnerElsewhere):
         if hook is not None:
             #: a worker: another worker's relay (SRT, cluster/relay.py) vouches for the encoder
             query, vouched = hook.inbound(event.address.path, event.address.query, self.remote)
-            self._admit(event, query, vouched or self.remote)
+            self._admit(event, query, self._vouched(vouched))
             return
         self._admit(event, event.address.query, self.remote)
 

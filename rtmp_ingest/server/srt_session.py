@@ -225,6 +225,7 @@ class SrtSession:
                 query=dict(self.pending_query),
                 app=self.stream_path.partition("/")[0],
                 remote=self.remote,
+                protocol=self.protocol,  #: the owner shows the source as SRT
             )
             refusal = await relay.open()
         except PlacementError as exc:

@@ -3,11 +3,17 @@
 A fake hook plays the supervisor's table and the descriptor passing: "handing over"
 gives the very same in-memory connection, with the `Handoff`, to a second daemon's
 listener (`handle(..., handed_in=...)`), as `adopt` does with a received descriptor. The
-client is one ordinary RTMP client that never learns it changed process.
+client is one ordinary RTMP client that never learns it changed process. The hook
+checks the run's internal credentials as `WorkerAgent.inbound` does: a publish another
+worker relayed (SRT, cluster/hops.py `WorkerRelays`) shows the encoder's address and
+protocol.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,13 +22,19 @@ import trio
 import trio.testing
 
 from rtmp_ingest import config as config_mod
+from rtmp_ingest.api.views import feed_json
 from rtmp_ingest.app import App
 from rtmp_ingest.cluster.handoff import Handoff, HandoffError, request_path
 from rtmp_ingest.cluster.ownership import LOCAL, Local, Worker
+from rtmp_ingest.cluster.relay import check_hop, hop_query
+from rtmp_ingest.server.placement import RemoteOwner, Vouched
 from tests.tools.rtmp_client import TrioRtmpClient
 
 AVC_CONFIG = bytes.fromhex("1700000000014d401effe1000967") + b"\x00" * 8
 AVC_KEY = bytes.fromhex("1701000000") + b"\x00\x00\x00\x05\x65\x88\x84\x00\x00"
+#: the run's secret (`Layout.hop_secret`)
+HOP_SECRET = b"run-hop-secret-0123456789"
+CLUSTER_SECRET = b"cluster-secret-0123456789"
 
 
 class Detachable(trio.abc.HalfCloseableStream):
@@ -64,8 +76,8 @@ class FakeHook:
 
     def inbound(
         self, stream_path: str, query: dict[str, str], remote: str
-    ) -> tuple[dict[str, str], str | None]:
-        return dict(query), None
+    ) -> tuple[dict[str, str], Vouched | None]:
+        return check_hop(HOP_SECRET, query, stream_path=stream_path, now_s=time.time())
 
     async def hand_over(self, stream: Any, owner: Worker, handoff: Handoff) -> None:
         if self.fail:
@@ -182,3 +194,89 @@ async def test_a_second_publish_of_a_stream_owned_elsewhere_is_refused(pair):
     assert status.code == "NetStream.Publish.Rejected"
     assert "new connection" in status.description
     assert hook.handed == [] and owner.registry.stream_statistics("live/there", now_s=0.0) is None
+
+
+@pytest.mark.parametrize(("protocol", "shown"), [("srt", "srt"), (None, "rtmp")])
+async def test_a_publish_another_worker_relayed_shows_the_encoders_address_and_protocol(
+    pair, caplog, protocol, shown
+):
+    """Worker 0's relay of an SRT publish comes over RTMP with the run's credentials: this
+    worker's feed has the encoder's address, and its API entry and publish line say SRT
+    (credentials that do not name the protocol, an older relay's, keep the connection's)."""
+    caplog.set_level(logging.INFO, "rtmp_ingest.rtmp")
+    first, _owner, _hook = pair
+    credentials = hop_query(
+        HOP_SECRET,
+        node_id="worker1",
+        stream_path="live/here",
+        remote="203.0.113.7:4000",
+        now_s=time.time(),
+        protocol=protocol,
+    )
+    client = connect(first)
+    await client.connect("live")
+    stream_id = await client.create_stream()
+    name = "here?" + urllib.parse.urlencode({"sourceId": "srt1", **credentials})
+    assert (await client.publish(stream_id, name)).code == "NetStream.Publish.Start"
+    (session,) = first.sessions
+    assert session.protocol == shown
+    stats = first.registry.stream_statistics("live/here", now_s=0.0)
+    (source,) = stats.sources
+    assert source.source_id == "srt1"  #: the credentials are not part of the publish
+    (feed,) = source.feeds
+    view = feed_json(feed, wall_origin_s=0.0, session=session)
+    assert (view["protocol"], view["remoteAddr"]) == (shown, "203.0.113.7:4000")
+    assert "srt" not in view  #: the SRT link's statistics are worker 0's
+    assert any(
+        r.getMessage().startswith(f"publish stream=live/here sourceId='srt1' protocol={shown} ")
+        for r in caplog.records
+    )
+
+
+class OtherNode:
+    """A cluster placement in which node B owns every stream; its relay is refused there."""
+
+    def __init__(self) -> None:
+        self.opened: list[dict[str, Any]] = []
+
+    async def owner_of(self, stream_path: str, *, relayed: bool = False) -> RemoteOwner:
+        return RemoteOwner("B", "10.0.0.2", 1935, "")
+
+    def inbound(
+        self, stream_path: str, query: dict[str, str], remote: str
+    ) -> tuple[dict[str, str], Vouched | None]:
+        #: the cluster's secret: worker 0's credentials vouch for nothing here (stripped)
+        return check_hop(CLUSTER_SECRET, query, stream_path=stream_path, now_s=time.time())
+
+    def open_relay(self, owner: RemoteOwner, **where: Any) -> OtherNode:
+        self.opened.append(where)
+        return self
+
+    async def open(self) -> str:
+        return "Refused at B."
+
+
+async def test_a_relayed_srt_publish_is_relayed_on_to_the_owning_node_as_srt(pair):
+    """Workers in a cluster: worker 0's relay of an SRT publish reaches the stream's worker,
+    which relays it to the node that owns the stream, vouching for the same encoder's
+    address and protocol (docs/spec.md §9)."""
+    first, _owner, _hook = pair
+    placement = OtherNode()
+    first.rtmp.placement = placement
+    credentials = hop_query(
+        HOP_SECRET,
+        node_id="worker1",
+        stream_path="live/here",
+        remote="203.0.113.7:4000",
+        now_s=time.time(),
+        protocol="srt",
+    )
+    client = connect(first)
+    await client.connect("live")
+    stream_id = await client.create_stream()
+    name = "here?" + urllib.parse.urlencode({"sourceId": "srt1", **credentials})
+    status = await client.publish(stream_id, name)
+    assert (status.code, status.description) == ("NetStream.Publish.Rejected", "Refused at B.")
+    (opened,) = placement.opened
+    assert opened["query"] == {"sourceId": "srt1"}
+    assert (opened["remote"], opened["protocol"]) == ("203.0.113.7:4000", "srt")

@@ -11,7 +11,7 @@ from typing import Any
 from rtmp_ingest.cluster.hops import MachineRelays, WorkerRelays
 from rtmp_ingest.cluster.relay import HOP_KEYS, check_hop
 from rtmp_ingest.rtmp.limits import Limits
-from rtmp_ingest.server.placement import RemoteOwner
+from rtmp_ingest.server.placement import RemoteOwner, Vouched
 
 SECRET = "machine-hop-secret-0123456789"
 OTHER_NODE = RemoteOwner("B.w0", "10.0.0.2", 1935, "10.0.0.2:8080")
@@ -35,7 +35,7 @@ class Agent:
 
     def inbound(
         self, stream_path: str, query: Mapping[str, str], remote: str
-    ) -> tuple[dict[str, str], str | None]:
+    ) -> tuple[dict[str, str], Vouched | None]:
         return check_hop(SECRET.encode(), query, stream_path=stream_path, now_s=0.0)
 
 
@@ -45,6 +45,7 @@ class Node:
     def __init__(self) -> None:
         self.asked: list[str] = []
         self.opened: list[RemoteOwner] = []
+        self.protocols: list[str | None] = []
 
     def remote_holder(self, stream_path: str) -> str | None:
         return "B.w0" if stream_path == "live/remote" else None
@@ -53,13 +54,14 @@ class Node:
         self.asked.append(stream_path)
         return OTHER_NODE if stream_path == "live/remote" else None
 
-    def open_relay(self, owner: RemoteOwner, **_: Any) -> str:
+    def open_relay(self, owner: RemoteOwner, **where: Any) -> str:
         self.opened.append(owner)
+        self.protocols.append(where.get("protocol"))
         return "node relay"
 
     def inbound(
         self, stream_path: str, query: Mapping[str, str], remote: str
-    ) -> tuple[dict[str, str], str | None]:
+    ) -> tuple[dict[str, str], Vouched | None]:
         return dict(query), None
 
 
@@ -80,15 +82,20 @@ async def test_a_stream_another_worker_serves_goes_to_it_without_asking_the_node
     assert relays.remote_holder("live/sibling") == "worker1"
     assert node.asked == []  #: the sibling places it among the nodes, not worker 0
     relay = relays.open_relay(
-        owner, stream_path="live/sibling", query={"sourceId": "s"}, app="live", remote="1.2.3.4:5"
+        owner,
+        stream_path="live/sibling",
+        query={"sourceId": "s"},
+        app="live",
+        remote="1.2.3.4:5",
+        protocol="srt",
     )
     assert node.opened == []
-    vouched = {k: v for k, v in relay.query.items() if k in HOP_KEYS}
-    assert vouched  #: signed with the run's secret, so the sibling sees the encoder's address
-    _, remote = check_hop(
+    credentials = {k: v for k, v in relay.query.items() if k in HOP_KEYS}
+    assert credentials  #: signed with the run's secret: the sibling sees the encoder's
+    _, vouched = check_hop(  #: address, and that it published with SRT
         SECRET.encode(), relay.query, stream_path="live/sibling", now_s=time.time()
     )
-    assert remote == "1.2.3.4:5"
+    assert vouched == Vouched("1.2.3.4:5", protocol="srt")
 
 
 async def test_a_stream_this_worker_serves_is_placed_by_the_node() -> None:
@@ -99,6 +106,7 @@ async def test_a_stream_this_worker_serves_is_placed_by_the_node() -> None:
     assert owner == OTHER_NODE
     assert relays.remote_holder("live/remote") == "B.w0"
     assert relays.open_relay(
-        owner, stream_path="live/remote", query={}, app="live", remote="x"
+        owner, stream_path="live/remote", query={}, app="live", remote="x", protocol="srt"
     ) == ("node relay")
     assert node.opened == [OTHER_NODE]
+    assert node.protocols == ["srt"]  #: the node's relay vouches for it to the other node

@@ -3,10 +3,12 @@ the owner through one RTMP relay hop (server/srt_relay.py).
 
 - Two `serve` nodes and a real redis-server: an RTMP source (PyAV) on node A takes the
   stream; an ffmpeg SRT source of the same stream on node B is relayed to A. Both are
-  live on the owner (API), and a player on A decodes the SRT source.
+  live on the owner (API: the SRT source with the encoder's address and protocol `srt`),
+  and a player on A decodes the SRT source.
 - `serve --workers 2`: SRT is served by worker 0 only; an SRT publish of a stream worker
   1 holds is relayed to the machine's RTMP port with the run's internal credentials,
-  handed to worker 1, live there (API shows its worker), and a player decodes it.
+  handed to worker 1, live there (API shows its worker, and protocol `srt`), and a
+  player decodes it.
 
 Encoders are retried the way real ones reconnect: a node's view of the leases others
 hold is refreshed every `renew_s`, so an SRT publish that comes before it is admitted
@@ -64,11 +66,14 @@ async def test_srt_on_another_node_is_relayed_to_the_owner(
         if "relay stream=live/show sourceId='srt1' protocol=srt" in line
     ]
     assert relayed and "owner=A" in relayed[-1], b.log.read_text()[-3000:]
-    #: the owner sees the encoder's address, vouched for by B (not B's own socket)
+    #: the owner sees the encoder's address and protocol, vouched for by B (not B's own
+    #: socket, nor the RTMP of the relay)
     srt_remote = re.search(r"protocol=srt remote=(\S+)", relayed[-1])
     assert srt_remote is not None
     on_a = (await a.sources())["srt1"]["onAir"]
     assert on_a["remoteAddr"] == srt_remote.group(1), on_a
+    assert on_a["protocol"] == "srt", on_a
+    assert "publish stream=live/show sourceId='srt1' protocol=srt " in a.log.read_text()
     result = await trio.to_thread.run_sync(
         functools.partial(play, a.url("srt1"), 3.0, read_timeout_s=20.0)
     )
@@ -105,6 +110,8 @@ async def test_srt_for_a_stream_another_worker_holds_is_relayed_there(start_work
             nursery.start_soon(srt_encoder, [srt_url(srt_port, f"{stream}?sourceId=srt")], 60.0)
             entry = await wait_for(functools.partial(serving, "cam", "srt"), 60)
             assert entry["worker"]["id"] == 1
+            protocols = {s["sourceId"]: s["onAir"]["protocol"] for s in entry["sources"]}
+            assert protocols == {"cam": "rtmp", "srt": "srt"}, entry  #: as the encoders used
             listing = await workers.streams()
             assert [s["path"] for s in listing["streams"]].count(stream) == 1
             assert any(

@@ -19,7 +19,7 @@ from rtmp_ingest.cluster.relay import HOP_KEYS
 from rtmp_ingest.cluster.worker import Layout, WorkerAgent
 from rtmp_ingest.config import SrtConfig
 from rtmp_ingest.rtmp.limits import Limits
-from rtmp_ingest.server.placement import PlacementError, RemoteOwner
+from rtmp_ingest.server.placement import PlacementError, RemoteOwner, Vouched
 from rtmp_ingest.server.srt import SrtServer
 from rtmp_ingest.server.srt_relay import RelayedMedia, message_of
 from rtmp_ingest.srt import lib
@@ -152,6 +152,7 @@ async def test_media_goes_to_the_owner_in_order(
     assert opened["stream_path"] == "live/show"
     assert opened["query"] == {"sourceId": "cam1", "token": "t1"}
     assert opened["remote"].startswith("127.0.0.1:")  #: the encoder's address, for the owner
+    assert opened["protocol"] == "srt"  #: and its protocol: the owner shows an SRT source
     assert not host.started  #: no local feed: the owner has it
     assert host.registry.stream_statistics("live/show", now_s=0.0) is None
     caller.close(sock)
@@ -324,12 +325,13 @@ async def test_worker_relay_credentials_are_accepted_and_stripped_by_another_wor
         query={"sourceId": "cam1"},
         app="live",
         remote="10.0.0.9:5000",
+        protocol="srt",
     )
     query = relay.query
     assert set(query) >= HOP_KEYS
     assert _agent(1).inbound("live/show", query, "127.0.0.1:4000") == (
         {"sourceId": "cam1"},
-        "10.0.0.9:5000",
+        Vouched("10.0.0.9:5000", protocol="srt"),
     )
     #: another run's secret, or another stream, vouches for nothing (the keys still go)
     assert _agent(1, "other").inbound("live/show", query, "127.0.0.1:4000")[1] is None
