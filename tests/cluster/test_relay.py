@@ -100,13 +100,16 @@ class Owner:
         conn = ServerConnection()
         async with stream:
             with trio.fail_after(EOF_WAIT_S):
-                while data := await stream.receive_some(65536):
-                    if self.answer == "mute" or self.reached.is_set():
-                        self.reached.set()
-                        continue  #: nothing more from this owner
-                    conn.receive_data(data)
-                    self._decide(conn)
-                    await stream.send_all(conn.data_to_send())
+                try:
+                    while data := await stream.receive_some(65536):
+                        if self.answer == "mute" or self.reached.is_set():
+                            self.reached.set()
+                            continue  #: nothing more from this owner
+                        conn.receive_data(data)
+                        self._decide(conn)
+                        await stream.send_all(conn.data_to_send())
+                except trio.BrokenResourceError:
+                    pass  #: a reset: the relay closed with our answer unread — closed too
             self.eof.set()
 
     def _decide(self, conn: ServerConnection) -> None:
