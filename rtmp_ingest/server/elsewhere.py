@@ -66,6 +66,7 @@ class OwnerElsewhere:
         stream: trio.abc.Stream
         conn: ServerConnection
         remote: str
+        relayed_by: str | None
         secure: bool
         protocol: str
         app: str
@@ -229,12 +230,17 @@ class OwnerElsewhere:
     # -- a cluster: the stream's owner first (docs/spec.md §9) -----------------------------
 
     def _vouched(self, vouched: Vouched | None) -> str:
-        """The encoder's address a relay vouched for (else this connection's); the protocol
-        the encoder used, when the relay said, is this session's from now on."""
+        """The encoder's address a relay vouched for (else this connection's). Both it and
+        the protocol the encoder used, when the relay said, are this session's from now
+        on — what its publish, supersede, kick and unpublish log lines name — and the
+        relay's own address is kept in `relayed_by` (the publish line says `via=`)."""
         if vouched is None:
             return self.remote
         if vouched.protocol is not None:
             self.protocol = vouched.protocol
+        if vouched.remote != self.remote:
+            self.relayed_by = self.remote
+            self.remote = vouched.remote
         return vouched.remote
 
     async def _place_then_publish(self, event: ev.PublishRequested, placement: Placement) -> None:

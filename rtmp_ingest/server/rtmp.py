@@ -77,6 +77,9 @@ class RtmpSession(OwnerElsewhere):
         self.server = server
         self.stream = stream
         self.remote = remote
+        #: the relay's address when another node or worker vouched for the encoder
+        #: (server/elsewhere.py `_vouched`: `remote` is then the encoder's)
+        self.relayed_by: str | None = None
         self.remote_ip = remote.rsplit(":", 1)[0].strip("[]")
         self.secure = secure
         self.protocol = "rtmps" if secure else "rtmp"
@@ -626,7 +629,7 @@ class RtmpSession(OwnerElsewhere):
         self.server.feeds.feed_started(self)
         self._deadline.deadline = trio.current_time() + self.server.config.rtmp.idle_timeout_s
         log.info(
-            "publish stream=%s sourceId=%s protocol=%s remote=%s feed=%d priority=%d state=%s",
+            "publish stream=%s sourceId=%s protocol=%s remote=%s feed=%d priority=%d state=%s%s",
             shown(decision.request.stream_path),
             quoted(self.source_id),
             self.protocol,
@@ -634,6 +637,7 @@ class RtmpSession(OwnerElsewhere):
             result.feed.feed_id,
             decision.request.priority,
             result.state.value,
+            "" if self.relayed_by is None else f" via={self.relayed_by}",
         )
 
     def _feed_ended(self, reason: EndReason) -> None:

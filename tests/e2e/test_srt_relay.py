@@ -73,7 +73,14 @@ async def test_srt_on_another_node_is_relayed_to_the_owner(
     on_a = (await a.sources())["srt1"]["onAir"]
     assert on_a["remoteAddr"] == srt_remote.group(1), on_a
     assert on_a["protocol"] == "srt", on_a
-    assert "publish stream=live/show sourceId='srt1' protocol=srt " in a.log.read_text()
+    #: its log line names the encoder too, and the relay it came through
+    published = re.search(
+        r"publish stream=live/show sourceId='srt1' protocol=srt remote=(\S+) .* via=(\S+)",
+        a.log.read_text(),
+    )
+    assert published is not None, a.log.read_text()[-3000:]
+    assert published.group(1) == srt_remote.group(1)
+    assert published.group(2) != srt_remote.group(1)
     result = await trio.to_thread.run_sync(
         functools.partial(play, a.url("srt1"), 3.0, read_timeout_s=20.0)
     )
