@@ -9,7 +9,10 @@ per-connection `TCPServer` wrapped in a `GuardedStream`:
 
 - **connection limits**: `http.max_connections` in total and
   `http.max_connections_per_address` from one IP; a connection over either gets
-  a short `503` (written within `REFUSAL_WRITE_TIMEOUT_S`) and is closed;
+  a short `503` (written within `REFUSAL_WRITE_TIMEOUT_S`) and is closed. A
+  connection over a unix socket (another worker's forward of a client request,
+  cluster/forward.py) is counted but not limited: the client behind it was admitted,
+  and counted, by the worker it reached — and all of them would share one "address";
 - **write timeout**: a `send_all` that has not completed after
   `http.write_timeout_s` (the client stopped reading: a paused HTTP-FLV player, a
   stalled SSE reader) aborts the connection; the timeout's cancel scope sits
@@ -181,10 +184,11 @@ class HttpListener:
             await trio.aclose_forcefully(stream)
             return
         limits = self._limits
-        if self.stats.open >= limits.max_connections:
+        internal = ip == "local"  #: see the module docstring: not limited here
+        if not internal and self.stats.open >= limits.max_connections:
             await self._refuse(stream, f"{self.stats.open} open, limit {limits.max_connections}")
             return
-        if self._per_address[ip] >= limits.max_connections_per_address:
+        if not internal and self._per_address[ip] >= limits.max_connections_per_address:
             await self._refuse(
                 stream,
                 f"{self._per_address[ip]} from this address, "

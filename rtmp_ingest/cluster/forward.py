@@ -51,6 +51,11 @@ CLIENT_HEADER: Final = b"x-rtmp-ingest-client"
 FORWARD_CONNECT_TIMEOUT_S: Final = 5.0
 #: How long an internal request of the stream list may take per worker.
 AGGREGATE_TIMEOUT_S: Final = 5.0
+#: Idle internal connections kept open per target worker, for the next forward. How many
+#: are open at once is not capped here: each carries a client the worker it reached
+#: admitted under its `http.max_connections` (httpx's default cap of 100 would make the
+#: 101st HTTP-FLV viewer or event subscriber forwarded to one worker wait, then fail).
+FORWARD_KEEPALIVE_CONNECTIONS: Final = 32
 #: Headers of a hop that the forwarder does not pass on (RFC 9110 §7.6.1).
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade"}
@@ -135,7 +140,13 @@ class Forwarder:
     def _client(self, worker_id: int) -> httpx.AsyncClient:
         client = self._clients.get(worker_id)
         if client is None:
-            transport = httpx.AsyncHTTPTransport(uds=self.cluster.http_socket(worker_id))
+            transport = httpx.AsyncHTTPTransport(
+                uds=self.cluster.http_socket(worker_id),
+                limits=httpx.Limits(
+                    max_connections=None,
+                    max_keepalive_connections=FORWARD_KEEPALIVE_CONNECTIONS,
+                ),
+            )
             client = httpx.AsyncClient(
                 transport=transport,
                 base_url="http://worker",

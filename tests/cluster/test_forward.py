@@ -8,11 +8,15 @@ worker gets, and what the owner's app sees.
 from __future__ import annotations
 
 import json
+import socket as stdlib_socket
 from typing import Any
 
 import httpx
 import pytest
+import trio
+from hypercorn.config import Config as HypercornConfig
 
+from rtmp_ingest.api.serve import HttpLimits, HttpListener
 from rtmp_ingest.cluster import forward
 from rtmp_ingest.cluster.forward import (
     CLIENT_HEADER,
@@ -231,3 +235,91 @@ def test_with_a_cluster_each_stream_is_listed_once_by_the_worker_that_holds_it()
         ("live/sibling", w1),
         ("live/plain", w1),
     ]
+
+
+async def test_many_long_responses_forwarded_to_one_worker_all_start(nursery, tmp_path):
+    """150 HTTP-FLV viewers (say) reached worker 0 and are served by worker 1, over the
+    real internal unix socket and worker 1's real HTTP listener with tight limits: every
+    one starts (neither the per-address limit, which all internal connections would share,
+    nor a cap of the forwarder's connection pool makes any of them wait or fail)."""
+
+    async def endless(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        while True:
+            await send({"type": "http.response.body", "body": b"flv", "more_body": True})
+            await trio.sleep(1)
+
+    path = str(tmp_path / "w1.http")
+    sock = trio.socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+    await sock.bind(path)
+    sock.listen(256)
+    config = HypercornConfig()
+    config.accesslog = None
+    limits = HttpLimits(max_connections=100, max_connections_per_address=64)
+    owner = HttpListener(Forwarder(endless, Internal(1, path)), config, limits)
+    await nursery.start(owner.serve, [trio.SocketListener(sock)])
+    front = Forwarder(endless, Internal(0, path))
+    started: list[int] = []
+
+    async def viewer(n: int) -> None:
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/live/b.flv",
+            "raw_path": b"/live/b.flv",
+            "query_string": b"",
+            "headers": [(b"host", b"t")],
+            "client": ("198.51.100.7", 40000 + n),
+        }
+
+        async def receive() -> dict[str, Any]:
+            await trio.sleep_forever()
+            raise AssertionError
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                started.append(message["status"])
+
+        await front(scope, receive, send)
+
+    async with trio.open_nursery() as viewers:
+        for n in range(150):
+            viewers.start_soon(viewer, n)
+        with trio.fail_after(30):
+            while len(started) < 150:
+                await trio.sleep(0.05)
+        viewers.cancel_scope.cancel()
+    assert started == [200] * 150
+    assert owner.stats.refused == 0 and owner.stats.total == 150
+
+
+class Internal:
+    """The Cluster protocol for one real internal socket: every stream is worker 1's."""
+
+    def __init__(self, worker_id: int, path: str) -> None:
+        self.worker_id = worker_id
+        self.pids = {0: 100, 1: 101}
+        self.restarts: dict[int, int] = {}
+        self.path = path
+
+    def owner_id(self, stream_path: str) -> int:
+        return 1
+
+    def live_workers(self) -> list[int]:
+        return [0, 1]
+
+    @property
+    def worker_count(self) -> int:
+        return 2
+
+    async def wait_table_changed(self) -> None:
+        await trio.sleep_forever()
+
+    def http_socket(self, worker_id: int) -> str:
+        return self.path
+
+    @property
+    def hop_secret(self) -> str:
+        return SECRET
