@@ -282,6 +282,7 @@ class Pulls:
                         stream_path=stream_path,
                         source_id=source_id,
                         node_id=self.host.node_id,
+                        secret=self.host.settings.secret.encode("utf-8"),
                         limits=self.host.limits,
                         timeout_s=self.host.settings.relay_connect_timeout_s,
                         resume=resume,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -402,6 +403,7 @@ async def pull_source(
     stream_path: str,
     source_id: str,
     node_id: str,
+    secret: bytes,
     limits: Limits,
     timeout_s: float,
     resume: TimelineResume | None,
@@ -409,7 +411,9 @@ async def pull_source(
 ) -> str:
     """Plays `source_id` of `stream_path` from its owner into this node's bundle until the
     owner ends it; returns why it ended. `resume` continues a timeline this node showed
-    before (a pull that comes back after the source's reconnect grace ran out here)."""
+    before (a pull that comes back after the source's reconnect grace ran out here). The
+    play carries the cluster's internal credentials (`hop_query`, the pulling node as the
+    remote), so the owner knows it for a node's, not one more client's from that address."""
     registry = feeds.registry
     up = _Upstream(owner, limits=limits, timeout_s=timeout_s)
     pulled = PulledFeed(owner)
@@ -418,7 +422,14 @@ async def pull_source(
         with pulled.scope:
             with trio.fail_after(timeout_s):
                 await up.open()
-                app, name = _name(stream_path, {"sourceId": source_id, HOP_NODE: node_id})
+                credentials = hop_query(
+                    secret,
+                    node_id=node_id,
+                    stream_path=stream_path,
+                    remote=node_id,
+                    now_s=time.time(),
+                )
+                app, name = _name(stream_path, {"sourceId": source_id, **credentials})
                 stream_id = await up.start(app)
                 up.conn.play(stream_id, name)
                 await up.flush()

@@ -67,6 +67,7 @@ class OwnerElsewhere:
         conn: ServerConnection
         remote: str
         relayed_by: str | None
+        counted_ip: str | None
         secure: bool
         protocol: str
         app: str
@@ -236,6 +237,7 @@ class OwnerElsewhere:
         relay's own address is kept in `relayed_by` (the publish line says `via=`)."""
         if vouched is None:
             return self.remote
+        self.server.uncount(self)  #: internal: not one more client of that address
         if vouched.protocol is not None:
             self.protocol = vouched.protocol
         if vouched.remote != self.remote:

@@ -16,7 +16,7 @@ import socket
 import ssl
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -57,6 +57,12 @@ _malloc_trim = _load_malloc_trim()
 
 #: (address, port) a listener is bound to
 Address = tuple[str, int]
+
+
+class Counted(Protocol):
+    """A connection as its address's count knows it (`RtmpListener.uncount`)."""
+
+    counted_ip: str | None
 
 
 class RtmpListener:
@@ -170,6 +176,7 @@ class RtmpListener:
         session = RtmpSession(self, stream, remote, secure=secure, handed_in=handed_in)
         self.sessions.add(session)
         self.per_address[ip] += 1
+        session.counted_ip = ip
         self.metrics.connections_total += 1
         try:
             if secure and handed_in is None:
@@ -194,10 +201,22 @@ class RtmpListener:
             self._sessions_changed.set()
             if session.pending_peak >= TRIM_AFTER_BYTES:
                 self._trim_wanted.set()
+            self.uncount(session)
             del session  #: its buffers go now, before memory is handed back
-            self.per_address[ip] -= 1
-            if not self.per_address[ip]:
-                del self.per_address[ip]
+
+    def uncount(self, session: Counted) -> None:
+        """Takes a connection out of its address's count (`rtmp.max_connections_per_address`):
+        at its end, or once the cluster's credentials showed it is another node's or
+        worker's (a relayed publish, a pull: server/elsewhere.py, server/rtmp.py). Those
+        all come from a few addresses and are bounded by the limits where their clients
+        arrived; counted, the 101st relay or pull between two nodes would be refused."""
+        ip = session.counted_ip
+        if ip is None:
+            return
+        session.counted_ip = None
+        self.per_address[ip] -= 1
+        if not self.per_address[ip]:
+            del self.per_address[ip]
 
     async def drain(self) -> None:
         """Ends every connection within SHUTDOWN_TIMEOUT_S (see the module docstring)."""

@@ -80,6 +80,9 @@ class RtmpSession(OwnerElsewhere):
         #: the relay's address when another node or worker vouched for the encoder
         #: (server/elsewhere.py `_vouched`: `remote` is then the encoder's)
         self.relayed_by: str | None = None
+        #: the address this connection counts against (None: not counted, server/listener.py
+        #: `uncount`)
+        self.counted_ip: str | None = None
         self.remote_ip = remote.rsplit(":", 1)[0].strip("[]")
         self.secure = secure
         self.protocol = "rtmps" if secure else "rtmp"
@@ -666,6 +669,9 @@ class RtmpSession(OwnerElsewhere):
                 code="NetStream.Play.Failed",
             )
             return
+        placement = self.server.placement
+        if placement is not None and placement.inbound(address.path, address.query, "")[1]:
+            self.server.uncount(self)  #: another node's pull (cluster/relay.py `pull_source`)
         self.conn.accept_play(event.stream_id)
         self._deadline.deadline = float("inf")  #: players may stay silent for hours
         self.player = Player(

@@ -280,3 +280,47 @@ async def test_a_relayed_srt_publish_is_relayed_on_to_the_owning_node_as_srt(pai
     (opened,) = placement.opened
     assert opened["query"] == {"sourceId": "srt1"}
     assert (opened["remote"], opened["protocol"]) == ("203.0.113.7:4000", "srt")
+
+
+class Vouching:
+    """A cluster placement that owns every stream here and checks the cluster's secret."""
+
+    async def owner_of(self, stream_path: str, *, relayed: bool = False) -> None:
+        return None
+
+    def inbound(
+        self, stream_path: str, query: dict[str, str], remote: str
+    ) -> tuple[dict[str, str], Vouched | None]:
+        return check_hop(CLUSTER_SECRET, query, stream_path=stream_path, now_s=time.time())
+
+
+async def test_relays_and_pulls_from_one_address_do_not_use_up_its_connections(pair):
+    """Every relay and pull between two nodes (or from worker 0's SRT) comes from one
+    address: once its credentials show it is internal it leaves that address's count
+    (`rtmp.max_connections_per_address`), which keeps bounding the address's clients."""
+    first, _owner, _hook = pair
+    first.rtmp.placement = Vouching()
+    limit = first.config.rtmp.max_connections_per_address
+    held = []
+    for n in range(limit + 5):  #: more relays and pulls than the address may hold
+        stream = f"live/s{n}"
+        credentials = hop_query(
+            CLUSTER_SECRET, node_id="B", stream_path=stream, remote="B", now_s=time.time()
+        )
+        query = urllib.parse.urlencode({"sourceId": "cam", **credentials})
+        client = connect(first)
+        await client.connect("live")
+        stream_id = await client.create_stream()
+        if n % 2:
+            await client.play(stream_id, f"s{n}?{query}")
+            await wait_until(lambda: any(s.player is not None for s in first.sessions))
+        else:
+            status = await client.publish(stream_id, f"s{n}?{query}")
+            assert status.code == "NetStream.Publish.Start", status
+        held.append(client)
+        await wait_until(lambda: not first.rtmp.per_address)
+    assert len(first.sessions) == limit + 5
+    #: an ordinary client of that address is counted (and refused over the limit) as before
+    plain = connect(first)
+    await plain.connect("live")
+    await wait_until(lambda: sum(first.rtmp.per_address.values()) == 1)
