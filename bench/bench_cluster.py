@@ -242,7 +242,9 @@ def pulls_held(node: Node) -> int:
     return int(float(found.group(1))) if found else 0
 
 
-def run_owner(mode: str, n: int, seconds: float, *, edges: int = 2) -> dict[str, object]:
+def run_owner(
+    mode: str, n: int, seconds: float, *, edges: int = 2, wait_quiet_s: float = 30.0
+) -> dict[str, object]:
     """One of the OWNER_MODES: the owner's cost of `edges` idle nodes' pulls."""
     pull, viewer = OWNER_MODES[mode]
     with redis_server() as redis_url:
@@ -253,7 +255,7 @@ def run_owner(mode: str, n: int, seconds: float, *, edges: int = 2) -> dict[str,
             preset_leases(redis_url, "O", n)
             load = LoadRun(
                 owner,
-                *("-n", str(n), "--seconds", str(seconds), "--wait-quiet", "30"),
+                *("-n", str(n), "--seconds", str(seconds), "--wait-quiet", str(wait_quiet_s)),
                 *("--warmup", str(OWNER_WARMUP_S)),
                 tag=f"-{mode}",
             )
@@ -306,6 +308,7 @@ def run_owner(mode: str, n: int, seconds: float, *, edges: int = 2) -> dict[str,
         if player is not None
         else None,
         "other_busy_cores": r.get("other_busy_cores"),
+        "quiet_wait_s": r.get("quiet_wait_s"),
     }
 
 
@@ -371,6 +374,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="workers per node (relay modes)")
     parser.add_argument("--edges", type=int, default=2, help="idle nodes (owner modes)")
     parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=30.0,
+        help="owner modes: at most this long before each run for the machine to be idle",
+    )
+    parser.add_argument(
         "--modes",
         nargs="+",
         default=["direct", "relay-edge", "relay-pull"],
@@ -390,7 +399,9 @@ def main() -> None:
     for n in args.publishers:
         for mode in args.modes:
             if mode in OWNER_MODES:
-                row = run_owner(mode, n, args.seconds, edges=args.edges)
+                row = run_owner(
+                    mode, n, args.seconds, edges=args.edges, wait_quiet_s=args.wait_quiet
+                )
             else:
                 row = run(mode, n, args.seconds, workers=args.workers)
             print(json.dumps(row), flush=True)
