@@ -31,7 +31,8 @@ the CPU measured is the node's supervisor and all its workers.
 
 Prints one JSON object per run (also written to `--json-out`), then a table. The load
 generator (and the player) run on the same two cores; `other_busy_cores` says how busy the
-machine was besides (the edges count in it in the owner modes). `run(mode, n, seconds)` is the whole measurement, for another bench to call
+machine was besides (in the owner modes the edges count in it; `busy_cores_besides_bench`
+is what is left without them and the player: the kernel and other sessions). `run(mode, n, seconds)` is the whole measurement, for another bench to call
 (a section of bench_scale.py).
 """
 
@@ -78,6 +79,8 @@ secret = "bench-cluster-secret-0123456789"
 key_prefix = "bench"
 pull = "{pull}"
 """
+#: A node's start (imports, Redis, listeners) on a machine other sessions keep busy
+NODE_START_TIMEOUT_S = 60.0
 #: How long the owner's leases set before the load last (it renews them once it serves).
 PRESET_LEASE_MS = 600_000
 
@@ -107,9 +110,14 @@ class Node:
             stdout=open(Path(self.tmp) / "server.log", "w"),
             stderr=subprocess.STDOUT,
         )
-        wait_listening(self.port)
-        if workers > 1:
-            self._wait_workers(workers)
+        try:
+            wait_listening(self.port, timeout_s=NODE_START_TIMEOUT_S)
+            if workers > 1:
+                self._wait_workers(workers)
+        except RuntimeError as exc:
+            self.stop()
+            log = (Path(self.tmp) / "server.log").read_text()[-2000:]
+            raise RuntimeError(f"node {name} did not start: {exc}; its log: {log!r}") from None
         time.sleep(0.5)
 
     def _wait_workers(self, workers: int, timeout_s: float = 60.0) -> None:
@@ -172,9 +180,13 @@ def cpu_s(pid: int) -> float:
 def run(mode: str, n: int, seconds: float, *, workers: int = 1) -> dict[str, object]:
     with redis_server() as redis_url:
         owner = Node("O", redis_url, pull="always", workers=workers)
-        edge = Node(
-            "R", redis_url, pull="always" if mode == "relay-pull" else "never", workers=workers
-        )
+        try:
+            edge = Node(
+                "R", redis_url, pull="always" if mode == "relay-pull" else "never", workers=workers
+            )
+        except BaseException:
+            owner.stop()
+            raise
         try:
             preset_leases(redis_url, "O", n, workers=workers)
             target = owner if mode == "direct" else edge
@@ -248,10 +260,15 @@ def run_owner(
     """One of the OWNER_MODES: the owner's cost of `edges` idle nodes' pulls."""
     pull, viewer = OWNER_MODES[mode]
     with redis_server() as redis_url:
-        owner = Node("O", redis_url, pull=pull)
-        others = [Node(f"E{i + 1}", redis_url, pull=pull) for i in range(edges)]
+        nodes: list[Node] = []  #: stopped however the run ends, even half started
         player = None
         try:
+            owner = Node("O", redis_url, pull=pull)
+            nodes.append(owner)
+            others = []
+            for i in range(edges):
+                others.append(Node(f"E{i + 1}", redis_url, pull=pull))
+                nodes.append(others[-1])
             preset_leases(redis_url, "O", n)
             load = LoadRun(
                 owner,
@@ -281,9 +298,8 @@ def run_owner(
             if player is not None and player.poll() is None:
                 player.kill()
                 player.wait()
-            for node in others:
+            for node in reversed(nodes):
                 node.stop()
-            owner.stop()
     wall = after.t - before.t
     sent = sum(b - before.sent.get(peer, 0) for peer, b in after.sent.items())
     return {
@@ -308,6 +324,12 @@ def run_owner(
         if player is not None
         else None,
         "other_busy_cores": r.get("other_busy_cores"),
+        #: what is left of other_busy_cores without the edges and the player: other sessions
+        "busy_cores_besides_bench": round(
+            (r.get("other_busy_cores") or 0.0)
+            - (after.edges_cpu - before.edges_cpu + after.player_cpu - before.player_cpu) / wall,
+            2,
+        ),
         "quiet_wait_s": r.get("quiet_wait_s"),
     }
 
@@ -363,7 +385,7 @@ OWNER_COLUMNS = [
     ("all_connected", "all connected"),
     ("loadgen_cpu_pct", "loadgen CPU %"),
     ("player_cpu_pct", "player CPU %"),
-    ("other_busy_cores", "other busy cores"),
+    ("busy_cores_besides_bench", "busy cores besides"),
 ]
 
 
