@@ -553,6 +553,19 @@ class ClusterNode:
                 log.exception(
                     "cluster task %s failed node=%s: restarted", task.__name__, self.node_id
                 )
+            except BaseExceptionGroup as group:
+                #: a failure that came grouped with a cancellation (a library's task group
+                #: as the node stops): logged, and the cancellation goes on
+                cancelled, failed = group.split(trio.Cancelled)
+                if failed is not None:
+                    log.error(
+                        "cluster task %s failed node=%s while stopping",
+                        task.__name__,
+                        self.node_id,
+                        exc_info=failed,
+                    )
+                if cancelled is not None:
+                    raise cancelled from None
             await trio.sleep(self.settings.renew_s)
 
     async def leave(self) -> None:

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import attrs
 import coredis
 import coredis.exceptions
@@ -352,12 +353,25 @@ class ClusterRegistry:
 
     @asynccontextmanager
     async def events(self) -> AsyncIterator[AsyncIterator[dict[str, Any]]]:
-        """Every node's bundle events as they are published (none of before)."""
+        """Every node's bundle events as they are published (none of before).
+
+        Left by cancellation (the node stops), coredis's pubsub may fail its own cleanup
+        (it unsubscribes on a connection it already closed: `anyio.ClosedResourceError`,
+        grouped with the cancellation by its task group); that failure is dropped, the
+        cancellation goes on. A failure of Redis is `RegistryUnavailable`."""
         try:
             async with self.client.pubsub(channels=[self.events_channel]) as pubsub:
                 yield _messages(pubsub)
         except (coredis.exceptions.RedisError, OSError) as exc:
             raise RegistryUnavailable(f"events: {exc}") from None
+        except BaseExceptionGroup as group:
+            _closed, rest = group.split((anyio.ClosedResourceError, anyio.BrokenResourceError))
+            if rest is None:
+                return  #: only the cleanup failed: these events are over
+            failed, others = rest.split((coredis.exceptions.RedisError, OSError))
+            if others is None and failed is not None:
+                raise RegistryUnavailable(f"events: {_first_leaf(failed)}") from None
+            raise rest from None
 
 
 async def _messages(pubsub: Any) -> AsyncIterator[dict[str, Any]]:

@@ -7,10 +7,13 @@ import itertools
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 
+import anyio
 import pytest
 import trio
 
+from rtmp_ingest.cluster.node import ClusterNode
 from rtmp_ingest.cluster.registry import (
     ClusterRegistry,
     NodeInfo,
@@ -154,3 +157,50 @@ async def test_an_unreachable_redis_is_one_error_naming_the_call(prefix):
             url, node_id="a", prefix=prefix, lease_s=1.0, timeline_keep_s=60.0, timeout_s=2.0
         ) as dead:
             await dead.acquire("live/show")
+
+
+class CleanupFails:
+    """A coredis client whose pubsub fails its own cleanup when left by cancellation, as
+    coredis 6.9's does now and then (UNSUBSCRIBE on a connection it closed)."""
+
+    @asynccontextmanager
+    async def pubsub(self, channels: list[str]) -> AsyncIterator[list[object]]:
+        try:
+            yield []
+        except trio.Cancelled as exc:
+            raise BaseExceptionGroup("pubsub", [exc, anyio.ClosedResourceError()]) from None
+
+
+async def test_a_pubsub_that_fails_its_cleanup_does_not_outlive_the_cancellation():
+    """The node stops: its events listener is cancelled and leaves with only the
+    cancellation (SIGTERM used to end the daemon with exit code 1 and a traceback)."""
+    registry = ClusterRegistry(
+        CleanupFails(),  # type: ignore[arg-type]
+        node_id="a",
+        prefix="p",
+        lease_s=5.0,
+        timeline_keep_s=60.0,
+        timeout_s=2.0,
+    )
+    with trio.CancelScope() as scope:
+        async with registry.events():
+            scope.cancel()
+            await trio.sleep_forever()
+    assert scope.cancelled_caught
+
+
+async def test_a_cluster_task_failing_as_it_is_cancelled_is_logged_and_stops(caplog):
+    async def task(_reg: object) -> None:
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled as exc:
+            raise BaseExceptionGroup("a library", [exc, anyio.ClosedResourceError()]) from None
+
+    node = SimpleNamespace(node_id="a", settings=SimpleNamespace(renew_s=0.01))
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ClusterNode._supervised, node, task, None)
+            await trio.sleep(0.05)
+            scope.cancel()
+    assert scope.cancelled_caught
+    assert any("failed node=a while stopping" in r.getMessage() for r in caplog.records)
