@@ -16,8 +16,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SHARED_BENCH = REPO.parent / "shared" / "bench"
 RTMP_LOAD = SHARED_BENCH / "rtmp_load.py"
+#: ours as the benches' tables describe it: one process (`workers = 1`; the default "auto"
+#: would run a supervisor and a worker per core: bench/bench_scale.py measures that).
+#: BENCH_WORKERS=auto (or N) runs the same bench on the workers.
 OUR_CONFIG = """\
 log_level = "warning"
+workers = {workers}
 [rtmp]
 listen = "127.0.0.1:{port}"
 max_connections_per_address = 1000
@@ -28,6 +32,10 @@ max_streams = 4096
 [hls]
 enabled = {hls}
 """
+
+
+def _workers(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
 
 
 def free_port() -> int:
@@ -75,7 +83,10 @@ class Server:
             config = Path(self.tmp) / "config.toml"
             config.write_text(
                 OUR_CONFIG.format(
-                    port=self.port, http_port=self.http_port, hls="true" if self.hls else "false"
+                    port=self.port,
+                    http_port=self.http_port,
+                    hls="true" if self.hls else "false",
+                    workers=json.dumps(_workers(os.environ.get("BENCH_WORKERS", "1"))),
                 )
             )
             exe = REPO / ".venv" / "bin" / "rtmp-ingest"
