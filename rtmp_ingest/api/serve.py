@@ -69,6 +69,9 @@ class ConnectionStats:
     """Counters the metrics read."""
 
     open: int = 0
+    #: of `open`, the internal ones (other workers' forwards over a unix socket): not
+    #: counted against `http.max_connections`
+    internal: int = 0
     total: int = 0
     refused: int = 0
     write_timeouts: int = 0
@@ -185,8 +188,9 @@ class HttpListener:
             return
         limits = self._limits
         internal = ip == "local"  #: see the module docstring: not limited here
-        if not internal and self.stats.open >= limits.max_connections:
-            await self._refuse(stream, f"{self.stats.open} open, limit {limits.max_connections}")
+        outside = self.stats.open - self.stats.internal
+        if not internal and outside >= limits.max_connections:
+            await self._refuse(stream, f"{outside} open, limit {limits.max_connections}")
             return
         if not internal and self._per_address[ip] >= limits.max_connections_per_address:
             await self._refuse(
@@ -196,6 +200,7 @@ class HttpListener:
             )
             return
         self.stats.open += 1
+        self.stats.internal += internal
         self.stats.total += 1
         self._per_address[ip] += 1
         try:
@@ -217,6 +222,7 @@ class HttpListener:
                 )
         finally:
             self.stats.open -= 1
+            self.stats.internal -= internal
             self._per_address[ip] -= 1
             if not self._per_address[ip]:
                 del self._per_address[ip]

@@ -290,6 +290,8 @@ async def test_many_long_responses_forwarded_to_one_worker_all_start(nursery, tm
         with trio.fail_after(30):
             while len(started) < 150:
                 await trio.sleep(0.05)
+        #: counted as internal: none of them uses the owner's outside clients' allowance
+        assert owner.stats.open == owner.stats.internal == 150
         viewers.cancel_scope.cancel()
     assert started == [200] * 150
     assert owner.stats.refused == 0 and owner.stats.total == 150
