@@ -24,6 +24,10 @@ from rtmp_ingest.api.defs import EventSource
 #: and a subscriber that left is noticed: during a response hypercorn does not read the
 #: socket, so the client's close shows only as a failed write (the second after it)
 SSE_KEEPALIVE_S = 3.0
+#: SSE comment after the catch-up (the sources on air when the client subscribed): what
+#: follows happened since. Clients ignore comments; a merge of several workers' streams
+#: (cluster/machine.py) reads it.
+CATCH_UP_END = b": live\n\n"
 
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -66,6 +70,7 @@ class EventStreamResponse(Response):
                 await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
                 first = b": rtmp_ingest events\nretry: 2000\n\n"
                 first += b"".join(sse_block(name, payload) for name, payload in snapshot)
+                first += CATCH_UP_END
                 await send({"type": "http.response.body", "body": first, "more_body": True})
                 await self._follow(subscription.receive, send)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})

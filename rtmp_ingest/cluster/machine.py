@@ -18,7 +18,12 @@ followed again and its catch-up (the sources on air now) comes through as `activ
 The response's `X-Rtmp-Ingest-Worker` header names the worker that merges (the one
 whose loss ends the stream itself). The merged stream obeys the hub's rule for a slow subscriber (api/events.py): events
 are never waited for; a client `SUBSCRIBER_QUEUE_EVENTS` behind is cut off, reconnects
-and gets the current state again.
+and gets the current state again. The catch-ups and a lost worker's ends do not count
+against that bound (they are as many as the sources: a machine of thousands must not cut
+every client off at once). A worker's stream that ends while the supervisor still lists
+the worker (with the same pid, `LOST_CONFIRM_S` later) was cut by that worker, not lost:
+the merged stream then ends too, and its client resyncs. A worker silent for
+`EVENTS_READ_TIMEOUT_S` (no keepalive) is hung, and counts as lost.
 
 **Metrics** (`MachineMetrics`). Every live worker's `/metrics` is scraped at once (each
 bounded by `METRICS_SCRAPE_TIMEOUT_S`, so a stuck or dead worker costs the scrape that
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, Protocol
 
@@ -43,7 +49,7 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from rtmp_ingest.api.events import SUBSCRIBER_QUEUE_EVENTS
-from rtmp_ingest.api.sse import SSE_KEEPALIVE_S, sse_block
+from rtmp_ingest.api.sse import CATCH_UP_END, SSE_KEEPALIVE_S, sse_block
 
 log = logging.getLogger("rtmp_ingest.cluster")
 
@@ -54,6 +60,13 @@ METRICS_SCRAPE_TIMEOUT_S: Final = 2.0
 EVENTS_RETRY_S: Final = 0.5
 #: How long opening a worker's event stream may take (it answers at once: catch-up).
 EVENTS_CONNECT_TIMEOUT_S: Final = 5.0
+#: A worker's event stream silent this long (it sends a keepalive every SSE_KEEPALIVE_S)
+#: is a hung worker's: dropped like a lost one.
+EVENTS_READ_TIMEOUT_S: Final = 3 * SSE_KEEPALIVE_S
+#: How long a worker whose event stream ended may still be in the supervisor's table
+#: (with the same pid) before it is taken for alive: then the merged stream ends instead
+#: (its client reconnects and gets the current state, as from one worker).
+LOST_CONFIRM_S: Final = 2.0
 #: The longest SSE block a worker may send (one event: a source's tracks); longer is a
 #: broken stream, dropped like a lost worker.
 MAX_EVENT_BLOCK_BYTES: Final = 1024 * 1024
@@ -87,10 +100,16 @@ class Machine(Protocol):
 Clients = Callable[[int], httpx.AsyncClient]
 
 
+#: The name `SseBlocks` gives the catch-up's end (api/sse.py `CATCH_UP_END`).
+CAUGHT_UP: Final = ":live"
+_CAUGHT_UP_BLOCK = CATCH_UP_END.rstrip(b"\n")
+
+
 class SseBlocks:
     """Splits a text/event-stream into its events: `(name, payload)` per block.
 
-    Comments (`: keepalive`), `retry:` and blocks without JSON data are skipped.
+    Comments (`: keepalive`), `retry:` and blocks without JSON data are skipped, except
+    the catch-up's end, given as `(CAUGHT_UP, {})`.
     """
 
     def __init__(self, *, max_block_bytes: int = MAX_EVENT_BLOCK_BYTES) -> None:
@@ -99,7 +118,9 @@ class SseBlocks:
 
     def feed(self, data: bytes) -> list[tuple[str, dict[str, Any]]]:
         """The events `data` completes; raises ValueError on a block over the limit."""
-        self._buffer += data.replace(b"\r\n", b"\n")
+        self._buffer += data
+        if b"\r" in self._buffer:  #: CRLF lines, also split across two reads
+            self._buffer = bytearray(self._buffer.replace(b"\r\n", b"\n"))
         out: list[tuple[str, dict[str, Any]]] = []
         while True:
             end = self._buffer.find(b"\n\n")
@@ -115,6 +136,8 @@ class SseBlocks:
 
 
 def _parse_block(block: bytes) -> tuple[str, dict[str, Any]] | None:
+    if block == _CAUGHT_UP_BLOCK:
+        return CAUGHT_UP, {}
     name = "message"
     data: list[str] = []
     for raw in block.decode("utf-8", errors="replace").split("\n"):
@@ -137,6 +160,10 @@ def _parse_block(block: bytes) -> tuple[str, dict[str, Any]] | None:
 
 class _Overflow(Exception):
     """The merged stream's client fell too far behind."""
+
+
+class _Resync(Exception):
+    """A worker that is still there ended its stream: the merged stream ends too."""
 
 
 class WorkerEvents:
@@ -224,7 +251,7 @@ class MachineEvents:
             )
             await send({"type": "http.response.body", "body": body})
             return
-        out, merged = trio.open_memory_channel[tuple[str, dict[str, Any]]](SUBSCRIBER_QUEUE_EVENTS)
+        out, merged = trio.open_memory_channel[tuple[str, dict[str, Any]]](math.inf)
         try:
             async with trio.open_nursery() as nursery:
 
@@ -252,6 +279,9 @@ class MachineEvents:
         except* _Overflow:
             log.info("merged event stream: a subscriber fell behind; cut off")
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except* _Resync as group:
+            log.info("merged event stream: %s; its subscriber resyncs", group.exceptions[0])
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             if own is not None:
                 with trio.CancelScope(shield=True):
@@ -265,7 +295,7 @@ class MachineEvents:
             "GET",
             url,
             headers=headers,
-            timeout=httpx.Timeout(EVENTS_CONNECT_TIMEOUT_S, read=None),
+            timeout=httpx.Timeout(EVENTS_CONNECT_TIMEOUT_S, read=EVENTS_READ_TIMEOUT_S),
         )
         return await client.send(request, stream=True)
 
@@ -283,23 +313,45 @@ class MachineEvents:
         while True:
             if response is None:
                 response = await self._reopen(worker_id, url, headers)
-            part.joined(self.machine.pids.get(worker_id, 0))
+            pid = self.machine.pids.get(worker_id, 0)
+            part.joined(pid)
+            hung = False
             try:
                 if response.status_code == 200:
                     blocks = SseBlocks()
+                    live = False  #: past its catch-up: its events count against the bound
                     async for chunk in response.aiter_raw():
                         for name, payload in blocks.feed(chunk):
-                            _offer(out, part.event(name, payload))
+                            if name == CAUGHT_UP:
+                                live = True
+                            else:
+                                _offer(out, part.event(name, payload), bounded=live)
+            except httpx.ReadTimeout:
+                hung = True
+                log.warning("merged event stream: worker=%d is silent: taken for lost", worker_id)
             except (httpx.HTTPError, ValueError) as exc:
                 log.info("merged event stream: worker=%d's events ended: %s", worker_id, exc)
             finally:
                 with trio.CancelScope(shield=True):  #: its socket is freed however we leave
                     await response.aclose()
                 response = None
+            if not hung and await self._still_there(worker_id, pid):
+                raise _Resync(f"worker={worker_id} ended its event stream")
             for event in part.lost():
-                _offer(out, event)
+                _offer(out, event, bounded=False)
             with trio.move_on_after(EVENTS_RETRY_S):
                 await self.machine.wait_table_changed()
+
+    async def _still_there(self, worker_id: int, pid: int) -> bool:
+        """Whether the worker is still listed, as `pid`, `LOST_CONFIRM_S` after its stream
+        ended (a dead one leaves the supervisor's table within milliseconds)."""
+        with trio.move_on_after(LOST_CONFIRM_S):
+            while worker_id in self.machine.live_workers() and (
+                self.machine.pids.get(worker_id, 0) == pid
+            ):
+                await self.machine.wait_table_changed()
+            return False
+        return True
 
     async def _reopen(
         self, worker_id: int, url: str, headers: list[tuple[bytes, bytes]]
@@ -316,12 +368,15 @@ class MachineEvents:
 
 
 def _offer(
-    out: trio.MemorySendChannel[tuple[str, dict[str, Any]]], event: tuple[str, dict[str, Any]]
+    out: trio.MemorySendChannel[tuple[str, dict[str, Any]]],
+    event: tuple[str, dict[str, Any]],
+    *,
+    bounded: bool,
 ) -> None:
-    try:
-        out.send_nowait(event)
-    except trio.WouldBlock:
-        raise _Overflow from None
+    """Queues one event for the client; a live event past the bound cuts the client off."""
+    if bounded and out.statistics().current_buffer_used >= SUBSCRIBER_QUEUE_EVENTS:
+        raise _Overflow
+    out.send_nowait(event)
 
 
 async def _write(events: trio.MemoryReceiveChannel[tuple[str, dict[str, Any]]], send: Any) -> None:
@@ -379,7 +434,11 @@ class MachineMetrics:
             for worker_id in live:
                 nursery.start_soon(scrape, worker_id)
         own = answers.get(me)
-        if own is not None and own.status_code != 200:
+        if own is None:
+            #: no answer of its own: it cannot say whether the scrape may see the others
+            await _send_error(send, 503, "this worker's metrics did not answer in time")
+            return
+        if own.status_code != 200:
             #: this worker's refusal (metrics protected, no admin key) is the answer
             await send(
                 {
@@ -412,22 +471,25 @@ def merge_metrics(
     texts: Mapping[int, str], up: Mapping[int, bool], restarts: Mapping[int, int]
 ) -> bytes:
     """The workers' exposition texts as one, each sample labelled `worker="ID"`."""
-    families: dict[str, Metric] = {}
+    #: by name and type: the parser names a counter `x_total` family "x", which may also
+    #: be a gauge's name (rtmp_ingest_connections is both)
+    families: dict[tuple[str, str], Metric] = {}
     for worker_id in sorted(texts):
         label = str(worker_id)
         for family in text_string_to_metric_families(texts[worker_id]):
-            merged = families.get(family.name)
+            key = (family.name, family.type)
+            merged = families.get(key)
             if merged is None:
-                merged = families[family.name] = Metric(
+                merged = families[key] = Metric(
                     family.name, family.documentation, family.type, family.unit
                 )
             for sample in family.samples:
+                labels = dict(sample.labels)
+                if "worker" in labels:  #: a label of its own keeps its value, renamed
+                    labels["exported_worker"] = labels.pop("worker")
+                labels["worker"] = label
                 merged.add_sample(
-                    sample.name,
-                    {**sample.labels, "worker": label},
-                    sample.value,
-                    sample.timestamp,
-                    sample.exemplar,
+                    sample.name, labels, sample.value, sample.timestamp, sample.exemplar
                 )
     workers_up = Metric("rtmp_ingest_worker_up", "1 if the worker answered this scrape", "gauge")
     restarted = Metric(
@@ -439,8 +501,8 @@ def merge_metrics(
         restarted.add_sample(
             "rtmp_ingest_worker_restarts_total", labels, float(restarts.get(worker_id, 0))
         )
-    families[workers_up.name] = workers_up
-    families[restarted.name] = restarted
+    families[(workers_up.name, workers_up.type)] = workers_up
+    families[(restarted.name, restarted.type)] = restarted
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(families.values()))
     return generate_latest(registry)

@@ -556,7 +556,7 @@ class ClusterNode:
             except BaseExceptionGroup as group:
                 #: a failure that came grouped with a cancellation (a library's task group
                 #: as the node stops): logged, and the cancellation goes on
-                cancelled, failed = group.split(trio.Cancelled)
+                failed, rest = group.split(Exception)
                 if failed is not None:
                     log.error(
                         "cluster task %s failed node=%s while stopping",
@@ -564,8 +564,8 @@ class ClusterNode:
                         self.node_id,
                         exc_info=failed,
                     )
-                if cancelled is not None:
-                    raise cancelled from None
+                if rest is not None:  #: the cancellation (or KeyboardInterrupt): it goes on
+                    raise rest from None
             await trio.sleep(self.settings.renew_s)
 
     async def leave(self) -> None:

@@ -366,8 +366,9 @@ class ClusterRegistry:
             raise RegistryUnavailable(f"events: {exc}") from None
         except BaseExceptionGroup as group:
             _closed, rest = group.split((anyio.ClosedResourceError, anyio.BrokenResourceError))
-            if rest is None:
-                return  #: only the cleanup failed: these events are over
+            if rest is None:  #: only the cleanup failed: these events are over
+                log.info("cluster events node=%s: the subscription closed", self.node_id)
+                return
             failed, others = rest.split((coredis.exceptions.RedisError, OSError))
             if others is None and failed is not None:
                 raise RegistryUnavailable(f"events: {_first_leaf(failed)}") from None

@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rtmp_ingest.api.sse import sse_block
+from rtmp_ingest.api.sse import CATCH_UP_END, sse_block
 from rtmp_ingest.cluster import machine
 from rtmp_ingest.cluster.machine import (
+    CAUGHT_UP,
     WORKER_LOST,
     MachineEvents,
     MachineMetrics,
@@ -77,9 +78,18 @@ def test_split_anywhere_the_same_events_come_out(events, data):
     assert blocks.feed(raw[:cut]) + blocks.feed(raw[cut:]) == events
 
 
-def test_crlf_lines_and_multiline_data_are_read():
+def test_crlf_lines_and_multiline_data_are_read_however_split():
     raw = b'event: active\r\ndata: {"stream":\r\ndata: "live/a"}\r\n\r\n'
-    assert SseBlocks().feed(raw) == [("active", {"stream": "live/a"})]
+    for cut in range(len(raw) + 1):
+        blocks = SseBlocks()
+        assert blocks.feed(raw[:cut]) + blocks.feed(raw[cut:]) == [
+            ("active", {"stream": "live/a"})
+        ], cut
+
+
+def test_the_end_of_the_catch_up_is_told():
+    raw = sse_block("active", {"stream": "live/a"}) + CATCH_UP_END + b": keepalive\n\n"
+    assert SseBlocks().feed(raw) == [("active", {"stream": "live/a"}), (CAUGHT_UP, {})]
 
 
 @given(st.binary(max_size=300))
@@ -217,6 +227,7 @@ class FakeWorker:
         send, receive = trio.open_memory_channel[bytes | None](100)
         self.streams.append(send)
         first = b": rtmp_ingest events\nretry: 2000\n\n" + wire(self.snapshot, comments=False)
+        first += CATCH_UP_END
 
         async def body():
             yield first
@@ -242,12 +253,17 @@ class Subscriber:
         self.body = b""
         self.changed = trio.Event()
         self.gone = trio.Event()
+        self._blocks = SseBlocks()
+        self._events: list[tuple[str, dict[str, Any]]] = []
 
     async def send(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             self.start = message
         else:
-            self.body += message.get("body", b"")
+            body = message.get("body", b"")
+            self.body += body
+            if self.start.get("status") == 200:
+                self._events += self._blocks.feed(body)
         self.changed.set()
         self.changed = trio.Event()
 
@@ -256,7 +272,7 @@ class Subscriber:
         return {"type": "http.disconnect"}
 
     def events(self) -> list[tuple[str, dict[str, Any]]]:
-        return SseBlocks().feed(self.body)
+        return list(self._events)
 
     async def wait_for(self, predicate: Any) -> None:
         with trio.fail_after(10):
@@ -417,3 +433,68 @@ async def test_metrics_protected_on_the_worker_reached_stay_protected():
         await MachineMetrics(fake, clients_of(workers))(SCOPE, client.send, [])
     assert client.start["status"] == 401
     assert b"admin key required" in client.body
+
+
+async def test_a_worker_that_ends_its_stream_but_lives_makes_the_client_resync(monkeypatch):
+    """Not a loss (its hub cut the merge off, say): no "worker lost" ends, the merged
+    stream ends, and the client reconnects to the current state."""
+    monkeypatch.setattr(machine, "LOST_CONFIRM_S", 0.2)
+    fake = FakeMachine()
+    workers = {0: FakeWorker(), 1: FakeWorker()}
+    workers[1].snapshot = [("active", {"stream": "live/b", "sourceId": "cam1"})]
+    client = Subscriber()
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(MachineEvents(fake, clients_of(workers)), SCOPE, client.receive,
+                               client.send, [])  # fmt: skip
+            await client.wait_for(lambda events: len(events) == 1)
+            workers[1].die()  #: its stream ends; the table still lists it with its pid
+    assert [n for n, _p in client.events()] == ["active"]
+    assert client.body.endswith(b"\n\n")
+
+
+async def test_a_catch_up_of_thousands_of_sources_is_not_a_slow_client():
+    fake = FakeMachine()
+    workers = {0: FakeWorker(), 1: FakeWorker()}
+    for worker_id, worker in workers.items():
+        worker.snapshot = [
+            ("active", {"stream": f"live/{worker_id}-{n // 4}", "sourceId": f"cam{n % 4}"})
+            for n in range(1500)
+        ]
+    client = Subscriber()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(MachineEvents(fake, clients_of(workers)), SCOPE, client.receive,
+                           client.send, [])  # fmt: skip
+        await client.wait_for(lambda events: len(events) == 3000)
+        client.gone.set()
+
+
+def test_a_counter_and_a_gauge_of_one_base_name_stay_two_families():
+    #: as api/metrics.py writes them (a collector, so prometheus_client lets both be)
+    text = (
+        "# HELP rtmp_ingest_connections Open\n# TYPE rtmp_ingest_connections gauge\n"
+        "rtmp_ingest_connections 3.0\n"
+        "# HELP rtmp_ingest_connections_total Accepted\n"
+        "# TYPE rtmp_ingest_connections_total counter\nrtmp_ingest_connections_total 9.0\n"
+        '# HELP rtmp_ingest_pool A pool\n# TYPE rtmp_ingest_pool gauge\nrtmp_ingest_pool{worker="x"} 1.0\n'
+    )
+    merged = merge_metrics({0: text, 1: text}, {0: True, 1: True}, {}).decode()
+    assert "# TYPE rtmp_ingest_connections gauge" in merged
+    assert "# TYPE rtmp_ingest_connections_total counter" in merged
+    assert 'rtmp_ingest_connections_total{worker="1"} 9.0' in merged
+    assert 'rtmp_ingest_pool{exported_worker="x",worker="0"} 1.0' in merged
+
+
+async def test_a_scrape_whose_own_worker_does_not_answer_is_503():
+    fake = FakeMachine()
+    workers = {0: FakeWorker(), 1: FakeWorker()}
+    workers[1].metrics = worker_text(1)
+
+    async def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    workers[0].handle = down  # type: ignore[method-assign]
+    client = Subscriber()
+    with trio.fail_after(10):
+        await MachineMetrics(fake, clients_of(workers))(SCOPE, client.send, [])
+    assert client.start["status"] == 503

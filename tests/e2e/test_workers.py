@@ -338,6 +338,7 @@ async def test_two_workers_serve_every_stream_from_its_owner(workers: Workers, n
     }
     lost = {s["path"] for s in listing["streams"] if s["worker"]["id"] == victim}
     starts = {e.url: e.starts for e in encoders}
+    seen_before_kill = len(events.events)
     os.kill(victim_pid, signal.SIGKILL)
 
     async def restarted() -> Any:
@@ -368,7 +369,6 @@ async def test_two_workers_serve_every_stream_from_its_owner(workers: Workers, n
 
     # -- the event stream went on: the lost worker's sources ended, then came back -----
     assert not events.ended, "the event stream ended with a worker it did not run on"
-    new_pid = next(w["pid"] for w in listing["workers"] if w["id"] == victim)
     for path, source in PUBLISHERS:
         if path not in lost:
             continue
@@ -377,14 +377,19 @@ async def test_two_workers_serve_every_stream_from_its_owner(workers: Workers, n
         assert events.named("stopped", stream=path, reason="worker lost"), path
 
     async def lost_ones_back() -> bool:
+        """Each lost source is announced again by the worker that serves it now (the
+        restarted one, or the survivor if its encoder came back first)."""
+        now = {s["path"]: s["worker"] for s in (await workers.streams())["streams"]}
+        since = events.events[seen_before_kill:]
         return all(
             any(
-                e["worker"] == {"id": victim, "pid": new_pid}
-                for e in events.named("active", stream=p, sourceId=c)
+                n == "active" and e["stream"] == p and e.get("sourceId") == c
+                and e["worker"] == now.get(p)
+                for n, e in since
             )
             for p, c in PUBLISHERS
             if p in lost
-        )
+        )  # fmt: skip
 
     await wait_for(lost_ones_back, 30)
     assert not [
