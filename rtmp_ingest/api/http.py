@@ -158,6 +158,7 @@ class Api:
                             "bandwidth": t.bandwidth(),
                             "targetDuration": t.target_duration,
                             "bytesOut": t.bytes_out,
+                            "framesCut": t.frames_cut,
                         }
                         for t in hls.live_tracks()
                     ],

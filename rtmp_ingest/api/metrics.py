@@ -166,7 +166,7 @@ class ServerCollector:
         yield CounterMetricFamily(
             "rtmp_ingest_hls_errors",
             "Frames the HLS packager could not use",
-            value=hls.errors + sum(s.frames_skipped for s in hls.sources.values()),
+            value=hls.errors + hls.frames_unused(),
         )
         yield from self._http()
 

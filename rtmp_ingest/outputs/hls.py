@@ -186,7 +186,9 @@ class TrackHls:
         self._inband = b""
         self._last_key_dts: int | None = None
         self._gop_ticks = 0  #: distance of the last two keyframes
-        self.frames_cut = 0  #: video frames dropped after a segment was cut at its byte bound
+        #: video frames dropped after a segment was cut between keyframes (its byte bound,
+        #: or a GOP longer than the fixed target duration)
+        self.frames_cut = 0
 
     # -- input -------------------------------------------------------------------------
 
@@ -243,14 +245,13 @@ class TrackHls:
         )
         if (
             current is None
-            or (keyframe and self._new_segment_due(dts))
+            or (keyframe and (self._new_segment_due(dts) or self._next_key_overruns(dts)))
             or self._too_long(dts, nominal_guess=self._nominal)
             or too_big
         ):
             self._close_segment()
             if video and not keyframe:
-                if too_big or current is None:
-                    self.frames_cut += 1
+                self.frames_cut += 1
                 return  #: a video segment starts at a keyframe
             self._open_segment(dts, dts_ms)
         if video and keyframe:
@@ -330,6 +331,20 @@ class TrackHls:
             return False
         limit = (self.fixed_target_duration + 0.45) * self.spec.timescale
         return dts + (nominal_guess or 0) - current.start_ticks > limit
+
+    def _next_key_overruns(self, dts: int) -> bool:
+        """A keyframe at `dts` starts the segment before it is due when the next one, by
+        the GOP cadence, would come past the cut of `_too_long`: a segment cut between
+        keyframes loses every frame up to the next keyframe (a video segment starts at
+        one), and a reconnect or a switch shifts where keyframes fall."""
+        gop = self._gop_ticks
+        if not gop or self.media is Media.AUDIO:
+            return False
+        if self.fixed_target_duration is None or self.spec is None:
+            return False
+        if gop + (self._nominal or 0) > self.fixed_target_duration * self.spec.timescale:
+            return False  #: a GOP longer than the target: cut where `_too_long` says
+        return self._too_long(dts + gop, nominal_guess=self._nominal)
 
     def _new_segment_due(self, dts: int) -> bool:
         current = self.current
@@ -561,12 +576,12 @@ class TrackHls:
         next_dts = self._last_dts + step
         if self._too_long(next_dts, nominal_guess=step):
             return True
-        if not self._new_segment_due(next_dts):
-            return False
         if self.media is Media.AUDIO or not self._gop_ticks or self._last_key_dts is None:
-            return True
+            return self._new_segment_due(next_dts)
         #: video: only if the next frame is the next keyframe of the GOP cadence
-        return next_dts - self._last_key_dts >= self._gop_ticks - step // 2
+        if next_dts - self._last_key_dts < self._gop_ticks - step // 2:
+            return False
+        return self._new_segment_due(next_dts) or self._next_key_overruns(next_dts)
 
     def part_pending(self, msn: int, index: int) -> bool:
         """Whether the part is the one being filled (what the preload hint names)."""
@@ -695,6 +710,10 @@ class SourceHls:
         self.ended = True
         for track in self.tracks.values():
             track.end()
+
+    def frames_unused(self) -> int:
+        """Frames that reached no playlist: without an mp4 sample entry, or cut (TrackHls)."""
+        return self.frames_skipped + sum(t.frames_cut for t in self.tracks.values())
 
     def held_bytes(self) -> int:
         """Media bytes the source's playlists hold (the memory HLS costs it)."""

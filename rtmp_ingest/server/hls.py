@@ -97,6 +97,7 @@ class HlsService:
         self.requests = {"playlist": 0, "segment": 0, "part": 0, "init": 0, "blocked": 0}
         self.bytes_out = 0
         self.errors = 0
+        self._frames_unused_gone = 0  #: `frames_unused` of the sources no longer listed
         self._disk_failed = False
         #: segment files already on disk, per source (so each is joined and written once)
         self._written: dict[Key, set[Path]] = {}
@@ -196,6 +197,16 @@ class HlsService:
             event = self._changed[key] = trio.Event()
         await event.wait()
 
+    def _forget(self, key: Key, source: SourceHls) -> None:
+        del self.sources[key]
+        self._written.pop(key, None)
+        self._attempts.pop(key, None)
+        self._frames_unused_gone += source.frames_unused()
+
+    def frames_unused(self) -> int:
+        """Frames the packager could not use (skipped or cut), gone sources included."""
+        return self._frames_unused_gone + sum(s.frames_unused() for s in self.sources.values())
+
     async def _package_safely(self, key: Key, source: SourceHls) -> None:
         try:
             await self._package(key, source)
@@ -204,9 +215,7 @@ class HlsService:
             source.end()
             self._notify(key)
             if self.sources.get(key) is source:
-                del self.sources[key]
-                self._written.pop(key, None)
-                self._attempts.pop(key, None)
+                self._forget(key, source)
 
     async def _package(self, key: Key, source: SourceHls) -> None:
         reader = self.registry.subscribe(key[0], key[1], start=StartMode.GOP)
@@ -258,9 +267,7 @@ class HlsService:
         log.info("hls end stream=%s sourceId=%r", *key)
         await trio.sleep(self.linger_s)
         if self.sources.get(key) is source:
-            del self.sources[key]
-            self._written.pop(key, None)
-            self._attempts.pop(key, None)
+            self._forget(key, source)
             if self.directory is not None:
                 try:
                     await trio.to_thread.run_sync(_remove_tree, self._source_dir(source))

@@ -119,6 +119,9 @@ class FakeHls:
         self.bytes_out = 0
         self.errors = 0
 
+    def frames_unused(self) -> int:
+        return 0
+
     def has_stream(self, stream_path: str) -> bool:
         return False
 

@@ -364,3 +364,28 @@ def test_source_path_components_never_collide_or_climb(source_id, expected):
     assert source_segment(source_id) == expected
     assert disk_path("live/..") == "live/%2E%2E"
     assert disk_path("live/show") == "live/show"
+
+
+def test_a_keyframe_cadence_moved_by_a_reconnect_loses_no_frames():
+    """A reconnect gap shifts where keyframes fall: a keyframe whose next one (by the GOP
+    cadence) would overrun the target duration starts the segment early, instead of the
+    segment being cut mid-GOP and every frame up to the next keyframe dropped."""
+    before = encoded(3.5, gop_s=1.0, audio=None)
+    last = max(o.dts_ms for o in before)
+    after = [
+        attrs.evolve(o, dts_ms=o.dts_ms + last + 430, discontinuity=False)
+        for o in encoded(7.0, gop_s=1.0, audio=None)
+    ]
+    outs = before + after
+    source = package(outs)
+    video = source.tracks["video0"]
+    got = decode_track(video)
+    shift = MEDIA_TIME_LEAD_MS - outs[0].dts_ms
+    sent = [
+        (o.dts_ms + shift, o.dts_ms + o.frame.cts_ms + shift) for o in outs if not o.frame.config
+    ]
+    assert len(got) > len(before) + 100, "the segments after the gap are complete"
+    assert got == sent[: len(got)], "every frame reaches the playlist, in order"
+    playlist = parse(video.playlist())
+    assert all(round(s.duration) <= playlist.target_duration for s in playlist.segments if s.uri)
+    assert video.frames_cut == 0

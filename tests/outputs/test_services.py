@@ -172,3 +172,28 @@ async def test_an_hls_disk_copy_whose_write_failed_is_written_later(tmp_path, mo
     assert listed <= on_disk, f"refused writes were tried again: missing {listed - on_disk}"
     assert service.errors >= 1 and service.disk_files_given_up == 0
     assert not list(tmp_path.rglob("*.tmp")), "a failed write leaves no temporary behind"
+
+
+async def test_frames_hls_could_not_use_stay_counted_after_their_source_is_gone():
+    """rtmp_ingest_hls_errors is a counter: a source leaving the list takes nothing off."""
+    bundle = FakeBundle()
+    service = HlsService(config=HlsConfig(linger_s=0.0), registry=bundle)
+    outs = encoded(3.0, audio=None)
+    first_key = next(i for i, o in enumerate(outs) if o.frame.keyframe and not o.frame.config)
+    # frames before a keyframe cannot start a video segment: cut, and counted
+    lead = outs[first_key + 1 : first_key + 4]
+    config = [o for o in outs if o.frame.config]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        service.on_event(active("live/s"))
+        await trio.testing.wait_all_tasks_blocked()
+        reader = bundle.readers[("live/s", "cam")]
+        await feed_all(reader, config + lead + outs[first_key:])
+        counted = service.frames_unused()
+        assert counted == 3
+        service.on_event(Inactive(stream_path="live/s", source_id="cam"))
+        with trio.fail_after(10):
+            while service.sources:
+                await trio.sleep(0.01)
+        assert service.frames_unused() == counted
+        nursery.cancel_scope.cancel()
