@@ -51,13 +51,28 @@ class Subscription(Protocol):
     def close(self) -> None: ...
 
 
+#: ASGI scope key: true on a request another worker of this machine makes for its own
+#: merge (cluster/forward.py sets it), so the event stream it follows is a leg of another
+#: worker's subscriber, not a subscriber of its own
+INTERNAL_LEG_SCOPE = "rtmp_ingest.internal_leg"
+
+
 class EventSource(Protocol):
     """Where bundle events come from, already as JSON (api/events.py's `EventHub`)."""
 
-    def subscribe(self, stream_filter: str | None = None) -> Subscription: ...
+    def subscribe(
+        self, stream_filter: str | None = None, *, internal: bool = False
+    ) -> Subscription: ...
 
     @property
-    def subscribers(self) -> int: ...
+    def subscribers(self) -> int:
+        """Event-stream clients (with workers: those whose merge this worker runs)."""
+        ...
+
+    @property
+    def internal_subscribers(self) -> int:
+        """Legs of another worker's merge (cluster/machine.py) this worker feeds."""
+        ...
 
 
 class BoundView(Protocol):

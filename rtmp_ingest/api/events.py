@@ -105,8 +105,9 @@ def event_json(event: object, *, wall_origin_s: float) -> tuple[str, dict[str, A
 class Subscription:
     """One subscriber's queue of (name, payload) pairs."""
 
-    def __init__(self, hub: EventHub, stream_filter: str | None) -> None:
+    def __init__(self, hub: EventHub, stream_filter: str | None, internal: bool = False) -> None:
         self.stream_filter = stream_filter
+        self.internal = internal
         self._send, self.receive = trio.open_memory_channel[tuple[str, dict[str, Any]]](
             SUBSCRIBER_QUEUE_EVENTS
         )
@@ -133,20 +134,32 @@ class EventHub:
 
     def __init__(self) -> None:
         self._subscriptions: set[Subscription] = set()
+        self._internal = 0  #: of them, legs of another worker's merge
         self.dropped_subscribers = 0
         self.published = 0
 
-    def subscribe(self, stream_filter: str | None = None) -> Subscription:
-        subscription = Subscription(self, stream_filter)
+    def subscribe(
+        self, stream_filter: str | None = None, *, internal: bool = False
+    ) -> Subscription:
+        """`internal`: a leg of another worker's merged stream (api/defs.py
+        `INTERNAL_LEG_SCOPE`), counted apart from the clients."""
+        subscription = Subscription(self, stream_filter, internal)
         self._subscriptions.add(subscription)
+        self._internal += internal
         return subscription
 
     def _remove(self, subscription: Subscription) -> None:
-        self._subscriptions.discard(subscription)
+        if subscription in self._subscriptions:
+            self._subscriptions.discard(subscription)
+            self._internal -= subscription.internal
 
     @property
     def subscribers(self) -> int:
-        return len(self._subscriptions)
+        return len(self._subscriptions) - self._internal
+
+    @property
+    def internal_subscribers(self) -> int:
+        return self._internal
 
     def publish(self, event: object, *, wall_origin_s: float) -> None:
         name, payload = event_json(event, wall_origin_s=wall_origin_s)

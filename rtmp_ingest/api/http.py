@@ -44,7 +44,7 @@ from starlette.routing import Route
 
 from rtmp_ingest import __version__
 from rtmp_ingest.api.claims import parse_json_body, token_warning
-from rtmp_ingest.api.defs import ApiServer
+from rtmp_ingest.api.defs import INTERNAL_LEG_SCOPE, ApiServer
 from rtmp_ingest.api.events import event_json
 from rtmp_ingest.api.metrics import make_registry
 from rtmp_ingest.api.serve import BodyLimit, ConnectionStats, HttpLimits, HttpListener
@@ -392,7 +392,10 @@ class Api:
             return denied
         stream_filter = request.query_params.get("stream") or None
         return EventStreamResponse(
-            self.server.hub, stream_filter, lambda: self._current_state(stream_filter)
+            self.server.hub,
+            stream_filter,
+            lambda: self._current_state(stream_filter),
+            internal=bool(request.scope.get(INTERNAL_LEG_SCOPE)),
         )
 
     def _current_state(self, stream_filter: str | None) -> list[tuple[str, dict[str, Any]]]:

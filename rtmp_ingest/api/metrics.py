@@ -128,8 +128,13 @@ class ServerCollector:
         )
         yield GaugeMetricFamily(
             "rtmp_ingest_event_subscribers",
-            "Event-stream subscribers",
+            "Event-stream subscribers (with workers: on the worker that merges for them)",
             value=server.hub.subscribers,
+        )
+        yield GaugeMetricFamily(
+            "rtmp_ingest_event_internal_subscribers",
+            "Event streams followed by another worker's merge (with workers)",
+            value=server.hub.internal_subscribers,
         )
         hls = server.hls
         yield GaugeMetricFamily(

@@ -49,14 +49,17 @@ class EventStreamResponse(Response):
         hub: EventSource,
         stream_filter: str | None,
         current: Callable[[], list[tuple[str, dict[str, Any]]]],
+        *,
+        internal: bool = False,
     ) -> None:
         super().__init__()
         self._hub = hub
+        self._internal = internal
         self._filter = stream_filter
         self._current = current
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        subscription = self._hub.subscribe(self._filter)
+        subscription = self._hub.subscribe(self._filter, internal=self._internal)
         try:
             snapshot = self._current()
             async with trio.open_nursery() as nursery:

@@ -40,7 +40,8 @@ from urllib.parse import parse_qsl, urlencode
 
 import httpx
 
-from rtmp_ingest.cluster.machine import MachineEvents, MachineMetrics
+from rtmp_ingest.api.defs import INTERNAL_LEG_SCOPE
+from rtmp_ingest.cluster.machine import LEG_HEADER, MachineEvents, MachineMetrics
 
 log = logging.getLogger("rtmp_ingest.cluster")
 
@@ -203,8 +204,10 @@ class Forwarder:
         if value:
             host, _, port = value.decode("latin-1").rpartition(":")
             client = (host.strip("[]"), int(port) if port.isdigit() else 0)
-        headers = [h for h in scope["headers"] if h[0] not in (HOP_HEADER, CLIENT_HEADER)]
-        return {**scope, "headers": headers, "client": client}
+        leg = _header(scope, LEG_HEADER) is not None
+        drop = (HOP_HEADER, CLIENT_HEADER, LEG_HEADER)
+        headers = [h for h in scope["headers"] if h[0] not in drop]
+        return {**scope, "headers": headers, "client": client, INTERNAL_LEG_SCOPE: leg}
 
     async def _serve_here(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path: str = scope["path"]
@@ -271,7 +274,7 @@ class Forwarder:
         headers = [
             (k, v)
             for k, v in scope["headers"]
-            if k not in _HOP_BY_HOP and k not in (HOP_HEADER, CLIENT_HEADER)
+            if k not in _HOP_BY_HOP and k not in (HOP_HEADER, CLIENT_HEADER, LEG_HEADER)
         ]
         headers.append((HOP_HEADER, self.cluster.hop_secret.encode()))
         client = scope.get("client")

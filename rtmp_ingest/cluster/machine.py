@@ -96,6 +96,11 @@ class Machine(Protocol):
     async def wait_table_changed(self) -> None: ...
 
 
+#: On the merge's request to another worker: this event stream is a leg of a subscriber
+#: served elsewhere (its `rtmp_ingest_event_internal_subscribers`, not `…_subscribers`).
+#: The merging worker's own leg goes without it: there the client is counted, once.
+LEG_HEADER: Final = b"x-rtmp-ingest-leg"
+
 #: A worker id → an HTTP client of that worker's internal socket (cluster/forward.py).
 Clients = Callable[[int], httpx.AsyncClient]
 
@@ -291,6 +296,8 @@ class MachineEvents:
         self, worker_id: int, url: str, headers: list[tuple[bytes, bytes]]
     ) -> httpx.Response:
         client = self.clients(worker_id)
+        if worker_id != self.machine.worker_id:
+            headers = [*headers, (LEG_HEADER, b"1")]
         request = client.build_request(
             "GET",
             url,

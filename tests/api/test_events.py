@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
+from rtmp_ingest.api.defs import INTERNAL_LEG_SCOPE
 from rtmp_ingest.api.events import EventHub, event_json
 from rtmp_ingest.api.http import build_app
 from rtmp_ingest.bundle import Active, Inactive, Reconnecting
@@ -111,6 +113,26 @@ async def test_a_subscriber_catches_up_follows_and_is_removed_when_it_leaves():
     ]
     assert events[0][1]["timelineOrigin"] == "2026-01-01T00:00:10.000Z"
     assert client.sent[0]["status"] == 200
+
+
+async def test_another_workers_merge_is_counted_as_a_leg_not_a_subscriber():
+    """With workers each client's merge follows every worker: the client counts once, on
+    the worker that merges for it; the other workers count a leg."""
+    server = FakeServer()
+    app = build_app(server)
+    client = Client()
+    async with trio.open_nursery() as nursery:
+        scope = {**SCOPE, INTERNAL_LEG_SCOPE: True}
+        nursery.start_soon(app, scope, client.receive, client.send)
+        await client.got_body.wait()
+        assert (server.hub.subscribers, server.hub.internal_subscribers) == (0, 1)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as http:
+            metrics = (await http.get("/metrics")).text
+        assert "rtmp_ingest_event_subscribers 0.0" in metrics
+        assert "rtmp_ingest_event_internal_subscribers 1.0" in metrics
+        client.leave.set()
+    assert (server.hub.subscribers, server.hub.internal_subscribers) == (0, 0)
 
 
 async def test_a_client_that_leaves_before_the_body_starts_leaves_no_subscriber():

@@ -398,6 +398,13 @@ async def test_two_workers_serve_every_stream_from_its_owner(workers: Workers, n
     metrics = (await workers.get("/metrics")).text
     assert samples(metrics, "rtmp_ingest_worker_up") == {"0": 1.0, "1": 1.0}
     assert samples(metrics, "rtmp_ingest_worker_restarts_total")[str(victim)] == 1.0
+    #: one client of the event stream: counted once, on the worker that merges for it
+    served_by = str(events.served_by)
+    assert samples(metrics, "rtmp_ingest_event_subscribers") == {served_by: 1.0, str(victim): 0.0}
+    assert samples(metrics, "rtmp_ingest_event_internal_subscribers") == {
+        served_by: 0.0,
+        str(victim): 1.0,
+    }
     for encoder in encoders:
         encoder.stop()
 
