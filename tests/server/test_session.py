@@ -20,7 +20,7 @@ from rtmp_ingest.app import App
 from rtmp_ingest.bundle import EndReason
 from rtmp_ingest.rtmp import events as ev
 from rtmp_ingest.server import listener as listener_mod
-from rtmp_ingest.server import rtmp as rtmp_mod
+from rtmp_ingest.server import rtmp_play
 from rtmp_ingest.server.rtmp import RtmpSession
 from tests.tools.rtmp_client import TrioRtmpClient
 
@@ -311,7 +311,7 @@ async def test_a_paused_player_that_stops_reading_is_dropped_after_the_write_tim
         while any(s.player is not None for s in daemon.sessions):
             await trio.sleep(0.1)
     timeout_s = daemon.config.rtmp.write_timeout_s
-    assert trio.current_time() - started <= timeout_s + rtmp_mod.PAUSED_PING_INTERVAL_S + 1
+    assert trio.current_time() - started <= timeout_s + rtmp_play.PAUSED_PING_INTERVAL_S + 1
 
 
 async def test_a_paused_player_that_keeps_reading_stays(
