@@ -19,7 +19,8 @@ import trio
 from rtmp_ingest.auth.tokens import TokenClaims
 from rtmp_ingest.bundle import RegistryStatistics, SourceStatistics, StreamStatistics
 from rtmp_ingest.config import Config
-from rtmp_ingest.outputs.hls import HlsSettings, SourceHls
+from rtmp_ingest.outputs.hls import HlsSettings
+from rtmp_ingest.outputs.hls_source import SourceHls
 from rtmp_ingest.outputs.record import SourceRecording
 
 

@@ -1,7 +1,8 @@
-"""Low-Latency HLS (fMP4/CMAF) packaging of one source: segments, parts, playlists.
+"""Low-Latency HLS (fMP4/CMAF) packaging of one track: segments, parts, playlists.
 
-Synchronous and free of I/O: the trio driver (`server/hls.py`) feeds a
-`SourceHls` the source's frames from the bundle and serves what it holds.
+Synchronous and free of I/O: the trio driver (`server/hls.py`) feeds a source's
+`SourceHls` (outputs/hls_source.py) its frames from the bundle, which hands each
+track's to its `TrackHls`, and serves what they hold.
 
 Each track of a source (video layers, audio renditions) has its own media
 playlist (`TrackHls`): its own fMP4 init segment, segments cut at keyframes
@@ -14,12 +15,10 @@ with other settings) starts a new segment with a new init segment and
 the source's timeline origin on the wall clock, which is common to the sources
 of a stream (bundle continuity), so players can line sources up.
 
-Media time (fMP4 `tfdt`) starts near zero (`MEDIA_TIME_LEAD_MS`) at the
-first frame of a source's playlists, whatever the age of the stream's timeline,
-so players that start their clock at zero do not wait for it; the wall clock
-stays in PROGRAM-DATE-TIME. After a parameter change the new init's samples
-carry the parameter sets in band (`avc3`/`hev1`): the first keyframe has them,
-for players that keep the first init (ffmpeg's HLS reader).
+Media time (fMP4 `tfdt`) is given by the source (outputs/hls_source.py), near
+zero at its first frame. After a parameter change the new init's samples carry
+the parameter sets in band (`avc3`/`hev1`): the first keyframe has them, for
+players that keep the first init (ffmpeg's HLS reader).
 
 The window keeps `window_segments` complete segments (and parts for the last
 `PARTS_KEPT_SEGMENTS`); a playlist never names a segment or part the track no
@@ -42,12 +41,11 @@ from urllib.parse import quote
 
 import attrs
 
-from rtmp_ingest.bundle import Frame, Media, OutputFrame, TrackInfo
+from rtmp_ingest.bundle import Frame, Media, TrackInfo
 from rtmp_ingest.outputs import fmp4
 from rtmp_ingest.outputs.samples import (
     audio_frame_samples,
     codec_string,
-    coded_payload,
     config_key,
     parameter_sets,
     track_spec,
@@ -64,10 +62,6 @@ RETIRED_SEGMENTS = 2
 #: six frames at 30 fps with millisecond timestamps last 200.4 ms, a part MUST NOT
 #: exceed PART-TARGET (RFC 8216bis 4.4.4.9)
 PART_TARGET_SLACK = 0.02
-#: a source's media time (fMP4 tfdt) at the first frame of its playlists: near zero, so
-#: players that start their clock at 0 (GStreamer hlsdemux) play at once; the lead keeps a
-#: frame of another track from just before that first one at its own time
-MEDIA_TIME_LEAD_MS = 500
 
 
 @attrs.frozen(kw_only=True)
@@ -642,86 +636,3 @@ class TrackHls:
         if self.seconds_total > 0:
             return int(self.bytes_total * 8 / self.seconds_total)
         return 0
-
-
-class SourceHls:
-    """The HLS output of one source: a TrackHls per video layer and audio track."""
-
-    def __init__(
-        self,
-        stream_path: str,
-        source_id: str,
-        settings: HlsSettings,
-        origin_wall_s: float,
-        on_change: Callable[[], None],
-    ) -> None:
-        self.stream_path = stream_path
-        self.source_id = source_id
-        self.settings = settings
-        self.origin_wall_s = origin_wall_s
-        self._on_change = on_change
-        self.tracks: dict[str, TrackHls] = {}
-        self.info: dict[str, TrackInfo] = {}
-        self.frames_skipped = 0
-        self.ended = False
-        #: output DTS (ms) at media time MEDIA_TIME_LEAD_MS: fixed by the first frame
-        self.origin_ms: int | None = None
-
-    def push(self, out: OutputFrame) -> None:
-        frame = out.frame
-        media = frame.media
-        if media is Media.DATA:
-            return
-        if frame.track_info is not None:
-            self.info[frame.track_id] = frame.track_info
-        origin = self.origin_ms
-        if origin is None:
-            origin = self.origin_ms = out.dts_ms - MEDIA_TIME_LEAD_MS
-        track = self.tracks.get(frame.track_id)
-        if track is None:
-            # media time counts from this source's playlist origin, not the timeline's (whose
-            # start may be long ago); PROGRAM-DATE-TIME stays on the stream's common clock
-            track = self.tracks[frame.track_id] = TrackHls(
-                frame.track_id,
-                media,
-                self.settings,
-                self.origin_wall_s + origin / 1000,
-                self._on_change,
-            )
-        payload = coded_payload(frame)
-        if payload is None:
-            if not frame.config:  #: config frames without a record (channel layouts) are no loss
-                self.frames_skipped += 1
-            return
-        if frame.config:
-            track.configure(payload)
-            return
-        if not payload:
-            return  #: an empty coded frame (an encoder's end-of-stream marker) is no sample
-        track.push(
-            frame,
-            payload,
-            max(0, out.dts_ms - origin),
-            self.info.get(frame.track_id),
-            out.discontinuity,
-        )
-
-    def end(self) -> None:
-        self.ended = True
-        for track in self.tracks.values():
-            track.end()
-
-    def frames_unused(self) -> int:
-        """Frames that reached no playlist: without an mp4 sample entry, or cut (TrackHls)."""
-        return self.frames_skipped + sum(t.frames_cut for t in self.tracks.values())
-
-    def held_bytes(self) -> int:
-        """Media bytes the source's playlists hold (the memory HLS costs it)."""
-        return sum(t.held_bytes() for t in self.tracks.values())
-
-    def live_tracks(self) -> list[TrackHls]:
-        return [
-            t
-            for t in self.tracks.values()
-            if t.spec is not None and t.ready and (t.segments or t.current)
-        ]

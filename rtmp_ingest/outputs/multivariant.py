@@ -5,7 +5,8 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from rtmp_ingest.bundle import Media
-from rtmp_ingest.outputs.hls import SourceHls, TrackHls
+from rtmp_ingest.outputs.hls import TrackHls
+from rtmp_ingest.outputs.hls_source import SourceHls
 from rtmp_ingest.outputs.names import source_segment
 
 

@@ -42,7 +42,8 @@ import trio
 
 from rtmp_ingest.bundle import Active, Inactive, StartMode
 from rtmp_ingest.config import HlsConfig
-from rtmp_ingest.outputs.hls import HlsSettings, SourceHls
+from rtmp_ingest.outputs.hls import HlsSettings
+from rtmp_ingest.outputs.hls_source import SourceHls
 from rtmp_ingest.outputs.multivariant import multivariant
 from rtmp_ingest.outputs.names import disk_component, disk_path, disk_source_segment
 from rtmp_ingest.outputs.seams import OutputCounters, OutputMetrics, SourceSubscriber

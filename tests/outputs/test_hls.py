@@ -11,7 +11,8 @@ import m3u8
 import pytest
 
 from rtmp_ingest.bundle import Media, OutputFrame
-from rtmp_ingest.outputs.hls import MEDIA_TIME_LEAD_MS, HlsSettings, SourceHls, TrackHls
+from rtmp_ingest.outputs.hls import HlsSettings, TrackHls
+from rtmp_ingest.outputs.hls_source import MEDIA_TIME_LEAD_MS, SourceHls
 from rtmp_ingest.outputs.multivariant import multivariant
 from tests.outputs.helpers import encoded, frames_of, output_frames
 from tests.tools.flv_media import encode_tags

@@ -10,7 +10,8 @@ import attrs
 import av
 
 from rtmp_ingest.bundle import Media, OutputFrame
-from rtmp_ingest.outputs.hls import MEDIA_TIME_LEAD_MS, HlsSettings, SourceHls
+from rtmp_ingest.outputs.hls import HlsSettings
+from rtmp_ingest.outputs.hls_source import MEDIA_TIME_LEAD_MS, SourceHls
 from rtmp_ingest.outputs.samples import parameter_sets
 from tests.outputs.helpers import frames_of, output_frames
 from tests.tools.flv_media import encode_tags
