@@ -72,8 +72,8 @@ class HlsSettings:
     #: a blocked playlist or part request gives up after this many target durations
     block_timeout_targets: float = 3.0
     #: memory bounds per track (a publisher whose timestamps never advance must not grow
-    #: a segment forever): a segment is cut at this size (a video segment then resumes at
-    #: the next keyframe), a part too, and the window keeps at most `max_window_bytes`
+    #: a segment forever): a segment is cut at this size (the next one goes on from the
+    #: next frame), a part too, and the window keeps at most `max_window_bytes`
     max_segment_bytes: int = 32 * 1024**2
     max_part_bytes: int = 4 * 1024**2
     max_window_bytes: int = 96 * 1024**2
@@ -180,8 +180,7 @@ class TrackHls:
         self._inband = b""
         self._last_key_dts: int | None = None
         self._gop_ticks = 0  #: distance of the last two keyframes
-        #: video frames dropped after a segment was cut between keyframes (its byte bound,
-        #: or a GOP longer than the fixed target duration)
+        #: video frames dropped before the track's (or a new init's) first keyframe
         self.frames_cut = 0
 
     # -- input -------------------------------------------------------------------------
@@ -244,9 +243,11 @@ class TrackHls:
             or too_big
         ):
             self._close_segment()
-            if video and not keyframe:
+            if video and not keyframe and current is None:
                 self.frames_cut += 1
-                return  #: a video segment starts at a keyframe
+                return  #: a video track (or its new init) starts at a keyframe
+            #: cut between keyframes (see `_too_long`): the next segment goes on from this
+            #: frame, its first part not INDEPENDENT, so no frame is lost to viewers
             self._open_segment(dts, dts_ms)
         if video and keyframe:
             if self._last_key_dts is not None and dts > self._last_key_dts:
@@ -318,8 +319,11 @@ class TrackHls:
         self._part_limit = round(self.part_target_s * scale)
 
     def _too_long(self, dts: int, nominal_guess: int) -> bool:
-        """Once the target duration is fixed, a segment is cut (even between keyframes)
-        rather than let its EXTINF round above it."""
+        """Once the target duration is fixed, a segment is cut (even between keyframes:
+        an encoder with a longer GOP superseded one whose GOP fixed it) rather than let its
+        EXTINF round above it (RFC 8216 4.3.3.1). The next segment starts mid-GOP; the
+        playlists never claim EXT-X-INDEPENDENT-SEGMENTS for video, and its parts say
+        which are INDEPENDENT."""
         current = self.current
         if current is None or self.fixed_target_duration is None or self.spec is None:
             return False
@@ -328,9 +332,9 @@ class TrackHls:
 
     def _next_key_overruns(self, dts: int) -> bool:
         """A keyframe at `dts` starts the segment before it is due when the next one, by
-        the GOP cadence, would come past the cut of `_too_long`: a segment cut between
-        keyframes loses every frame up to the next keyframe (a video segment starts at
-        one), and a reconnect or a switch shifts where keyframes fall."""
+        the GOP cadence, would come past the cut of `_too_long`: a reconnect or a switch
+        shifts where keyframes fall, and a segment that starts at a keyframe is one a
+        player can join at."""
         gop = self._gop_ticks
         if not gop or self.media is Media.AUDIO:
             return False

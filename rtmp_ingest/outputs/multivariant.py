@@ -63,7 +63,10 @@ def multivariant(
         name = f"{quote(track.name)}.m3u8"
         return f"{source_segment(source.source_id)}/{name}" if prefix else name
 
-    lines = ["#EXTM3U", "#EXT-X-VERSION:9", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    #: no EXT-X-INDEPENDENT-SEGMENTS here: it would cover video segments, and one cut
+    #: between keyframes (outputs/hls.py `_too_long`) starts mid-GOP; audio playlists
+    #: say it themselves
+    lines = ["#EXTM3U", "#EXT-X-VERSION:9"]
     live = [s for s in sources if not s.ended and s.live_tracks()]
     if default_source_id is None or not any(s.source_id == default_source_id for s in live):
         default_source_id = live[0].source_id if live else None

@@ -202,6 +202,61 @@ async def test_segment_timestamps_stay_monotonic_across_a_supersede_and_a_reconn
     )
 
 
+async def test_a_backup_encoder_with_a_longer_gop_loses_no_frame_for_hls_viewers(
+    start_daemon, spawn
+):
+    """The main encoder's 1 s GOP fixes the target duration at 2 s; its backup (OBS in
+    Simple mode has an 8.3 s GOP; here 5 s) supersedes it. Segments are cut between the
+    backup's keyframes to keep the target, and the frames after a cut are in the next
+    segment: an ffmpeg HLS reader decodes every frame, no step on the timeline."""
+    running = await start_daemon(**FAST)
+    stream = "live/gop"
+    path = f"/hls/{stream}/cam1/video0.m3u8"
+    with trio.fail_after(90):
+        main = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 40))
+        await running.wait_for(segments_ready(running, path, count=1), 20)
+        backup = await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 40, "--gop", "5"))
+
+        async def superseded():
+            return (await running.sources(stream)).get("cam1", {}).get("supersedeCount", 0) >= 1
+
+        await running.wait_for(superseded, 15)
+
+        async def cut_twice_mid_gop():
+            playlist = m3u8.loads((await text(running, path)).text)
+            mid = [
+                s
+                for s in playlist.segments
+                if s.uri and s.parts and s.parts[0].independent != "YES"
+            ]
+            return playlist if len(mid) >= 2 else None
+
+        playlist = await running.wait_for(cut_twice_mid_gop, 40)
+        assert playlist.target_duration == 2
+        assert all(round(s.duration) <= 2 for s in playlist.segments if s.uri)
+        init_uri = next(s.init_section.uri for s in playlist.segments if s.init_section)
+        init = (await text(running, f"/hls/{stream}/cam1/{init_uri}")).content
+        uris = [s.uri for s in playlist.segments if s.uri]
+        segments = [(await text(running, f"/hls/{stream}/cam1/{u}")).content for u in uris]
+        reader = await trio.to_thread.run_sync(
+            lambda: subprocess.run(
+                ["ffmpeg", "-hide_banner", "-v", "error", "-i", f"{running.http}{path}",
+                 "-t", "4", "-f", "null", "-"],
+                capture_output=True, text=True, timeout=60,
+            )
+        )  # fmt: skip
+        main.kill()
+        backup.kill()
+    dts = _video_timestamps(init, segments)
+    steps = [b - a for a, b in zip(dts, dts[1:])]
+    #: a drop to the next keyframe would be a step of 2.5 s (5 s GOP, cut at 2.45 s); a
+    #: step of a few frames at the supersede is the wall-clock gap the switch saw
+    assert min(steps) > 0 and max(steps) <= 90_000 * 1.0, (
+        f"no frame lost: largest steps {sorted(steps)[-3:]} ticks"
+    )
+    assert reader.returncode == 0, reader.stderr[-2000:]
+
+
 async def _until_a_new_frame(video) -> float:
     """Waits for the next frame of a track; returns a time before it arrived."""
     seen = video.frames

@@ -390,3 +390,36 @@ def test_a_keyframe_cadence_moved_by_a_reconnect_loses_no_frames():
     playlist = parse(video.playlist())
     assert all(round(s.duration) <= playlist.target_duration for s in playlist.segments if s.uri)
     assert video.frames_cut == 0
+
+
+def test_a_backup_encoder_with_a_longer_gop_loses_no_frames_and_keeps_the_target():
+    """OBS in Simple mode (an 8.3 s GOP) superseding an encoder whose 2 s GOP fixed the
+    target duration: segments are cut between keyframes to keep EXTINF within the target,
+    and the segment after such a cut goes on from the next frame (its first part not
+    INDEPENDENT) instead of dropping everything up to the next keyframe."""
+    before = encoded(4.5, gop_s=2.0, audio=None)
+    last = max(o.dts_ms for o in before)
+    after = [
+        attrs.evolve(o, dts_ms=o.dts_ms + last + 40, discontinuity=False)
+        for o in encoded(12.0, gop_s=5.0, audio=None)
+    ]
+    outs = before + after
+    source = package(outs, settings=HlsSettings(window_segments=20))
+    video = source.tracks["video0"]
+    got = decode_track(video)  #: PyAV decodes init + every complete segment, in order
+    shift = MEDIA_TIME_LEAD_MS - outs[0].dts_ms
+    sent = [
+        (o.dts_ms + shift, o.dts_ms + o.frame.cts_ms + shift) for o in outs if not o.frame.config
+    ]
+    assert len(got) > len(before) + 200
+    assert got == sent[: len(got)], "every frame reaches the playlist, in order"
+    playlist = parse(video.playlist())
+    assert playlist.target_duration == 2
+    complete = [s for s in playlist.segments if s.uri]
+    assert all(round(s.duration) <= 2 for s in complete)
+    assert any(s.parts and s.parts[0].independent != "YES" for s in playlist.segments), (
+        "a segment that starts mid-GOP says so on its first part"
+    )
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" not in video.playlist()
+    assert "#EXT-X-INDEPENDENT-SEGMENTS" not in multivariant([source], "cam1")
+    assert video.frames_cut == 0
