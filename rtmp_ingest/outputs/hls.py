@@ -182,6 +182,8 @@ class TrackHls:
         self._gop_ticks = 0  #: distance of the last two keyframes
         #: video frames dropped before the track's (or a new init's) first keyframe
         self.frames_cut = 0
+        #: the current segment started between keyframes (after a cut): it ends at the next
+        self._segment_mid_gop = False
 
     # -- input -------------------------------------------------------------------------
 
@@ -218,13 +220,19 @@ class TrackHls:
             dts = last + 1  #: never backwards (the bundle guarantees it; rounding might not)
         if video and last is not None:
             step = dts - last
-            self._nominal = step if not self._nominal else (self._nominal * 7 + step) // 8
+            if not self._nominal:
+                self._nominal = step
+            elif step <= 2 * self._nominal:  #: a gap (skipped frames, a switch) is no frame
+                self._nominal = (self._nominal * 7 + step) // 8
         limit = self._part_limit or round(self.settings.part_target_s * scale)
         if self._samples and self._part_start is not None:
             # the previous sample lasts until this one, but never past the part's limit
             # (after a gap the next part's decode time says where media resumes)
             previous = self._samples[-1]
             room = self._part_start + limit - self._sample_dts[-1]
+            end = self._segment_end_ticks()
+            if end is not None:  #: nor past the cut that keeps EXTINF within the target
+                room = min(room, end - self._sample_dts[-1])
             self._samples[-1] = fmp4.Sample(
                 previous.data,
                 max(1, min(dts - self._sample_dts[-1], room)),
@@ -238,7 +246,14 @@ class TrackHls:
         )
         if (
             current is None
-            or (keyframe and (self._new_segment_due(dts) or self._next_key_overruns(dts)))
+            or (
+                keyframe
+                and (
+                    self._segment_mid_gop
+                    or self._new_segment_due(dts)
+                    or self._next_key_overruns(dts)
+                )
+            )
             or self._too_long(dts, nominal_guess=self._nominal)
             or too_big
         ):
@@ -247,8 +262,10 @@ class TrackHls:
                 self.frames_cut += 1
                 return  #: a video track (or its new init) starts at a keyframe
             #: cut between keyframes (see `_too_long`): the next segment goes on from this
-            #: frame, its first part not INDEPENDENT, so no frame is lost to viewers
+            #: frame, its first part not INDEPENDENT, so no frame is lost to viewers; it
+            #: ends at the next keyframe, so segments start at keyframes again at once
             self._open_segment(dts, dts_ms)
+            self._segment_mid_gop = video and not keyframe
         if video and keyframe:
             if self._last_key_dts is not None and dts > self._last_key_dts:
                 self._gop_ticks = dts - self._last_key_dts
@@ -275,6 +292,9 @@ class TrackHls:
             self._part_start = dts
             self._part_independent = keyframe
         duration = max(1, min(nominal, self._part_start + limit - dts))
+        end = self._segment_end_ticks()
+        if end is not None:
+            duration = max(1, min(duration, end - dts))
         self._samples.append(fmp4.Sample(payload, duration, keyframe, cts))
         self._part_bytes += len(payload)
         self._sample_dts.append(dts)
@@ -318,17 +338,23 @@ class TrackHls:
         self.part_target_s = math.ceil(target * 1000) / 1000
         self._part_limit = round(self.part_target_s * scale)
 
+    def _segment_end_ticks(self) -> int | None:
+        """Where the current segment must end at the latest (see `_too_long`)."""
+        current = self.current
+        if current is None or self.fixed_target_duration is None or self.spec is None:
+            return None
+        return current.start_ticks + round(
+            (self.fixed_target_duration + 0.45) * self.spec.timescale
+        )
+
     def _too_long(self, dts: int, nominal_guess: int) -> bool:
         """Once the target duration is fixed, a segment is cut (even between keyframes:
         an encoder with a longer GOP superseded one whose GOP fixed it) rather than let its
         EXTINF round above it (RFC 8216 4.3.3.1). The next segment starts mid-GOP; the
         playlists never claim EXT-X-INDEPENDENT-SEGMENTS for video, and its parts say
         which are INDEPENDENT."""
-        current = self.current
-        if current is None or self.fixed_target_duration is None or self.spec is None:
-            return False
-        limit = (self.fixed_target_duration + 0.45) * self.spec.timescale
-        return dts + (nominal_guess or 0) - current.start_ticks > limit
+        end = self._segment_end_ticks()
+        return end is not None and dts + (nominal_guess or 0) > end
 
     def _next_key_overruns(self, dts: int) -> bool:
         """A keyframe at `dts` starts the segment before it is due when the next one, by
@@ -342,7 +368,8 @@ class TrackHls:
             return False
         if gop + (self._nominal or 0) > self.fixed_target_duration * self.spec.timescale:
             return False  #: a GOP longer than the target: cut where `_too_long` says
-        return self._too_long(dts + gop, nominal_guess=self._nominal)
+        #: the cut would come at the frame before the next keyframe
+        return self._too_long(dts + gop - self._nominal, nominal_guess=self._nominal)
 
     def _new_segment_due(self, dts: int) -> bool:
         current = self.current
@@ -579,7 +606,11 @@ class TrackHls:
         #: video: only if the next frame is the next keyframe of the GOP cadence
         if next_dts - self._last_key_dts < self._gop_ticks - step // 2:
             return False
-        return self._new_segment_due(next_dts) or self._next_key_overruns(next_dts)
+        return (
+            self._segment_mid_gop
+            or self._new_segment_due(next_dts)
+            or self._next_key_overruns(next_dts)
+        )
 
     def part_pending(self, msn: int, index: int) -> bool:
         """Whether the part is the one being filled (what the preload hint names)."""

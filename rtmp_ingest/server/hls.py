@@ -155,6 +155,8 @@ class HlsService:
                 return
             source = self.sources.get(key)
             if source is None or source.ended:
+                if source is not None:  #: back within linger: the ended one is replaced
+                    self._frames_unused_gone += source.frames_unused()
                 source = SourceHls(
                     event.stream_path,
                     event.source_id,

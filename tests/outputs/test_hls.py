@@ -403,6 +403,10 @@ def test_a_backup_encoder_with_a_longer_gop_loses_no_frames_and_keeps_the_target
         attrs.evolve(o, dts_ms=o.dts_ms + last + 40, discontinuity=False)
         for o in encoded(12.0, gop_s=5.0, audio=None)
     ]
+    #: the backup skips 7 frames near a cut (an encoder under load): the frame before the
+    #: gap is not stretched past the cut either
+    skipped = {i for i, o in enumerate(after) if 4_300 <= o.frame.dts_ms < 4_580}
+    after = [o for i, o in enumerate(after) if i not in skipped or o.frame.config]
     outs = before + after
     source = package(outs, settings=HlsSettings(window_segments=20))
     video = source.tracks["video0"]
@@ -416,10 +420,17 @@ def test_a_backup_encoder_with_a_longer_gop_loses_no_frames_and_keeps_the_target
     playlist = parse(video.playlist())
     assert playlist.target_duration == 2
     complete = [s for s in playlist.segments if s.uri]
-    assert all(round(s.duration) <= 2 for s in complete)
+    assert max(s.duration for s in complete) <= 2.45, "EXTINF rounds to the target at most"
     assert any(s.parts and s.parts[0].independent != "YES" for s in playlist.segments), (
         "a segment that starts mid-GOP says so on its first part"
     )
+    #: a segment that starts mid-GOP ends at the next keyframe: joining points stay
+    keys = {(o.dts_ms + shift) * 90 for o in outs if o.frame.keyframe and not o.frame.config}
+    mid = [s for s in video.segments if s.start_ticks not in keys]
+    assert len(mid) >= 3
+    for segment in mid:
+        end = segment.start_ticks + segment.duration_s * 90_000
+        assert not [k for k in keys if segment.start_ticks < k < end - 1], segment.msn
     assert "#EXT-X-INDEPENDENT-SEGMENTS" not in video.playlist()
     assert "#EXT-X-INDEPENDENT-SEGMENTS" not in multivariant([source], "cam1")
     assert video.frames_cut == 0

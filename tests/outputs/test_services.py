@@ -197,3 +197,24 @@ async def test_frames_hls_could_not_use_stay_counted_after_their_source_is_gone(
                 await trio.sleep(0.01)
         assert service.frames_unused() == counted
         nursery.cancel_scope.cancel()
+
+
+async def test_a_source_back_within_linger_keeps_what_the_ended_one_counted():
+    bundle = FakeBundle()
+    service = HlsService(config=HlsConfig(linger_s=60.0), registry=bundle)
+    outs = encoded(2.0, audio=None)
+    first_key = next(i for i, o in enumerate(outs) if o.frame.keyframe and not o.frame.config)
+    config = [o for o in outs if o.frame.config]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        service.on_event(active("live/s"))
+        await trio.testing.wait_all_tasks_blocked()
+        reader = bundle.readers[("live/s", "cam")]
+        await feed_all(reader, config + outs[first_key + 1 : first_key + 3] + outs[first_key:])
+        assert service.frames_unused() == 2
+        service.on_event(Inactive(stream_path="live/s", source_id="cam"))
+        await trio.testing.wait_all_tasks_blocked()
+        service.on_event(active("live/s"))  #: the publisher is back while the old one lingers
+        await trio.testing.wait_all_tasks_blocked()
+        assert service.frames_unused() == 2
+        nursery.cancel_scope.cancel()
