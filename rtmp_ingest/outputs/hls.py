@@ -583,9 +583,11 @@ class TrackHls:
         While a part is being filled, it. At a part boundary the next frame either goes on
         in this segment or starts the next one (a keyframe once the segment is due, a cut
         at the byte bound): the hint names the next segment's first part when that is what
-        the next frame will most likely start (the keyframe cadence says so), and a hint
-        that was wrong is answered at once (`part_pending` is false for it), never by a
-        wait that ends in a 404 a block timeout later."""
+        the next frame will most likely start (the keyframe cadence says so). A hint of
+        this segment's next part when the next segment started instead is answered at
+        once (`part_pending` is false for it), never by a wait that ends in a 404 a block
+        timeout later; a hint of the next segment's first part while this one went on
+        waits for that part, which comes (at the latest when the segment is cut)."""
         current = self.current
         if current is None or self._new_init:
             return self.next_msn, 0
