@@ -9,6 +9,7 @@ import errno
 from pathlib import Path
 
 import attrs
+import pytest
 import trio
 
 from rtmp_ingest.bundle import Active, Inactive, OutputFrame
@@ -174,10 +175,14 @@ async def test_an_hls_disk_copy_whose_write_failed_is_written_later(tmp_path, mo
     assert not list(tmp_path.rglob("*.tmp")), "a failed write leaves no temporary behind"
 
 
-async def test_frames_hls_could_not_use_stay_counted_after_their_source_is_gone():
-    """rtmp_ingest_hls_errors is a counter: a source leaving the list takes nothing off."""
+@pytest.mark.parametrize("back_within_linger", [False, True])
+async def test_frames_hls_could_not_use_stay_counted_when_their_source_leaves(back_within_linger):
+    """rtmp_ingest_hls_errors is a counter: a source leaving the list takes nothing off,
+    whether it leaves after its linger or is replaced by its publisher's return."""
     bundle = FakeBundle()
-    service = HlsService(config=HlsConfig(linger_s=0.0), registry=bundle)
+    service = HlsService(
+        config=HlsConfig(linger_s=60.0 if back_within_linger else 0.0), registry=bundle
+    )
     outs = encoded(3.0, audio=None)
     first_key = next(i for i, o in enumerate(outs) if o.frame.keyframe and not o.frame.config)
     # frames before a keyframe cannot start a video segment: cut, and counted
@@ -189,32 +194,15 @@ async def test_frames_hls_could_not_use_stay_counted_after_their_source_is_gone(
         await trio.testing.wait_all_tasks_blocked()
         reader = bundle.readers[("live/s", "cam")]
         await feed_all(reader, config + lead + outs[first_key:])
-        counted = service.frames_unused()
-        assert counted == 3
+        assert service.frames_unused() == 3
         service.on_event(Inactive(stream_path="live/s", source_id="cam"))
-        with trio.fail_after(10):
-            while service.sources:
-                await trio.sleep(0.01)
-        assert service.frames_unused() == counted
-        nursery.cancel_scope.cancel()
-
-
-async def test_a_source_back_within_linger_keeps_what_the_ended_one_counted():
-    bundle = FakeBundle()
-    service = HlsService(config=HlsConfig(linger_s=60.0), registry=bundle)
-    outs = encoded(2.0, audio=None)
-    first_key = next(i for i, o in enumerate(outs) if o.frame.keyframe and not o.frame.config)
-    config = [o for o in outs if o.frame.config]
-    async with trio.open_nursery() as nursery:
-        await nursery.start(service.run)
-        service.on_event(active("live/s"))
-        await trio.testing.wait_all_tasks_blocked()
-        reader = bundle.readers[("live/s", "cam")]
-        await feed_all(reader, config + outs[first_key + 1 : first_key + 3] + outs[first_key:])
-        assert service.frames_unused() == 2
-        service.on_event(Inactive(stream_path="live/s", source_id="cam"))
-        await trio.testing.wait_all_tasks_blocked()
-        service.on_event(active("live/s"))  #: the publisher is back while the old one lingers
-        await trio.testing.wait_all_tasks_blocked()
-        assert service.frames_unused() == 2
+        if back_within_linger:
+            await trio.testing.wait_all_tasks_blocked()
+            service.on_event(active("live/s"))  #: back while the ended one lingers
+            await trio.testing.wait_all_tasks_blocked()
+        else:
+            with trio.fail_after(10):
+                while service.sources:
+                    await trio.sleep(0.01)
+        assert service.frames_unused() == 3
         nursery.cancel_scope.cancel()
