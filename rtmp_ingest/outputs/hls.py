@@ -180,8 +180,11 @@ class TrackHls:
         self._inband = b""
         self._last_key_dts: int | None = None
         self._gop_ticks = 0  #: distance of the last two keyframes
-        #: video frames dropped before the track's (or a new init's) first keyframe
+        #: coded frames no segment got: video before the track's (or a new init's) first
+        #: keyframe, any before a configuration the track can be packaged with
         self.frames_cut = 0
+        #: why the track cannot be packaged was logged (again once it could be)
+        self._refusal_logged = False
         #: the current segment started between keyframes (after a cut): it ends at the next
         self._segment_mid_gop = False
 
@@ -202,6 +205,7 @@ class TrackHls:
             discontinuity and self.spec is not None and frame.codec != self.codec
         ):
             if not self._start_init(frame, info):
+                self.frames_cut += 1
                 return
         spec = self.spec
         assert spec is not None
@@ -381,18 +385,23 @@ class TrackHls:
         config = self._pending_config or self._config
         spec = track_spec(1, frame.media, frame.codec, config, info)
         if spec is None:
-            if self.spec is None and not self.ended:
+            if self.spec is None and not self.ended and not self._refusal_logged:
+                self._refusal_logged = True  #: once, not once a frame
                 log.info(
-                    "hls: track %s codec %s cannot be packaged as fMP4; skipped",
+                    "hls: track %s codec %s cannot be packaged as fMP4%s; skipped",
                     self.name,
                     frame.codec,
+                    "" if config else " (no configuration record yet)",
                 )
             return False
         try:
             init = fmp4.init_segment([spec])
         except ValueError as exc:
-            log.info("hls: track %s: %s; skipped", self.name, exc)
+            if not self._refusal_logged:
+                self._refusal_logged = True
+                log.info("hls: track %s: %s; skipped", self.name, exc)
             return False
+        self._refusal_logged = False
         first = self.spec is None
         self._close_segment()
         #: after a parameter change players that keep the first init's parameter sets

@@ -434,3 +434,18 @@ def test_a_backup_encoder_with_a_longer_gop_loses_no_frames_and_keeps_the_target
     assert "#EXT-X-INDEPENDENT-SEGMENTS" not in video.playlist()
     assert "#EXT-X-INDEPENDENT-SEGMENTS" not in multivariant([source], "cam1")
     assert video.frames_cut == 0
+
+
+def test_frames_before_a_configuration_record_are_counted_and_logged_once(caplog):
+    """A publisher whose sequence header comes late (or never): one log line, not one a
+    frame, and the frames no segment got are counted; the track starts once it comes."""
+    outs = encoded(4.0, audio=None)
+    config = [o for o in outs if o.frame.config]
+    media = [o for o in outs if not o.frame.config]
+    second_key = [i for i, o in enumerate(media) if o.frame.keyframe][1]
+    with caplog.at_level("INFO", logger="rtmp_ingest.outputs"):
+        source = package(media[:second_key] + config + media[second_key:])
+    refusals = [r for r in caplog.records if "cannot be packaged" in r.getMessage()]
+    assert len(refusals) == 1 and "no configuration record yet" in refusals[0].getMessage()
+    assert source.frames_unused() == second_key
+    assert source.tracks["video0"].segments, "packaged from the configuration on"
