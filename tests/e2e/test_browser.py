@@ -26,6 +26,8 @@ MODULES = REPO / ".browser" / "node_modules"
 #: samples (seconds) both tiles must have played before the latency is read: hls.js
 #: starts a little behind and moves to the live edge
 SETTLE_SAMPLES = 4
+#: samples read after the backup was started: two cuts of each of its 5 s GOPs, twice
+BACKUP_SAMPLES = 14
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 pytestmark = pytest.mark.skipif(
@@ -114,3 +116,71 @@ async def test_chromium_plays_every_source_of_a_stream_and_follows_them(
         #: the latency figure itself is measured by bench/bench_hls.py, not asserted here
         assert tile["latency"] < 3 * 2.0, tile
     assert after_end[0]["width"] == 320, "cam1 plays on after cam2's tile went"
+
+
+async def test_chromium_plays_on_when_a_backup_with_a_longer_gop_takes_over(
+    start_daemon, spawn, hlsjs_url, tmp_path
+):
+    """hls.js reads the segments cut between a long-GOP backup's keyframes (outputs/hls.py
+    `_too_long`): it decodes on at the frame rate, where a drop to the next keyframe
+    would leave it about half the frames (5 s GOP, segments cut at 2.44 s)."""
+    running = await start_daemon(http={"hlsjs_url": hlsjs_url})
+    stream = "live/backup"
+    await spawn(clients.pyav(running.url(stream, sourceId="cam1"), 90))
+
+    async def live():
+        return (await running.sources(stream)).get("cam1", {}).get("state") == "live"
+
+    await running.wait_for(live, timeout_s=60)
+    browser = await trio.lowlevel.open_process(
+        [
+            "node",
+            str(REPO / "tests" / "tools" / "browser_check.js"),
+            f"{running.http}/view/{stream}",
+            "100",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "browser.err").open("wb"),
+        env={**os.environ, "NODE_PATH": str(MODULES)},
+    )
+    assert browser.stdout is not None
+    samples: list[dict] = []  #: the tile, once a second
+    superseded_at: int | None = None
+    streak = 0
+    buffer = b""
+    try:
+        with trio.fail_after(130):
+            while superseded_at is None or len(samples) < superseded_at + BACKUP_SAMPLES:
+                chunk = await browser.stdout.receive_some(65536)
+                if not chunk:
+                    errors = (tmp_path / "browser.err").read_text(errors="replace")[-2000:]
+                    raise AssertionError(f"the browser check ended early: {samples[-3:]}; {errors}")
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if not line.startswith(b"{"):
+                        continue
+                    tiles = json.loads(line)["tiles"]
+                    if len(tiles) != 1:
+                        continue
+                    samples.append(tiles[0])
+                    if superseded_at is None:
+                        streak = (
+                            streak + 1 if tiles[0]["ready"] >= 2 and tiles[0]["time"] > 2 else 0
+                        )
+                        if streak == SETTLE_SAMPLES:
+                            await spawn(
+                                clients.pyav(running.url(stream, sourceId="cam1"), 90, "--gop", "5")
+                            )
+                            superseded_at = len(samples)
+    finally:
+        browser.kill()
+    source = (await running.sources(stream))["cam1"]
+    assert source["supersedeCount"] == 1, "the backup took over"
+    start, end = samples[superseded_at + 2], samples[-1]  #: from once the backup is on air
+    played_s = end["time"] - start["time"]
+    decoded = end["frames"] - start["frames"]
+    assert played_s > 0.6 * (BACKUP_SAMPLES - 3), samples[superseded_at:]
+    assert decoded >= 0.8 * 25 * played_s, (
+        f"{decoded} frames decoded in {played_s:.1f} s of playback: {samples[superseded_at:]}"
+    )

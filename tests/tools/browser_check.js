@@ -15,7 +15,8 @@ const { chromium } = require('playwright-core');
     const tiles = await page.evaluate(() => [...document.querySelectorAll('.tile')].map(t => {
       const v = t.querySelector('video');
       return { label: t.querySelector('.label').textContent, time: v.currentTime, ready: v.readyState,
-               width: v.videoWidth, latency: t.hls && t.hls.latency != null ? t.hls.latency : null };
+               width: v.videoWidth, latency: t.hls && t.hls.latency != null ? t.hls.latency : null,
+               frames: v.getVideoPlaybackQuality().totalVideoFrames };
     }));
     console.log(JSON.stringify({ tiles }));
   }
