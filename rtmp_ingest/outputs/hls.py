@@ -233,10 +233,7 @@ class TrackHls:
             # the previous sample lasts until this one, but never past the part's limit
             # (after a gap the next part's decode time says where media resumes)
             previous = self._samples[-1]
-            room = self._part_start + limit - self._sample_dts[-1]
-            end = self._segment_end_ticks()
-            if end is not None:  #: nor past the cut that keeps EXTINF within the target
-                room = min(room, end - self._sample_dts[-1])
+            room = self._sample_end_ticks(limit) - self._sample_dts[-1]
             self._samples[-1] = fmp4.Sample(
                 previous.data,
                 max(1, min(dts - self._sample_dts[-1], room)),
@@ -250,14 +247,7 @@ class TrackHls:
         )
         if (
             current is None
-            or (
-                keyframe
-                and (
-                    self._segment_mid_gop
-                    or self._new_segment_due(dts)
-                    or self._next_key_overruns(dts)
-                )
-            )
+            or (keyframe and self._keyframe_starts_segment(dts))
             or self._too_long(dts, nominal_guess=self._nominal)
             or too_big
         ):
@@ -295,10 +285,7 @@ class TrackHls:
             self._close_part()
             self._part_start = dts
             self._part_independent = keyframe
-        duration = max(1, min(nominal, self._part_start + limit - dts))
-        end = self._segment_end_ticks()
-        if end is not None:
-            duration = max(1, min(duration, end - dts))
+        duration = max(1, min(nominal, self._sample_end_ticks(limit) - dts))
         self._samples.append(fmp4.Sample(payload, duration, keyframe, cts))
         self._part_bytes += len(payload)
         self._sample_dts.append(dts)
@@ -341,6 +328,19 @@ class TrackHls:
         target = (frames * nominal) / scale + frames * 0.001 + 0.0005
         self.part_target_s = math.ceil(target * 1000) / 1000
         self._part_limit = round(self.part_target_s * scale)
+
+    def _sample_end_ticks(self, part_limit: int) -> int:
+        """Where the sample being written may end at the latest: the part's limit, and the
+        segment's cut that keeps EXTINF within the target (`_segment_end_ticks`)."""
+        assert self._part_start is not None
+        end = self._part_start + part_limit
+        cut = self._segment_end_ticks()
+        return end if cut is None else min(end, cut)
+
+    def _keyframe_starts_segment(self, dts: int) -> bool:
+        """A keyframe at `dts` starts a new segment: the current one is due, or began
+        between keyframes, or would be cut before the next keyframe."""
+        return self._segment_mid_gop or self._new_segment_due(dts) or self._next_key_overruns(dts)
 
     def _segment_end_ticks(self) -> int | None:
         """Where the current segment must end at the latest (see `_too_long`)."""
@@ -617,11 +617,7 @@ class TrackHls:
         #: video: only if the next frame is the next keyframe of the GOP cadence
         if next_dts - self._last_key_dts < self._gop_ticks - step // 2:
             return False
-        return (
-            self._segment_mid_gop
-            or self._new_segment_due(next_dts)
-            or self._next_key_overruns(next_dts)
-        )
+        return self._keyframe_starts_segment(next_dts)
 
     def part_pending(self, msn: int, index: int) -> bool:
         """Whether the part is the one being filled (what the preload hint names)."""

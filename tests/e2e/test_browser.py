@@ -6,6 +6,7 @@ the pinned hls.js and playwright-core from npm into .browser/); skips, saying wh
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -13,6 +14,7 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,39 @@ def hlsjs_url():
     server.shutdown()
 
 
+async def page_tiles(url: str, samples: int, tmp_path: Path) -> AsyncIterator[list[dict]]:
+    """The multiview page's tiles, once a second (tests/tools/browser_check.js), for at
+    most `samples` seconds; an early end of the check fails with its last sample and
+    stderr. Leaving the loop ends the browser (use it with `contextlib.aclosing`)."""
+    err = tmp_path / "browser.err"
+    browser = await trio.lowlevel.open_process(
+        ["node", str(REPO / "tests" / "tools" / "browser_check.js"), url, str(samples)],
+        stdout=subprocess.PIPE,
+        stderr=err.open("wb"),
+        env={**os.environ, "NODE_PATH": str(MODULES)},
+    )
+    assert browser.stdout is not None
+    seen = b""  #: the page's last sample, for the failure message
+    buffer = b""
+    try:
+        while True:
+            chunk = await browser.stdout.receive_some(65536)
+            if not chunk:
+                raise AssertionError(
+                    "the browser check ended before the page did what it should; "
+                    f"its last sample: {seen.decode(errors='replace')}; "
+                    f"stderr: {err.read_text(errors='replace')[-2000:]}"
+                )
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if line.startswith(b"{"):
+                    seen = line
+                    yield json.loads(line)["tiles"]
+    finally:
+        browser.kill()
+
+
 async def test_chromium_plays_every_source_of_a_stream_and_follows_them(
     start_daemon, spawn, hlsjs_url, tmp_path
 ):
@@ -64,53 +99,27 @@ async def test_chromium_plays_every_source_of_a_stream_and_follows_them(
 
     await running.wait_for(both_live, timeout_s=60)
     # one JSON line a second from the page; events decide, not a schedule
-    browser = await trio.lowlevel.open_process(
-        [
-            "node",
-            str(REPO / "tests" / "tools" / "browser_check.js"),
-            f"{running.http}/view/{stream}",
-            "110",  #: samples: a bound on a busy machine, the events below end it early
-        ],
-        stdout=subprocess.PIPE,
-        stderr=(tmp_path / "browser.err").open("wb"),
-        env={**os.environ, "NODE_PATH": str(MODULES)},
-    )
-    assert browser.stdout is not None
-    seen = b""  #: the page's last sample, for the failure message
     playing = None
     after_end = None
     streak = 0
-    buffer = b""
-    try:
-        with trio.fail_after(130):
-            while after_end is None:
-                chunk = await browser.stdout.receive_some(65536)
-                if not chunk:
-                    errors = (tmp_path / "browser.err").read_text(errors="replace")[-2000:]
-                    raise AssertionError(
-                        "the browser check ended before the page did what it should; "
-                        f"its last sample: {seen.decode(errors='replace')}; stderr: {errors}"
+    url = f"{running.http}/view/{stream}"
+    with trio.fail_after(130):
+        #: 110 samples: a bound on a busy machine, the events below end it early
+        async with contextlib.aclosing(page_tiles(url, 110, tmp_path)) as pages:
+            async for tiles in pages:
+                if playing is None:
+                    both = sorted(t["width"] for t in tiles) == [160, 320] and all(
+                        t["ready"] >= 2 and t["time"] > 2 and t["latency"] is not None
+                        for t in tiles
                     )
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if not line.startswith(b"{"):
-                        continue
-                    seen = line
-                    tiles = json.loads(line)["tiles"]
-                    if playing is None:
-                        both = sorted(t["width"] for t in tiles) == [160, 320] and all(
-                            t["ready"] >= 2 and t["time"] > 2 and t["latency"] is not None
-                            for t in tiles
-                        )
-                        streak = streak + 1 if both else 0
-                        if streak == SETTLE_SAMPLES:
-                            playing = tiles
-                            short.kill()  #: cam2 ends: its tile must go with the inactive event
-                    elif len(tiles) == 1:
-                        after_end = tiles
-    finally:
-        browser.kill()
+                    streak = streak + 1 if both else 0
+                    if streak == SETTLE_SAMPLES:
+                        playing = tiles
+                        short.kill()  #: cam2 ends: its tile must go with the inactive event
+                elif len(tiles) == 1:
+                    after_end = tiles
+                    break
+    assert playing is not None and after_end is not None
     for tile in playing:
         #: LL-HLS: behind the live edge by parts, not by the 3 segments (6 s) plain HLS needs;
         #: the latency figure itself is measured by bench/bench_hls.py, not asserted here
@@ -132,49 +141,26 @@ async def test_chromium_plays_on_when_a_backup_with_a_longer_gop_takes_over(
         return (await running.sources(stream)).get("cam1", {}).get("state") == "live"
 
     await running.wait_for(live, timeout_s=60)
-    browser = await trio.lowlevel.open_process(
-        [
-            "node",
-            str(REPO / "tests" / "tools" / "browser_check.js"),
-            f"{running.http}/view/{stream}",
-            "100",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=(tmp_path / "browser.err").open("wb"),
-        env={**os.environ, "NODE_PATH": str(MODULES)},
-    )
-    assert browser.stdout is not None
     samples: list[dict] = []  #: the tile, once a second
     superseded_at: int | None = None
     streak = 0
-    buffer = b""
-    try:
-        with trio.fail_after(130):
-            while superseded_at is None or len(samples) < superseded_at + BACKUP_SAMPLES:
-                chunk = await browser.stdout.receive_some(65536)
-                if not chunk:
-                    errors = (tmp_path / "browser.err").read_text(errors="replace")[-2000:]
-                    raise AssertionError(f"the browser check ended early: {samples[-3:]}; {errors}")
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if not line.startswith(b"{"):
-                        continue
-                    tiles = json.loads(line)["tiles"]
-                    if len(tiles) != 1:
-                        continue
-                    samples.append(tiles[0])
-                    if superseded_at is None:
-                        streak = (
-                            streak + 1 if tiles[0]["ready"] >= 2 and tiles[0]["time"] > 2 else 0
+    url = f"{running.http}/view/{stream}"
+    with trio.fail_after(130):
+        async with contextlib.aclosing(page_tiles(url, 100, tmp_path)) as pages:
+            async for tiles in pages:
+                if len(tiles) != 1:
+                    continue
+                samples.append(tiles[0])
+                if superseded_at is None:
+                    streak = streak + 1 if tiles[0]["ready"] >= 2 and tiles[0]["time"] > 2 else 0
+                    if streak == SETTLE_SAMPLES:
+                        await spawn(
+                            clients.pyav(running.url(stream, sourceId="cam1"), 90, "--gop", "5")
                         )
-                        if streak == SETTLE_SAMPLES:
-                            await spawn(
-                                clients.pyav(running.url(stream, sourceId="cam1"), 90, "--gop", "5")
-                            )
-                            superseded_at = len(samples)
-    finally:
-        browser.kill()
+                        superseded_at = len(samples)
+                elif len(samples) >= superseded_at + BACKUP_SAMPLES:
+                    break
+    assert superseded_at is not None
     source = (await running.sources(stream))["cam1"]
     assert source["supersedeCount"] == 1, "the backup took over"
     start, end = samples[superseded_at + 2], samples[-1]  #: from once the backup is on air
